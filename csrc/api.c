@@ -1,0 +1,341 @@
+/* api.c -- the exported gate: argument checks, floating-point guard, error mapping.
+ * Every exported function that computes enters through GUARD_ENTER / GUARD_LEAVE so a host's
+ * flush-to-zero or rounding-mode setting never reaches the numerics. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/kernels.h"
+#include "model.h"
+
+#define GUARD_ENTER \
+  lrt_fpenv fpenv_; \
+  lrt_fpenv_enter(&fpenv_)
+#define GUARD_RETURN(x) \
+  do { int32_t r_ = (x); lrt_fpenv_leave(&fpenv_); return r_; } while (0)
+
+#define CHECK_PTR(p, name) \
+  if (!(p)) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "%s must not be NULL", name)
+
+const char *lrt_version_string(void) { return LRT_VERSION_STRING; }
+int32_t lrt_version_number(void) {
+  return LRT_VERSION_MAJOR * 10000 + LRT_VERSION_MINOR * 100 + LRT_VERSION_PATCH;
+}
+int32_t lrt_abi_version(void) { return LRT_ABI_VERSION; }
+int32_t lrt_numerics_version(void) { return LRT_NUMERICS_VERSION; }
+const char *lrt_kernel_path(void) { return lrt_kernels_get()->name; }
+
+/* ---- models ------------------------------------------------------------------------------ */
+
+int32_t lrt_model_open(const char *path, size_t path_len, int32_t flags, lrt_model **out) {
+  CHECK_PTR(out, "out");
+  *out = NULL;
+  CHECK_PTR(path, "path");
+  if (path_len == 0) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "the model path is empty");
+  if (memchr(path, 0, path_len)) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "the model path contains a NUL byte");
+  if (!lrt_utf8_valid(path, path_len)) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "the model path is not valid UTF-8");
+  if (path_len > 4000) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "the model path is too long");
+  char buf[4096];
+  memcpy(buf, path, path_len);
+  buf[path_len] = 0;
+  while (path_len > 1 && (buf[path_len - 1] == '/' || buf[path_len - 1] == '\\')) buf[--path_len] = 0;
+  GUARD_ENTER;
+  lrt_err_clear();
+  GUARD_RETURN(lrt_model_load(buf, flags, out));
+}
+
+void lrt_model_close(lrt_model *model) { lrt_model_free(model); }
+
+int32_t lrt_model_get_int(const lrt_model *m, int32_t key, int64_t *out) {
+  CHECK_PTR(m, "model");
+  CHECK_PTR(out, "out");
+  const lrt_config *c = &m->cfg;
+  switch (key) {
+    case LRT_INFO_VOCAB_SIZE: *out = c->vocab; break;
+    case LRT_INFO_CONTEXT_LENGTH: *out = c->ctx; break;
+    case LRT_INFO_HIDDEN_SIZE: *out = c->dim; break;
+    case LRT_INFO_LAYERS: *out = c->n_layers; break;
+    case LRT_INFO_HEADS: *out = c->n_heads; break;
+    case LRT_INFO_KV_HEADS: *out = c->n_kv_heads; break;
+    case LRT_INFO_HEAD_DIM: *out = c->head_dim; break;
+    case LRT_INFO_FFN_SIZE: *out = c->ffn; break;
+    case LRT_INFO_PARAMETERS: *out = (int64_t)m->n_params; break;
+    case LRT_INFO_WEIGHT_BYTES: *out = (int64_t)m->weight_bytes; break;
+    case LRT_INFO_RESIDENT_BYTES: *out = (int64_t)m->resident_bytes; break;
+    case LRT_INFO_BOS_ID: *out = c->bos; break;
+    case LRT_INFO_EOS_COUNT: *out = c->n_eos; break;
+    case LRT_INFO_TIED_EMBEDDINGS: *out = c->tied; break;
+    case LRT_INFO_IS_GGUF: *out = m->is_gguf; break;
+    default: return lrt_err(LRT_ERR_INVALID_ARGUMENT, "unknown model info key %d", key);
+  }
+  return LRT_OK;
+}
+
+int32_t lrt_model_eos_id(const lrt_model *m, int64_t index, int32_t *out) {
+  CHECK_PTR(m, "model");
+  CHECK_PTR(out, "out");
+  if (index < 0 || index >= m->cfg.n_eos)
+    return lrt_err(LRT_ERR_INVALID_ARGUMENT, "eos index %lld out of range [0, %d)", (long long)index, m->cfg.n_eos);
+  *out = m->cfg.eos[index];
+  return LRT_OK;
+}
+
+int32_t lrt_model_get_str(const lrt_model *m, int32_t key, const char **out, size_t *out_len) {
+  CHECK_PTR(m, "model");
+  CHECK_PTR(out, "out");
+  CHECK_PTR(out_len, "out_len");
+  const char *s;
+  switch (key) {
+    case LRT_STR_ARCHITECTURE: s = m->cfg.arch_name; break;
+    case LRT_STR_DTYPE: s = m->dtype_name; break;
+    case LRT_STR_SOURCE: s = m->is_gguf ? "gguf" : "safetensors"; break;
+    case LRT_STR_NAME: s = m->name; break;
+    default: return lrt_err(LRT_ERR_INVALID_ARGUMENT, "unknown model string key %d", key);
+  }
+  *out = s;
+  *out_len = strlen(s);
+  return LRT_OK;
+}
+
+/* ---- GGUF metadata -------------------------------------------------------------------------- */
+
+int64_t lrt_model_meta_count(const lrt_model *m) {
+  return m && m->is_gguf ? (int64_t)m->gguf.n_kv : 0;
+}
+
+int32_t lrt_model_meta_key(const lrt_model *m, int64_t i, const char **key, size_t *key_len) {
+  CHECK_PTR(m, "model");
+  CHECK_PTR(key, "key");
+  CHECK_PTR(key_len, "key_len");
+  if (i < 0 || i >= lrt_model_meta_count(m))
+    return lrt_err(LRT_ERR_INVALID_ARGUMENT, "metadata index %lld out of range", (long long)i);
+  *key = m->gguf.kv[i].key;
+  *key_len = m->gguf.kv[i].key_len;
+  return LRT_OK;
+}
+
+static int32_t find_kv(const lrt_model *m, const char *key, size_t key_len, const lrt_gguf_kv **out) {
+  CHECK_PTR(m, "model");
+  CHECK_PTR(key, "key");
+  if (m->is_gguf)
+    for (size_t i = 0; i < m->gguf.n_kv; i++)
+      if (m->gguf.kv[i].key_len == key_len && memcmp(m->gguf.kv[i].key, key, key_len) == 0) {
+        *out = &m->gguf.kv[i];
+        return LRT_OK;
+      }
+  return lrt_err(LRT_ERR_NOT_FOUND, "metadata key \"%.*s\" not found", (int)(key_len > 200 ? 200 : key_len), key);
+}
+
+static int32_t kv_index(const lrt_gguf_kv *kv, int64_t index) {
+  if (index < 0 || (uint64_t)index >= kv->count)
+    return lrt_err(LRT_ERR_INVALID_ARGUMENT, "metadata \"%s\": index %lld out of range [0, %llu)", kv->key,
+                   (long long)index, (unsigned long long)kv->count);
+  return LRT_OK;
+}
+
+int32_t lrt_model_meta_type(const lrt_model *m, const char *key, size_t key_len, int32_t *type,
+                            int32_t *elem_type, int64_t *count) {
+  const lrt_gguf_kv *kv;
+  int32_t st = find_kv(m, key, key_len, &kv);
+  if (st) return st;
+  if (type) *type = (int32_t)kv->type;
+  if (elem_type) *elem_type = (int32_t)kv->elem_type;
+  if (count) *count = (int64_t)kv->count;
+  return LRT_OK;
+}
+
+int32_t lrt_model_meta_str(const lrt_model *m, const char *key, size_t key_len, int64_t index,
+                           const char **out, size_t *out_len) {
+  CHECK_PTR(out, "out");
+  CHECK_PTR(out_len, "out_len");
+  const lrt_gguf_kv *kv;
+  int32_t st = find_kv(m, key, key_len, &kv);
+  if (st) return st;
+  if (kv->elem_type != LRT_META_STRING)
+    return lrt_err(LRT_ERR_INVALID_ARGUMENT, "metadata \"%s\" is not a string", kv->key);
+  if ((st = kv_index(kv, index))) return st;
+  *out = kv->strs[index];
+  *out_len = (size_t)kv->str_lens[index];
+  return LRT_OK;
+}
+
+int32_t lrt_model_meta_int(const lrt_model *m, const char *key, size_t key_len, int64_t index,
+                           int64_t *out) {
+  CHECK_PTR(out, "out");
+  const lrt_gguf_kv *kv;
+  int32_t st = find_kv(m, key, key_len, &kv);
+  if (st) return st;
+  if ((st = kv_index(kv, index))) return st;
+  if (lrt_gguf_kv_int(kv, (uint64_t)index, out) != LRT_OK)
+    return lrt_err(LRT_ERR_INVALID_ARGUMENT, "metadata \"%s\" is not an integer (or does not fit int64)", kv->key);
+  return LRT_OK;
+}
+
+int32_t lrt_model_meta_float(const lrt_model *m, const char *key, size_t key_len, int64_t index,
+                             double *out) {
+  CHECK_PTR(out, "out");
+  const lrt_gguf_kv *kv;
+  int32_t st = find_kv(m, key, key_len, &kv);
+  if (st) return st;
+  if ((st = kv_index(kv, index))) return st;
+  if (lrt_gguf_kv_float(kv, (uint64_t)index, out) != LRT_OK)
+    return lrt_err(LRT_ERR_INVALID_ARGUMENT, "metadata \"%s\" is not a number", kv->key);
+  return LRT_OK;
+}
+
+/* ---- sessions ---------------------------------------------------------------------------- */
+
+int32_t lrt_session_new(lrt_model *m, int64_t context, int32_t threads, lrt_session **out) {
+  CHECK_PTR(out, "out");
+  *out = NULL;
+  CHECK_PTR(m, "model");
+  if (context < 0) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "context must be >= 0 (0 = the model's %lld)", (long long)m->cfg.ctx);
+  if (context > m->cfg.ctx)
+    return lrt_err(LRT_ERR_INVALID_ARGUMENT, "context %lld exceeds the model's maximum of %lld positions",
+                   (long long)context, (long long)m->cfg.ctx);
+  if (threads < 0 || threads > 1024) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "threads must be in [0, 1024] (0 = all CPUs)");
+  if (threads == 0) threads = lrt_cpu_count();
+  GUARD_ENTER;
+  lrt_session *s = (lrt_session *)calloc(1, sizeof *s);
+  if (!s) GUARD_RETURN(lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory"));
+  const lrt_config *c = &m->cfg;
+  s->m = m;
+  s->ctx = context ? context : c->ctx;
+  s->temperature = 0.0;
+  s->top_p = 1.0;
+  s->repeat_penalty = 1.0;
+  s->repeat_last_n = -1;
+  int32_t st = lrt_pool_new(threads, &s->pool);
+  if (st) { lrt_session_free(s); GUARD_RETURN(st); }
+  s->k_cache = (float **)calloc((size_t)c->n_layers, sizeof(float *));
+  s->v_cache = (float **)calloc((size_t)c->n_layers, sizeof(float *));
+  int64_t M = LRT_CHUNK, qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
+  s->chunk = M;
+  s->x = (float *)malloc((size_t)(M * c->dim) * 4);
+  s->xb = (float *)malloc((size_t)(M * c->dim) * 4);
+  s->q = (float *)malloc((size_t)(M * qd) * 4);
+  s->att = (float *)malloc((size_t)(M * qd) * 4);
+  s->k = (float *)malloc((size_t)(M * kvd) * 4);
+  s->v = (float *)malloc((size_t)(M * kvd) * 4);
+  s->hb = (float *)malloc((size_t)(M * c->ffn) * 4);
+  s->hb2 = (float *)malloc((size_t)(M * c->ffn) * 4);
+  s->rope_cs = (float *)malloc((size_t)(M * c->head_dim) * 4);
+  if (!s->k_cache || !s->v_cache || !s->x || !s->xb || !s->q || !s->att || !s->k || !s->v || !s->hb ||
+      !s->hb2 || !s->rope_cs) {
+    lrt_session_free(s);
+    GUARD_RETURN(lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory for session buffers"));
+  }
+  *out = s;
+  GUARD_RETURN(LRT_OK);
+}
+
+void lrt_session_free(lrt_session *s) {
+  if (!s) return;
+  lrt_pool_free(s->pool);
+  if (s->k_cache)
+    for (int64_t l = 0; l < s->m->cfg.n_layers; l++) free(s->k_cache[l]);
+  if (s->v_cache)
+    for (int64_t l = 0; l < s->m->cfg.n_layers; l++) free(s->v_cache[l]);
+  free(s->k_cache); free(s->v_cache); free(s->tokens);
+  free(s->x); free(s->xb); free(s->q); free(s->att); free(s->k); free(s->v);
+  free(s->hb); free(s->hb2); free(s->rope_cs); free(s->scores); free(s->logits);
+  free(s->cand_ids); free(s->cand_probs); free(s->cand_logits);
+  free(s);
+}
+
+int32_t lrt_session_reset(lrt_session *s) {
+  CHECK_PTR(s, "session");
+  s->pos = 0;
+  s->logits_rows = 0;
+  s->n_cand = 0;
+  return LRT_OK;
+}
+
+int32_t lrt_session_truncate(lrt_session *s, int64_t pos) {
+  CHECK_PTR(s, "session");
+  if (pos < 0 || pos > s->pos)
+    return lrt_err(LRT_ERR_INVALID_ARGUMENT, "truncate position %lld is outside [0, %lld]", (long long)pos, (long long)s->pos);
+  s->pos = pos;
+  s->logits_rows = 0;
+  s->n_cand = 0;
+  return LRT_OK;
+}
+
+int64_t lrt_session_position(const lrt_session *s) { return s ? s->pos : -1; }
+
+int32_t lrt_session_eval(lrt_session *s, const int32_t *tokens, int64_t n, int32_t all_logits) {
+  CHECK_PTR(s, "session");
+  CHECK_PTR(tokens, "tokens");
+  GUARD_ENTER;
+  GUARD_RETURN(lrt_forward(s, tokens, n, all_logits != 0));
+}
+
+int32_t lrt_session_logits(const lrt_session *s, const float **out, int64_t *rows, int64_t *vocab) {
+  CHECK_PTR(s, "session");
+  CHECK_PTR(out, "out");
+  if (s->logits_rows < 1) return lrt_err(LRT_ERR_STATE, "no logits yet: call lrt_session_eval first");
+  *out = s->logits;
+  if (rows) *rows = s->logits_rows;
+  if (vocab) *vocab = s->m->cfg.vocab;
+  return LRT_OK;
+}
+
+int32_t lrt_session_set_float(lrt_session *s, int32_t param, double v) {
+  CHECK_PTR(s, "session");
+  if (v != v) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "sampler parameter %d must not be NaN", param);
+  switch (param) {
+    case LRT_PARAM_TEMPERATURE:
+      if (!(v >= 0.0 && v <= 1e6)) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "temperature must be >= 0 (0 = greedy), got %g", v);
+      s->temperature = v; return LRT_OK;
+    case LRT_PARAM_TOP_P:
+      if (!(v > 0.0 && v <= 1.0)) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "top_p must be in (0, 1], got %g", v);
+      s->top_p = v; return LRT_OK;
+    case LRT_PARAM_MIN_P:
+      if (!(v >= 0.0 && v <= 1.0)) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "min_p must be in [0, 1], got %g", v);
+      s->min_p = v; return LRT_OK;
+    case LRT_PARAM_REPEAT_PENALTY:
+      if (!(v > 0.0 && v <= 1e6)) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "repetition penalty must be > 0 (1 = off), got %g", v);
+      s->repeat_penalty = v; return LRT_OK;
+    case LRT_PARAM_TOP_K: case LRT_PARAM_SEED: case LRT_PARAM_REPEAT_LAST_N:
+      if (v != (double)(int64_t)v) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "sampler parameter %d must be an integer", param);
+      return lrt_session_set_int(s, param, (int64_t)v);
+    default:
+      return lrt_err(LRT_ERR_INVALID_ARGUMENT, "unknown sampler parameter %d", param);
+  }
+}
+
+int32_t lrt_session_set_int(lrt_session *s, int32_t param, int64_t v) {
+  CHECK_PTR(s, "session");
+  switch (param) {
+    case LRT_PARAM_TOP_K:
+      if (v < 0) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "top_k must be >= 0 (0 = off), got %lld", (long long)v);
+      s->top_k = v; return LRT_OK;
+    case LRT_PARAM_SEED: s->seed = (uint64_t)v; return LRT_OK;
+    case LRT_PARAM_REPEAT_LAST_N:
+      if (v < -1) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "repeat_last_n must be >= -1, got %lld", (long long)v);
+      s->repeat_last_n = v; return LRT_OK;
+    case LRT_PARAM_TEMPERATURE: case LRT_PARAM_TOP_P: case LRT_PARAM_MIN_P: case LRT_PARAM_REPEAT_PENALTY:
+      return lrt_session_set_float(s, param, (double)v);
+    default:
+      return lrt_err(LRT_ERR_INVALID_ARGUMENT, "unknown sampler parameter %d", param);
+  }
+}
+
+int32_t lrt_session_sample(lrt_session *s, int32_t *token) {
+  CHECK_PTR(s, "session");
+  CHECK_PTR(token, "token");
+  GUARD_ENTER;
+  GUARD_RETURN(lrt_sample(s, token));
+}
+
+int32_t lrt_session_candidates(const lrt_session *s, const int32_t **ids, const float **probs,
+                               int64_t *count) {
+  CHECK_PTR(s, "session");
+  CHECK_PTR(ids, "ids");
+  CHECK_PTR(probs, "probs");
+  CHECK_PTR(count, "count");
+  if (s->n_cand < 1) return lrt_err(LRT_ERR_STATE, "no sampling step yet: call lrt_session_sample first");
+  *ids = s->cand_ids;
+  *probs = s->cand_probs;
+  *count = s->n_cand;
+  return LRT_OK;
+}

@@ -1,0 +1,319 @@
+/* forward.c -- the transformer forward pass over a chunk of tokens, and the KV cache.
+ *
+ * Shapes (M = tokens in the chunk, D = hidden size, H/KVH = heads, hd = head dim, F = FFN):
+ *   x, xb   (M, D)        residual stream and normed / projected copy
+ *   q, att  (M, H*hd)     queries and attention output
+ *   k, v    (M, KVH*hd)   new keys / values (copied into the cache)
+ *   hb, hb2 (M, F)        MLP hidden
+ *   cache   (cap, KVH*hd) per layer, keys and values at absolute positions
+ *
+ * Batch invariance: every output element is one dot product in the dot8 order over the same
+ * inputs, whatever M is; attention for a query at position p reduces over positions in
+ * order 0..p. So logits do not depend on how a sequence is split into eval calls. Threads
+ * take whole rows / heads (threadpool.h), never part of a reduction. */
+#include <math.h> /* sqrtf only: correctly rounded by IEEE 754 */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/kernels.h"
+#include "lrt_math.h"
+#include "model.h"
+
+#define ROW_BLOCK 16
+
+/* ---- matrix products split over row blocks -------------------------------------------- */
+
+typedef struct mm_job {
+  const lrt_mat *w;
+  const float *in;   /* (M, w->cols) */
+  float *out;        /* (M, out_stride) */
+  int64_t out_stride;
+  const float *bias; /* (w->rows) or NULL */
+  const int32_t *dest; /* output column of each weight row, or NULL for identity */
+} mm_job;
+
+typedef struct mm_ctx {
+  const lrt_kernels *k;
+  mm_job jobs[3];
+  int n_jobs;
+  int64_t first_block[4];
+  int64_t M;
+} mm_ctx;
+
+static void mm_task(void *vctx, int64_t task, int thread) {
+  (void)thread;
+  mm_ctx *c = (mm_ctx *)vctx;
+  int j = 0;
+  while (task >= c->first_block[j + 1]) j++;
+  const mm_job *jb = &c->jobs[j];
+  const lrt_mat *w = jb->w;
+  int64_t r0 = (task - c->first_block[j]) * ROW_BLOCK;
+  int64_t r1 = r0 + ROW_BLOCK < w->rows ? r0 + ROW_BLOCK : w->rows;
+  int64_t n = w->cols;
+  for (int64_t r = r0; r < r1; r++) {
+    int64_t col = jb->dest ? jb->dest[r] : r;
+    float b = jb->bias ? jb->bias[r] : 0.0f;
+    for (int64_t t = 0; t < c->M; t++) {
+      const float *x = jb->in + t * n;
+      float y;
+      if (w->dtype == LRT_DT_F32) y = c->k->dot_f32((const float *)w->data + r * n, x, n);
+      else if (w->dtype == LRT_DT_BF16) y = c->k->dot_bf16((const uint16_t *)w->data + r * n, x, n);
+      else y = c->k->dot_f16((const uint16_t *)w->data + r * n, x, n);
+      if (jb->bias) y = y + b;
+      jb->out[t * jb->out_stride + col] = y;
+    }
+  }
+}
+
+static void matmul(lrt_session *s, int64_t M, const mm_job *jobs, int n_jobs) {
+  mm_ctx c;
+  c.k = lrt_kernels_get();
+  c.M = M;
+  c.n_jobs = n_jobs;
+  c.first_block[0] = 0;
+  for (int j = 0; j < n_jobs; j++) {
+    c.jobs[j] = jobs[j];
+    c.first_block[j + 1] = c.first_block[j] + (jobs[j].w->rows + ROW_BLOCK - 1) / ROW_BLOCK;
+  }
+  lrt_pool_run(s->pool, mm_task, &c, c.first_block[n_jobs]);
+}
+
+/* ---- norms ------------------------------------------------------------------------------- */
+
+static void rmsnorm(const lrt_kernels *k, float *out, const float *x, const float *w, int64_t n,
+                    float eps) {
+  float ss = k->dot_f32(x, x, n);
+  float scale = 1.0f / sqrtf(ss / (float)n + eps);
+  for (int64_t i = 0; i < n; i++) out[i] = w[i] * (x[i] * scale);
+}
+
+static void layernorm(const lrt_kernels *k, float *out, const float *x, const float *w,
+                      const float *b, int64_t n, float eps) {
+  float mean = k->sum_f32(x, n) / (float)n;
+  for (int64_t i = 0; i < n; i++) out[i] = x[i] - mean; /* centred, reused below */
+  float var = k->dot_f32(out, out, n) / (float)n;
+  float scale = 1.0f / sqrtf(var + eps);
+  for (int64_t i = 0; i < n; i++) out[i] = (out[i] * scale) * w[i] + b[i];
+}
+
+static void norm_rows(const lrt_model *m, float *out, const float *x, int64_t M, const float *w,
+                      const float *b) {
+  const lrt_kernels *k = lrt_kernels_get();
+  int64_t D = m->cfg.dim;
+  for (int64_t t = 0; t < M; t++) {
+    if (m->cfg.layernorm) layernorm(k, out + t * D, x + t * D, w, b, D, m->cfg.norm_eps);
+    else rmsnorm(k, out + t * D, x + t * D, w, D, m->cfg.norm_eps);
+  }
+}
+
+/* ---- RoPE -------------------------------------------------------------------------------- */
+
+/* cos/sin of position p for each frequency: the angle is rounded to float first (as HF
+ * computes inv_freq * position in float32), then cos/sin are taken in double by loomrt's own
+ * functions and rounded to float. */
+static void rope_cs(const lrt_model *m, int64_t pos, float *cs) {
+  int64_t half = m->cfg.head_dim / 2;
+  for (int64_t i = 0; i < half; i++) {
+    float angle = (float)pos * m->rope_inv_freq[i];
+    double sn, cn;
+    lrt_sincos((double)angle, &sn, &cn);
+    cs[2 * i] = (float)cn;
+    cs[2 * i + 1] = (float)sn;
+  }
+}
+
+/* Rotate pairs (i, i + hd/2) of every head ("rotate_half" layout, as HF stores Q and K). */
+static void rope_apply(float *v, int64_t heads, int64_t hd, const float *cs) {
+  int64_t half = hd / 2;
+  for (int64_t h = 0; h < heads; h++) {
+    float *x = v + h * hd;
+    for (int64_t i = 0; i < half; i++) {
+      float c = cs[2 * i], sn = cs[2 * i + 1];
+      float x0 = x[i], x1 = x[i + half];
+      x[i] = x0 * c - x1 * sn;
+      x[i + half] = x1 * c + x0 * sn;
+    }
+  }
+}
+
+/* ---- attention ------------------------------------------------------------------------- */
+
+typedef struct att_ctx {
+  lrt_session *s;
+  int64_t layer, M, pos0;
+} att_ctx;
+
+static void att_task(void *vctx, int64_t h, int thread) {
+  att_ctx *a = (att_ctx *)vctx;
+  lrt_session *s = a->s;
+  const lrt_config *c = &s->m->cfg;
+  const lrt_kernels *k = lrt_kernels_get();
+  int64_t hd = c->head_dim, qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
+  int64_t kvh = h / (c->n_heads / c->n_kv_heads);
+  const float *K = s->k_cache[a->layer] + kvh * hd;
+  const float *V = s->v_cache[a->layer] + kvh * hd;
+  float *sc = s->scores + (int64_t)thread * s->scores_cap;
+  float scale = 1.0f / sqrtf((float)hd);
+  for (int64_t t = 0; t < a->M; t++) {
+    int64_t p = a->pos0 + t;
+    int64_t lo = 0;
+    if (c->sliding_window > 0 && p - c->sliding_window + 1 > 0) lo = p - c->sliding_window + 1;
+    int64_t n = p - lo + 1;
+    const float *q = s->q + t * qd + h * hd;
+    float mx = -3.402823466e38f;
+    for (int64_t j = 0; j < n; j++) {
+      float v = k->dot_f32(q, K + (lo + j) * kvd, hd) * scale;
+      sc[j] = v;
+      if (v > mx) mx = v;
+    }
+    for (int64_t j = 0; j < n; j++) sc[j] = lrt_expf(sc[j] - mx);
+    float sum = k->sum_f32(sc, n);
+    float *o = s->att + t * qd + h * hd;
+    for (int64_t d = 0; d < hd; d++) o[d] = 0.0f;
+    for (int64_t j = 0; j < n; j++) {
+      float pj = sc[j] / sum;
+      const float *vr = V + (lo + j) * kvd;
+      for (int64_t d = 0; d < hd; d++) o[d] = o[d] + pj * vr[d];
+    }
+  }
+}
+
+/* ---- embeddings --------------------------------------------------------------------------- */
+
+static void mat_row(const lrt_mat *w, int64_t r, float *out) {
+  int64_t n = w->cols;
+  if (w->dtype == LRT_DT_F32) {
+    memcpy(out, (const float *)w->data + r * n, (size_t)n * 4);
+  } else {
+    const uint16_t *p = (const uint16_t *)w->data + r * n;
+    for (int64_t i = 0; i < n; i++)
+      out[i] = w->dtype == LRT_DT_BF16 ? lrt_bf16_to_f32(p[i]) : lrt_f16_to_f32(p[i]);
+  }
+}
+
+/* ---- KV cache ------------------------------------------------------------------------------ */
+
+int32_t lrt_session_reserve(lrt_session *s, int64_t positions) {
+  if (positions <= s->cap) return LRT_OK;
+  int64_t cap = s->cap ? s->cap : 256;
+  while (cap < positions) cap *= 2;
+  if (cap > s->ctx) cap = s->ctx;
+  const lrt_config *c = &s->m->cfg;
+  size_t row = (size_t)(c->n_kv_heads * c->head_dim) * sizeof(float);
+  for (int64_t l = 0; l < c->n_layers; l++) {
+    float *k = (float *)realloc(s->k_cache[l], (size_t)cap * row);
+    if (!k) return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory growing the KV cache to %lld positions", (long long)cap);
+    s->k_cache[l] = k;
+    float *v = (float *)realloc(s->v_cache[l], (size_t)cap * row);
+    if (!v) return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory growing the KV cache to %lld positions", (long long)cap);
+    s->v_cache[l] = v;
+  }
+  int32_t *tk = (int32_t *)realloc(s->tokens, (size_t)cap * sizeof(int32_t));
+  if (!tk) return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory");
+  s->tokens = tk;
+  float *sc = (float *)realloc(s->scores, (size_t)cap * (size_t)lrt_pool_threads(s->pool) * sizeof(float));
+  if (!sc) return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory");
+  s->scores = sc;
+  s->scores_cap = cap;
+  s->cap = cap;
+  return LRT_OK;
+}
+
+/* ---- one chunk --------------------------------------------------------------------------- */
+
+/* Run M tokens at positions pos0.. through the model. If `logits` is not NULL, write the
+ * logits of the rows from `first_logit_row` on into it ((M - first) x vocab). */
+static void forward_chunk(lrt_session *s, const int32_t *tok, int64_t M, int64_t pos0,
+                          float *logits, int64_t first_logit_row) {
+  const lrt_model *m = s->m;
+  const lrt_config *c = &m->cfg;
+  int64_t D = c->dim, hd = c->head_dim, qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
+  for (int64_t t = 0; t < M; t++) {
+    mat_row(&m->tok_embd, tok[t], s->x + t * D);
+    if (c->learned_pos) {
+      float *pe = s->xb;
+      mat_row(&m->pos_embd, pos0 + t, pe);
+      for (int64_t i = 0; i < D; i++) s->x[t * D + i] = s->x[t * D + i] + pe[i];
+    }
+  }
+  for (int64_t l = 0; l < c->n_layers; l++) {
+    const lrt_layer *L = &m->layers[l];
+    /* attention */
+    norm_rows(m, s->xb, s->x, M, L->attn_norm, L->attn_norm_b);
+    mm_job qkv[3] = {{&L->wq, s->xb, s->q, qd, L->bq, L->qk_perm_q},
+                     {&L->wk, s->xb, s->k, kvd, L->bk, L->qk_perm_k},
+                     {&L->wv, s->xb, s->v, kvd, L->bv, NULL}};
+    matmul(s, M, qkv, 3);
+    for (int64_t t = 0; t < M; t++) {
+      if (!c->learned_pos) {
+        rope_apply(s->q + t * qd, c->n_heads, hd, s->rope_cs + t * hd);
+        rope_apply(s->k + t * kvd, c->n_kv_heads, hd, s->rope_cs + t * hd);
+      }
+      memcpy(s->k_cache[l] + (pos0 + t) * kvd, s->k + t * kvd, (size_t)kvd * 4);
+      memcpy(s->v_cache[l] + (pos0 + t) * kvd, s->v + t * kvd, (size_t)kvd * 4);
+    }
+    att_ctx a = {s, l, M, pos0};
+    lrt_pool_run(s->pool, att_task, &a, c->n_heads);
+    mm_job o = {&L->wo, s->att, s->xb, D, L->bo, NULL};
+    matmul(s, M, &o, 1);
+    for (int64_t i = 0; i < M * D; i++) s->x[i] = s->x[i] + s->xb[i];
+    /* MLP */
+    norm_rows(m, s->xb, s->x, M, L->ffn_norm, L->ffn_norm_b);
+    int64_t F = c->ffn;
+    if (c->gelu) {
+      mm_job up = {&L->w_up, s->xb, s->hb, F, L->b_up, NULL};
+      matmul(s, M, &up, 1);
+      for (int64_t i = 0; i < M * F; i++) s->hb[i] = lrt_gelu_tanhf(s->hb[i]);
+    } else {
+      mm_job gu[2] = {{&L->w_gate, s->xb, s->hb, F, NULL, NULL}, {&L->w_up, s->xb, s->hb2, F, L->b_up, NULL}};
+      matmul(s, M, gu, 2);
+      for (int64_t i = 0; i < M * F; i++) s->hb[i] = lrt_siluf(s->hb[i]) * s->hb2[i];
+    }
+    mm_job down = {&L->w_down, s->hb, s->xb, D, L->b_down, NULL};
+    matmul(s, M, &down, 1);
+    for (int64_t i = 0; i < M * D; i++) s->x[i] = s->x[i] + s->xb[i];
+  }
+  if (!logits) return;
+  int64_t rows = M - first_logit_row;
+  norm_rows(m, s->xb, s->x + first_logit_row * D, rows, m->out_norm, m->out_norm_b);
+  mm_job head = {&m->lm_head, s->xb, logits, c->vocab, NULL, NULL};
+  matmul(s, rows, &head, 1);
+}
+
+int32_t lrt_forward(lrt_session *s, const int32_t *tokens, int64_t n, int all_logits) {
+  const lrt_config *c = &s->m->cfg;
+  if (n <= 0) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "eval needs at least one token");
+  for (int64_t i = 0; i < n; i++)
+    if (tokens[i] < 0 || tokens[i] >= c->vocab)
+      return lrt_err(LRT_ERR_INVALID_ARGUMENT, "token id %d at index %lld is outside the vocabulary [0, %lld)",
+                     tokens[i], (long long)i, (long long)c->vocab);
+  if (n > s->ctx - s->pos)
+    return lrt_err(LRT_ERR_CONTEXT_FULL, "context full: %lld tokens are in the session and %lld more do not fit in "
+                   "the context of %lld; start a new session, truncate it, or open it with a larger context",
+                   (long long)s->pos, (long long)n, (long long)s->ctx);
+  int32_t st = lrt_session_reserve(s, s->pos + n);
+  if (st) return st;
+  int64_t rows = all_logits ? n : 1;
+  if (rows * c->vocab > s->logits_cap) {
+    float *lg = (float *)realloc(s->logits, (size_t)(rows * c->vocab) * sizeof(float));
+    if (!lg) return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory for %lld x %lld logits", (long long)rows, (long long)c->vocab);
+    s->logits = lg;
+    s->logits_cap = rows * c->vocab;
+  }
+  s->logits_rows = 0; /* invalid until the pass completes */
+  for (int64_t start = 0; start < n; start += LRT_CHUNK) {
+    int64_t M = n - start < LRT_CHUNK ? n - start : LRT_CHUNK;
+    int64_t pos0 = s->pos + start;
+    if (!c->learned_pos)
+      for (int64_t t = 0; t < M; t++) rope_cs(s->m, pos0 + t, s->rope_cs + t * c->head_dim);
+    float *out = NULL;
+    int64_t first = 0;
+    if (all_logits) out = s->logits + start * c->vocab;
+    else if (start + M == n) { out = s->logits; first = M - 1; }
+    forward_chunk(s, tokens + start, M, pos0, out, first);
+  }
+  memcpy(s->tokens + s->pos, tokens, (size_t)n * sizeof(int32_t));
+  s->pos += n;
+  s->logits_rows = rows;
+  return LRT_OK;
+}

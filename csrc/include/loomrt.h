@@ -1,0 +1,212 @@
+/*
+ * loomrt.h -- the whole public C API of loomrt.
+ *
+ * loomrt is a deterministic runtime for small language models: the same model, input
+ * tokens, settings and seed give bit-identical logits and tokens on any thread count,
+ * prompt chunking, instruction set, OS and compiler (see docs/numerics.md).
+ *
+ * Conventions (this header is the spec):
+ *   - Opaque handles: lrt_model (immutable weights + config, shareable across threads once
+ *     opened) and lrt_session (KV cache, activations, sampler state; one per thread or
+ *     conversation).
+ *   - Every function that can fail returns an int32_t status: LRT_OK (0) or one of the
+ *     negative LRT_ERR_* codes below. The codes are pinned and the list is append-only.
+ *     After a failure, lrt_last_error() returns a thread-local, UTF-8, NUL-terminated
+ *     message that says what went wrong and how to fix it.
+ *   - No structs and no bool cross the ABI: only fixed-width integers, double, pointers and
+ *     UTF-8 byte strings with explicit lengths.
+ *   - Parameters are set through enum-keyed setters; enum values are append-only.
+ *   - The library never prints, exits or aborts, and guards the floating-point environment
+ *     (MXCSR / FPCR) on every entry and in its worker threads.
+ *   - Pointers returned by lrt_model_* getters stay valid until lrt_model_close(); pointers
+ *     returned by lrt_session_* getters stay valid until the next call on that session.
+ */
+#ifndef LOOMRT_H
+#define LOOMRT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32) && defined(LOOMRT_BUILD_SHARED)
+#  define LRT_API __declspec(dllexport)
+#elif defined(_WIN32) && defined(LOOMRT_USE_SHARED)
+#  define LRT_API __declspec(dllimport)
+#elif defined(__GNUC__) && defined(LOOMRT_BUILD_SHARED)
+#  define LRT_API __attribute__((visibility("default")))
+#else
+#  define LRT_API
+#endif
+
+/* ---- versions --------------------------------------------------------------------- */
+
+#define LRT_VERSION_MAJOR 0
+#define LRT_VERSION_MINOR 1
+#define LRT_VERSION_PATCH 0
+#define LRT_VERSION_STRING "0.1.0"
+/* Bumped when an existing function changes meaning or signature (never, ideally). */
+#define LRT_ABI_VERSION 1
+/* Bumped whenever any output bit (logits, tokens) changes for the same inputs. */
+#define LRT_NUMERICS_VERSION 1
+
+/* "0.1.0" */
+LRT_API const char *lrt_version_string(void);
+/* major*10000 + minor*100 + patch */
+LRT_API int32_t lrt_version_number(void);
+LRT_API int32_t lrt_abi_version(void);
+LRT_API int32_t lrt_numerics_version(void);
+
+/* ---- status codes (pinned, append-only) -------------------------------------------- */
+
+#define LRT_OK                     0
+#define LRT_ERR_INVALID_ARGUMENT  (-1)  /* a caller argument is out of range or NULL      */
+#define LRT_ERR_NOT_FOUND         (-2)  /* a file, folder, tensor or key does not exist   */
+#define LRT_ERR_IO                (-3)  /* the OS refused to open / map / read a file      */
+#define LRT_ERR_FORMAT            (-4)  /* a file is malformed (JSON, safetensors, GGUF)  */
+#define LRT_ERR_UNSUPPORTED       (-5)  /* valid input that loomrt does not implement     */
+#define LRT_ERR_OUT_OF_MEMORY     (-6)
+#define LRT_ERR_CONTEXT_FULL      (-7)  /* the KV cache has no room for more tokens        */
+#define LRT_ERR_STATE             (-8)  /* call made in the wrong order (e.g. no logits)  */
+#define LRT_ERR_INTERNAL          (-9)  /* a bug in loomrt: please report it               */
+
+/* Thread-local message for the last failure on this thread ("" when none). */
+LRT_API const char *lrt_last_error(void);
+/* Short stable name of a status code, e.g. "LRT_ERR_FORMAT". */
+LRT_API const char *lrt_status_name(int32_t status);
+
+/* ---- models ------------------------------------------------------------------------ */
+
+typedef struct lrt_model lrt_model;
+
+/* Model open flags (bit set). */
+#define LRT_OPEN_ALLOW_UNKNOWN_CONFIG_KEYS 1  /* ignore config.json keys loomrt does not know */
+
+/* Open a model: a HuggingFace folder (config.json + *.safetensors) or a .gguf file.
+ * path is UTF-8 with explicit length. Weights are memory-mapped and used in place where
+ * their stored format allows. On failure *out is set to NULL. */
+LRT_API int32_t lrt_model_open(const char *path, size_t path_len, int32_t flags,
+                               lrt_model **out);
+/* Close a model. NULL is allowed. All sessions of the model must be freed first. */
+LRT_API void lrt_model_close(lrt_model *model);
+
+/* Integer facts about a model. */
+typedef enum lrt_model_info {
+  LRT_INFO_VOCAB_SIZE = 0,       /* rows of the logits                              */
+  LRT_INFO_CONTEXT_LENGTH = 1,   /* max positions the model supports                */
+  LRT_INFO_HIDDEN_SIZE = 2,
+  LRT_INFO_LAYERS = 3,
+  LRT_INFO_HEADS = 4,
+  LRT_INFO_KV_HEADS = 5,
+  LRT_INFO_HEAD_DIM = 6,
+  LRT_INFO_FFN_SIZE = 7,
+  LRT_INFO_PARAMETERS = 8,       /* number of weight elements                       */
+  LRT_INFO_WEIGHT_BYTES = 9,     /* bytes of weights as stored in the file(s)       */
+  LRT_INFO_RESIDENT_BYTES = 10,  /* bytes loomrt allocated for weights (dequantized) */
+  LRT_INFO_BOS_ID = 11,          /* -1 when unknown                                 */
+  LRT_INFO_EOS_COUNT = 12,       /* number of end-of-sequence ids                   */
+  LRT_INFO_TIED_EMBEDDINGS = 13, /* 1 when the LM head is the embedding table       */
+  LRT_INFO_IS_GGUF = 14          /* 1 when the model came from a GGUF file          */
+} lrt_model_info;
+LRT_API int32_t lrt_model_get_int(const lrt_model *model, int32_t key, int64_t *out);
+
+/* The i-th end-of-sequence token id (config.json / generation_config.json / GGUF). */
+LRT_API int32_t lrt_model_eos_id(const lrt_model *model, int64_t index, int32_t *out);
+
+/* String facts about a model: pointers owned by the model, not NUL-terminated. */
+typedef enum lrt_model_str {
+  LRT_STR_ARCHITECTURE = 0, /* "llama", "mistral", "qwen2", "gpt2"                   */
+  LRT_STR_DTYPE = 1,        /* stored weight format of the big matrices, e.g. "bf16" */
+  LRT_STR_SOURCE = 2,       /* "safetensors" or "gguf"                               */
+  LRT_STR_NAME = 3          /* general.name / _name_or_path, "" when absent          */
+} lrt_model_str;
+LRT_API int32_t lrt_model_get_str(const lrt_model *model, int32_t key, const char **out,
+                                  size_t *out_len);
+
+/* GGUF metadata (empty for safetensors models). Types are GGUF's value types. */
+typedef enum lrt_meta_type {
+  LRT_META_UINT8 = 0, LRT_META_INT8 = 1, LRT_META_UINT16 = 2, LRT_META_INT16 = 3,
+  LRT_META_UINT32 = 4, LRT_META_INT32 = 5, LRT_META_FLOAT32 = 6, LRT_META_BOOL = 7,
+  LRT_META_STRING = 8, LRT_META_ARRAY = 9, LRT_META_UINT64 = 10, LRT_META_INT64 = 11,
+  LRT_META_FLOAT64 = 12
+} lrt_meta_type;
+LRT_API int64_t lrt_model_meta_count(const lrt_model *model);
+/* Key of entry i (0 <= i < count). */
+LRT_API int32_t lrt_model_meta_key(const lrt_model *model, int64_t i, const char **key,
+                                   size_t *key_len);
+/* Type of an entry; for arrays *elem_type and *count describe the elements, for scalars
+ * *elem_type = *type and *count = 1. Returns LRT_ERR_NOT_FOUND when absent. */
+LRT_API int32_t lrt_model_meta_type(const lrt_model *model, const char *key, size_t key_len,
+                                    int32_t *type, int32_t *elem_type, int64_t *count);
+/* Element `index` of an entry (0 for scalars) as a string / integer / double. Integer and
+ * bool entries convert to int64 (uint64 above INT64_MAX fails); float ones to double. */
+LRT_API int32_t lrt_model_meta_str(const lrt_model *model, const char *key, size_t key_len,
+                                   int64_t index, const char **out, size_t *out_len);
+LRT_API int32_t lrt_model_meta_int(const lrt_model *model, const char *key, size_t key_len,
+                                   int64_t index, int64_t *out);
+LRT_API int32_t lrt_model_meta_float(const lrt_model *model, const char *key, size_t key_len,
+                                     int64_t index, double *out);
+
+/* ---- sessions ---------------------------------------------------------------------- */
+
+typedef struct lrt_session lrt_session;
+
+/* A session holds the KV cache for up to `context` positions (0: the model's context
+ * length) and a pool of `threads` worker threads (0: the number of online CPUs). */
+LRT_API int32_t lrt_session_new(lrt_model *model, int64_t context, int32_t threads,
+                                lrt_session **out);
+LRT_API void lrt_session_free(lrt_session *session);
+
+/* Forget all tokens (position back to 0); the sampler settings stay. */
+LRT_API int32_t lrt_session_reset(lrt_session *session);
+/* Drop tokens from position `pos` on (0 <= pos <= current position). */
+LRT_API int32_t lrt_session_truncate(lrt_session *session, int64_t pos);
+/* Number of tokens in the KV cache. */
+LRT_API int64_t lrt_session_position(const lrt_session *session);
+
+/* Append `n` tokens to the sequence and run the model over them. With all_logits = 1 the
+ * logits of every new position are kept (n x vocab), otherwise only those of the last.
+ * The logits bits do not depend on how a sequence is split across eval calls, nor on the
+ * thread count. Fails with LRT_ERR_CONTEXT_FULL when the tokens do not fit. */
+LRT_API int32_t lrt_session_eval(lrt_session *session, const int32_t *tokens, int64_t n,
+                                 int32_t all_logits);
+/* Logits of the last eval: *rows x *vocab float32, row-major. */
+LRT_API int32_t lrt_session_logits(const lrt_session *session, const float **out,
+                                   int64_t *rows, int64_t *vocab);
+
+/* Sampler settings. */
+typedef enum lrt_param {
+  LRT_PARAM_TEMPERATURE = 0,    /* double >= 0; 0 means greedy (default 0)          */
+  LRT_PARAM_TOP_K = 1,          /* int >= 0; 0 disables (default 0)                 */
+  LRT_PARAM_TOP_P = 2,          /* double in (0, 1]; 1 disables (default 1)         */
+  LRT_PARAM_MIN_P = 3,          /* double in [0, 1]; 0 disables (default 0)         */
+  LRT_PARAM_REPEAT_PENALTY = 4, /* double > 0; 1 disables (default 1)               */
+  LRT_PARAM_SEED = 5,           /* int, any 64-bit value (default 0)                */
+  LRT_PARAM_REPEAT_LAST_N = 6   /* int >= -1: tokens the penalty looks back over,
+                                   -1 = whole sequence (default -1)                 */
+} lrt_param;
+LRT_API int32_t lrt_session_set_float(lrt_session *session, int32_t param, double value);
+LRT_API int32_t lrt_session_set_int(lrt_session *session, int32_t param, int64_t value);
+
+/* Choose the next token from the last row of the last eval's logits with the session's
+ * sampler settings. The random draw depends only on (seed, position), so any step can be
+ * replayed alone. Ties are broken by the lower token id. Does not append the token. */
+LRT_API int32_t lrt_session_sample(lrt_session *session, int32_t *token);
+
+/* Probabilities the sampler used for the last lrt_session_sample call: the candidate
+ * ids and their probabilities after all filters (sorted by probability, then id). */
+LRT_API int32_t lrt_session_candidates(const lrt_session *session, const int32_t **ids,
+                                       const float **probs, int64_t *count);
+
+/* ---- kernels ------------------------------------------------------------------------ */
+
+/* Name of the kernel path in use ("reference", ...). The environment variable
+ * LOOMRT_KERNELS=reference forces the scalar reference path. */
+LRT_API const char *lrt_kernel_path(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LOOMRT_H */

@@ -1,0 +1,33 @@
+/* kernels.h -- the hot loops, behind a table chosen once at start-up.
+ *
+ * The reference implementation (ref.c) is the spec: every other path must return the same
+ * bits for every input (tests/test_kernels compares them). The canonical dot product order
+ * (docs/numerics.md, "dot8"):
+ *   for i in 0, 8, 16, ... while i + 8 <= n:  acc[j] = acc[j] + w[i+j] * x[i+j], j = 0..7
+ *   t[j] = acc[j] + acc[j+4]           (j = 0..3)
+ *   s    = (t[0] + t[2]) + (t[1] + t[3])
+ *   for the n % 8 tail, in order:      s = s + w[i] * x[i]
+ * Each product and each sum is rounded to float separately (no FMA). F16/BF16 weights are
+ * widened to float exactly before the product, so a BF16 model and its F32 copy give the
+ * same bits. */
+#ifndef LOOMRT_KERNELS_H
+#define LOOMRT_KERNELS_H
+
+#include <stdint.h>
+
+typedef struct lrt_kernels {
+  const char *name;
+  float (*dot_f32)(const float *w, const float *x, int64_t n);
+  float (*dot_f16)(const uint16_t *w, const float *x, int64_t n);
+  float (*dot_bf16)(const uint16_t *w, const float *x, int64_t n);
+  /* sum of x[0..n) in the dot8 order (softmax denominators, norms) */
+  float (*sum_f32)(const float *x, int64_t n);
+} lrt_kernels;
+
+extern const lrt_kernels lrt_kernels_ref;
+
+/* The kernel table in use: the best path the CPU and OS support, or the reference when the
+ * environment variable LOOMRT_KERNELS=reference is set. Chosen once, thread-safely. */
+const lrt_kernels *lrt_kernels_get(void);
+
+#endif

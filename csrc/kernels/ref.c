@@ -1,0 +1,47 @@
+/* ref.c -- the scalar reference kernels: plain C, the numerics spec (see kernels.h). */
+#include "../internal.h"
+#include "kernels.h"
+
+/* The dot8 combination tree and tail, shared by the three weight formats. W(i) reads weight
+ * i as float. Written as a macro so each format gets its own tight loop. */
+#define LRT_DOT8_BODY(W)                                                                   \
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                                  \
+  int64_t i = 0;                                                                            \
+  for (; i + 8 <= n; i += 8)                                                                \
+    for (int j = 0; j < 8; j++) acc[j] = acc[j] + W(i + j) * x[i + j];                      \
+  float t0 = acc[0] + acc[4], t1 = acc[1] + acc[5], t2 = acc[2] + acc[6], t3 = acc[3] + acc[7]; \
+  float s = (t0 + t2) + (t1 + t3);                                                          \
+  for (; i < n; i++) s = s + W(i) * x[i];                                                   \
+  return s;
+
+static float dot_f32_ref(const float *w, const float *x, int64_t n) {
+#define W_F32(k) w[k]
+  LRT_DOT8_BODY(W_F32)
+#undef W_F32
+}
+
+static float dot_f16_ref(const uint16_t *w, const float *x, int64_t n) {
+#define W_F16(k) lrt_f16_to_f32(w[k])
+  LRT_DOT8_BODY(W_F16)
+#undef W_F16
+}
+
+static float dot_bf16_ref(const uint16_t *w, const float *x, int64_t n) {
+#define W_BF16(k) lrt_bf16_to_f32(w[k])
+  LRT_DOT8_BODY(W_BF16)
+#undef W_BF16
+}
+
+static float sum_f32_ref(const float *x, int64_t n) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; j++) acc[j] = acc[j] + x[i + j];
+  float t0 = acc[0] + acc[4], t1 = acc[1] + acc[5], t2 = acc[2] + acc[6], t3 = acc[3] + acc[7];
+  float s = (t0 + t2) + (t1 + t3);
+  for (; i < n; i++) s = s + x[i];
+  return s;
+}
+
+const lrt_kernels lrt_kernels_ref = {"reference", dot_f32_ref, dot_f16_ref, dot_bf16_ref,
+                                     sum_f32_ref};

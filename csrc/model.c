@@ -1,0 +1,445 @@
+/* model.c -- open a HuggingFace folder or a GGUF file and bind the weights.
+ *
+ * F32/F16/BF16 matrices are used in place in the memory mapping. Small vectors (norm
+ * weights, biases) are widened to owned float arrays. GGUF block formats (Q8_0, Q4_0, Q4_1)
+ * are dequantized to float at load, exactly as llama.cpp / gguf-py define them. GPT-2's
+ * Conv1D matrices are stored transposed (in, out); they are transposed once into owned
+ * buffers in their stored format. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lrt_math.h"
+#include "model.h"
+
+#define INDEX_MAX_BYTES (64u << 20)
+
+/* ---- owned buffers --------------------------------------------------------------------- */
+
+static void *own(lrt_model *m, size_t bytes) {
+  if (m->n_owned == m->cap_owned) {
+    size_t cap = m->cap_owned ? m->cap_owned * 2 : 64;
+    void **p = (void **)realloc(m->owned, cap * sizeof(void *));
+    if (!p) return NULL;
+    m->owned = p;
+    m->cap_owned = cap;
+  }
+  void *b = malloc(bytes ? bytes : 1);
+  if (!b) return NULL;
+  m->owned[m->n_owned++] = b;
+  m->resident_bytes += bytes;
+  return b;
+}
+
+/* ---- tensor lookup over all sources ----------------------------------------------------- */
+
+static const lrt_tensor_ref *find_tensor(const lrt_model *m, const char *name) {
+  if (m->is_gguf) return lrt_gguf_find_tensor(&m->gguf, name);
+  for (size_t i = 0; i < m->n_st_files; i++) {
+    const lrt_tensor_ref *t = lrt_st_find(&m->st_files[i], name);
+    if (t) return t;
+  }
+  return NULL;
+}
+
+static int32_t shape_error(const lrt_tensor_ref *t, int64_t r, int64_t c) {
+  char got[128] = "";
+  size_t off = 0;
+  for (int i = 0; i < t->n_dims && off < sizeof got - 24; i++)
+    off += (size_t)snprintf(got + off, sizeof got - off, "%s%lld", i ? ", " : "", (long long)t->shape[i]);
+  if (c > 0)
+    return lrt_err(LRT_ERR_FORMAT, "tensor %s has shape [%s] but the config implies [%lld, %lld]",
+                   t->name, got, (long long)r, (long long)c);
+  return lrt_err(LRT_ERR_FORMAT, "tensor %s has shape [%s] but the config implies [%lld]", t->name,
+                 got, (long long)r);
+}
+
+/* Float value of element i of a tensor in a plain float format. */
+static float elem(const lrt_tensor_ref *t, uint64_t i) {
+  switch (t->dtype) {
+    case LRT_DT_F32: { float f; memcpy(&f, t->data + 4 * i, 4); return f; }
+    case LRT_DT_F16: return lrt_f16_to_f32(lrt_rd_u16le(t->data + 2 * i));
+    default: return lrt_bf16_to_f32(lrt_rd_u16le(t->data + 2 * i));
+  }
+}
+
+/* Dequantize GGUF blocks to float (gguf-py's order of operations: d * q, then + m). */
+static void dequant(const lrt_tensor_ref *t, float *out) {
+  uint64_t nb = t->n_elems / 32;
+  const uint8_t *p = t->data;
+  for (uint64_t b = 0; b < nb; b++) {
+    float *y = out + b * 32;
+    if (t->dtype == LRT_DT_Q8_0) {
+      float d = lrt_f16_to_f32(lrt_rd_u16le(p));
+      for (int j = 0; j < 32; j++) y[j] = d * (float)(int8_t)p[2 + j];
+      p += 34;
+    } else if (t->dtype == LRT_DT_Q4_0) {
+      float d = lrt_f16_to_f32(lrt_rd_u16le(p));
+      for (int j = 0; j < 16; j++) {
+        y[j] = d * (float)((int)(p[2 + j] & 0x0f) - 8);
+        y[j + 16] = d * (float)((int)(p[2 + j] >> 4) - 8);
+      }
+      p += 18;
+    } else { /* Q4_1 */
+      float d = lrt_f16_to_f32(lrt_rd_u16le(p));
+      float mn = lrt_f16_to_f32(lrt_rd_u16le(p + 2));
+      for (int j = 0; j < 16; j++) {
+        y[j] = d * (float)(p[4 + j] & 0x0f) + mn;
+        y[j + 16] = d * (float)(p[4 + j] >> 4) + mn;
+      }
+      p += 20;
+    }
+  }
+}
+
+/* Bind a matrix (rows x cols). `transposed`: the file holds it as (cols, rows) (GPT-2). */
+static int32_t get_mat(lrt_model *m, const char *name, int64_t rows, int64_t cols,
+                       int transposed, lrt_mat *out) {
+  const lrt_tensor_ref *t = find_tensor(m, name);
+  if (!t) return lrt_err(LRT_ERR_FORMAT, "tensor %s is missing from the model files", name);
+  int64_t r = transposed ? cols : rows, c = transposed ? rows : cols;
+  if (t->n_dims != 2 || t->shape[0] != r || t->shape[1] != c) return shape_error(t, r, c);
+  m->weight_bytes += t->nbytes;
+  m->n_params += t->n_elems;
+  out->rows = rows;
+  out->cols = cols;
+  if (t->dtype == LRT_DT_Q8_0 || t->dtype == LRT_DT_Q4_0 || t->dtype == LRT_DT_Q4_1) {
+    float *f = (float *)own(m, (size_t)t->n_elems * 4);
+    if (!f) return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory dequantizing %s", name);
+    dequant(t, f);
+    out->dtype = LRT_DT_F32;
+    out->data = f;
+  } else if (t->dtype == LRT_DT_F32 || t->dtype == LRT_DT_F16 || t->dtype == LRT_DT_BF16) {
+    out->dtype = t->dtype;
+    out->data = t->data;
+  } else {
+    return lrt_err(LRT_ERR_UNSUPPORTED, "tensor %s has type %s; loomrt computes with F32, F16, BF16, Q8_0, Q4_0 and Q4_1",
+                   name, t->dtype_name);
+  }
+  if (transposed) { /* (c, r) -> (r, c), same element size */
+    size_t es = out->dtype == LRT_DT_F32 ? 4 : 2;
+    uint8_t *dst = (uint8_t *)own(m, (size_t)(rows * cols) * es);
+    if (!dst) return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory transposing %s", name);
+    const uint8_t *src = (const uint8_t *)out->data;
+    for (int64_t i = 0; i < rows; i++)
+      for (int64_t j = 0; j < cols; j++) memcpy(dst + (size_t)(i * cols + j) * es, src + (size_t)(j * rows + i) * es, es);
+    out->data = dst;
+  }
+  return LRT_OK;
+}
+
+/* Bind a vector of length n as an owned float array. optional: NULL when absent. */
+static int32_t get_vec(lrt_model *m, const char *name, int64_t n, int optional, float **out) {
+  *out = NULL;
+  const lrt_tensor_ref *t = find_tensor(m, name);
+  if (!t) {
+    if (optional) return LRT_OK;
+    return lrt_err(LRT_ERR_FORMAT, "tensor %s is missing from the model files", name);
+  }
+  if (t->n_dims != 1 || t->shape[0] != n) return shape_error(t, n, 0);
+  if (t->dtype != LRT_DT_F32 && t->dtype != LRT_DT_F16 && t->dtype != LRT_DT_BF16)
+    return lrt_err(LRT_ERR_UNSUPPORTED, "tensor %s has type %s; vectors must be F32, F16 or BF16", name, t->dtype_name);
+  float *f = (float *)own(m, (size_t)n * 4);
+  if (!f) return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory loading %s", name);
+  for (int64_t i = 0; i < n; i++) f[i] = elem(t, (uint64_t)i);
+  m->weight_bytes += t->nbytes;
+  m->n_params += t->n_elems;
+  *out = f;
+  return LRT_OK;
+}
+
+/* llama.cpp's converter reorders the rows of Q and K inside each head so that RoPE pairs
+ * are adjacent ((h, 2, hd/2) -> (h, hd/2, 2)). Rather than copying the weights, loomrt
+ * computes the projection in the file's row order and then moves each output to its HF
+ * position: each output is the same dot product, so the bits match the safetensors copy. */
+static int32_t make_perm(lrt_model *m, int64_t heads, int64_t hd, int32_t **out) {
+  int32_t *p = (int32_t *)own(m, (size_t)(heads * hd) * 4);
+  if (!p) return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory");
+  for (int64_t h = 0; h < heads; h++)
+    for (int64_t j = 0; j < hd / 2; j++)
+      for (int64_t s = 0; s < 2; s++) /* file row h*hd + 2j + s  ->  HF row h*hd + s*hd/2 + j */
+        p[h * hd + 2 * j + s] = (int32_t)(h * hd + s * (hd / 2) + j);
+  *out = p;
+  return LRT_OK;
+}
+
+/* ---- RoPE frequencies ---------------------------------------------------------------- */
+
+static int32_t rope_table(lrt_model *m) {
+  const lrt_config *c = &m->cfg;
+  int64_t half = c->head_dim / 2;
+  m->rope_inv_freq = (float *)own(m, (size_t)half * 4);
+  if (!m->rope_inv_freq) return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory");
+  const lrt_tensor_ref *rf = m->is_gguf ? find_tensor(m, "rope_freqs.weight") : NULL;
+  if (rf && (rf->n_dims != 1 || rf->shape[0] != half || rf->dtype != LRT_DT_F32))
+    return lrt_err(LRT_ERR_FORMAT, "tensor rope_freqs.weight must be F32 of length %lld", (long long)half);
+  double log_theta = lrt_log(c->rope_theta);
+  for (int64_t i = 0; i < half; i++) {
+    /* inv_freq = theta^(-2i/d) */
+    double f = lrt_exp(-(double)(2 * i) / (double)c->head_dim * log_theta);
+    if (c->rope_llama3) { /* Llama 3.1 frequency-dependent scaling */
+      const double two_pi = 6.283185307179586;
+      double wavelen = two_pi / f;
+      double low_wl = c->rope_orig_ctx / c->rope_low_freq;
+      double high_wl = c->rope_orig_ctx / c->rope_high_freq;
+      if (wavelen > low_wl) {
+        f = f / c->rope_factor;
+      } else if (wavelen >= high_wl) {
+        double smooth = (c->rope_orig_ctx / wavelen - c->rope_low_freq) / (c->rope_high_freq - c->rope_low_freq);
+        f = (1.0 - smooth) * f / c->rope_factor + smooth * f;
+      }
+    }
+    if (rf) f = f / (double)elem(rf, (uint64_t)i);
+    m->rope_inv_freq[i] = (float)f;
+  }
+  return LRT_OK;
+}
+
+/* ---- opening ---------------------------------------------------------------------------- */
+
+static int32_t open_safetensors(lrt_model *m, const char *folder) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/model.safetensors", folder);
+  if (lrt_is_file(path)) {
+    m->st_files = (lrt_st_file *)calloc(1, sizeof(lrt_st_file));
+    if (!m->st_files) return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory");
+    int32_t st = lrt_st_open(path, &m->st_files[0]);
+    if (st) return st;
+    m->n_st_files = 1;
+    return LRT_OK;
+  }
+  snprintf(path, sizeof path, "%s/model.safetensors.index.json", folder);
+  if (!lrt_is_file(path))
+    return lrt_err(LRT_ERR_NOT_FOUND, "%s has neither model.safetensors nor model.safetensors.index.json", folder);
+  char *text;
+  size_t len;
+  int32_t st = lrt_read_file(path, INDEX_MAX_BYTES, &text, &len);
+  if (st) return st;
+  lj_doc *doc;
+  st = lj_parse(text, len, "model.safetensors.index.json", &doc);
+  free(text);
+  if (st) return st;
+  const lj_value *wm = lj_get(lj_root(doc), "weight_map");
+  if (!wm || wm->type != LJ_OBJECT || wm->count == 0) {
+    lj_free(doc);
+    return lrt_err(LRT_ERR_FORMAT, "model.safetensors.index.json: \"weight_map\" must be a non-empty object");
+  }
+  m->st_files = (lrt_st_file *)calloc(wm->count, sizeof(lrt_st_file));
+  const char **names = (const char **)calloc(wm->count, sizeof(char *));
+  if (!m->st_files || !names) {
+    free(names);
+    lj_free(doc);
+    return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory");
+  }
+  for (size_t i = 0; i < wm->count && st == LRT_OK; i++) {
+    const lj_value *v = &wm->members[i].value;
+    if (v->type != LJ_STRING || v->str_len == 0 || strchr(v->str, '/') || strchr(v->str, '\\') ||
+        strcmp(v->str, "..") == 0) {
+      st = lrt_err(LRT_ERR_FORMAT, "model.safetensors.index.json: weight_map[\"%s\"] must be a file name in the folder",
+                   wm->members[i].key);
+      break;
+    }
+    int seen = 0;
+    for (size_t j = 0; j < m->n_st_files; j++) seen |= strcmp(names[j], v->str) == 0;
+    if (seen) continue;
+    snprintf(path, sizeof path, "%s/%s", folder, v->str);
+    st = lrt_st_open(path, &m->st_files[m->n_st_files]);
+    if (st == LRT_OK) names[m->n_st_files++] = v->str;
+  }
+  /* every tensor named in the index must be in the files */
+  for (size_t i = 0; i < wm->count && st == LRT_OK; i++)
+    if (!find_tensor(m, wm->members[i].key))
+      st = lrt_err(LRT_ERR_FORMAT, "tensor %s is listed in model.safetensors.index.json but missing from %s",
+                   wm->members[i].key, wm->members[i].value.str);
+  free(names);
+  lj_free(doc);
+  return st;
+}
+
+static void tensor_name(char *buf, size_t cap, const char *fmt, int64_t layer) {
+  snprintf(buf, cap, fmt, (long long)layer);
+}
+
+static int32_t bind_hf(lrt_model *m) {
+  lrt_config *c = &m->cfg;
+  int32_t st;
+  char n[256];
+  int64_t qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
+  if (c->arch == LRT_ARCH_GPT2) {
+    const char *pre = find_tensor(m, "transformer.wte.weight") ? "transformer." : "";
+    snprintf(n, sizeof n, "%swte.weight", pre);
+    if ((st = get_mat(m, n, c->vocab, c->dim, 0, &m->tok_embd))) return st;
+    snprintf(n, sizeof n, "%swpe.weight", pre);
+    if ((st = get_mat(m, n, c->ctx, c->dim, 0, &m->pos_embd))) return st;
+    snprintf(n, sizeof n, "%sln_f.weight", pre);
+    if ((st = get_vec(m, n, c->dim, 0, &m->out_norm))) return st;
+    snprintf(n, sizeof n, "%sln_f.bias", pre);
+    if ((st = get_vec(m, n, c->dim, 0, &m->out_norm_b))) return st;
+    m->lm_head = m->tok_embd;
+    for (int64_t l = 0; l < c->n_layers; l++) {
+      lrt_layer *L = &m->layers[l];
+      char f[160];
+      lrt_mat qkv;
+      float *bqkv;
+#define P(s) (snprintf(f, sizeof f, "%sh.%%lld.%s", pre, s), tensor_name(n, sizeof n, f, l), n)
+      if ((st = get_vec(m, P("ln_1.weight"), c->dim, 0, &L->attn_norm))) return st;
+      if ((st = get_vec(m, P("ln_1.bias"), c->dim, 0, &L->attn_norm_b))) return st;
+      if ((st = get_mat(m, P("attn.c_attn.weight"), 3 * c->dim, c->dim, 1, &qkv))) return st;
+      if ((st = get_vec(m, P("attn.c_attn.bias"), 3 * c->dim, 0, &bqkv))) return st;
+      if ((st = get_mat(m, P("attn.c_proj.weight"), c->dim, c->dim, 1, &L->wo))) return st;
+      if ((st = get_vec(m, P("attn.c_proj.bias"), c->dim, 0, &L->bo))) return st;
+      if ((st = get_vec(m, P("ln_2.weight"), c->dim, 0, &L->ffn_norm))) return st;
+      if ((st = get_vec(m, P("ln_2.bias"), c->dim, 0, &L->ffn_norm_b))) return st;
+      if ((st = get_mat(m, P("mlp.c_fc.weight"), c->ffn, c->dim, 1, &L->w_up))) return st;
+      if ((st = get_vec(m, P("mlp.c_fc.bias"), c->ffn, 0, &L->b_up))) return st;
+      if ((st = get_mat(m, P("mlp.c_proj.weight"), c->dim, c->ffn, 1, &L->w_down))) return st;
+      if ((st = get_vec(m, P("mlp.c_proj.bias"), c->dim, 0, &L->b_down))) return st;
+#undef P
+      size_t es = qkv.dtype == LRT_DT_F32 ? 4 : 2;
+      L->wq = L->wk = L->wv = qkv;
+      L->wq.rows = L->wk.rows = L->wv.rows = c->dim;
+      L->wk.data = (const uint8_t *)qkv.data + (size_t)(c->dim * c->dim) * es;
+      L->wv.data = (const uint8_t *)qkv.data + (size_t)(2 * c->dim * c->dim) * es;
+      L->bq = bqkv;
+      L->bk = bqkv + c->dim;
+      L->bv = bqkv + 2 * c->dim;
+    }
+    return LRT_OK;
+  }
+  if ((st = get_mat(m, "model.embed_tokens.weight", c->vocab, c->dim, 0, &m->tok_embd))) return st;
+  if ((st = get_vec(m, "model.norm.weight", c->dim, 0, &m->out_norm))) return st;
+  if (c->tied) m->lm_head = m->tok_embd;
+  else if ((st = get_mat(m, "lm_head.weight", c->vocab, c->dim, 0, &m->lm_head))) return st;
+  for (int64_t l = 0; l < c->n_layers; l++) {
+    lrt_layer *L = &m->layers[l];
+#define P(s) (tensor_name(n, sizeof n, "model.layers.%lld." s, l), n)
+    if ((st = get_vec(m, P("input_layernorm.weight"), c->dim, 0, &L->attn_norm))) return st;
+    if ((st = get_vec(m, P("post_attention_layernorm.weight"), c->dim, 0, &L->ffn_norm))) return st;
+    if ((st = get_mat(m, P("self_attn.q_proj.weight"), qd, c->dim, 0, &L->wq))) return st;
+    if ((st = get_mat(m, P("self_attn.k_proj.weight"), kvd, c->dim, 0, &L->wk))) return st;
+    if ((st = get_mat(m, P("self_attn.v_proj.weight"), kvd, c->dim, 0, &L->wv))) return st;
+    if ((st = get_mat(m, P("self_attn.o_proj.weight"), c->dim, qd, 0, &L->wo))) return st;
+    if (c->qkv_bias) {
+      if ((st = get_vec(m, P("self_attn.q_proj.bias"), qd, 0, &L->bq))) return st;
+      if ((st = get_vec(m, P("self_attn.k_proj.bias"), kvd, 0, &L->bk))) return st;
+      if ((st = get_vec(m, P("self_attn.v_proj.bias"), kvd, 0, &L->bv))) return st;
+    }
+    if (c->o_bias && (st = get_vec(m, P("self_attn.o_proj.bias"), c->dim, 0, &L->bo))) return st;
+    if ((st = get_mat(m, P("mlp.gate_proj.weight"), c->ffn, c->dim, 0, &L->w_gate))) return st;
+    if ((st = get_mat(m, P("mlp.up_proj.weight"), c->ffn, c->dim, 0, &L->w_up))) return st;
+    if ((st = get_mat(m, P("mlp.down_proj.weight"), c->dim, c->ffn, 0, &L->w_down))) return st;
+    if (c->mlp_bias) {
+      if ((st = get_vec(m, P("mlp.up_proj.bias"), c->ffn, 0, &L->b_up))) return st;
+      if ((st = get_vec(m, P("mlp.down_proj.bias"), c->dim, 0, &L->b_down))) return st;
+    }
+#undef P
+  }
+  return LRT_OK;
+}
+
+static int32_t bind_gguf(lrt_model *m) {
+  lrt_config *c = &m->cfg;
+  int32_t st;
+  char n[256];
+  const lrt_tensor_ref *te = find_tensor(m, "token_embd.weight");
+  if (!te) return lrt_err(LRT_ERR_FORMAT, "GGUF: tensor token_embd.weight is missing");
+  if (te->n_dims != 2 || te->shape[1] != c->dim)
+    return lrt_err(LRT_ERR_FORMAT, "GGUF: token_embd.weight must be (vocab, %lld)", (long long)c->dim);
+  c->vocab = te->shape[0];
+  int64_t qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
+  if ((st = get_mat(m, "token_embd.weight", c->vocab, c->dim, 0, &m->tok_embd))) return st;
+  if ((st = get_vec(m, "output_norm.weight", c->dim, 0, &m->out_norm))) return st;
+  c->tied = find_tensor(m, "output.weight") == NULL;
+  if (c->tied) m->lm_head = m->tok_embd;
+  else if ((st = get_mat(m, "output.weight", c->vocab, c->dim, 0, &m->lm_head))) return st;
+  int permuted = c->arch == LRT_ARCH_LLAMA;
+  for (int64_t l = 0; l < c->n_layers; l++) {
+    lrt_layer *L = &m->layers[l];
+#define P(s) (tensor_name(n, sizeof n, "blk.%lld." s, l), n)
+    if ((st = get_vec(m, P("attn_norm.weight"), c->dim, 0, &L->attn_norm))) return st;
+    if ((st = get_vec(m, P("ffn_norm.weight"), c->dim, 0, &L->ffn_norm))) return st;
+    if ((st = get_mat(m, P("attn_q.weight"), qd, c->dim, 0, &L->wq))) return st;
+    if ((st = get_mat(m, P("attn_k.weight"), kvd, c->dim, 0, &L->wk))) return st;
+    if ((st = get_mat(m, P("attn_v.weight"), kvd, c->dim, 0, &L->wv))) return st;
+    if ((st = get_mat(m, P("attn_output.weight"), c->dim, qd, 0, &L->wo))) return st;
+    if (c->qkv_bias) {
+      if ((st = get_vec(m, P("attn_q.bias"), qd, 0, &L->bq))) return st;
+      if ((st = get_vec(m, P("attn_k.bias"), kvd, 0, &L->bk))) return st;
+      if ((st = get_vec(m, P("attn_v.bias"), kvd, 0, &L->bv))) return st;
+    }
+    if ((st = get_mat(m, P("ffn_gate.weight"), c->ffn, c->dim, 0, &L->w_gate))) return st;
+    if ((st = get_mat(m, P("ffn_up.weight"), c->ffn, c->dim, 0, &L->w_up))) return st;
+    if ((st = get_mat(m, P("ffn_down.weight"), c->dim, c->ffn, 0, &L->w_down))) return st;
+#undef P
+    if (permuted) {
+      if ((st = make_perm(m, c->n_heads, c->head_dim, &L->qk_perm_q))) return st;
+      if ((st = make_perm(m, c->n_kv_heads, c->head_dim, &L->qk_perm_k))) return st;
+    }
+  }
+  return LRT_OK;
+}
+
+static const char *ext_of(const char *path, size_t len) {
+  return len >= 5 ? path + len - 5 : "";
+}
+
+int32_t lrt_model_load(const char *path, int32_t flags, lrt_model **out) {
+  *out = NULL;
+  lrt_model *m = (lrt_model *)calloc(1, sizeof *m);
+  if (!m) return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory");
+  int32_t st;
+  size_t plen = strlen(path);
+  if (lrt_is_dir(path)) {
+    if ((st = lrt_config_from_hf(path, flags, &m->cfg, m->name, sizeof m->name))) goto fail;
+    if ((st = open_safetensors(m, path))) goto fail;
+  } else if (lrt_is_file(path)) {
+    if (strcmp(ext_of(path, plen), ".gguf") != 0 && strcmp(ext_of(path, plen), ".GGUF") != 0) {
+      st = lrt_err(LRT_ERR_INVALID_ARGUMENT, "%s is a file but not a .gguf file; pass a GGUF file or a HuggingFace model folder", path);
+      goto fail;
+    }
+    m->is_gguf = 1;
+    if ((st = lrt_gguf_open(path, &m->gguf))) goto fail;
+    if ((st = lrt_config_from_gguf(&m->gguf, &m->cfg))) goto fail;
+    const lrt_gguf_kv *nk = lrt_gguf_find(&m->gguf, "general.name");
+    if (nk && nk->type == LRT_META_STRING)
+      snprintf(m->name, sizeof m->name, "%.*s", (int)(nk->str_lens[0] < 255 ? nk->str_lens[0] : 255), nk->strs[0]);
+  } else {
+    st = lrt_err(LRT_ERR_NOT_FOUND, "model path not found: %s (pass a HuggingFace model folder or a .gguf file)", path);
+    goto fail;
+  }
+  m->layers = (lrt_layer *)calloc((size_t)m->cfg.n_layers, sizeof(lrt_layer));
+  if (!m->layers) { st = lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory"); goto fail; }
+  if ((st = m->is_gguf ? bind_gguf(m) : bind_hf(m))) goto fail;
+  if (!m->cfg.learned_pos && (st = rope_table(m))) goto fail;
+  { /* eos ids outside the vocabulary can never be sampled: drop them */
+    int k = 0;
+    for (int i = 0; i < m->cfg.n_eos; i++)
+      if (m->cfg.eos[i] < m->cfg.vocab) m->cfg.eos[k++] = m->cfg.eos[i];
+    m->cfg.n_eos = k;
+  }
+  if (m->cfg.bos >= m->cfg.vocab) m->cfg.bos = -1;
+  snprintf(m->dtype_name, sizeof m->dtype_name, "%s", "f32");
+  {
+    const lrt_tensor_ref *t = find_tensor(m, m->is_gguf ? "blk.0.ffn_up.weight"
+                                             : m->cfg.arch == LRT_ARCH_GPT2 ? (find_tensor(m, "h.0.mlp.c_fc.weight") ? "h.0.mlp.c_fc.weight" : "transformer.h.0.mlp.c_fc.weight")
+                                                                           : "model.layers.0.mlp.up_proj.weight");
+    if (t) snprintf(m->dtype_name, sizeof m->dtype_name, "%s", m->is_gguf ? t->dtype_name : lrt_dtype_name(t->dtype));
+    for (char *p = m->dtype_name; *p; p++) if (*p >= 'A' && *p <= 'Z') *p = (char)(*p - 'A' + 'a');
+  }
+  *out = m;
+  return LRT_OK;
+fail:
+  lrt_model_free(m);
+  return st;
+}
+
+void lrt_model_free(lrt_model *m) {
+  if (!m) return;
+  for (size_t i = 0; i < m->n_owned; i++) free(m->owned[i]);
+  free(m->owned);
+  for (size_t i = 0; i < m->n_st_files; i++) lrt_st_close(&m->st_files[i]);
+  free(m->st_files);
+  if (m->is_gguf) lrt_gguf_close(&m->gguf);
+  free(m->layers);
+  free(m);
+}

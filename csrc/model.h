@@ -1,0 +1,114 @@
+/* model.h -- the immutable model (config + weights) and the mutable session. */
+#ifndef LOOMRT_MODEL_H
+#define LOOMRT_MODEL_H
+
+#include "internal.h"
+#include "threadpool.h"
+
+typedef enum lrt_arch { LRT_ARCH_LLAMA, LRT_ARCH_MISTRAL, LRT_ARCH_QWEN2, LRT_ARCH_GPT2 } lrt_arch;
+
+#define LRT_MAX_EOS 16
+
+/* Everything the forward pass needs to know, from config.json or GGUF metadata. */
+typedef struct lrt_config {
+  lrt_arch arch;
+  char arch_name[32];
+  int64_t vocab, dim, n_layers, n_heads, n_kv_heads, head_dim, ffn, ctx;
+  float norm_eps;
+  int layernorm;      /* 1: LayerNorm with bias (GPT-2); 0: RMSNorm                      */
+  int gelu;           /* 1: tanh-GELU MLP (GPT-2); 0: SwiGLU                             */
+  int learned_pos;    /* 1: learned position embeddings (GPT-2); 0: RoPE                 */
+  double rope_theta;
+  int rope_llama3;    /* rope_scaling of type llama3                                     */
+  double rope_factor, rope_low_freq, rope_high_freq, rope_orig_ctx;
+  int64_t sliding_window; /* 0: none; else attend to the last `sliding_window` positions */
+  int tied;           /* LM head = token embedding                                       */
+  int qkv_bias, o_bias, mlp_bias;
+  int32_t bos;        /* -1 when unknown */
+  int32_t eos[LRT_MAX_EOS];
+  int n_eos;
+} lrt_config;
+
+/* A weight matrix (rows x cols, row-major) in its stored format, usually in the mapping. */
+typedef struct lrt_mat {
+  int dtype; /* LRT_DT_F32 / F16 / BF16 */
+  const void *data;
+  int64_t rows, cols;
+} lrt_mat;
+
+/* Tokens per internal forward chunk: bounds scratch memory only (results do not depend on it). */
+#define LRT_CHUNK 64
+
+typedef struct lrt_layer {
+  float *attn_norm, *attn_norm_b; /* (dim)                                  */
+  lrt_mat wq, wk, wv, wo;         /* (q_dim, dim) (kv_dim, dim) x2 (dim, q_dim) */
+  float *bq, *bk, *bv, *bo;       /* biases or NULL                         */
+  float *ffn_norm, *ffn_norm_b;   /* (dim)                                  */
+  lrt_mat w_gate, w_up, w_down;   /* (ffn, dim) (ffn, dim) (dim, ffn); no gate for GELU */
+  float *b_up, *b_down;
+  int32_t *qk_perm_q, *qk_perm_k; /* GGUF llama: HF row of each file row of Q / K, or NULL */
+} lrt_layer;
+
+struct lrt_model {
+  lrt_config cfg;
+  int is_gguf;
+  lrt_mat tok_embd;   /* (vocab, dim) */
+  lrt_mat pos_embd;   /* (ctx, dim), GPT-2 only */
+  lrt_mat lm_head;    /* (vocab, dim) */
+  float *out_norm, *out_norm_b;
+  float *rope_inv_freq; /* (head_dim / 2) */
+  lrt_layer *layers;
+  /* storage */
+  lrt_st_file *st_files;
+  size_t n_st_files;
+  lrt_gguf_file gguf;
+  void **owned;       /* buffers loomrt allocated (dequantized / transposed / f32 vectors) */
+  size_t n_owned, cap_owned;
+  uint64_t weight_bytes, resident_bytes, n_params;
+  char dtype_name[16];
+  char name[256];
+};
+
+/* model.c */
+int32_t lrt_model_load(const char *path, int32_t flags, lrt_model **out);
+void lrt_model_free(lrt_model *m);
+/* config.c */
+int32_t lrt_config_from_hf(const char *folder, int32_t flags, lrt_config *cfg, char *name,
+                           size_t name_cap);
+int32_t lrt_config_from_gguf(const lrt_gguf_file *g, lrt_config *cfg);
+
+/* ---- session ------------------------------------------------------------------------- */
+
+struct lrt_session {
+  lrt_model *m;
+  lrt_pool *pool;
+  int64_t ctx;       /* max positions */
+  int64_t cap;       /* positions allocated in the KV cache */
+  int64_t pos;       /* tokens in the cache */
+  float **k_cache;   /* per layer (cap, kv_dim) */
+  float **v_cache;
+  int32_t *tokens;   /* (cap) token history */
+  /* scratch for one chunk of up to `chunk` tokens */
+  int64_t chunk;
+  float *x, *xb, *q, *k, *v, *att, *hb, *hb2, *rope_cs;
+  float *scores;     /* (threads, ctx) */
+  int64_t scores_cap;
+  /* logits of the last eval */
+  float *logits;
+  int64_t logits_rows, logits_cap;
+  /* sampler */
+  double temperature, top_p, min_p, repeat_penalty;
+  int64_t top_k, repeat_last_n;
+  uint64_t seed;
+  int32_t *cand_ids;
+  float *cand_probs, *cand_logits;
+  int64_t n_cand;
+};
+
+/* forward.c */
+int32_t lrt_forward(lrt_session *s, const int32_t *tokens, int64_t n, int all_logits);
+int32_t lrt_session_reserve(lrt_session *s, int64_t positions);
+/* sampler.c */
+int32_t lrt_sample(lrt_session *s, int32_t *token);
+
+#endif

@@ -1,0 +1,280 @@
+/* platform.c -- the OS layer: file mapping, small file reads, threads, CPU count and the
+ * floating-point environment guard. Everything OS-specific in loomrt lives here. */
+#if !defined(_WIN32)
+#define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE
+#endif
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#if defined(_WIN32)
+#include <windows.h>
+#else
+#include <fcntl.h>
+#include <pthread.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#endif
+
+#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__) || defined(_M_IX86)
+#include <xmmintrin.h>
+#define LRT_X86 1
+#endif
+
+/* ---- files ---------------------------------------------------------------------------- */
+
+#if defined(_WIN32)
+static wchar_t *utf8_to_wide(const char *s) {
+  int n = MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, s, -1, NULL, 0);
+  if (n <= 0) return NULL;
+  wchar_t *w = (wchar_t *)malloc((size_t)n * sizeof(wchar_t));
+  if (w && MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, s, -1, w, n) <= 0) {
+    free(w);
+    return NULL;
+  }
+  return w;
+}
+
+int lrt_is_dir(const char *path) {
+  wchar_t *w = utf8_to_wide(path);
+  if (!w) return 0;
+  DWORD a = GetFileAttributesW(w);
+  free(w);
+  return a != INVALID_FILE_ATTRIBUTES && (a & FILE_ATTRIBUTE_DIRECTORY);
+}
+
+int lrt_is_file(const char *path) {
+  wchar_t *w = utf8_to_wide(path);
+  if (!w) return 0;
+  DWORD a = GetFileAttributesW(w);
+  free(w);
+  return a != INVALID_FILE_ATTRIBUTES && !(a & FILE_ATTRIBUTE_DIRECTORY);
+}
+
+int32_t lrt_map_file(const char *path, lrt_mapped_file *out) {
+  memset(out, 0, sizeof *out);
+  wchar_t *w = utf8_to_wide(path);
+  if (!w) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "path is not valid UTF-8: %s", path);
+  HANDLE fh = CreateFileW(w, GENERIC_READ, FILE_SHARE_READ, NULL, OPEN_EXISTING,
+                          FILE_ATTRIBUTE_NORMAL, NULL);
+  free(w);
+  if (fh == INVALID_HANDLE_VALUE) {
+    DWORD e = GetLastError();
+    if (e == ERROR_FILE_NOT_FOUND || e == ERROR_PATH_NOT_FOUND)
+      return lrt_err(LRT_ERR_NOT_FOUND, "file not found: %s", path);
+    return lrt_err(LRT_ERR_IO, "cannot open %s (Windows error %lu)", path, (unsigned long)e);
+  }
+  LARGE_INTEGER sz;
+  if (!GetFileSizeEx(fh, &sz)) {
+    CloseHandle(fh);
+    return lrt_err(LRT_ERR_IO, "cannot get the size of %s", path);
+  }
+  out->size = (uint64_t)sz.QuadPart;
+  if (out->size == 0) {
+    CloseHandle(fh);
+    return LRT_OK;
+  }
+  HANDLE mh = CreateFileMappingW(fh, NULL, PAGE_READONLY, 0, 0, NULL);
+  if (!mh) {
+    CloseHandle(fh);
+    return lrt_err(LRT_ERR_IO, "cannot map %s", path);
+  }
+  void *p = MapViewOfFile(mh, FILE_MAP_READ, 0, 0, 0);
+  if (!p) {
+    CloseHandle(mh);
+    CloseHandle(fh);
+    return lrt_err(LRT_ERR_IO, "cannot map %s", path);
+  }
+  out->data = (const uint8_t *)p;
+  out->priv[0] = fh;
+  out->priv[1] = mh;
+  return LRT_OK;
+}
+
+void lrt_unmap_file(lrt_mapped_file *f) {
+  if (f->data && f->priv[0]) {
+    UnmapViewOfFile((void *)f->data);
+    CloseHandle((HANDLE)f->priv[1]);
+    CloseHandle((HANDLE)f->priv[0]);
+  }
+  memset(f, 0, sizeof *f);
+}
+
+int lrt_cpu_count(void) {
+  SYSTEM_INFO si;
+  GetSystemInfo(&si);
+  return si.dwNumberOfProcessors > 0 ? (int)si.dwNumberOfProcessors : 1;
+}
+
+#else /* POSIX */
+
+int lrt_is_dir(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+int lrt_is_file(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+int32_t lrt_map_file(const char *path, lrt_mapped_file *out) {
+  memset(out, 0, sizeof *out);
+  int fd = open(path, O_RDONLY);
+  if (fd < 0) {
+    if (errno == ENOENT || errno == ENOTDIR)
+      return lrt_err(LRT_ERR_NOT_FOUND, "file not found: %s", path);
+    return lrt_err(LRT_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    close(fd);
+    return lrt_err(LRT_ERR_IO, "cannot stat %s", path);
+  }
+  if (!S_ISREG(st.st_mode)) {
+    close(fd);
+    return lrt_err(LRT_ERR_IO, "%s is not a regular file", path);
+  }
+  out->size = (uint64_t)st.st_size;
+  if (out->size == 0) {
+    close(fd);
+    return LRT_OK;
+  }
+  if ((uint64_t)(size_t)out->size != out->size) {
+    close(fd);
+    return lrt_err(LRT_ERR_IO, "%s is too large to map on this platform", path);
+  }
+  void *p = mmap(NULL, (size_t)out->size, PROT_READ, MAP_PRIVATE, fd, 0);
+  close(fd);
+  if (p == MAP_FAILED) return lrt_err(LRT_ERR_IO, "cannot map %s: %s", path, strerror(errno));
+  out->data = (const uint8_t *)p;
+  out->priv[0] = p;
+  return LRT_OK;
+}
+
+void lrt_unmap_file(lrt_mapped_file *f) {
+  if (f->data && f->priv[0]) munmap((void *)f->data, (size_t)f->size);
+  memset(f, 0, sizeof *f);
+}
+
+int lrt_cpu_count(void) {
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? (int)n : 1;
+}
+#endif
+
+int32_t lrt_read_file(const char *path, uint64_t max_size, char **out, size_t *out_len) {
+  *out = NULL;
+  *out_len = 0;
+  lrt_mapped_file m;
+  int32_t st = lrt_map_file(path, &m);
+  if (st != LRT_OK) return st;
+  if (m.size > max_size) {
+    lrt_unmap_file(&m);
+    return lrt_err(LRT_ERR_FORMAT, "%s is %llu bytes, more than the %llu allowed for it", path,
+                   (unsigned long long)m.size, (unsigned long long)max_size);
+  }
+  char *buf = (char *)malloc((size_t)m.size + 1);
+  if (!buf) {
+    lrt_unmap_file(&m);
+    return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory reading %s", path);
+  }
+  if (m.size) memcpy(buf, m.data, (size_t)m.size);
+  buf[m.size] = 0;
+  *out = buf;
+  *out_len = (size_t)m.size;
+  lrt_unmap_file(&m);
+  return LRT_OK;
+}
+
+/* ---- threads -------------------------------------------------------------------------- */
+
+struct lrt_thread {
+#if defined(_WIN32)
+  HANDLE h;
+#else
+  pthread_t t;
+#endif
+  lrt_thread_fn fn;
+  void *arg;
+};
+
+#if defined(_WIN32)
+static DWORD WINAPI thread_main(LPVOID p) {
+  lrt_thread *t = (lrt_thread *)p;
+  t->fn(t->arg);
+  return 0;
+}
+#else
+static void *thread_main(void *p) {
+  lrt_thread *t = (lrt_thread *)p;
+  t->fn(t->arg);
+  return NULL;
+}
+#endif
+
+int32_t lrt_thread_start(lrt_thread **out, lrt_thread_fn fn, void *arg) {
+  lrt_thread *t = (lrt_thread *)calloc(1, sizeof *t);
+  if (!t) return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory creating a thread");
+  t->fn = fn;
+  t->arg = arg;
+#if defined(_WIN32)
+  t->h = CreateThread(NULL, 0, thread_main, t, 0, NULL);
+  if (!t->h) {
+    free(t);
+    return lrt_err(LRT_ERR_INTERNAL, "cannot create a thread");
+  }
+#else
+  if (pthread_create(&t->t, NULL, thread_main, t) != 0) {
+    free(t);
+    return lrt_err(LRT_ERR_INTERNAL, "cannot create a thread");
+  }
+#endif
+  *out = t;
+  return LRT_OK;
+}
+
+void lrt_thread_join(lrt_thread *t) {
+  if (!t) return;
+#if defined(_WIN32)
+  WaitForSingleObject(t->h, INFINITE);
+  CloseHandle(t->h);
+#else
+  pthread_join(t->t, NULL);
+#endif
+  free(t);
+}
+
+/* ---- floating-point environment -------------------------------------------------------- */
+/* A host may have set flush-to-zero, denormals-are-zero or another rounding mode. loomrt
+ * computes with the IEEE default (round to nearest even, subnormals kept) and restores the
+ * host's setting on the way out. */
+
+void lrt_fpenv_enter(lrt_fpenv *env) {
+#if defined(LRT_X86)
+  env->saved = _mm_getcsr();
+  _mm_setcsr(0x1f80u);
+#elif defined(__aarch64__) && defined(__GNUC__)
+  uint64_t v;
+  __asm__ __volatile__("mrs %0, fpcr" : "=r"(v));
+  env->saved = v;
+  __asm__ __volatile__("msr fpcr, %0" : : "r"((uint64_t)0));
+#else
+  env->saved = 0;
+#endif
+}
+
+void lrt_fpenv_leave(const lrt_fpenv *env) {
+#if defined(LRT_X86)
+  _mm_setcsr((unsigned int)env->saved);
+#elif defined(__aarch64__) && defined(__GNUC__)
+  __asm__ __volatile__("msr fpcr, %0" : : "r"(env->saved));
+#else
+  (void)env;
+#endif
+}

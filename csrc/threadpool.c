@@ -1,0 +1,153 @@
+/* threadpool.c -- persistent worker threads woken by a generation counter. */
+#if !defined(_WIN32)
+#define _POSIX_C_SOURCE 200809L
+#endif
+#include <stdlib.h>
+
+#include "internal.h"
+#include "threadpool.h"
+
+#if defined(_WIN32)
+#include <windows.h>
+typedef CRITICAL_SECTION lrt_mutex;
+typedef CONDITION_VARIABLE lrt_cond;
+#define mutex_init(m) (InitializeCriticalSection(m), 0)
+#define mutex_free(m) DeleteCriticalSection(m)
+#define mutex_lock(m) EnterCriticalSection(m)
+#define mutex_unlock(m) LeaveCriticalSection(m)
+#define cond_init(c) (InitializeConditionVariable(c), 0)
+#define cond_free(c) ((void)0)
+#define cond_wait(c, m) SleepConditionVariableCS(c, m, INFINITE)
+#define cond_broadcast(c) WakeAllConditionVariable(c)
+#else
+#include <pthread.h>
+typedef pthread_mutex_t lrt_mutex;
+typedef pthread_cond_t lrt_cond;
+#define mutex_init(m) pthread_mutex_init(m, NULL)
+#define mutex_free(m) pthread_mutex_destroy(m)
+#define mutex_lock(m) pthread_mutex_lock(m)
+#define mutex_unlock(m) pthread_mutex_unlock(m)
+#define cond_init(c) pthread_cond_init(c, NULL)
+#define cond_free(c) pthread_cond_destroy(c)
+#define cond_wait(c, m) pthread_cond_wait(c, m)
+#define cond_broadcast(c) pthread_cond_broadcast(c)
+#endif
+
+typedef struct worker {
+  lrt_pool *pool;
+  int id;
+  lrt_thread *thread;
+} worker;
+
+struct lrt_pool {
+  int n;
+  worker *workers; /* n - 1 entries: worker ids 1..n-1 */
+  lrt_mutex mu;
+  lrt_cond wake, done;
+  uint64_t generation;
+  int pending;
+  int stop;
+  lrt_task_fn fn;
+  void *ctx;
+  int64_t n_tasks;
+};
+
+static void run_share(lrt_pool *p, int id) {
+  for (int64_t t = id; t < p->n_tasks; t += p->n) p->fn(p->ctx, t, id);
+}
+
+static void worker_main(void *arg) {
+  worker *w = (worker *)arg;
+  lrt_pool *p = w->pool;
+  uint64_t seen = 0;
+  for (;;) {
+    mutex_lock(&p->mu);
+    while (p->generation == seen && !p->stop) cond_wait(&p->wake, &p->mu);
+    if (p->stop) {
+      mutex_unlock(&p->mu);
+      return;
+    }
+    seen = p->generation;
+    mutex_unlock(&p->mu);
+
+    lrt_fpenv env; /* workers inherit the host's MXCSR/FPCR: guard them too */
+    lrt_fpenv_enter(&env);
+    run_share(p, w->id);
+    lrt_fpenv_leave(&env);
+
+    mutex_lock(&p->mu);
+    if (--p->pending == 0) cond_broadcast(&p->done);
+    mutex_unlock(&p->mu);
+  }
+}
+
+int32_t lrt_pool_new(int threads, lrt_pool **out) {
+  *out = NULL;
+  if (threads < 1) threads = 1;
+  lrt_pool *p = (lrt_pool *)calloc(1, sizeof *p);
+  if (!p) return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory creating the thread pool");
+  p->n = threads;
+  if (mutex_init(&p->mu) != 0 || cond_init(&p->wake) != 0 || cond_init(&p->done) != 0) {
+    free(p);
+    return lrt_err(LRT_ERR_INTERNAL, "cannot create thread pool primitives");
+  }
+  if (threads > 1) {
+    p->workers = (worker *)calloc((size_t)threads - 1, sizeof(worker));
+    if (!p->workers) {
+      lrt_pool_free(p);
+      return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory creating the thread pool");
+    }
+    for (int i = 0; i < threads - 1; i++) {
+      p->workers[i].pool = p;
+      p->workers[i].id = i + 1;
+      int32_t st = lrt_thread_start(&p->workers[i].thread, worker_main, &p->workers[i]);
+      if (st != LRT_OK) {
+        lrt_pool_free(p);
+        return st;
+      }
+    }
+  }
+  *out = p;
+  return LRT_OK;
+}
+
+void lrt_pool_free(lrt_pool *p) {
+  if (!p) return;
+  if (p->workers) {
+    mutex_lock(&p->mu);
+    p->stop = 1;
+    cond_broadcast(&p->wake);
+    mutex_unlock(&p->mu);
+    for (int i = 0; i < p->n - 1; i++) lrt_thread_join(p->workers[i].thread);
+    free(p->workers);
+  }
+  cond_free(&p->wake);
+  cond_free(&p->done);
+  mutex_free(&p->mu);
+  free(p);
+}
+
+int lrt_pool_threads(const lrt_pool *p) { return p->n; }
+
+void lrt_pool_run(lrt_pool *p, lrt_task_fn fn, void *ctx, int64_t n_tasks) {
+  if (n_tasks <= 0) return;
+  p->fn = fn;
+  p->ctx = ctx;
+  p->n_tasks = n_tasks;
+  if (p->n == 1 || n_tasks == 1) { /* nothing to share */
+    int n = p->n;
+    p->n = 1;
+    run_share(p, 0);
+    p->n = n;
+    return;
+  }
+  mutex_lock(&p->mu);
+  p->pending = p->n - 1;
+  p->generation++;
+  cond_broadcast(&p->wake);
+  mutex_unlock(&p->mu);
+  run_share(p, 0);
+  mutex_lock(&p->mu);
+  while (p->pending > 0) cond_wait(&p->done, &p->mu);
+  mutex_unlock(&p->mu);
+}

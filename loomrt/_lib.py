@@ -1,0 +1,229 @@
+"""Thin checked bindings over the private cffi module (layer 2 of 3).
+
+Each function here maps one C call, turns a status code into a typed exception carrying the
+library's thread-local message, and converts between C and Python types. No policy lives
+here; the friendly classes are in :mod:`loomrt.model`.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from . import errors
+from ._loomrt_cffi import ffi, lib
+
+_STATUS_TO_ERROR = {
+    lib.LRT_ERR_INVALID_ARGUMENT: errors.InvalidArgumentError,
+    lib.LRT_ERR_NOT_FOUND: errors.NotFoundError,
+    lib.LRT_ERR_IO: errors.LoomrtIOError,
+    lib.LRT_ERR_FORMAT: errors.FormatError,
+    lib.LRT_ERR_UNSUPPORTED: errors.UnsupportedError,
+    lib.LRT_ERR_OUT_OF_MEMORY: errors.OutOfMemoryError,
+    lib.LRT_ERR_CONTEXT_FULL: errors.ContextFullError,
+    lib.LRT_ERR_STATE: errors.StateError,
+    lib.LRT_ERR_INTERNAL: errors.InternalError,
+}
+
+
+def check(status: int) -> None:
+    """Raise the typed exception for a non-zero status, with the library's message."""
+    if status == lib.LRT_OK:
+        return
+    message = ffi.string(lib.lrt_last_error()).decode("utf-8", "replace")
+    name = ffi.string(lib.lrt_status_name(status)).decode()
+    cls = _STATUS_TO_ERROR.get(status, errors.InternalError)
+    raise cls(message or name)
+
+
+def version() -> str:
+    return ffi.string(lib.lrt_version_string()).decode()
+
+
+def abi_version() -> int:
+    return int(lib.lrt_abi_version())
+
+
+def numerics_version() -> int:
+    return int(lib.lrt_numerics_version())
+
+
+def kernel_path() -> str:
+    return ffi.string(lib.lrt_kernel_path()).decode()
+
+
+# ---- models ------------------------------------------------------------------------------
+
+
+def model_open(path: str, flags: int = 0) -> Any:
+    """Open a model; returns an owning cdata handle (closed by the garbage collector)."""
+    raw = os.fsencode(path)
+    out = ffi.new("lrt_model **")
+    check(lib.lrt_model_open(raw, len(raw), flags, out))
+    return ffi.gc(out[0], lib.lrt_model_close)
+
+
+INFO_KEYS = {
+    "vocab_size": lib.LRT_INFO_VOCAB_SIZE,
+    "context_length": lib.LRT_INFO_CONTEXT_LENGTH,
+    "hidden_size": lib.LRT_INFO_HIDDEN_SIZE,
+    "layers": lib.LRT_INFO_LAYERS,
+    "heads": lib.LRT_INFO_HEADS,
+    "kv_heads": lib.LRT_INFO_KV_HEADS,
+    "head_dim": lib.LRT_INFO_HEAD_DIM,
+    "ffn_size": lib.LRT_INFO_FFN_SIZE,
+    "parameters": lib.LRT_INFO_PARAMETERS,
+    "weight_bytes": lib.LRT_INFO_WEIGHT_BYTES,
+    "resident_bytes": lib.LRT_INFO_RESIDENT_BYTES,
+    "bos_token_id": lib.LRT_INFO_BOS_ID,
+    "tied_embeddings": lib.LRT_INFO_TIED_EMBEDDINGS,
+    "is_gguf": lib.LRT_INFO_IS_GGUF,
+}
+STR_KEYS = {
+    "architecture": lib.LRT_STR_ARCHITECTURE,
+    "dtype": lib.LRT_STR_DTYPE,
+    "source": lib.LRT_STR_SOURCE,
+    "name": lib.LRT_STR_NAME,
+}
+
+
+def model_info(handle: Any) -> Dict[str, Any]:
+    info: Dict[str, Any] = {}
+    v = ffi.new("int64_t *")
+    for name, key in INFO_KEYS.items():
+        check(lib.lrt_model_get_int(handle, key, v))
+        info[name] = int(v[0])
+    for name, key in STR_KEYS.items():
+        p = ffi.new("const char **")
+        n = ffi.new("size_t *")
+        check(lib.lrt_model_get_str(handle, key, p, n))
+        info[name] = ffi.unpack(p[0], n[0]).decode("utf-8", "replace")
+    check(lib.lrt_model_get_int(handle, lib.LRT_INFO_EOS_COUNT, v))
+    eos = ffi.new("int32_t *")
+    ids = []
+    for i in range(int(v[0])):
+        check(lib.lrt_model_eos_id(handle, i, eos))
+        ids.append(int(eos[0]))
+    info["eos_token_ids"] = ids
+    info["tied_embeddings"] = bool(info["tied_embeddings"])
+    info["is_gguf"] = bool(info["is_gguf"])
+    if info["bos_token_id"] < 0:
+        info["bos_token_id"] = None
+    return info
+
+
+def model_metadata(handle: Any) -> Dict[str, Any]:
+    """All GGUF metadata as plain Python values (lists for arrays). Empty for safetensors."""
+    meta: Dict[str, Any] = {}
+    key_p = ffi.new("const char **")
+    key_n = ffi.new("size_t *")
+    typ = ffi.new("int32_t *")
+    elem = ffi.new("int32_t *")
+    count = ffi.new("int64_t *")
+    sp = ffi.new("const char **")
+    sn = ffi.new("size_t *")
+    iv = ffi.new("int64_t *")
+    fv = ffi.new("double *")
+    for i in range(int(lib.lrt_model_meta_count(handle))):
+        check(lib.lrt_model_meta_key(handle, i, key_p, key_n))
+        kb = ffi.unpack(key_p[0], key_n[0])
+        check(lib.lrt_model_meta_type(handle, kb, len(kb), typ, elem, count))
+        et = elem[0]
+        values: List[Any] = []
+        for j in range(int(count[0])):
+            if et == lib.LRT_META_STRING:
+                check(lib.lrt_model_meta_str(handle, kb, len(kb), j, sp, sn))
+                values.append(ffi.unpack(sp[0], sn[0]).decode("utf-8"))
+            elif et in (lib.LRT_META_FLOAT32, lib.LRT_META_FLOAT64):
+                check(lib.lrt_model_meta_float(handle, kb, len(kb), j, fv))
+                values.append(float(fv[0]))
+            elif et == lib.LRT_META_BOOL:
+                check(lib.lrt_model_meta_int(handle, kb, len(kb), j, iv))
+                values.append(bool(iv[0]))
+            else:
+                check(lib.lrt_model_meta_int(handle, kb, len(kb), j, iv))
+                values.append(int(iv[0]))
+        meta[kb.decode("utf-8")] = values if typ[0] == lib.LRT_META_ARRAY else values[0]
+    return meta
+
+
+# ---- sessions ----------------------------------------------------------------------------
+
+
+def session_new(model_handle: Any, context: int, threads: int) -> Any:
+    out = ffi.new("lrt_session **")
+    check(lib.lrt_session_new(model_handle, context, threads, out))
+    return ffi.gc(out[0], lib.lrt_session_free)
+
+
+def session_eval(handle: Any, tokens: List[int], all_logits: bool) -> None:
+    arr = ffi.new("int32_t[]", list(tokens)) if tokens else ffi.NULL
+    check(lib.lrt_session_eval(handle, arr, len(tokens), 1 if all_logits else 0))
+
+
+def session_logits(handle: Any) -> np.ndarray:
+    """Copy of the last eval's logits as a (rows, vocab) float32 array."""
+    p = ffi.new("const float **")
+    rows = ffi.new("int64_t *")
+    vocab = ffi.new("int64_t *")
+    check(lib.lrt_session_logits(handle, p, rows, vocab))
+    n = int(rows[0]) * int(vocab[0])
+    buf = ffi.buffer(p[0], n * 4)
+    return np.frombuffer(buf, dtype=np.float32).reshape(int(rows[0]), int(vocab[0])).copy()
+
+
+def session_sample(handle: Any) -> int:
+    t = ffi.new("int32_t *")
+    check(lib.lrt_session_sample(handle, t))
+    return int(t[0])
+
+
+def session_candidates(handle: Any) -> Tuple[np.ndarray, np.ndarray]:
+    ids = ffi.new("const int32_t **")
+    probs = ffi.new("const float **")
+    n = ffi.new("int64_t *")
+    check(lib.lrt_session_candidates(handle, ids, probs, n))
+    k = int(n[0])
+    return (np.frombuffer(ffi.buffer(ids[0], 4 * k), dtype=np.int32).copy(),
+            np.frombuffer(ffi.buffer(probs[0], 4 * k), dtype=np.float32).copy())
+
+
+def session_set(handle: Any, **params: Optional[float]) -> None:
+    """Set sampler parameters by name: temperature, top_k, top_p, min_p, repeat_penalty,
+    seed, repeat_last_n."""
+    floats = {"temperature": lib.LRT_PARAM_TEMPERATURE, "top_p": lib.LRT_PARAM_TOP_P,
+              "min_p": lib.LRT_PARAM_MIN_P, "repeat_penalty": lib.LRT_PARAM_REPEAT_PENALTY}
+    ints = {"top_k": lib.LRT_PARAM_TOP_K, "seed": lib.LRT_PARAM_SEED,
+            "repeat_last_n": lib.LRT_PARAM_REPEAT_LAST_N}
+    for name, value in params.items():
+        if value is None:
+            continue
+        if name in floats:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise errors.InvalidArgumentError(f"{name} must be a number, got {value!r}")
+            check(lib.lrt_session_set_float(handle, floats[name], float(value)))
+        elif name in ints:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise errors.InvalidArgumentError(f"{name} must be an integer, got {value!r}")
+            if name == "seed":
+                value = value & 0xFFFFFFFFFFFFFFFF
+                if value >= 1 << 63:
+                    value -= 1 << 64
+            elif not -(1 << 63) <= value < (1 << 63):
+                raise errors.InvalidArgumentError(f"{name} is out of range: {value}")
+            check(lib.lrt_session_set_int(handle, ints[name], int(value)))
+        else:
+            raise errors.InvalidArgumentError(f"unknown sampler parameter {name!r}")
+
+
+def session_reset(handle: Any) -> None:
+    check(lib.lrt_session_reset(handle))
+
+
+def session_truncate(handle: Any, pos: int) -> None:
+    check(lib.lrt_session_truncate(handle, pos))
+
+
+def session_position(handle: Any) -> int:
+    return int(lib.lrt_session_position(handle))

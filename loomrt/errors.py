@@ -1,0 +1,62 @@
+"""Exception hierarchy for loomrt.
+
+Every error raised deliberately by loomrt derives from :class:`LoomrtError`.
+Each concrete class also derives from the closest built-in exception so that
+callers who catch standard exceptions (``ValueError``, ``OSError``...) keep
+working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "LoomrtError",
+    "FormatError",
+    "UnsupportedError",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "ContextFullError",
+    "StateError",
+    "OutOfMemoryError",
+    "InternalError",
+    "LoomrtIOError",
+]
+
+
+class LoomrtError(Exception):
+    """Base class of all loomrt errors."""
+
+
+class FormatError(LoomrtError, ValueError):
+    """A file or metadata value is malformed or inconsistent."""
+
+
+class UnsupportedError(LoomrtError, NotImplementedError):
+    """A feature, model type or file variant is not supported."""
+
+
+class InvalidArgumentError(LoomrtError, ValueError):
+    """A caller passed an invalid argument."""
+
+
+class NotFoundError(LoomrtError, FileNotFoundError):
+    """A required file or resource does not exist."""
+
+
+class ContextFullError(LoomrtError, ValueError):
+    """The context window cannot hold the requested tokens."""
+
+
+class StateError(LoomrtError, RuntimeError):
+    """An operation was attempted in an invalid object state."""
+
+
+class OutOfMemoryError(LoomrtError, MemoryError):
+    """An allocation failed."""
+
+
+class InternalError(LoomrtError, RuntimeError):
+    """An internal invariant was violated (a bug in loomrt)."""
+
+
+class LoomrtIOError(LoomrtError, OSError):
+    """Reading or writing a file failed."""

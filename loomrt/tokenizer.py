@@ -1,0 +1,1069 @@
+"""Text <-> token-id conversion for loomrt.
+
+The :class:`Tokenizer` class wraps a Hugging Face ``tokenizers.Tokenizer``
+(the Rust implementation) and adds what an inference runtime needs on top of
+it: BOS/EOS bookkeeping, chat-template rendering and incremental (streaming)
+detokenization.
+
+Three sources are supported:
+
+* ``tokenizer.json`` files (:meth:`Tokenizer.from_file`),
+* Hugging Face model folders (:meth:`Tokenizer.from_folder`), which add
+  ``tokenizer_config.json`` / ``special_tokens_map.json`` /
+  ``generation_config.json`` / ``chat_template.jinja`` metadata,
+* GGUF metadata (:meth:`Tokenizer.from_gguf_metadata`).  The tokenizer is
+  rebuilt from the ``tokenizer.ggml.*`` keys so that the produced ids are the
+  ones llama.cpp produces for the same file:
+
+  - ``tokenizer.ggml.model == "gpt2"``: byte-level BPE.  The pre-tokenizer is
+    selected from ``tokenizer.ggml.pre`` and uses the same split expressions,
+    applied in the same order, as llama.cpp.
+  - ``tokenizer.ggml.model == "llama"``: SentencePiece-style BPE with byte
+    fallback.  llama.cpp merges adjacent symbols by the *score* of the merged
+    piece; this is expressed as an ordinary BPE whose merge ranks are derived
+    from the scores.  Vocabularies whose merge priorities are ambiguous (two
+    different mergeable pieces with the same score, where llama.cpp breaks the
+    tie by position) are rejected with :class:`UnsupportedError` rather than
+    tokenized slightly differently.
+
+Special tokens are always recognised in the input text (llama.cpp's
+``parse_special=True``; Hugging Face's default behaviour).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import jinja2
+import jinja2.ext
+import jinja2.nodes
+import jinja2.sandbox
+from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers
+from tokenizers import Tokenizer as HFTokenizer
+
+from .errors import FormatError, InvalidArgumentError, NotFoundError, UnsupportedError
+
+__all__ = ["Tokenizer", "StreamDecoder", "CHATML_TEMPLATE"]
+
+#: Template used when a model ships no chat template (ChatML, as popularised by
+#: OpenAI and used by Qwen/SmolLM/Hermes models).
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+# ---------------------------------------------------------------------------
+# GGUF token types (tokenizer.ggml.token_type)
+# ---------------------------------------------------------------------------
+
+_TYPE_UNDEFINED = 0
+_TYPE_NORMAL = 1
+_TYPE_UNKNOWN = 2
+_TYPE_CONTROL = 3
+_TYPE_USER_DEFINED = 4
+_TYPE_UNUSED = 5
+_TYPE_BYTE = 6
+
+# Token texts that llama.cpp treats as control tokens whatever their declared
+# type (end-of-generation, fill-in-the-middle and tool-channel markers).  They
+# are split out of the input before BPE, exactly like declared control tokens.
+_FORCED_CONTROL_TEXTS = frozenset(
+    {
+        "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>",
+        "<|end_of_text|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]", "<|eom_id|>",
+        "<|return|>", "<|call|>", "<|flush|>", "<|calls|>", "</s>", "<eos>",
+        "<turn|>", "<|tool_response>", "<end_of_utterance>",
+        "<\uff5cend\u2581of\u2581sentence\uff5c>",
+        "<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<PRE>", "\u2581<PRE>",
+        "<|code_prefix|>", "<|prefix|>", "<\uff5cfim\u2581begin\uff5c>",
+        "<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<SUF>", "\u2581<SUF>",
+        "<|code_suffix|>", "<|suffix|>", "<\uff5cfim\u2581hole\uff5c>",
+        "<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<MID>", "\u2581<MID>",
+        "<|code_middle|>", "<|middle|>", "<\uff5cfim\u2581end\uff5c>",
+        "<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]",
+        "<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>",
+        "<|file_sep|>", "<|channel|>", "<|message|>", "<|start|>", "<|constrain|>",
+    }
+)
+
+# Token texts that end a generation turn (used for ``eos_token_ids``).
+_END_OF_TURN_TEXTS = frozenset(
+    {
+        "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>",
+        "<|end_of_text|>", "<|eom_id|>", "<EOT>", "<end_of_utterance>",
+    }
+)
+
+# ---------------------------------------------------------------------------
+# Pre-tokenizer split expressions, per llama.cpp pre-tokenizer type.
+#
+# Every expression splits each piece produced by the previous one; matches
+# and the text between matches both become pieces ("isolated" behaviour).
+# ---------------------------------------------------------------------------
+
+_CONTRACTIONS = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])"
+_RE_GPT2 = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)"
+_RE_LLAMA3 = (
+    _CONTRACTIONS
+    + r"|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_RE_QWEN2 = (
+    _CONTRACTIONS
+    + r"|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_RE_QWEN35 = (
+    _CONTRACTIONS
+    + r"|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+"
+    + r"|\s+(?!\S)|\s+"
+)
+_RE_SEED_CODER = (
+    _CONTRACTIONS
+    + r"|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1}| ?[^\s\p{L}\p{N}\r\n]+|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_RE_MINICPM5 = (
+    _CONTRACTIONS
+    + r"|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}+| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_RE_BAILINGMOE = (
+    r"'(?:[sSdDmMtT]|[lL][lL]|[vV][eE]|[rR][eE])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"
+)
+_RE_UFAKZEKA = r"[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+_RE_TEKKEN = (
+    r"[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))*((?=[\p{L}])([^A-Z]))+"
+    r"|[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))+((?=[\p{L}])([^A-Z]))*"
+    r"|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_RE_GPT4O = (
+    r"[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))*((?=[\p{L}])([^A-Z]))+" + _CONTRACTIONS + "?"
+    r"|[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))+((?=[\p{L}])([^A-Z]))*" + _CONTRACTIONS + "?"
+    r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_RE_BLOOM = " ?[^(\\s|.,!?\u2026\u3002\uff0c\u3001\u0964\u06d4\u060c)]+"
+_RE_CJK_HANGUL = "[\u4e00-\u9fa5\u0800-\u4e00\uac00-\ud7ff]+"
+_RE_DEEPSEEK_LETTERS = (
+    "\\s?[A-Za-z\u00b5\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u01ba\u01bc-\u01bf\u01c4-\u0293"
+    "\u0295-\u02af\u0370-\u0373\u0376\u0377\u037b-\u037d\u037f\u0386\u0388-\u038a\u038c"
+    "\u038e-\u03a1\u03a3-\u03f5\u03f7-\u0481\u048a-\u052f\u0531-\u0556\u10a0-\u10c5"
+    "\u13a0-\u13f5\u13f8-\u13fd\u1c90-\u1cba\u1cbd-\u1cbf\u1d00-\u1d2b\u1d6b-\u1d77"
+    "\u1d79-\u1d9a\u1e00-\u1f15\u1f18-\u1f1d\u1f20-\u1f45\u1f48-\u1f4d\u1f50-\u1f57\u1f59"
+    "\u1f5b\u1f5d\u1f5f-\u1f7d\u1f80-\u1fb4\u1fb6-\u1fbc\u1fbe\u1fc2-\u1fc4\u1fc6-\u1fcc"
+    "\u1fd0-\u1fd3\u1fd6-\u1fdb\u1fe0-\u1fec\u1ff2-\u1ff4\u1ff6-\u1ffc\u2102\u2107"
+    "\u210a-\u2113\u2115\u2119-\u211d\u2124\u2126\u2128\u212a-\u212d\u212f-\u2134\u2139"
+    "\u213c-\u213f\u2145-\u2149\u214e\u2183\u2184\u2c00-\u2c7b\u2c7e-\u2ce4\u2ceb-\u2cee"
+    "\u2cf2\u2cf3\ua640-\ua66d\ua680-\ua69b\ua722-\ua76f\ua771-\ua787\ua78b-\ua78e"
+    "\uab70-\uabbf\ufb00-\ufb06\ufb13-\ufb17\uff21-\uff3a\uff41-\uff5a"
+    "\U00010400-\U0001044f\U000104b0-\U000104d3\U000104d8-\U000104fb\U00010c80-\U00010cb2"
+    "\U00010cc0-\U00010cf2\U000118a0-\U000118df\U0001e900-\U0001e943]+"
+)
+_RE_DEEPSEEK_PUNCT = "\\s?[!-/:-~\uff01-\uff0f\uff1a-\uff5e\u2018-\u201f\u3000-\u3002]+"
+_RE_DEEPSEEK3_MAIN = (
+    r"[!" + '"' + r"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+"
+    r"|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+| ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+
+class _PreTokenizerSpec:
+    """How llama.cpp pre-tokenizes text for one ``tokenizer.ggml.pre`` family."""
+
+    __slots__ = ("patterns", "ignore_merges", "add_bos")
+
+    def __init__(
+        self, patterns: Sequence[str], *, ignore_merges: bool = False, add_bos: bool = False
+    ) -> None:
+        self.patterns: tuple[str, ...] = tuple(patterns)
+        self.ignore_merges = ignore_merges
+        self.add_bos = add_bos
+
+
+_SPEC_DEFAULT = _PreTokenizerSpec([r"[\p{P}\$\+<=>\^~\|]+", _RE_GPT2, r"\p{N}+", "[0-9][0-9][0-9]"])
+_SPEC_GPT2 = _PreTokenizerSpec([_RE_GPT2])
+_SPEC_STARCODER = _PreTokenizerSpec([r"\p{N}", _RE_GPT2])
+_SPEC_LLAMA3 = _PreTokenizerSpec([_RE_LLAMA3], ignore_merges=True, add_bos=True)
+_SPEC_DBRX = _PreTokenizerSpec([_RE_LLAMA3])
+_SPEC_QWEN2 = _PreTokenizerSpec([_RE_QWEN2])
+
+# tokenizer.ggml.pre value -> split behaviour (names as accepted by llama.cpp).
+_PRE_TOKENIZERS: dict[str, _PreTokenizerSpec] = {
+    "default": _SPEC_DEFAULT,
+    **{
+        name: _SPEC_GPT2
+        for name in (
+            "gpt-2", "phi-2", "jina-es", "jina-de", "gigachat", "jina-v2-es", "jina-v2-de",
+            "a.x-4.0", "mellum", "modern-bert", "exaone4", "mpt", "olmo", "jais", "trillion",
+            "granite-docling",
+        )
+    },
+    **{
+        name: _SPEC_LLAMA3
+        for name in (
+            "llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0",
+            "lfm2", "jina-v5-nano",
+        )
+    },
+    "dbrx": _SPEC_DBRX,
+    "smaug-bpe": _SPEC_DBRX,
+    "glm4": _SPEC_DBRX,
+    "chatglm-bpe": _SPEC_DBRX,
+    **{
+        name: _SPEC_QWEN2
+        for name in (
+            "qwen2", "deepseek-r1-qwen", "kormo", "f2llmv2", "megrez", "stablelm2", "hunyuan",
+            "solar-open", "grok-2",
+        )
+    },
+    "qwen35": _PreTokenizerSpec([_RE_QWEN35]),
+    **{
+        name: _SPEC_STARCODER
+        for name in (
+            "starcoder", "refact", "command-r", "smollm", "codeshell", "exaone", "minerva-7b",
+            "mellum2",
+        )
+    },
+    "deepseek-llm": _PreTokenizerSpec(
+        ["[\r\n]", _RE_DEEPSEEK_LETTERS, _RE_DEEPSEEK_PUNCT, r"\s+$", _RE_CJK_HANGUL, r"\p{N}+"]
+    ),
+    "deepseek-coder": _PreTokenizerSpec(
+        ["[\r\n]", r"\s?\p{L}+", r"\s?\p{P}+", _RE_CJK_HANGUL, r"\p{N}"]
+    ),
+    **{
+        name: _PreTokenizerSpec(
+            [r"\p{N}{1,3}", "[\u4e00-\u9fa5\u3040-\u309f\u30a0-\u30ff]+", _RE_DEEPSEEK3_MAIN]
+        )
+        for name in ("deepseek-v3", "hunyuan-dense", "joyai-llm", "hy_v4")
+    },
+    "falcon": _PreTokenizerSpec([r"[\p{P}\$\+<=>\^~\|`]+", _RE_GPT2, "[0-9][0-9][0-9]"]),
+    **{name: _PreTokenizerSpec([_RE_BLOOM]) for name in ("bloom", "poro-chat", "gpt3-finnish")},
+    "viking": _PreTokenizerSpec([_RE_BLOOM, r"\p{N}"]),
+    "tekken": _PreTokenizerSpec([_RE_TEKKEN], ignore_merges=True, add_bos=True),
+    **{
+        name: _PreTokenizerSpec([_RE_GPT4O])
+        for name in ("gpt-4o", "llama4", "kanana2", "talkie", "minimax-m2")
+    },
+    "seed-coder": _PreTokenizerSpec([_RE_SEED_CODER]),
+    **{
+        name: _PreTokenizerSpec([_RE_BAILINGMOE])
+        for name in ("bailingmoe", "bailingmoe2", "llada-moe")
+    },
+    "ufakzeka": _PreTokenizerSpec([_RE_UFAKZEKA]),
+    "minicpm5": _PreTokenizerSpec([r"\p{N}{1,3}", _RE_MINICPM5], ignore_merges=True),
+}
+
+#: ``tokenizer.ggml.pre`` values accepted by :meth:`Tokenizer.from_gguf_metadata`.
+SUPPORTED_GGUF_PRE_TOKENIZERS: frozenset[str] = frozenset(_PRE_TOKENIZERS)
+
+
+# ---------------------------------------------------------------------------
+# Chat template support
+# ---------------------------------------------------------------------------
+
+
+class _GenerationTag(jinja2.ext.Extension):
+    """Accepts ``{% generation %}...{% endgeneration %}`` blocks (rendered as-is).
+
+    Hugging Face templates use the tag to mark assistant output for training
+    masks; for inference the body is simply rendered.
+    """
+
+    tags = {"generation"}
+
+    def parse(self, parser: Any) -> list[jinja2.nodes.Node]:
+        next(parser.stream)
+        body: list[jinja2.nodes.Node] = parser.parse_statements(
+            ("name:endgeneration",), drop_needle=True
+        )
+        return body
+
+
+class _TemplateRaised(Exception):
+    """Raised by the ``raise_exception`` template helper."""
+
+
+def _raise_exception(message: str) -> NoReturn:
+    raise _TemplateRaised(message)
+
+
+def _tojson(
+    value: Any,
+    ensure_ascii: bool = False,
+    indent: int | None = None,
+    separators: tuple[str, str] | None = None,
+    sort_keys: bool = False,
+) -> str:
+    """The ``tojson`` filter as Hugging Face defines it (no HTML escaping)."""
+    return json.dumps(
+        value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+    )
+
+
+def _make_template_env() -> jinja2.sandbox.ImmutableSandboxedEnvironment:
+    env = jinja2.sandbox.ImmutableSandboxedEnvironment(
+        trim_blocks=True,
+        lstrip_blocks=True,
+        extensions=[_GenerationTag, jinja2.ext.loopcontrols],
+    )
+    env.filters["tojson"] = _tojson
+    env.globals["raise_exception"] = _raise_exception
+    return env
+
+
+# ---------------------------------------------------------------------------
+# Small validation helpers
+# ---------------------------------------------------------------------------
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise FormatError(f"{path}: not valid UTF-8 ({exc}); re-save the file as UTF-8 JSON") from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise FormatError(
+            f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}; "
+            "fix the syntax or re-export the file"
+        ) from exc
+
+
+def _token_content(value: Any, where: str) -> str | None:
+    """Extract a token string from a config value (str, AddedToken dict or None)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Mapping) and isinstance(value.get("content"), str):
+        return str(value["content"])
+    raise FormatError(f"{where}: expected a token string or an object with a 'content' string")
+
+
+def _check_text(text: Any) -> str:
+    if not isinstance(text, str):
+        raise InvalidArgumentError(f"text must be str, got {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidArgumentError(
+            f"text is not valid Unicode (lone surrogate at index {exc.start}); "
+            "decode input bytes with errors='replace' or remove the surrogate"
+        ) from exc
+    return text
+
+
+# ---------------------------------------------------------------------------
+# Public classes
+# ---------------------------------------------------------------------------
+
+
+class Tokenizer:
+    """A tokenizer with the metadata an inference runtime needs.
+
+    Instances are immutable after construction and safe to share between
+    threads (the underlying Rust tokenizer is thread-safe for encode/decode).
+    Use the ``from_*`` constructors rather than calling ``__init__`` directly.
+    """
+
+    def __init__(
+        self,
+        backend: HFTokenizer,
+        *,
+        bos_token_id: int | None = None,
+        eos_token_ids: Sequence[int] = (),
+        chat_template: str | None = None,
+        add_bos: bool | None = None,
+        add_eos: bool = False,
+        source: str = "<memory>",
+    ) -> None:
+        """Wrap ``backend``.
+
+        Args:
+            backend: the Hugging Face tokenizer doing the actual work.
+            bos_token_id: beginning-of-sequence id, if the model has one.
+            eos_token_ids: ids that end generation; the first is the primary EOS.
+            chat_template: Jinja chat template source, or ``None``.
+            add_bos: ``None`` to let ``backend``'s post-processor decide which
+                special tokens ``encode`` adds; a bool to ignore the
+                post-processor and add BOS (and EOS when ``add_eos``) here.
+            add_eos: append the primary EOS id when ``add_bos`` is not ``None``.
+            source: description of where the tokenizer came from (for errors).
+        """
+        self._backend = backend
+        self._source = source
+        vocab = backend.get_vocab(with_added_tokens=True)
+        self._vocab_size = (max(vocab.values()) + 1) if vocab else 0
+        for name, tid in (("bos_token_id", bos_token_id), *(("eos_token_ids", e) for e in eos_token_ids)):
+            if tid is not None and (not _is_int(tid) or not 0 <= tid < self._vocab_size):
+                raise FormatError(f"{source}: {name} {tid!r} is not a valid token id")
+        self._bos_token_id = bos_token_id
+        self._eos_token_ids = list(dict.fromkeys(eos_token_ids))
+        self._chat_template = chat_template
+        self._compiled_template: jinja2.Template | None = None
+        if add_bos and bos_token_id is None:
+            raise FormatError(f"{source}: the model asks for a BOS token but defines none")
+        if add_bos is not None and add_eos and not self._eos_token_ids:
+            raise FormatError(f"{source}: the model asks for an EOS token but defines none")
+        self._add_bos = add_bos
+        self._add_eos = add_eos
+
+    # -- constructors -------------------------------------------------------
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Tokenizer:
+        """Load a ``tokenizer.json`` file.
+
+        No BOS/EOS ids or chat template are known from this file alone; use
+        :meth:`from_folder` to pick them up from ``tokenizer_config.json``.
+        ``encode`` adds whatever the file's post-processor adds.
+        """
+        path = Path(path)
+        return cls(_load_tokenizer_json(path), source=str(path))
+
+    @classmethod
+    def from_folder(cls, folder: str | Path) -> Tokenizer:
+        """Load a Hugging Face model folder.
+
+        Reads ``tokenizer.json`` (required) and, when present,
+        ``tokenizer_config.json`` (``bos_token``, ``eos_token``,
+        ``add_bos_token``, ``add_eos_token``, ``chat_template``),
+        ``special_tokens_map.json`` (``bos_token``/``eos_token`` fallback),
+        ``chat_template.jinja`` / ``chat_template.json`` (take precedence over
+        the config's template) and ``generation_config.json`` (extra
+        ``eos_token_id`` values).
+
+        As in ``transformers``, an explicit ``add_bos_token`` or
+        ``add_eos_token`` in ``tokenizer_config.json`` overrides the
+        post-processor of ``tokenizer.json``; otherwise the post-processor
+        decides which special tokens ``encode`` adds.
+        """
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise NotFoundError(f"{folder}: tokenizer folder does not exist")
+        backend = _load_tokenizer_json(folder / "tokenizer.json")
+
+        config: dict[str, Any] = {}
+        config_path = folder / "tokenizer_config.json"
+        if config_path.is_file():
+            loaded = _read_json(config_path)
+            if not isinstance(loaded, dict):
+                raise FormatError(f"{config_path}: top level must be a JSON object")
+            config = loaded
+        special_map: dict[str, Any] = {}
+        special_map_path = folder / "special_tokens_map.json"
+        if special_map_path.is_file():
+            loaded = _read_json(special_map_path)
+            if not isinstance(loaded, dict):
+                raise FormatError(f"{special_map_path}: top level must be a JSON object")
+            special_map = loaded
+
+        def token_id(key: str) -> int | None:
+            if config.get(key) is not None:
+                text = _token_content(config[key], f"{config_path}: '{key}'")
+                where = config_path
+            else:
+                text = _token_content(special_map.get(key), f"{special_map_path}: '{key}'")
+                where = special_map_path
+            if text is None:
+                return None
+            tid = backend.token_to_id(text)
+            if tid is None:
+                raise FormatError(
+                    f"{where}: {key} {text!r} is not in the vocabulary of tokenizer.json; "
+                    "fix the token string or add it to added_tokens"
+                )
+            return int(tid)
+
+        bos_id = token_id("bos_token")
+        eos_ids: list[int] = []
+        eos_id = token_id("eos_token")
+        if eos_id is not None:
+            eos_ids.append(eos_id)
+        gen_path = folder / "generation_config.json"
+        if gen_path.is_file():
+            gen = _read_json(gen_path)
+            extra = gen.get("eos_token_id") if isinstance(gen, dict) else None
+            extra_list = extra if isinstance(extra, list) else [] if extra is None else [extra]
+            if not all(_is_int(e) for e in extra_list):
+                raise FormatError(f"{gen_path}: eos_token_id must be an integer or a list of integers")
+            eos_ids.extend(extra_list)
+
+        add_bos: bool | None = None
+        add_eos = False
+        if "add_bos_token" in config or "add_eos_token" in config:
+            add_bos_raw = config.get("add_bos_token", False)
+            add_eos_raw = config.get("add_eos_token", False)
+            if not isinstance(add_bos_raw, bool) or not isinstance(add_eos_raw, bool):
+                raise FormatError(f"{config_path}: add_bos_token/add_eos_token must be true or false")
+            add_bos, add_eos = add_bos_raw, add_eos_raw
+            if add_bos and bos_id is None:
+                raise FormatError(f"{config_path}: add_bos_token is true but bos_token is not set")
+            if add_eos and eos_id is None:
+                raise FormatError(f"{config_path}: add_eos_token is true but eos_token is not set")
+
+        template = _folder_chat_template(folder, config, config_path)
+        return cls(
+            backend,
+            bos_token_id=bos_id,
+            eos_token_ids=eos_ids,
+            chat_template=template,
+            add_bos=add_bos,
+            add_eos=add_eos,
+            source=str(folder),
+        )
+
+    @classmethod
+    def from_gguf_metadata(cls, meta: Mapping[str, Any]) -> Tokenizer:
+        """Build the tokenizer described by GGUF metadata.
+
+        ``meta`` maps GGUF keys to Python values (str, int, float, bool or
+        lists of those), as read from the file's key/value section.
+
+        Raises:
+            FormatError: a ``tokenizer.ggml.*`` key is missing or malformed.
+            UnsupportedError: the tokenizer model or pre-tokenizer type is not
+                supported, or a SentencePiece vocabulary cannot be reproduced
+                exactly.
+        """
+        if not isinstance(meta, Mapping):
+            raise InvalidArgumentError("meta must be a mapping of GGUF keys to values")
+        return _GGUFBuilder(meta).build()
+
+    # -- properties ---------------------------------------------------------
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of token ids (highest id + 1, added tokens included)."""
+        return self._vocab_size
+
+    @property
+    def bos_token_id(self) -> int | None:
+        """Beginning-of-sequence token id, or ``None``."""
+        return self._bos_token_id
+
+    @property
+    def eos_token_ids(self) -> list[int]:
+        """Ids that end generation; the first one is the model's primary EOS."""
+        return list(self._eos_token_ids)
+
+    @property
+    def chat_template(self) -> str | None:
+        """The model's Jinja chat template source, or ``None`` if it has none."""
+        return self._chat_template
+
+    @property
+    def backend(self) -> HFTokenizer:
+        """The wrapped ``tokenizers.Tokenizer`` (treat as read-only)."""
+        return self._backend
+
+    # -- encoding / decoding ------------------------------------------------
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        """Convert ``text`` to token ids.
+
+        Special-token strings occurring in ``text`` are mapped to their ids.
+        With ``add_special_tokens`` the model's BOS/EOS policy is applied
+        (``add_bos_token`` for GGUF files, the post-processor or explicit
+        ``add_bos_token`` for Hugging Face folders).
+
+        Raises:
+            InvalidArgumentError: ``text`` is not a str or contains lone
+                surrogates.
+        """
+        _check_text(text)
+        if self._add_bos is None:
+            return list(self._backend.encode(text, add_special_tokens=add_special_tokens).ids)
+        ids = list(self._backend.encode(text, add_special_tokens=False).ids)
+        if add_special_tokens:
+            if self._add_bos:
+                assert self._bos_token_id is not None
+                ids.insert(0, self._bos_token_id)
+            if self._add_eos:
+                ids.append(self._eos_token_ids[0])
+        return ids
+
+    def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
+        """Convert token ids back to text.
+
+        Invalid UTF-8 produced by byte tokens is replaced by U+FFFD.
+
+        Raises:
+            InvalidArgumentError: an id is not an int in ``[0, vocab_size)``.
+        """
+        checked = self._check_ids(ids)
+        return str(self._backend.decode(checked, skip_special_tokens=skip_special_tokens))
+
+    def token_to_id(self, token: str) -> int | None:
+        """Id of the vocabulary entry ``token`` (raw token text), or ``None``."""
+        if not isinstance(token, str):
+            raise InvalidArgumentError(f"token must be str, got {type(token).__name__}")
+        tid = self._backend.token_to_id(token)
+        return None if tid is None else int(tid)
+
+    def id_to_token(self, token_id: int) -> str:
+        """Raw vocabulary text of ``token_id`` (e.g. ``'Ġthe'`` or ``'<0x0A>'``).
+
+        Raises:
+            InvalidArgumentError: ``token_id`` is out of range or unassigned.
+        """
+        (checked,) = self._check_ids([token_id])
+        token = self._backend.id_to_token(checked)
+        if token is None:
+            raise InvalidArgumentError(f"token id {token_id} is not assigned in this vocabulary")
+        return str(token)
+
+    def stream_decoder(self, skip_special_tokens: bool = False) -> StreamDecoder:
+        """Create an incremental decoder for generated tokens."""
+        return StreamDecoder(self, skip_special_tokens=skip_special_tokens)
+
+    # -- chat templates -----------------------------------------------------
+
+    def apply_chat_template(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        add_generation_prompt: bool = True,
+        **kwargs: Any,
+    ) -> str:
+        """Render ``messages`` with the model's chat template.
+
+        The template runs in a sandboxed Jinja environment configured like
+        Hugging Face ``transformers`` (``trim_blocks``, ``lstrip_blocks``, the
+        ``tojson`` filter, ``raise_exception``, ``loopcontrols`` and
+        ``{% generation %}`` blocks).  Variables: ``messages``,
+        ``add_generation_prompt``, ``bos_token``, ``eos_token`` plus any
+        ``kwargs`` (e.g. ``tools=...``).  No clock-dependent helpers are
+        provided, so rendering is deterministic.
+
+        When the model has no template, ChatML (:data:`CHATML_TEMPLATE`) is
+        used.
+
+        Raises:
+            InvalidArgumentError: ``messages`` is malformed, or the template
+                rejected the conversation via ``raise_exception``.
+            FormatError: the template is not valid Jinja or fails to render.
+        """
+        if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
+            raise InvalidArgumentError("messages must be a list of {'role': ..., 'content': ...} dicts")
+        for index, message in enumerate(messages):
+            if not isinstance(message, Mapping):
+                raise InvalidArgumentError(f"messages[{index}] must be a dict, got {type(message).__name__}")
+            if not isinstance(message.get("role"), str):
+                raise InvalidArgumentError(f"messages[{index}] needs a string 'role'")
+        template = self._template()
+        variables: dict[str, Any] = {
+            "bos_token": self._special_text(self._bos_token_id),
+            "eos_token": self._special_text(self._eos_token_ids[0] if self._eos_token_ids else None),
+        }
+        variables.update(kwargs)
+        variables["messages"] = [dict(m) for m in messages]
+        variables["add_generation_prompt"] = bool(add_generation_prompt)
+        try:
+            return template.render(**variables)
+        except _TemplateRaised as exc:
+            raise InvalidArgumentError(f"chat template rejected the messages: {exc}") from exc
+        except Exception as exc:  # jinja2 errors, or TypeErrors raised inside the template
+            raise FormatError(
+                f"{self._source}: chat template failed to render: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    # -- internals ----------------------------------------------------------
+
+    def _template(self) -> jinja2.Template:
+        if self._compiled_template is None:
+            source = self._chat_template if self._chat_template is not None else CHATML_TEMPLATE
+            try:
+                self._compiled_template = _make_template_env().from_string(source)
+            except jinja2.TemplateSyntaxError as exc:
+                raise FormatError(
+                    f"{self._source}: chat template is not valid Jinja "
+                    f"(line {exc.lineno}: {exc.message}); fix the template text"
+                ) from exc
+        return self._compiled_template
+
+    def _special_text(self, token_id: int | None) -> str:
+        if token_id is None:
+            return ""
+        token = self._backend.id_to_token(token_id)
+        return "" if token is None else str(token)
+
+    def _check_ids(self, ids: Iterable[int]) -> list[int]:
+        if isinstance(ids, (str, bytes)):
+            raise InvalidArgumentError("ids must be a sequence of ints")
+        checked: list[int] = []
+        try:
+            for tid in ids:
+                if not _is_int(tid):
+                    # numpy integers and similar are accepted via __index__
+                    if isinstance(tid, bool) or not hasattr(tid, "__index__"):
+                        raise InvalidArgumentError(f"token ids must be ints, got {type(tid).__name__}")
+                    tid = int(tid.__index__())
+                if not 0 <= tid < self._vocab_size:
+                    raise InvalidArgumentError(
+                        f"token id {tid} out of range [0, {self._vocab_size})"
+                    )
+                checked.append(tid)
+        except TypeError as exc:
+            raise InvalidArgumentError(f"ids must be an iterable of ints: {exc}") from exc
+        return checked
+
+    def __repr__(self) -> str:
+        return f"Tokenizer(source={self._source!r}, vocab_size={self._vocab_size})"
+
+
+class StreamDecoder:
+    """Incremental detokenizer for streaming generation.
+
+    :meth:`add` returns only text that is final: a character whose UTF-8
+    bytes are spread over several tokens is held back until it is complete.
+    Concatenating every :meth:`add` result and the final :meth:`flush` gives
+    exactly ``tokenizer.decode(all_ids)``.
+
+    Implementation: the text of a small window of already-emitted tokens (the
+    "prefix") is decoded together with the new tokens; the difference is the
+    new text.  Decoding a window rather than single tokens keeps decoders that
+    depend on neighbouring tokens (leading-space stripping, byte fallback,
+    byte-level pieces) correct.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, skip_special_tokens: bool = False) -> None:
+        """Create a decoder for ids produced with ``tokenizer``."""
+        self._tokenizer = tokenizer
+        self._skip_special = skip_special_tokens
+        self._ids: list[int] = []
+        self._prefix = 0  # start of the window (tokens already emitted as text)
+        self._read = 0  # end of the emitted part of the window
+        self._started = False
+
+    def add(self, token_id: int) -> str:
+        """Append one token id and return the newly completed text (maybe ``""``)."""
+        (checked,) = self._tokenizer._check_ids([token_id])
+        self._ids.append(checked)
+        prefix_text, full_text = self._window_texts()
+        if full_text.endswith("\ufffd") or len(full_text) <= len(prefix_text):
+            return ""  # an incomplete character (or nothing visible yet)
+        new_text = full_text[len(prefix_text):]
+        # Slide the window: the tokens just emitted become the new prefix.
+        drop = self._read if self._started else 0
+        self._prefix, self._read = self._read, len(self._ids)
+        if self._started:
+            del self._ids[:drop]
+            self._prefix -= drop
+            self._read -= drop
+        self._started = True
+        return new_text
+
+    def flush(self) -> str:
+        """Return any held-back text (incomplete bytes become U+FFFD) and reset."""
+        prefix_text, full_text = self._window_texts()
+        out = full_text[len(prefix_text):] if len(full_text) > len(prefix_text) else ""
+        self._ids.clear()
+        self._prefix = self._read = 0
+        self._started = False
+        return out
+
+    def _window_texts(self) -> tuple[str, str]:
+        decode = self._tokenizer._backend.decode
+        window = self._ids[self._prefix:]
+        prefix_ids = self._ids[self._prefix:self._read]
+        prefix_text = str(decode(prefix_ids, skip_special_tokens=self._skip_special)) if prefix_ids else ""
+        full_text = str(decode(window, skip_special_tokens=self._skip_special)) if window else ""
+        return prefix_text, full_text
+
+
+# ---------------------------------------------------------------------------
+# Loading helpers
+# ---------------------------------------------------------------------------
+
+
+def _load_tokenizer_json(path: Path) -> HFTokenizer:
+    if not path.is_file():
+        raise NotFoundError(f"{path}: tokenizer.json not found")
+    data = _read_json(path)  # gives a precise message for JSON syntax errors
+    if not isinstance(data, dict) or "model" not in data:
+        raise FormatError(f"{path}: not a Hugging Face tokenizer.json (no 'model' section)")
+    try:
+        return HFTokenizer.from_str(json.dumps(data))
+    except Exception as exc:  # tokenizers raises a bare Exception on schema errors
+        raise FormatError(
+            f"{path}: tokenizers could not load this file ({exc}); "
+            "re-export it with a recent tokenizers/transformers version"
+        ) from exc
+
+
+def _folder_chat_template(folder: Path, config: Mapping[str, Any], config_path: Path) -> str | None:
+    jinja_path = folder / "chat_template.jinja"
+    if jinja_path.is_file():
+        try:
+            return jinja_path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise FormatError(f"{jinja_path}: not valid UTF-8; re-save the template as UTF-8") from exc
+    json_path = folder / "chat_template.json"
+    if json_path.is_file():
+        data = _read_json(json_path)
+        value = data.get("chat_template") if isinstance(data, dict) else None
+        return _pick_template(value, json_path)
+    if "chat_template" in config:
+        return _pick_template(config["chat_template"], config_path)
+    return None
+
+
+def _pick_template(value: Any, where: Path) -> str | None:
+    """Accept a template string or HF's list of ``{"name", "template"}`` entries."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        named: dict[str, str] = {}
+        for entry in value:
+            if not (
+                isinstance(entry, dict)
+                and isinstance(entry.get("name"), str)
+                and isinstance(entry.get("template"), str)
+            ):
+                raise FormatError(
+                    f"{where}: chat_template list entries must be objects with string 'name' and 'template'"
+                )
+            named[entry["name"]] = entry["template"]
+        if "default" in named:
+            return named["default"]
+        return next(iter(named.values()), None)
+    raise FormatError(f"{where}: chat_template must be a string or a list of named templates")
+
+
+class _GGUFBuilder:
+    """Turns GGUF ``tokenizer.ggml.*`` metadata into a :class:`Tokenizer`."""
+
+    def __init__(self, meta: Mapping[str, Any]) -> None:
+        self.meta = meta
+
+    # -- typed metadata access ---------------------------------------------
+
+    def _fail(self, key: str, problem: str) -> NoReturn:
+        raise FormatError(f"GGUF metadata '{key}': {problem}; re-convert the model with a current llama.cpp")
+
+    def _str(self, key: str, required: bool = False) -> str | None:
+        value = self.meta.get(key)
+        if value is None:
+            if required:
+                self._fail(key, "missing")
+            return None
+        if not isinstance(value, str):
+            self._fail(key, f"expected a string, got {type(value).__name__}")
+        return value
+
+    def _bool(self, key: str) -> bool | None:
+        value = self.meta.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, bool):
+            self._fail(key, f"expected a bool, got {type(value).__name__}")
+        return value
+
+    def _token_id(self, key: str, n_tokens: int) -> int | None:
+        value = self.meta.get(key)
+        if value is None:
+            return None
+        if not _is_int(value):
+            self._fail(key, f"expected an integer token id, got {type(value).__name__}")
+        if not 0 <= value < n_tokens:
+            self._fail(key, f"token id {value} is outside the vocabulary (size {n_tokens})")
+        return int(value)
+
+    def _list(self, key: str, n_min: int, check: Any, what: str, required: bool) -> list[Any] | None:
+        value = self.meta.get(key)
+        if value is None:
+            if required:
+                self._fail(key, "missing")
+            return None
+        if not isinstance(value, (list, tuple)):
+            self._fail(key, f"expected an array of {what}, got {type(value).__name__}")
+        for index, item in enumerate(value):
+            if not check(item):
+                self._fail(key, f"element {index} is {type(item).__name__}, expected {what}")
+        if len(value) < n_min:
+            self._fail(key, f"has {len(value)} entries, expected at least {n_min}")
+        return list(value)
+
+    # -- build --------------------------------------------------------------
+
+    def build(self) -> Tokenizer:
+        model = self._str("tokenizer.ggml.model", required=True)
+        tokens = self._list(
+            "tokenizer.ggml.tokens", 1, lambda x: isinstance(x, str), "strings", required=True
+        )
+        assert tokens is not None and model is not None
+        # llama.cpp renames empty entries so that the vocabulary stays unique.
+        tokens = [tok if tok else f"[EMPTY_{i}]" for i, tok in enumerate(tokens)]
+        n_tokens = len(tokens)
+        vocab: dict[str, int] = {}
+        for index, tok in enumerate(tokens):
+            if vocab.setdefault(tok, index) != index:
+                self._fail("tokenizer.ggml.tokens", f"duplicate token {tok!r} at ids {vocab[tok]} and {index}")
+        types = self._list(
+            "tokenizer.ggml.token_type", n_tokens, _is_int, "integers", required=False
+        ) or [_TYPE_NORMAL] * n_tokens
+
+        if model == "gpt2":
+            backend, defaults = self._build_bpe(tokens, vocab)
+        elif model == "llama":
+            backend, defaults = self._build_spm(tokens, vocab, types)
+        else:
+            raise UnsupportedError(
+                f"GGUF tokenizer model {model!r} is not supported (supported: 'gpt2', 'llama')"
+            )
+        self._add_special_tokens(backend, tokens, types)
+
+        bos = self._token_id("tokenizer.ggml.bos_token_id", n_tokens)
+        eos = self._token_id("tokenizer.ggml.eos_token_id", n_tokens)
+        if model == "llama":  # llama.cpp's SentencePiece defaults
+            bos = 1 if bos is None and n_tokens > 1 else bos
+            eos = 2 if eos is None and n_tokens > 2 else eos
+        eos_ids: list[int] = [] if eos is None else [eos]
+        for key in ("tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"):
+            extra = self._token_id(key, n_tokens)
+            if extra is not None:
+                eos_ids.append(extra)
+        eos_ids.extend(vocab[t] for t in sorted(_END_OF_TURN_TEXTS) if t in vocab)
+
+        add_bos = self._bool("tokenizer.ggml.add_bos_token")
+        add_bos = defaults["add_bos"] if add_bos is None else add_bos
+        add_eos = bool(self._bool("tokenizer.ggml.add_eos_token"))
+        if add_bos and bos is None:
+            self._fail("tokenizer.ggml.bos_token_id", "missing although add_bos_token is true")
+        if add_eos and eos is None:
+            self._fail("tokenizer.ggml.eos_token_id", "missing although add_eos_token is true")
+        template = self._str("tokenizer.chat_template")
+        return Tokenizer(
+            backend,
+            bos_token_id=bos,
+            eos_token_ids=eos_ids,
+            chat_template=template,
+            add_bos=add_bos,
+            add_eos=add_eos,
+            source="GGUF metadata",
+        )
+
+    def _add_special_tokens(self, backend: HFTokenizer, tokens: list[str], types: list[int]) -> None:
+        """Register tokens that llama.cpp splits out of the text before BPE."""
+        special: list[AddedToken] = []
+        user: list[AddedToken] = []
+        for tok, kind in zip(tokens, types):
+            if kind in (_TYPE_CONTROL, _TYPE_UNKNOWN) or tok in _FORCED_CONTROL_TEXTS:
+                special.append(AddedToken(tok, special=True, normalized=False))
+            elif kind == _TYPE_USER_DEFINED:
+                user.append(AddedToken(tok, special=False, normalized=False))
+        if user:
+            backend.add_tokens(user)
+        if special:
+            backend.add_special_tokens(special)
+
+    def _build_bpe(self, tokens: list[str], vocab: dict[str, int]) -> tuple[HFTokenizer, dict[str, bool]]:
+        key = "tokenizer.ggml.merges"
+        raw_merges = self._list(key, 0, lambda x: isinstance(x, str), "strings", required=True)
+        assert raw_merges is not None
+        merges: list[tuple[str, str]] = []
+        seen: set[tuple[str, str]] = set()
+        for index, entry in enumerate(raw_merges):
+            cut = entry.find(" ", 1)
+            if cut < 0:
+                self._fail(key, f"entry {index} {entry!r} is not of the form 'left right'")
+            pair = (entry[:cut], entry[cut + 1:])
+            for part in (pair[0], pair[1], pair[0] + pair[1]):
+                if part not in vocab:
+                    self._fail(key, f"entry {index} {entry!r} uses {part!r}, which is not in tokenizer.ggml.tokens")
+            if pair not in seen:  # llama.cpp keeps the first rank of a duplicate
+                seen.add(pair)
+                merges.append(pair)
+
+        pre = self._str("tokenizer.ggml.pre") or "default"
+        spec = _PRE_TOKENIZERS.get(pre)
+        if spec is None:
+            raise UnsupportedError(
+                f"GGUF pre-tokenizer type {pre!r} is not supported; supported: "
+                + ", ".join(sorted(_PRE_TOKENIZERS))
+            )
+        backend = HFTokenizer(
+            models.BPE(vocab=vocab, merges=merges, ignore_merges=spec.ignore_merges)
+        )
+        splits: list[pre_tokenizers.PreTokenizer] = [
+            pre_tokenizers.Split(Regex(pattern), behavior="isolated") for pattern in spec.patterns
+        ]
+        splits.append(pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False))
+        backend.pre_tokenizer = pre_tokenizers.Sequence(splits)
+        backend.decoder = decoders.ByteLevel()
+        return backend, {"add_bos": spec.add_bos}
+
+    def _build_spm(
+        self, tokens: list[str], vocab: dict[str, int], types: list[int]
+    ) -> tuple[HFTokenizer, dict[str, bool]]:
+        key = "tokenizer.ggml.scores"
+        scores = self._list(
+            key, len(tokens), lambda x: isinstance(x, (int, float)) and not isinstance(x, bool),
+            "numbers", required=False,
+        ) or [0.0] * len(tokens)
+        if any(not math.isfinite(s) for s in scores[: len(tokens)]):
+            self._fail(key, "contains NaN or infinite scores")
+
+        # llama.cpp merges two adjacent symbols when their concatenation is a
+        # vocabulary entry, highest entry score first.  Every split of every
+        # entry into two entries therefore becomes a BPE merge ranked by score.
+        # Tokens that are split out before BPE (control/unknown/user-defined)
+        # can only be merge results when they contain the escaped space.
+        candidates: list[tuple[float, int, int, str, str]] = []
+        score_owner: dict[float, int] = {}
+        for tid, tok in enumerate(tokens):
+            if len(tok) < 2:
+                continue
+            kind = types[tid]
+            if kind in (_TYPE_CONTROL, _TYPE_UNKNOWN, _TYPE_USER_DEFINED) and "\u2581" not in tok:
+                continue
+            score = float(scores[tid])
+            found = False
+            for cut in range(1, len(tok)):
+                left, right = tok[:cut], tok[cut:]
+                if left in vocab and right in vocab:
+                    candidates.append((-score, tid, cut, left, right))
+                    found = True
+            if found:
+                other = score_owner.setdefault(score, tid)
+                if other != tid:
+                    raise UnsupportedError(
+                        f"SentencePiece vocabulary has tokens {tokens[other]!r} and {tok!r} with the same "
+                        f"score {score}; llama.cpp breaks such ties by position, which cannot be reproduced "
+                        "exactly, so this GGUF tokenizer is not supported"
+                    )
+        candidates.sort()
+        merges = [(left, right) for _, _, _, left, right in candidates]
+
+        unk_id = self._token_id("tokenizer.ggml.unknown_token_id", len(tokens))
+        if unk_id is None:
+            unk_id = next((i for i, k in enumerate(types) if k == _TYPE_UNKNOWN), None)
+        backend = HFTokenizer(
+            models.BPE(
+                vocab=vocab,
+                merges=merges,
+                unk_token=None if unk_id is None else tokens[unk_id],
+                fuse_unk=True,
+                byte_fallback=True,
+            )
+        )
+        add_prefix = self._bool("tokenizer.ggml.add_space_prefix")
+        add_prefix = True if add_prefix is None else add_prefix
+        steps: list[normalizers.Normalizer] = []
+        if add_prefix:
+            steps.append(normalizers.Prepend("\u2581"))
+        steps.append(normalizers.Replace(" ", "\u2581"))
+        backend.normalizer = normalizers.Sequence(steps)
+        backend.pre_tokenizer = None
+        dec: list[decoders.Decoder] = [decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()]
+        if add_prefix:
+            dec.append(decoders.Strip(" ", 1, 0))
+        backend.decoder = decoders.Sequence(dec)
+        return backend, {"add_bos": True}
