@@ -401,16 +401,17 @@ class Tokenizer:
         self._source = source
         vocab = backend.get_vocab(with_added_tokens=True)
         self._vocab_size = (max(vocab.values()) + 1) if vocab else 0
-        for name, tid in (("bos_token_id", bos_token_id), *(("eos_token_ids", e) for e in eos_token_ids)):
-            if tid is not None and (not _is_int(tid) or not 0 <= tid < self._vocab_size):
-                raise FormatError(f"{source}: {name} {tid!r} is not a valid token id")
+        eos_list = list(dict.fromkeys(eos_token_ids))
+        for tid in ([] if bos_token_id is None else [bos_token_id]) + eos_list:
+            if not _is_int(tid) or not 0 <= tid < self._vocab_size:
+                raise FormatError(f"{source}: special token id {tid!r} is not a valid token id")
         self._bos_token_id = bos_token_id
-        self._eos_token_ids = list(dict.fromkeys(eos_token_ids))
+        self._eos_token_ids = eos_list
         self._chat_template = chat_template
         self._compiled_template: jinja2.Template | None = None
         if add_bos and bos_token_id is None:
             raise FormatError(f"{source}: the model asks for a BOS token but defines none")
-        if add_bos is not None and add_eos and not self._eos_token_ids:
+        if add_bos is not None and add_eos and not eos_list:
             raise FormatError(f"{source}: the model asks for an EOS token but defines none")
         self._add_bos = add_bos
         self._add_eos = add_eos
@@ -503,11 +504,9 @@ class Tokenizer:
             add_eos_raw = config.get("add_eos_token", False)
             if not isinstance(add_bos_raw, bool) or not isinstance(add_eos_raw, bool):
                 raise FormatError(f"{config_path}: add_bos_token/add_eos_token must be true or false")
-            add_bos, add_eos = add_bos_raw, add_eos_raw
-            if add_bos and bos_id is None:
-                raise FormatError(f"{config_path}: add_bos_token is true but bos_token is not set")
-            if add_eos and eos_id is None:
-                raise FormatError(f"{config_path}: add_eos_token is true but eos_token is not set")
+            # Like transformers: a flag without its token is silently ignored.
+            add_bos = add_bos_raw and bos_id is not None
+            add_eos = add_eos_raw and eos_id is not None
 
         template = _folder_chat_template(folder, config, config_path)
         return cls(
@@ -695,23 +694,16 @@ class Tokenizer:
         return "" if token is None else str(token)
 
     def _check_ids(self, ids: Iterable[int]) -> list[int]:
-        if isinstance(ids, (str, bytes)):
-            raise InvalidArgumentError("ids must be a sequence of ints")
+        if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
+            raise InvalidArgumentError("ids must be an iterable of ints")
         checked: list[int] = []
-        try:
-            for tid in ids:
-                if not _is_int(tid):
-                    # numpy integers and similar are accepted via __index__
-                    if isinstance(tid, bool) or not hasattr(tid, "__index__"):
-                        raise InvalidArgumentError(f"token ids must be ints, got {type(tid).__name__}")
-                    tid = int(tid.__index__())
-                if not 0 <= tid < self._vocab_size:
-                    raise InvalidArgumentError(
-                        f"token id {tid} out of range [0, {self._vocab_size})"
-                    )
-                checked.append(tid)
-        except TypeError as exc:
-            raise InvalidArgumentError(f"ids must be an iterable of ints: {exc}") from exc
+        for tid in ids:
+            if isinstance(tid, bool) or not hasattr(tid, "__index__"):
+                raise InvalidArgumentError(f"token ids must be ints, got {type(tid).__name__}")
+            value = int(tid.__index__())  # accepts numpy integers too
+            if not 0 <= value < self._vocab_size:
+                raise InvalidArgumentError(f"token id {value} out of range [0, {self._vocab_size})")
+            checked.append(value)
         return checked
 
     def __repr__(self) -> str:
@@ -737,44 +729,39 @@ class StreamDecoder:
         """Create a decoder for ids produced with ``tokenizer``."""
         self._tokenizer = tokenizer
         self._skip_special = skip_special_tokens
+        # Window of ids still needed: ids[:read] were already emitted as text
+        # (kept as left context), ids[read:] are pending.
         self._ids: list[int] = []
-        self._prefix = 0  # start of the window (tokens already emitted as text)
-        self._read = 0  # end of the emitted part of the window
-        self._started = False
+        self._read = 0
 
     def add(self, token_id: int) -> str:
-        """Append one token id and return the newly completed text (maybe ``""``)."""
+        """Append one token id and return the newly completed text (maybe ``""``).
+
+        Raises:
+            InvalidArgumentError: ``token_id`` is not a valid id.
+        """
         (checked,) = self._tokenizer._check_ids([token_id])
         self._ids.append(checked)
         prefix_text, full_text = self._window_texts()
         if full_text.endswith("\ufffd") or len(full_text) <= len(prefix_text):
-            return ""  # an incomplete character (or nothing visible yet)
-        new_text = full_text[len(prefix_text):]
-        # Slide the window: the tokens just emitted become the new prefix.
-        drop = self._read if self._started else 0
-        self._prefix, self._read = self._read, len(self._ids)
-        if self._started:
-            del self._ids[:drop]
-            self._prefix -= drop
-            self._read -= drop
-        self._started = True
-        return new_text
+            return ""  # an incomplete character is pending, or nothing visible yet
+        # The tokens emitted just now become the left context of the next window.
+        del self._ids[: self._read]
+        self._read = len(self._ids)
+        return full_text[len(prefix_text):]
 
     def flush(self) -> str:
-        """Return any held-back text (incomplete bytes become U+FFFD) and reset."""
+        """Return any held-back text (dangling bytes become U+FFFD) and reset."""
         prefix_text, full_text = self._window_texts()
-        out = full_text[len(prefix_text):] if len(full_text) > len(prefix_text) else ""
         self._ids.clear()
-        self._prefix = self._read = 0
-        self._started = False
-        return out
+        self._read = 0
+        return full_text[len(prefix_text):] if len(full_text) > len(prefix_text) else ""
 
     def _window_texts(self) -> tuple[str, str]:
-        decode = self._tokenizer._backend.decode
-        window = self._ids[self._prefix:]
-        prefix_ids = self._ids[self._prefix:self._read]
-        prefix_text = str(decode(prefix_ids, skip_special_tokens=self._skip_special)) if prefix_ids else ""
-        full_text = str(decode(window, skip_special_tokens=self._skip_special)) if window else ""
+        decode = self._tokenizer.backend.decode
+        skip = self._skip_special
+        prefix_text = str(decode(self._ids[: self._read], skip_special_tokens=skip)) if self._read else ""
+        full_text = str(decode(self._ids, skip_special_tokens=skip)) if self._ids else ""
         return prefix_text, full_text
 
 
@@ -1061,7 +1048,6 @@ class _GGUFBuilder:
             steps.append(normalizers.Prepend("\u2581"))
         steps.append(normalizers.Replace(" ", "\u2581"))
         backend.normalizer = normalizers.Sequence(steps)
-        backend.pre_tokenizer = None
         dec: list[decoders.Decoder] = [decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()]
         if add_prefix:
             dec.append(decoders.Strip(" ", 1, 0))

@@ -149,7 +149,7 @@ static void test_json_valid(void) {
   char deep[200];
   for (int n = 63; n <= 65; n++) {
     size_t k = 0;
-    for (int i = 0; i < n; i++) deep[k++] = i % 2 ? '[' : '[';
+    for (int i = 0; i < n; i++) deep[k++] = '[';
     for (int i = 0; i < n; i++) deep[k++] = ']';
     if (n <= 64) {
       d = parse_ok(deep, k);
@@ -490,8 +490,8 @@ typedef struct gg_opts {
 static const gg_tensor k_gg_tensors[] = {
     {"tok_embd", 2, {4, 3}, 0, 48},    {"blk.0.q8", 2, {64, 2}, 8, 136},
     {"blk.0.q4", 1, {32}, 2, 18},      {"blk.0.q41", 2, {32, 1}, 3, 20},
-    {"blk.0.k", 1, {256}, 12, 144},    {"norm", 1, {2}, 30, 4},
-    {"empty", 3, {0, 2, 2}, 1, 0},
+    {"blk.0.k", 1, {256}, 12, 144},    {"empty", 3, {0, 2, 2}, 1, 0},
+    {"norm", 1, {2}, 30, 4}, /* last: the file ends with its data */
 };
 #define GG_NT (sizeof k_gg_tensors / sizeof k_gg_tensors[0])
 
@@ -563,8 +563,7 @@ static uint8_t *gg_build(const gg_opts *o, size_t *out_len) {
     if (o->tensor_bug == 2 && i == 1) wr += 1;
     if (o->tensor_bug == 3 && i == 1) wr = 0;
     put_u64(&b, wr);
-    off += (t->nbytes + align - 1) / align * align;
-    if (i + 1 == GG_NT || k_gg_tensors[i + 1].nbytes == 0) off = offs[i] + t->nbytes;
+    off = (off + t->nbytes + align - 1) / align * align;
   }
   while (b.n % align) put_u8(&b, 0);
   size_t data_start = b.n;
@@ -697,8 +696,8 @@ static void test_gguf(void) {
     put_u32(&h, 2);
     put_u64(&h, 0);
     put_u64(&h, 1);
-    put_key(&h, "k", 4);
-    put_u32(&h, 7);
+    put_key(&h, "k", 7);
+    put_u8(&h, 1);
     st = lrt_gguf_parse(h.p, h.n, "t.gguf", &f);
     CHECK(st == LRT_OK && f.n_kv == 1 && f.n_tensors == 0, "no tensors: %s", lrt_last_error());
     if (st == LRT_OK) lrt_gguf_close(&f);
@@ -848,8 +847,8 @@ static void test_mutations(void) {
   for (int i = 0; i < rounds; i++) {
     uint8_t *m = mutate(stb, len, &n);
     /* half the time keep the header length consistent so the JSON gets exercised */
-    if ((i & 1) && n >= 8 && n > len - ST_DATA_LEN) {
-      uint64_t h = (uint64_t)(n - 8 - (n >= len ? ST_DATA_LEN : 0));
+    if ((i & 1) && n >= 8 + ST_DATA_LEN) {
+      uint64_t h = (uint64_t)(n - 8 - ST_DATA_LEN);
       for (int k = 0; k < 8; k++) m[k] = (uint8_t)(h >> (8 * k));
     }
     lrt_st_file f;

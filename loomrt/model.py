@@ -1,0 +1,350 @@
+"""Friendly Python API (layer 3 of 3): :func:`load`, :class:`Model`, :class:`Session`.
+
+>>> import loomrt
+>>> model = loomrt.load("path/to/folder-or-file.gguf", threads=2)
+>>> for piece in model.stream("Once upon a time", max_tokens=64, temperature=0.8, seed=7):
+...     print(piece, end="", flush=True)
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+
+import numpy as np
+
+from . import _lib, errors
+from .resolve import resolve_model_path
+from .tokenizer import Tokenizer
+
+Messages = Sequence[Dict[str, str]]
+PromptLike = Union[str, Sequence[int], Messages]
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingParams:
+    """Sampler settings. ``temperature=0`` is greedy decoding."""
+
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    seed: int = 0
+
+    def apply(self, session: Any) -> None:
+        _lib.session_set(session, temperature=self.temperature, top_k=self.top_k,
+                         top_p=self.top_p, min_p=self.min_p,
+                         repeat_penalty=self.repetition_penalty, seed=self.seed)
+
+
+@dataclasses.dataclass
+class Timings:
+    """Wall-clock timings of one generation, in seconds."""
+
+    prompt_tokens: int = 0
+    prompt_seconds: float = 0.0
+    generated_tokens: int = 0
+    generate_seconds: float = 0.0
+    finish_reason: str = ""  # "stop" (eos or stop string), "length" (max_tokens), "context"
+
+    @property
+    def prompt_tokens_per_second(self) -> float:
+        return self.prompt_tokens / self.prompt_seconds if self.prompt_seconds > 0 else 0.0
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Decode speed: generated tokens per second after the first."""
+        return self.generated_tokens / self.generate_seconds if self.generate_seconds > 0 else 0.0
+
+
+@dataclasses.dataclass
+class Generation:
+    """Result of :meth:`Model.generate`."""
+
+    text: str
+    token_ids: List[int]
+    prompt_token_ids: List[int]
+    finish_reason: str  # "stop" (eos or stop string), "length" (max_tokens) or "context"
+    timings: Timings
+
+
+class Session:
+    """A KV cache plus sampler state over one model: a low-level, step-by-step interface.
+
+    The logits of a position do not depend on how the sequence was split into
+    :meth:`eval` calls, nor on the thread count.
+    """
+
+    def __init__(self, model: "Model", context: Optional[int] = None, threads: Optional[int] = None):
+        self.model = model  # keeps the model alive while the session exists
+        ctx = model.context_length if context is None else int(context)
+        if ctx < 1:
+            raise errors.InvalidArgumentError(f"context must be >= 1, got {context}")
+        self._h = _lib.session_new(model._h, ctx, model.threads if threads is None else int(threads))
+        self.context = ctx
+
+    @property
+    def position(self) -> int:
+        """Number of tokens in the cache."""
+        return _lib.session_position(self._h)
+
+    def reset(self) -> None:
+        _lib.session_reset(self._h)
+
+    def truncate(self, position: int) -> None:
+        _lib.session_truncate(self._h, position)
+
+    def eval(self, token_ids: Sequence[int], all_logits: bool = False) -> np.ndarray:
+        """Append tokens and run the model; returns the logits (rows x vocab, float32) of
+        every new position (``all_logits``) or of the last one."""
+        ids = _check_ids(token_ids, self.model.vocab_size)
+        _lib.session_eval(self._h, ids, all_logits)
+        return _lib.session_logits(self._h)
+
+    def configure(self, params: SamplingParams) -> None:
+        params.apply(self._h)
+
+    def sample(self) -> int:
+        """Pick the next token from the last logits (does not append it)."""
+        return _lib.session_sample(self._h)
+
+    def candidates(self) -> tuple:
+        """(ids, probabilities) the last :meth:`sample` chose from, after all filters."""
+        return _lib.session_candidates(self._h)
+
+
+def _check_ids(token_ids: Sequence[int], vocab: int) -> List[int]:
+    if isinstance(token_ids, (str, bytes)):
+        raise errors.InvalidArgumentError("expected token ids (a sequence of ints), got text")
+    ids = [int(t) for t in token_ids]
+    if not ids:
+        raise errors.InvalidArgumentError("the token sequence is empty")
+    for i, t in enumerate(ids):
+        if not 0 <= t < vocab:
+            raise errors.InvalidArgumentError(f"token id {t} at index {i} is outside the vocabulary [0, {vocab})")
+    return ids
+
+
+class Model:
+    """A loaded model: weights (memory-mapped), configuration and tokenizer."""
+
+    def __init__(self, path: Union[str, os.PathLike], threads: Optional[int] = None,
+                 context: Optional[int] = None, allow_unknown_config_keys: bool = False,
+                 tokenizer: Optional[Tokenizer] = None):
+        t0 = time.perf_counter()
+        self.path = resolve_model_path(os.fspath(path))
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise errors.InvalidArgumentError(f"threads must be a positive integer, got {threads!r}")
+        self.threads = threads or default_threads()
+        flags = 1 if allow_unknown_config_keys else 0
+        self._h = _lib.model_open(self.path, flags)
+        self.info: Dict[str, Any] = _lib.model_info(self._h)
+        self.metadata: Dict[str, Any] = _lib.model_metadata(self._h) if self.info["is_gguf"] else {}
+        if tokenizer is not None:
+            self.tokenizer: Optional[Tokenizer] = tokenizer
+        elif self.info["is_gguf"]:
+            self.tokenizer = Tokenizer.from_gguf_metadata(self.metadata)
+        elif os.path.isfile(os.path.join(self.path, "tokenizer.json")):
+            self.tokenizer = Tokenizer.from_folder(self.path)
+        else:
+            self.tokenizer = None  # token ids only (logits, generate from ids)
+        max_ctx = self.info["context_length"]
+        if context is not None and not 1 <= int(context) <= max_ctx:
+            raise errors.InvalidArgumentError(f"context must be in [1, {max_ctx}] for this model, got {context}")
+        self.context_length = int(context) if context is not None else max_ctx
+        self._session: Optional[Session] = None
+        self.load_seconds = time.perf_counter() - t0
+
+    # ---- facts --------------------------------------------------------------------------
+
+    @property
+    def vocab_size(self) -> int:
+        return self.info["vocab_size"]
+
+    @property
+    def architecture(self) -> str:
+        return self.info["architecture"]
+
+    @property
+    def eos_token_ids(self) -> List[int]:
+        ids = list(self.info["eos_token_ids"])
+        if self.tokenizer is not None:
+            ids += [t for t in self.tokenizer.eos_token_ids if t not in ids]
+        return ids
+
+    def __repr__(self) -> str:
+        i = self.info
+        return (f"<loomrt.Model {i['architecture']} {i['parameters'] / 1e6:.1f}M params {i['dtype']} "
+                f"from {i['source']}: {self.path}>")
+
+    # ---- low level ----------------------------------------------------------------------
+
+    def session(self, context: Optional[int] = None, threads: Optional[int] = None) -> Session:
+        """A new independent session (KV cache) on this model."""
+        return Session(self, context if context is not None else self.context_length, threads)
+
+    def _default_session(self) -> Session:
+        if self._session is None:
+            self._session = self.session()
+        return self._session
+
+    def logits(self, token_ids: Sequence[int]) -> np.ndarray:
+        """Logits for every position of a token sequence: float32 array (positions x vocab)."""
+        s = self._default_session()
+        s.reset()
+        return s.eval(token_ids, all_logits=True)
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> List[int]:
+        return self._tok().encode(text, add_special_tokens=add_special_tokens)
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
+        return self._tok().decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def _tok(self) -> Tokenizer:
+        if self.tokenizer is None:
+            raise errors.NotFoundError(f"{self.path} has no tokenizer.json: pass token ids instead of text, "
+                                       "or add the model's tokenizer.json to the folder")
+        return self.tokenizer
+
+    def apply_chat_template(self, messages: Union[str, Messages], system: Optional[str] = None) -> str:
+        """Render chat messages (or one user message) with the model's chat template."""
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": messages}]
+        msgs = list(messages)
+        if system is not None:
+            msgs = [{"role": "system", "content": system}] + msgs
+        return self._tok().apply_chat_template(msgs, add_generation_prompt=True)
+
+    # ---- generation ----------------------------------------------------------------------
+
+    def _prompt_ids(self, prompt: Union[PromptLike, Messages], chat: bool) -> List[int]:
+        if isinstance(prompt, str) and not prompt:
+            raise errors.InvalidArgumentError("the prompt is empty: give some text to continue")
+        if chat:
+            if not isinstance(prompt, str) and not all(isinstance(m, dict) for m in prompt):
+                raise errors.InvalidArgumentError("chat expects a string or a list of {'role', 'content'} messages")
+            ids = self.encode(self.apply_chat_template(prompt), add_special_tokens=False)  # type: ignore[arg-type]
+        elif isinstance(prompt, str):
+            ids = self.encode(prompt)
+        else:
+            ids = list(prompt)  # type: ignore[arg-type]
+        return _check_ids(ids, self.vocab_size)
+
+    def stream_tokens(self, prompt: PromptLike, max_tokens: int = 256, *, chat: bool = False,
+                      session: Optional[Session] = None, timings: Optional[Timings] = None,
+                      **sampling: Any) -> Iterator[int]:
+        """Yield generated token ids (eos excluded). Sampling keywords: temperature, top_k,
+        top_p, min_p, repetition_penalty, seed."""
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
+            raise errors.InvalidArgumentError(f"max_tokens must be a non-negative integer, got {max_tokens!r}")
+        params = SamplingParams(**sampling)
+        ids = self._prompt_ids(prompt, chat)
+        s = session or self._default_session()
+        s.reset()
+        s.configure(params)
+        if len(ids) > s.context:
+            raise errors.ContextFullError(f"the prompt has {len(ids)} tokens but the context holds {s.context}; "
+                                          "shorten the prompt or load the model with a larger context")
+        tm = timings if timings is not None else Timings()
+        t0 = time.perf_counter()
+        s.eval(ids)
+        tm.prompt_tokens = len(ids)
+        tm.prompt_seconds = time.perf_counter() - t0
+        eos = set(self.eos_token_ids)
+        t1 = time.perf_counter()
+        tm.finish_reason = "length"
+        for i in range(max_tokens):
+            tok = s.sample()
+            if tok in eos:
+                tm.finish_reason = "stop"
+                break
+            tm.generated_tokens += 1
+            tm.generate_seconds = time.perf_counter() - t1
+            yield tok
+            if i + 1 == max_tokens:
+                break
+            if s.position >= s.context:
+                tm.finish_reason = "context"
+                break
+            s.eval([tok])
+        tm.generate_seconds = time.perf_counter() - t1
+
+    def stream(self, prompt: PromptLike, max_tokens: int = 256, *, stop: Optional[Sequence[str]] = None,
+               chat: bool = False, timings: Optional[Timings] = None, **sampling: Any) -> Iterator[str]:
+        """Yield text pieces as they are generated. Only complete UTF-8 characters are
+        emitted; text is cut before the first stop string."""
+        yield from self._stream_text(prompt, max_tokens, stop, chat, timings, None, sampling)
+
+    def _stream_text(self, prompt: PromptLike, max_tokens: int, stop: Optional[Sequence[str]], chat: bool,
+                     timings: Optional[Timings], out_ids: Optional[List[int]], sampling: Dict[str, Any]) -> Iterator[str]:
+        tok = self._tok()
+        tm = timings if timings is not None else Timings()
+        stops = [s for s in (stop or []) if s]
+        if stop is not None and (isinstance(stop, str) or not all(isinstance(s, str) for s in stop)):
+            raise errors.InvalidArgumentError("stop must be a list of strings")
+        hold = max((len(s) for s in stops), default=1) - 1
+        decoder = tok.stream_decoder()
+        pending = ""
+        gen = self.stream_tokens(prompt, max_tokens, chat=chat, timings=tm, **sampling)
+        for t in gen:
+            if out_ids is not None:
+                out_ids.append(t)
+            pending += decoder.add(t)
+            if stops:
+                cut = min((i for i in (pending.find(s) for s in stops) if i >= 0), default=-1)
+                if cut >= 0:
+                    gen.close()
+                    tm.finish_reason = "stop"
+                    if cut:
+                        yield pending[:cut]
+                    return
+                if len(pending) > hold:
+                    emit, pending = pending[: len(pending) - hold], pending[len(pending) - hold:]
+                    yield emit
+            elif pending:
+                yield pending
+                pending = ""
+        pending += decoder.flush()
+        if stops:
+            cut = min((i for i in (pending.find(s) for s in stops) if i >= 0), default=-1)
+            if cut >= 0:
+                tm.finish_reason = "stop"
+                pending = pending[:cut]
+        if pending:
+            yield pending
+
+    def generate(self, prompt: PromptLike, max_tokens: int = 256, *, stop: Optional[Sequence[str]] = None,
+                 chat: bool = False, **sampling: Any) -> Generation:
+        """Generate a completion; returns text, token ids, finish reason and timings."""
+        timings = Timings()
+        ids: List[int] = []
+        if self.tokenizer is None and not isinstance(prompt, str):
+            for t in self.stream_tokens(prompt, max_tokens, chat=chat, timings=timings, **sampling):
+                ids.append(t)
+            text = ""
+        else:
+            text = "".join(self._stream_text(prompt, max_tokens, stop, chat, timings, ids, sampling))
+        prompt_ids = self._prompt_ids(prompt, chat)
+        return Generation(text=text, token_ids=ids, prompt_token_ids=prompt_ids,
+                          finish_reason=timings.finish_reason, timings=timings)
+
+    def chat(self, messages: Union[str, Messages], max_tokens: int = 256, **kwargs: Any) -> Generation:
+        """Answer a chat: one user message or a list of {"role", "content"} messages,
+        rendered with the model's chat template."""
+        return self.generate(messages, max_tokens, chat=True, **kwargs)  # type: ignore[arg-type]
+
+
+def default_threads() -> int:
+    """Threads used when none are given: the CPUs this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))  # type: ignore[attr-defined]
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def load(path: Union[str, os.PathLike], threads: Optional[int] = None, context: Optional[int] = None,
+         allow_unknown_config_keys: bool = False) -> Model:
+    """Load a model from a HuggingFace folder, a ``.gguf`` file or a hub id in the local cache."""
+    return Model(path, threads=threads, context=context, allow_unknown_config_keys=allow_unknown_config_keys)
