@@ -50,18 +50,15 @@ static void mm_task(void *vctx, int64_t task, int thread) {
   int64_t r0 = (task - c->first_block[j]) * ROW_BLOCK;
   int64_t r1 = r0 + ROW_BLOCK < w->rows ? r0 + ROW_BLOCK : w->rows;
   int64_t n = w->cols;
+  size_t es = w->dtype == LRT_DT_F32 ? 4 : 2;
+  void (*rows)(const void *, const float *, int64_t, int64_t, int64_t, float *, int64_t) =
+      w->dtype == LRT_DT_F32 ? c->k->rows_f32 : w->dtype == LRT_DT_BF16 ? c->k->rows_bf16 : c->k->rows_f16;
   for (int64_t r = r0; r < r1; r++) {
     int64_t col = jb->dest ? jb->dest[r] : r;
-    float b = jb->bias ? jb->bias[r] : 0.0f;
-    for (int64_t t = 0; t < c->M; t++) {
-      const float *x = jb->in + t * n;
-      float y;
-      if (w->dtype == LRT_DT_F32) y = c->k->dot_f32((const float *)w->data + r * n, x, n);
-      else if (w->dtype == LRT_DT_BF16) y = c->k->dot_bf16((const uint16_t *)w->data + r * n, x, n);
-      else y = c->k->dot_f16((const uint16_t *)w->data + r * n, x, n);
-      if (jb->bias) y = y + b;
-      jb->out[t * jb->out_stride + col] = y;
-    }
+    float *y = jb->out + col;
+    rows((const uint8_t *)w->data + (size_t)(r * n) * es, jb->in, n, c->M, n, y, jb->out_stride);
+    if (jb->bias)
+      for (int64_t t = 0; t < c->M; t++) y[t * jb->out_stride] = y[t * jb->out_stride] + jb->bias[r];
   }
 }
 

@@ -22,9 +22,19 @@ typedef struct lrt_kernels {
   float (*dot_bf16)(const uint16_t *w, const float *x, int64_t n);
   /* sum of x[0..n) in the dot8 order (softmax denominators, norms) */
   float (*sum_f32)(const float *x, int64_t n);
+  /* One weight row against M activation rows (the matrix-matrix building block):
+   *   y[t * ys] = dot(w, x + t * xs, n)  for t < M
+   * Every y is bit-identical to the single dot above (batch invariance); fast paths only
+   * share the weight loads across t. w is float (F32) or uint16 (F16 / BF16). */
+  void (*rows_f32)(const void *w, const float *x, int64_t xs, int64_t M, int64_t n, float *y, int64_t ys);
+  void (*rows_f16)(const void *w, const float *x, int64_t xs, int64_t M, int64_t n, float *y, int64_t ys);
+  void (*rows_bf16)(const void *w, const float *x, int64_t xs, int64_t M, int64_t n, float *y, int64_t ys);
 } lrt_kernels;
 
 extern const lrt_kernels lrt_kernels_ref;
+#if defined(__x86_64__) || defined(_M_X64)
+extern const lrt_kernels lrt_kernels_avx2; /* needs AVX2 + F16C, checked at run time */
+#endif
 
 /* The kernel table in use: the best path the CPU and OS support, or the reference when the
  * environment variable LOOMRT_KERNELS=reference is set. Chosen once, thread-safely. */

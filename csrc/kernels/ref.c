@@ -43,5 +43,15 @@ static float sum_f32_ref(const float *x, int64_t n) {
   return s;
 }
 
-const lrt_kernels lrt_kernels_ref = {"reference", dot_f32_ref, dot_f16_ref, dot_bf16_ref,
-                                     sum_f32_ref};
+static void rows_f32_ref(const void *w, const float *x, int64_t xs, int64_t M, int64_t n, float *y, int64_t ys) {
+  for (int64_t t = 0; t < M; t++) y[t * ys] = dot_f32_ref((const float *)w, x + t * xs, n);
+}
+static void rows_f16_ref(const void *w, const float *x, int64_t xs, int64_t M, int64_t n, float *y, int64_t ys) {
+  for (int64_t t = 0; t < M; t++) y[t * ys] = dot_f16_ref((const uint16_t *)w, x + t * xs, n);
+}
+static void rows_bf16_ref(const void *w, const float *x, int64_t xs, int64_t M, int64_t n, float *y, int64_t ys) {
+  for (int64_t t = 0; t < M; t++) y[t * ys] = dot_bf16_ref((const uint16_t *)w, x + t * xs, n);
+}
+
+const lrt_kernels lrt_kernels_ref = {"reference", dot_f32_ref, dot_f16_ref, dot_bf16_ref, sum_f32_ref,
+                                     rows_f32_ref, rows_f16_ref, rows_bf16_ref};

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "internal.h"
 
@@ -897,14 +898,22 @@ static void test_mutations(void) {
   printf("info: gguf mutations: %zu of %d parsed\n", ok, rounds);
 }
 
+static void run(const char *name, void (*fn)(void)) {
+  clock_t t0 = clock();
+  int before = g_failures;
+  fn();
+  printf("%-20s %s (%.2f s cpu)\n", name, g_failures == before ? "ok" : "FAILED",
+         (double)(clock() - t0) / CLOCKS_PER_SEC);
+}
+
 int main(void) {
-  test_utf8();
-  test_json_valid();
-  test_json_invalid();
-  test_json_numbers();
-  test_safetensors();
-  test_gguf();
-  test_mutations();
+  run("utf8", test_utf8);
+  run("json valid", test_json_valid);
+  run("json invalid", test_json_invalid);
+  run("json numbers", test_json_numbers);
+  run("safetensors", test_safetensors);
+  run("gguf", test_gguf);
+  run("mutations", test_mutations);
   printf("%s: %d checks, %d failures (sink %llu)\n", g_failures ? "FAILED" : "OK", g_checks,
          g_failures, (unsigned long long)(g_sink & 1));
   return g_failures ? 1 : 0;

@@ -1,0 +1,93 @@
+/* avx2.c -- x86-64 AVX2 (+F16C) kernels. Bit-identical to ref.c: one __m256 accumulator
+ * holds the 8 dot8 lanes, products and sums are separate instructions (no FMA; the file is
+ * compiled with -ffp-contract=off so the compiler does not fuse them either), and the lanes
+ * are combined with the same tree: t = lo128 + hi128, s = (t0 + t2) + (t1 + t3).
+ * Only this file is compiled for AVX2 (function attributes); the library itself targets
+ * baseline x86-64 and picks this table at run time (dispatch.c). */
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+
+#include "../internal.h"
+#include "kernels.h"
+
+#if defined(__GNUC__) || defined(__clang__)
+#define LRT_AVX2 __attribute__((target("avx2,f16c")))
+#else
+#define LRT_AVX2
+#endif
+
+LRT_AVX2 static inline float hsum8(__m256 acc) {
+  __m128 t = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1)); /* t0..t3 */
+  __m128 u = _mm_add_ps(t, _mm_movehl_ps(t, t));                                      /* t0+t2, t1+t3 */
+  return _mm_cvtss_f32(_mm_add_ss(u, _mm_shuffle_ps(u, u, 1)));
+}
+
+LRT_AVX2 static inline __m256 load_f32(const void *w, int64_t i) {
+  return _mm256_loadu_ps((const float *)w + i);
+}
+LRT_AVX2 static inline __m256 load_f16(const void *w, int64_t i) {
+  return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + i)));
+}
+LRT_AVX2 static inline __m256 load_bf16(const void *w, int64_t i) {
+  __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + i)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+}
+static inline float tail_f32(const void *w, int64_t i) { return ((const float *)w)[i]; }
+static inline float tail_f16(const void *w, int64_t i) { return lrt_f16_to_f32(((const uint16_t *)w)[i]); }
+static inline float tail_bf16(const void *w, int64_t i) { return lrt_bf16_to_f32(((const uint16_t *)w)[i]); }
+
+/* DOT: one row, one x.  ROWS: one row, M x vectors, four at a time (independent
+ * accumulators, each in the exact dot8 order). */
+#define DEFINE_KERNELS(SUF, LOAD, TAIL)                                                       \
+  LRT_AVX2 static float dot_##SUF(const void *w, const float *x, int64_t n) {                 \
+    __m256 acc = _mm256_setzero_ps();                                                         \
+    int64_t i = 0;                                                                            \
+    for (; i + 8 <= n; i += 8) acc = _mm256_add_ps(acc, _mm256_mul_ps(LOAD(w, i), _mm256_loadu_ps(x + i))); \
+    float s = hsum8(acc);                                                                     \
+    for (; i < n; i++) s = s + TAIL(w, i) * x[i];                                             \
+    return s;                                                                                 \
+  }                                                                                           \
+  LRT_AVX2 static void rows_##SUF(const void *w, const float *x, int64_t xs, int64_t M, int64_t n, \
+                                  float *y, int64_t ys) {                                     \
+    int64_t t = 0;                                                                            \
+    for (; t + 4 <= M; t += 4) {                                                              \
+      const float *x0 = x + t * xs, *x1 = x0 + xs, *x2 = x1 + xs, *x3 = x2 + xs;              \
+      __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                             \
+      int64_t i = 0;                                                                          \
+      for (; i + 8 <= n; i += 8) {                                                            \
+        __m256 wv = LOAD(w, i);                                                               \
+        a0 = _mm256_add_ps(a0, _mm256_mul_ps(wv, _mm256_loadu_ps(x0 + i)));                   \
+        a1 = _mm256_add_ps(a1, _mm256_mul_ps(wv, _mm256_loadu_ps(x1 + i)));                   \
+        a2 = _mm256_add_ps(a2, _mm256_mul_ps(wv, _mm256_loadu_ps(x2 + i)));                   \
+        a3 = _mm256_add_ps(a3, _mm256_mul_ps(wv, _mm256_loadu_ps(x3 + i)));                   \
+      }                                                                                       \
+      float s0 = hsum8(a0), s1 = hsum8(a1), s2 = hsum8(a2), s3 = hsum8(a3);                   \
+      for (; i < n; i++) {                                                                    \
+        float wi = TAIL(w, i);                                                                \
+        s0 = s0 + wi * x0[i]; s1 = s1 + wi * x1[i]; s2 = s2 + wi * x2[i]; s3 = s3 + wi * x3[i]; \
+      }                                                                                       \
+      y[t * ys] = s0; y[(t + 1) * ys] = s1; y[(t + 2) * ys] = s2; y[(t + 3) * ys] = s3;       \
+    }                                                                                         \
+    for (; t < M; t++) y[t * ys] = dot_##SUF(w, x + t * xs, n);                               \
+  }
+
+DEFINE_KERNELS(f32, load_f32, tail_f32)
+DEFINE_KERNELS(f16, load_f16, tail_f16)
+DEFINE_KERNELS(bf16, load_bf16, tail_bf16)
+
+LRT_AVX2 static float sum_f32_avx2(const float *x, int64_t n) {
+  __m256 acc = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) acc = _mm256_add_ps(acc, _mm256_loadu_ps(x + i));
+  float s = hsum8(acc);
+  for (; i < n; i++) s = s + x[i];
+  return s;
+}
+
+static float dot_f32_avx2(const float *w, const float *x, int64_t n) { return dot_f32(w, x, n); }
+static float dot_f16_avx2(const uint16_t *w, const float *x, int64_t n) { return dot_f16(w, x, n); }
+static float dot_bf16_avx2(const uint16_t *w, const float *x, int64_t n) { return dot_bf16(w, x, n); }
+
+const lrt_kernels lrt_kernels_avx2 = {"avx2", dot_f32_avx2, dot_f16_avx2, dot_bf16_avx2, sum_f32_avx2,
+                                      rows_f32, rows_f16, rows_bf16};
+#endif

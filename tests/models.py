@@ -1,0 +1,409 @@
+"""Builders for tiny test models (no network, everything in temporary folders).
+
+Three families:
+
+* Tiny random HuggingFace models built with ``transformers`` (llama, llama with llama3 RoPE
+  scaling, mistral with a sliding window, qwen2 with q/k/v biases and tied embeddings,
+  gpt2), saved with ``save_pretrained`` in float32 and bfloat16. They are the parity
+  references: the in-memory ``transformers`` model is the oracle.
+* A GGUF copy of a llama model's float32 weights written with the ``gguf`` package, Q/K
+  rows permuted exactly as llama.cpp's ``convert_hf_to_gguf.py`` does, with a small
+  byte-level BPE tokenizer in the metadata.
+* Seeded models whose bytes depend only on NumPy's PCG64 stream (``np.random.default_rng``),
+  never on torch: the source of pinned golden hashes (test_determinism.py) and the base
+  files of the mutation tests (test_bad_input.py).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+# ---- shared shapes ----------------------------------------------------------------------------
+
+HIDDEN = 64
+LAYERS = 2
+HEADS = 4
+KV_HEADS = 2
+FFN = 128
+MAX_POS = 128
+BOS_ID = 1
+EOS_ID = 2
+
+# 256 byte-level tokens + 8 merges (see byte_level_vocab): every HF test model uses this
+# vocabulary size so that the GGUF copy can carry a complete tokenizer.
+MERGES = [("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("i", "n"), ("e", "r"), ("a", "n"), ("o", "n"), ("r", "e")]
+VOCAB = 256 + len(MERGES)
+
+ARCHS = ("llama", "llama3", "mistral", "qwen2", "gpt2")
+
+LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
+
+# The fixed 40-token sequence the parity and determinism tests evaluate (ids < 256).
+SEQ40 = [BOS_ID] + [(17 * i + 5) % 251 + 3 for i in range(39)]
+
+
+def bytes_to_unicode() -> Dict[int, str]:
+    """GPT-2's byte -> printable character table (as in openai/gpt-2 encoder.py)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, (chr(c) for c in cs)))
+
+
+def byte_level_vocab(n_byte_tokens: int = 256, merges: Sequence[Tuple[str, str]] = MERGES) -> Tuple[List[str], List[str]]:
+    """(tokens, merges) of a small byte-level BPE: the byte characters in byte order (the
+    first ``n_byte_tokens`` of them), then one token per merge."""
+    table = bytes_to_unicode()
+    tokens = [table[b] for b in range(256)][:n_byte_tokens]
+    merge_lines = []
+    for left, right in merges:
+        assert left in tokens and right in tokens, (left, right)
+        tokens.append(left + right)
+        merge_lines.append(f"{left} {right}")
+    return tokens, merge_lines
+
+
+# ---- transformers models ----------------------------------------------------------------------
+
+
+def hf_config(arch: str) -> Any:
+    import transformers as tf
+
+    common = dict(vocab_size=VOCAB, bos_token_id=BOS_ID, eos_token_id=EOS_ID)
+    llama_like = dict(hidden_size=HIDDEN, intermediate_size=FFN, num_hidden_layers=LAYERS,
+                      num_attention_heads=HEADS, num_key_value_heads=KV_HEADS,
+                      max_position_embeddings=MAX_POS, **common)
+    if arch == "llama":
+        return tf.LlamaConfig(**llama_like)
+    if arch == "llama3":
+        return tf.LlamaConfig(rope_parameters=dict(LLAMA3_ROPE), **llama_like)
+    if arch == "mistral":
+        return tf.MistralConfig(sliding_window=16, **llama_like)
+    if arch == "qwen2":
+        return tf.Qwen2Config(tie_word_embeddings=True, **llama_like)
+    if arch == "gpt2":
+        return tf.GPT2Config(n_embd=HIDDEN, n_layer=LAYERS, n_head=HEADS, n_positions=MAX_POS, **common)
+    raise ValueError(arch)
+
+
+def build_hf_model(arch: str, seed: int = 0) -> Any:
+    """A tiny random ``transformers`` model in eval mode (dropout off), float32. Every
+    parameter gets seeded N(0, 0.05^2) noise so norms, biases and logits are non-trivial."""
+    import torch
+    import transformers as tf
+
+    classes = {"llama": tf.LlamaForCausalLM, "llama3": tf.LlamaForCausalLM, "mistral": tf.MistralForCausalLM,
+               "qwen2": tf.Qwen2ForCausalLM, "gpt2": tf.GPT2LMHeadModel}
+    torch.manual_seed(seed)
+    model = classes[arch](hf_config(arch)).to(torch.float32)
+    gen = torch.Generator().manual_seed(1000 + seed)
+    with torch.no_grad():
+        for _, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):  # shared (tied) once
+            p.add_(torch.randn(p.shape, generator=gen, dtype=torch.float32) * 0.05)
+    model.eval()
+    return model
+
+
+def load_hf_folder(folder: str, dtype: Any = None) -> Any:
+    import torch
+    import transformers as tf
+
+    model = tf.AutoModelForCausalLM.from_pretrained(folder, dtype=dtype or torch.float32)
+    model.eval()
+    return model
+
+
+class HFModelSet:
+    """One architecture: the float32 oracle, its saved folders and the bf16 oracle."""
+
+    def __init__(self, arch: str, root: str, seed: int = 0):
+        import torch
+
+        self.arch = arch
+        self.model = build_hf_model(arch, seed)
+        self.f32_dir = os.path.join(root, f"{arch}-f32")
+        self.bf16_dir = os.path.join(root, f"{arch}-bf16")
+        self.model.save_pretrained(self.f32_dir, safe_serialization=True)
+        copy.deepcopy(self.model).to(torch.bfloat16).save_pretrained(self.bf16_dir, safe_serialization=True)
+        # the bf16 weights widened back to float32 by transformers' own loader: the exact
+        # function loomrt computes on a bf16 checkpoint (rotary buffers stay float32)
+        self.bf16_ref = load_hf_folder(self.bf16_dir, torch.float32)
+
+    def folder(self, dtype: str) -> str:
+        return {"f32": self.f32_dir, "bf16": self.bf16_dir}[dtype]
+
+    def reference(self, dtype: str) -> Any:
+        return {"f32": self.model, "bf16": self.bf16_ref}[dtype]
+
+
+def hf_logits(model: Any, ids: Sequence[int]) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return model(torch.tensor([list(ids)], dtype=torch.long)).logits[0].to(torch.float32).numpy()
+
+
+def hf_greedy(model: Any, ids: Sequence[int], n: int) -> List[int]:
+    """HF greedy continuation of exactly n tokens: end-of-sequence detection is switched off
+    (the generation config gets eos_token_id=None) so that both sides run n steps."""
+    import torch
+    from transformers import GenerationConfig
+
+    gc = GenerationConfig(do_sample=False, max_new_tokens=n, min_new_tokens=0, eos_token_id=None,
+                          pad_token_id=0, bos_token_id=BOS_ID, num_beams=1)
+    with torch.no_grad():
+        out = model.generate(torch.tensor([list(ids)], dtype=torch.long),
+                             attention_mask=torch.ones(1, len(ids), dtype=torch.long), generation_config=gc)
+    return [int(t) for t in out[0, len(ids):]]
+
+
+# ---- GGUF -------------------------------------------------------------------------------------
+
+
+def llama_permute(w: np.ndarray, n_head: int) -> np.ndarray:
+    """llama.cpp convert_hf_to_gguf.py LlamaModel.permute (rows of Q / K)."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def write_llama_gguf(path: str, tensors: Dict[str, np.ndarray], cfg: Dict[str, Any],
+                     tokens: Optional[List[str]] = None, merges: Optional[List[str]] = None,
+                     name: str = "loomrt-test") -> str:
+    """Write a llama GGUF from HF-named float32 tensors and an HF-style config dict."""
+    import gguf
+
+    n_heads = cfg["num_attention_heads"]
+    n_kv = cfg.get("num_key_value_heads", n_heads)
+    dim = cfg["hidden_size"]
+    head_dim = dim // n_heads
+    rope = cfg.get("rope_parameters") or {}
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_name(name)
+    w.add_context_length(cfg["max_position_embeddings"])
+    w.add_embedding_length(dim)
+    w.add_block_count(cfg["num_hidden_layers"])
+    w.add_feed_forward_length(cfg["intermediate_size"])
+    w.add_head_count(n_heads)
+    w.add_head_count_kv(n_kv)
+    w.add_rope_freq_base(float(rope.get("rope_theta", cfg.get("rope_theta", 10000.0))))
+    w.add_layer_norm_rms_eps(float(cfg.get("rms_norm_eps", 1e-6)))
+    w.add_rope_dimension_count(head_dim)
+    if tokens is not None:
+        w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre("default")
+        w.add_token_list(tokens)
+        w.add_token_types([1] * len(tokens))  # all NORMAL
+        w.add_token_merges(merges or [])
+        w.add_bos_token_id(cfg.get("bos_token_id", BOS_ID))
+        w.add_eos_token_id(cfg.get("eos_token_id", EOS_ID))
+        w.add_add_bos_token(False)
+
+    def f32(name: str) -> np.ndarray:
+        return np.ascontiguousarray(tensors[name], dtype=np.float32)
+
+    w.add_tensor("token_embd.weight", f32("model.embed_tokens.weight"))
+    w.add_tensor("output_norm.weight", f32("model.norm.weight"))
+    w.add_tensor("output.weight", f32("lm_head.weight") if "lm_head.weight" in tensors
+                 else f32("model.embed_tokens.weight"))
+    for l in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{l}."
+        w.add_tensor(f"blk.{l}.attn_norm.weight", f32(p + "input_layernorm.weight"))
+        w.add_tensor(f"blk.{l}.ffn_norm.weight", f32(p + "post_attention_layernorm.weight"))
+        w.add_tensor(f"blk.{l}.attn_q.weight", np.ascontiguousarray(llama_permute(f32(p + "self_attn.q_proj.weight"), n_heads)))
+        w.add_tensor(f"blk.{l}.attn_k.weight", np.ascontiguousarray(llama_permute(f32(p + "self_attn.k_proj.weight"), n_kv)))
+        w.add_tensor(f"blk.{l}.attn_v.weight", f32(p + "self_attn.v_proj.weight"))
+        w.add_tensor(f"blk.{l}.attn_output.weight", f32(p + "self_attn.o_proj.weight"))
+        w.add_tensor(f"blk.{l}.ffn_gate.weight", f32(p + "mlp.gate_proj.weight"))
+        w.add_tensor(f"blk.{l}.ffn_up.weight", f32(p + "mlp.up_proj.weight"))
+        w.add_tensor(f"blk.{l}.ffn_down.weight", f32(p + "mlp.down_proj.weight"))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def gguf_from_hf_folder(folder: str, path: str) -> str:
+    """GGUF copy of a saved llama float32 folder, with the test tokenizer."""
+    from safetensors.numpy import load_file
+
+    with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
+        cfg = json.load(f)
+    tensors = load_file(os.path.join(folder, "model.safetensors"))
+    tokens, merges = byte_level_vocab()
+    assert len(tokens) == cfg["vocab_size"]
+    return write_llama_gguf(path, tensors, cfg, tokens, merges)
+
+
+# ---- seeded NumPy models ----------------------------------------------------------------------
+
+SEEDED_CONFIG: Dict[str, Any] = {
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "vocab_size": 256,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 128,
+    "rms_norm_eps": 1e-5,
+    "rope_theta": 10000.0,
+    "hidden_act": "silu",
+    "tie_word_embeddings": False,
+    "bos_token_id": 1,
+}
+
+# Much smaller model for the mutation tests (so hundreds of corrupted copies stay cheap).
+MICRO_CONFIG: Dict[str, Any] = {
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "vocab_size": 48,
+    "hidden_size": 16,
+    "intermediate_size": 32,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 32,
+    "rms_norm_eps": 1e-5,
+    "rope_theta": 10000.0,
+    "hidden_act": "silu",
+    "tie_word_embeddings": False,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+}
+
+
+def llama_tensor_shapes(cfg: Dict[str, Any]) -> List[Tuple[str, Tuple[int, ...]]]:
+    """HF tensor names and shapes of a llama config, in a fixed order."""
+    d, f, v = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
+    hd = d // cfg["num_attention_heads"]
+    qd, kvd = cfg["num_attention_heads"] * hd, cfg["num_key_value_heads"] * hd
+    out: List[Tuple[str, Tuple[int, ...]]] = [("model.embed_tokens.weight", (v, d))]
+    for l in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{l}."
+        out += [(p + "input_layernorm.weight", (d,)), (p + "self_attn.q_proj.weight", (qd, d)),
+                (p + "self_attn.k_proj.weight", (kvd, d)), (p + "self_attn.v_proj.weight", (kvd, d)),
+                (p + "self_attn.o_proj.weight", (d, qd)), (p + "post_attention_layernorm.weight", (d,)),
+                (p + "mlp.gate_proj.weight", (f, d)), (p + "mlp.up_proj.weight", (f, d)),
+                (p + "mlp.down_proj.weight", (d, f))]
+    out += [("model.norm.weight", (d,))]
+    if not cfg.get("tie_word_embeddings", False):
+        out += [("lm_head.weight", (v, d))]
+    return out
+
+
+def seeded_llama_tensors(cfg: Dict[str, Any], seed: int = 1234) -> Dict[str, np.ndarray]:
+    """Weights from np.random.default_rng(seed).random() (PCG64 uniform doubles, whose
+    stream NumPy keeps stable), scaled to keep activations in a healthy range: matrices
+    uniform in +-sqrt(3/fan_in) (variance 1/fan_in), embeddings +-1, norm weights in
+    [0.8, 1.2]. Rounded to float32 once."""
+    rng = np.random.default_rng(seed)
+    out: Dict[str, np.ndarray] = {}
+    for name, shape in llama_tensor_shapes(cfg):
+        u = rng.random(shape) * 2.0 - 1.0  # float64 in [-1, 1)
+        if len(shape) == 1:
+            a = 1.0 + 0.2 * u
+        elif name == "model.embed_tokens.weight":
+            a = u
+        else:
+            a = u * np.sqrt(3.0 / shape[1])
+        out[name] = np.ascontiguousarray(a.astype(np.float32))
+    return out
+
+
+def write_seeded_folder(folder: str, cfg: Dict[str, Any] = SEEDED_CONFIG, seed: int = 1234) -> str:
+    """config.json (hand-written, sorted keys) + model.safetensors from seeded NumPy weights."""
+    from safetensors.numpy import save_file
+
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "config.json"), "w", encoding="utf-8") as f:
+        json.dump(cfg, f, indent=2, sort_keys=True)
+        f.write("\n")
+    save_file(seeded_llama_tensors(cfg, seed), os.path.join(folder, "model.safetensors"))
+    return folder
+
+
+def write_seeded_gguf(path: str, cfg: Dict[str, Any] = MICRO_CONFIG, seed: int = 1234,
+                      with_tokenizer: bool = True) -> str:
+    tensors = seeded_llama_tensors(cfg, seed)
+    tokens = merges = None
+    if with_tokenizer:
+        # byte tokens for the first bytes, then merges built from printable ones
+        n_merge = 4
+        n_bytes = cfg["vocab_size"] - n_merge
+        tokens, merges = byte_level_vocab(n_bytes, [("#", "$"), ("%", "&"), ("#$", "%&"), ("(", ")")])
+        assert len(tokens) == cfg["vocab_size"]
+    return write_llama_gguf(path, tensors, cfg, tokens, merges)
+
+
+# ---- raw safetensors writing (for crafting corrupt files) -------------------------------------
+
+_ST_DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16", np.dtype(np.int64): "I64",
+              np.dtype(np.int32): "I32", np.dtype(np.float64): "F64"}
+
+
+def safetensors_bytes(tensors: Dict[str, np.ndarray], header_edit: Any = None,
+                      metadata: Optional[Dict[str, str]] = None) -> bytes:
+    """Serialize tensors as safetensors by hand. ``header_edit(header_dict)`` may mutate the
+    header (e.g. offsets, shapes, dtypes) before it is written."""
+    header: Dict[str, Any] = {}
+    blobs = []
+    off = 0
+    for name in sorted(tensors):
+        a = np.ascontiguousarray(tensors[name])
+        raw = a.astype(a.dtype.newbyteorder("<")).tobytes()
+        header[name] = {"dtype": _ST_DTYPES[a.dtype], "shape": list(a.shape), "data_offsets": [off, off + len(raw)]}
+        blobs.append(raw)
+        off += len(raw)
+    if metadata:
+        header["__metadata__"] = dict(metadata)
+    if header_edit is not None:
+        header_edit(header)
+    hb = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    hb += b" " * ((8 - len(hb) % 8) % 8)
+    return len(hb).to_bytes(8, "little") + hb + b"".join(blobs)
+
+
+def write_folder(folder: str, config: Any, st_bytes: Optional[bytes] = None) -> str:
+    """A model folder from a config (dict, or str/bytes written verbatim) and safetensors bytes."""
+    os.makedirs(folder, exist_ok=True)
+    raw = config if isinstance(config, (bytes, str)) else json.dumps(config, indent=2)
+    with open(os.path.join(folder, "config.json"), "wb") as f:
+        f.write(raw.encode("utf-8") if isinstance(raw, str) else raw)
+    if st_bytes is not None:
+        with open(os.path.join(folder, "model.safetensors"), "wb") as f:
+            f.write(st_bytes)
+    return folder
+
+
+# ---- hashing ----------------------------------------------------------------------------------
+
+
+def canonical_logits_bytes(a: np.ndarray) -> bytes:
+    """Little-endian float32 bytes with every NaN replaced by the one quiet NaN 0x7fc00000."""
+    a = np.ascontiguousarray(a, dtype="<f4")
+    bits = a.view("<u4").copy()
+    bits[np.isnan(a)] = 0x7FC00000
+    return bits.tobytes()
+
+
+def logits_sha256(a: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(canonical_logits_bytes(a)).hexdigest()
+
+
+def tokens_sha256(ids: Sequence[int]) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.asarray(list(ids), dtype="<i4").tobytes()).hexdigest()
