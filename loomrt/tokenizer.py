@@ -28,6 +28,19 @@ Three sources are supported:
 
 Special tokens are always recognised in the input text (llama.cpp's
 ``parse_special=True``; Hugging Face's default behaviour).
+
+Known, deliberate limits of the GGUF path (none occur with ordinary files):
+
+* when two special tokens overlap in the input text, the leftmost-longest
+  match wins, whereas llama.cpp extracts the longest token first;
+* in a SentencePiece vocabulary, when the *same* piece can be formed at two
+  overlapping positions by different splits, the split with the lower rank
+  wins, whereas llama.cpp takes the leftmost;
+* per-model token attributes that llama.cpp hard-codes by model name (e.g.
+  right-stripping around Phi-3 special tokens) are not reproduced;
+* Unicode character classes come from the regex engine of ``tokenizers``
+  (Oniguruma), llama.cpp uses its own tables; they agree except possibly on
+  characters assigned in very recent Unicode versions.
 """
 
 from __future__ import annotations
@@ -47,7 +60,7 @@ from tokenizers import Tokenizer as HFTokenizer
 
 from .errors import FormatError, InvalidArgumentError, NotFoundError, UnsupportedError
 
-__all__ = ["Tokenizer", "StreamDecoder", "CHATML_TEMPLATE"]
+__all__ = ["Tokenizer", "StreamDecoder", "CHATML_TEMPLATE", "SUPPORTED_GGUF_PRE_TOKENIZERS"]
 
 #: Template used when a model ships no chat template (ChatML, as popularised by
 #: OpenAI and used by Qwen/SmolLM/Hermes models).
@@ -88,9 +101,13 @@ _FORCED_CONTROL_TEXTS = frozenset(
         "<|code_middle|>", "<|middle|>", "<\uff5cfim\u2581end\uff5c>",
         "<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]",
         "<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>",
-        "<|file_sep|>", "<|channel|>", "<|message|>", "<|start|>", "<|constrain|>",
+        "<|file_sep|>",
     }
 )
+
+# Token texts that llama.cpp always treats as user-defined (split out before
+# BPE, but not "special": they stay visible when special tokens are skipped).
+_FORCED_USER_DEFINED_TEXTS = frozenset({"<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"})
 
 # Token texts that end a generation turn (used for ``eos_token_ids``).
 _END_OF_TURN_TEXTS = frozenset(
@@ -942,7 +959,9 @@ class _GGUFBuilder:
         special: list[AddedToken] = []
         user: list[AddedToken] = []
         for tok, kind in zip(tokens, types):
-            if kind in (_TYPE_CONTROL, _TYPE_UNKNOWN) or tok in _FORCED_CONTROL_TEXTS:
+            if tok in _FORCED_USER_DEFINED_TEXTS:
+                user.append(AddedToken(tok, special=False, normalized=False))
+            elif kind in (_TYPE_CONTROL, _TYPE_UNKNOWN) or tok in _FORCED_CONTROL_TEXTS:
                 special.append(AddedToken(tok, special=True, normalized=False))
             elif kind == _TYPE_USER_DEFINED:
                 user.append(AddedToken(tok, special=False, normalized=False))

@@ -153,14 +153,15 @@ def hf_logits(model: Any, ids: Sequence[int]) -> np.ndarray:
         return model(torch.tensor([list(ids)], dtype=torch.long)).logits[0].to(torch.float32).numpy()
 
 
-def hf_greedy(model: Any, ids: Sequence[int], n: int) -> List[int]:
+def hf_greedy(model: Any, ids: Sequence[int], n: int, **extra: Any) -> List[int]:
     """HF greedy continuation of exactly n tokens: end-of-sequence detection is switched off
-    (the generation config gets eos_token_id=None) so that both sides run n steps."""
+    (the generation config gets eos_token_id=None) so that both sides run n steps. ``extra``
+    goes to GenerationConfig (e.g. repetition_penalty)."""
     import torch
     from transformers import GenerationConfig
 
     gc = GenerationConfig(do_sample=False, max_new_tokens=n, min_new_tokens=0, eos_token_id=None,
-                          pad_token_id=0, bos_token_id=BOS_ID, num_beams=1)
+                          pad_token_id=0, bos_token_id=BOS_ID, num_beams=1, **extra)
     with torch.no_grad():
         out = model.generate(torch.tensor([list(ids)], dtype=torch.long),
                              attention_mask=torch.ones(1, len(ids), dtype=torch.long), generation_config=gc)
@@ -177,8 +178,9 @@ def llama_permute(w: np.ndarray, n_head: int) -> np.ndarray:
 
 def write_llama_gguf(path: str, tensors: Dict[str, np.ndarray], cfg: Dict[str, Any],
                      tokens: Optional[List[str]] = None, merges: Optional[List[str]] = None,
-                     name: str = "loomrt-test") -> str:
-    """Write a llama GGUF from HF-named float32 tensors and an HF-style config dict."""
+                     name: str = "loomrt-test", permute: bool = True) -> str:
+    """Write a llama GGUF from HF-named float32 tensors and an HF-style config dict.
+    ``permute=False`` skips llama.cpp's Q/K row permutation (a deliberately wrong file)."""
     import gguf
 
     n_heads = cfg["num_attention_heads"]
@@ -218,8 +220,11 @@ def write_llama_gguf(path: str, tensors: Dict[str, np.ndarray], cfg: Dict[str, A
         p = f"model.layers.{l}."
         w.add_tensor(f"blk.{l}.attn_norm.weight", f32(p + "input_layernorm.weight"))
         w.add_tensor(f"blk.{l}.ffn_norm.weight", f32(p + "post_attention_layernorm.weight"))
-        w.add_tensor(f"blk.{l}.attn_q.weight", np.ascontiguousarray(llama_permute(f32(p + "self_attn.q_proj.weight"), n_heads)))
-        w.add_tensor(f"blk.{l}.attn_k.weight", np.ascontiguousarray(llama_permute(f32(p + "self_attn.k_proj.weight"), n_kv)))
+        q, k = f32(p + "self_attn.q_proj.weight"), f32(p + "self_attn.k_proj.weight")
+        if permute:
+            q, k = llama_permute(q, n_heads), llama_permute(k, n_kv)
+        w.add_tensor(f"blk.{l}.attn_q.weight", np.ascontiguousarray(q))
+        w.add_tensor(f"blk.{l}.attn_k.weight", np.ascontiguousarray(k))
         w.add_tensor(f"blk.{l}.attn_v.weight", f32(p + "self_attn.v_proj.weight"))
         w.add_tensor(f"blk.{l}.attn_output.weight", f32(p + "self_attn.o_proj.weight"))
         w.add_tensor(f"blk.{l}.ffn_gate.weight", f32(p + "mlp.gate_proj.weight"))
@@ -232,7 +237,7 @@ def write_llama_gguf(path: str, tensors: Dict[str, np.ndarray], cfg: Dict[str, A
     return path
 
 
-def gguf_from_hf_folder(folder: str, path: str) -> str:
+def gguf_from_hf_folder(folder: str, path: str, permute: bool = True) -> str:
     """GGUF copy of a saved llama float32 folder, with the test tokenizer."""
     from safetensors.numpy import load_file
 
@@ -241,7 +246,7 @@ def gguf_from_hf_folder(folder: str, path: str) -> str:
     tensors = load_file(os.path.join(folder, "model.safetensors"))
     tokens, merges = byte_level_vocab()
     assert len(tokens) == cfg["vocab_size"]
-    return write_llama_gguf(path, tensors, cfg, tokens, merges)
+    return write_llama_gguf(path, tensors, cfg, tokens, merges, permute=permute)
 
 
 # ---- seeded NumPy models ----------------------------------------------------------------------
