@@ -593,7 +593,7 @@ static int32_t parse_container(parser *p, lj_value *out, int depth) {
     }
   }
   size_t n = p->top - base;
-  const scratch_entry *kids = p->stack + base;
+  const scratch_entry *kids = n > 0 ? p->stack + base : NULL; /* stack may still be NULL */
   out->type = is_obj ? LJ_OBJECT : LJ_ARRAY;
   out->count = n;
   if (n > 0 && is_obj) {

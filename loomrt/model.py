@@ -200,7 +200,10 @@ class Model:
         return self._tok().encode(text, add_special_tokens=add_special_tokens)
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
-        return self._tok().decode(list(ids), skip_special_tokens=skip_special_tokens)
+        """Text of token ids; ids beyond the tokenizer's vocabulary (padded embedding rows
+        that some models have) produce no text."""
+        tok = self._tok()
+        return tok.decode([int(i) for i in ids if int(i) < tok.vocab_size], skip_special_tokens=skip_special_tokens)
 
     def _tok(self) -> Tokenizer:
         if self.tokenizer is None:
@@ -291,7 +294,8 @@ class Model:
         for t in gen:
             if out_ids is not None:
                 out_ids.append(t)
-            pending += decoder.add(t)
+            if t < tok.vocab_size:  # ids beyond the tokenizer (padded embedding rows) have no text
+                pending += decoder.add(t)
             if stops:
                 cut = min((i for i in (pending.find(s) for s in stops) if i >= 0), default=-1)
                 if cut >= 0:

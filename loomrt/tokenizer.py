@@ -909,7 +909,9 @@ class _GGUFBuilder:
         vocab: dict[str, int] = {}
         for index, tok in enumerate(tokens):
             if vocab.setdefault(tok, index) != index:
-                self._fail("tokenizer.ggml.tokens", f"duplicate token {tok!r} at ids {vocab[tok]} and {index}")
+                self._fail(
+                    "tokenizer.ggml.tokens", f"duplicate token {tok!r} at ids {vocab[tok]} and {index}"
+                )
         types = self._list(
             "tokenizer.ggml.token_type", n_tokens, _is_int, "integers", required=False
         ) or [_TYPE_NORMAL] * n_tokens
@@ -983,7 +985,9 @@ class _GGUFBuilder:
             pair = (entry[:cut], entry[cut + 1:])
             for part in (pair[0], pair[1], pair[0] + pair[1]):
                 if part not in vocab:
-                    self._fail(key, f"entry {index} {entry!r} uses {part!r}, which is not in tokenizer.ggml.tokens")
+                    self._fail(
+                        key, f"entry {index} {entry!r} uses {part!r}, which is not in tokenizer.ggml.tokens"
+                    )
             if pair not in seen:  # llama.cpp keeps the first rank of a duplicate
                 seen.add(pair)
                 merges.append(pair)
@@ -1067,7 +1071,11 @@ class _GGUFBuilder:
             steps.append(normalizers.Prepend("\u2581"))
         steps.append(normalizers.Replace(" ", "\u2581"))
         backend.normalizer = normalizers.Sequence(steps)
-        dec: list[decoders.Decoder] = [decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()]
+        dec: list[decoders.Decoder] = [
+            decoders.Replace("\u2581", " "),
+            decoders.ByteFallback(),
+            decoders.Fuse(),
+        ]
         if add_prefix:
             dec.append(decoders.Strip(" ", 1, 0))
         backend.decoder = decoders.Sequence(dec)

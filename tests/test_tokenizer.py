@@ -270,7 +270,9 @@ SPM_TEXTS = [
 ]
 
 
-def test_gguf_spm_matches_llama_cpp(smollm_meta: GGUFMeta, spm_values: dict[str, Any], tmp_path: Path) -> None:
+def test_gguf_spm_matches_llama_cpp(
+    smollm_meta: GGUFMeta, spm_values: dict[str, Any], tmp_path: Path
+) -> None:
     pytest.importorskip("llama_cpp")
     tok = Tokenizer.from_gguf_metadata(spm_values)
     path = tmp_path / "spm.gguf"
@@ -405,21 +407,27 @@ def test_folder_ids_match_hf(tmp_path: Path) -> None:
     folder = _make_folder(
         tmp_path / "model",
         hf,
-        {"bos_token": "<s>", "eos_token": {"content": "</s>", "special": True}, "chat_template": CHAT_TEMPLATE},
+        {
+            "bos_token": "<s>",
+            "eos_token": {"content": "</s>", "special": True},
+            "chat_template": CHAT_TEMPLATE,
+        },
     )
     tok = Tokenizer.from_folder(folder)
-    for text in SAMPLE_TEXTS + ["<|user|>hi</s>"]:
+    for text in [*SAMPLE_TEXTS, "<|user|>hi</s>"]:
         assert tok.encode(text) == hf.encode(text).ids, text
         assert tok.encode(text, add_special_tokens=False) == hf.encode(text, add_special_tokens=False).ids
         assert tok.decode(tok.encode(text, add_special_tokens=False)) == text
     assert tok.encode("Hello")[0] == tok.bos_token_id == hf.token_to_id("<s>")
     assert tok.eos_token_ids == [hf.token_to_id("</s>")]
-    assert Tokenizer.from_file(folder / "tokenizer.json").encode("Hello world") == hf.encode("Hello world").ids
+    from_file = Tokenizer.from_file(folder / "tokenizer.json")
+    assert from_file.encode("Hello world") == hf.encode("Hello world").ids
 
 
 def test_folder_add_bos_token_overrides_post_processor(tmp_path: Path) -> None:
     hf = _train_byte_level(with_post_processor=True)
-    no_bos = Tokenizer.from_folder(_make_folder(tmp_path / "a", hf, {"bos_token": "<s>", "add_bos_token": False}))
+    config = {"bos_token": "<s>", "add_bos_token": False}
+    no_bos = Tokenizer.from_folder(_make_folder(tmp_path / "a", hf, config))
     assert no_bos.encode("Hello") == hf.encode("Hello", add_special_tokens=False).ids
     plain = _train_byte_level(with_post_processor=False)
     both = Tokenizer.from_folder(
@@ -503,12 +511,16 @@ def _byte_fallback_tokenizer() -> HFTokenizer:
     pieces = ["<unk>", "<s>", "</s>", *byte_tokens, "\u2581", "a", "b", "c", "\u2581a", "ab", "\u2581ab"]
     vocab = {piece: index for index, piece in enumerate(pieces)}
     merges = [("\u2581", "a"), ("a", "b"), ("\u2581a", "b")]
-    hf = HFTokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    hf = HFTokenizer(
+        models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True)
+    )
     hf.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
     hf.decoder = decoders.Sequence(
         [decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
     )
-    hf.add_special_tokens([AddedToken("<s>", special=True, normalized=False), AddedToken("</s>", special=True)])
+    hf.add_special_tokens(
+        [AddedToken("<s>", special=True, normalized=False), AddedToken("</s>", special=True)]
+    )
     return hf
 
 
@@ -555,12 +567,12 @@ def test_stream_decoder_skip_special(smollm: Tokenizer) -> None:
 def test_invalid_tokenizer_json(tmp_path: Path) -> None:
     bad = tmp_path / "tokenizer.json"
     bad.write_text('{"model": {"type": "BPE", ', encoding="utf-8")
-    with pytest.raises(FormatError, match="tokenizer.json.*invalid JSON"):
+    with pytest.raises(FormatError, match=r"tokenizer\.json.*invalid JSON"):
         Tokenizer.from_file(bad)
-    with pytest.raises(FormatError, match="tokenizer.json"):
+    with pytest.raises(FormatError, match=r"tokenizer\.json"):
         Tokenizer.from_folder(tmp_path)
     bad.write_text('{"model": {"type": "NoSuchModel"}}', encoding="utf-8")
-    with pytest.raises(FormatError, match="tokenizer.json"):
+    with pytest.raises(FormatError, match=r"tokenizer\.json"):
         Tokenizer.from_file(bad)
     bad.write_text("[1, 2, 3]", encoding="utf-8")
     with pytest.raises(FormatError, match="no 'model' section"):
@@ -571,7 +583,7 @@ def test_invalid_tokenizer_config(tmp_path: Path) -> None:
     hf = _train_byte_level(with_post_processor=False)
     folder = _make_folder(tmp_path, hf, None)
     (folder / "tokenizer_config.json").write_text("{not json", encoding="utf-8")
-    with pytest.raises(FormatError, match="tokenizer_config.json"):
+    with pytest.raises(FormatError, match=r"tokenizer_config\.json"):
         Tokenizer.from_folder(folder)
     (folder / "tokenizer_config.json").write_text(json.dumps({"bos_token": "<nope>"}), encoding="utf-8")
     with pytest.raises(FormatError, match="<nope>"):

@@ -498,7 +498,8 @@ static const gg_tensor k_gg_tensors[] = {
 
 static uint8_t *gg_build(const gg_opts *o, size_t *out_len) {
   bytes b = {0};
-  uint64_t align = o->alignment ? o->alignment : 32;
+  /* layout alignment; an invalid general.alignment is written but not used for layout */
+  uint64_t al = o->alignment, align = al && al <= 4096 && !(al & (al - 1)) ? al : 32;
   put(&b, "GGUF", 4);
   put_u32(&b, o->version);
   put_u64(&b, GG_NT);
@@ -572,7 +573,8 @@ static uint8_t *gg_build(const gg_opts *o, size_t *out_len) {
   uint64_t end = 0;
   for (size_t i = 0; i < GG_NT; i++)
     if (offs[i] + k_gg_tensors[i].nbytes > end) end = offs[i] + k_gg_tensors[i].nbytes;
-  for (uint64_t i = 0; i < end; i++) put_u8(&b, 0);
+  static const uint8_t zeros[256];
+  for (uint64_t i = 0; i < end; i += 256) put(&b, zeros, end - i < 256 ? (size_t)(end - i) : 256);
   for (size_t i = 0; i < GG_NT; i++)
     memset(b.p + data_start + offs[i], (int)(i + 1), (size_t)k_gg_tensors[i].nbytes);
   *out_len = b.n;
