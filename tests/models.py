@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import json
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -178,9 +178,14 @@ def llama_permute(w: np.ndarray, n_head: int) -> np.ndarray:
 
 def write_llama_gguf(path: str, tensors: Dict[str, np.ndarray], cfg: Dict[str, Any],
                      tokens: Optional[List[str]] = None, merges: Optional[List[str]] = None,
-                     name: str = "loomrt-test", permute: bool = True) -> str:
+                     name: str = "loomrt-test", permute: bool = True, alignment: Optional[int] = None,
+                     meta_edit: Optional[Callable[[Dict[str, Any]], None]] = None,
+                     tensor_edit: Optional[Callable[[Dict[str, np.ndarray]], None]] = None) -> str:
     """Write a llama GGUF from HF-named float32 tensors and an HF-style config dict.
-    ``permute=False`` skips llama.cpp's Q/K row permutation (a deliberately wrong file)."""
+
+    ``permute=False`` skips llama.cpp's Q/K row permutation (a deliberately wrong file).
+    ``meta_edit(kv)`` may edit the writer's metadata dict (key -> gguf GGUFValue) and
+    ``tensor_edit(ts)`` the GGUF-named arrays (dtype, shape, presence) before writing."""
     import gguf
 
     n_heads = cfg["num_attention_heads"]
@@ -189,6 +194,8 @@ def write_llama_gguf(path: str, tensors: Dict[str, np.ndarray], cfg: Dict[str, A
     head_dim = dim // n_heads
     rope = cfg.get("rope_parameters") or {}
     w = gguf.GGUFWriter(path, "llama")
+    if alignment is not None:
+        w.add_custom_alignment(alignment)
     w.add_name(name)
     w.add_context_length(cfg["max_position_embeddings"])
     w.add_embedding_length(dim)
@@ -208,28 +215,34 @@ def write_llama_gguf(path: str, tensors: Dict[str, np.ndarray], cfg: Dict[str, A
         w.add_bos_token_id(cfg.get("bos_token_id", BOS_ID))
         w.add_eos_token_id(cfg.get("eos_token_id", EOS_ID))
         w.add_add_bos_token(False)
+    if meta_edit is not None:
+        meta_edit(w.kv_data[0])
 
     def f32(name: str) -> np.ndarray:
         return np.ascontiguousarray(tensors[name], dtype=np.float32)
 
-    w.add_tensor("token_embd.weight", f32("model.embed_tokens.weight"))
-    w.add_tensor("output_norm.weight", f32("model.norm.weight"))
-    w.add_tensor("output.weight", f32("lm_head.weight") if "lm_head.weight" in tensors
-                 else f32("model.embed_tokens.weight"))
+    out: Dict[str, np.ndarray] = {}
+    out["token_embd.weight"] = f32("model.embed_tokens.weight")
+    out["output_norm.weight"] = f32("model.norm.weight")
+    out["output.weight"] = f32("lm_head.weight") if "lm_head.weight" in tensors else f32("model.embed_tokens.weight")
     for l in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{l}."
-        w.add_tensor(f"blk.{l}.attn_norm.weight", f32(p + "input_layernorm.weight"))
-        w.add_tensor(f"blk.{l}.ffn_norm.weight", f32(p + "post_attention_layernorm.weight"))
         q, k = f32(p + "self_attn.q_proj.weight"), f32(p + "self_attn.k_proj.weight")
         if permute:
             q, k = llama_permute(q, n_heads), llama_permute(k, n_kv)
-        w.add_tensor(f"blk.{l}.attn_q.weight", np.ascontiguousarray(q))
-        w.add_tensor(f"blk.{l}.attn_k.weight", np.ascontiguousarray(k))
-        w.add_tensor(f"blk.{l}.attn_v.weight", f32(p + "self_attn.v_proj.weight"))
-        w.add_tensor(f"blk.{l}.attn_output.weight", f32(p + "self_attn.o_proj.weight"))
-        w.add_tensor(f"blk.{l}.ffn_gate.weight", f32(p + "mlp.gate_proj.weight"))
-        w.add_tensor(f"blk.{l}.ffn_up.weight", f32(p + "mlp.up_proj.weight"))
-        w.add_tensor(f"blk.{l}.ffn_down.weight", f32(p + "mlp.down_proj.weight"))
+        out[f"blk.{l}.attn_norm.weight"] = f32(p + "input_layernorm.weight")
+        out[f"blk.{l}.ffn_norm.weight"] = f32(p + "post_attention_layernorm.weight")
+        out[f"blk.{l}.attn_q.weight"] = q
+        out[f"blk.{l}.attn_k.weight"] = k
+        out[f"blk.{l}.attn_v.weight"] = f32(p + "self_attn.v_proj.weight")
+        out[f"blk.{l}.attn_output.weight"] = f32(p + "self_attn.o_proj.weight")
+        out[f"blk.{l}.ffn_gate.weight"] = f32(p + "mlp.gate_proj.weight")
+        out[f"blk.{l}.ffn_up.weight"] = f32(p + "mlp.up_proj.weight")
+        out[f"blk.{l}.ffn_down.weight"] = f32(p + "mlp.down_proj.weight")
+    if tensor_edit is not None:
+        tensor_edit(out)
+    for tname, arr in out.items():
+        w.add_tensor(tname, np.ascontiguousarray(arr))
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
