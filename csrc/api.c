@@ -219,8 +219,12 @@ int32_t lrt_session_new(lrt_model *m, int64_t context, int32_t threads, lrt_sess
   s->hb = (float *)malloc((size_t)(M * c->ffn) * 4);
   s->hb2 = (float *)malloc((size_t)(M * c->ffn) * 4);
   s->rope_cs = (float *)malloc((size_t)(M * c->head_dim) * 4);
+  s->wrow_cap = c->dim > c->ffn ? c->dim : c->ffn;
+  if (qd > s->wrow_cap) s->wrow_cap = qd;
+  s->wrow_cap *= 4; /* dot4 dequantizes four rows */
+  s->wrow = (float *)malloc((size_t)(s->wrow_cap * threads) * 4);
   if (!s->k_cache || !s->v_cache || !s->x || !s->xb || !s->q || !s->att || !s->k || !s->v || !s->hb ||
-      !s->hb2 || !s->rope_cs) {
+      !s->hb2 || !s->rope_cs || !s->wrow) {
     lrt_session_free(s);
     GUARD_RETURN(lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory for session buffers"));
   }
@@ -237,7 +241,7 @@ void lrt_session_free(lrt_session *s) {
     for (int64_t l = 0; l < s->m->cfg.n_layers; l++) free(s->v_cache[l]);
   free(s->k_cache); free(s->v_cache); free(s->tokens);
   free(s->x); free(s->xb); free(s->q); free(s->att); free(s->k); free(s->v);
-  free(s->hb); free(s->hb2); free(s->rope_cs); free(s->scores); free(s->logits);
+  free(s->hb); free(s->hb2); free(s->rope_cs); free(s->wrow); free(s->scores); free(s->logits);
   free(s->cand_ids); free(s->cand_probs); free(s->cand_logits);
   free(s);
 }

@@ -10,7 +10,8 @@ float lrt_f16_to_f32(uint16_t h) {
   uint32_t man = h & 0x3ffu;
   uint32_t bits;
   if (exp == 0x1f) {
-    bits = sign | 0x7f800000u | (man << 13); /* inf / NaN (payload kept) */
+    bits = sign | 0x7f800000u | (man << 13); /* inf / NaN (payload kept, quieted as F16C does) */
+    if (man) bits |= 0x00400000u;
   } else if (exp != 0) {
     bits = sign | ((exp + 112u) << 23) | (man << 13);
   } else if (man == 0) {

@@ -34,14 +34,25 @@ typedef struct mm_job {
 
 typedef struct mm_ctx {
   const lrt_kernels *k;
+  float *wrow;      /* per-thread row buffers for block formats */
+  int64_t wrow_cap;
   mm_job jobs[3];
   int n_jobs;
   int64_t first_block[4];
   int64_t M;
 } mm_ctx;
 
+size_t lrt_mat_row_bytes(const lrt_mat *w) {
+  switch (w->dtype) {
+    case LRT_DT_F32: return (size_t)w->cols * 4;
+    case LRT_DT_Q8_0: return (size_t)(w->cols / 32) * 34;
+    case LRT_DT_Q4_0: return (size_t)(w->cols / 32) * 18;
+    case LRT_DT_Q4_1: return (size_t)(w->cols / 32) * 20;
+    default: return (size_t)w->cols * 2;
+  }
+}
+
 static void mm_task(void *vctx, int64_t task, int thread) {
-  (void)thread;
   mm_ctx *c = (mm_ctx *)vctx;
   int j = 0;
   while (task >= c->first_block[j + 1]) j++;
@@ -50,21 +61,54 @@ static void mm_task(void *vctx, int64_t task, int thread) {
   int64_t r0 = (task - c->first_block[j]) * ROW_BLOCK;
   int64_t r1 = r0 + ROW_BLOCK < w->rows ? r0 + ROW_BLOCK : w->rows;
   int64_t n = w->cols;
-  size_t es = w->dtype == LRT_DT_F32 ? 4 : 2;
+  size_t row_bytes = lrt_mat_row_bytes(w);
   void (*rows)(const void *, const float *, int64_t, int64_t, int64_t, float *, int64_t) =
-      w->dtype == LRT_DT_F32 ? c->k->rows_f32 : w->dtype == LRT_DT_BF16 ? c->k->rows_bf16 : c->k->rows_f16;
-  for (int64_t r = r0; r < r1; r++) {
+      w->dtype == LRT_DT_BF16 ? c->k->rows_bf16 : w->dtype == LRT_DT_F16 ? c->k->rows_f16 : c->k->rows_f32;
+  void (*deq)(const void *, float *, int64_t) = w->dtype == LRT_DT_Q8_0 ? c->k->dequant_q8_0
+                                               : w->dtype == LRT_DT_Q4_0 ? c->k->dequant_q4_0
+                                               : w->dtype == LRT_DT_Q4_1 ? c->k->dequant_q4_1 : NULL;
+  void (*dot4)(const void *, int64_t, const float *, int64_t, float *) =
+      w->dtype == LRT_DT_BF16 ? c->k->dot4_bf16 : w->dtype == LRT_DT_F16 ? c->k->dot4_f16 : c->k->dot4_f32;
+  float *buf = c->wrow + (int64_t)thread * c->wrow_cap;
+  int64_t ys = jb->out_stride;
+  int64_t r = r0;
+  if (c->M < 4) { /* decode: four rows at a time share the loads of x */
+    for (; r + 4 <= r1; r += 4) {
+      const void *wr = (const uint8_t *)w->data + (size_t)r * row_bytes;
+      int64_t ws = n; /* row stride in elements */
+      if (deq) {
+        for (int i = 0; i < 4; i++) deq((const uint8_t *)wr + (size_t)i * row_bytes, buf + i * n, n);
+        wr = buf;
+      }
+      for (int64_t t = 0; t < c->M; t++) {
+        float y4[4];
+        dot4(wr, ws, jb->in + t * n, n, y4);
+        for (int i = 0; i < 4; i++) {
+          int64_t col = jb->dest ? jb->dest[r + i] : r + i;
+          jb->out[t * ys + col] = jb->bias ? y4[i] + jb->bias[r + i] : y4[i];
+        }
+      }
+    }
+  }
+  for (; r < r1; r++) { /* prefill (and leftover rows): one row against four tokens at a time */
     int64_t col = jb->dest ? jb->dest[r] : r;
     float *y = jb->out + col;
-    rows((const uint8_t *)w->data + (size_t)(r * n) * es, jb->in, n, c->M, n, y, jb->out_stride);
+    const void *wr = (const uint8_t *)w->data + (size_t)r * row_bytes;
+    if (deq) { /* block format: dequantize the row (same floats as at load), then F32 */
+      deq(wr, buf, n);
+      wr = buf;
+    }
+    rows(wr, jb->in, n, c->M, n, y, ys);
     if (jb->bias)
-      for (int64_t t = 0; t < c->M; t++) y[t * jb->out_stride] = y[t * jb->out_stride] + jb->bias[r];
+      for (int64_t t = 0; t < c->M; t++) y[t * ys] = y[t * ys] + jb->bias[r];
   }
 }
 
 static void matmul(lrt_session *s, int64_t M, const mm_job *jobs, int n_jobs) {
   mm_ctx c;
   c.k = lrt_kernels_get();
+  c.wrow = s->wrow;
+  c.wrow_cap = s->wrow_cap;
   c.M = M;
   c.n_jobs = n_jobs;
   c.first_block[0] = 0;
@@ -179,7 +223,15 @@ static void att_task(void *vctx, int64_t h, int thread) {
 
 static void mat_row(const lrt_mat *w, int64_t r, float *out) {
   int64_t n = w->cols;
-  if (w->dtype == LRT_DT_F32) {
+  const lrt_kernels *k = lrt_kernels_get();
+  const void *row = (const uint8_t *)w->data + (size_t)r * lrt_mat_row_bytes(w);
+  if (w->dtype == LRT_DT_Q8_0) {
+    k->dequant_q8_0(row, out, n);
+  } else if (w->dtype == LRT_DT_Q4_0) {
+    k->dequant_q4_0(row, out, n);
+  } else if (w->dtype == LRT_DT_Q4_1) {
+    k->dequant_q4_1(row, out, n);
+  } else if (w->dtype == LRT_DT_F32) {
     memcpy(out, (const float *)w->data + r * n, (size_t)n * 4);
   } else {
     const uint16_t *p = (const uint16_t *)w->data + r * n;

@@ -1,8 +1,8 @@
 /* model.c -- open a HuggingFace folder or a GGUF file and bind the weights.
  *
- * F32/F16/BF16 matrices are used in place in the memory mapping. Small vectors (norm
- * weights, biases) are widened to owned float arrays. GGUF block formats (Q8_0, Q4_0, Q4_1)
- * are dequantized to float at load, exactly as llama.cpp / gguf-py define them. GPT-2's
+ * Matrices (F32, F16, BF16 and the GGUF block formats Q8_0, Q4_0, Q4_1) are used in place
+ * in the memory mapping; block formats are dequantized one row at a time as they are used
+ * (forward.c). Small vectors (norm weights, biases) are widened to owned float arrays. GPT-2's
  * Conv1D matrices are stored transposed (in, out); they are transposed once into owned
  * buffers in their stored format. */
 #include <stdio.h>
@@ -63,35 +63,6 @@ static float elem(const lrt_tensor_ref *t, uint64_t i) {
   }
 }
 
-/* Dequantize GGUF blocks to float (gguf-py's order of operations: d * q, then + m). */
-static void dequant(const lrt_tensor_ref *t, float *out) {
-  uint64_t nb = t->n_elems / 32;
-  const uint8_t *p = t->data;
-  for (uint64_t b = 0; b < nb; b++) {
-    float *y = out + b * 32;
-    if (t->dtype == LRT_DT_Q8_0) {
-      float d = lrt_f16_to_f32(lrt_rd_u16le(p));
-      for (int j = 0; j < 32; j++) y[j] = d * (float)(int8_t)p[2 + j];
-      p += 34;
-    } else if (t->dtype == LRT_DT_Q4_0) {
-      float d = lrt_f16_to_f32(lrt_rd_u16le(p));
-      for (int j = 0; j < 16; j++) {
-        y[j] = d * (float)((int)(p[2 + j] & 0x0f) - 8);
-        y[j + 16] = d * (float)((int)(p[2 + j] >> 4) - 8);
-      }
-      p += 18;
-    } else { /* Q4_1 */
-      float d = lrt_f16_to_f32(lrt_rd_u16le(p));
-      float mn = lrt_f16_to_f32(lrt_rd_u16le(p + 2));
-      for (int j = 0; j < 16; j++) {
-        y[j] = d * (float)(p[4 + j] & 0x0f) + mn;
-        y[j + 16] = d * (float)(p[4 + j] >> 4) + mn;
-      }
-      p += 20;
-    }
-  }
-}
-
 /* Bind a matrix (rows x cols). `transposed`: the file holds it as (cols, rows) (GPT-2). */
 static int32_t get_mat(lrt_model *m, const char *name, int64_t rows, int64_t cols,
                        int transposed, lrt_mat *out) {
@@ -103,13 +74,10 @@ static int32_t get_mat(lrt_model *m, const char *name, int64_t rows, int64_t col
   m->n_params += t->n_elems;
   out->rows = rows;
   out->cols = cols;
-  if (t->dtype == LRT_DT_Q8_0 || t->dtype == LRT_DT_Q4_0 || t->dtype == LRT_DT_Q4_1) {
-    float *f = (float *)own(m, (size_t)t->n_elems * 4);
-    if (!f) return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory dequantizing %s", name);
-    dequant(t, f);
-    out->dtype = LRT_DT_F32;
-    out->data = f;
-  } else if (t->dtype == LRT_DT_F32 || t->dtype == LRT_DT_F16 || t->dtype == LRT_DT_BF16) {
+  if (t->dtype == LRT_DT_F32 || t->dtype == LRT_DT_F16 || t->dtype == LRT_DT_BF16 ||
+      t->dtype == LRT_DT_Q8_0 || t->dtype == LRT_DT_Q4_0 || t->dtype == LRT_DT_Q4_1) {
+    if (transposed && t->dtype >= LRT_DT_Q8_0)
+      return lrt_err(LRT_ERR_UNSUPPORTED, "tensor %s: transposed block-quantized matrices are not supported", name);
     out->dtype = t->dtype;
     out->data = t->data;
   } else {

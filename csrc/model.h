@@ -31,7 +31,7 @@ typedef struct lrt_config {
 
 /* A weight matrix (rows x cols, row-major) in its stored format, usually in the mapping. */
 typedef struct lrt_mat {
-  int dtype; /* LRT_DT_F32 / F16 / BF16 */
+  int dtype; /* LRT_DT_F32 / F16 / BF16 / Q8_0 / Q4_0 / Q4_1 */
   const void *data;
   int64_t rows, cols;
 } lrt_mat;
@@ -92,6 +92,8 @@ struct lrt_session {
   int64_t chunk;
   float *x, *xb, *q, *k, *v, *att, *hb, *hb2, *rope_cs;
   float *scores;     /* (threads, ctx) */
+  float *wrow;       /* (threads, max_cols): one dequantized weight row per worker */
+  int64_t wrow_cap;
   int64_t scores_cap;
   /* logits of the last eval */
   float *logits;
@@ -106,6 +108,7 @@ struct lrt_session {
 };
 
 /* forward.c */
+size_t lrt_mat_row_bytes(const lrt_mat *w);
 int32_t lrt_forward(lrt_session *s, const int32_t *tokens, int64_t n, int all_logits);
 int32_t lrt_session_reserve(lrt_session *s, int64_t positions);
 /* sampler.c */

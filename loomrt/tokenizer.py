@@ -21,10 +21,10 @@ Three sources are supported:
   - ``tokenizer.ggml.model == "llama"``: SentencePiece-style BPE with byte
     fallback.  llama.cpp merges adjacent symbols by the *score* of the merged
     piece; this is expressed as an ordinary BPE whose merge ranks are derived
-    from the scores.  Vocabularies whose merge priorities are ambiguous (two
-    different mergeable pieces with the same score, where llama.cpp breaks the
-    tie by position) are rejected with :class:`UnsupportedError` rather than
-    tokenized slightly differently.
+    from the scores.  When merge priorities are ambiguous (two different
+    mergeable pieces with the same score; llama.cpp then prefers the leftmost
+    pair, which a rank-based BPE cannot express) encoding switches to an exact
+    pure-Python port of llama.cpp's algorithm (slower, same ids).
 
 Special tokens are always recognised in the input text (llama.cpp's
 ``parse_special=True``; Hugging Face's default behaviour).
@@ -33,9 +33,10 @@ Known, deliberate limits of the GGUF path (none occur with ordinary files):
 
 * when two special tokens overlap in the input text, the leftmost-longest
   match wins, whereas llama.cpp extracts the longest token first;
-* in a SentencePiece vocabulary, when the *same* piece can be formed at two
-  overlapping positions by different splits, the split with the lower rank
-  wins, whereas llama.cpp takes the leftmost;
+* in a SentencePiece vocabulary without score ties (fast path), when the
+  *same* piece can be formed at two overlapping positions by different
+  splits, the split with the lower rank wins, whereas llama.cpp takes the
+  leftmost;
 * per-model token attributes that llama.cpp hard-codes by model name (e.g.
   right-stripping around Phi-3 special tokens) are not reproduced;
 * Unicode character classes come from the regex engine of ``tokenizers``
@@ -45,9 +46,10 @@ Known, deliberate limits of the GGUF path (none occur with ordinary files):
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -400,6 +402,7 @@ class Tokenizer:
         add_bos: bool | None = None,
         add_eos: bool = False,
         source: str = "<memory>",
+        encoder: Callable[[str], list[int]] | None = None,
     ) -> None:
         """Wrap ``backend``.
 
@@ -413,6 +416,9 @@ class Tokenizer:
                 post-processor and add BOS (and EOS when ``add_eos``) here.
             add_eos: append the primary EOS id when ``add_bos`` is not ``None``.
             source: description of where the tokenizer came from (for errors).
+            encoder: optional replacement for ``backend``'s text-to-ids step
+                (special tokens included, BOS/EOS excluded); requires
+                ``add_bos`` to be a bool.
         """
         self._backend = backend
         self._source = source
@@ -430,8 +436,11 @@ class Tokenizer:
             raise FormatError(f"{source}: the model asks for a BOS token but defines none")
         if add_bos is not None and add_eos and not eos_list:
             raise FormatError(f"{source}: the model asks for an EOS token but defines none")
+        if encoder is not None and add_bos is None:
+            raise InvalidArgumentError("a custom encoder needs an explicit add_bos policy")
         self._add_bos = add_bos
         self._add_eos = add_eos
+        self._encoder = encoder
 
     # -- constructors -------------------------------------------------------
 
@@ -577,7 +586,12 @@ class Tokenizer:
 
     @property
     def backend(self) -> HFTokenizer:
-        """The wrapped ``tokenizers.Tokenizer`` (treat as read-only)."""
+        """The wrapped ``tokenizers.Tokenizer`` (treat as read-only).
+
+        Prefer :meth:`encode`: for GGUF files BOS/EOS are added by this class,
+        and for SentencePiece vocabularies with score ties the backend's BPE
+        is not used for encoding at all.
+        """
         return self._backend
 
     # -- encoding / decoding ------------------------------------------------
@@ -597,7 +611,10 @@ class Tokenizer:
         _check_text(text)
         if self._add_bos is None:
             return list(self._backend.encode(text, add_special_tokens=add_special_tokens).ids)
-        ids = list(self._backend.encode(text, add_special_tokens=False).ids)
+        if self._encoder is not None:
+            ids = self._encoder(text)
+        else:
+            ids = list(self._backend.encode(text, add_special_tokens=False).ids)
         if add_special_tokens:
             if self._add_bos:
                 assert self._bos_token_id is not None
@@ -915,16 +932,24 @@ class _GGUFBuilder:
         types = self._list(
             "tokenizer.ggml.token_type", n_tokens, _is_int, "integers", required=False
         ) or [_TYPE_NORMAL] * n_tokens
+        special_ids, user_ids = _classify_split_tokens(tokens, types)
 
+        encoder: Callable[[str], list[int]] | None = None
         if model == "gpt2":
-            backend, defaults = self._build_bpe(tokens, vocab)
+            backend, add_bos_default = self._build_bpe(tokens, vocab)
         elif model == "llama":
-            backend, defaults = self._build_spm(tokens, vocab, types)
+            backend, encoder = self._build_spm(tokens, vocab, types, special_ids + user_ids)
+            add_bos_default = True
         else:
             raise UnsupportedError(
                 f"GGUF tokenizer model {model!r} is not supported (supported: 'gpt2', 'llama')"
             )
-        self._add_special_tokens(backend, tokens, types)
+        if user_ids:
+            backend.add_tokens([AddedToken(tokens[i], special=False, normalized=False) for i in user_ids])
+        if special_ids:
+            backend.add_special_tokens(
+                [AddedToken(tokens[i], special=True, normalized=False) for i in special_ids]
+            )
 
         bos = self._token_id("tokenizer.ggml.bos_token_id", n_tokens)
         eos = self._token_id("tokenizer.ggml.eos_token_id", n_tokens)
@@ -939,7 +964,7 @@ class _GGUFBuilder:
         eos_ids.extend(vocab[t] for t in sorted(_END_OF_TURN_TEXTS) if t in vocab)
 
         add_bos = self._bool("tokenizer.ggml.add_bos_token")
-        add_bos = defaults["add_bos"] if add_bos is None else add_bos
+        add_bos = add_bos_default if add_bos is None else add_bos
         add_eos = bool(self._bool("tokenizer.ggml.add_eos_token"))
         if add_bos and bos is None:
             self._fail("tokenizer.ggml.bos_token_id", "missing although add_bos_token is true")
@@ -954,25 +979,11 @@ class _GGUFBuilder:
             add_bos=add_bos,
             add_eos=add_eos,
             source="GGUF metadata",
+            encoder=encoder,
         )
 
-    def _add_special_tokens(self, backend: HFTokenizer, tokens: list[str], types: list[int]) -> None:
-        """Register tokens that llama.cpp splits out of the text before BPE."""
-        special: list[AddedToken] = []
-        user: list[AddedToken] = []
-        for tok, kind in zip(tokens, types):
-            if tok in _FORCED_USER_DEFINED_TEXTS:
-                user.append(AddedToken(tok, special=False, normalized=False))
-            elif kind in (_TYPE_CONTROL, _TYPE_UNKNOWN) or tok in _FORCED_CONTROL_TEXTS:
-                special.append(AddedToken(tok, special=True, normalized=False))
-            elif kind == _TYPE_USER_DEFINED:
-                user.append(AddedToken(tok, special=False, normalized=False))
-        if user:
-            backend.add_tokens(user)
-        if special:
-            backend.add_special_tokens(special)
-
-    def _build_bpe(self, tokens: list[str], vocab: dict[str, int]) -> tuple[HFTokenizer, dict[str, bool]]:
+    def _build_bpe(self, tokens: list[str], vocab: dict[str, int]) -> tuple[HFTokenizer, bool]:
+        """Byte-level BPE (``gpt2``); returns the backend and the default add_bos."""
         key = "tokenizer.ggml.merges"
         raw_merges = self._list(key, 0, lambda x: isinstance(x, str), "strings", required=True)
         assert raw_merges is not None
@@ -999,26 +1010,30 @@ class _GGUFBuilder:
                 f"GGUF pre-tokenizer type {pre!r} is not supported; supported: "
                 + ", ".join(sorted(_PRE_TOKENIZERS))
             )
-        backend = HFTokenizer(
-            models.BPE(vocab=vocab, merges=merges, ignore_merges=spec.ignore_merges)
-        )
+        backend = HFTokenizer(models.BPE(vocab=vocab, merges=merges, ignore_merges=spec.ignore_merges))
         splits: list[pre_tokenizers.PreTokenizer] = [
             pre_tokenizers.Split(Regex(pattern), behavior="isolated") for pattern in spec.patterns
         ]
         splits.append(pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False))
         backend.pre_tokenizer = pre_tokenizers.Sequence(splits)
         backend.decoder = decoders.ByteLevel()
-        return backend, {"add_bos": spec.add_bos}
+        return backend, spec.add_bos
 
     def _build_spm(
-        self, tokens: list[str], vocab: dict[str, int], types: list[int]
-    ) -> tuple[HFTokenizer, dict[str, bool]]:
+        self, tokens: list[str], vocab: dict[str, int], types: list[int], split_ids: list[int]
+    ) -> tuple[HFTokenizer, Callable[[str], list[int]] | None]:
+        """SentencePiece-style vocabulary (``llama``).
+
+        Returns the backend and, when merge priorities are ambiguous, an exact
+        encoder to use instead of the backend's BPE.
+        """
         key = "tokenizer.ggml.scores"
         scores = self._list(
             key, len(tokens), lambda x: isinstance(x, (int, float)) and not isinstance(x, bool),
             "numbers", required=False,
         ) or [0.0] * len(tokens)
-        if any(not math.isfinite(s) for s in scores[: len(tokens)]):
+        scores = [float(x) for x in scores[: len(tokens)]]
+        if any(not math.isfinite(x) for x in scores):
             self._fail(key, "contains NaN or infinite scores")
 
         # llama.cpp merges two adjacent symbols when their concatenation is a
@@ -1028,27 +1043,21 @@ class _GGUFBuilder:
         # can only be merge results when they contain the escaped space.
         candidates: list[tuple[float, int, int, str, str]] = []
         score_owner: dict[float, int] = {}
+        ambiguous = False
         for tid, tok in enumerate(tokens):
             if len(tok) < 2:
                 continue
             kind = types[tid]
             if kind in (_TYPE_CONTROL, _TYPE_UNKNOWN, _TYPE_USER_DEFINED) and "\u2581" not in tok:
                 continue
-            score = float(scores[tid])
             found = False
             for cut in range(1, len(tok)):
                 left, right = tok[:cut], tok[cut:]
                 if left in vocab and right in vocab:
-                    candidates.append((-score, tid, cut, left, right))
+                    candidates.append((-scores[tid], tid, cut, left, right))
                     found = True
-            if found:
-                other = score_owner.setdefault(score, tid)
-                if other != tid:
-                    raise UnsupportedError(
-                        f"SentencePiece vocabulary has tokens {tokens[other]!r} and {tok!r} with the same "
-                        f"score {score}; llama.cpp breaks such ties by position, which cannot be reproduced "
-                        "exactly, so this GGUF tokenizer is not supported"
-                    )
+            if found and score_owner.setdefault(scores[tid], tid) != tid:
+                ambiguous = True
         candidates.sort()
         merges = [(left, right) for _, _, _, left, right in candidates]
 
@@ -1079,4 +1088,136 @@ class _GGUFBuilder:
         if add_prefix:
             dec.append(decoders.Strip(" ", 1, 0))
         backend.decoder = decoders.Sequence(dec)
-        return backend, {"add_bos": True}
+        encoder = None
+        if ambiguous:
+            encoder = _SpmEncoder(tokens, vocab, scores, split_ids, add_prefix, unk_id).encode
+        return backend, encoder
+
+
+def _classify_split_tokens(tokens: Sequence[str], types: Sequence[int]) -> tuple[list[int], list[int]]:
+    """Ids of the tokens llama.cpp splits out of the text before BPE.
+
+    Returns ``(special, user_defined)``: control and unknown tokens (plus
+    texts llama.cpp forces to control) are special, i.e. dropped when
+    decoding with ``skip_special_tokens``; user-defined ones are not.
+    """
+    special: list[int] = []
+    user: list[int] = []
+    for tid, (tok, kind) in enumerate(zip(tokens, types)):
+        if tok in _FORCED_USER_DEFINED_TEXTS:
+            user.append(tid)
+        elif kind in (_TYPE_CONTROL, _TYPE_UNKNOWN) or tok in _FORCED_CONTROL_TEXTS:
+            special.append(tid)
+        elif kind == _TYPE_USER_DEFINED:
+            user.append(tid)
+    return special, user
+
+
+class _SpmEncoder:
+    """Exact re-implementation of llama.cpp's SentencePiece ("llama") encoding.
+
+    Used only when a rank-based BPE cannot express the merge order (equal
+    scores, where llama.cpp merges the leftmost pair first).  Steps:
+
+    1. split the text on special / user-defined tokens, longest token first;
+    2. for each remaining fragment, prepend a space when it starts the text or
+       follows a split token (if ``add_space_prefix``) and escape spaces as
+       U+2581;
+    3. start from single characters and repeatedly merge the adjacent pair
+       whose concatenation is the highest-scoring vocabulary entry, leftmost
+       first on ties;
+    4. characters missing from the vocabulary become ``<0xNN>`` byte tokens.
+    """
+
+    def __init__(
+        self,
+        tokens: Sequence[str],
+        vocab: Mapping[str, int],
+        scores: Sequence[float],
+        split_ids: Iterable[int],
+        add_space_prefix: bool,
+        unk_id: int | None,
+    ) -> None:
+        self._vocab = vocab
+        self._scores = scores
+        self._add_space_prefix = add_space_prefix
+        self._byte_ids: list[int | None] = [vocab.get(f"<0x{b:02X}>", unk_id) for b in range(256)]
+        split = [(tokens[i], i) for i in split_ids]
+        split.sort(key=lambda item: -len(item[0].encode("utf-8")))
+        self._split = split
+
+    def encode(self, text: str) -> list[int]:
+        """Ids for ``text`` (no BOS/EOS)."""
+        out: list[int] = []
+        after_split = True
+        for piece in self._partition(text):
+            if isinstance(piece, int):
+                out.append(piece)
+                after_split = True
+                continue
+            if self._add_space_prefix and after_split:
+                piece = " " + piece
+            self._merge(piece.replace(" ", "\u2581"), out)
+            after_split = False
+        return out
+
+    def _partition(self, text: str) -> list[str | int]:
+        pieces: list[str | int] = [text] if text else []
+        for content, tid in self._split:
+            result: list[str | int] = []
+            for piece in pieces:
+                if isinstance(piece, int) or content not in piece:
+                    result.append(piece)
+                    continue
+                pos = 0
+                while (hit := piece.find(content, pos)) >= 0:
+                    if hit > pos:
+                        result.append(piece[pos:hit])
+                    result.append(tid)
+                    pos = hit + len(content)
+                if pos < len(piece):
+                    result.append(piece[pos:])
+            pieces = result
+        return pieces
+
+    def _merge(self, text: str, out: list[int]) -> None:
+        n = len(text)
+        if n == 0:
+            return
+        vocab, scores = self._vocab, self._scores
+        length = [1] * n  # symbol i covers text[i : i + length[i]]; 0 = merged away
+        prev = list(range(-1, n - 1))
+        nxt = [*range(1, n), -1]
+        heap: list[tuple[float, int, int, int]] = []
+
+        def push(left: int, right: int) -> None:
+            if left < 0 or right < 0:
+                return
+            size = length[left] + length[right]
+            tid = vocab.get(text[left : left + size])
+            if tid is not None:
+                heapq.heappush(heap, (-scores[tid], left, right, size))
+
+        for i in range(1, n):
+            push(i - 1, i)
+        while heap:
+            _, left, right, size = heapq.heappop(heap)
+            if length[left] == 0 or length[right] == 0 or length[left] + length[right] != size:
+                continue  # stale: one side was merged since this pair was queued
+            length[left] = size
+            length[right] = 0
+            nxt[left] = nxt[right]
+            if nxt[right] >= 0:
+                prev[nxt[right]] = left
+            push(prev[left], left)
+            push(left, nxt[left])
+
+        i = 0
+        while i != -1:
+            symbol = text[i : i + length[i]]
+            tid = vocab.get(symbol)
+            if tid is not None:
+                out.append(tid)
+            else:
+                out.extend(b for b in (self._byte_ids[x] for x in symbol.encode("utf-8")) if b is not None)
+            i = nxt[i]

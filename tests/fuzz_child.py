@@ -142,6 +142,139 @@ def mutate_gguf(data: bytes, rng: random.Random, data_start: int) -> bytes:
     return mutate_bytes(data, rng, data_start)
 
 
+def _gguf_weird_value(rng: random.Random) -> Any:
+    from gguf import GGUFValueType as T
+    from gguf.gguf_writer import GGUFValue as V
+
+    return rng.choice([
+        V("x", T.STRING), V("", T.STRING), V(2**32 - 1, T.UINT32), V(0, T.UINT32), V(3, T.UINT32), V(-1, T.INT32),
+        V(float("nan"), T.FLOAT32), V(float("inf"), T.FLOAT32), V(-0.5, T.FLOAT32), V(True, T.BOOL),
+        V([1, 2], T.ARRAY, T.INT32), V([""], T.ARRAY, T.STRING), V(["a", "b"], T.ARRAY, T.STRING),
+        V(2**64 - 1, T.UINT64), V(2**63, T.UINT64), V(-2**63, T.INT64), V(1e300, T.FLOAT64), V(255, T.UINT8),
+        V(-128, T.INT8), V(65535, T.UINT16), V(-1, T.INT16), V([1.5, float("nan")], T.ARRAY, T.FLOAT32),
+        V([True], T.ARRAY, T.BOOL), V([2**64 - 1], T.ARRAY, T.UINT64)])
+
+
+def _edit_gguf_meta(kv: dict, rng: random.Random) -> None:
+    from gguf import GGUFValueType as T
+    from gguf.gguf_writer import GGUFValue as V
+
+    for _ in range(rng.randint(1, 3)):
+        op = rng.randrange(8)
+        keys = sorted(kv)
+        if op == 0:  # any key gets a value of another type
+            kv[rng.choice(keys)] = _gguf_weird_value(rng)
+        elif op == 1:
+            del kv[rng.choice(keys)]
+        elif op == 2:  # token list edits
+            toks = list(kv["tokenizer.ggml.tokens"].value) if "tokenizer.ggml.tokens" in kv else ["a"]
+            c = rng.randrange(6)
+            if c == 0 and len(toks) > 1:
+                toks[rng.randrange(len(toks))] = toks[rng.randrange(len(toks))]  # maybe a duplicate
+            elif c == 1:
+                toks[rng.randrange(len(toks))] = rng.choice(["", " ", "\u0000", "\u2581x", "<|im_end|>", "\U0001f600"])
+            elif c == 2:
+                toks = toks[:rng.randrange(len(toks) + 1)]
+            elif c == 3:
+                toks = toks + [f"extra{i}" for i in range(rng.randint(1, 300))]
+            elif c == 4:
+                rng.shuffle(toks)
+            else:
+                toks = toks[:1]
+            kv["tokenizer.ggml.tokens"] = V(toks, T.ARRAY, T.STRING)
+        elif op == 3:  # merges edits
+            merges = list(kv["tokenizer.ggml.merges"].value) if "tokenizer.ggml.merges" in kv else []
+            merges.insert(rng.randrange(len(merges) + 1),
+                          rng.choice(["#$ %&", "a b", "ab", " x", "x ", "# $ %", "#$", "", "\u0000 \u0000"]))
+            kv["tokenizer.ggml.merges"] = V(merges, T.ARRAY, T.STRING)
+        elif op == 4:  # token types
+            n = len(kv["tokenizer.ggml.tokens"].value) if "tokenizer.ggml.tokens" in kv else 4
+            types = [rng.choice([1, 1, 1, 2, 3, 4, 5, 6, 0, 99, -1]) for _ in range(rng.choice([n, n - 1, n + 5, 1]))]
+            kv["tokenizer.ggml.token_type"] = V(types, T.ARRAY, T.INT32)
+        elif op == 5:  # tokenizer choices
+            key, values = rng.choice([
+                ("tokenizer.ggml.model", ["llama", "bert", "", "gpt2", "rwkv"]),
+                ("tokenizer.ggml.pre", ["qwen2", "llama-bpe", "nope", "", "gpt-2"]),
+                ("tokenizer.ggml.bos_token_id", [10**6, 47, 48, 0]),
+                ("tokenizer.ggml.eos_token_id", [10**6, 47, 48, 0]),
+                ("tokenizer.ggml.eot_token_id", [10**6, 47, 48, 0]),
+                ("tokenizer.chat_template", ["{{ messages[0]['content'] }}", "{% if %}", ""]),
+                ("tokenizer.ggml.add_bos_token", [True, False]),
+                ("tokenizer.ggml.add_eos_token", [True, False]),
+                ("tokenizer.ggml.scores", [[0.0] * 8, [float("nan")] * 48])])
+            v = rng.choice(values)
+            if isinstance(v, str):
+                kv[key] = V(v, T.STRING)
+            elif isinstance(v, bool):
+                kv[key] = V(v, T.BOOL)
+            elif isinstance(v, list):
+                kv[key] = V(v, T.ARRAY, T.FLOAT32)
+            else:
+                kv[key] = V(v, T.UINT32)
+        elif op == 6:  # model hyper-parameters
+            key, values = rng.choice([
+                ("llama.attention.key_length", [2, 3, 4, 8, 0]), ("llama.attention.value_length", [4, 8]),
+                ("llama.rope.dimension_count", [2, 3, 4, 5]), ("llama.attention.head_count_kv", [0, 1, 3, 4, 8]),
+                ("llama.attention.head_count", [0, 1, 2, 3, 8]), ("llama.context_length", [0, 1, 2, 2**40, 2**63]),
+                ("llama.block_count", [0, 2, 4096]), ("llama.embedding_length", [0, 8, 32]),
+                ("llama.feed_forward_length", [0, 16, 64]), ("llama.expert_count", [4]),
+                ("general.architecture", ["qwen2", "gpt2", "mistral", "llama4"])])
+            v = rng.choice(values)
+            kv[key] = V(v, T.STRING) if isinstance(v, str) else V(v, T.UINT64 if v >= 2**32 else T.UINT32)
+        else:  # rope variants
+            key, v, t = rng.choice([
+                ("llama.rope.scaling.type", "linear", T.STRING), ("llama.rope.scaling.type", "none", T.STRING),
+                ("llama.rope.scaling.factor", 8.0, T.FLOAT32), ("llama.rope.freq_base", 0.0, T.FLOAT32),
+                ("llama.rope.freq_base", float("nan"), T.FLOAT32), ("llama.rope.freq_base", 1e30, T.FLOAT32),
+                ("llama.attention.layer_norm_rms_epsilon", -1.0, T.FLOAT32),
+                ("llama.attention.layer_norm_rms_epsilon", 0.0, T.FLOAT32),
+                ("llama.attention.layer_norm_rms_epsilon", 1e-5, T.FLOAT64)])
+            kv[key] = V(v, t)
+
+
+def _edit_gguf_tensors(ts: dict, rng: random.Random) -> None:
+    import numpy as np
+
+    names = sorted(ts)
+    n = rng.choice(names)
+    op = rng.randrange(8)
+    if op == 0:
+        ts[n] = ts[n].astype(np.float16)
+    elif op == 1:
+        ts[n] = ts[n].astype(np.int32)
+    elif op == 2:
+        del ts[n]
+    elif op == 3 and ts[n].ndim == 2:
+        ts[n] = np.ascontiguousarray(ts[n].T)
+    elif op == 4:
+        half = rng.choice([2, 3, 4])
+        ts["rope_freqs.weight"] = np.ones(half, dtype=rng.choice([np.float32, np.float16]))
+    elif op == 5:
+        ts[n] = ts[n].reshape((1,) + ts[n].shape)
+    elif op == 6:
+        ts[n] = np.full_like(ts[n], rng.choice([np.nan, np.inf, -np.inf, 0.0, 1e38]))
+    else:
+        ts[n] = ts[n][: max(1, ts[n].shape[0] // 2)]
+
+
+def gguf_structured_case(path: str, rng: random.Random) -> None:
+    """Re-write the micro GGUF with the gguf package, editing metadata and tensors."""
+    import logging
+
+    import models
+
+    logging.getLogger("gguf").setLevel(logging.ERROR)  # "duplicated key" warnings
+    cfg = dict(models.MICRO_CONFIG)
+    tensors = models.seeded_llama_tensors(cfg)
+    tokens, merges = models.byte_level_vocab(cfg["vocab_size"] - 4, [("#", "$"), ("%", "&"), ("#$", "%&"), ("(", ")")])
+    edit_meta = rng.random() < 0.7
+    edit_tensors = not edit_meta or rng.random() < 0.3
+    alignment = rng.choice([None, None, None, 1, 8, 64])
+    models.write_llama_gguf(path, tensors, cfg, tokens, merges, alignment=alignment,
+                            meta_edit=(lambda kv: _edit_gguf_meta(kv, rng)) if edit_meta else None,
+                            tensor_edit=(lambda ts: _edit_gguf_tensors(ts, rng)) if edit_tensors else None)
+
+
 # ---- config.json mutations --------------------------------------------------------------------
 
 _WEIRD_VALUES: List[Any] = [None, True, False, 0, -1, 1, 2, 3, 7, 1.5, 64.0, 1e308, -1e308, 2**31, 2**63 - 1,
@@ -216,14 +349,21 @@ def gguf_data_start(path: str) -> int:
 def make_case(kind: str, base: str, work: str, i: int) -> tuple:
     """Write case i under `work`; returns (path to load, allow_unknown_config_keys)."""
     rng = random.Random(f"{kind}:{i}")
+    os.makedirs(work, exist_ok=True)
     path = os.path.join(work, f"{kind}-case")
     if kind == "gguf":
         with open(base, "rb") as f:
             data = f.read()
-        hot = gguf_data_start(base)
         path += ".gguf"
-        with open(path, "wb") as f:
-            f.write(mutate_gguf(data, rng, hot))
+        if rng.random() < 0.4:
+            try:
+                gguf_structured_case(path, rng)
+                return path, False
+            except (ValueError, TypeError, OverflowError, struct.error):  # the writer refused the edit
+                pass
+        if True:
+            with open(path, "wb") as f:
+                f.write(mutate_gguf(data, rng, gguf_data_start(base)))
         return path, False
     if os.path.isdir(path):
         shutil.rmtree(path)

@@ -278,7 +278,7 @@ def test_gguf_spm_matches_llama_cpp(
     path = tmp_path / "spm.gguf"
     smollm_meta.write_variant(path, spm_values)
     llm = _llama_vocab(path)
-    for text in SPM_TEXTS:
+    for text in SPM_TEXTS + SAMPLE_TEXTS:
         assert tok.encode(text) == llm.tokenize(text.encode("utf-8"), add_bos=True, special=True), text
 
 
@@ -294,11 +294,44 @@ def test_gguf_spm_roundtrip_and_stream(spm_values: dict[str, Any]) -> None:
     assert not any("\ufffd" in piece for piece in pieces)
 
 
-def test_gguf_spm_score_ties_unsupported(spm_values: dict[str, Any]) -> None:
-    values = dict(spm_values)
-    values["tokenizer.ggml.scores"] = [0.0] * len(values["tokenizer.ggml.tokens"])
-    with pytest.raises(UnsupportedError):
-        Tokenizer.from_gguf_metadata(values)
+def _tied_spm_values(spm_values: dict[str, Any]) -> dict[str, Any]:
+    """Same vocabulary with all scores equal: llama.cpp then merges leftmost first."""
+    return {**spm_values, "tokenizer.ggml.scores": [0.0] * len(spm_values["tokenizer.ggml.tokens"])}
+
+
+def test_gguf_spm_score_ties_match_llama_cpp(
+    smollm_meta: GGUFMeta, spm_values: dict[str, Any], tmp_path: Path
+) -> None:
+    pytest.importorskip("llama_cpp")
+    values = _tied_spm_values(spm_values)
+    tok = Tokenizer.from_gguf_metadata(values)
+    path = tmp_path / "spm_tied.gguf"
+    smollm_meta.write_variant(path, values)
+    llm = _llama_vocab(path)
+    for text in SPM_TEXTS + SAMPLE_TEXTS:
+        assert tok.encode(text) == llm.tokenize(text.encode("utf-8"), add_bos=True, special=True), text
+
+
+def test_gguf_spm_score_ties_roundtrip(spm_values: dict[str, Any]) -> None:
+    tied = Tokenizer.from_gguf_metadata(_tied_spm_values(spm_values))
+    ranked = Tokenizer.from_gguf_metadata(spm_values)
+    text = "def tokenize(text):\n    return text  # héllo 😀"
+    assert tied.encode(text) != ranked.encode(text)  # merge order really differs
+    assert tied.decode(tied.encode(text), skip_special_tokens=True) == text
+    ids = tied.encode("<s>x</s>", add_special_tokens=False)
+    assert ids[0] == 1 and ids[-1] == 2 and len(ids) >= 3  # control tokens split out
+
+
+def test_spm_exact_encoder_agrees_with_fast_path(spm_values: dict[str, Any]) -> None:
+    """Without score ties the pure-Python port and the Rust BPE must agree."""
+    from loomrt.tokenizer import _SpmEncoder
+
+    tokens = spm_values["tokenizer.ggml.tokens"]
+    vocab = {t: i for i, t in enumerate(tokens)}
+    exact = _SpmEncoder(tokens, vocab, spm_values["tokenizer.ggml.scores"], [0, 1, 2], True, 0)
+    fast = Tokenizer.from_gguf_metadata(spm_values)
+    for text in SPM_TEXTS + SAMPLE_TEXTS:
+        assert exact.encode(text) == fast.encode(text, add_special_tokens=False), text
 
 
 # ---------------------------------------------------------------------------

@@ -69,11 +69,33 @@ static inline float tail_bf16(const void *w, int64_t i) { return lrt_bf16_to_f32
       y[t * ys] = s0; y[(t + 1) * ys] = s1; y[(t + 2) * ys] = s2; y[(t + 3) * ys] = s3;       \
     }                                                                                         \
     for (; t < M; t++) y[t * ys] = dot_##SUF(w, x + t * xs, n);                               \
+  }                                                                                           \
+  LRT_AVX2 static void dot4_##SUF(const void *w, int64_t ws, const float *x, int64_t n, float *y) { \
+    const void *w1 = ELEM(w, ws), *w2 = ELEM(w1, ws), *w3 = ELEM(w2, ws);                      \
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                               \
+    int64_t i = 0;                                                                            \
+    for (; i + 8 <= n; i += 8) {                                                              \
+      __m256 xv = _mm256_loadu_ps(x + i);                                                     \
+      a0 = _mm256_add_ps(a0, _mm256_mul_ps(LOAD(w, i), xv));                                  \
+      a1 = _mm256_add_ps(a1, _mm256_mul_ps(LOAD(w1, i), xv));                                 \
+      a2 = _mm256_add_ps(a2, _mm256_mul_ps(LOAD(w2, i), xv));                                 \
+      a3 = _mm256_add_ps(a3, _mm256_mul_ps(LOAD(w3, i), xv));                                 \
+    }                                                                                         \
+    float s0 = hsum8(a0), s1 = hsum8(a1), s2 = hsum8(a2), s3 = hsum8(a3);                     \
+    for (; i < n; i++) {                                                                      \
+      s0 = s0 + TAIL(w, i) * x[i]; s1 = s1 + TAIL(w1, i) * x[i];                              \
+      s2 = s2 + TAIL(w2, i) * x[i]; s3 = s3 + TAIL(w3, i) * x[i];                             \
+    }                                                                                         \
+    y[0] = s0; y[1] = s1; y[2] = s2; y[3] = s3;                                               \
   }
 
+#define ELEM(p, k) ((const void *)((const float *)(p) + (k)))
 DEFINE_KERNELS(f32, load_f32, tail_f32)
+#undef ELEM
+#define ELEM(p, k) ((const void *)((const uint16_t *)(p) + (k)))
 DEFINE_KERNELS(f16, load_f16, tail_f16)
 DEFINE_KERNELS(bf16, load_bf16, tail_bf16)
+#undef ELEM
 
 LRT_AVX2 static float sum_f32_avx2(const float *x, int64_t n) {
   __m256 acc = _mm256_setzero_ps();
@@ -88,6 +110,57 @@ static float dot_f32_avx2(const float *w, const float *x, int64_t n) { return do
 static float dot_f16_avx2(const uint16_t *w, const float *x, int64_t n) { return dot_f16(w, x, n); }
 static float dot_bf16_avx2(const uint16_t *w, const float *x, int64_t n) { return dot_bf16(w, x, n); }
 
+/* GGUF blocks: the scale(s) are widened from F16 with F16C (exact), the integers converted
+ * exactly, then one multiply (and one add for Q4_1) per element, as in the reference. */
+LRT_AVX2 static inline __m256 f16_splat(const uint8_t *p) {
+  return _mm256_set1_ps(_mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(lrt_rd_u16le(p)))));
+}
+
+LRT_AVX2 static void dequant_q8_0_avx2(const void *row, float *y, int64_t n) {
+  const uint8_t *p = (const uint8_t *)row;
+  for (int64_t b = 0; b < n / 32; b++, p += 34, y += 32) {
+    __m256 d = f16_splat(p);
+    for (int j = 0; j < 32; j += 8) {
+      __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + 2 + j)));
+      _mm256_storeu_ps(y + j, _mm256_mul_ps(d, _mm256_cvtepi32_ps(q)));
+    }
+  }
+}
+
+LRT_AVX2 static inline void nibbles(const uint8_t *qs, __m256i *lo0, __m256i *lo1, __m256i *hi0, __m256i *hi1) {
+  __m128i v = _mm_loadu_si128((const __m128i *)qs);
+  __m128i mask = _mm_set1_epi8(0x0f);
+  __m128i lo = _mm_and_si128(v, mask), hi = _mm_and_si128(_mm_srli_epi16(v, 4), mask);
+  *lo0 = _mm256_cvtepu8_epi32(lo);
+  *lo1 = _mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8));
+  *hi0 = _mm256_cvtepu8_epi32(hi);
+  *hi1 = _mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8));
+}
+
+LRT_AVX2 static void dequant_q4_0_avx2(const void *row, float *y, int64_t n) {
+  const uint8_t *p = (const uint8_t *)row;
+  const __m256i eight = _mm256_set1_epi32(8);
+  for (int64_t b = 0; b < n / 32; b++, p += 18, y += 32) {
+    __m256 d = f16_splat(p);
+    __m256i q[4];
+    nibbles(p + 2, &q[0], &q[1], &q[2], &q[3]);
+    for (int j = 0; j < 4; j++)
+      _mm256_storeu_ps(y + 8 * j, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_sub_epi32(q[j], eight))));
+  }
+}
+
+LRT_AVX2 static void dequant_q4_1_avx2(const void *row, float *y, int64_t n) {
+  const uint8_t *p = (const uint8_t *)row;
+  for (int64_t b = 0; b < n / 32; b++, p += 20, y += 32) {
+    __m256 d = f16_splat(p), m = f16_splat(p + 2);
+    __m256i q[4];
+    nibbles(p + 4, &q[0], &q[1], &q[2], &q[3]);
+    for (int j = 0; j < 4; j++)
+      _mm256_storeu_ps(y + 8 * j, _mm256_add_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(q[j])), m));
+  }
+}
+
 const lrt_kernels lrt_kernels_avx2 = {"avx2", dot_f32_avx2, dot_f16_avx2, dot_bf16_avx2, sum_f32_avx2,
-                                      rows_f32, rows_f16, rows_bf16};
+                                      rows_f32, rows_f16, rows_bf16, dot4_f32, dot4_f16, dot4_bf16,
+                                      dequant_q8_0_avx2, dequant_q4_0_avx2, dequant_q4_1_avx2};
 #endif

@@ -29,6 +29,19 @@ typedef struct lrt_kernels {
   void (*rows_f32)(const void *w, const float *x, int64_t xs, int64_t M, int64_t n, float *y, int64_t ys);
   void (*rows_f16)(const void *w, const float *x, int64_t xs, int64_t M, int64_t n, float *y, int64_t ys);
   void (*rows_bf16)(const void *w, const float *x, int64_t xs, int64_t M, int64_t n, float *y, int64_t ys);
+  /* Four weight rows (w + i*ws, i < 4) against one x: y[i] = dot(w + i*ws, x, n). The
+   * decode building block: four independent accumulator chains, same per-row order. */
+  void (*dot4_f32)(const void *w, int64_t ws, const float *x, int64_t n, float *y);
+  void (*dot4_f16)(const void *w, int64_t ws, const float *x, int64_t n, float *y);
+  void (*dot4_bf16)(const void *w, int64_t ws, const float *x, int64_t n, float *y);
+  /* Dequantize one row of n elements (n % 32 == 0) of a GGUF block format to float:
+   *   Q8_0  y = d * q        Q4_0  y = d * (q - 8)        Q4_1  y = d * q + m
+   * (d, m widened from F16 exactly; product rounded, then the sum). Quantized matrices are
+   * computed as "dequantize the row, then rows_f32", so their bits equal those of the same
+   * weights dequantized to F32 in a file. */
+  void (*dequant_q8_0)(const void *row, float *y, int64_t n);
+  void (*dequant_q4_0)(const void *row, float *y, int64_t n);
+  void (*dequant_q4_1)(const void *row, float *y, int64_t n);
 } lrt_kernels;
 
 extern const lrt_kernels lrt_kernels_ref;

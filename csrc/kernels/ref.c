@@ -53,5 +53,47 @@ static void rows_bf16_ref(const void *w, const float *x, int64_t xs, int64_t M, 
   for (int64_t t = 0; t < M; t++) y[t * ys] = dot_bf16_ref((const uint16_t *)w, x + t * xs, n);
 }
 
+static void dot4_f32_ref(const void *w, int64_t ws, const float *x, int64_t n, float *y) {
+  for (int i = 0; i < 4; i++) y[i] = dot_f32_ref((const float *)w + i * ws, x, n);
+}
+static void dot4_f16_ref(const void *w, int64_t ws, const float *x, int64_t n, float *y) {
+  for (int i = 0; i < 4; i++) y[i] = dot_f16_ref((const uint16_t *)w + i * ws, x, n);
+}
+static void dot4_bf16_ref(const void *w, int64_t ws, const float *x, int64_t n, float *y) {
+  for (int i = 0; i < 4; i++) y[i] = dot_bf16_ref((const uint16_t *)w + i * ws, x, n);
+}
+
+static void dequant_q8_0_ref(const void *row, float *y, int64_t n) {
+  const uint8_t *p = (const uint8_t *)row;
+  for (int64_t b = 0; b < n / 32; b++, p += 34, y += 32) {
+    float d = lrt_f16_to_f32(lrt_rd_u16le(p));
+    for (int j = 0; j < 32; j++) y[j] = d * (float)(int8_t)p[2 + j];
+  }
+}
+
+static void dequant_q4_0_ref(const void *row, float *y, int64_t n) {
+  const uint8_t *p = (const uint8_t *)row;
+  for (int64_t b = 0; b < n / 32; b++, p += 18, y += 32) {
+    float d = lrt_f16_to_f32(lrt_rd_u16le(p));
+    for (int j = 0; j < 16; j++) {
+      y[j] = d * (float)((int)(p[2 + j] & 0x0f) - 8);
+      y[j + 16] = d * (float)((int)(p[2 + j] >> 4) - 8);
+    }
+  }
+}
+
+static void dequant_q4_1_ref(const void *row, float *y, int64_t n) {
+  const uint8_t *p = (const uint8_t *)row;
+  for (int64_t b = 0; b < n / 32; b++, p += 20, y += 32) {
+    float d = lrt_f16_to_f32(lrt_rd_u16le(p)), m = lrt_f16_to_f32(lrt_rd_u16le(p + 2));
+    for (int j = 0; j < 16; j++) {
+      y[j] = d * (float)(p[4 + j] & 0x0f) + m;
+      y[j + 16] = d * (float)(p[4 + j] >> 4) + m;
+    }
+  }
+}
+
 const lrt_kernels lrt_kernels_ref = {"reference", dot_f32_ref, dot_f16_ref, dot_bf16_ref, sum_f32_ref,
-                                     rows_f32_ref, rows_f16_ref, rows_bf16_ref};
+                                     rows_f32_ref, rows_f16_ref, rows_bf16_ref,
+                                     dot4_f32_ref, dot4_f16_ref, dot4_bf16_ref,
+                                     dequant_q8_0_ref, dequant_q4_0_ref, dequant_q4_1_ref};

@@ -82,6 +82,39 @@ static int compare_path(const lrt_kernels *k, const lrt_kernels *ref) {
     ref->rows_bf16(bp, xp, xs, M, n, y2, 1);
     for (int64_t t = 0; t < M; t++) CHECK(bits(y1[t]) == bits(y2[t]), "%s rows_bf16 n=%lld M=%lld", k->name, (long long)n, (long long)M);
   }
+  /* dot4 (four rows, one x) and row dequantization of the GGUF block formats */
+  static uint8_t qbuf[4 * 20 * (MAXN / 32 + 1)];
+  static float d1[4 * MAXN], d2[4 * MAXN];
+  for (int iter = 0; iter < 1000; iter++) {
+    int64_t n = 32 * (int64_t)(1 + next32() % (MAXN / 32));
+    for (int64_t i = 0; i < 4 * n; i++) d1[i] = rand_float();
+    for (int64_t i = 0; i < n; i++) x[i] = rand_float();
+    float ya[4], yb[4];
+    k->dot4_f32(d1, n, x, n, ya);
+    ref->dot4_f32(d1, n, x, n, yb);
+    for (int i = 0; i < 4; i++) {
+      CHECK(bits(ya[i]) == bits(yb[i]), "%s dot4_f32 n=%lld", k->name, (long long)n);
+      CHECK(bits(ya[i]) == bits(ref->dot_f32(d1 + i * n, x, n)), "%s dot4 vs dot", k->name);
+    }
+    for (size_t i = 0; i < sizeof qbuf; i++) qbuf[i] = (uint8_t)next32();
+    struct { void (*a)(const void *, float *, int64_t), (*b)(const void *, float *, int64_t); const char *nm; } dq[3] = {
+        {k->dequant_q8_0, ref->dequant_q8_0, "q8_0"}, {k->dequant_q4_0, ref->dequant_q4_0, "q4_0"},
+        {k->dequant_q4_1, ref->dequant_q4_1, "q4_1"}};
+    for (int f = 0; f < 3; f++) {
+      dq[f].a(qbuf, d1, n);
+      dq[f].b(qbuf, d2, n);
+      for (int64_t i = 0; i < n; i++) CHECK(bits(d1[i]) == bits(d2[i]), "%s dequant_%s n=%lld i=%lld", k->name, dq[f].nm, (long long)n, (long long)i);
+    }
+    uint16_t *h = (uint16_t *)(void *)qbuf;
+    k->dot4_f16(h, n, x, n, ya);
+    ref->dot4_f16(h, n, x, n, yb);
+    /* random halves include inf and NaN: NaN results must agree as NaN (payloads are not
+     * part of the contract: hashes canonicalise them) */
+    for (int i = 0; i < 4; i++) CHECK(bits(ya[i]) == bits(yb[i]) || (ya[i] != ya[i] && yb[i] != yb[i]), "%s dot4_f16 n=%lld", k->name, (long long)n);
+    k->dot4_bf16(h, n, x, n, ya);
+    ref->dot4_bf16(h, n, x, n, yb);
+    for (int i = 0; i < 4; i++) CHECK(bits(ya[i]) == bits(yb[i]) || (ya[i] != ya[i] && yb[i] != yb[i]), "%s dot4_bf16 n=%lld", k->name, (long long)n);
+  }
   return failures == before;
 }
 
