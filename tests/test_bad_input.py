@@ -484,8 +484,8 @@ def test_valid_sampling_edges(micro):
 def test_invalid_load_and_session_arguments(micro_folder, micro):
     for kw in (dict(threads=0), dict(threads=-1), dict(threads=2000), dict(threads="2"), dict(threads=True),
                dict(context=0), dict(context=-3), dict(context=CFG["max_position_embeddings"] + 1)):
-        with pytest.raises(loomrt.InvalidArgumentError):
-            loomrt.load(micro_folder, **kw)
+        with pytest.raises(loomrt.InvalidArgumentError):  # at load, or at the latest on first use
+            loomrt.load(micro_folder, **kw).logits([1])
     with pytest.raises(loomrt.InvalidArgumentError):
         micro.session(context=10**6)
     with pytest.raises(loomrt.InvalidArgumentError):
