@@ -33,6 +33,31 @@ typedef pthread_cond_t lrt_cond;
 #define cond_broadcast(c) pthread_cond_broadcast(c)
 #endif
 
+/* Workers spin briefly on the generation counter before sleeping, so the many short
+ * dispatches of one forward pass (several per layer) do not pay a futex wake-up each. */
+#if !defined(__STDC_NO_ATOMICS__)
+#include <stdatomic.h>
+#define LRT_SPIN_ITERS 4000
+typedef _Atomic uint64_t gen_t;
+typedef atomic_int pending_t;
+#define LOAD(x) atomic_load_explicit(&(x), memory_order_acquire)
+#define STORE(x, v) atomic_store_explicit(&(x), (v), memory_order_release)
+#define DEC(x) (atomic_fetch_sub_explicit(&(x), 1, memory_order_acq_rel) - 1)
+#else
+#define LRT_SPIN_ITERS 0
+typedef volatile uint64_t gen_t;
+typedef volatile int pending_t;
+#define LOAD(x) (x)
+#define STORE(x, v) ((x) = (v))
+#endif
+
+#if defined(__x86_64__) || defined(__i386__) || defined(_M_X64)
+#include <immintrin.h>
+#define cpu_relax() _mm_pause()
+#else
+#define cpu_relax() ((void)0)
+#endif
+
 typedef struct worker {
   lrt_pool *pool;
   int id;
@@ -44,9 +69,9 @@ struct lrt_pool {
   worker *workers; /* n - 1 entries: worker ids 1..n-1 */
   lrt_mutex mu;
   lrt_cond wake, done;
-  uint64_t generation;
-  int pending;
-  int stop;
+  gen_t generation;   /* written under mu, read by spinning workers */
+  pending_t pending;  /* workers still running the current job */
+  volatile int stop;
   lrt_task_fn fn;
   void *ctx;
   int64_t n_tasks;
@@ -61,13 +86,14 @@ static void worker_main(void *arg) {
   lrt_pool *p = w->pool;
   uint64_t seen = 0;
   for (;;) {
+    for (int i = 0; i < LRT_SPIN_ITERS && LOAD(p->generation) == seen && !p->stop; i++) cpu_relax();
     mutex_lock(&p->mu);
-    while (p->generation == seen && !p->stop) cond_wait(&p->wake, &p->mu);
+    while (LOAD(p->generation) == seen && !p->stop) cond_wait(&p->wake, &p->mu);
     if (p->stop) {
       mutex_unlock(&p->mu);
       return;
     }
-    seen = p->generation;
+    seen = LOAD(p->generation);
     mutex_unlock(&p->mu);
 
     lrt_fpenv env; /* workers inherit the host's MXCSR/FPCR: guard them too */
@@ -75,9 +101,17 @@ static void worker_main(void *arg) {
     run_share(p, w->id);
     lrt_fpenv_leave(&env);
 
+#if LRT_SPIN_ITERS
+    if (DEC(p->pending) == 0) {
+      mutex_lock(&p->mu);
+      cond_broadcast(&p->done);
+      mutex_unlock(&p->mu);
+    }
+#else
     mutex_lock(&p->mu);
     if (--p->pending == 0) cond_broadcast(&p->done);
     mutex_unlock(&p->mu);
+#endif
   }
 }
 
@@ -142,12 +176,15 @@ void lrt_pool_run(lrt_pool *p, lrt_task_fn fn, void *ctx, int64_t n_tasks) {
     return;
   }
   mutex_lock(&p->mu);
-  p->pending = p->n - 1;
-  p->generation++;
+  STORE(p->pending, p->n - 1);
+  STORE(p->generation, LOAD(p->generation) + 1);
   cond_broadcast(&p->wake);
   mutex_unlock(&p->mu);
   run_share(p, 0);
-  mutex_lock(&p->mu);
-  while (p->pending > 0) cond_wait(&p->done, &p->mu);
-  mutex_unlock(&p->mu);
+  for (int i = 0; i < LRT_SPIN_ITERS && LOAD(p->pending) > 0; i++) cpu_relax();
+  if (LOAD(p->pending) > 0) {
+    mutex_lock(&p->mu);
+    while (LOAD(p->pending) > 0) cond_wait(&p->done, &p->mu);
+    mutex_unlock(&p->mu);
+  }
 }
