@@ -8,12 +8,14 @@ KIND is "safetensors", "gguf" or "config"; BASE is the valid model (a folder for
 safetensors/config, a .gguf file for gguf). For each case i in [START, START + COUNT) the
 child derives the corrupted bytes from random.Random(f"{KIND}:{i}") (stable across Python
 versions and machines), writes them under WORKDIR (before loading, so the file that crashed a
-child is still there afterwards), then runs loomrt.load + one logits eval + one greedy step,
+child is still there afterwards), then runs loomrt.load + one logits eval and, when those succeed, one greedy and one
+sampled step (the token must lie in the vocabulary and among the sampler's candidates),
 and prints one line, flushed:
 
     "<i> ok"                     loaded and evaluated
     "<i> loomrt <ClassName>"     raised a loomrt.LoomrtError subclass
-    "<i> other <ClassName> <message>"   raised anything else (a bug)
+    "<i> other <ClassName> <message>"   raised anything else, or sampling after a successful
+                                        load failed or gave a bad token (a bug)
 
 A child killed by a signal or hanging is a bug too: the parent reports the first case with no
 line.
@@ -26,7 +28,7 @@ import random
 import shutil
 import struct
 import sys
-from typing import Any, Callable, List
+from typing import Any, List
 
 KINDS = ("safetensors", "gguf", "config")
 
@@ -359,11 +361,10 @@ def make_case(kind: str, base: str, work: str, i: int) -> tuple:
             try:
                 gguf_structured_case(path, rng)
                 return path, False
-            except (ValueError, TypeError, OverflowError, struct.error):  # the writer refused the edit
-                pass
-        if True:
-            with open(path, "wb") as f:
-                f.write(mutate_gguf(data, rng, gguf_data_start(base)))
+            except (ValueError, TypeError, OverflowError, struct.error):
+                pass  # the gguf writer refused the edit: fall back to a byte-level mutation
+        with open(path, "wb") as f:
+            f.write(mutate_gguf(data, rng, gguf_data_start(base)))
         return path, False
     if os.path.isdir(path):
         shutil.rmtree(path)
@@ -383,7 +384,7 @@ def make_case(kind: str, base: str, work: str, i: int) -> tuple:
     return path, rng.random() < 0.3
 
 
-def run_case(path: str, allow_unknown: bool) -> str:
+def run_case(path: str, allow_unknown: bool, seed: int = 0) -> str:
     import loomrt
 
     try:
@@ -392,22 +393,40 @@ def run_case(path: str, allow_unknown: bool) -> str:
         ids = [1 % v, 2 % v, 3 % v, 0, 5 % v]
         lg = m.logits(ids)
         assert lg.shape == (5, v), lg.shape
-        list(m.stream_tokens(ids, 2, temperature=0.0))
-        return "ok"
     except loomrt.LoomrtError as e:
         return f"loomrt {type(e).__name__}"
     except Exception as e:  # any other exception type is a bug in loomrt
         msg = " ".join(str(e).split())[:200]
         return f"other {type(e).__name__} {msg}"
+    # the model loaded and ran: sampling from its logits must work (whatever their values)
+    try:
+        s = m.session()
+        s.eval(ids)
+        for params in (loomrt.SamplingParams(temperature=0.0),
+                       loomrt.SamplingParams(temperature=0.8, top_p=0.9, seed=seed)):
+            s.configure(params)
+            t = s.sample()
+            assert 0 <= t < v, f"sampled token id {t} is outside [0, {v})"
+            cand, _ = s.candidates()
+            assert t in cand, f"sampled token {t} is not among the candidates {cand[:8]}"
+        return "ok"
+    except Exception as e:
+        msg = " ".join(str(e).split())[:200]
+        return f"other {type(e).__name__} (sampling after a successful load) {msg}"
 
 
 def main(argv: List[str]) -> int:
     kind, base, work, start, count = argv[1], argv[2], argv[3], int(argv[4]), int(argv[5])
     assert kind in KINDS, kind
     os.makedirs(work, exist_ok=True)
+    crash_at = os.environ.get("LOOMRT_FUZZ_CRASH_AT")  # self-test of the parent's crash detection
     for i in range(start, start + count):
         path, allow = make_case(kind, base, work, i)
-        print(f"{i} {run_case(path, allow)}", flush=True)
+        if crash_at is not None and int(crash_at) == i:
+            import signal
+
+            os.kill(os.getpid(), signal.SIGSEGV)
+        print(f"{i} {run_case(path, allow, i)}", flush=True)
     return 0
 
 

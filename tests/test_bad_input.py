@@ -514,21 +514,22 @@ def test_state_errors(micro):
 
 # ---- seeded random corruption, in child processes -------------------------------------------------
 
-N_CASES = 320  # per file kind
-BATCH = 80  # cases per child process
+N_CASES = 400  # per file kind
+BATCH = 100  # cases per child process
 
 
-def _run_batches(kind: str, base: str, work: str, keep: str) -> Dict[str, int]:
+def _run_batches(kind: str, base: str, work: str, keep: str, n_cases: int = N_CASES,
+                 env: Any = None) -> Dict[str, int]:
     """Run all cases of one kind; return outcome counts; fail with a reproduction on any
     crash, hang or foreign exception."""
     import collections
 
     counts: Dict[str, int] = collections.Counter()
     problems = []
-    for start in range(0, N_CASES, BATCH):
+    for start in range(0, n_cases, BATCH):
         cmd = [sys.executable, os.path.join(HERE, "fuzz_child.py"), kind, base, work, str(start), str(BATCH)]
         try:
-            p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
             out, rc, why = p.stdout, p.returncode, ""
         except subprocess.TimeoutExpired as e:
             out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
@@ -552,10 +553,11 @@ def _run_batches(kind: str, base: str, work: str, keep: str) -> Dict[str, int]:
                 break
             r = seen[i]
             if r.startswith("other "):
-                problems.append(f"{kind} case {i}: raised a non-loomrt exception: {r[6:]}\n"
+                problems.append(f"{kind} case {i}: {r[6:]}\n"
                                 f"  reproduce: python {cmd[1]} {kind} {base} /tmp/lrt-fuzz {i} 1")
             counts[r.split(" ")[0] if r == "ok" else r.split(" ")[1]] += 1
-    assert not problems, "\n".join(problems)
+    shown = problems[:6] + ([f"... and {len(problems) - 6} more"] if len(problems) > 6 else [])
+    assert not problems, f"{len(problems)} of {n_cases} {kind} cases went wrong:\n" + "\n".join(shown)
     return counts
 
 
@@ -569,6 +571,15 @@ def test_random_corruptions_fail_cleanly(kind, micro_folder, micro_gguf, tmp_pat
     assert counts["FormatError"] >= N_CASES // 3, counts
     if kind != "safetensors":
         assert counts["UnsupportedError"] >= 1, counts
+
+
+def test_corruption_harness_reports_crashes(micro_folder, tmp_path):
+    """The harness itself: a child that dies by a signal is reported with the case number."""
+    env = dict(os.environ, LOOMRT_FUZZ_CRASH_AT="5")
+    with pytest.raises(AssertionError, match=r"config case 5: child killed by signal 11") as info:  # SIGSEGV
+        _run_batches("config", micro_folder, str(tmp_path / "w"), str(tmp_path), n_cases=BATCH, env=env)
+    assert os.path.isdir(str(tmp_path / "config-case-5"))
+    assert "fuzz_child.py config" in str(info.value)
 
 
 # ---- known library bugs (kept last so the checks above run first under pytest -x) -----------------
@@ -608,3 +619,54 @@ def test_gguf_u64_metadata_above_int64_max_loads(tmp_path, tensors):
     m = loomrt.load(p, threads=1)
     assert m.metadata["test.big_u64"] == 2**64 - 1
     assert m.logits([1, 2]).shape == (2, V)
+
+
+@pytest.mark.parametrize("temperature", [1e-40, 1e-50])
+def test_tiny_temperature_samples_a_valid_token(micro, temperature):
+    """BUG (csrc/sampler.c lrt_sample): the temperature is narrowed to float, so a valid tiny
+    temperature (1e-40 is subnormal, 1e-50 becomes 0.0f) turns the scaled logits into +-inf;
+    exp(inf - inf) is NaN, no candidate passes `l[i] > 0`, n = 0, and `*token = cs[n - 1].id`
+    reads cs[-1]: sample() returns LRT_OK with a garbage id (observed: 0, then -4194304) and
+    candidates() then fails with StateError. As T -> 0 the answer must be the greedy token
+    (or the setter must refuse the value)."""
+    s = micro.session()
+    try:
+        s.configure(loomrt.SamplingParams(temperature=temperature, seed=3))
+    except loomrt.InvalidArgumentError:
+        return  # refusing a temperature the sampler cannot represent is an acceptable fix
+    g = micro.session()
+    g.configure(loomrt.SamplingParams(temperature=0.0))
+    prompt = [1, 2, 3]
+    s.eval(prompt)
+    g.eval(prompt)
+    for _ in range(3):
+        t = s.sample()
+        assert 0 <= t < V, f"sample() returned token id {t} outside [0, {V})"
+        ids, _ = s.candidates()
+        assert t in ids
+        assert t == g.sample()
+        s.eval([t])
+        g.eval([t])
+
+
+def test_sampling_from_all_nan_logits(tmp_path, tensors):
+    """BUG (csrc/sampler.c lrt_sample): when every logit is NaN (e.g. a corrupted weight; the
+    random-corruption tests hit this often), temperature sampling maps them to -FLT_MAX,
+    divides by 0.8 (-> -inf), exp gives 0 for all, n = 0 candidates and the token is read from
+    cs[-1]: sample() "succeeds" with an arbitrary id while candidates() raises StateError.
+    Greedy decoding handles the same logits (token 0). Either a typed error or a valid token
+    that the candidates report is acceptable."""
+    t = dict(tensors)
+    t["lm_head.weight"] = np.full_like(tensors["lm_head.weight"], np.nan)
+    m = loomrt.load(models.write_folder(str(tmp_path / "nan"), CFG, models.safetensors_bytes(t)), threads=1)
+    s = m.session()
+    assert np.isnan(s.eval([1, 2, 3])).all()
+    assert s.sample() == 0  # greedy: documented "a NaN logit never wins"; lowest id on ties
+    s.configure(loomrt.SamplingParams(temperature=0.8, seed=1))
+    try:
+        tok = s.sample()
+    except loomrt.LoomrtError:
+        return
+    assert 0 <= tok < V
+    ids, probs = s.candidates()
+    assert tok in ids and np.isfinite(probs).all()

@@ -113,12 +113,12 @@ def test_golden_logits(model):
     assert models.logits_sha256(a) == GOLDEN_LOGITS_SHA256
 
 
-@pytest.mark.parametrize("threads", [1, 2, 3, 4])
+@pytest.mark.parametrize("threads", [1, 2, 3, 4, 7])
 def test_logits_independent_of_threads(seeded_folder, threads):
     m = loomrt.load(seeded_folder, threads=threads)
     assert models.logits_sha256(m.logits(SEQ)) == GOLDEN_LOGITS_SHA256
     # and a session with its own thread count on a model loaded with another
-    assert models.logits_sha256(chunked_logits(m, SEQ, 40, threads=5 - threads)) == GOLDEN_LOGITS_SHA256
+    assert models.logits_sha256(chunked_logits(m, SEQ, 40, threads=max(1, 5 - threads))) == GOLDEN_LOGITS_SHA256
 
 
 @pytest.mark.parametrize("chunk", [40, 7, 1, 16, 39])
@@ -126,6 +126,28 @@ def test_logits_independent_of_chunking(model, chunk):
     a = chunked_logits(model, SEQ, chunk)
     assert a.shape == (40, 256)
     assert models.logits_sha256(a) == GOLDEN_LOGITS_SHA256
+
+
+def test_long_sequence_crosses_internal_chunks(model):
+    """120 tokens cross loomrt's internal 64-token forward chunk: still the same bits as any
+    other split, and the first 40 rows are the golden ones."""
+    seq = SEQ + [(7 * i + 11) % 256 for i in range(80)]
+    full = chunked_logits(model, seq, len(seq))
+    assert models.logits_sha256(full[:40]) == GOLDEN_LOGITS_SHA256
+    for chunk in (1, 63, 64, 65, 50):
+        assert np.array_equal(chunked_logits(model, seq, chunk), full), chunk
+
+
+def test_kv_cache_growth_is_invisible(tmp_path):
+    """A context above 256 positions makes the KV cache grow (realloc) mid-sequence; the logits
+    do not depend on when that happens."""
+    folder = models.write_seeded_folder(str(tmp_path / "long"), dict(models.MICRO_CONFIG, max_position_embeddings=640))
+    m = loomrt.load(folder, threads=2)
+    seq = [(13 * i + 1) % 48 for i in range(600)]
+    full = chunked_logits(m, seq, len(seq))
+    assert np.isfinite(full).all()
+    assert np.array_equal(chunked_logits(m, seq, 1), full)
+    assert np.array_equal(chunked_logits(m, seq, 255, threads=3), full)
 
 
 def test_last_row_only_matches_all_logits(model):

@@ -87,6 +87,16 @@ def test_logits_match_transformers(hf_models, loaded, arch, dtype):
         assert 1e-5 < err32 <= BF16_VS_F32_REL_TOL, f"{arch}/bf16 vs f32 oracle: {err32:.3g}"
 
 
+@pytest.mark.parametrize("arch", models.ARCHS)
+def test_long_sequence_logits_match_transformers(hf_models, loaded, arch):
+    """120 of the 128 positions: beyond loomrt's internal 64-token chunk, far beyond the
+    mistral window and the llama3 original context (64)."""
+    seq = models.SEQ40 + [(29 * i + 7) % 256 for i in range(80)]
+    got = loaded(arch, "f32").logits(seq)
+    err = rel_err(got, models.hf_logits(hf_models[arch].model, seq))
+    assert err <= F32_REL_TOL, f"{arch}: {err:.3g}"
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("arch", models.ARCHS)
 def test_greedy_matches_transformers(hf_models, loaded, arch, dtype):

@@ -41,6 +41,21 @@ SAMPLE_TEXTS = [
     "\n",
 ]
 
+# Inputs that exercise llama.cpp corner cases: bytes missing from the SmolLM2
+# vocabulary (0x04, 0xF1, 0xF2 lead bytes), non-ASCII whitespace inside
+# character ranges, unassigned and private-use code points, tag characters.
+EXOTIC_TEXTS = [
+    "!\x04!",
+    "\u25c8\U0005272c",
+    "\U000ac88c\x85\u297a",
+    " \u2028\u42fb \u02a9",
+    "a\u3000\u3001b",
+    "\u2028\u2029\u00a0\u1680\u205f x",
+    "\U000f0000 private \ue000",
+    "England \U0001f3f4\U000e0067\U000e0062\U000e0065\U000e006e\U000e0067\U000e007f",
+    "\u0378\u0984 unassigned",
+]
+
 STREAM_TEXT = "Emoji 😀👍🏽 👨‍👩‍👧 and CJK 中文测试 日本語 € ü"
 
 
@@ -163,7 +178,7 @@ def test_gguf_roundtrip(smollm: Tokenizer, text: str) -> None:
 
 def test_gguf_matches_llama_cpp(smollm: Tokenizer, smollm_meta: GGUFMeta) -> None:
     llm = _llama_vocab(smollm_meta.path)
-    for text in SAMPLE_TEXTS:
+    for text in SAMPLE_TEXTS + EXOTIC_TEXTS:
         expected = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
         assert smollm.encode(text, add_special_tokens=False) == expected, text
         expected_bos = llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
@@ -186,7 +201,7 @@ def test_gguf_pre_tokenizers_match_llama_cpp(
     smollm_meta.write_variant(path, values)
     llm = _llama_vocab(path)
     tok = Tokenizer.from_gguf_metadata(values)
-    for text in SAMPLE_TEXTS:
+    for text in SAMPLE_TEXTS + EXOTIC_TEXTS:
         assert tok.encode(text) == llm.tokenize(text.encode("utf-8"), add_bos=True, special=True), (pre, text)
 
 
@@ -278,7 +293,7 @@ def test_gguf_spm_matches_llama_cpp(
     path = tmp_path / "spm.gguf"
     smollm_meta.write_variant(path, spm_values)
     llm = _llama_vocab(path)
-    for text in SPM_TEXTS + SAMPLE_TEXTS:
+    for text in SPM_TEXTS + SAMPLE_TEXTS + EXOTIC_TEXTS:
         assert tok.encode(text) == llm.tokenize(text.encode("utf-8"), add_bos=True, special=True), text
 
 
@@ -308,7 +323,7 @@ def test_gguf_spm_score_ties_match_llama_cpp(
     path = tmp_path / "spm_tied.gguf"
     smollm_meta.write_variant(path, values)
     llm = _llama_vocab(path)
-    for text in SPM_TEXTS + SAMPLE_TEXTS:
+    for text in SPM_TEXTS + SAMPLE_TEXTS + EXOTIC_TEXTS:
         assert tok.encode(text) == llm.tokenize(text.encode("utf-8"), add_bos=True, special=True), text
 
 
@@ -330,7 +345,7 @@ def test_spm_exact_encoder_agrees_with_fast_path(spm_values: dict[str, Any]) -> 
     vocab = {t: i for i, t in enumerate(tokens)}
     exact = _SpmEncoder(tokens, vocab, spm_values["tokenizer.ggml.scores"], [0, 1, 2], True, 0)
     fast = Tokenizer.from_gguf_metadata(spm_values)
-    for text in SPM_TEXTS + SAMPLE_TEXTS:
+    for text in SPM_TEXTS + SAMPLE_TEXTS + EXOTIC_TEXTS:
         assert exact.encode(text) == fast.encode(text, add_special_tokens=False), text
 
 
