@@ -170,6 +170,24 @@ int32_t lrt_model_meta_int(const lrt_model *m, const char *key, size_t key_len, 
   return LRT_OK;
 }
 
+int32_t lrt_model_meta_uint(const lrt_model *m, const char *key, size_t key_len, int64_t index,
+                            uint64_t *out) {
+  CHECK_PTR(out, "out");
+  const lrt_gguf_kv *kv;
+  int32_t st = find_kv(m, key, key_len, &kv);
+  if (st) return st;
+  if ((st = kv_index(kv, index))) return st;
+  if (kv->elem_type == LRT_META_UINT64) {
+    *out = lrt_rd_u64le(kv->data + 8 * (uint64_t)index);
+    return LRT_OK;
+  }
+  int64_t v;
+  if (lrt_gguf_kv_int(kv, (uint64_t)index, &v) != LRT_OK || v < 0)
+    return lrt_err(LRT_ERR_INVALID_ARGUMENT, "metadata \"%s\" is not a non-negative integer", kv->key);
+  *out = (uint64_t)v;
+  return LRT_OK;
+}
+
 int32_t lrt_model_meta_float(const lrt_model *m, const char *key, size_t key_len, int64_t index,
                              double *out) {
   CHECK_PTR(out, "out");

@@ -177,6 +177,8 @@ static int32_t check_unknown(const lj_value *root, const char *const *read, int3
   if (flags & LRT_OPEN_ALLOW_UNKNOWN_CONFIG_KEYS) return LRT_OK;
   for (size_t i = 0; i < root->count; i++) {
     const char *k = root->members[i].key;
+    if (strlen(k) != root->members[i].key_len)
+      return lrt_err(LRT_ERR_FORMAT, "config.json: a key contains a NUL character (\"%s\\u0000...\")", k);
     if (!in_list(k, read) && !in_list(k, INERT_KEYS))
       return lrt_err(LRT_ERR_UNSUPPORTED,
                      "config.json: key \"%s\" is not understood by loomrt for %s and may change the "

@@ -40,9 +40,22 @@ static int32_t ensure_buffers(lrt_session *s, int64_t vocab) {
   if (s->cand_ids) return LRT_OK;
   s->cand_ids = (int32_t *)malloc((size_t)vocab * sizeof(int32_t));
   s->cand_probs = (float *)malloc((size_t)vocab * sizeof(float));
-  s->cand_logits = (float *)malloc((size_t)vocab * (sizeof(float) + sizeof(cand)));
+  /* layout: V logits, V candidates, V scaled exponentials */
+  s->cand_logits = (float *)malloc((size_t)vocab * (2 * sizeof(float) + sizeof(cand)));
   if (!s->cand_ids || !s->cand_probs || !s->cand_logits)
     return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory for the sampler");
+  return LRT_OK;
+}
+
+/* The first maximum, i.e. the lowest id on ties. */
+static int32_t greedy(lrt_session *s, const float *l, int64_t V, int32_t *token) {
+  int64_t best = 0;
+  for (int64_t i = 1; i < V; i++)
+    if (l[i] > l[best]) best = i;
+  s->cand_ids[0] = (int32_t)best;
+  s->cand_probs[0] = 1.0f;
+  s->n_cand = 1;
+  *token = (int32_t)best;
   return LRT_OK;
 }
 
@@ -73,29 +86,27 @@ int32_t lrt_sample(lrt_session *s, int32_t *token) {
     }
   }
 
-  if (s->temperature == 0.0) { /* greedy: the first maximum, i.e. the lowest id on ties */
-    int64_t best = 0;
-    for (int64_t i = 1; i < V; i++)
-      if (l[i] > l[best]) best = i;
-    s->cand_ids[0] = (int32_t)best;
-    s->cand_probs[0] = 1.0f;
-    s->n_cand = 1;
-    *token = (int32_t)best;
-    return LRT_OK;
-  }
+  if (s->temperature == 0.0) return greedy(s, l, V, token);
 
+  /* keep the penalised logits for the greedy fallback below */
+  float *e = (float *)(void *)(cs + V);
   float temp = (float)s->temperature;
   float mx = -3.402823466e38f;
   for (int64_t i = 0; i < V; i++) {
-    l[i] = l[i] / temp;
-    if (l[i] > mx) mx = l[i];
+    e[i] = l[i] / temp;
+    if (e[i] > mx) mx = e[i];
   }
-  for (int64_t i = 0; i < V; i++) l[i] = lrt_expf(l[i] - mx);
-  float z = lrt_kernels_get()->sum_f32(l, V); /* in token-id order */
+  for (int64_t i = 0; i < V; i++) e[i] = lrt_expf(e[i] - mx);
+  float z = lrt_kernels_get()->sum_f32(e, V); /* in token-id order */
 
   int64_t n = 0;
-  for (int64_t i = 0; i < V; i++)
-    if (l[i] > 0.0f) { cs[n].p = l[i] / z; cs[n].id = (int32_t)i; n++; }
+  for (int64_t i = 0; i < V; i++) {
+    float p = e[i] / z;
+    if (p > 0.0f) { cs[n].p = p; cs[n].id = (int32_t)i; n++; }
+  }
+  /* A degenerate softmax (temperature so small that l / T overflows, or no finite logit)
+   * leaves no candidate with a positive probability: fall back to greedy. */
+  if (n == 0) return greedy(s, l, V, token);
   qsort(cs, (size_t)n, sizeof(cand), cand_cmp);
   if (s->top_k > 0 && s->top_k < n) n = s->top_k;
   if (s->top_p < 1.0) {

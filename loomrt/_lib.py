@@ -124,6 +124,7 @@ def model_metadata(handle: Any) -> Dict[str, Any]:
     sp = ffi.new("const char **")
     sn = ffi.new("size_t *")
     iv = ffi.new("int64_t *")
+    uv = ffi.new("uint64_t *")
     fv = ffi.new("double *")
     for i in range(int(lib.lrt_model_meta_count(handle))):
         check(lib.lrt_model_meta_key(handle, i, key_p, key_n))
@@ -141,6 +142,9 @@ def model_metadata(handle: Any) -> Dict[str, Any]:
             elif et == lib.LRT_META_BOOL:
                 check(lib.lrt_model_meta_int(handle, kb, len(kb), j, iv))
                 values.append(bool(iv[0]))
+            elif et == lib.LRT_META_UINT64:
+                check(lib.lrt_model_meta_uint(handle, kb, len(kb), j, uv))
+                values.append(int(uv[0]))
             else:
                 check(lib.lrt_model_meta_int(handle, kb, len(kb), j, iv))
                 values.append(int(iv[0]))

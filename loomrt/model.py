@@ -82,7 +82,10 @@ class Session:
         ctx = model.context_length if context is None else int(context)
         if ctx < 1:
             raise errors.InvalidArgumentError(f"context must be >= 1, got {context}")
-        self._h = _lib.session_new(model._h, ctx, model.threads if threads is None else int(threads))
+        n_threads = model.threads if threads is None else threads
+        if isinstance(n_threads, bool) or not isinstance(n_threads, int) or not 1 <= n_threads <= 1024:
+            raise errors.InvalidArgumentError(f"threads must be an integer in [1, 1024], got {threads!r}")
+        self._h = _lib.session_new(model._h, ctx, n_threads)
         self.context = ctx
 
     @property
@@ -115,10 +118,22 @@ class Session:
         return _lib.session_candidates(self._h)
 
 
+def _sampling_params(sampling: Dict[str, Any]) -> SamplingParams:
+    names = {f.name for f in dataclasses.fields(SamplingParams)}
+    unknown = sorted(set(sampling) - names)
+    if unknown:
+        raise errors.InvalidArgumentError(f"unknown sampling setting(s) {unknown}; known: {sorted(names)}")
+    return SamplingParams(**sampling)
+
+
 def _check_ids(token_ids: Sequence[int], vocab: int) -> List[int]:
     if isinstance(token_ids, (str, bytes)):
         raise errors.InvalidArgumentError("expected token ids (a sequence of ints), got text")
-    ids = [int(t) for t in token_ids]
+    ids = []
+    for t in token_ids:
+        if isinstance(t, bool) or not hasattr(t, "__index__"):  # ints and numpy integers only
+            raise errors.InvalidArgumentError(f"token ids must be integers, got {type(t).__name__} {t!r}")
+        ids.append(int(t.__index__()))
     if not ids:
         raise errors.InvalidArgumentError("the token sequence is empty")
     for i, t in enumerate(ids):
@@ -135,8 +150,8 @@ class Model:
                  tokenizer: Optional[Tokenizer] = None):
         t0 = time.perf_counter()
         self.path = resolve_model_path(os.fspath(path))
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-            raise errors.InvalidArgumentError(f"threads must be a positive integer, got {threads!r}")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 1024):
+            raise errors.InvalidArgumentError(f"threads must be an integer in [1, 1024], got {threads!r}")
         self.threads = threads or default_threads()
         flags = 1 if allow_unknown_config_keys else 0
         self._h = _lib.model_open(self.path, flags)
@@ -144,12 +159,12 @@ class Model:
         self.metadata: Dict[str, Any] = _lib.model_metadata(self._h) if self.info["is_gguf"] else {}
         if tokenizer is not None:
             self.tokenizer: Optional[Tokenizer] = tokenizer
-        elif self.info["is_gguf"]:
+        elif self.info["is_gguf"] and "tokenizer.ggml.model" in self.metadata:
             self.tokenizer = Tokenizer.from_gguf_metadata(self.metadata)
         elif os.path.isfile(os.path.join(self.path, "tokenizer.json")):
             self.tokenizer = Tokenizer.from_folder(self.path)
         else:
-            self.tokenizer = None  # token ids only (logits, generate from ids)
+            self.tokenizer = None  # no tokenizer in the files: token ids only (logits, generate from ids)
         max_ctx = self.info["context_length"]
         if context is not None and not 1 <= int(context) <= max_ctx:
             raise errors.InvalidArgumentError(f"context must be in [1, {max_ctx}] for this model, got {context}")
@@ -242,7 +257,7 @@ class Model:
         top_p, min_p, repetition_penalty, seed."""
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
             raise errors.InvalidArgumentError(f"max_tokens must be a non-negative integer, got {max_tokens!r}")
-        params = SamplingParams(**sampling)
+        params = _sampling_params(sampling)
         ids = self._prompt_ids(prompt, chat)
         s = session or self._default_session()
         s.reset()
@@ -282,6 +297,8 @@ class Model:
 
     def _stream_text(self, prompt: PromptLike, max_tokens: int, stop: Optional[Sequence[str]], chat: bool,
                      timings: Optional[Timings], out_ids: Optional[List[int]], sampling: Dict[str, Any]) -> Iterator[str]:
+        if isinstance(prompt, str) and not prompt:
+            raise errors.InvalidArgumentError("the prompt is empty: give some text to continue")
         tok = self._tok()
         tm = timings if timings is not None else Timings()
         stops = [s for s in (stop or []) if s]

@@ -165,7 +165,11 @@ _RE_GPT4O = (
     r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 _RE_BLOOM = " ?[^(\\s|.,!?\u2026\u3002\uff0c\u3001\u0964\u06d4\u060c)]+"
-_RE_CJK_HANGUL = "[\u4e00-\u9fa5\u0800-\u4e00\uac00-\ud7ff]+"
+# llama.cpp runs expressions without \p{..} classes through std::wregex after
+# replacing every non-ASCII whitespace character by U+000B, so such characters
+# only ever match \s.  Classes whose ranges cover non-ASCII whitespace (U+2028,
+# U+3000, ...) are therefore intersected with \S ("&&\S", Oniguruma syntax).
+_RE_CJK_HANGUL = "[\u4e00-\u9fa5\u0800-\u4e00\uac00-\ud7ff&&\\S]+"
 _RE_DEEPSEEK_LETTERS = (
     "\\s?[A-Za-z\u00b5\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u01ba\u01bc-\u01bf\u01c4-\u0293"
     "\u0295-\u02af\u0370-\u0373\u0376\u0377\u037b-\u037d\u037f\u0386\u0388-\u038a\u038c"
@@ -181,7 +185,7 @@ _RE_DEEPSEEK_LETTERS = (
     "\U00010400-\U0001044f\U000104b0-\U000104d3\U000104d8-\U000104fb\U00010c80-\U00010cb2"
     "\U00010cc0-\U00010cf2\U000118a0-\U000118df\U0001e900-\U0001e943]+"
 )
-_RE_DEEPSEEK_PUNCT = "\\s?[!-/:-~\uff01-\uff0f\uff1a-\uff5e\u2018-\u201f\u3000-\u3002]+"
+_RE_DEEPSEEK_PUNCT = "\\s?[!-/:-~\uff01-\uff0f\uff1a-\uff5e\u2018-\u201f\u3000-\u3002&&\\S]+"
 _RE_DEEPSEEK3_MAIN = (
     r"[!" + '"' + r"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+"
     r"|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+| ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
@@ -342,10 +346,17 @@ def _is_int(value: Any) -> bool:
 
 
 def _read_json(path: Path) -> Any:
+    return _parse_json(path, _read_text(path))
+
+
+def _read_text(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise FormatError(f"{path}: not valid UTF-8 ({exc}); re-save the file as UTF-8 JSON") from exc
+        raise FormatError(f"{path}: not valid UTF-8 ({exc}); re-save the file as UTF-8") from exc
+
+
+def _parse_json(path: Path, text: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
@@ -403,6 +414,7 @@ class Tokenizer:
         add_eos: bool = False,
         source: str = "<memory>",
         encoder: Callable[[str], list[int]] | None = None,
+        vocab_size: int | None = None,
     ) -> None:
         """Wrap ``backend``.
 
@@ -419,11 +431,15 @@ class Tokenizer:
             encoder: optional replacement for ``backend``'s text-to-ids step
                 (special tokens included, BOS/EOS excluded); requires
                 ``add_bos`` to be a bool.
+            vocab_size: number of valid ids, when ``backend`` holds internal
+                entries beyond them (default: highest backend id + 1).
         """
         self._backend = backend
         self._source = source
-        vocab = backend.get_vocab(with_added_tokens=True)
-        self._vocab_size = (max(vocab.values()) + 1) if vocab else 0
+        if vocab_size is None:
+            vocab = backend.get_vocab(with_added_tokens=True)
+            vocab_size = (max(vocab.values()) + 1) if vocab else 0
+        self._vocab_size = vocab_size
         eos_list = list(dict.fromkeys(eos_token_ids))
         for tid in ([] if bos_token_id is None else [bos_token_id]) + eos_list:
             if not _is_int(tid) or not 0 <= tid < self._vocab_size:
@@ -554,9 +570,9 @@ class Tokenizer:
 
         Raises:
             FormatError: a ``tokenizer.ggml.*`` key is missing or malformed.
-            UnsupportedError: the tokenizer model or pre-tokenizer type is not
-                supported, or a SentencePiece vocabulary cannot be reproduced
-                exactly.
+            UnsupportedError: the tokenizer model (``tokenizer.ggml.model``)
+                or pre-tokenizer type (``tokenizer.ggml.pre``) is not
+                supported.
         """
         if not isinstance(meta, Mapping):
             raise InvalidArgumentError("meta must be a mapping of GGUF keys to values")
@@ -589,8 +605,10 @@ class Tokenizer:
         """The wrapped ``tokenizers.Tokenizer`` (treat as read-only).
 
         Prefer :meth:`encode`: for GGUF files BOS/EOS are added by this class,
-        and for SentencePiece vocabularies with score ties the backend's BPE
-        is not used for encoding at all.
+        some byte-level vocabularies need an internal placeholder filtered
+        out, and for SentencePiece vocabularies with score ties the backend's
+        BPE is not used for encoding at all.  Decoding is always done by the
+        backend.
         """
         return self._backend
 
@@ -807,11 +825,12 @@ class StreamDecoder:
 def _load_tokenizer_json(path: Path) -> HFTokenizer:
     if not path.is_file():
         raise NotFoundError(f"{path}: tokenizer.json not found")
-    data = _read_json(path)  # gives a precise message for JSON syntax errors
+    text = _read_text(path)
+    data = _parse_json(path, text)  # precise message for JSON syntax errors
     if not isinstance(data, dict) or "model" not in data:
         raise FormatError(f"{path}: not a Hugging Face tokenizer.json (no 'model' section)")
     try:
-        return HFTokenizer.from_str(json.dumps(data))
+        return HFTokenizer.from_str(text)
     except Exception as exc:  # tokenizers raises a bare Exception on schema errors
         raise FormatError(
             f"{path}: tokenizers could not load this file ({exc}); "
@@ -936,7 +955,9 @@ class _GGUFBuilder:
 
         encoder: Callable[[str], list[int]] | None = None
         if model == "gpt2":
-            backend, add_bos_default = self._build_bpe(tokens, vocab)
+            backend, add_bos_default, sentinel = self._build_bpe(tokens, vocab)
+            if sentinel is not None:
+                encoder = _without_id(backend, sentinel)
         elif model == "llama":
             backend, encoder = self._build_spm(tokens, vocab, types, special_ids + user_ids)
             add_bos_default = True
@@ -980,10 +1001,21 @@ class _GGUFBuilder:
             add_eos=add_eos,
             source="GGUF metadata",
             encoder=encoder,
+            vocab_size=n_tokens,
         )
 
-    def _build_bpe(self, tokens: list[str], vocab: dict[str, int]) -> tuple[HFTokenizer, bool]:
-        """Byte-level BPE (``gpt2``); returns the backend and the default add_bos."""
+    def _build_bpe(
+        self, tokens: list[str], vocab: dict[str, int]
+    ) -> tuple[HFTokenizer, bool, int | None]:
+        """Byte-level BPE (``gpt2``).
+
+        Returns the backend, the pre-tokenizer's default add_bos and, when some
+        of the 256 byte symbols are missing from the vocabulary, the id of an
+        internal placeholder that encoding must drop.  (llama.cpp keeps such
+        bytes as symbols that block merges across them, then drops them; the
+        placeholder reproduces that, whereas plain BPE would skip them before
+        merging.)
+        """
         key = "tokenizer.ggml.merges"
         raw_merges = self._list(key, 0, lambda x: isinstance(x, str), "strings", required=True)
         assert raw_merges is not None
@@ -1010,14 +1042,29 @@ class _GGUFBuilder:
                 f"GGUF pre-tokenizer type {pre!r} is not supported; supported: "
                 + ", ".join(sorted(_PRE_TOKENIZERS))
             )
-        backend = HFTokenizer(models.BPE(vocab=vocab, merges=merges, ignore_merges=spec.ignore_merges))
+        sentinel: int | None = None
+        bpe_vocab = vocab
+        if any(ch not in vocab for ch in pre_tokenizers.ByteLevel.alphabet()):
+            sentinel = len(tokens)
+            name = "<loomrt:missing-byte>"
+            while name in vocab:
+                name += "_"
+            bpe_vocab = {**vocab, name: sentinel}
+        backend = HFTokenizer(
+            models.BPE(
+                vocab=bpe_vocab,
+                merges=merges,
+                ignore_merges=spec.ignore_merges,
+                unk_token=None if sentinel is None else name,
+            )
+        )
         splits: list[pre_tokenizers.PreTokenizer] = [
             pre_tokenizers.Split(Regex(pattern), behavior="isolated") for pattern in spec.patterns
         ]
         splits.append(pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False))
         backend.pre_tokenizer = pre_tokenizers.Sequence(splits)
         backend.decoder = decoders.ByteLevel()
-        return backend, spec.add_bos
+        return backend, spec.add_bos, sentinel
 
     def _build_spm(
         self, tokens: list[str], vocab: dict[str, int], types: list[int], split_ids: list[int]
@@ -1092,6 +1139,15 @@ class _GGUFBuilder:
         if ambiguous:
             encoder = _SpmEncoder(tokens, vocab, scores, split_ids, add_prefix, unk_id).encode
         return backend, encoder
+
+
+def _without_id(backend: HFTokenizer, drop: int) -> Callable[[str], list[int]]:
+    """Encoder that runs ``backend`` (no post-processing) and removes ``drop``."""
+
+    def encode(text: str) -> list[int]:
+        return [i for i in backend.encode(text, add_special_tokens=False).ids if i != drop]
+
+    return encode
 
 
 def _classify_split_tokens(tokens: Sequence[str], types: Sequence[int]) -> tuple[list[int], list[int]]:

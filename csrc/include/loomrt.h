@@ -146,6 +146,10 @@ LRT_API int32_t lrt_model_meta_str(const lrt_model *model, const char *key, size
                                    int64_t index, const char **out, size_t *out_len);
 LRT_API int32_t lrt_model_meta_int(const lrt_model *model, const char *key, size_t key_len,
                                    int64_t index, int64_t *out);
+/* Element `index` of an unsigned or non-negative integer / bool entry as uint64 (for UINT64
+ * values above INT64_MAX). */
+LRT_API int32_t lrt_model_meta_uint(const lrt_model *model, const char *key, size_t key_len,
+                                    int64_t index, uint64_t *out);
 LRT_API int32_t lrt_model_meta_float(const lrt_model *model, const char *key, size_t key_len,
                                      int64_t index, double *out);
 
