@@ -2,6 +2,7 @@
  * insist) selects a path; otherwise the best path this CPU and OS support. Every path
  * returns the same bits as the reference (tests/test_kernels.py). */
 #include <stdlib.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "kernels.h"
@@ -47,15 +48,33 @@ static const lrt_kernels *choose(void) {
   return &lrt_kernels_ref;
 }
 
-/* The choice is a pure function of the environment and the CPU, so a benign race (two
- * threads computing the same pointer) is harmless; the pointer store is one word. */
-static const lrt_kernels *volatile g_kernels;
+/* A fast path may leave entries NULL: they are taken from the reference, so a path
+ * implements only what it speeds up. Every field of lrt_kernels is listed here. */
+static lrt_kernels g_table;
+
+static void complete(const lrt_kernels *k) {
+  lrt_kernels t = *k;
+#define LRT_FILL(f) if (!t.f) t.f = lrt_kernels_ref.f
+  LRT_FILL(dot_f32); LRT_FILL(dot_f16); LRT_FILL(dot_bf16); LRT_FILL(sum_f32);
+  LRT_FILL(rows_f32); LRT_FILL(rows_f16); LRT_FILL(rows_bf16);
+  LRT_FILL(dot4_f32); LRT_FILL(dot4_f16); LRT_FILL(dot4_bf16);
+  LRT_FILL(dequant_q8_0); LRT_FILL(dequant_q4_0); LRT_FILL(dequant_q4_1);
+#undef LRT_FILL
+  g_table = t;
+}
+
+/* Chosen once: the first caller fills the table, concurrent first callers wait for it. */
+static atomic_int g_state; /* 0 = not chosen, 1 = being chosen, 2 = ready */
 
 const lrt_kernels *lrt_kernels_get(void) {
-  const lrt_kernels *k = g_kernels;
-  if (!k) {
-    k = choose();
-    g_kernels = k;
+  if (atomic_load_explicit(&g_state, memory_order_acquire) == 2) return &g_table;
+  int expected = 0;
+  if (atomic_compare_exchange_strong(&g_state, &expected, 1)) {
+    complete(choose());
+    atomic_store_explicit(&g_state, 2, memory_order_release);
+  } else {
+    while (atomic_load_explicit(&g_state, memory_order_acquire) != 2) {
+    }
   }
-  return k;
+  return &g_table;
 }
