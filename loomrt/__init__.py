@@ -22,13 +22,26 @@ ABI_VERSION = _lib.abi_version()
 
 
 def kernel_path() -> str:
-    """Name of the kernel path in use (set LOOMRT_KERNELS=reference to force the reference)."""
+    """Name of the kernel path in use ("reference", "avx2", ...). The process starts on the
+    best path the CPU supports unless the environment variable LOOMRT_KERNELS names one."""
     return _lib.kernel_path()
+
+
+def kernel_paths() -> list:
+    """Kernel paths this build and machine can run, best first; "reference" is last."""
+    return _lib.kernel_paths()
+
+
+def set_kernel_path(name: str) -> None:
+    """Switch the whole process to a kernel path ("auto" = the best). Every path gives the
+    same bits. Raises NotFoundError (unknown name) or UnsupportedError (CPU cannot run it)."""
+    _lib.set_kernel_path(name)
 
 
 __all__ = [
     "load", "Model", "Session", "Generation", "SamplingParams", "Timings", "Tokenizer",
     "default_model_path", "resolve_model_path", "default_threads", "kernel_path",
+    "kernel_paths", "set_kernel_path",
     "LoomrtError", "FormatError", "UnsupportedError", "InvalidArgumentError", "NotFoundError",
     "ContextFullError", "StateError", "OutOfMemoryError", "InternalError", "LoomrtIOError",
     "__version__", "NUMERICS_VERSION", "ABI_VERSION",

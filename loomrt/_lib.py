@@ -53,6 +53,21 @@ def kernel_path() -> str:
     return ffi.string(lib.lrt_kernel_path()).decode()
 
 
+def kernel_paths() -> List[str]:
+    """Names of the kernel paths this build and machine can run, best first."""
+    out: List[str] = []
+    name = ffi.new("const char **")
+    n = ffi.new("size_t *")
+    while lib.lrt_kernels_available(len(out), name, n) == lib.LRT_OK:
+        out.append(ffi.unpack(name[0], n[0]).decode())
+    return out
+
+
+def set_kernel_path(name: str) -> None:
+    raw = name.encode("utf-8")
+    check(lib.lrt_kernels_select(raw, len(raw)))
+
+
 # ---- models ------------------------------------------------------------------------------
 
 

@@ -206,9 +206,23 @@ LRT_API int32_t lrt_session_candidates(const lrt_session *session, const int32_t
 
 /* ---- kernels ------------------------------------------------------------------------ */
 
-/* Name of the kernel path in use ("reference", ...). The environment variable
- * LOOMRT_KERNELS=reference forces the scalar reference path. */
+/* Kernel paths. Every path gives the same bits as the scalar reference ("reference"); the
+ * others ("avx2", ...) are faster paths for one instruction set, chosen at run time from
+ * what the CPU and OS support. The process starts on the best runnable path, unless the
+ * environment variable LOOMRT_KERNELS names another runnable one (e.g.
+ * LOOMRT_KERNELS=reference; an unknown or unrunnable name means the best path). */
+
+/* Name of the kernel path in use, NUL-terminated ("reference", "avx2", ...). */
 LRT_API const char *lrt_kernel_path(void);
+/* The index-th kernel path this build and machine can run (index 0 is the best, the last
+ * is "reference"): *name (NUL-terminated, static) and *name_len. Returns LRT_ERR_NOT_FOUND
+ * when index is past the end, so a loop from 0 lists them all. */
+LRT_API int32_t lrt_kernels_available(int32_t index, const char **name, size_t *name_len);
+/* Switch the whole process to the kernel path called name[0..len) ("auto" or len 0: the
+ * best runnable path). Takes effect for the next kernel call on every thread; results do
+ * not change (same bits). Errors: LRT_ERR_NOT_FOUND for a name this build does not know,
+ * LRT_ERR_UNSUPPORTED for a path compiled in that this CPU/OS cannot run. */
+LRT_API int32_t lrt_kernels_select(const char *name, size_t len);
 
 #ifdef __cplusplus
 }

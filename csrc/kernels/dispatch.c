@@ -1,10 +1,13 @@
-/* dispatch.c -- choose the kernel table once: LOOMRT_KERNELS=reference (or =avx2, to
- * insist) selects a path; otherwise the best path this CPU and OS support. Every path
- * returns the same bits as the reference (tests/test_kernels.py). */
+/* dispatch.c -- the kernel path registry. At the first use the best path this CPU and OS
+ * support is chosen, unless the environment variable LOOMRT_KERNELS names another runnable
+ * path ("reference", "avx2", ...). lrt_kernels_select() switches paths at run time and
+ * lrt_kernels_available() lists them (loomrt.h). Every path returns the same bits as the
+ * reference (csrc/tests/test_kernels.c, tests/test_matrix.py). */
 #include <stdlib.h>
 #include <stdatomic.h>
 #include <string.h>
 
+#include "../internal.h"
 #include "kernels.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -39,20 +42,30 @@ static int cpu_has_avx2(void) {
 #endif
 #endif
 
-static const lrt_kernels *choose(void) {
-  const char *env = getenv("LOOMRT_KERNELS");
-  if (env && strcmp(env, "reference") == 0) return &lrt_kernels_ref;
+/* Every kernel path compiled into this build, best first, the reference last. `supported`
+ * says whether this CPU and OS can run it (cpuid + xgetbv on x86). A new path adds one line
+ * here (and its table to kernels.h). */
+typedef struct lrt_path {
+  const lrt_kernels *table;
+  int (*supported)(void);
+} lrt_path;
+
+static int always(void) { return 1; }
+
+static const lrt_path g_paths[] = {
 #if defined(__x86_64__) || defined(_M_X64)
-  if (cpu_has_avx2()) return &lrt_kernels_avx2;
+    {&lrt_kernels_avx2, cpu_has_avx2},
 #endif
-  return &lrt_kernels_ref;
-}
+    {&lrt_kernels_ref, always},
+};
+#define LRT_N_PATHS ((int)(sizeof g_paths / sizeof g_paths[0]))
 
 /* A fast path may leave entries NULL: they are taken from the reference, so a path
  * implements only what it speeds up. Every field of lrt_kernels is listed here. */
-static lrt_kernels g_table;
+static lrt_kernels g_tables[LRT_N_PATHS]; /* completed copies of g_paths, filled once */
+static int g_runnable[LRT_N_PATHS];       /* supported() of each, evaluated once */
 
-static void complete(const lrt_kernels *k) {
+static void complete(const lrt_kernels *k, lrt_kernels *out) {
   lrt_kernels t = *k;
 #define LRT_FILL(f) if (!t.f) t.f = lrt_kernels_ref.f
   LRT_FILL(dot_f32); LRT_FILL(dot_f16); LRT_FILL(dot_bf16); LRT_FILL(sum_f32);
@@ -60,21 +73,105 @@ static void complete(const lrt_kernels *k) {
   LRT_FILL(dot4_f32); LRT_FILL(dot4_f16); LRT_FILL(dot4_bf16);
   LRT_FILL(dequant_q8_0); LRT_FILL(dequant_q4_0); LRT_FILL(dequant_q4_1);
 #undef LRT_FILL
-  g_table = t;
+  *out = t;
 }
 
-/* Chosen once: the first caller fills the table, concurrent first callers wait for it. */
-static atomic_int g_state; /* 0 = not chosen, 1 = being chosen, 2 = ready */
+/* Index of the runnable path called name[0..len), or -1. */
+static int find_path(const char *name, size_t len) {
+  for (int i = 0; i < LRT_N_PATHS; i++) {
+    const char *n = g_tables[i].name;
+    if (g_runnable[i] && strlen(n) == len && memcmp(n, name, len) == 0) return i;
+  }
+  return -1;
+}
 
-const lrt_kernels *lrt_kernels_get(void) {
-  if (atomic_load_explicit(&g_state, memory_order_acquire) == 2) return &g_table;
+/* The first runnable path (the best one; the reference is always runnable). */
+static int best_path(void) {
+  for (int i = 0; i < LRT_N_PATHS; i++)
+    if (g_runnable[i]) return i;
+  return LRT_N_PATHS - 1;
+}
+
+/* Initialised once: the first caller fills the tables, concurrent first callers wait for
+ * it. After that the table in use is one atomic pointer, switched by lrt_kernels_select;
+ * the tables themselves never change, so a switch while another thread computes is safe
+ * (and gives the same bits: every path equals the reference). */
+static atomic_int g_state; /* 0 = not initialised, 1 = being initialised, 2 = ready */
+static _Atomic(const lrt_kernels *) g_current;
+
+static void init_once(void) {
+  if (atomic_load_explicit(&g_state, memory_order_acquire) == 2) return;
   int expected = 0;
   if (atomic_compare_exchange_strong(&g_state, &expected, 1)) {
-    complete(choose());
+    for (int i = 0; i < LRT_N_PATHS; i++) {
+      complete(g_paths[i].table, &g_tables[i]);
+      g_runnable[i] = g_paths[i].supported();
+    }
+    /* LOOMRT_KERNELS=<name> forces a path when it is runnable here; anything else (unset,
+     * "auto", a path this CPU cannot run) means the best path. */
+    const char *env = getenv("LOOMRT_KERNELS");
+    int idx = env ? find_path(env, strlen(env)) : -1;
+    if (idx < 0) idx = best_path();
+    atomic_store_explicit(&g_current, &g_tables[idx], memory_order_release);
     atomic_store_explicit(&g_state, 2, memory_order_release);
   } else {
     while (atomic_load_explicit(&g_state, memory_order_acquire) != 2) {
     }
   }
-  return &g_table;
+}
+
+const lrt_kernels *lrt_kernels_get(void) {
+  init_once();
+  return atomic_load_explicit(&g_current, memory_order_acquire);
+}
+
+int32_t lrt_kernels_available(int32_t index, const char **name, size_t *name_len) {
+  init_once();
+  if (!name || !name_len) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "name and name_len must not be NULL");
+  *name = NULL;
+  *name_len = 0;
+  int32_t k = 0;
+  for (int i = 0; i < LRT_N_PATHS; i++) {
+    if (!g_runnable[i]) continue;
+    if (k++ == index) {
+      *name = g_tables[i].name;
+      *name_len = strlen(g_tables[i].name);
+      return LRT_OK;
+    }
+  }
+  return lrt_err(LRT_ERR_NOT_FOUND, "there is no kernel path number %d (this machine runs %d)",
+                 (int)index, (int)k);
+}
+
+int32_t lrt_kernels_select(const char *name, size_t len) {
+  init_once();
+  if (!name && len) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "name is NULL");
+  int idx;
+  if (len == 0 || (len == 4 && memcmp(name, "auto", 4) == 0)) {
+    idx = best_path();
+  } else {
+    idx = find_path(name, len);
+    if (idx < 0) {
+      char avail[256] = "";
+      size_t off = 0;
+      for (int i = 0; i < LRT_N_PATHS; i++) {
+        if (!g_runnable[i]) continue;
+        size_t n = strlen(g_tables[i].name);
+        if (off + n + 3 >= sizeof avail) break;
+        if (off) { memcpy(avail + off, ", ", 2); off += 2; }
+        memcpy(avail + off, g_tables[i].name, n);
+        off += n;
+        avail[off] = 0;
+      }
+      int known = 0;
+      for (int i = 0; i < LRT_N_PATHS; i++)
+        if (strlen(g_paths[i].table->name) == len && memcmp(g_paths[i].table->name, name, len) == 0) known = 1;
+      return lrt_err(known ? LRT_ERR_UNSUPPORTED : LRT_ERR_NOT_FOUND,
+                     "kernel path \"%.*s\" %s; this machine runs: %s, or \"auto\"",
+                     (int)(len > 64 ? 64 : len), name,
+                     known ? "is compiled in but this CPU/OS cannot run it" : "does not exist in this build", avail);
+    }
+  }
+  atomic_store_explicit(&g_current, &g_tables[idx], memory_order_release);
+  return LRT_OK;
 }
