@@ -69,6 +69,10 @@ static void mm_task(void *vctx, int64_t task, int thread) {
                                                : w->dtype == LRT_DT_Q4_1 ? c->k->dequant_q4_1 : NULL;
   void (*dot4)(const void *, int64_t, const float *, int64_t, float *) =
       w->dtype == LRT_DT_BF16 ? c->k->dot4_bf16 : w->dtype == LRT_DT_F16 ? c->k->dot4_f16 : c->k->dot4_f32;
+  /* block formats in decode: fused dequantize-and-dot, same bits as the two steps */
+  void (*dot4q)(const void *, int64_t, const float *, int64_t, float *) =
+      w->dtype == LRT_DT_Q8_0 ? c->k->dot4_q8_0 : w->dtype == LRT_DT_Q4_0 ? c->k->dot4_q4_0
+      : w->dtype == LRT_DT_Q4_1 ? c->k->dot4_q4_1 : NULL;
   float *buf = c->wrow + (int64_t)thread * c->wrow_cap;
   int64_t ys = jb->out_stride;
   int64_t r = r0;
@@ -76,13 +80,14 @@ static void mm_task(void *vctx, int64_t task, int thread) {
     for (; r + 4 <= r1; r += 4) {
       const void *wr = (const uint8_t *)w->data + (size_t)r * row_bytes;
       int64_t ws = n; /* row stride in elements */
-      if (deq) {
+      if (deq && !dot4q) {
         for (int i = 0; i < 4; i++) deq((const uint8_t *)wr + (size_t)i * row_bytes, buf + i * n, n);
         wr = buf;
       }
       for (int64_t t = 0; t < c->M; t++) {
         float y4[4];
-        dot4(wr, ws, jb->in + t * n, n, y4);
+        if (dot4q) dot4q(wr, (int64_t)row_bytes, jb->in + t * n, n, y4);
+        else dot4(wr, ws, jb->in + t * n, n, y4);
         for (int i = 0; i < 4; i++) {
           int64_t col = jb->dest ? jb->dest[r + i] : r + i;
           jb->out[t * ys + col] = jb->bias ? y4[i] + jb->bias[r + i] : y4[i];

@@ -113,5 +113,8 @@ int32_t lrt_forward(lrt_session *s, const int32_t *tokens, int64_t n, int all_lo
 int32_t lrt_session_reserve(lrt_session *s, int64_t positions);
 /* sampler.c */
 int32_t lrt_sample(lrt_session *s, int32_t *token);
+/* Allocate the candidate buffers (vocab entries) if not yet done. */
+int32_t lrt_sampler_reserve(lrt_session *s);
+/* state.c: lrt_session_state_* (public) */
 
 #endif

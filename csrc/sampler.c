@@ -47,6 +47,8 @@ static int32_t ensure_buffers(lrt_session *s, int64_t vocab) {
   return LRT_OK;
 }
 
+int32_t lrt_sampler_reserve(lrt_session *s) { return ensure_buffers(s, s->m->cfg.vocab); }
+
 /* The first maximum, i.e. the lowest id on ties. */
 static int32_t greedy(lrt_session *s, const float *l, int64_t V, int32_t *token) {
   int64_t best = 0;

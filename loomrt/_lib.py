@@ -246,3 +246,20 @@ def session_truncate(handle: Any, pos: int) -> None:
 
 def session_position(handle: Any) -> int:
     return int(lib.lrt_session_position(handle))
+
+
+def session_state_save(handle: Any) -> bytes:
+    """The session's state blob (lrt_session_state_save)."""
+    size = ffi.new("size_t *")
+    check(lib.lrt_session_state_size(handle, size))
+    buf = ffi.new("uint8_t[]", max(1, int(size[0])))
+    written = ffi.new("size_t *")
+    check(lib.lrt_session_state_save(handle, buf, int(size[0]), written))
+    return bytes(ffi.buffer(buf, int(written[0])))
+
+
+def session_state_load(handle: Any, blob: bytes) -> None:
+    if not isinstance(blob, (bytes, bytearray, memoryview)):
+        raise errors.InvalidArgumentError(f"a session state must be bytes, got {type(blob).__name__}")
+    data = bytes(blob)
+    check(lib.lrt_session_state_load(handle, ffi.from_buffer(data) if data else ffi.new("uint8_t[1]"), len(data)))

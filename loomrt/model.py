@@ -117,6 +117,18 @@ class Session:
         """(ids, probabilities) the last :meth:`sample` chose from, after all filters."""
         return _lib.session_candidates(self._h)
 
+    def save_state(self) -> bytes:
+        """The whole session state (tokens, KV cache, last logits, sampler settings and seed)
+        as a portable, self-checking blob; :meth:`load_state` on a session of the same model
+        continues bit-identically."""
+        return _lib.session_state_save(self._h)
+
+    def load_state(self, blob: bytes) -> None:
+        """Restore a blob from :meth:`save_state`. Raises FormatError (corrupt),
+        UnsupportedError (other numerics / blob version), InvalidArgumentError (other model)
+        or ContextFullError; the session is unchanged then."""
+        _lib.session_state_load(self._h, blob)
+
 
 def _sampling_params(sampling: Dict[str, Any]) -> SamplingParams:
     names = {f.name for f in dataclasses.fields(SamplingParams)}

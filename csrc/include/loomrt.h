@@ -204,6 +204,33 @@ LRT_API int32_t lrt_session_sample(lrt_session *session, int32_t *token);
 LRT_API int32_t lrt_session_candidates(const lrt_session *session, const int32_t **ids,
                                        const float **probs, int64_t *count);
 
+/* ---- session state: save and resume --------------------------------------------------
+
+   A session's whole state -- position, token history, KV cache rows in use, the logits of
+   the last eval, the candidates of the last sample call and the sampler settings (seed
+   included) -- as a portable byte blob. Loading it into a session of the same model
+   continues bit-identically: the same logits and tokens as if the session never stopped
+   (thread count and context size of the two sessions may differ).
+
+   The blob is little-endian on every host and self-checking: magic "LRTSTATE", blob format
+   version, numerics version, its own length, a fingerprint of the model (configuration, all
+   norm / bias vectors, 8 rows of every weight matrix, by value), the counts, the data and a
+   128-bit checksum. Blobs are untrusted input: a rejected blob leaves the session unchanged.
+   Load fails with
+     LRT_ERR_FORMAT            not a state blob, truncated, corrupted (checksum), bad counts
+     LRT_ERR_UNSUPPORTED       another blob format or numerics version
+     LRT_ERR_INVALID_ARGUMENT  saved from a different model
+     LRT_ERR_CONTEXT_FULL      more tokens than this session's context holds
+   The layout is described in csrc/state.c. */
+
+/* Exact size in bytes of the blob lrt_session_state_save would write now. */
+LRT_API int32_t lrt_session_state_size(const lrt_session *s, size_t *size);
+/* Write the state into buf (cap bytes; fails with LRT_ERR_INVALID_ARGUMENT when cap is less
+ * than lrt_session_state_size). *written (may be NULL) gets the bytes written. */
+LRT_API int32_t lrt_session_state_save(const lrt_session *s, void *buf, size_t cap, size_t *written);
+/* Replace the session's state with a saved blob of len bytes (validated first). */
+LRT_API int32_t lrt_session_state_load(lrt_session *s, const void *buf, size_t len);
+
 /* ---- kernels ------------------------------------------------------------------------ */
 
 /* Kernel paths. Every path gives the same bits as the scalar reference ("reference"); the

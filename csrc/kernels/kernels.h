@@ -42,6 +42,14 @@ typedef struct lrt_kernels {
   void (*dequant_q8_0)(const void *row, float *y, int64_t n);
   void (*dequant_q4_0)(const void *row, float *y, int64_t n);
   void (*dequant_q4_1)(const void *row, float *y, int64_t n);
+  /* Fused decode kernels for block formats: four rows (w + i*row_bytes, i < 4) against one
+   * x, y[i] = dot(dequant(row i), x, n) in the dot8 order -- the same bits as dequantizing
+   * each row and calling dot4_f32, without the round trip through memory. n % 32 == 0.
+   * (Entries added at the end: tables initialised by position leave them NULL, and
+   * dispatch.c then takes the reference.) */
+  void (*dot4_q8_0)(const void *w, int64_t row_bytes, const float *x, int64_t n, float *y);
+  void (*dot4_q4_0)(const void *w, int64_t row_bytes, const float *x, int64_t n, float *y);
+  void (*dot4_q4_1)(const void *w, int64_t row_bytes, const float *x, int64_t n, float *y);
 } lrt_kernels;
 
 extern const lrt_kernels lrt_kernels_ref;

@@ -93,7 +93,30 @@ static void dequant_q4_1_ref(const void *row, float *y, int64_t n) {
   }
 }
 
+/* Fused block-format decode: dequantize 32 weights at a time and accumulate them into the
+ * dot8 lanes exactly as dot_f32 would over the fully dequantized row (n % 32 == 0, so there
+ * is no tail). */
+#define LRT_DOT4_BLOCKS(NAME, DEQ, BLOCK_BYTES)                                               \
+  static void NAME(const void *w, int64_t row_bytes, const float *x, int64_t n, float *y) {  \
+    for (int r = 0; r < 4; r++) {                                                           \
+      const uint8_t *p = (const uint8_t *)w + r * row_bytes;                                \
+      float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0}, blk[32];                                      \
+      for (int64_t b = 0; b < n / 32; b++, p += BLOCK_BYTES) {                              \
+        DEQ(p, blk, 32);                                                                    \
+        for (int i = 0; i < 32; i += 8)                                                     \
+          for (int j = 0; j < 8; j++) acc[j] = acc[j] + blk[i + j] * x[b * 32 + i + j];     \
+      }                                                                                     \
+      float t0 = acc[0] + acc[4], t1 = acc[1] + acc[5], t2 = acc[2] + acc[6], t3 = acc[3] + acc[7]; \
+      y[r] = (t0 + t2) + (t1 + t3);                                                         \
+    }                                                                                       \
+  }
+LRT_DOT4_BLOCKS(dot4_q8_0_ref, dequant_q8_0_ref, 34)
+LRT_DOT4_BLOCKS(dot4_q4_0_ref, dequant_q4_0_ref, 18)
+LRT_DOT4_BLOCKS(dot4_q4_1_ref, dequant_q4_1_ref, 20)
+#undef LRT_DOT4_BLOCKS
+
 const lrt_kernels lrt_kernels_ref = {"reference", dot_f32_ref, dot_f16_ref, dot_bf16_ref, sum_f32_ref,
                                      rows_f32_ref, rows_f16_ref, rows_bf16_ref,
                                      dot4_f32_ref, dot4_f16_ref, dot4_bf16_ref,
-                                     dequant_q8_0_ref, dequant_q4_0_ref, dequant_q4_1_ref};
+                                     dequant_q8_0_ref, dequant_q4_0_ref, dequant_q4_1_ref,
+                                     dot4_q8_0_ref, dot4_q4_0_ref, dot4_q4_1_ref};

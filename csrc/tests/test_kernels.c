@@ -83,7 +83,7 @@ static int compare_path(const lrt_kernels *k, const lrt_kernels *ref) {
     for (int64_t t = 0; t < M; t++) CHECK(bits(y1[t]) == bits(y2[t]), "%s rows_bf16 n=%lld M=%lld", k->name, (long long)n, (long long)M);
   }
   /* dot4 (four rows, one x) and row dequantization of the GGUF block formats */
-  static uint8_t qbuf[4 * 20 * (MAXN / 32 + 1)];
+  static uint8_t qbuf[4 * 34 * (MAXN / 32 + 1)];
   static float d1[4 * MAXN], d2[4 * MAXN];
   for (int iter = 0; iter < 1000; iter++) {
     int64_t n = 32 * (int64_t)(1 + next32() % (MAXN / 32));
@@ -104,6 +104,21 @@ static int compare_path(const lrt_kernels *k, const lrt_kernels *ref) {
       dq[f].a(qbuf, d1, n);
       dq[f].b(qbuf, d2, n);
       for (int64_t i = 0; i < n; i++) CHECK(bits(d1[i]) == bits(d2[i]), "%s dequant_%s n=%lld i=%lld", k->name, dq[f].nm, (long long)n, (long long)i);
+    }
+    /* fused block-format decode == dequantize each row, then the reference dot4_f32 (a path
+     * may leave an entry NULL: dispatch.c then uses the reference) */
+    struct { void (*a)(const void *, int64_t, const float *, int64_t, float *); void (*deq)(const void *, float *, int64_t);
+             int64_t block; const char *nm; } fq[3] = {
+        {k->dot4_q8_0, ref->dequant_q8_0, 34, "q8_0"}, {k->dot4_q4_0, ref->dequant_q4_0, 18, "q4_0"},
+        {k->dot4_q4_1, ref->dequant_q4_1, 20, "q4_1"}};
+    for (int f = 0; f < 3; f++) {
+      if (!fq[f].a) continue;
+      int64_t rb = (n / 32) * fq[f].block;
+      for (int i = 0; i < 4; i++) fq[f].deq(qbuf + i * rb, d2 + i * n, n);
+      fq[f].a(qbuf, rb, x, n, ya);
+      ref->dot4_f32(d2, n, x, n, yb);
+      for (int i = 0; i < 4; i++)
+        CHECK(bits(ya[i]) == bits(yb[i]) || (ya[i] != ya[i] && yb[i] != yb[i]), "%s dot4_%s n=%lld row %d", k->name, fq[f].nm, (long long)n, i);
     }
     uint16_t *h = (uint16_t *)(void *)qbuf;
     k->dot4_f16(h, n, x, n, ya);
