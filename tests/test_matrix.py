@@ -6,8 +6,10 @@ standalone C driver built with several compilers and targets) follows.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import pytest
@@ -57,3 +59,123 @@ def test_kernel_env_var(value):
     out = subprocess.run([sys.executable, "-c", "import loomrt; print(loomrt.kernel_path())"], env=env,
                          capture_output=True, text=True, timeout=60, check=True).stdout.strip()
     assert out == ("reference" if value == "reference" else loomrt.kernel_paths()[0])
+
+
+# ---- the matrix ----------------------------------------------------------------------------------
+#
+# csrc/tools/matrix_driver.c (public C API only) is compiled together with the library sources
+# (csrc/Makefile SRCS, so new kernel files are picked up) by each compiler / target below and run
+# on the seeded models (models.SEEDED_CONFIG: PCG64 weights, little-endian float32 files, the same
+# bytes on every platform). Each output line of the driver is one cell: (build, kernel path, thread
+# count, prompt chunking or generation kind, FP environment), and must print the golden hash.
+
+# Golden values, pinned. "logits" and "sampled ids" are the same numbers as
+# test_determinism.GOLDEN_LOGITS_SHA256 / GOLDEN_TOKENS_SHA256 (computed there through Python):
+# the C driver, the Python binding and every platform agree. They change only with
+# LRT_NUMERICS_VERSION.
+GOLDEN = {
+    "logits": "bb212c3e0268be9f400867dce46cabc1ee1c79c376810b301f44b373554687a0",
+    "greedy ids": "c22135e9678c84c66a1458ade0870db0c31708b9223deedeb0c97313fb763fdc",
+    "greedy logits": "8270a7b432d399648c5e95b154569e7e83e6af475b13cf1b1b51b03fe14072e4",
+    "sampled ids": "1ecc95a754f6b4acbaca1a2acd769d9b3db0b98af959367104d321f2376e3482",
+    "sampled logits": "9cd30dab66d82de9a7162f9f3147ac116bce01bf6c6b276c9b35f78db1cb493c",
+}
+# a run saved after 8 sampled tokens and resumed in a fresh session gives the same 24 tokens
+GOLDEN["resume ids"] = GOLDEN["sampled ids"]
+GOLDEN["resume logits"] = GOLDEN["sampled logits"]
+NUMERICS_VERSION = 1
+
+# LOOMRT_MATRIX_CSRC builds the matrix from another copy of csrc/ (e.g. a release tree)
+CSRC = os.environ.get("LOOMRT_MATRIX_CSRC") or os.path.join(ROOT, "csrc")
+DRIVER_SRCS = ["tools/matrix_driver.c", "tools/sha256.c"]
+NUMERICS_FLAGS = ["-std=c11", "-ffp-contract=off", "-fno-fast-math"]
+ALL_THREADS = "1,2,3,4,5,6,7,8"
+ALL_CHUNKS = "1,3,16,0"
+CELLS: Dict[str, int] = {}  # test id -> cells checked (printed with -s)
+
+
+def library_sources(csrc: str = CSRC) -> List[str]:
+    """SRCS of csrc/Makefile: the library's C files, whatever kernel paths exist."""
+    text = open(os.path.join(csrc, "Makefile"), encoding="utf-8").read().replace("\\\n", " ")
+    m = re.search(r"^SRCS\s*=(.*)$", text, re.M)
+    assert m, "csrc/Makefile has no SRCS line"
+    return m.group(1).split()
+
+
+def driver_defines() -> List[str]:
+    header = open(os.path.join(CSRC, "include", "loomrt.h"), encoding="utf-8").read()
+    return ["-DLRT_HAVE_SESSION_STATE"] if "lrt_session_state_save" in header else []
+
+
+def zig_cc() -> List[str]:
+    return [sys.executable, "-m", "ziglang", "cc"]
+
+
+def build_driver(out: str, cc: List[str], opt: str, extra: Sequence[str] = (), csrc: str = CSRC,
+                 libs: Sequence[str] = ("-lpthread", "-lm"), timeout: int = 600) -> str:
+    srcs = [os.path.join(csrc, s) for s in library_sources(csrc) + DRIVER_SRCS]
+    cmd = list(cc) + NUMERICS_FLAGS + [opt] + driver_defines() + list(extra) + ["-o", out] + srcs + list(libs)
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    assert p.returncode == 0, f"build failed: {' '.join(cmd)}\n{p.stderr[-4000:]}"
+    return out
+
+
+def check_output(text: str, expect_paths: Optional[Sequence[str]] = None) -> int:
+    """Compare every result line of the driver with GOLDEN; return the number of cells."""
+    lines = text.strip().splitlines()
+    assert lines and lines[0] == f"loomrt {loomrt.__version__} numerics {NUMERICS_VERSION}", lines[:1]
+    assert lines[-1] == "done", "driver did not finish:\n" + text[-2000:]
+    bad, cells, paths = [], 0, set()
+    for line in lines[1:-1]:
+        parts = line.split()
+        kernel, what, digest = parts[0], " ".join(parts[2:-1]), parts[-1]
+        paths.add(kernel)
+        key = "logits" if what.startswith("logits chunk=") else what
+        assert key in GOLDEN, line
+        cells += 1
+        if digest != GOLDEN[key]:
+            bad.append(line)
+    assert not bad, f"{len(bad)} of {cells} cells differ from the golden hashes:\n" + "\n".join(bad[:20])
+    if expect_paths is not None:
+        assert sorted(paths) == sorted(expect_paths), (paths, expect_paths)
+    return cells
+
+
+def run_driver(cmd: List[str], model: str, args: Sequence[str], timeout: int = 300, cwd: Optional[str] = None,
+               env: Optional[Dict[str, str]] = None) -> str:
+    p = subprocess.run(cmd + [model] + list(args), capture_output=True, text=True, timeout=timeout, cwd=cwd,
+                       env=env)
+    assert p.returncode == 0, f"driver failed (rc {p.returncode}): {cmd}\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}"
+    return p.stdout
+
+
+@pytest.fixture(scope="module")
+def matrix_models(tmp_path_factory) -> Dict[str, str]:
+    """The seeded model as a safetensors folder and as a GGUF file (F32, llama.cpp's Q/K row
+    order, which loomrt maps back: same logits bits)."""
+    root = tmp_path_factory.mktemp("matrix-models")
+    st = models.write_seeded_folder(str(root / "st"))
+    gg = models.write_seeded_gguf(str(root / "model.gguf"), cfg=models.SEEDED_CONFIG, with_tokenizer=False)
+    return {"st": st, "gguf": gg}
+
+
+@pytest.fixture(scope="module")
+def build_dir(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("matrix-builds"))
+
+
+NATIVE = [("gcc", "-O0"), ("gcc", "-O2"), ("gcc", "-O3"), ("clang", "-O0"), ("clang", "-O2"), ("clang", "-O3")]
+
+
+@pytest.mark.parametrize("compiler,opt", NATIVE, ids=[f"{c}{o}" for c, o in NATIVE])
+def test_native_matrix(compiler, opt, matrix_models, build_dir, request):
+    """gcc/clang at -O0/-O2/-O3 x every kernel path this CPU runs x threads 1..8 x chunks
+    {1,3,16,all} + greedy/sampled/resumed generation; the GGUF copy; a hostile FP env."""
+    exe = build_driver(os.path.join(build_dir, f"drv-{compiler}{opt}"), [compiler], opt)
+    paths = loomrt.kernel_paths()
+    n = check_output(run_driver([exe], matrix_models["st"], ["--threads", ALL_THREADS, "--chunks", ALL_CHUNKS]), paths)
+    n += check_output(run_driver([exe], matrix_models["gguf"], ["--threads", "1,4", "--chunks", "3,0"]), paths)
+    n += check_output(run_driver([exe], matrix_models["st"], ["--threads", "1,3,8", "--chunks", "1,16", "--hostile"]),
+                      paths)
+    CELLS[request.node.name] = n
+    print(f"\n{request.node.name}: {n} cells")
