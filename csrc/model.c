@@ -14,6 +14,13 @@
 
 #define INDEX_MAX_BYTES (64u << 20)
 
+/* Big-endian hosts (s390x, ...) byte-swap F32/F16/BF16 matrices once at load (get_mat). */
+#if defined(__BYTE_ORDER__) && defined(__ORDER_BIG_ENDIAN__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+#define LRT_BIG_ENDIAN 1
+#else
+#define LRT_BIG_ENDIAN 0
+#endif
+
 /* ---- owned buffers --------------------------------------------------------------------- */
 
 static void *own(lrt_model *m, size_t bytes) {
@@ -57,7 +64,7 @@ static int32_t shape_error(const lrt_tensor_ref *t, int64_t r, int64_t c) {
 /* Float value of element i of a tensor in a plain float format. */
 static float elem(const lrt_tensor_ref *t, uint64_t i) {
   switch (t->dtype) {
-    case LRT_DT_F32: { float f; memcpy(&f, t->data + 4 * i, 4); return f; }
+    case LRT_DT_F32: { uint32_t u = lrt_rd_u32le(t->data + 4 * i); float f; memcpy(&f, &u, 4); return f; }
     case LRT_DT_F16: return lrt_f16_to_f32(lrt_rd_u16le(t->data + 2 * i));
     default: return lrt_bf16_to_f32(lrt_rd_u16le(t->data + 2 * i));
   }
@@ -80,6 +87,19 @@ static int32_t get_mat(lrt_model *m, const char *name, int64_t rows, int64_t col
       return lrt_err(LRT_ERR_UNSUPPORTED, "tensor %s: transposed block-quantized matrices are not supported", name);
     out->dtype = t->dtype;
     out->data = t->data;
+#if LRT_BIG_ENDIAN
+    /* Files are little-endian. Block formats are read bytewise (their F16 scales through
+     * lrt_rd_u16le), but F32/F16/BF16 matrices are used as native words by the kernels:
+     * on a big-endian host they are copied once, each element byte-swapped. */
+    if (t->dtype == LRT_DT_F32 || t->dtype == LRT_DT_F16 || t->dtype == LRT_DT_BF16) {
+      size_t es = t->dtype == LRT_DT_F32 ? 4 : 2;
+      uint8_t *dst = (uint8_t *)own(m, (size_t)t->n_elems * es);
+      if (!dst) return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory byte-swapping %s", name);
+      for (uint64_t k = 0; k < t->n_elems; k++)
+        for (size_t b = 0; b < es; b++) dst[k * es + b] = t->data[k * es + es - 1 - b];
+      out->data = dst;
+    }
+#endif
   } else {
     return lrt_err(LRT_ERR_UNSUPPORTED, "tensor %s has type %s; loomrt computes with F32, F16, BF16, Q8_0, Q4_0 and Q4_1",
                    name, t->dtype_name);
