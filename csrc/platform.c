@@ -16,9 +16,19 @@
 #else
 #include <fcntl.h>
 #include <pthread.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#if defined(__wasi__)
+/* WASI has no mmap (and, without the threads proposal, no threads): files are read into
+ * memory and the library runs single-threaded (lrt_cpu_count() == 1, lrt_thread_start
+ * fails). */
+#define LRT_NO_MMAP 1
+#if !defined(_REENTRANT)
+#define LRT_NO_THREADS 1
+#endif
+#else
+#include <sys/mman.h>
+#endif
 #endif
 
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__) || defined(_M_IX86)
@@ -149,22 +159,50 @@ int32_t lrt_map_file(const char *path, lrt_mapped_file *out) {
     close(fd);
     return lrt_err(LRT_ERR_IO, "%s is too large to map on this platform", path);
   }
+#if defined(LRT_NO_MMAP)
+  uint8_t *p = (uint8_t *)malloc((size_t)out->size);
+  if (!p) {
+    close(fd);
+    return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory reading %s", path);
+  }
+  size_t got = 0;
+  while (got < (size_t)out->size) {
+    ssize_t r = read(fd, p + got, (size_t)out->size - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) {
+      free(p);
+      close(fd);
+      return lrt_err(LRT_ERR_IO, "cannot read %s: %s", path, r < 0 ? strerror(errno) : "file shrank");
+    }
+    got += (size_t)r;
+  }
+  close(fd);
+#else
   void *p = mmap(NULL, (size_t)out->size, PROT_READ, MAP_PRIVATE, fd, 0);
   close(fd);
   if (p == MAP_FAILED) return lrt_err(LRT_ERR_IO, "cannot map %s: %s", path, strerror(errno));
+#endif
   out->data = (const uint8_t *)p;
   out->priv[0] = p;
   return LRT_OK;
 }
 
 void lrt_unmap_file(lrt_mapped_file *f) {
+#if defined(LRT_NO_MMAP)
+  if (f->data && f->priv[0]) free(f->priv[0]);
+#else
   if (f->data && f->priv[0]) munmap((void *)f->data, (size_t)f->size);
+#endif
   memset(f, 0, sizeof *f);
 }
 
 int lrt_cpu_count(void) {
+#if defined(LRT_NO_THREADS)
+  return 1;
+#else
   long n = sysconf(_SC_NPROCESSORS_ONLN);
   return n > 0 ? (int)n : 1;
+#endif
 }
 #endif
 
@@ -229,6 +267,10 @@ int32_t lrt_thread_start(lrt_thread **out, lrt_thread_fn fn, void *arg) {
     free(t);
     return lrt_err(LRT_ERR_INTERNAL, "cannot create a thread");
   }
+#elif defined(LRT_NO_THREADS)
+  (void)thread_main;
+  free(t);
+  return lrt_err(LRT_ERR_UNSUPPORTED, "this build has no threads (WASI without the threads proposal): use 1 thread");
 #else
   if (pthread_create(&t->t, NULL, thread_main, t) != 0) {
     free(t);
@@ -244,6 +286,8 @@ void lrt_thread_join(lrt_thread *t) {
 #if defined(_WIN32)
   WaitForSingleObject(t->h, INFINITE);
   CloseHandle(t->h);
+#elif defined(LRT_NO_THREADS)
+  (void)0; /* never started */
 #else
   pthread_join(t->t, NULL);
 #endif

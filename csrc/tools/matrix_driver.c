@@ -220,7 +220,12 @@ static void run_resume(lrt_model *m, int threads, char ids_out[65], char lg_out[
   if (!buf) fail("malloc", LRT_ERR_OUT_OF_MEMORY);
   CALL(lrt_session_state_save(a, buf, size, &written));
   lrt_session_free(a);
-  lrt_session *b = new_session(m, threads == 1 ? 2 : 1);
+  lrt_session *b = NULL;
+  hostile_set();
+  int32_t st = lrt_session_new(m, 128, threads == 1 ? 2 : 1, &b);
+  hostile_check("lrt_session_new");
+  if (st == LRT_ERR_UNSUPPORTED) b = new_session(m, threads); /* a build without threads */
+  else if (st != LRT_OK) fail("lrt_session_new", st);
   CALL(lrt_session_state_load(b, buf, written));
   free(buf);
   generate(b, 16, &hi, &hl, NULL);
