@@ -89,6 +89,12 @@ int32_t lrt_model_get_str(const lrt_model *m, int32_t key, const char **out, siz
     case LRT_STR_DTYPE: s = m->dtype_name; break;
     case LRT_STR_SOURCE: s = m->is_gguf ? "gguf" : "safetensors"; break;
     case LRT_STR_NAME: s = m->name; break;
+    case LRT_STR_CHAT_TEMPLATE: {
+      size_t n;
+      lrt_text_chat_template(m, out, &n);
+      *out_len = n;
+      return LRT_OK;
+    }
     default: return lrt_err(LRT_ERR_INVALID_ARGUMENT, "unknown model string key %d", key);
   }
   *out = s;
@@ -222,6 +228,7 @@ int32_t lrt_session_new(lrt_model *m, int64_t context, int32_t threads, lrt_sess
   s->top_p = 1.0;
   s->repeat_penalty = 1.0;
   s->repeat_last_n = -1;
+  s->max_tokens = -1;
   int32_t st = lrt_pool_new(threads, &s->pool);
   if (st) { lrt_session_free(s); GUARD_RETURN(st); }
   s->k_cache = (float **)calloc((size_t)c->n_layers, sizeof(float *));
@@ -261,6 +268,7 @@ void lrt_session_free(lrt_session *s) {
   free(s->x); free(s->xb); free(s->q); free(s->att); free(s->k); free(s->v);
   free(s->hb); free(s->hb2); free(s->rope_cs); free(s->wrow); free(s->scores); free(s->logits);
   free(s->cand_ids); free(s->cand_probs); free(s->cand_logits);
+  lrt_gen_free(s->gen);
   free(s);
 }
 
@@ -317,7 +325,7 @@ int32_t lrt_session_set_float(lrt_session *s, int32_t param, double v) {
     case LRT_PARAM_REPEAT_PENALTY:
       if (!(v > 0.0 && v <= 1e6)) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "repetition penalty must be > 0 (1 = off), got %g", v);
       s->repeat_penalty = v; return LRT_OK;
-    case LRT_PARAM_TOP_K: case LRT_PARAM_SEED: case LRT_PARAM_REPEAT_LAST_N:
+    case LRT_PARAM_TOP_K: case LRT_PARAM_SEED: case LRT_PARAM_REPEAT_LAST_N: case LRT_PARAM_MAX_TOKENS:
       if (v != (double)(int64_t)v) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "sampler parameter %d must be an integer", param);
       return lrt_session_set_int(s, param, (int64_t)v);
     default:
@@ -335,6 +343,9 @@ int32_t lrt_session_set_int(lrt_session *s, int32_t param, int64_t v) {
     case LRT_PARAM_REPEAT_LAST_N:
       if (v < -1) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "repeat_last_n must be >= -1, got %lld", (long long)v);
       s->repeat_last_n = v; return LRT_OK;
+    case LRT_PARAM_MAX_TOKENS:
+      if (v < -1) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "max_tokens must be >= -1 (-1 = no limit), got %lld", (long long)v);
+      s->max_tokens = v; return LRT_OK;
     case LRT_PARAM_TEMPERATURE: case LRT_PARAM_TOP_P: case LRT_PARAM_MIN_P: case LRT_PARAM_REPEAT_PENALTY:
       return lrt_session_set_float(s, param, (double)v);
     default:

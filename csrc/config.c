@@ -269,16 +269,33 @@ int32_t lrt_config_from_hf(const char *folder, int32_t flags, lrt_config *c, cha
   char path[4096];
   if (snprintf(path, sizeof path, "%s/config.json", folder) >= (int)sizeof path)
     return lrt_err(LRT_ERR_INVALID_ARGUMENT, "model path is too long");
-  char *text = NULL;
-  size_t len = 0;
+  char *text = NULL, *gen_text = NULL;
+  size_t len = 0, gen_len = 0;
   int32_t st = lrt_read_file(path, CONFIG_MAX_BYTES, &text, &len);
   if (st == LRT_ERR_NOT_FOUND)
     return lrt_err(st, "%s has no config.json: a HuggingFace model folder needs config.json, "
                        "*.safetensors and tokenizer.json", folder);
   if (st) return st;
-  lj_doc *doc = NULL;
-  st = lj_parse(text, len, "config.json", &doc);
+  /* generation_config.json: more eos ids (optional file) */
+  if (snprintf(path, sizeof path, "%s/generation_config.json", folder) < (int)sizeof path && lrt_is_file(path) &&
+      (st = lrt_read_file(path, CONFIG_MAX_BYTES, &gen_text, &gen_len))) {
+    free(text);
+    return st;
+  }
+  st = lrt_config_from_hf_json(text, len, gen_text, gen_len, flags, c, name, name_cap);
   free(text);
+  free(gen_text);
+  return st;
+}
+
+int32_t lrt_config_from_hf_json(const char *text, size_t len, const char *gen_text, size_t gen_len,
+                                int32_t flags, lrt_config *c, char *name, size_t name_cap) {
+  memset(c, 0, sizeof *c);
+  c->bos = -1;
+  if (len > CONFIG_MAX_BYTES || gen_len > CONFIG_MAX_BYTES)
+    return lrt_err(LRT_ERR_FORMAT, "config.json / generation_config.json is larger than %u bytes", (unsigned)CONFIG_MAX_BYTES);
+  lj_doc *doc = NULL;
+  int32_t st = lj_parse(text, len, "config.json", &doc);
   if (st) return st;
   const lj_value *root = lj_root(doc);
   if (root->type != LJ_OBJECT) {
@@ -372,12 +389,9 @@ done:
   lj_free(doc);
   if (st) return st;
 
-  /* generation_config.json: more eos ids (optional file) */
-  if (snprintf(path, sizeof path, "%s/generation_config.json", folder) >= (int)sizeof path) return LRT_OK;
-  if (!lrt_is_file(path)) return LRT_OK;
-  if ((st = lrt_read_file(path, CONFIG_MAX_BYTES, &text, &len))) return st;
-  st = lj_parse(text, len, "generation_config.json", &doc);
-  free(text);
+  /* generation_config.json: more eos ids (optional) */
+  if (!gen_text) return LRT_OK;
+  st = lj_parse(gen_text, gen_len, "generation_config.json", &doc);
   if (st) return st;
   root = lj_root(doc);
   if (root->type != LJ_OBJECT)

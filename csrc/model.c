@@ -371,6 +371,9 @@ static const char *ext_of(const char *path, size_t len) {
   return len >= 5 ? path + len - 5 : "";
 }
 
+static int32_t finish_load(lrt_model *m);
+static void gguf_name(lrt_model *m);
+
 int32_t lrt_model_load(const char *path, int32_t flags, lrt_model **out) {
   *out = NULL;
   lrt_model *m = (lrt_model *)calloc(1, sizeof *m);
@@ -388,17 +391,27 @@ int32_t lrt_model_load(const char *path, int32_t flags, lrt_model **out) {
     m->is_gguf = 1;
     if ((st = lrt_gguf_open(path, &m->gguf))) goto fail;
     if ((st = lrt_config_from_gguf(&m->gguf, &m->cfg))) goto fail;
-    const lrt_gguf_kv *nk = lrt_gguf_find(&m->gguf, "general.name");
-    if (nk && nk->type == LRT_META_STRING)
-      snprintf(m->name, sizeof m->name, "%.*s", (int)(nk->str_lens[0] < 255 ? nk->str_lens[0] : 255), nk->strs[0]);
+    gguf_name(m);
   } else {
     st = lrt_err(LRT_ERR_NOT_FOUND, "model path not found: %s (pass a HuggingFace model folder or a .gguf file)", path);
     goto fail;
   }
+  if ((st = finish_load(m))) goto fail;
+  if ((st = lrt_text_init(m, m->is_gguf ? NULL : path, NULL, 0))) goto fail;
+  *out = m;
+  return LRT_OK;
+fail:
+  lrt_model_free(m);
+  return st;
+}
+
+/* Bind the weights of an opened source (config read, files parsed). */
+static int32_t finish_load(lrt_model *m) {
+  int32_t st;
   m->layers = (lrt_layer *)calloc((size_t)m->cfg.n_layers, sizeof(lrt_layer));
-  if (!m->layers) { st = lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory"); goto fail; }
-  if ((st = m->is_gguf ? bind_gguf(m) : bind_hf(m))) goto fail;
-  if (!m->cfg.learned_pos && (st = rope_table(m))) goto fail;
+  if (!m->layers) return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory");
+  if ((st = m->is_gguf ? bind_gguf(m) : bind_hf(m))) return st;
+  if (!m->cfg.learned_pos && (st = rope_table(m))) return st;
   { /* eos ids outside the vocabulary can never be sampled: drop them */
     int k = 0;
     for (int i = 0; i < m->cfg.n_eos; i++)
@@ -414,6 +427,117 @@ int32_t lrt_model_load(const char *path, int32_t flags, lrt_model **out) {
     if (t) snprintf(m->dtype_name, sizeof m->dtype_name, "%s", m->is_gguf ? t->dtype_name : lrt_dtype_name(t->dtype));
     for (char *p = m->dtype_name; *p; p++) if (*p >= 'A' && *p <= 'Z') *p = (char)(*p - 'A' + 'a');
   }
+  return LRT_OK;
+}
+
+static void gguf_name(lrt_model *m) {
+  const lrt_gguf_kv *nk = lrt_gguf_find(&m->gguf, "general.name");
+  if (nk && nk->type == LRT_META_STRING)
+    snprintf(m->name, sizeof m->name, "%.*s", (int)(nk->str_lens[0] < 255 ? nk->str_lens[0] : 255), nk->strs[0]);
+}
+
+const lrt_vfile *lrt_vfile_find(const lrt_vfile *files, size_t n, const char *name) {
+  for (size_t i = 0; i < n; i++)
+    if (strcmp(files[i].name, name) == 0) return &files[i];
+  return NULL;
+}
+
+static int is_gguf_name(const char *name) {
+  size_t n = strlen(name);
+  return strcmp(ext_of(name, n), ".gguf") == 0 || strcmp(ext_of(name, n), ".GGUF") == 0;
+}
+
+/* Safetensors from memory: "model.safetensors", or "model.safetensors.index.json" naming
+ * shard files that are also given. */
+static int32_t memory_safetensors(lrt_model *m, const lrt_vfile *files, size_t n) {
+  const lrt_vfile *one = lrt_vfile_find(files, n, "model.safetensors");
+  if (one) {
+    m->st_files = (lrt_st_file *)calloc(1, sizeof(lrt_st_file));
+    if (!m->st_files) return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory");
+    int32_t st = lrt_st_parse(one->data, one->size, "model.safetensors", &m->st_files[0]);
+    if (st) return st;
+    m->n_st_files = 1;
+    return LRT_OK;
+  }
+  const lrt_vfile *idx = lrt_vfile_find(files, n, "model.safetensors.index.json");
+  if (!idx)
+    return lrt_err(LRT_ERR_NOT_FOUND, "the files given hold neither \"model.safetensors\" nor \"model.safetensors.index.json\"");
+  if (idx->size > INDEX_MAX_BYTES) return lrt_err(LRT_ERR_FORMAT, "model.safetensors.index.json is too large");
+  lj_doc *doc;
+  int32_t st = lj_parse((const char *)idx->data, idx->size, "model.safetensors.index.json", &doc);
+  if (st) return st;
+  const lj_value *wm = lj_get(lj_root(doc), "weight_map");
+  if (!wm || wm->type != LJ_OBJECT || wm->count == 0) {
+    lj_free(doc);
+    return lrt_err(LRT_ERR_FORMAT, "model.safetensors.index.json: \"weight_map\" must be a non-empty object");
+  }
+  m->st_files = (lrt_st_file *)calloc(wm->count, sizeof(lrt_st_file));
+  const char **names = (const char **)calloc(wm->count, sizeof(char *));
+  if (!m->st_files || !names) {
+    free(names);
+    lj_free(doc);
+    return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory");
+  }
+  for (size_t i = 0; i < wm->count && st == LRT_OK; i++) {
+    const lj_value *v = &wm->members[i].value;
+    if (v->type != LJ_STRING || v->str_len == 0) {
+      st = lrt_err(LRT_ERR_FORMAT, "model.safetensors.index.json: weight_map[\"%s\"] must be a file name", wm->members[i].key);
+      break;
+    }
+    int seen = 0;
+    for (size_t j = 0; j < m->n_st_files; j++) seen |= strcmp(names[j], v->str) == 0;
+    if (seen) continue;
+    const lrt_vfile *f = lrt_vfile_find(files, n, v->str);
+    if (!f) {
+      st = lrt_err(LRT_ERR_NOT_FOUND, "model.safetensors.index.json names the shard \"%s\", which is not among the files given", v->str);
+      break;
+    }
+    st = lrt_st_parse(f->data, f->size, f->name, &m->st_files[m->n_st_files]);
+    if (st == LRT_OK) names[m->n_st_files++] = v->str;
+  }
+  for (size_t i = 0; i < wm->count && st == LRT_OK; i++)
+    if (!find_tensor(m, wm->members[i].key))
+      st = lrt_err(LRT_ERR_FORMAT, "tensor %s is listed in model.safetensors.index.json but missing from %s",
+                   wm->members[i].key, wm->members[i].value.str);
+  free(names);
+  lj_free(doc);
+  return st;
+}
+
+int32_t lrt_model_load_memory(const lrt_vfile *files, size_t n, int32_t flags, lrt_model **out) {
+  *out = NULL;
+  lrt_model *m = (lrt_model *)calloc(1, sizeof *m);
+  if (!m) return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory");
+  int32_t st;
+  const lrt_vfile *gg = NULL;
+  for (size_t i = 0; i < n; i++)
+    if (is_gguf_name(files[i].name)) {
+      if (gg) {
+        st = lrt_err(LRT_ERR_INVALID_ARGUMENT, "two GGUF files given (\"%s\" and \"%s\"); give one", gg->name, files[i].name);
+        goto fail;
+      }
+      gg = &files[i];
+    }
+  if (gg) {
+    m->is_gguf = 1;
+    if ((st = lrt_gguf_parse(gg->data, gg->size, gg->name, &m->gguf))) goto fail;
+    if ((st = lrt_config_from_gguf(&m->gguf, &m->cfg))) goto fail;
+    gguf_name(m);
+  } else {
+    const lrt_vfile *cj = lrt_vfile_find(files, n, "config.json");
+    const lrt_vfile *gj = lrt_vfile_find(files, n, "generation_config.json");
+    if (!cj) {
+      st = lrt_err(LRT_ERR_NOT_FOUND, "no \"config.json\" and no \"*.gguf\" among the files given: pass a GGUF "
+                   "file, or config.json + model.safetensors (+ tokenizer.json)");
+      goto fail;
+    }
+    if ((st = lrt_config_from_hf_json((const char *)cj->data, cj->size, gj ? (const char *)gj->data : NULL,
+                                      gj ? gj->size : 0, flags, &m->cfg, m->name, sizeof m->name)))
+      goto fail;
+    if ((st = memory_safetensors(m, files, n))) goto fail;
+  }
+  if ((st = finish_load(m))) goto fail;
+  if ((st = lrt_text_init(m, NULL, files, n))) goto fail;
   *out = m;
   return LRT_OK;
 fail:
@@ -429,5 +553,6 @@ void lrt_model_free(lrt_model *m) {
   free(m->st_files);
   if (m->is_gguf) lrt_gguf_close(&m->gguf);
   free(m->layers);
+  lrt_text_free(m->text); /* last: it may own the buffers the files point into */
   free(m);
 }

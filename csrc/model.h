@@ -67,6 +67,7 @@ struct lrt_model {
   uint64_t weight_bytes, resident_bytes, n_params;
   char dtype_name[16];
   char name[256];
+  struct lrt_text *text; /* text.c: chat template, end-of-generation ids, copied buffers */
 };
 
 /* model.c */
@@ -76,6 +77,32 @@ void lrt_model_free(lrt_model *m);
 int32_t lrt_config_from_hf(const char *folder, int32_t flags, lrt_config *cfg, char *name,
                            size_t name_cap);
 int32_t lrt_config_from_gguf(const lrt_gguf_file *g, lrt_config *cfg);
+/* The same from the texts of config.json and generation_config.json (gen_text NULL: none). */
+int32_t lrt_config_from_hf_json(const char *text, size_t len, const char *gen_text, size_t gen_len,
+                                int32_t flags, lrt_config *cfg, char *name, size_t name_cap);
+
+/* A file given in memory (lrt_model_open_memory): name as in a model folder, bytes borrowed. */
+typedef struct lrt_vfile {
+  const char *name; /* NUL-terminated copy owned by the caller of lrt_model_load_memory */
+  const uint8_t *data;
+  size_t size;
+} lrt_vfile;
+/* model.c: open a model from in-memory files (one *.gguf, or config.json + safetensors).
+ * The buffers must outlive the model. */
+int32_t lrt_model_load_memory(const lrt_vfile *files, size_t n_files, int32_t flags, lrt_model **out);
+const lrt_vfile *lrt_vfile_find(const lrt_vfile *files, size_t n_files, const char *name);
+
+/* text.c: chat template, end-of-generation ids (filled once at open; read-only after). */
+typedef struct lrt_text lrt_text;
+/* folder: the HF folder path, or NULL with files/n_files for a model opened from memory;
+ * GGUF models read their metadata. */
+int32_t lrt_text_init(lrt_model *m, const char *folder, const lrt_vfile *files, size_t n_files);
+void lrt_text_free(lrt_text *t);
+/* The model's chat template source (NUL-terminated, "" when none). */
+int32_t lrt_text_chat_template(const lrt_model *m, const char **out, size_t *len);
+/* text.c: the generation state of a session (pull API). */
+typedef struct lrt_gen lrt_gen;
+void lrt_gen_free(lrt_gen *g);
 
 /* ---- session ------------------------------------------------------------------------- */
 
@@ -105,6 +132,8 @@ struct lrt_session {
   int32_t *cand_ids;
   float *cand_probs, *cand_logits;
   int64_t n_cand;
+  int64_t max_tokens;  /* LRT_PARAM_MAX_TOKENS for lrt_session_step, -1 = none */
+  struct lrt_gen *gen; /* text.c: prompt/step generation state, created on first use */
 };
 
 /* forward.c */

@@ -120,7 +120,8 @@ typedef enum lrt_model_str {
   LRT_STR_ARCHITECTURE = 0, /* "llama", "mistral", "qwen2", "gpt2"                   */
   LRT_STR_DTYPE = 1,        /* stored weight format of the big matrices, e.g. "bf16" */
   LRT_STR_SOURCE = 2,       /* "safetensors" or "gguf"                               */
-  LRT_STR_NAME = 3          /* general.name / _name_or_path, "" when absent          */
+  LRT_STR_NAME = 3,         /* general.name / _name_or_path, "" when absent          */
+  LRT_STR_CHAT_TEMPLATE = 4 /* the model's Jinja chat template source, "" when none    */
 } lrt_model_str;
 LRT_API int32_t lrt_model_get_str(const lrt_model *model, int32_t key, const char **out,
                                   size_t *out_len);
@@ -188,8 +189,11 @@ typedef enum lrt_param {
   LRT_PARAM_MIN_P = 3,          /* double in [0, 1]; 0 disables (default 0)         */
   LRT_PARAM_REPEAT_PENALTY = 4, /* double > 0; 1 disables (default 1)               */
   LRT_PARAM_SEED = 5,           /* int, any 64-bit value (default 0)                */
-  LRT_PARAM_REPEAT_LAST_N = 6   /* int >= -1: tokens the penalty looks back over,
+  LRT_PARAM_REPEAT_LAST_N = 6,  /* int >= -1: tokens the penalty looks back over,
                                    -1 = whole sequence (default -1)                 */
+  LRT_PARAM_MAX_TOKENS = 7      /* int >= -1: tokens lrt_session_step gives before it
+                                   ends the generation (LRT_FINISH_LENGTH); -1 = no
+                                   limit (default -1). Not a sampler setting.        */
 } lrt_param;
 LRT_API int32_t lrt_session_set_float(lrt_session *session, int32_t param, double value);
 LRT_API int32_t lrt_session_set_int(lrt_session *session, int32_t param, int64_t value);
@@ -230,6 +234,158 @@ LRT_API int32_t lrt_session_state_size(const lrt_session *s, size_t *size);
 LRT_API int32_t lrt_session_state_save(const lrt_session *s, void *buf, size_t cap, size_t *written);
 /* Replace the session's state with a saved blob of len bytes (validated first). */
 LRT_API int32_t lrt_session_state_load(lrt_session *s, const void *buf, size_t len);
+
+/* ---- text: models from memory, chat templates, generation ---------------------------
+
+   Text in, text out, without Python. The tokenizer functions (lrt_tokenize, ...) turn text
+   into ids; the functions below open models from memory, render chat conversations and
+   generate text, either pulled one token at a time (lrt_session_prompt + lrt_session_step,
+   no callbacks: suits game loops, C#, ctypes) or pushed to a callback (lrt_generate).
+
+   Threads: a model is read-only once opened (weights, tokenizer, chat template and
+   end-of-generation ids are all fixed by lrt_model_open*), so one model may be shared by
+   any number of threads, each using its own session. A session must not be used by two
+   threads at the same time. */
+
+/* Open a model from files held in memory (an engine's packed assets). The files are given
+ * as n_files parallel entries: names[i] (names_lens[i] bytes, UTF-8) and data[i]
+ * (sizes[i] bytes). Either
+ *   - one file whose name ends in ".gguf" (weights, config and tokenizer in one), or
+ *   - the files of a HuggingFace folder under their usual names: "config.json" (required),
+ *     "model.safetensors" or "model.safetensors.index.json" plus the shard files it names,
+ *     and optionally "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+ *     "special_tokens_map.json", "chat_template.jinja", "chat_template.json".
+ * Other names are ignored. flags: LRT_OPEN_* bits. Without LRT_OPEN_COPY_BUFFERS the model
+ * uses the buffers in place (no copy, like a memory mapping): they must stay valid and
+ * unchanged until lrt_model_close(). With it, loomrt copies every buffer first and the
+ * caller may free them as soon as this returns (needed for garbage-collected memory,
+ * e.g. C# byte[] or Python bytes). Same results as lrt_model_open on the same files.
+ * On failure *out is NULL. */
+#define LRT_OPEN_COPY_BUFFERS 2
+LRT_API int32_t lrt_model_open_memory(int64_t n_files, const char *const *names,
+                                      const size_t *names_lens, const void *const *data,
+                                      const size_t *sizes, int32_t flags, lrt_model **out);
+
+/* Chat formats. LRT_CHAT_MODEL uses the model's own template (GGUF
+ * "tokenizer.chat_template", or the folder's chat_template.jinja / chat_template.json /
+ * tokenizer_config.json "chat_template"): loomrt does not run Jinja; it recognises which
+ * known family the template belongs to by its content and renders that family in C:
+ *   LRT_CHAT_CHATML  "<|im_start|>role\ncontent<|im_end|>\n" ..., generation prompt
+ *                    "<|im_start|>assistant\n" (SmolLM2, Qwen2, Hermes). When the model's
+ *                    template inserts a default system message before a conversation that
+ *                    does not start with one (SmolLM2, Qwen2), that message is inserted too.
+ *   LRT_CHAT_LLAMA3  bos + "<|start_header_id|>role<|end_header_id|>\n\n" + trimmed content
+ *                    + "<|eot_id|>" ..., generation prompt for "assistant" (Llama 3 / 3.x
+ *                    without tools or the date header: a template that writes "Cutting
+ *                    Knowledge Date" is not recognised).
+ *   LRT_CHAT_LLAMA2  "<s>[INST] <<SYS>>\nsystem\n<</SYS>>\n\nuser [/INST] assistant </s>..."
+ *                    (Llama 2 chat; user/assistant must alternate; no generation prompt).
+ *   LRT_CHAT_ZEPHYR  "<|role|>\ncontent" + eos + "\n" ..., generation prompt
+ *                    "<|assistant|>\n" (Zephyr, TinyLlama chat).
+ * A model without a template uses ChatML (as the Python package does). A template of no
+ * known family fails with LRT_ERR_UNSUPPORTED: pass an explicit format instead. */
+typedef enum lrt_chat_format {
+  LRT_CHAT_MODEL = 0,
+  LRT_CHAT_CHATML = 1,
+  LRT_CHAT_LLAMA3 = 2,
+  LRT_CHAT_LLAMA2 = 3,
+  LRT_CHAT_ZEPHYR = 4
+} lrt_chat_format;
+
+/* The family of the model's own chat template (LRT_CHAT_CHATML ... ; LRT_CHAT_CHATML when
+ * the model has none). LRT_ERR_UNSUPPORTED when it is of no known family. */
+LRT_API int32_t lrt_chat_detect(const lrt_model *model, int32_t *format);
+
+/* Render a conversation of n_messages messages: roles[i] ("system", "user", "assistant",
+ * roles_lens[i] bytes) and contents[i] (contents_lens[i] bytes), all UTF-8. With
+ * add_generation_prompt = 1 the text that opens the assistant's answer is appended. The
+ * bos/eos texts the formats need are the model's (its bos token and first eos token);
+ * model may be NULL with an explicit format, then the family's usual tokens are written
+ * ("<s>", "</s>", "<|begin_of_text|>").
+ * The result (not NUL-terminated) goes to out[0..capacity); *out_len always receives its
+ * full length: when it exceeds capacity nothing useful is written and the call fails with
+ * LRT_ERR_BUFFER_TOO_SMALL (call again with a larger buffer; out may be NULL when
+ * capacity is 0). Tokenize the result with LRT_PROMPT_PARSE_SPECIAL and without
+ * LRT_PROMPT_ADD_SPECIAL (the rendered text holds the bos it needs). */
+LRT_API int32_t lrt_chat_apply(const lrt_model *model, int32_t format, int64_t n_messages,
+                               const char *const *roles, const size_t *roles_lens,
+                               const char *const *contents, const size_t *contents_lens,
+                               int32_t add_generation_prompt, char *out, size_t capacity,
+                               size_t *out_len);
+
+/* Prompt flags (bit set). LRT_PROMPT_ADD_SPECIAL and LRT_PROMPT_PARSE_SPECIAL mean what
+ * LRT_TOKENIZE_ADD_SPECIAL / LRT_TOKENIZE_PARSE_SPECIAL mean for lrt_tokenize (same
+ * values); plain text prompts usually pass both (what the Python package does), rendered
+ * chat text passes only LRT_PROMPT_PARSE_SPECIAL. */
+#define LRT_PROMPT_ADD_SPECIAL 1
+#define LRT_PROMPT_PARSE_SPECIAL 2
+/* Keep the tokens already in the session and append the prompt after them (continue a
+ * conversation) instead of starting over at position 0. */
+#define LRT_PROMPT_KEEP 4
+
+/* Start a generation: tokenize text[0..len) with the model's tokenizer (LRT_ERR_NOT_FOUND
+ * when the model has none; use lrt_session_prompt_tokens) and evaluate it. Without
+ * LRT_PROMPT_KEEP the session starts over at position 0. Tokens come from
+ * lrt_session_step. The session's sampler settings (lrt_session_set_*) apply. Fails with
+ * LRT_ERR_CONTEXT_FULL when the prompt does not fit (the session is then empty), and
+ * LRT_ERR_INVALID_ARGUMENT for an empty prompt or text that is not UTF-8. */
+LRT_API int32_t lrt_session_prompt(lrt_session *session, const char *text, size_t len,
+                                   int32_t flags);
+/* The same with token ids (n >= 1, each in [0, vocab)); only LRT_PROMPT_KEEP applies. */
+LRT_API int32_t lrt_session_prompt_tokens(lrt_session *session, const int32_t *ids, int64_t n,
+                                          int32_t flags);
+
+/* Generate the next token of the generation started by lrt_session_prompt*. Returns
+ * LRT_OK with either
+ *   *token >= 0: the next token id (already part of the sequence: the next step evaluates
+ *                it), and *text / *text_len its text: only complete UTF-8 characters are
+ *                given; bytes of a character split over several tokens are held back and
+ *                given with the token that completes it (so *text_len may be 0); or
+ *   *token == -1: the generation is over (an end-of-generation token was sampled, which is
+ *                not added to the sequence; LRT_PARAM_MAX_TOKENS tokens were given; or the
+ *                context is full); *text holds any
+ *                held-back text (incomplete bytes become U+FFFD). The reason is
+ *                lrt_session_get_int(LRT_SESSION_FINISH_REASON). Further calls keep
+ *                returning -1 with no text until the next prompt.
+ * The concatenated texts equal lrt_detokenize of all generated ids. *text is owned by the
+ * session and valid until the next call on it. token, text and text_len must not be NULL.
+ * LRT_ERR_STATE when no prompt was given. Text is empty for a model without tokenizer. */
+LRT_API int32_t lrt_session_step(lrt_session *session, int32_t *token, const char **text,
+                                 size_t *text_len);
+
+/* Why the last generation ended. */
+typedef enum lrt_finish_reason {
+  LRT_FINISH_NONE = 0,     /* still generating (or never started)                       */
+  LRT_FINISH_EOS = 1,      /* an end-of-generation token was sampled                    */
+  LRT_FINISH_LENGTH = 2,   /* lrt_generate reached max_tokens                           */
+  LRT_FINISH_CONTEXT = 3,  /* the context is full                                       */
+  LRT_FINISH_CALLBACK = 4  /* lrt_generate's callback asked to stop                      */
+} lrt_finish_reason;
+
+/* Integer facts about a session's generation. */
+typedef enum lrt_session_info {
+  LRT_SESSION_FINISH_REASON = 0,    /* lrt_finish_reason of the last generation           */
+  LRT_SESSION_PROMPT_TOKENS = 1,    /* tokens of the last prompt (after tokenization)     */
+  LRT_SESSION_GENERATED_TOKENS = 2  /* tokens given by steps since the last prompt        */
+} lrt_session_info;
+LRT_API int32_t lrt_session_get_int(const lrt_session *session, int32_t key, int64_t *out);
+
+/* Called by lrt_generate for each generated token with the token id and its complete UTF-8
+ * text (as lrt_session_step gives them; text_len may be 0; the text is valid only during
+ * the call). When the generation ends with held-back text, a last call passes token -1 and
+ * that text. Return 0 to go on, nonzero to stop (finish reason LRT_FINISH_CALLBACK; no
+ * further call, held-back bytes are dropped). The callback must not call functions on the
+ * same session. */
+typedef int32_t (*lrt_token_callback)(void *user_data, int32_t token, const char *text,
+                                      size_t text_len);
+/* lrt_session_prompt(session, text, len, flags), then at most max_tokens (>= 0) steps,
+ * each passed to callback (may be NULL: generate without seeing the tokens; a smaller
+ * LRT_PARAM_MAX_TOKENS also applies). Ends at an
+ * end-of-generation token, max_tokens, a full context or when the callback returns
+ * nonzero; lrt_session_get_int gives the reason and counts afterwards. Same tokens as the
+ * pull API and as the Python package's Model.generate for the same prompt and settings. */
+LRT_API int32_t lrt_generate(lrt_session *session, const char *text, size_t len, int32_t flags,
+                             int64_t max_tokens, lrt_token_callback callback, void *user_data);
 
 /* ---- kernels ------------------------------------------------------------------------ */
 
