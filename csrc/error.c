@@ -39,6 +39,7 @@ const char *lrt_status_name(int32_t status) {
     case LRT_ERR_CONTEXT_FULL: return "LRT_ERR_CONTEXT_FULL";
     case LRT_ERR_STATE: return "LRT_ERR_STATE";
     case LRT_ERR_INTERNAL: return "LRT_ERR_INTERNAL";
+    case LRT_ERR_BUFFER_TOO_SMALL: return "LRT_ERR_BUFFER_TOO_SMALL";
     default: return "LRT_ERR_UNKNOWN";
   }
 }

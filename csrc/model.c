@@ -397,6 +397,7 @@ int32_t lrt_model_load(const char *path, int32_t flags, lrt_model **out) {
     goto fail;
   }
   if ((st = finish_load(m))) goto fail;
+  lrt_model_attach_tokenizer(m, m->is_gguf ? NULL : path, NULL, 0);
   if ((st = lrt_text_init(m, m->is_gguf ? NULL : path, NULL, 0))) goto fail;
   *out = m;
   return LRT_OK;
@@ -537,6 +538,7 @@ int32_t lrt_model_load_memory(const lrt_vfile *files, size_t n, int32_t flags, l
     if ((st = memory_safetensors(m, files, n))) goto fail;
   }
   if ((st = finish_load(m))) goto fail;
+  lrt_model_attach_tokenizer(m, NULL, files, n);
   if ((st = lrt_text_init(m, NULL, files, n))) goto fail;
   *out = m;
   return LRT_OK;
@@ -551,6 +553,7 @@ void lrt_model_free(lrt_model *m) {
   free(m->owned);
   for (size_t i = 0; i < m->n_st_files; i++) lrt_st_close(&m->st_files[i]);
   free(m->st_files);
+  lrt_tok_free(m->tok);
   if (m->is_gguf) lrt_gguf_close(&m->gguf);
   free(m->layers);
   lrt_text_free(m->text); /* last: it may own the buffers the files point into */

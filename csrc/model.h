@@ -68,6 +68,10 @@ struct lrt_model {
   char dtype_name[16];
   char name[256];
   struct lrt_text *text; /* text.c: chat template, end-of-generation ids, copied buffers */
+  /* tokenizer.c: NULL when absent or unusable; tok_status / tok_msg say why */
+  struct lrt_tokenizer *tok;
+  int32_t tok_status;
+  char tok_msg[512];
 };
 
 /* model.c */
@@ -91,6 +95,12 @@ typedef struct lrt_vfile {
  * The buffers must outlive the model. */
 int32_t lrt_model_load_memory(const lrt_vfile *files, size_t n_files, int32_t flags, lrt_model **out);
 const lrt_vfile *lrt_vfile_find(const lrt_vfile *files, size_t n_files, const char *name);
+
+/* tokenizer.c: attach the model's tokenizer (tokenizer.json of the folder or of the files
+ * given, or the GGUF metadata). Never fails the open: a missing or unusable tokenizer is
+ * recorded in m->tok_status / m->tok_msg and reported by lrt_tokenize. */
+void lrt_model_attach_tokenizer(lrt_model *m, const char *folder, const lrt_vfile *files, size_t n_files);
+void lrt_tok_free(struct lrt_tokenizer *t);
 
 /* text.c: chat template, end-of-generation ids (filled once at open; read-only after). */
 typedef struct lrt_text lrt_text;

@@ -17,7 +17,8 @@ HEADER = os.path.join(CSRC, "include", "loomrt.h")
 
 SOURCES = [
     "api.c", "config.c", "convert.c", "error.c", "forward.c", "gguf.c", "json.c", "math.c",
-    "model.c", "platform.c", "safetensors.c", "sampler.c", "state.c", "text.c", "threadpool.c", "utf8.c",
+    "model.c", "platform.c", "safetensors.c", "sampler.c", "state.c", "text.c", "threadpool.c",
+    "tokenizer.c", "unicode_tables.c", "utf8.c",
     "kernels/ref.c", "kernels/avx2.c", "kernels/dispatch.c",
 ]
 

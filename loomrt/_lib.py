@@ -24,6 +24,7 @@ _STATUS_TO_ERROR = {
     lib.LRT_ERR_CONTEXT_FULL: errors.ContextFullError,
     lib.LRT_ERR_STATE: errors.StateError,
     lib.LRT_ERR_INTERNAL: errors.InternalError,
+    lib.LRT_ERR_BUFFER_TOO_SMALL: errors.InvalidArgumentError,
 }
 
 
@@ -263,3 +264,57 @@ def session_state_load(handle: Any, blob: bytes) -> None:
         raise errors.InvalidArgumentError(f"a session state must be bytes, got {type(blob).__name__}")
     data = bytes(blob)
     check(lib.lrt_session_state_load(handle, ffi.from_buffer(data) if data else ffi.new("uint8_t[1]"), len(data)))
+
+
+# ---- tokenizer (C) -----------------------------------------------------------------------
+
+
+def model_has_tokenizer(handle: Any) -> bool:
+    out = ffi.new("int32_t *")
+    check(lib.lrt_model_has_tokenizer(handle, out))
+    return bool(out[0])
+
+
+def tokenize(handle: Any, text: str, add_special: bool = True, parse_special: bool = True) -> List[int]:
+    """Token ids of ``text`` from the model's C tokenizer."""
+    if not isinstance(text, str):
+        raise errors.InvalidArgumentError(f"text must be str, got {type(text).__name__}")
+    try:
+        raw = text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise errors.InvalidArgumentError(f"text is not valid Unicode (lone surrogate at index {exc.start})") from None
+    flags = (lib.LRT_TOKENIZE_ADD_SPECIAL if add_special else 0) | (lib.LRT_TOKENIZE_PARSE_SPECIAL if parse_special else 0)
+    n = ffi.new("int64_t *")
+    cap = len(raw) + 8
+    while True:
+        buf = ffi.new("int32_t[]", cap)
+        status = lib.lrt_tokenize(handle, raw, len(raw), flags, buf, cap, n)
+        if status == lib.LRT_ERR_BUFFER_TOO_SMALL and int(n[0]) > cap:
+            cap = int(n[0])
+            continue
+        check(status)
+        return list(ffi.unpack(buf, int(n[0])))
+
+
+def detokenize(handle: Any, ids: List[int], skip_special: bool = False) -> str:
+    """Text of ``ids`` from the model's C tokenizer (decoder rules applied)."""
+    arr = ffi.new("int32_t[]", [int(i) for i in ids]) if ids else ffi.NULL
+    flags = lib.LRT_DETOKENIZE_SKIP_SPECIAL if skip_special else 0
+    n = ffi.new("size_t *")
+    cap = 16 * len(ids) + 16
+    while True:
+        buf = ffi.new("char[]", cap)
+        status = lib.lrt_detokenize(handle, arr, len(ids), flags, buf, cap, n)
+        if status == lib.LRT_ERR_BUFFER_TOO_SMALL and int(n[0]) > cap:
+            cap = int(n[0])
+            continue
+        check(status)
+        return ffi.unpack(buf, int(n[0])).decode("utf-8")
+
+
+def token_bytes(handle: Any, token_id: int) -> bytes:
+    """Bytes of one token alone, as the decoder maps it."""
+    p = ffi.new("const char **")
+    n = ffi.new("size_t *")
+    check(lib.lrt_token_bytes(handle, int(token_id), p, n))
+    return ffi.unpack(p[0], int(n[0]))

@@ -71,6 +71,8 @@ LRT_API int32_t lrt_numerics_version(void);
 #define LRT_ERR_CONTEXT_FULL      (-7)  /* the KV cache has no room for more tokens        */
 #define LRT_ERR_STATE             (-8)  /* call made in the wrong order (e.g. no logits)  */
 #define LRT_ERR_INTERNAL          (-9)  /* a bug in loomrt: please report it               */
+#define LRT_ERR_BUFFER_TOO_SMALL (-10)  /* an output buffer is too small: the call says the
+                                           size needed; call again with a larger buffer    */
 
 /* Thread-local message for the last failure on this thread ("" when none). */
 LRT_API const char *lrt_last_error(void);
@@ -153,6 +155,56 @@ LRT_API int32_t lrt_model_meta_uint(const lrt_model *model, const char *key, siz
                                     int64_t index, uint64_t *out);
 LRT_API int32_t lrt_model_meta_float(const lrt_model *model, const char *key, size_t key_len,
                                      int64_t index, double *out);
+
+/* ---- tokenizer --------------------------------------------------------------------- */
+
+/* A model opened from a HuggingFace folder (or files) with a tokenizer.json, or from a GGUF
+ * file with tokenizer.ggml.* metadata, carries its tokenizer. It gives the same ids as
+ * HuggingFace `tokenizers` on that tokenizer.json (for GGUF: as the tokenizer the Python
+ * package builds from the metadata, i.e. llama.cpp's). Supported: BPE models (byte-level
+ * like GPT-2 / SmolLM2 / Qwen2 / Llama 3, and SentencePiece-style with byte fallback like
+ * Llama 2 / TinyLlama / Mistral), added and special tokens, the usual normalizers,
+ * pre-tokenizers, post-processors and decoders. A model whose tokenizer is missing or
+ * uses something loomrt does not implement still opens: the functions below then fail
+ * with LRT_ERR_NOT_FOUND (no tokenizer) or with the status of the load failure
+ * (LRT_ERR_FORMAT, LRT_ERR_UNSUPPORTED), and lrt_last_error() says why. */
+
+/* *out = 1 when the model has a usable tokenizer, else 0. */
+LRT_API int32_t lrt_model_has_tokenizer(const lrt_model *model, int32_t *out);
+
+/* lrt_tokenize flags (bit set). */
+#define LRT_TOKENIZE_ADD_SPECIAL   1  /* add BOS/EOS as the tokenizer's post-processor does
+                                         (GGUF: tokenizer.ggml.add_bos_token / _eos_token) */
+#define LRT_TOKENIZE_PARSE_SPECIAL 2  /* match special tokens written in the text ("<|im_end|>");
+                                         without it they are tokenized as plain text.
+                                         Non-special added tokens always match.           */
+/* Tokenize text[0..text_len) (UTF-8; LRT_ERR_INVALID_ARGUMENT when it is not). The ids go
+ * to ids[0..capacity); *n_ids always receives the full count. When the count exceeds
+ * capacity, the first capacity ids are written and the call fails with
+ * LRT_ERR_BUFFER_TOO_SMALL (ids may be NULL when capacity is 0, to ask for the count). */
+LRT_API int32_t lrt_tokenize(const lrt_model *model, const char *text, size_t text_len,
+                             int32_t flags, int32_t *ids, int64_t capacity, int64_t *n_ids);
+
+/* The bytes of one token as the decoder turns it into text, without the context of
+ * neighbouring tokens (byte-level characters mapped back to bytes, U+2581 to a space,
+ * "<0xNN>" to the byte NN; special tokens give their text). May be a partial UTF-8
+ * sequence. *bytes is owned by the model (valid until lrt_model_close; not
+ * NUL-terminated). Ids in the model's vocabulary that the tokenizer does not assign give
+ * 0 bytes; ids outside both fail with LRT_ERR_INVALID_ARGUMENT. */
+LRT_API int32_t lrt_token_bytes(const lrt_model *model, int32_t id, const char **bytes,
+                                size_t *len);
+
+/* lrt_detokenize flags (bit set). */
+#define LRT_DETOKENIZE_SKIP_SPECIAL 1 /* leave special tokens (BOS, EOS, <|im_end|>, ...) out */
+/* Decode ids[0..n) to UTF-8 text exactly as `tokenizers` decode does, including the
+ * decoder's rules across tokens (e.g. the SentencePiece leading space is removed); invalid
+ * UTF-8 from byte tokens becomes U+FFFD. The text goes to text[0..capacity) (not
+ * NUL-terminated); *text_len always receives the full length: when it exceeds capacity,
+ * the first capacity bytes are written and the call fails with LRT_ERR_BUFFER_TOO_SMALL
+ * (text may be NULL when capacity is 0). Ids the tokenizer does not assign give no text;
+ * negative ids or ids outside the model's vocabulary fail with LRT_ERR_INVALID_ARGUMENT. */
+LRT_API int32_t lrt_detokenize(const lrt_model *model, const int32_t *ids, int64_t n,
+                               int32_t flags, char *text, size_t capacity, size_t *text_len);
 
 /* ---- sessions ---------------------------------------------------------------------- */
 

@@ -1,0 +1,31 @@
+/* tokenizer.h -- the C tokenizer (tokenizer.c): loading from tokenizer.json or GGUF
+ * metadata, encoding and decoding. Internal to loomrt; the public functions are
+ * lrt_tokenize / lrt_detokenize / lrt_token_bytes / lrt_model_has_tokenizer. */
+#ifndef LOOMRT_TOKENIZER_H
+#define LOOMRT_TOKENIZER_H
+
+#include "internal.h"
+
+typedef struct lrt_tokenizer lrt_tokenizer;
+
+/* Parse a HuggingFace tokenizer.json held in memory. `what` names it in messages.
+ * Errors: LRT_ERR_FORMAT (malformed), LRT_ERR_UNSUPPORTED (a component loomrt does not
+ * implement), LRT_ERR_OUT_OF_MEMORY. */
+int32_t lrt_tok_from_json(const char *text, size_t len, const char *what, lrt_tokenizer **out);
+/* Build the tokenizer described by GGUF tokenizer.ggml.* metadata (the same one
+ * loomrt/tokenizer.py builds, i.e. llama.cpp's). LRT_ERR_NOT_FOUND when the file has no
+ * tokenizer metadata. */
+int32_t lrt_tok_from_gguf(const lrt_gguf_file *g, lrt_tokenizer **out);
+void lrt_tok_free(lrt_tokenizer *t);
+
+/* Number of ids (highest assigned id + 1). */
+int64_t lrt_tok_size(const lrt_tokenizer *t);
+/* flags: LRT_TOKENIZE_*. Same contract as lrt_tokenize. */
+int32_t lrt_tok_encode(const lrt_tokenizer *t, const char *text, size_t len, int32_t flags,
+                       int32_t *ids, int64_t capacity, int64_t *n_ids);
+/* Same contract as lrt_detokenize; ids >= lrt_tok_size are skipped (no text). */
+int32_t lrt_tok_decode(const lrt_tokenizer *t, const int32_t *ids, int64_t n, int32_t flags,
+                       char *text, size_t capacity, size_t *text_len);
+int32_t lrt_tok_token_bytes(const lrt_tokenizer *t, int32_t id, const char **bytes, size_t *len);
+
+#endif
