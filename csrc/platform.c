@@ -34,6 +34,8 @@
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__) || defined(_M_IX86)
 #include <xmmintrin.h>
 #define LRT_X86 1
+#elif !(defined(__aarch64__) && defined(__GNUC__))
+#include <fenv.h>
 #endif
 
 /* ---- files ---------------------------------------------------------------------------- */
@@ -309,7 +311,11 @@ void lrt_fpenv_enter(lrt_fpenv *env) {
   env->saved = v;
   __asm__ __volatile__("msr fpcr, %0" : : "r"((uint64_t)0));
 #else
-  env->saved = 0;
+  /* Other ISAs (s390x, ppc64le, riscv64, ...): at least the rounding mode, through C99
+   * <fenv.h>. (On wasm it is always round-to-nearest.) */
+  int r = fegetround();
+  env->saved = (uint64_t)(uint32_t)r;
+  if (r != FE_TONEAREST) fesetround(FE_TONEAREST);
 #endif
 }
 
@@ -319,6 +325,7 @@ void lrt_fpenv_leave(const lrt_fpenv *env) {
 #elif defined(__aarch64__) && defined(__GNUC__)
   __asm__ __volatile__("msr fpcr, %0" : : "r"(env->saved));
 #else
-  (void)env;
+  int r = (int)(uint32_t)env->saved;
+  if (r != FE_TONEAREST) fesetround(r);
 #endif
 }

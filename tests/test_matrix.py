@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from typing import Dict, List, Optional, Sequence
@@ -177,5 +178,76 @@ def test_native_matrix(compiler, opt, matrix_models, build_dir, request):
     n += check_output(run_driver([exe], matrix_models["gguf"], ["--threads", "1,4", "--chunks", "3,0"]), paths)
     n += check_output(run_driver([exe], matrix_models["st"], ["--threads", "1,3,8", "--chunks", "1,16", "--hostile"]),
                       paths)
+    CELLS[request.node.name] = n
+    print(f"\n{request.node.name}: {n} cells")
+
+
+# ---- foreign targets: zig cc -target ..., run under emulators ----------------------------------
+
+WINE = shutil.which("wine64") or shutil.which("wine") or ("/usr/lib/wine/wine64" if os.path.exists("/usr/lib/wine/wine64") else None)
+
+
+def run_wasi(wasm: str, args: Sequence[str], preopen: str, out_dir: str) -> str:
+    """Run a wasm32-wasi program with the wasmtime Python package (SIMD128 is on by default);
+    `preopen` is mapped to the same path inside the sandbox."""
+    import wasmtime
+
+    engine = wasmtime.Engine()
+    store = wasmtime.Store(engine)
+    linker = wasmtime.Linker(engine)
+    linker.define_wasi()
+    cfg = wasmtime.WasiConfig()
+    cfg.argv = ["matrix_driver"] + list(args)
+    cfg.preopen_dir(preopen, preopen)
+    out, err = os.path.join(out_dir, "stdout.txt"), os.path.join(out_dir, "stderr.txt")
+    cfg.stdout_file, cfg.stderr_file = out, err
+    store.set_wasi(cfg)
+    module = wasmtime.Module.from_file(engine, wasm)
+    inst = linker.instantiate(store, module)
+    code = 0
+    try:
+        inst.exports(store)["_start"](store)
+    except wasmtime.ExitTrap as e:
+        code = e.code
+    text = open(out, encoding="utf-8").read()
+    assert code == 0, f"wasm driver exited {code}:\n{text[-2000:]}\n{open(err, encoding='utf-8').read()[-2000:]}"
+    return text
+
+
+FOREIGN = [
+    # (target, extra cc flags, runner, driver args)
+    ("x86_64-linux-musl", [], "native", ["--threads", "1,2,8", "--chunks", ALL_CHUNKS]),
+    ("aarch64-linux-musl", [], "qemu-aarch64", ["--threads", "1,2,5,8", "--chunks", ALL_CHUNKS]),
+    ("s390x-linux-musl", [], "qemu-s390x", ["--threads", "1,3", "--chunks", ALL_CHUNKS]),
+    ("x86_64-windows-gnu", [], "wine", ["--threads", "1,4", "--chunks", ALL_CHUNKS]),
+    ("wasm32-wasi", ["-msimd128"], "wasmtime", ["--threads", "1", "--chunks", ALL_CHUNKS]),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target,extra,runner,args", FOREIGN, ids=[f[0] for f in FOREIGN])
+def test_foreign_matrix(target, extra, runner, args, matrix_models, build_dir, tmp_path, request):
+    """zig cc cross builds, executed: NEON/FPCR on aarch64, byte-swapping loaders on big-endian
+    s390x, Windows (wine: its own CRT, the Win32 thread and file layer), WASI + SIMD128 (no
+    threads, no mmap). The safetensors folder and the GGUF file, normal and hostile FP env."""
+    exe = os.path.join(build_dir, f"drv-{target}" + (".exe" if "windows" in target else ".wasm" if "wasm" in target else ""))
+    libs = ["-lm"] if target.startswith("wasm") or "windows" in target else ["-lpthread", "-lm"]
+    build_driver(exe, zig_cc() + ["-target", target], "-O2", extra, libs=libs)
+    runs = [(matrix_models["st"], args), (matrix_models["gguf"], ["--threads", args[1].split(",")[-1], "--chunks", "3"]),
+            (matrix_models["st"], ["--threads", args[1], "--chunks", "16", "--hostile"])]
+    n = 0
+    for model, a in runs:
+        if runner == "wasmtime":
+            text = run_wasi(exe, [model] + a, os.path.dirname(model), str(tmp_path))  # the models' folder
+        elif runner == "wine":
+            assert WINE, "wine is not installed (tests/install-deps.sh installs wine64)"
+            env = dict(os.environ, WINEDEBUG="-all", WINEPREFIX=os.path.join(build_dir, "wineprefix"))
+            text = run_driver([WINE, exe], "Z:" + model.replace("/", "\\"), a, env=env)
+        elif runner == "native":
+            text = run_driver([exe], model, a)
+        else:
+            assert shutil.which(runner), f"{runner} is not installed (tests/install-deps.sh installs qemu-user)"
+            text = run_driver([runner, exe], model, a)
+        n += check_output(text)
     CELLS[request.node.name] = n
     print(f"\n{request.node.name}: {n} cells")
