@@ -42,6 +42,30 @@ static int cpu_has_avx2(void) {
 #endif
 #endif
 
+/* AVX-512F path (avx512.c): AVX2 + F16C as above, AVX512F (cpuid 7.0 EBX bit 16), and the
+ * OS saving the opmask and ZMM state (XCR0 bits 5-7) besides XMM/YMM. Test builds with
+ * LRT_AVX512_EMULATE compile avx512.c as portable C, which runs anywhere. */
+#if defined(LRT_AVX512_EMULATE)
+static int cpu_has_avx512(void) { return 1; }
+#elif defined(__x86_64__) || defined(_M_X64)
+static int cpu_has_avx512(void) {
+  if (!cpu_has_avx2()) return 0;
+#if defined(_MSC_VER)
+  int r[4];
+  if ((_xgetbv(0) & 0xe6) != 0xe6) return 0;
+  __cpuidex(r, 7, 0);
+  return (r[1] >> 16) & 1;
+#else
+  unsigned a, b, c, d, lo, hi;
+  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  (void)hi;
+  if ((lo & 0xe6) != 0xe6) return 0;
+  __cpuid_count(7, 0, a, b, c, d);
+  return (b >> 16) & 1;
+#endif
+}
+#endif
+
 /* Every kernel path compiled into this build, best first, the reference last. `supported`
  * says whether this CPU and OS can run it (cpuid + xgetbv on x86). A new path adds one line
  * here (and its table to kernels.h). */
@@ -55,6 +79,17 @@ static int always(void) { return 1; }
 static const lrt_path g_paths[] = {
 #if defined(__x86_64__) || defined(_M_X64)
     {&lrt_kernels_avx2, cpu_has_avx2},
+#endif
+#if defined(__x86_64__) || defined(_M_X64) || defined(LRT_AVX512_EMULATE)
+    /* after avx2 on purpose: not verified by execution on AVX-512 hardware yet, so only
+     * taken when asked for by name (LOOMRT_KERNELS=avx512, lrt_kernels_select) */
+    {&lrt_kernels_avx512, cpu_has_avx512},
+#endif
+#if defined(__aarch64__) || defined(_M_ARM64)
+    {&lrt_kernels_neon, always}, /* NEON is part of the aarch64 baseline */
+#endif
+#if defined(__wasm_simd128__)
+    {&lrt_kernels_wasm_simd128, always}, /* compiled for SIMD128: the engine validated it */
 #endif
     {&lrt_kernels_ref, always},
 };

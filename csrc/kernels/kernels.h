@@ -56,6 +56,15 @@ extern const lrt_kernels lrt_kernels_ref;
 #if defined(__x86_64__) || defined(_M_X64)
 extern const lrt_kernels lrt_kernels_avx2; /* needs AVX2 + F16C, checked at run time */
 #endif
+#if defined(__x86_64__) || defined(_M_X64) || defined(LRT_AVX512_EMULATE)
+extern const lrt_kernels lrt_kernels_avx512; /* AVX-512F + AVX2 + F16C; opt-in, see avx512.c */
+#endif
+#if defined(__aarch64__) || defined(_M_ARM64)
+extern const lrt_kernels lrt_kernels_neon; /* aarch64 baseline */
+#endif
+#if defined(__wasm_simd128__)
+extern const lrt_kernels lrt_kernels_wasm_simd128; /* built with -msimd128 */
+#endif
 
 /* The kernel table in use: the best path the CPU and OS support, or the reference when the
  * environment variable LOOMRT_KERNELS=reference is set. Chosen once, thread-safely. */

@@ -137,13 +137,20 @@ int main(void) {
   const lrt_kernels *best = lrt_kernels_get();
   printf("kernel path in use: %s\n", best->name);
   compare_path(&lrt_kernels_ref, &lrt_kernels_ref);
-#if defined(__x86_64__) || defined(_M_X64)
-  if (strcmp(best->name, "avx2") == 0) {
-    if (compare_path(&lrt_kernels_avx2, &lrt_kernels_ref)) printf("avx2 == reference on all cases\n");
-  } else {
-    printf("avx2 not available on this CPU: only the reference is checked\n");
+  /* every other path this build and machine can run (avx2, avx512, neon, wasm_simd128, ...),
+   * as dispatch.c completes it (entries a path leaves NULL are the reference's) */
+  int checked = 0;
+  for (int32_t p = 0;; p++) {
+    const char *nm;
+    size_t len;
+    if (lrt_kernels_available(p, &nm, &len) != LRT_OK) break;
+    if (strcmp(nm, "reference") == 0) continue;
+    CHECK(lrt_kernels_select(nm, len) == LRT_OK && strcmp(lrt_kernels_get()->name, nm) == 0, "select %s", nm);
+    if (compare_path(lrt_kernels_get(), &lrt_kernels_ref)) printf("%s == reference on all cases\n", nm);
+    checked++;
   }
-#endif
+  lrt_kernels_select("auto", 4);
+  if (!checked) printf("no SIMD path runs on this machine: only the reference is checked\n");
   /* the comparison can fail: a 4-lane order differs from dot8 on random data */
   lrt_kernels wrong = lrt_kernels_ref;
   wrong.name = "wrong-4-lanes";

@@ -1,0 +1,315 @@
+/* avx512.c -- x86-64 AVX-512F (+AVX2, F16C) kernels. Bit-identical to ref.c.
+ *
+ * The dot8 order has eight lanes per dot product, so one ZMM register cannot hold more of
+ * one dot product without changing the order. It holds two: the low 256 bits are the eight
+ * lanes of one dot product, the high 256 bits those of another (two weight rows against one
+ * x in dot4, or one weight row against two x rows in rows_*, the prefill building block).
+ * Products and sums are separate instructions (no FMA; -ffp-contract=off), each half is
+ * combined with the reference tree t = lo128 + hi128, s = (t0 + t2) + (t1 + t3), tails are
+ * scalar in order. The single dot product and the sum work on 256 bits, as AVX2 does.
+ *
+ * All vector operations go through the small z16_* / y8_* helpers below. They have two
+ * implementations: AVX-512 intrinsics (the real path, compiled with per-function target
+ * attributes: the library itself targets baseline x86-64), and, when LRT_AVX512_EMULATE is
+ * defined, portable C with the documented lane semantics of each intrinsic. The emulated
+ * build lets tests/test_kernels_foreign.py check the kernels' lane arrangement (pairing,
+ * shuffles, combination trees) bit for bit against the reference on any machine.
+ *
+ * Status: no machine here runs AVX-512 (QEMU's user-mode x86 emulation does not implement
+ * it), so the intrinsic build is not verified by execution. dispatch.c therefore never picks
+ * it on its own: it runs only when asked for (LOOMRT_KERNELS=avx512 or
+ * lrt_kernels_select("avx512")) on a CPU and OS with AVX-512F state enabled. */
+#if defined(__x86_64__) || defined(_M_X64) || defined(LRT_AVX512_EMULATE)
+#include <string.h>
+
+#include "../internal.h"
+#include "kernels.h"
+
+#if defined(LRT_AVX512_EMULATE)
+/* ---- portable emulation: exactly one IEEE float operation per lane per helper ---------- */
+#define LRT_AVX512
+typedef struct y8 { float f[8]; } y8;
+typedef struct z16 { float f[16]; } z16;
+
+static inline y8 y8_zero(void) { y8 r; for (int j = 0; j < 8; j++) r.f[j] = 0.0f; return r; }
+static inline y8 y8_load(const float *p) { y8 r; memcpy(r.f, p, 32); return r; }
+static inline y8 y8_add(y8 a, y8 b) { for (int j = 0; j < 8; j++) a.f[j] = a.f[j] + b.f[j]; return a; }
+static inline y8 y8_mul(y8 a, y8 b) { for (int j = 0; j < 8; j++) a.f[j] = a.f[j] * b.f[j]; return a; }
+static inline float y8_hsum(y8 a) {
+  float t0 = a.f[0] + a.f[4], t1 = a.f[1] + a.f[5], t2 = a.f[2] + a.f[6], t3 = a.f[3] + a.f[7];
+  return (t0 + t2) + (t1 + t3);
+}
+static inline y8 y8_load_f16(const uint16_t *p) { y8 r; for (int j = 0; j < 8; j++) r.f[j] = lrt_f16_to_f32(p[j]); return r; }
+static inline y8 y8_load_bf16(const uint16_t *p) { y8 r; for (int j = 0; j < 8; j++) r.f[j] = lrt_bf16_to_f32(p[j]); return r; }
+
+static inline z16 z16_zero(void) { z16 r; for (int j = 0; j < 16; j++) r.f[j] = 0.0f; return r; }
+static inline z16 z16_add(z16 a, z16 b) { for (int j = 0; j < 16; j++) a.f[j] = a.f[j] + b.f[j]; return a; }
+static inline z16 z16_mul(z16 a, z16 b) { for (int j = 0; j < 16; j++) a.f[j] = a.f[j] * b.f[j]; return a; }
+static inline z16 z16_splat(float v) { z16 r; for (int j = 0; j < 16; j++) r.f[j] = v; return r; }
+static inline void z16_store(float *p, z16 a) { memcpy(p, a.f, 64); }
+/* [lo | hi] */
+static inline z16 z16_pair(y8 lo, y8 hi) { z16 r; memcpy(r.f, lo.f, 32); memcpy(r.f + 8, hi.f, 32); return r; }
+static inline y8 z16_lo(z16 a) { y8 r; memcpy(r.f, a.f, 32); return r; }
+static inline y8 z16_hi(z16 a) { y8 r; memcpy(r.f, a.f + 8, 32); return r; }
+/* [a0..a7 | b0..b7] and [a8..a15 | b8..b15] */
+static inline z16 z16_join_lo(z16 a, z16 b) { z16 r; memcpy(r.f, a.f, 32); memcpy(r.f + 8, b.f, 32); return r; }
+static inline z16 z16_join_hi(z16 a, z16 b) { z16 r; memcpy(r.f, a.f + 8, 32); memcpy(r.f + 8, b.f + 8, 32); return r; }
+/* eight halves / bfloat16s from a and eight from b, widened: [a | b] */
+static inline z16 z16_f16_pair(const uint16_t *a, const uint16_t *b) { return z16_pair(y8_load_f16(a), y8_load_f16(b)); }
+static inline z16 z16_bf16_pair(const uint16_t *a, const uint16_t *b) { return z16_pair(y8_load_bf16(a), y8_load_bf16(b)); }
+/* 16 signed bytes to float */
+static inline z16 z16_from_i8(const uint8_t *p) { z16 r; for (int j = 0; j < 16; j++) r.f[j] = (float)(int8_t)p[j]; return r; }
+/* 16 bytes: low nibbles minus bias, high nibbles minus bias */
+static inline void z16_nibbles(const uint8_t *p, int bias, z16 *lo, z16 *hi) {
+  for (int j = 0; j < 16; j++) {
+    lo->f[j] = (float)((int)(p[j] & 0x0f) - bias);
+    hi->f[j] = (float)((int)(p[j] >> 4) - bias);
+  }
+}
+#else
+/* ---- AVX-512F intrinsics ------------------------------------------------------------------ */
+#include <immintrin.h>
+#if defined(__GNUC__) || defined(__clang__)
+#define LRT_AVX512 __attribute__((target("avx512f,avx2,f16c")))
+#else
+#define LRT_AVX512
+#endif
+typedef __m256 y8;
+typedef __m512 z16;
+
+LRT_AVX512 static inline y8 y8_zero(void) { return _mm256_setzero_ps(); }
+LRT_AVX512 static inline y8 y8_load(const float *p) { return _mm256_loadu_ps(p); }
+LRT_AVX512 static inline y8 y8_add(y8 a, y8 b) { return _mm256_add_ps(a, b); }
+LRT_AVX512 static inline y8 y8_mul(y8 a, y8 b) { return _mm256_mul_ps(a, b); }
+LRT_AVX512 static inline float y8_hsum(y8 a) {
+  __m128 t = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1)); /* t0..t3 */
+  __m128 u = _mm_add_ps(t, _mm_movehl_ps(t, t));                                  /* t0+t2, t1+t3 */
+  return _mm_cvtss_f32(_mm_add_ss(u, _mm_shuffle_ps(u, u, 1)));
+}
+LRT_AVX512 static inline y8 y8_load_f16(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
+LRT_AVX512 static inline y8 y8_load_bf16(const uint16_t *p) {
+  __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+}
+
+LRT_AVX512 static inline z16 z16_zero(void) { return _mm512_setzero_ps(); }
+LRT_AVX512 static inline z16 z16_add(z16 a, z16 b) { return _mm512_add_ps(a, b); }
+LRT_AVX512 static inline z16 z16_mul(z16 a, z16 b) { return _mm512_mul_ps(a, b); }
+LRT_AVX512 static inline z16 z16_splat(float v) { return _mm512_set1_ps(v); }
+LRT_AVX512 static inline void z16_store(float *p, z16 a) { _mm512_storeu_ps(p, a); }
+LRT_AVX512 static inline z16 z16_pair(y8 lo, y8 hi) {
+  return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(lo)), _mm256_castps_pd(hi), 1));
+}
+LRT_AVX512 static inline y8 z16_lo(z16 a) { return _mm512_castps512_ps256(a); }
+LRT_AVX512 static inline y8 z16_hi(z16 a) { return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)); }
+/* 128-bit lanes: result = (a.0, a.1, b.0, b.1) and (a.2, a.3, b.2, b.3) */
+LRT_AVX512 static inline z16 z16_join_lo(z16 a, z16 b) { return _mm512_shuffle_f32x4(a, b, 0x44); }
+LRT_AVX512 static inline z16 z16_join_hi(z16 a, z16 b) { return _mm512_shuffle_f32x4(a, b, 0xEE); }
+LRT_AVX512 static inline __m256i u16_pair(const uint16_t *a, const uint16_t *b) {
+  return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)a)),
+                                 _mm_loadu_si128((const __m128i *)b), 1);
+}
+LRT_AVX512 static inline z16 z16_f16_pair(const uint16_t *a, const uint16_t *b) { return _mm512_cvtph_ps(u16_pair(a, b)); }
+LRT_AVX512 static inline z16 z16_bf16_pair(const uint16_t *a, const uint16_t *b) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(u16_pair(a, b)), 16));
+}
+LRT_AVX512 static inline z16 z16_from_i8(const uint8_t *p) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p)));
+}
+LRT_AVX512 static inline void z16_nibbles(const uint8_t *p, int bias, z16 *lo, z16 *hi) {
+  __m128i v = _mm_loadu_si128((const __m128i *)p), mask = _mm_set1_epi8(0x0f);
+  __m512i b = _mm512_set1_epi32(bias);
+  __m512i l = _mm512_cvtepu8_epi32(_mm_and_si128(v, mask));
+  __m512i h = _mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(v, 4), mask));
+  *lo = _mm512_cvtepi32_ps(_mm512_sub_epi32(l, b));
+  *hi = _mm512_cvtepi32_ps(_mm512_sub_epi32(h, b));
+}
+#endif
+
+/* ---- loads per weight format: 8 weights (y8), and 8 + 8 from two rows (z16) -------------- */
+LRT_AVX512 static inline y8 w8_f32(const void *w, int64_t i) { return y8_load((const float *)w + i); }
+LRT_AVX512 static inline y8 w8_f16(const void *w, int64_t i) { return y8_load_f16((const uint16_t *)w + i); }
+LRT_AVX512 static inline y8 w8_bf16(const void *w, int64_t i) { return y8_load_bf16((const uint16_t *)w + i); }
+LRT_AVX512 static inline z16 w16_f32(const void *a, const void *b, int64_t i) {
+  return z16_pair(y8_load((const float *)a + i), y8_load((const float *)b + i));
+}
+LRT_AVX512 static inline z16 w16_f16(const void *a, const void *b, int64_t i) {
+  return z16_f16_pair((const uint16_t *)a + i, (const uint16_t *)b + i);
+}
+LRT_AVX512 static inline z16 w16_bf16(const void *a, const void *b, int64_t i) {
+  return z16_bf16_pair((const uint16_t *)a + i, (const uint16_t *)b + i);
+}
+static inline float tail_f32(const void *w, int64_t i) { return ((const float *)w)[i]; }
+static inline float tail_f16(const void *w, int64_t i) { return lrt_f16_to_f32(((const uint16_t *)w)[i]); }
+static inline float tail_bf16(const void *w, int64_t i) { return lrt_bf16_to_f32(((const uint16_t *)w)[i]); }
+
+/* DOT: one row, one x (256 bits). ROWS: one row against M x vectors, eight at a time in
+ * four ZMM accumulators (x rows 2k and 2k+1 share one), then two at a time, then single
+ * dots. DOT4: four rows against one x, rows (0, 1) and (2, 3) sharing a ZMM accumulator. */
+#define DEFINE_KERNELS(SUF, W8, W16, TAIL, ELEM)                                              \
+  LRT_AVX512 static float dot_##SUF(const void *w, const float *x, int64_t n) {               \
+    y8 acc = y8_zero();                                                                       \
+    int64_t i = 0;                                                                            \
+    for (; i + 8 <= n; i += 8) acc = y8_add(acc, y8_mul(W8(w, i), y8_load(x + i)));           \
+    float s = y8_hsum(acc);                                                                   \
+    for (; i < n; i++) s = s + TAIL(w, i) * x[i];                                             \
+    return s;                                                                                 \
+  }                                                                                           \
+  LRT_AVX512 static void rows_##SUF(const void *w, const float *x, int64_t xs, int64_t M, int64_t n, \
+                                    float *y, int64_t ys) {                                   \
+    int64_t t = 0;                                                                            \
+    for (; t + 8 <= M; t += 8) {                                                              \
+      const float *xr[8];                                                                     \
+      for (int k = 0; k < 8; k++) xr[k] = x + (t + k) * xs;                                   \
+      z16 a0 = z16_zero(), a1 = a0, a2 = a0, a3 = a0;                                         \
+      int64_t i = 0;                                                                          \
+      for (; i + 8 <= n; i += 8) {                                                            \
+        y8 w8 = W8(w, i);                                                                     \
+        z16 wz = z16_pair(w8, w8);                                                            \
+        a0 = z16_add(a0, z16_mul(wz, z16_pair(y8_load(xr[0] + i), y8_load(xr[1] + i))));      \
+        a1 = z16_add(a1, z16_mul(wz, z16_pair(y8_load(xr[2] + i), y8_load(xr[3] + i))));      \
+        a2 = z16_add(a2, z16_mul(wz, z16_pair(y8_load(xr[4] + i), y8_load(xr[5] + i))));      \
+        a3 = z16_add(a3, z16_mul(wz, z16_pair(y8_load(xr[6] + i), y8_load(xr[7] + i))));      \
+      }                                                                                       \
+      float s[8] = {y8_hsum(z16_lo(a0)), y8_hsum(z16_hi(a0)), y8_hsum(z16_lo(a1)), y8_hsum(z16_hi(a1)), \
+                    y8_hsum(z16_lo(a2)), y8_hsum(z16_hi(a2)), y8_hsum(z16_lo(a3)), y8_hsum(z16_hi(a3))}; \
+      for (; i < n; i++) {                                                                    \
+        float wi = TAIL(w, i);                                                                \
+        for (int k = 0; k < 8; k++) s[k] = s[k] + wi * xr[k][i];                              \
+      }                                                                                       \
+      for (int k = 0; k < 8; k++) y[(t + k) * ys] = s[k];                                     \
+    }                                                                                         \
+    for (; t + 2 <= M; t += 2) {                                                              \
+      const float *x0 = x + t * xs, *x1 = x0 + xs;                                            \
+      z16 a = z16_zero();                                                                     \
+      int64_t i = 0;                                                                          \
+      for (; i + 8 <= n; i += 8) {                                                            \
+        y8 w8 = W8(w, i);                                                                     \
+        a = z16_add(a, z16_mul(z16_pair(w8, w8), z16_pair(y8_load(x0 + i), y8_load(x1 + i))));  \
+      }                                                                                       \
+      float s0 = y8_hsum(z16_lo(a)), s1 = y8_hsum(z16_hi(a));                                 \
+      for (; i < n; i++) {                                                                    \
+        float wi = TAIL(w, i);                                                                \
+        s0 = s0 + wi * x0[i]; s1 = s1 + wi * x1[i];                                           \
+      }                                                                                       \
+      y[t * ys] = s0; y[(t + 1) * ys] = s1;                                                   \
+    }                                                                                         \
+    for (; t < M; t++) y[t * ys] = dot_##SUF(w, x + t * xs, n);                               \
+  }                                                                                           \
+  LRT_AVX512 static void dot4_##SUF(const void *w, int64_t ws, const float *x, int64_t n, float *y) { \
+    const void *w1 = ELEM(w, ws), *w2 = ELEM(w1, ws), *w3 = ELEM(w2, ws);                      \
+    z16 a01 = z16_zero(), a23 = a01;                                                          \
+    int64_t i = 0;                                                                            \
+    for (; i + 8 <= n; i += 8) {                                                              \
+      y8 x8 = y8_load(x + i);                                                                 \
+      z16 xz = z16_pair(x8, x8);                                                              \
+      a01 = z16_add(a01, z16_mul(W16(w, w1, i), xz));                                         \
+      a23 = z16_add(a23, z16_mul(W16(w2, w3, i), xz));                                        \
+    }                                                                                         \
+    float s0 = y8_hsum(z16_lo(a01)), s1 = y8_hsum(z16_hi(a01));                               \
+    float s2 = y8_hsum(z16_lo(a23)), s3 = y8_hsum(z16_hi(a23));                               \
+    for (; i < n; i++) {                                                                      \
+      s0 = s0 + TAIL(w, i) * x[i]; s1 = s1 + TAIL(w1, i) * x[i];                              \
+      s2 = s2 + TAIL(w2, i) * x[i]; s3 = s3 + TAIL(w3, i) * x[i];                             \
+    }                                                                                         \
+    y[0] = s0; y[1] = s1; y[2] = s2; y[3] = s3;                                               \
+  }
+
+#define ELEM_F32(p, k) ((const void *)((const float *)(p) + (k)))
+#define ELEM_U16(p, k) ((const void *)((const uint16_t *)(p) + (k)))
+DEFINE_KERNELS(f32, w8_f32, w16_f32, tail_f32, ELEM_F32)
+DEFINE_KERNELS(f16, w8_f16, w16_f16, tail_f16, ELEM_U16)
+DEFINE_KERNELS(bf16, w8_bf16, w16_bf16, tail_bf16, ELEM_U16)
+#undef ELEM_F32
+#undef ELEM_U16
+#undef DEFINE_KERNELS
+
+static float dot_f32_avx512(const float *w, const float *x, int64_t n) { return dot_f32(w, x, n); }
+static float dot_f16_avx512(const uint16_t *w, const float *x, int64_t n) { return dot_f16(w, x, n); }
+static float dot_bf16_avx512(const uint16_t *w, const float *x, int64_t n) { return dot_bf16(w, x, n); }
+
+LRT_AVX512 static float sum_f32_avx512(const float *x, int64_t n) {
+  y8 acc = y8_zero();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) acc = y8_add(acc, y8_load(x + i));
+  float s = y8_hsum(acc);
+  for (; i < n; i++) s = s + x[i];
+  return s;
+}
+
+/* ---- GGUF blocks: 32 weights as two z16 (weights 0-15, 16-31). Scales widened from F16
+ * exactly (scalar), integers converted exactly, one multiply (and one add for Q4_1) per
+ * element, as in the reference. ---------------------------------------------------------- */
+LRT_AVX512 static inline void block_q8_0(const uint8_t *p, z16 *a, z16 *b) {
+  z16 d = z16_splat(lrt_f16_to_f32(lrt_rd_u16le(p)));
+  *a = z16_mul(d, z16_from_i8(p + 2));
+  *b = z16_mul(d, z16_from_i8(p + 18));
+}
+LRT_AVX512 static inline void block_q4_0(const uint8_t *p, z16 *a, z16 *b) {
+  z16 d = z16_splat(lrt_f16_to_f32(lrt_rd_u16le(p))), lo, hi;
+  z16_nibbles(p + 2, 8, &lo, &hi);
+  *a = z16_mul(d, lo);
+  *b = z16_mul(d, hi);
+}
+LRT_AVX512 static inline void block_q4_1(const uint8_t *p, z16 *a, z16 *b) {
+  z16 d = z16_splat(lrt_f16_to_f32(lrt_rd_u16le(p))), m = z16_splat(lrt_f16_to_f32(lrt_rd_u16le(p + 2))), lo, hi;
+  z16_nibbles(p + 4, 0, &lo, &hi);
+  *a = z16_add(z16_mul(d, lo), m);
+  *b = z16_add(z16_mul(d, hi), m);
+}
+
+/* DEQUANT: one row to float. DOT4Q: four rows against one x; rows (0, 1) and (2, 3) share
+ * a ZMM accumulator: the dequantized blocks of the two rows are interleaved by 256-bit
+ * halves (join_lo: weights 0-7 of both rows, join_hi: 8-15, ...) so that every lane adds
+ * its products in the order i = 0, 8, 16, 24 of each block, as dot_f32 over the row. */
+#define DEFINE_BLOCK_KERNELS(FMT, BLOCK, BYTES)                                               \
+  LRT_AVX512 static void dequant_##FMT##_avx512(const void *row, float *y, int64_t n) {       \
+    const uint8_t *p = (const uint8_t *)row;                                                  \
+    for (int64_t b = 0; b < n / 32; b++, p += BYTES, y += 32) {                               \
+      z16 lo, hi;                                                                             \
+      BLOCK(p, &lo, &hi);                                                                     \
+      z16_store(y, lo);                                                                       \
+      z16_store(y + 16, hi);                                                                  \
+    }                                                                                         \
+  }                                                                                           \
+  LRT_AVX512 static void dot4_##FMT##_avx512(const void *w, int64_t row_bytes, const float *x, int64_t n, \
+                                             float *y) {                                      \
+    const uint8_t *p[4];                                                                      \
+    for (int r = 0; r < 4; r++) p[r] = (const uint8_t *)w + r * row_bytes;                    \
+    z16 acc[2] = {z16_zero(), z16_zero()};                                                    \
+    for (int64_t b = 0; b < n / 32; b++, x += 32) {                                           \
+      z16 xz[4];                                                                              \
+      for (int k = 0; k < 4; k++) {                                                           \
+        y8 x8 = y8_load(x + 8 * k);                                                           \
+        xz[k] = z16_pair(x8, x8);                                                             \
+      }                                                                                       \
+      for (int h = 0; h < 2; h++) {                                                           \
+        z16 a0, a1, b0, b1;                                                                   \
+        BLOCK(p[2 * h], &a0, &a1);                                                            \
+        BLOCK(p[2 * h + 1], &b0, &b1);                                                        \
+        p[2 * h] += BYTES;                                                                    \
+        p[2 * h + 1] += BYTES;                                                                \
+        acc[h] = z16_add(acc[h], z16_mul(z16_join_lo(a0, b0), xz[0]));                        \
+        acc[h] = z16_add(acc[h], z16_mul(z16_join_hi(a0, b0), xz[1]));                        \
+        acc[h] = z16_add(acc[h], z16_mul(z16_join_lo(a1, b1), xz[2]));                        \
+        acc[h] = z16_add(acc[h], z16_mul(z16_join_hi(a1, b1), xz[3]));                        \
+      }                                                                                       \
+    }                                                                                         \
+    y[0] = y8_hsum(z16_lo(acc[0])); y[1] = y8_hsum(z16_hi(acc[0]));                           \
+    y[2] = y8_hsum(z16_lo(acc[1])); y[3] = y8_hsum(z16_hi(acc[1]));                           \
+  }
+
+DEFINE_BLOCK_KERNELS(q8_0, block_q8_0, 34)
+DEFINE_BLOCK_KERNELS(q4_0, block_q4_0, 18)
+DEFINE_BLOCK_KERNELS(q4_1, block_q4_1, 20)
+#undef DEFINE_BLOCK_KERNELS
+
+const lrt_kernels lrt_kernels_avx512 = {
+    .name = "avx512",
+    .dot_f32 = dot_f32_avx512, .dot_f16 = dot_f16_avx512, .dot_bf16 = dot_bf16_avx512, .sum_f32 = sum_f32_avx512,
+    .rows_f32 = rows_f32, .rows_f16 = rows_f16, .rows_bf16 = rows_bf16,
+    .dot4_f32 = dot4_f32, .dot4_f16 = dot4_f16, .dot4_bf16 = dot4_bf16,
+    .dequant_q8_0 = dequant_q8_0_avx512, .dequant_q4_0 = dequant_q4_0_avx512, .dequant_q4_1 = dequant_q4_1_avx512,
+    .dot4_q8_0 = dot4_q8_0_avx512, .dot4_q4_0 = dot4_q4_0_avx512, .dot4_q4_1 = dot4_q4_1_avx512,
+};
+#endif

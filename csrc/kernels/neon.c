@@ -1,0 +1,232 @@
+/* neon.c -- aarch64 NEON kernels. Bit-identical to ref.c: the eight dot8 lanes live in two
+ * float32x4_t accumulators (lanes 0-3 and 4-7); every product and every sum is its own
+ * instruction (vmulq_f32 then vaddq_f32, never vfmaq: the file is compiled with
+ * -ffp-contract=off, and the pragma below says the same to clang), and the lanes are
+ * combined with the reference tree: t = lo + hi, s = (t0 + t2) + (t1 + t3).
+ * F16 weights are widened with FCVTL (vcvt_f32_f16: exact for every half, subnormals
+ * included), BF16 by a 16-bit shift. NEON is part of the aarch64 baseline, so this file
+ * needs no target attributes and the path is always runnable there (dispatch.c). */
+#if defined(__aarch64__) || defined(_M_ARM64)
+#include <arm_neon.h>
+
+#include "../internal.h"
+#include "kernels.h"
+
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#endif
+
+typedef struct v8 {
+  float32x4_t lo, hi; /* dot8 lanes 0-3 and 4-7 */
+} v8;
+
+static inline v8 v8_zero(void) {
+  v8 r = {vdupq_n_f32(0.0f), vdupq_n_f32(0.0f)};
+  return r;
+}
+/* a + w * x, lane by lane, product rounded before the sum */
+static inline v8 v8_macc(v8 a, v8 w, v8 x) {
+  a.lo = vaddq_f32(a.lo, vmulq_f32(w.lo, x.lo));
+  a.hi = vaddq_f32(a.hi, vmulq_f32(w.hi, x.hi));
+  return a;
+}
+static inline float hsum8(v8 a) {
+  float32x4_t t = vaddq_f32(a.lo, a.hi);                          /* t0..t3 */
+  float32x2_t u = vadd_f32(vget_low_f32(t), vget_high_f32(t));   /* t0+t2, t1+t3 */
+  return vget_lane_f32(u, 0) + vget_lane_f32(u, 1);
+}
+static inline v8 load_x(const float *x, int64_t i) {
+  v8 r = {vld1q_f32(x + i), vld1q_f32(x + i + 4)};
+  return r;
+}
+static inline v8 load_f32(const void *w, int64_t i) { return load_x((const float *)w, i); }
+static inline v8 load_f16(const void *w, int64_t i) {
+  uint16x8_t h = vld1q_u16((const uint16_t *)w + i);
+  v8 r = {vcvt_f32_f16(vreinterpret_f16_u16(vget_low_u16(h))),
+          vcvt_f32_f16(vreinterpret_f16_u16(vget_high_u16(h)))};
+  return r;
+}
+static inline v8 load_bf16(const void *w, int64_t i) {
+  uint16x8_t h = vld1q_u16((const uint16_t *)w + i);
+  v8 r = {vreinterpretq_f32_u32(vshll_n_u16(vget_low_u16(h), 16)),
+          vreinterpretq_f32_u32(vshll_n_u16(vget_high_u16(h), 16))};
+  return r;
+}
+static inline float tail_f32(const void *w, int64_t i) { return ((const float *)w)[i]; }
+static inline float tail_f16(const void *w, int64_t i) { return lrt_f16_to_f32(((const uint16_t *)w)[i]); }
+static inline float tail_bf16(const void *w, int64_t i) { return lrt_bf16_to_f32(((const uint16_t *)w)[i]); }
+
+/* DOT: one row, one x. ROWS: one row against M x vectors, four at a time (independent
+ * accumulators, each in the exact dot8 order). DOT4: four rows against one x. */
+#define DEFINE_KERNELS(SUF, LOAD, TAIL, ELEM)                                                 \
+  static float dot_##SUF(const void *w, const float *x, int64_t n) {                          \
+    v8 acc = v8_zero();                                                                       \
+    int64_t i = 0;                                                                            \
+    for (; i + 8 <= n; i += 8) acc = v8_macc(acc, LOAD(w, i), load_x(x, i));                  \
+    float s = hsum8(acc);                                                                     \
+    for (; i < n; i++) s = s + TAIL(w, i) * x[i];                                             \
+    return s;                                                                                 \
+  }                                                                                           \
+  static void rows_##SUF(const void *w, const float *x, int64_t xs, int64_t M, int64_t n, float *y, \
+                         int64_t ys) {                                                        \
+    int64_t t = 0;                                                                            \
+    for (; t + 4 <= M; t += 4) {                                                              \
+      const float *x0 = x + t * xs, *x1 = x0 + xs, *x2 = x1 + xs, *x3 = x2 + xs;              \
+      v8 a0 = v8_zero(), a1 = a0, a2 = a0, a3 = a0;                                           \
+      int64_t i = 0;                                                                          \
+      for (; i + 8 <= n; i += 8) {                                                            \
+        v8 wv = LOAD(w, i);                                                                   \
+        a0 = v8_macc(a0, wv, load_x(x0, i));                                                  \
+        a1 = v8_macc(a1, wv, load_x(x1, i));                                                  \
+        a2 = v8_macc(a2, wv, load_x(x2, i));                                                  \
+        a3 = v8_macc(a3, wv, load_x(x3, i));                                                  \
+      }                                                                                       \
+      float s0 = hsum8(a0), s1 = hsum8(a1), s2 = hsum8(a2), s3 = hsum8(a3);                   \
+      for (; i < n; i++) {                                                                    \
+        float wi = TAIL(w, i);                                                                \
+        s0 = s0 + wi * x0[i]; s1 = s1 + wi * x1[i]; s2 = s2 + wi * x2[i]; s3 = s3 + wi * x3[i]; \
+      }                                                                                       \
+      y[t * ys] = s0; y[(t + 1) * ys] = s1; y[(t + 2) * ys] = s2; y[(t + 3) * ys] = s3;       \
+    }                                                                                         \
+    for (; t < M; t++) y[t * ys] = dot_##SUF(w, x + t * xs, n);                               \
+  }                                                                                           \
+  static void dot4_##SUF(const void *w, int64_t ws, const float *x, int64_t n, float *y) {    \
+    const void *w1 = ELEM(w, ws), *w2 = ELEM(w1, ws), *w3 = ELEM(w2, ws);                      \
+    v8 a0 = v8_zero(), a1 = a0, a2 = a0, a3 = a0;                                             \
+    int64_t i = 0;                                                                            \
+    for (; i + 8 <= n; i += 8) {                                                              \
+      v8 xv = load_x(x, i);                                                                   \
+      a0 = v8_macc(a0, LOAD(w, i), xv);                                                       \
+      a1 = v8_macc(a1, LOAD(w1, i), xv);                                                      \
+      a2 = v8_macc(a2, LOAD(w2, i), xv);                                                      \
+      a3 = v8_macc(a3, LOAD(w3, i), xv);                                                      \
+    }                                                                                         \
+    float s0 = hsum8(a0), s1 = hsum8(a1), s2 = hsum8(a2), s3 = hsum8(a3);                     \
+    for (; i < n; i++) {                                                                      \
+      s0 = s0 + TAIL(w, i) * x[i]; s1 = s1 + TAIL(w1, i) * x[i];                              \
+      s2 = s2 + TAIL(w2, i) * x[i]; s3 = s3 + TAIL(w3, i) * x[i];                             \
+    }                                                                                         \
+    y[0] = s0; y[1] = s1; y[2] = s2; y[3] = s3;                                               \
+  }
+
+#define ELEM_F32(p, k) ((const void *)((const float *)(p) + (k)))
+#define ELEM_U16(p, k) ((const void *)((const uint16_t *)(p) + (k)))
+DEFINE_KERNELS(f32, load_f32, tail_f32, ELEM_F32)
+DEFINE_KERNELS(f16, load_f16, tail_f16, ELEM_U16)
+DEFINE_KERNELS(bf16, load_bf16, tail_bf16, ELEM_U16)
+#undef ELEM_F32
+#undef ELEM_U16
+#undef DEFINE_KERNELS
+
+static float dot_f32_neon(const float *w, const float *x, int64_t n) { return dot_f32(w, x, n); }
+static float dot_f16_neon(const uint16_t *w, const float *x, int64_t n) { return dot_f16(w, x, n); }
+static float dot_bf16_neon(const uint16_t *w, const float *x, int64_t n) { return dot_bf16(w, x, n); }
+
+static float sum_f32_neon(const float *x, int64_t n) {
+  v8 acc = v8_zero();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    acc.lo = vaddq_f32(acc.lo, vld1q_f32(x + i));
+    acc.hi = vaddq_f32(acc.hi, vld1q_f32(x + i + 4));
+  }
+  float s = hsum8(acc);
+  for (; i < n; i++) s = s + x[i];
+  return s;
+}
+
+/* ---- GGUF blocks ------------------------------------------------------------------------
+ * One block of 32 weights as eight float32x4_t (b[k] = weights 4k..4k+3): the scale(s) are
+ * widened from F16 exactly (scalar, then broadcast), the integers converted exactly, then
+ * one multiply (and one add for Q4_1) per element, as in the reference. */
+typedef struct blk32 {
+  float32x4_t v[8];
+} blk32;
+
+static inline void i8x16_to_f32(int8x16_t q, float32x4_t *out) {
+  int16x8_t lo = vmovl_s8(vget_low_s8(q)), hi = vmovl_s8(vget_high_s8(q));
+  out[0] = vcvtq_f32_s32(vmovl_s16(vget_low_s16(lo)));
+  out[1] = vcvtq_f32_s32(vmovl_s16(vget_high_s16(lo)));
+  out[2] = vcvtq_f32_s32(vmovl_s16(vget_low_s16(hi)));
+  out[3] = vcvtq_f32_s32(vmovl_s16(vget_high_s16(hi)));
+}
+
+static inline blk32 block_q8_0(const uint8_t *p) {
+  blk32 b;
+  float32x4_t d = vdupq_n_f32(lrt_f16_to_f32(lrt_rd_u16le(p)));
+  i8x16_to_f32(vld1q_s8((const int8_t *)(p + 2)), &b.v[0]);
+  i8x16_to_f32(vld1q_s8((const int8_t *)(p + 18)), &b.v[4]);
+  for (int k = 0; k < 8; k++) b.v[k] = vmulq_f32(d, b.v[k]);
+  return b;
+}
+
+/* weights j and j + 16 are the low and high nibble of byte j */
+static inline void nibbles(const uint8_t *qs, int8_t bias, float32x4_t *out) {
+  uint8x16_t v = vld1q_u8(qs);
+  int8x16_t lo = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0x0f))), vdupq_n_s8(bias));
+  int8x16_t hi = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(v, 4)), vdupq_n_s8(bias));
+  i8x16_to_f32(lo, &out[0]);
+  i8x16_to_f32(hi, &out[4]);
+}
+
+static inline blk32 block_q4_0(const uint8_t *p) {
+  blk32 b;
+  float32x4_t d = vdupq_n_f32(lrt_f16_to_f32(lrt_rd_u16le(p)));
+  nibbles(p + 2, 8, b.v);
+  for (int k = 0; k < 8; k++) b.v[k] = vmulq_f32(d, b.v[k]);
+  return b;
+}
+
+static inline blk32 block_q4_1(const uint8_t *p) {
+  blk32 b;
+  float32x4_t d = vdupq_n_f32(lrt_f16_to_f32(lrt_rd_u16le(p)));
+  float32x4_t m = vdupq_n_f32(lrt_f16_to_f32(lrt_rd_u16le(p + 2)));
+  nibbles(p + 4, 0, b.v);
+  for (int k = 0; k < 8; k++) b.v[k] = vaddq_f32(vmulq_f32(d, b.v[k]), m);
+  return b;
+}
+
+/* DEQUANT: one row to float. DOT4Q: four rows against one x, each block dequantized in
+ * registers and accumulated into the dot8 lanes in order (n % 32 == 0: no tail). */
+#define DEFINE_BLOCK_KERNELS(FMT, BLOCK, BYTES)                                               \
+  static void dequant_##FMT##_neon(const void *row, float *y, int64_t n) {                    \
+    const uint8_t *p = (const uint8_t *)row;                                                  \
+    for (int64_t b = 0; b < n / 32; b++, p += BYTES, y += 32) {                               \
+      blk32 q = BLOCK(p);                                                                     \
+      for (int k = 0; k < 8; k++) vst1q_f32(y + 4 * k, q.v[k]);                               \
+    }                                                                                         \
+  }                                                                                           \
+  static void dot4_##FMT##_neon(const void *w, int64_t row_bytes, const float *x, int64_t n, float *y) { \
+    const uint8_t *p[4];                                                                      \
+    v8 a[4];                                                                                  \
+    for (int r = 0; r < 4; r++) {                                                             \
+      p[r] = (const uint8_t *)w + r * row_bytes;                                              \
+      a[r] = v8_zero();                                                                       \
+    }                                                                                         \
+    for (int64_t b = 0; b < n / 32; b++, x += 32) {                                           \
+      v8 xv[4] = {load_x(x, 0), load_x(x, 8), load_x(x, 16), load_x(x, 24)};                 \
+      for (int r = 0; r < 4; r++) {                                                           \
+        blk32 q = BLOCK(p[r]);                                                                \
+        p[r] += BYTES;                                                                        \
+        for (int k = 0; k < 4; k++) {                                                         \
+          v8 wv = {q.v[2 * k], q.v[2 * k + 1]};                                               \
+          a[r] = v8_macc(a[r], wv, xv[k]);                                                    \
+        }                                                                                     \
+      }                                                                                       \
+    }                                                                                         \
+    for (int r = 0; r < 4; r++) y[r] = hsum8(a[r]);                                           \
+  }
+
+DEFINE_BLOCK_KERNELS(q8_0, block_q8_0, 34)
+DEFINE_BLOCK_KERNELS(q4_0, block_q4_0, 18)
+DEFINE_BLOCK_KERNELS(q4_1, block_q4_1, 20)
+#undef DEFINE_BLOCK_KERNELS
+
+const lrt_kernels lrt_kernels_neon = {
+    .name = "neon",
+    .dot_f32 = dot_f32_neon, .dot_f16 = dot_f16_neon, .dot_bf16 = dot_bf16_neon, .sum_f32 = sum_f32_neon,
+    .rows_f32 = rows_f32, .rows_f16 = rows_f16, .rows_bf16 = rows_bf16,
+    .dot4_f32 = dot4_f32, .dot4_f16 = dot4_f16, .dot4_bf16 = dot4_bf16,
+    .dequant_q8_0 = dequant_q8_0_neon, .dequant_q4_0 = dequant_q4_0_neon, .dequant_q4_1 = dequant_q4_1_neon,
+    .dot4_q8_0 = dot4_q8_0_neon, .dot4_q4_0 = dot4_q4_0_neon, .dot4_q4_1 = dot4_q4_1_neon,
+};
+#endif

@@ -1,0 +1,247 @@
+/* wasm_simd.c -- WebAssembly SIMD128 kernels (compiled when the compiler targets simd128,
+ * e.g. clang/zig -msimd128). Bit-identical to ref.c: the eight dot8 lanes live in two
+ * f32x4 accumulators (lanes 0-3 and 4-7); f32x4.mul then f32x4.add, each rounded (SIMD128
+ * has no fused multiply-add outside the relaxed-simd proposal, which is not used; the file
+ * is compiled with -ffp-contract=off as well); lanes combined as t = lo + hi,
+ * s = (t0 + t2) + (t1 + t3). WebAssembly arithmetic is IEEE-754 with subnormals, so the
+ * only thing it leaves open is NaN payloads, which are not part of the contract.
+ * F16 weights are widened exactly by bit manipulation (SIMD128 has no half conversion):
+ * the magnitude bits shifted into a float's position and scaled by 2^112 (exact, since it
+ * is a power of two and the result is representable; subnormal halves come out normal),
+ * the inf/NaN exponent patched, the sign put back. BF16 is a 16-bit shift. */
+#if defined(__wasm_simd128__)
+#include <wasm_simd128.h>
+
+#include "../internal.h"
+#include "kernels.h"
+
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#endif
+
+typedef struct v8 {
+  v128_t lo, hi; /* f32x4: dot8 lanes 0-3 and 4-7 */
+} v8;
+
+static inline v8 v8_zero(void) {
+  v8 r = {wasm_f32x4_splat(0.0f), wasm_f32x4_splat(0.0f)};
+  return r;
+}
+static inline v8 v8_macc(v8 a, v8 w, v8 x) {
+  a.lo = wasm_f32x4_add(a.lo, wasm_f32x4_mul(w.lo, x.lo));
+  a.hi = wasm_f32x4_add(a.hi, wasm_f32x4_mul(w.hi, x.hi));
+  return a;
+}
+static inline float hsum8(v8 a) {
+  v128_t t = wasm_f32x4_add(a.lo, a.hi); /* t0..t3 */
+  float t0 = wasm_f32x4_extract_lane(t, 0), t1 = wasm_f32x4_extract_lane(t, 1);
+  float t2 = wasm_f32x4_extract_lane(t, 2), t3 = wasm_f32x4_extract_lane(t, 3);
+  return (t0 + t2) + (t1 + t3);
+}
+static inline v8 load_x(const float *x, int64_t i) {
+  v8 r = {wasm_v128_load(x + i), wasm_v128_load(x + i + 4)};
+  return r;
+}
+static inline v8 load_f32(const void *w, int64_t i) { return load_x((const float *)w, i); }
+
+/* four halves (in the low 16 bits of each u32 lane) to four floats, exactly */
+static inline v128_t f16x4_to_f32(v128_t h) {
+  v128_t mag = wasm_i32x4_shl(wasm_v128_and(h, wasm_i32x4_splat(0x7fff)), 13);
+  v128_t sign = wasm_i32x4_shl(wasm_v128_and(h, wasm_i32x4_splat(0x8000)), 16);
+  v128_t finite = wasm_f32x4_mul(mag, wasm_f32x4_splat(5.192296858534828e+33f)); /* 2^112 */
+  /* exponent 31: inf (mantissa 0) or NaN (quieted, payload kept, as lrt_f16_to_f32) */
+  v128_t inf_exp = wasm_i32x4_splat(0x0f800000);
+  v128_t special = wasm_v128_or(wasm_v128_or(mag, wasm_i32x4_splat(0x7f800000)),
+                                wasm_v128_and(wasm_u32x4_gt(mag, inf_exp), wasm_i32x4_splat(0x00400000)));
+  v128_t r = wasm_v128_bitselect(special, finite, wasm_u32x4_ge(mag, inf_exp));
+  return wasm_v128_or(r, sign);
+}
+static inline v8 load_f16(const void *w, int64_t i) {
+  v128_t h = wasm_v128_load((const uint16_t *)w + i);
+  v8 r = {f16x4_to_f32(wasm_u32x4_extend_low_u16x8(h)), f16x4_to_f32(wasm_u32x4_extend_high_u16x8(h))};
+  return r;
+}
+static inline v8 load_bf16(const void *w, int64_t i) {
+  v128_t h = wasm_v128_load((const uint16_t *)w + i);
+  v8 r = {wasm_i32x4_shl(wasm_u32x4_extend_low_u16x8(h), 16), wasm_i32x4_shl(wasm_u32x4_extend_high_u16x8(h), 16)};
+  return r;
+}
+static inline float tail_f32(const void *w, int64_t i) { return ((const float *)w)[i]; }
+static inline float tail_f16(const void *w, int64_t i) { return lrt_f16_to_f32(((const uint16_t *)w)[i]); }
+static inline float tail_bf16(const void *w, int64_t i) { return lrt_bf16_to_f32(((const uint16_t *)w)[i]); }
+
+/* DOT: one row, one x. ROWS: one row against M x vectors, four at a time (independent
+ * accumulators, each in the exact dot8 order). DOT4: four rows against one x. */
+#define DEFINE_KERNELS(SUF, LOAD, TAIL, ELEM)                                                 \
+  static float dot_##SUF(const void *w, const float *x, int64_t n) {                          \
+    v8 acc = v8_zero();                                                                       \
+    int64_t i = 0;                                                                            \
+    for (; i + 8 <= n; i += 8) acc = v8_macc(acc, LOAD(w, i), load_x(x, i));                  \
+    float s = hsum8(acc);                                                                     \
+    for (; i < n; i++) s = s + TAIL(w, i) * x[i];                                             \
+    return s;                                                                                 \
+  }                                                                                           \
+  static void rows_##SUF(const void *w, const float *x, int64_t xs, int64_t M, int64_t n, float *y, \
+                         int64_t ys) {                                                        \
+    int64_t t = 0;                                                                            \
+    for (; t + 4 <= M; t += 4) {                                                              \
+      const float *x0 = x + t * xs, *x1 = x0 + xs, *x2 = x1 + xs, *x3 = x2 + xs;              \
+      v8 a0 = v8_zero(), a1 = a0, a2 = a0, a3 = a0;                                           \
+      int64_t i = 0;                                                                          \
+      for (; i + 8 <= n; i += 8) {                                                            \
+        v8 wv = LOAD(w, i);                                                                   \
+        a0 = v8_macc(a0, wv, load_x(x0, i));                                                  \
+        a1 = v8_macc(a1, wv, load_x(x1, i));                                                  \
+        a2 = v8_macc(a2, wv, load_x(x2, i));                                                  \
+        a3 = v8_macc(a3, wv, load_x(x3, i));                                                  \
+      }                                                                                       \
+      float s0 = hsum8(a0), s1 = hsum8(a1), s2 = hsum8(a2), s3 = hsum8(a3);                   \
+      for (; i < n; i++) {                                                                    \
+        float wi = TAIL(w, i);                                                                \
+        s0 = s0 + wi * x0[i]; s1 = s1 + wi * x1[i]; s2 = s2 + wi * x2[i]; s3 = s3 + wi * x3[i]; \
+      }                                                                                       \
+      y[t * ys] = s0; y[(t + 1) * ys] = s1; y[(t + 2) * ys] = s2; y[(t + 3) * ys] = s3;       \
+    }                                                                                         \
+    for (; t < M; t++) y[t * ys] = dot_##SUF(w, x + t * xs, n);                               \
+  }                                                                                           \
+  static void dot4_##SUF(const void *w, int64_t ws, const float *x, int64_t n, float *y) {    \
+    const void *w1 = ELEM(w, ws), *w2 = ELEM(w1, ws), *w3 = ELEM(w2, ws);                      \
+    v8 a0 = v8_zero(), a1 = a0, a2 = a0, a3 = a0;                                             \
+    int64_t i = 0;                                                                            \
+    for (; i + 8 <= n; i += 8) {                                                              \
+      v8 xv = load_x(x, i);                                                                   \
+      a0 = v8_macc(a0, LOAD(w, i), xv);                                                       \
+      a1 = v8_macc(a1, LOAD(w1, i), xv);                                                      \
+      a2 = v8_macc(a2, LOAD(w2, i), xv);                                                      \
+      a3 = v8_macc(a3, LOAD(w3, i), xv);                                                      \
+    }                                                                                         \
+    float s0 = hsum8(a0), s1 = hsum8(a1), s2 = hsum8(a2), s3 = hsum8(a3);                     \
+    for (; i < n; i++) {                                                                      \
+      s0 = s0 + TAIL(w, i) * x[i]; s1 = s1 + TAIL(w1, i) * x[i];                              \
+      s2 = s2 + TAIL(w2, i) * x[i]; s3 = s3 + TAIL(w3, i) * x[i];                             \
+    }                                                                                         \
+    y[0] = s0; y[1] = s1; y[2] = s2; y[3] = s3;                                               \
+  }
+
+#define ELEM_F32(p, k) ((const void *)((const float *)(p) + (k)))
+#define ELEM_U16(p, k) ((const void *)((const uint16_t *)(p) + (k)))
+DEFINE_KERNELS(f32, load_f32, tail_f32, ELEM_F32)
+DEFINE_KERNELS(f16, load_f16, tail_f16, ELEM_U16)
+DEFINE_KERNELS(bf16, load_bf16, tail_bf16, ELEM_U16)
+#undef ELEM_F32
+#undef ELEM_U16
+#undef DEFINE_KERNELS
+
+static float dot_f32_wasm(const float *w, const float *x, int64_t n) { return dot_f32(w, x, n); }
+static float dot_f16_wasm(const uint16_t *w, const float *x, int64_t n) { return dot_f16(w, x, n); }
+static float dot_bf16_wasm(const uint16_t *w, const float *x, int64_t n) { return dot_bf16(w, x, n); }
+
+static float sum_f32_wasm(const float *x, int64_t n) {
+  v8 acc = v8_zero();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    acc.lo = wasm_f32x4_add(acc.lo, wasm_v128_load(x + i));
+    acc.hi = wasm_f32x4_add(acc.hi, wasm_v128_load(x + i + 4));
+  }
+  float s = hsum8(acc);
+  for (; i < n; i++) s = s + x[i];
+  return s;
+}
+
+/* ---- GGUF blocks ------------------------------------------------------------------------
+ * One block of 32 weights as eight f32x4 (v[k] = weights 4k..4k+3): scale(s) widened from
+ * F16 exactly (scalar, then splat), integers converted exactly, then one multiply (and one
+ * add for Q4_1) per element, as in the reference. */
+typedef struct blk32 {
+  v128_t v[8];
+} blk32;
+
+static inline void i8x16_to_f32(v128_t q, v128_t *out) {
+  v128_t lo = wasm_i16x8_extend_low_i8x16(q), hi = wasm_i16x8_extend_high_i8x16(q);
+  out[0] = wasm_f32x4_convert_i32x4(wasm_i32x4_extend_low_i16x8(lo));
+  out[1] = wasm_f32x4_convert_i32x4(wasm_i32x4_extend_high_i16x8(lo));
+  out[2] = wasm_f32x4_convert_i32x4(wasm_i32x4_extend_low_i16x8(hi));
+  out[3] = wasm_f32x4_convert_i32x4(wasm_i32x4_extend_high_i16x8(hi));
+}
+
+static inline blk32 block_q8_0(const uint8_t *p) {
+  blk32 b;
+  v128_t d = wasm_f32x4_splat(lrt_f16_to_f32(lrt_rd_u16le(p)));
+  i8x16_to_f32(wasm_v128_load(p + 2), &b.v[0]);
+  i8x16_to_f32(wasm_v128_load(p + 18), &b.v[4]);
+  for (int k = 0; k < 8; k++) b.v[k] = wasm_f32x4_mul(d, b.v[k]);
+  return b;
+}
+
+/* weights j and j + 16 are the low and high nibble of byte j */
+static inline void nibbles(const uint8_t *qs, int8_t bias, v128_t *out) {
+  v128_t v = wasm_v128_load(qs);
+  v128_t b = wasm_i8x16_splat(bias);
+  v128_t lo = wasm_i8x16_sub(wasm_v128_and(v, wasm_i8x16_splat(0x0f)), b);
+  v128_t hi = wasm_i8x16_sub(wasm_u8x16_shr(v, 4), b);
+  i8x16_to_f32(lo, &out[0]);
+  i8x16_to_f32(hi, &out[4]);
+}
+
+static inline blk32 block_q4_0(const uint8_t *p) {
+  blk32 b;
+  v128_t d = wasm_f32x4_splat(lrt_f16_to_f32(lrt_rd_u16le(p)));
+  nibbles(p + 2, 8, b.v);
+  for (int k = 0; k < 8; k++) b.v[k] = wasm_f32x4_mul(d, b.v[k]);
+  return b;
+}
+
+static inline blk32 block_q4_1(const uint8_t *p) {
+  blk32 b;
+  v128_t d = wasm_f32x4_splat(lrt_f16_to_f32(lrt_rd_u16le(p)));
+  v128_t m = wasm_f32x4_splat(lrt_f16_to_f32(lrt_rd_u16le(p + 2)));
+  nibbles(p + 4, 0, b.v);
+  for (int k = 0; k < 8; k++) b.v[k] = wasm_f32x4_add(wasm_f32x4_mul(d, b.v[k]), m);
+  return b;
+}
+
+/* DEQUANT: one row to float. DOT4Q: four rows against one x, each block dequantized in
+ * registers and accumulated into the dot8 lanes in order (n % 32 == 0: no tail). */
+#define DEFINE_BLOCK_KERNELS(FMT, BLOCK, BYTES)                                               \
+  static void dequant_##FMT##_wasm(const void *row, float *y, int64_t n) {                    \
+    const uint8_t *p = (const uint8_t *)row;                                                  \
+    for (int64_t b = 0; b < n / 32; b++, p += BYTES, y += 32) {                               \
+      blk32 q = BLOCK(p);                                                                     \
+      for (int k = 0; k < 8; k++) wasm_v128_store(y + 4 * k, q.v[k]);                        \
+    }                                                                                         \
+  }                                                                                           \
+  static void dot4_##FMT##_wasm(const void *w, int64_t row_bytes, const float *x, int64_t n, float *y) { \
+    const uint8_t *p[4];                                                                      \
+    v8 a[4];                                                                                  \
+    for (int r = 0; r < 4; r++) {                                                             \
+      p[r] = (const uint8_t *)w + r * row_bytes;                                              \
+      a[r] = v8_zero();                                                                       \
+    }                                                                                         \
+    for (int64_t b = 0; b < n / 32; b++, x += 32) {                                           \
+      v8 xv[4] = {load_x(x, 0), load_x(x, 8), load_x(x, 16), load_x(x, 24)};                 \
+      for (int r = 0; r < 4; r++) {                                                           \
+        blk32 q = BLOCK(p[r]);                                                                \
+        p[r] += BYTES;                                                                        \
+        for (int k = 0; k < 4; k++) {                                                         \
+          v8 wv = {q.v[2 * k], q.v[2 * k + 1]};                                               \
+          a[r] = v8_macc(a[r], wv, xv[k]);                                                    \
+        }                                                                                     \
+      }                                                                                       \
+    }                                                                                         \
+    for (int r = 0; r < 4; r++) y[r] = hsum8(a[r]);                                           \
+  }
+
+DEFINE_BLOCK_KERNELS(q8_0, block_q8_0, 34)
+DEFINE_BLOCK_KERNELS(q4_0, block_q4_0, 18)
+DEFINE_BLOCK_KERNELS(q4_1, block_q4_1, 20)
+#undef DEFINE_BLOCK_KERNELS
+
+const lrt_kernels lrt_kernels_wasm_simd128 = {
+    .name = "wasm_simd128",
+    .dot_f32 = dot_f32_wasm, .dot_f16 = dot_f16_wasm, .dot_bf16 = dot_bf16_wasm, .sum_f32 = sum_f32_wasm,
+    .rows_f32 = rows_f32, .rows_f16 = rows_f16, .rows_bf16 = rows_bf16,
+    .dot4_f32 = dot4_f32, .dot4_f16 = dot4_f16, .dot4_bf16 = dot4_bf16,
+    .dequant_q8_0 = dequant_q8_0_wasm, .dequant_q4_0 = dequant_q4_0_wasm, .dequant_q4_1 = dequant_q4_1_wasm,
+    .dot4_q8_0 = dot4_q8_0_wasm, .dot4_q4_0 = dot4_q4_0_wasm, .dot4_q4_1 = dot4_q4_1_wasm,
+};
+#endif
