@@ -1,4 +1,117 @@
-"""Build glue: the C core is compiled by cffi (see loomrt/_build_ffi.py)."""
-from setuptools import setup
+"""Build glue. The C core is compiled twice from the same sources and flags:
 
-setup(cffi_modules=["loomrt/_build_ffi.py:ffibuilder"])
+* ``loomrt._loomrt_cffi``: the cffi extension used by the Python package (see
+  loomrt/_build_ffi.py; abi3 on CPython, so one wheel per platform serves Python >= 3.9).
+* ``loomrt/libloomrt.so`` / ``libloomrt.dylib`` / ``loomrt.dll``: a plain shared library with
+  no Python symbols that exports exactly the ``lrt_*`` functions of csrc/include/loomrt.h,
+  for ctypes, C# (P/Invoke) and C users: ``loomrt.library_path()`` returns its path.
+
+Why not ship the cffi module as the C library: on Windows a .pyd exports only PyInit_*, and on
+Linux/macOS the extension leaves Python's C API symbols undefined, so a program that is not
+Python (mono, a game engine) cannot load it. The second build costs one more compile.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import sysconfig
+
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _ffi_build_module():
+    """loomrt/_build_ffi.py (the one list of C sources and the numerics compile flags)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_loomrt_build_ffi", os.path.join(HERE, "loomrt", "_build_ffi.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def shared_library_name(platform: str = sys.platform) -> str:
+    """File name of the plain C library: what dlopen/DllImport("loomrt") look for."""
+    if platform == "win32":
+        return "loomrt.dll"
+    if platform == "darwin":
+        return "libloomrt.dylib"
+    return "libloomrt.so"
+
+
+class BuildExtWithLibrary(build_ext):
+    """build_ext that also links the plain shared library into the package folder."""
+
+    def run(self) -> None:
+        super().run()
+        self.build_shared_library()
+
+    def _library_output(self) -> str:
+        return os.path.join(self.build_lib, "loomrt", shared_library_name())
+
+    def get_outputs(self) -> list:
+        return super().get_outputs() + [self._library_output()]
+
+    def build_shared_library(self) -> None:
+        ffi = _ffi_build_module()
+        compiler = self.compiler
+        msvc = compiler.compiler_type == "msvc"
+        sources = [os.path.relpath(os.path.join(ffi.CSRC, s), HERE) for s in ffi.SOURCES]
+        args = list(ffi.compile_args())
+        if not msvc:
+            args.append("-fvisibility=hidden")  # export exactly the LRT_API functions
+        objects = compiler.compile(
+            sources,
+            output_dir=os.path.join(self.build_temp, "libloomrt"),
+            macros=[("LOOMRT_BUILD_SHARED", "1")],
+            include_dirs=[os.path.relpath(os.path.join(ffi.CSRC, "include"), HERE)],
+            extra_postargs=args,
+            debug=self.debug,
+        )
+        out = self._library_output()
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        link_args: list = []
+        saved = getattr(compiler, "linker_so", None)
+        if sys.platform == "darwin":
+            # Python's LDSHARED makes a -bundle with -undefined dynamic_lookup (a module for
+            # the interpreter); a library for other programs is a -dynamiclib.
+            compiler.linker_so = ["-dynamiclib" if a == "-bundle" else a for a in saved]
+            link_args = ["-install_name", "@rpath/" + shared_library_name()]
+        elif not msvc:
+            link_args = ["-Wl,--no-undefined"] if sys.platform.startswith("linux") else []
+        try:
+            compiler.link_shared_object(
+                objects, out,
+                libraries=[] if msvc else ["pthread", "m"],
+                # MSVC: an empty list puts the import library in build_temp, not in the wheel.
+                export_symbols=[] if msvc else None,
+                extra_postargs=link_args,
+                build_temp=os.path.join(self.build_temp, "libloomrt"),
+                debug=self.debug,
+            )
+        finally:
+            if saved is not None:
+                compiler.linker_so = saved
+        if self.inplace or getattr(self, "editable_mode", False):
+            # pip install -e . / setup.py build_ext --inplace: next to the sources as well.
+            shutil.copyfile(out, os.path.join(HERE, "loomrt", shared_library_name()))
+
+
+def _bdist_wheel_options() -> dict:
+    """Tag the wheel abi3 (cp39) where cffi builds the extension against the limited API:
+    CPython release builds, not the free-threaded ones."""
+    if sys.implementation.name != "cpython" or hasattr(sys, "gettotalrefcount"):
+        return {}
+    if sysconfig.get_config_var("Py_GIL_DISABLED"):
+        return {}
+    return {"bdist_wheel": {"py_limited_api": "cp39"}}
+
+
+setup(
+    cffi_modules=["loomrt/_build_ffi.py:ffibuilder"],
+    cmdclass={"build_ext": BuildExtWithLibrary},
+    options=_bdist_wheel_options(),
+)

@@ -35,21 +35,15 @@ typedef pthread_cond_t lrt_cond;
 
 /* Workers spin briefly on the generation counter before sleeping, so the many short
  * dispatches of one forward pass (several per layer) do not pay a futex wake-up each. */
-#if !defined(__STDC_NO_ATOMICS__)
-#include <stdatomic.h>
+#include "lrt_atomic.h" /* C11 atomics, MSVC Interlocked intrinsics or GNU builtins */
 #define LRT_SPIN_ITERS 4000
-typedef _Atomic uint64_t gen_t;
-typedef atomic_int pending_t;
-#define LOAD(x) atomic_load_explicit(&(x), memory_order_acquire)
-#define STORE(x, v) atomic_store_explicit(&(x), (v), memory_order_release)
-#define DEC(x) (atomic_fetch_sub_explicit(&(x), 1, memory_order_acq_rel) - 1)
-#else
-#define LRT_SPIN_ITERS 0
-typedef volatile uint64_t gen_t;
-typedef volatile int pending_t;
-#define LOAD(x) (x)
-#define STORE(x, v) ((x) = (v))
-#endif
+typedef lrt_atomic_u64 gen_t;
+typedef lrt_atomic_int pending_t;
+#define GEN_LOAD(x) lrt_atomic_load_u64(&(x))
+#define GEN_STORE(x, v) lrt_atomic_store_u64(&(x), (v))
+#define PENDING_LOAD(x) lrt_atomic_load_int(&(x))
+#define PENDING_STORE(x, v) lrt_atomic_store_int(&(x), (v))
+#define DEC(x) lrt_atomic_dec_int(&(x))
 
 #if defined(__x86_64__) || defined(__i386__) || defined(_M_X64)
 #include <immintrin.h>
@@ -86,14 +80,14 @@ static void worker_main(void *arg) {
   lrt_pool *p = w->pool;
   uint64_t seen = 0;
   for (;;) {
-    for (int i = 0; i < LRT_SPIN_ITERS && LOAD(p->generation) == seen && !p->stop; i++) cpu_relax();
+    for (int i = 0; i < LRT_SPIN_ITERS && GEN_LOAD(p->generation) == seen && !p->stop; i++) cpu_relax();
     mutex_lock(&p->mu);
-    while (LOAD(p->generation) == seen && !p->stop) cond_wait(&p->wake, &p->mu);
+    while (GEN_LOAD(p->generation) == seen && !p->stop) cond_wait(&p->wake, &p->mu);
     if (p->stop) {
       mutex_unlock(&p->mu);
       return;
     }
-    seen = LOAD(p->generation);
+    seen = GEN_LOAD(p->generation);
     mutex_unlock(&p->mu);
 
     lrt_fpenv env; /* workers inherit the host's MXCSR/FPCR: guard them too */
@@ -176,15 +170,15 @@ void lrt_pool_run(lrt_pool *p, lrt_task_fn fn, void *ctx, int64_t n_tasks) {
     return;
   }
   mutex_lock(&p->mu);
-  STORE(p->pending, p->n - 1);
-  STORE(p->generation, LOAD(p->generation) + 1);
+  PENDING_STORE(p->pending, p->n - 1);
+  GEN_STORE(p->generation, GEN_LOAD(p->generation) + 1);
   cond_broadcast(&p->wake);
   mutex_unlock(&p->mu);
   run_share(p, 0);
-  for (int i = 0; i < LRT_SPIN_ITERS && LOAD(p->pending) > 0; i++) cpu_relax();
-  if (LOAD(p->pending) > 0) {
+  for (int i = 0; i < LRT_SPIN_ITERS && PENDING_LOAD(p->pending) > 0; i++) cpu_relax();
+  if (PENDING_LOAD(p->pending) > 0) {
     mutex_lock(&p->mu);
-    while (LOAD(p->pending) > 0) cond_wait(&p->done, &p->mu);
+    while (PENDING_LOAD(p->pending) > 0) cond_wait(&p->done, &p->mu);
     mutex_unlock(&p->mu);
   }
 }

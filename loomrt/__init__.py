@@ -13,6 +13,7 @@ from . import _lib
 from .errors import (ContextFullError, FormatError, InternalError, InvalidArgumentError, LoomrtError,
                      LoomrtIOError, NotFoundError, OutOfMemoryError, StateError, UnsupportedError)
 from .model import Generation, Model, SamplingParams, Session, Timings, default_threads, load
+from .audit import VerifyResult, model_hash, tokenizer_hash, verify_receipt
 from .resolve import default_model_path, resolve_model_path
 from .tokenizer import Tokenizer
 
@@ -45,4 +46,5 @@ __all__ = [
     "LoomrtError", "FormatError", "UnsupportedError", "InvalidArgumentError", "NotFoundError",
     "ContextFullError", "StateError", "OutOfMemoryError", "InternalError", "LoomrtIOError",
     "__version__", "NUMERICS_VERSION", "ABI_VERSION",
+    "verify_receipt", "VerifyResult", "model_hash", "tokenizer_hash",
 ]

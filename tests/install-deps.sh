@@ -5,7 +5,7 @@
 set -euo pipefail
 
 # --- system packages (Debian's apt; skipped when not root or apt is missing) ------------
-APT_PACKAGES="make gcc clang qemu-user wine64"
+APT_PACKAGES="make gcc clang qemu-user wine64 libclang-rt-14-dev binutils"
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   missing=""
   for p in $APT_PACKAGES; do
@@ -25,3 +25,6 @@ pip install llama-cpp-python           # llama.cpp, the reference for GGUF token
 # determinism matrix (tests/test_matrix.py): zig cc cross-compiles the C driver to aarch64/s390x
 # Linux (run under qemu-user), Windows (run under wine64) and wasm32-wasi (run by wasmtime)
 pip install ziglang==0.17.1 wasmtime==50.0.1
+# packaging (tests/test_packaging.py): cibuildwheel checks the wheel config offline, auditwheel
+# inspects the locally built wheel, build makes the sdist
+pip install cibuildwheel==4.3.3 auditwheel build pyyaml 'tomli; python_version < "3.11"'

@@ -1,0 +1,157 @@
+"""Packaging: the cibuildwheel configuration (checked offline), the sdist, and a wheel built from
+that sdist with the local compiler (tags, contents, the plain C library, auditwheel)."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tarfile
+import zipfile
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+try:
+    import tomllib
+except ImportError:  # Python < 3.11
+    import tomli as tomllib  # type: ignore[no-redef]
+
+
+def _pyproject() -> dict:
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        return tomllib.load(f)
+
+
+def _identifiers(platform: str, archs: str) -> list[str]:
+    exe = shutil.which("cibuildwheel")
+    assert exe, "cibuildwheel is installed by tests/install-deps.sh"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CIBW_")}
+    r = subprocess.run([exe, "--print-build-identifiers", "--platform", platform, "--archs", archs, "."],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout.split()
+
+
+@pytest.mark.parametrize("platform,archs,expected", [
+    ("linux", "x86_64", ["cp39-manylinux_x86_64", "cp313-manylinux_x86_64"]),
+    ("linux", "aarch64", ["cp39-manylinux_aarch64", "cp313-manylinux_aarch64"]),
+    ("macos", "x86_64", ["cp39-macosx_x86_64", "cp313-macosx_x86_64"]),
+    ("macos", "arm64", ["cp39-macosx_arm64", "cp313-macosx_arm64"]),
+    ("windows", "AMD64", ["cp39-win_amd64", "cp313-win_amd64"]),
+    ("windows", "ARM64", ["cp313-win_arm64"]),
+])
+def test_cibuildwheel_build_identifiers(platform: str, archs: str, expected: list[str]) -> None:
+    assert _identifiers(platform, archs) == expected
+
+
+def test_workflow_builds_every_platform_with_the_pyproject_config() -> None:
+    import yaml
+
+    wf = yaml.safe_load(open(os.path.join(ROOT, ".github", "workflows", "wheels.yml"), encoding="utf-8"))
+    jobs = wf["jobs"]
+    assert {"wheels", "sdist"} <= set(jobs)
+    matrix = {(m["platform"], m["archs"]) for m in jobs["wheels"]["strategy"]["matrix"]["include"]}
+    assert matrix == {("linux", "x86_64"), ("linux", "aarch64"), ("macos", "x86_64"), ("macos", "arm64"),
+                      ("windows", "AMD64"), ("windows", "ARM64")}
+    steps = " ".join(str(s.get("run", "")) + str(s.get("uses", "")) for s in jobs["wheels"]["steps"])
+    assert "cibuildwheel" in steps and "setup-qemu-action" in steps
+    cfg = _pyproject()["tool"]["cibuildwheel"]
+    # the wheels are tested, golden hashes included, with test files that exist
+    commands = [cfg["test-command"]] + [o["test-command"] for o in cfg["overrides"] if "test-command" in o]
+    for command in commands:
+        assert "tests/test_determinism.py" in command and "tests/test_library_path.py" in command
+        for name in re.findall(r"tests/(\w+\.py)", command):
+            assert os.path.isfile(os.path.join(ROOT, "tests", name)), name
+    assert cfg["test-environment"]["LOOMRT_WHEEL_TEST"] == "1"
+
+
+@pytest.fixture(scope="module")
+def sdist(tmp_path_factory) -> str:
+    out = tmp_path_factory.mktemp("sdist")
+    r = subprocess.run([sys.executable, "-m", "build", "--sdist", "--no-isolation", "-o", str(out)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    (name,) = os.listdir(out)
+    return str(out / name)
+
+
+@pytest.fixture(scope="module")
+def wheel(sdist, tmp_path_factory) -> str:
+    """A wheel built from the sdist (so the sdist is proven to build), with the local compiler."""
+    out = tmp_path_factory.mktemp("wheel")
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                        "-w", str(out), sdist], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    (name,) = os.listdir(out)
+    return str(out / name)
+
+
+def test_sdist_contents(sdist) -> None:
+    with tarfile.open(sdist) as tf:
+        names = {n.split("/", 1)[1] for n in tf.getnames() if "/" in n}
+    tracked = subprocess.run(["git", "ls-files", "csrc", "tests"], cwd=ROOT, capture_output=True, text=True).stdout
+    for path in tracked.split():  # every committed C source/header and test module
+        if path.endswith((".c", ".h", ".py")) or os.path.basename(path) == "Makefile":
+            assert path in names, path
+    for path in ["setup.py", "pyproject.toml", "loomrt/_build_ffi.py", "loomrt/py.typed", "csrc/include/loomrt.h",
+                 "tests/install-deps.sh"]:
+        assert path in names, path
+    assert not [n for n in names if n.endswith((".o", ".so", ".a", ".dll", ".dylib"))]
+
+
+@pytest.mark.slow
+def test_wheel_tags_and_contents(wheel) -> None:
+    name = os.path.basename(wheel)
+    plat = sysconfig.get_platform().replace("-", "_").replace(".", "_")
+    if sys.implementation.name == "cpython" and not sysconfig.get_config_var("Py_GIL_DISABLED"):
+        assert name == f"loomrt-0.1.0-cp39-abi3-{plat}.whl"
+    with zipfile.ZipFile(wheel) as zf:
+        files = set(zf.namelist())
+    libname = {"win32": "loomrt.dll", "darwin": "libloomrt.dylib"}.get(sys.platform, "libloomrt.so")
+    assert f"loomrt/{libname}" in files
+    assert "loomrt/py.typed" in files and "loomrt/_library.py" in files
+    assert [f for f in files if re.fullmatch(r"loomrt/_loomrt_cffi\..*(so|pyd)", f)]
+    assert not [f for f in files if f.startswith(("csrc/", "tests/"))]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ELF checks (nm, auditwheel) are Linux-only")
+def test_wheel_library_is_plain_and_auditwheel_accepts_it(wheel, tmp_path) -> None:
+    with zipfile.ZipFile(wheel) as zf:
+        zf.extractall(tmp_path)
+    lib = str(tmp_path / "loomrt" / "libloomrt.so")
+    undefined = subprocess.run(["nm", "-D", "--undefined-only", lib], capture_output=True, text=True).stdout
+    assert "Py" not in undefined  # no Python C API: loadable by mono, C programs, game engines
+    defined = subprocess.run(["nm", "-D", "--defined-only", lib], capture_output=True, text=True).stdout
+    exported = {line.split()[-1] for line in defined.splitlines() if " T " in line}
+    header = open(os.path.join(ROOT, "csrc", "include", "loomrt.h"), encoding="utf-8").read()
+    assert exported == set(re.findall(r"LRT_API\s+[^;(]*?\b(lrt_\w+)\s*\(", header))
+    exe = shutil.which("auditwheel")
+    assert exe, "auditwheel is installed by tests/install-deps.sh"
+    r = subprocess.run([exe, "show", wheel], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    text = " ".join(r.stdout.split())
+    assert re.search(r'consistent with the following platform tag: "manylinux_2_\d+_x86_64"', text) or \
+        not sys.platform.startswith("linux") or os.uname().machine != "x86_64", text
+
+
+@pytest.mark.slow
+def test_installed_wheel_library_path_and_ctypes(wheel, tmp_path) -> None:
+    target = tmp_path / "site"
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), wheel],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    code = ("import ctypes, loomrt, os; p = loomrt.library_path(); l = ctypes.CDLL(p); "
+            "l.lrt_version_string.restype = ctypes.c_char_p; "
+            "print(os.path.dirname(loomrt.__file__)); print(p); print(l.lrt_version_string().decode())")
+    env = dict(os.environ, PYTHONPATH=str(target))
+    r = subprocess.run([sys.executable, "-c", code], cwd=str(tmp_path), env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    pkg, path, version = r.stdout.split("\n")[:3]
+    assert pkg == str(target / "loomrt")  # the installed wheel, not the source tree
+    assert os.path.dirname(path) == pkg and version == "0.1.0"
