@@ -14,29 +14,6 @@
 
 #include "model.h"
 
-#ifndef LRT_ERR_BUFFER_TOO_SMALL
-#define LRT_ERR_BUFFER_TOO_SMALL (-10)
-#endif
-
-#ifndef LRT_TOKENIZE_ADD_SPECIAL
-/* Until the C tokenizer lands in this build: models have no tokenizer. */
-#define LRT_TOKENIZE_ADD_SPECIAL 1
-#define LRT_TOKENIZE_PARSE_SPECIAL 2
-static int32_t lrt_model_has_tokenizer(const lrt_model *m, int32_t *out) { (void)m; *out = 0; return LRT_OK; }
-static int32_t lrt_tokenize(const lrt_model *m, const char *t, size_t n, int32_t f, int32_t *ids, int64_t cap, int64_t *n_ids) {
-  (void)m; (void)t; (void)n; (void)f; (void)ids; (void)cap; *n_ids = 0;
-  return lrt_err(LRT_ERR_NOT_FOUND, "this build has no tokenizer");
-}
-static int32_t lrt_detokenize(const lrt_model *m, const int32_t *ids, int64_t n, int32_t f, char *t, size_t cap, size_t *len) {
-  (void)m; (void)ids; (void)n; (void)f; (void)t; (void)cap; *len = 0;
-  return lrt_err(LRT_ERR_NOT_FOUND, "this build has no tokenizer");
-}
-static int32_t lrt_token_bytes(const lrt_model *m, int32_t id, const char **b, size_t *len) {
-  (void)m; (void)id; *b = ""; *len = 0;
-  return lrt_err(LRT_ERR_NOT_FOUND, "this build has no tokenizer");
-}
-#endif
-
 #define SIDE_FILE_MAX (64u << 20) /* tokenizer_config.json, chat_template.*: generous bound */
 #define MAX_EOG 64
 
@@ -262,25 +239,34 @@ static int32_t chatml_default_system(lrt_text *t) {
   return LRT_OK;
 }
 
+/* Which family a template belongs to, by its content. Conservative: a template that
+ * renders differently from the family in C (extra bos/eos, a missing <|im_end|>, tool or
+ * date headers, ...) is "unknown" (-1) rather than rendered wrong. */
 static int32_t detect_family(lrt_text *t) {
   const char *s = t->chat_template;
   size_t n = t->chat_template_len;
-  if (n == 0) { t->chat_format = LRT_CHAT_CHATML; return LRT_OK; }
+  t->chat_format = -1;
+  if (n == 0) {
+    t->chat_format = LRT_CHAT_CHATML; /* no template: ChatML, as the Python package does */
+    return LRT_OK;
+  }
   if (has_sub(s, n, "<|im_start|>") && has_sub(s, n, "<|im_end|>")) {
+    if (has_sub(s, n, "bos_token") || has_sub(s, n, "eos_token") || has_sub(s, n, "not loop.last")) return LRT_OK;
     t->chat_format = LRT_CHAT_CHATML;
     return chatml_default_system(t);
   }
   if (has_sub(s, n, "<|start_header_id|>") && has_sub(s, n, "<|eot_id|>")) {
-    t->chat_format = has_sub(s, n, "Cutting Knowledge") ? -1 : LRT_CHAT_LLAMA3;
+    if (has_sub(s, n, "bos_token") && !has_sub(s, n, "Cutting Knowledge") && !has_sub(s, n, "tools"))
+      t->chat_format = LRT_CHAT_LLAMA3;
     return LRT_OK;
   }
-  if (has_sub(s, n, "[INST]") && has_sub(s, n, "<<SYS>>")) { t->chat_format = LRT_CHAT_LLAMA2; return LRT_OK; }
-  if (has_sub(s, n, "<|user|>") && has_sub(s, n, "<|assistant|>") && has_sub(s, n, "eos_token") &&
-      !has_sub(s, n, "<|end|>")) {
+  if (has_sub(s, n, "bos_token + '[INST] '") && has_sub(s, n, "<<SYS>>")) {
+    t->chat_format = LRT_CHAT_LLAMA2;
+    return LRT_OK;
+  }
+  if (has_sub(s, n, "<|user|>") && has_sub(s, n, "<|system|>") && has_sub(s, n, "<|assistant|>") &&
+      has_sub(s, n, "eos_token") && !has_sub(s, n, "<|end|>"))
     t->chat_format = LRT_CHAT_ZEPHYR;
-    return LRT_OK;
-  }
-  t->chat_format = -1;
   return LRT_OK;
 }
 
@@ -800,9 +786,12 @@ int32_t lrt_session_prompt(lrt_session *s, const char *text, size_t len, int32_t
   int32_t has = 0;
   int32_t st = lrt_model_has_tokenizer(s->m, &has);
   if (st) return st;
-  if (!has)
-    return lrt_err(LRT_ERR_NOT_FOUND, "the model has no tokenizer (no tokenizer.json / GGUF tokenizer metadata): "
-                   "give token ids with lrt_session_prompt_tokens");
+  if (!has) { /* the tokenizer says why (absent, or present but unusable) */
+    int64_t n0 = 0;
+    st = lrt_tokenize(s->m, text, len, 0, NULL, 0, &n0);
+    if (st == LRT_ERR_STATE) st = LRT_ERR_NOT_FOUND; /* absent */
+    return lrt_err_prefix(st ? st : LRT_ERR_NOT_FOUND, "lrt_session_prompt: give token ids with lrt_session_prompt_tokens");
+  }
   lrt_gen *g = NULL;
   if ((st = gen_get(s, &g))) return st;
   int32_t tf = 0;

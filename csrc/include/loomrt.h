@@ -335,7 +335,10 @@ LRT_API int32_t lrt_model_open_memory(int64_t n_files, const char *const *names,
  *   LRT_CHAT_ZEPHYR  "<|role|>\ncontent" + eos + "\n" ..., generation prompt
  *                    "<|assistant|>\n" (Zephyr, TinyLlama chat).
  * A model without a template uses ChatML (as the Python package does). A template of no
- * known family fails with LRT_ERR_UNSUPPORTED: pass an explicit format instead. */
+ * known family fails with LRT_ERR_UNSUPPORTED: pass an explicit format instead. Recognition
+ * is conservative: a template that writes more than its family (a bos/eos around ChatML,
+ * tools, a date header, [INST] without <<SYS>> as in Mistral) is not recognised rather than
+ * rendered differently from its Jinja source. */
 typedef enum lrt_chat_format {
   LRT_CHAT_MODEL = 0,
   LRT_CHAT_CHATML = 1,
