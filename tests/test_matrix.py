@@ -5,6 +5,7 @@ standalone C driver built with several compilers and targets) follows.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import re
 import shutil
@@ -169,7 +170,7 @@ NATIVE = [("gcc", "-O0"), ("gcc", "-O2"), ("gcc", "-O3"), ("clang", "-O0"), ("cl
 
 
 @pytest.mark.parametrize("compiler,opt", NATIVE, ids=[f"{c}{o}" for c, o in NATIVE])
-def test_native_matrix(compiler, opt, matrix_models, build_dir, request):
+def test_native_matrix(compiler, opt, matrix_models, build_dir, foreign_builds, request):
     """gcc/clang at -O0/-O2/-O3 x every kernel path this CPU runs x threads 1..8 x chunks
     {1,3,16,all} + greedy/sampled/resumed generation; the GGUF copy; a hostile FP env."""
     exe = build_driver(os.path.join(build_dir, f"drv-{compiler}{opt}"), [compiler], opt)
@@ -215,8 +216,9 @@ def run_wasi(wasm: str, args: Sequence[str], preopen: str, out_dir: str) -> str:
 
 
 FOREIGN = [
-    # (target, extra cc flags, runner, driver args)
-    ("x86_64-linux-musl", [], "native", ["--threads", "1,2,8", "--chunks", ALL_CHUNKS]),
+    # (target, extra cc flags, runner, driver args). zig's own x86_64 build links glibc
+    # dynamically (its musl libc would cost a minute of CI time to build cold).
+    ("x86_64-linux-gnu.2.17", [], "native", ["--threads", "1,2,8", "--chunks", ALL_CHUNKS]),
     ("aarch64-linux-musl", [], "qemu-aarch64", ["--threads", "1,2,5,8", "--chunks", ALL_CHUNKS]),
     ("s390x-linux-musl", [], "qemu-s390x", ["--threads", "1,3", "--chunks", ALL_CHUNKS]),
     ("x86_64-windows-gnu", [], "wine", ["--threads", "1,4", "--chunks", ALL_CHUNKS]),
@@ -224,15 +226,34 @@ FOREIGN = [
 ]
 
 
+def foreign_exe(build_dir: str, target: str) -> str:
+    return os.path.join(build_dir, f"drv-{target}" + (".exe" if "windows" in target else ".wasm" if "wasm" in target else ""))
+
+
+def build_foreign(build_dir: str, target: str, extra: Sequence[str]) -> str:
+    libs = ["-lm"] if target.startswith("wasm") or "windows" in target else ["-lpthread", "-lm"]
+    return build_driver(foreign_exe(build_dir, target), zig_cc() + ["-target", target], "-O2", extra, libs=libs)
+
+
+@pytest.fixture(scope="module")
+def foreign_builds(build_dir):
+    """The zig cross builds start in a background thread as soon as the first matrix test runs,
+    so that zig building each target's libc (cold: up to a few minutes of CPU for mingw) overlaps
+    with the native cells. Maps target -> Future of the executable's path."""
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    futures = {t: pool.submit(build_foreign, build_dir, t, extra) for t, extra, _, _ in FOREIGN}
+    yield futures
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("target,extra,runner,args", FOREIGN, ids=[f[0] for f in FOREIGN])
-def test_foreign_matrix(target, extra, runner, args, matrix_models, build_dir, tmp_path, request):
+def test_foreign_matrix(target, extra, runner, args, matrix_models, foreign_builds, tmp_path, request):
     """zig cc cross builds, executed: NEON/FPCR on aarch64, byte-swapping loaders on big-endian
     s390x, Windows (wine: its own CRT, the Win32 thread and file layer), WASI + SIMD128 (no
     threads, no mmap). The safetensors folder and the GGUF file, normal and hostile FP env."""
-    exe = os.path.join(build_dir, f"drv-{target}" + (".exe" if "windows" in target else ".wasm" if "wasm" in target else ""))
-    libs = ["-lm"] if target.startswith("wasm") or "windows" in target else ["-lpthread", "-lm"]
-    build_driver(exe, zig_cc() + ["-target", target], "-O2", extra, libs=libs)
+    exe = foreign_builds[target].result(timeout=900)
+    build_dir = os.path.dirname(exe)
     runs = [(matrix_models["st"], args), (matrix_models["gguf"], ["--threads", args[1].split(",")[-1], "--chunks", "3"]),
             (matrix_models["st"], ["--threads", args[1], "--chunks", "16", "--hostile"])]
     n = 0
@@ -251,3 +272,44 @@ def test_foreign_matrix(target, extra, runner, args, matrix_models, build_dir, t
         n += check_output(text)
     CELLS[request.node.name] = n
     print(f"\n{request.node.name}: {n} cells")
+
+
+# ---- the matrix can fail ------------------------------------------------------------------------
+
+
+def perturbed_csrc(tmp_path, rel: str, old: str, new: str) -> str:
+    """A copy of csrc/ with one exact piece of one file replaced (asserted to be there)."""
+    dst = str(tmp_path / "csrc")
+    shutil.copytree(CSRC, dst, ignore=shutil.ignore_patterns("build", "*.o", "*.so", "*.a"))
+    path = os.path.join(dst, rel)
+    text = open(path, encoding="utf-8").read()
+    assert text.count(old) >= 1, f"{rel} no longer contains {old!r}: update the perturbation"
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text.replace(old, new, 1))
+    return dst
+
+
+def test_perturbed_lane_order_fails_the_matrix(tmp_path, matrix_models):
+    """Swap the combination order of the dot8 lanes in the reference kernel (t0+t2)+(t1+t3) ->
+    (t0+t1)+(t2+t3): a mathematically equal, bitwise different order. The reference cells must
+    then fail against the golden hashes, while SIMD paths (unchanged) still pass: the matrix
+    detects a kernel that leaves the canonical order."""
+    src = perturbed_csrc(tmp_path, "kernels/ref.c", "float s = (t0 + t2) + (t1 + t3);", "float s = (t0 + t1) + (t2 + t3);")
+    exe = build_driver(str(tmp_path / "drv-perturbed"), ["gcc"], "-O2", csrc=src)
+    out = run_driver([exe], matrix_models["st"], ["--kernels", "reference", "--threads", "1,2", "--chunks", "1,0"])
+    with pytest.raises(AssertionError, match="cells differ from the golden hashes"):
+        check_output(out)
+    for p in loomrt.kernel_paths()[:-1]:  # every SIMD path keeps the canonical order
+        check_output(run_driver([exe], matrix_models["st"], ["--kernels", p, "--threads", "1", "--chunks", "0"]))
+
+
+@pytest.mark.skipif(not (sys.platform.startswith("linux") and os.uname().machine == "x86_64"), reason="MXCSR guard")
+def test_disabled_fp_guard_fails_the_hostile_cells(tmp_path, matrix_models):
+    """With the library's MXCSR guard switched off, the driver's hostile environment
+    (flush-to-zero, denormals-are-zero, round toward zero) changes the logits: the hostile
+    cells are able to fail. The same build passes in the default environment."""
+    src = perturbed_csrc(tmp_path, "platform.c", "_mm_setcsr(0x1f80u);", "(void)0;")
+    exe = build_driver(str(tmp_path / "drv-noguard"), ["gcc"], "-O2", csrc=src)
+    check_output(run_driver([exe], matrix_models["st"], ["--threads", "1,2", "--chunks", "3"]))
+    with pytest.raises(AssertionError, match="cells differ from the golden hashes"):
+        check_output(run_driver([exe], matrix_models["st"], ["--threads", "1,2", "--chunks", "3", "--hostile"]))
