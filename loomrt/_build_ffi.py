@@ -20,7 +20,7 @@ SOURCES = [
     "model.c", "platform.c", "safetensors.c", "sampler.c", "state.c", "text.c", "threadpool.c",
     "tokenizer.c", "unicode_tables.c", "utf8.c",
     "kernels/ref.c", "kernels/avx2.c", "kernels/dispatch.c",
-    "kernels/avx512.c", "kernels/neon.c", "kernels/wasm_simd.c",  # empty where the ISA cannot exist
+    "kernels/avx512.c", "kernels/neon.c", "kernels/wasm_simd.c", "kernels/avx2_math.c",  # empty where the ISA cannot exist
 ]
 
 

@@ -14,7 +14,9 @@ zig cc and run:
   csrc/Makefile and selected only on request (LOOMRT_KERNELS=avx512) on a CPU that has it.
 
 Each run must show that the path was selected (the "kernel path in use" line names it), that
-it equals the reference on all cases, and that the perturbed order was detected there too.
+it equals the reference on all cases (dot products, dequantization, fused block decode, and
+the elementwise exp / SiLU against the scalar own math), and that the perturbed lane order
+and a reassociated exp were detected there too.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CSRC = os.path.join(ROOT, "csrc")
 FLAGS = ["-std=c11", "-O2", "-Wall", "-Wextra", "-ffp-contract=off", "-fno-fast-math", "-I", CSRC]
 SOURCES = ["tests/test_kernels.c", "kernels/ref.c", "kernels/avx2.c", "kernels/avx512.c", "kernels/neon.c",
-           "kernels/wasm_simd.c", "kernels/dispatch.c", "convert.c", "math.c", "error.c"]
+           "kernels/wasm_simd.c", "kernels/avx2_math.c", "kernels/dispatch.c", "convert.c", "math.c", "error.c"]
 
 
 def _cmd(cc: List[str], out: str, extra: List[str], libs: List[str]) -> List[str]:
@@ -68,6 +70,7 @@ def _check(out: str, path: str) -> None:
     assert lines and lines[0] == f"kernel path in use: {path}", out[-3000:]
     assert f"{path} == reference on all cases" in lines, out[-3000:]
     assert "a perturbed lane order is detected, as it must be" in lines, out[-3000:]
+    assert "a perturbed exp is detected, as it must be" in lines, out[-3000:]
     assert lines[-1] == "all kernel checks passed", out[-3000:]
 
 

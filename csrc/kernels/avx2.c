@@ -232,5 +232,6 @@ DEFINE_DOT4_BLOCKS(dot4_q4_1_avx2, 20, Q4_1_ROW)
 const lrt_kernels lrt_kernels_avx2 = {"avx2", dot_f32_avx2, dot_f16_avx2, dot_bf16_avx2, sum_f32_avx2,
                                       rows_f32, rows_f16, rows_bf16, dot4_f32, dot4_f16, dot4_bf16,
                                       dequant_q8_0_avx2, dequant_q4_0_avx2, dequant_q4_1_avx2,
-                                      dot4_q8_0_avx2, dot4_q4_0_avx2, dot4_q4_1_avx2};
+                                      dot4_q8_0_avx2, dot4_q4_0_avx2, dot4_q4_1_avx2,
+                                      lrt_exp_f32_avx2, lrt_silu_mul_f32_avx2 /* avx2_math.c */};
 #endif

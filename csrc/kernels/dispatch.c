@@ -108,6 +108,7 @@ static void complete(const lrt_kernels *k, lrt_kernels *out) {
   LRT_FILL(dot4_f32); LRT_FILL(dot4_f16); LRT_FILL(dot4_bf16);
   LRT_FILL(dequant_q8_0); LRT_FILL(dequant_q4_0); LRT_FILL(dequant_q4_1);
   LRT_FILL(dot4_q8_0); LRT_FILL(dot4_q4_0); LRT_FILL(dot4_q4_1);
+  LRT_FILL(exp_f32); LRT_FILL(silu_mul_f32);
 #undef LRT_FILL
   *out = t;
 }

@@ -50,11 +50,21 @@ typedef struct lrt_kernels {
   void (*dot4_q8_0)(const void *w, int64_t row_bytes, const float *x, int64_t n, float *y);
   void (*dot4_q4_0)(const void *w, int64_t row_bytes, const float *x, int64_t n, float *y);
   void (*dot4_q4_1)(const void *w, int64_t row_bytes, const float *x, int64_t n, float *y);
+  /* Elementwise own math (csrc/math.c), vectorized with exactly the per-lane operations of
+   * the scalar functions, so the bits are those of the scalar loop:
+   *   exp_f32:      y[i] = lrt_expf(x[i])                  (softmax numerators)
+   *   silu_mul_f32: y[i] = lrt_siluf(g[i]) * u[i]          (SwiGLU; y may equal g or u)
+   * NaN inputs give NaN (payloads are not part of the contract). */
+  void (*exp_f32)(const float *x, float *y, int64_t n);
+  void (*silu_mul_f32)(const float *g, const float *u, float *y, int64_t n);
 } lrt_kernels;
 
 extern const lrt_kernels lrt_kernels_ref;
 #if defined(__x86_64__) || defined(_M_X64)
 extern const lrt_kernels lrt_kernels_avx2; /* needs AVX2 + F16C, checked at run time */
+/* avx2_math.c: exp_f32 / silu_mul_f32 for AVX2 (also used by the avx512 table) */
+void lrt_exp_f32_avx2(const float *x, float *y, int64_t n);
+void lrt_silu_mul_f32_avx2(const float *g, const float *u, float *y, int64_t n);
 #endif
 #if defined(__x86_64__) || defined(_M_X64) || defined(LRT_AVX512_EMULATE)
 extern const lrt_kernels lrt_kernels_avx512; /* AVX-512F + AVX2 + F16C; opt-in, see avx512.c */

@@ -10,6 +10,7 @@
 #include <arm_neon.h>
 
 #include "../internal.h"
+#include "../lrt_math.h"
 #include "kernels.h"
 
 #if defined(__clang__)
@@ -221,6 +222,49 @@ DEFINE_BLOCK_KERNELS(q4_0, block_q4_0, 18)
 DEFINE_BLOCK_KERNELS(q4_1, block_q4_1, 20)
 #undef DEFINE_BLOCK_KERNELS
 
+/* ---- own math, four lanes at a time: the operations of lrt_expf (math.c) in its order ----
+ * Out-of-range and NaN lanes compute garbage that the final selects replace, as the scalar
+ * function's early returns do (NaN: x itself; x > EXPF_HI: +inf; x < EXPF_LO: 0). */
+static inline float32x4_t exp4(float32x4_t x) {
+  const float32x4_t magic = vdupq_n_f32(12582912.0f);
+  float32x4_t kf = vsubq_f32(vaddq_f32(vmulq_f32(x, vdupq_n_f32(1.44269502162933349609375f)), magic), magic);
+  float32x4_t r = vsubq_f32(vsubq_f32(x, vmulq_f32(kf, vdupq_n_f32(0.693145751953125f))),
+                            vmulq_f32(kf, vdupq_n_f32(1.42860676533018704503775e-06f)));
+  float32x4_t p = vdupq_n_f32(1.0f / 5040.0f);
+  p = vaddq_f32(vdupq_n_f32(1.0f / 720.0f), vmulq_f32(r, p));
+  p = vaddq_f32(vdupq_n_f32(1.0f / 120.0f), vmulq_f32(r, p));
+  p = vaddq_f32(vdupq_n_f32(1.0f / 24.0f), vmulq_f32(r, p));
+  p = vaddq_f32(vdupq_n_f32(1.0f / 6.0f), vmulq_f32(r, p));
+  p = vaddq_f32(vdupq_n_f32(0.5f), vmulq_f32(r, p));
+  p = vaddq_f32(vdupq_n_f32(1.0f), vaddq_f32(r, vmulq_f32(vmulq_f32(r, r), p)));
+  int32x4_t k = vcvtq_s32_f32(kf);                              /* kf is an integer here */
+  int32x4_t k1 = vshrq_n_s32(vsubq_s32(k, vshrq_n_s32(k, 31)), 1); /* k / 2, toward zero */
+  int32x4_t k2 = vsubq_s32(k, k1);
+  float32x4_t s1 = vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(k1, vdupq_n_s32(127)), 23));
+  float32x4_t s2 = vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(k2, vdupq_n_s32(127)), 23));
+  float32x4_t y = vmulq_f32(vmulq_f32(p, s1), s2);
+  y = vbslq_f32(vcltq_f32(x, vdupq_n_f32(-103.972084045410156f)), vdupq_n_f32(0.0f), y);
+  y = vbslq_f32(vcgtq_f32(x, vdupq_n_f32(88.72283172607421875f)), vreinterpretq_f32_u32(vdupq_n_u32(0x7f800000u)), y);
+  return vbslq_f32(vceqq_f32(x, x), y, x);
+}
+
+static void exp_f32_neon(const float *x, float *y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) vst1q_f32(y + i, exp4(vld1q_f32(x + i)));
+  for (; i < n; i++) y[i] = lrt_expf(x[i]);
+}
+
+/* lrt_siluf(g) * u = (g / (1 + e^-g)) * u */
+static void silu_mul_f32_neon(const float *g, const float *u, float *y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    float32x4_t gv = vld1q_f32(g + i);
+    float32x4_t s = vdivq_f32(gv, vaddq_f32(vdupq_n_f32(1.0f), exp4(vnegq_f32(gv))));
+    vst1q_f32(y + i, vmulq_f32(s, vld1q_f32(u + i)));
+  }
+  for (; i < n; i++) y[i] = lrt_siluf(g[i]) * u[i];
+}
+
 const lrt_kernels lrt_kernels_neon = {
     .name = "neon",
     .dot_f32 = dot_f32_neon, .dot_f16 = dot_f16_neon, .dot_bf16 = dot_bf16_neon, .sum_f32 = sum_f32_neon,
@@ -228,5 +272,6 @@ const lrt_kernels lrt_kernels_neon = {
     .dot4_f32 = dot4_f32, .dot4_f16 = dot4_f16, .dot4_bf16 = dot4_bf16,
     .dequant_q8_0 = dequant_q8_0_neon, .dequant_q4_0 = dequant_q4_0_neon, .dequant_q4_1 = dequant_q4_1_neon,
     .dot4_q8_0 = dot4_q8_0_neon, .dot4_q4_0 = dot4_q4_0_neon, .dot4_q4_1 = dot4_q4_1_neon,
+    .exp_f32 = exp_f32_neon, .silu_mul_f32 = silu_mul_f32_neon,
 };
 #endif

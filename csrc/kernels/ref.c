@@ -1,5 +1,6 @@
 /* ref.c -- the scalar reference kernels: plain C, the numerics spec (see kernels.h). */
 #include "../internal.h"
+#include "../lrt_math.h"
 #include "kernels.h"
 
 /* The dot8 combination tree and tail, shared by the three weight formats. W(i) reads weight
@@ -115,8 +116,16 @@ LRT_DOT4_BLOCKS(dot4_q4_0_ref, dequant_q4_0_ref, 18)
 LRT_DOT4_BLOCKS(dot4_q4_1_ref, dequant_q4_1_ref, 20)
 #undef LRT_DOT4_BLOCKS
 
+static void exp_f32_ref(const float *x, float *y, int64_t n) {
+  for (int64_t i = 0; i < n; i++) y[i] = lrt_expf(x[i]);
+}
+static void silu_mul_f32_ref(const float *g, const float *u, float *y, int64_t n) {
+  for (int64_t i = 0; i < n; i++) y[i] = lrt_siluf(g[i]) * u[i];
+}
+
 const lrt_kernels lrt_kernels_ref = {"reference", dot_f32_ref, dot_f16_ref, dot_bf16_ref, sum_f32_ref,
                                      rows_f32_ref, rows_f16_ref, rows_bf16_ref,
                                      dot4_f32_ref, dot4_f16_ref, dot4_bf16_ref,
                                      dequant_q8_0_ref, dequant_q4_0_ref, dequant_q4_1_ref,
-                                     dot4_q8_0_ref, dot4_q4_0_ref, dot4_q4_1_ref};
+                                     dot4_q8_0_ref, dot4_q4_0_ref, dot4_q4_1_ref,
+                                     exp_f32_ref, silu_mul_f32_ref};

@@ -13,6 +13,7 @@
 #include <wasm_simd128.h>
 
 #include "../internal.h"
+#include "../lrt_math.h"
 #include "kernels.h"
 
 #if defined(__clang__)
@@ -236,6 +237,49 @@ DEFINE_BLOCK_KERNELS(q4_0, block_q4_0, 18)
 DEFINE_BLOCK_KERNELS(q4_1, block_q4_1, 20)
 #undef DEFINE_BLOCK_KERNELS
 
+/* ---- own math, four lanes at a time: the operations of lrt_expf (math.c) in its order ----
+ * Out-of-range and NaN lanes compute garbage that the final selects replace, as the scalar
+ * function's early returns do (NaN: x itself; x > EXPF_HI: +inf; x < EXPF_LO: 0). */
+static inline v128_t exp4(v128_t x) {
+  const v128_t magic = wasm_f32x4_splat(12582912.0f);
+  v128_t kf = wasm_f32x4_sub(wasm_f32x4_add(wasm_f32x4_mul(x, wasm_f32x4_splat(1.44269502162933349609375f)), magic), magic);
+  v128_t r = wasm_f32x4_sub(wasm_f32x4_sub(x, wasm_f32x4_mul(kf, wasm_f32x4_splat(0.693145751953125f))),
+                            wasm_f32x4_mul(kf, wasm_f32x4_splat(1.42860676533018704503775e-06f)));
+  v128_t p = wasm_f32x4_splat(1.0f / 5040.0f);
+  p = wasm_f32x4_add(wasm_f32x4_splat(1.0f / 720.0f), wasm_f32x4_mul(r, p));
+  p = wasm_f32x4_add(wasm_f32x4_splat(1.0f / 120.0f), wasm_f32x4_mul(r, p));
+  p = wasm_f32x4_add(wasm_f32x4_splat(1.0f / 24.0f), wasm_f32x4_mul(r, p));
+  p = wasm_f32x4_add(wasm_f32x4_splat(1.0f / 6.0f), wasm_f32x4_mul(r, p));
+  p = wasm_f32x4_add(wasm_f32x4_splat(0.5f), wasm_f32x4_mul(r, p));
+  p = wasm_f32x4_add(wasm_f32x4_splat(1.0f), wasm_f32x4_add(r, wasm_f32x4_mul(wasm_f32x4_mul(r, r), p)));
+  v128_t k = wasm_i32x4_trunc_sat_f32x4(kf);                                     /* kf is an integer here */
+  v128_t k1 = wasm_i32x4_shr(wasm_i32x4_sub(k, wasm_i32x4_shr(k, 31)), 1);        /* k / 2, toward zero */
+  v128_t k2 = wasm_i32x4_sub(k, k1);
+  v128_t s1 = wasm_i32x4_shl(wasm_i32x4_add(k1, wasm_i32x4_splat(127)), 23);
+  v128_t s2 = wasm_i32x4_shl(wasm_i32x4_add(k2, wasm_i32x4_splat(127)), 23);
+  v128_t y = wasm_f32x4_mul(wasm_f32x4_mul(p, s1), s2);
+  y = wasm_v128_bitselect(wasm_f32x4_splat(0.0f), y, wasm_f32x4_lt(x, wasm_f32x4_splat(-103.972084045410156f)));
+  y = wasm_v128_bitselect(wasm_i32x4_splat(0x7f800000), y, wasm_f32x4_gt(x, wasm_f32x4_splat(88.72283172607421875f)));
+  return wasm_v128_bitselect(y, x, wasm_f32x4_eq(x, x));
+}
+
+static void exp_f32_wasm(const float *x, float *y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) wasm_v128_store(y + i, exp4(wasm_v128_load(x + i)));
+  for (; i < n; i++) y[i] = lrt_expf(x[i]);
+}
+
+/* lrt_siluf(g) * u = (g / (1 + e^-g)) * u */
+static void silu_mul_f32_wasm(const float *g, const float *u, float *y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    v128_t gv = wasm_v128_load(g + i);
+    v128_t s = wasm_f32x4_div(gv, wasm_f32x4_add(wasm_f32x4_splat(1.0f), exp4(wasm_f32x4_neg(gv))));
+    wasm_v128_store(y + i, wasm_f32x4_mul(s, wasm_v128_load(u + i)));
+  }
+  for (; i < n; i++) y[i] = lrt_siluf(g[i]) * u[i];
+}
+
 const lrt_kernels lrt_kernels_wasm_simd128 = {
     .name = "wasm_simd128",
     .dot_f32 = dot_f32_wasm, .dot_f16 = dot_f16_wasm, .dot_bf16 = dot_bf16_wasm, .sum_f32 = sum_f32_wasm,
@@ -243,5 +287,6 @@ const lrt_kernels lrt_kernels_wasm_simd128 = {
     .dot4_f32 = dot4_f32, .dot4_f16 = dot4_f16, .dot4_bf16 = dot4_bf16,
     .dequant_q8_0 = dequant_q8_0_wasm, .dequant_q4_0 = dequant_q4_0_wasm, .dequant_q4_1 = dequant_q4_1_wasm,
     .dot4_q8_0 = dot4_q8_0_wasm, .dot4_q4_0 = dot4_q4_0_wasm, .dot4_q4_1 = dot4_q4_1_wasm,
+    .exp_f32 = exp_f32_wasm, .silu_mul_f32 = silu_mul_f32_wasm,
 };
 #endif

@@ -45,6 +45,67 @@ static float dot_f32_4lanes(const float *w, const float *x, int64_t n) {
   return s;
 }
 
+static int same_or_nan(float a, float b) { return bits(a) == bits(b) || (a != a && b != b); }
+
+/* Elementwise own math (exp_f32, silu_mul_f32) against the reference: a stride through all
+ * 2^32 float bit patterns (specials, subnormals, both range ends), dense bit-pattern runs
+ * around the exp overflow/underflow thresholds, and random values in the finite range;
+ * lengths and alignments vary (tails), silu_mul also in place. */
+static void compare_math(const lrt_kernels *k, const lrt_kernels *ref) {
+  enum { B = 1024 };
+  static float x[B + 8], u[B + 8], y1[B + 8], y2[B + 8];
+  uint64_t pat = 0;
+  const uint32_t runs[4] = {0x42b17217u, 0xc2cff1b5u, 0x42b00000u, 0xc2aeac50u}; /* HI, LO, ~88, ~-87.3 */
+  for (int iter = 0; iter < 1400; iter++) {
+    int64_t n = 1 + (int64_t)(next32() % B);
+    int off = (int)(next32() % 8);
+    for (int64_t i = 0; i < n; i++) {
+      uint32_t b;
+      if (iter < 1000) { b = (uint32_t)pat; pat += 4099; }              /* all bit patterns, strided */
+      else if (iter < 1200) b = runs[iter % 4] + (next32() % 4096) - 2048; /* threshold neighbourhoods */
+      else { float v = (float)(next32() % 400000) / 2000.0f - 110.0f; memcpy(&b, &v, 4); } /* -110..90 */
+      memcpy(&x[off + i], &b, 4);
+      u[off + i] = rand_float();
+    }
+    k->exp_f32(x + off, y1 + off, n);
+    ref->exp_f32(x + off, y2 + off, n);
+    for (int64_t i = 0; i < n; i++)
+      CHECK(same_or_nan(y1[off + i], y2[off + i]), "%s exp_f32 x=%a (0x%08x): %a vs %a", k->name, (double)x[off + i],
+            bits(x[off + i]), (double)y1[off + i], (double)y2[off + i]);
+    k->silu_mul_f32(x + off, u + off, y1 + off, n);
+    ref->silu_mul_f32(x + off, u + off, y2 + off, n);
+    for (int64_t i = 0; i < n; i++)
+      CHECK(same_or_nan(y1[off + i], y2[off + i]), "%s silu_mul_f32 x=%a", k->name, (double)x[off + i]);
+    memcpy(y1, x, sizeof x); /* in place: y == g */
+    k->silu_mul_f32(y1 + off, u + off, y1 + off, n);
+    for (int64_t i = 0; i < n; i++) CHECK(same_or_nan(y1[off + i], y2[off + i]), "%s silu_mul_f32 in place", k->name);
+  }
+}
+
+/* A deliberately wrong exp: lrt_expf with its last sum associated differently,
+ * (1 + r) + r^2 P instead of 1 + (r + r^2 P). The comparison must notice it. */
+static void exp_f32_reassociated(const float *x, float *y, int64_t n) {
+  for (int64_t i = 0; i < n; i++) {
+    float v = x[i];
+    if (v != v || v > 88.72283172607421875f || v < -103.972084045410156f) { y[i] = lrt_expf(v); continue; }
+    float kf = (v * 1.44269502162933349609375f + 12582912.0f) - 12582912.0f;
+    float r = (v - kf * 0.693145751953125f) - kf * 1.42860676533018704503775e-06f;
+    float p = 1.0f / 5040.0f;
+    p = 1.0f / 720.0f + r * p;
+    p = 1.0f / 120.0f + r * p;
+    p = 1.0f / 24.0f + r * p;
+    p = 1.0f / 6.0f + r * p;
+    p = 0.5f + r * p;
+    p = (1.0f + r) + (r * r) * p;
+    int k = (int)kf, k1 = k / 2, k2 = k - k1;
+    uint32_t b1 = (uint32_t)(k1 + 127) << 23, b2 = (uint32_t)(k2 + 127) << 23;
+    float s1, s2;
+    memcpy(&s1, &b1, 4);
+    memcpy(&s2, &b2, 4);
+    y[i] = (p * s1) * s2;
+  }
+}
+
 static int compare_path(const lrt_kernels *k, const lrt_kernels *ref) {
   enum { MAXN = 300, MAXM = 9, PAD = 8 };
   static float w[MAXN + PAD], x[MAXM * (MAXN + PAD)], y1[MAXM], y2[MAXM];
@@ -130,6 +191,7 @@ static int compare_path(const lrt_kernels *k, const lrt_kernels *ref) {
     ref->dot4_bf16(h, n, x, n, yb);
     for (int i = 0; i < 4; i++) CHECK(bits(ya[i]) == bits(yb[i]) || (ya[i] != ya[i] && yb[i] != yb[i]), "%s dot4_bf16 n=%lld", k->name, (long long)n);
   }
+  compare_math(k, ref);
   return failures == before;
 }
 
@@ -162,6 +224,15 @@ int main(void) {
   failures = saved;
   CHECK(caught, "a kernel with a 4-lane order was not detected");
   if (caught) printf("a perturbed lane order is detected, as it must be\n");
+  wrong = lrt_kernels_ref;
+  wrong.name = "wrong-exp";
+  wrong.exp_f32 = exp_f32_reassociated;
+  quiet = 1;
+  caught = !compare_path(&wrong, &lrt_kernels_ref);
+  quiet = 0;
+  failures = saved;
+  CHECK(caught, "an exp with a different association was not detected");
+  if (caught) printf("a perturbed exp is detected, as it must be\n");
 
   /* own math sanity */
   CHECK(lrt_expf(0.0f) == 1.0f, "expf(0)");
