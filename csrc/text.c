@@ -204,8 +204,10 @@ static int32_t chatml_default_system(lrt_text *t) {
   size_t n = t->chat_template_len;
   static const char key[] = "<|im_start|>system";
   size_t kl = sizeof key - 1;
-  for (size_t i = 1; i + kl <= n; i++) {
+  int tries = 0;
+  for (size_t i = 1; i + kl <= n && tries < 64; i++) { /* bounded work on untrusted templates */
     if (memcmp(s + i, key, kl) != 0) continue;
+    tries++;
     char q = s[i - 1];
     if (q != '\'' && q != '"') continue;
     /* decode the literal from i to the closing quote */
@@ -360,6 +362,10 @@ static int32_t init_folder(lrt_model *m, lrt_text *t, const char *folder, const 
   const char *data;
   size_t len;
   int owned;
+  int32_t has_tok = 0;
+  /* without a tokenizer the side files are not read (as in the Python package, whose
+   * tokenizer holds them): no chat template, the config's eos ids only */
+  if (lrt_model_has_tokenizer(m, &has_tok) != LRT_OK || !has_tok) return LRT_OK;
   int32_t st = side_json(folder, files, n, "tokenizer_config.json", &cfg);
   if (st == LRT_OK) st = side_json(folder, files, n, "special_tokens_map.json", &special);
   if (st) goto done;
@@ -379,9 +385,6 @@ static int32_t init_folder(lrt_model *m, lrt_text *t, const char *folder, const 
     if (st) goto done;
     if (tp && (st = set_text(&t->chat_template, &t->chat_template_len, tp, tl))) goto done;
   }
-  int32_t has_tok = 0;
-  if (lrt_model_has_tokenizer(m, &has_tok) != LRT_OK) has_tok = 0;
-  if (!has_tok) goto done;
   /* bos / eos token texts: tokenizer_config.json, else special_tokens_map.json */
   const lj_value *bos = token_content(cfg ? lj_get(lj_root(cfg), "bos_token") : NULL);
   if (!bos && !(cfg && lj_get(lj_root(cfg), "bos_token") && lj_get(lj_root(cfg), "bos_token")->type != LJ_NULL))

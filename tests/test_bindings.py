@@ -555,3 +555,68 @@ def test_one_model_many_threads(lc, tiny_gguf) -> None:
         t.join()
     assert [results[i] for i in range(len(jobs))] == alone
     model.close()
+
+
+# ---- a HuggingFace folder with tokenizer.json and tokenizer_config.json -------------------------
+
+
+@pytest.fixture(scope="module")
+def hf_text_folder(tmp_path_factory) -> str:
+    """Seeded llama folder + a byte-level BPE tokenizer.json made with HF tokenizers (two added
+    special tokens) + tokenizer_config.json naming <|im_end|> the eos and holding a ChatML
+    template with a default system message. The <|im_end|> row of the LM head is scaled so
+    that some sampled generations end on it."""
+    import json
+
+    from safetensors.numpy import save_file
+    from tokenizers import AddedToken, Tokenizer, decoders, pre_tokenizers
+    from tokenizers import models as tm
+
+    folder = str(tmp_path_factory.mktemp("hf-text") / "chat-llama")
+    cfg = dict(models.SEEDED_CONFIG, vocab_size=models.VOCAB + 2)
+    cfg.pop("bos_token_id")
+    tensors = models.seeded_llama_tensors(cfg, 11)
+    tensors["lm_head.weight"][models.VOCAB + 1] *= 2.5
+    models.write_folder(folder, cfg)
+    save_file(tensors, os.path.join(folder, "model.safetensors"))
+    tokens, merges = models.byte_level_vocab()
+    tok = Tokenizer(tm.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=[tuple(m.split(" ")) for m in merges]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([AddedToken("<|im_start|>", special=True), AddedToken("<|im_end|>", special=True)])
+    tok.save(os.path.join(folder, "tokenizer.json"))
+    template = CHATML_DEFAULT_SYSTEM.replace("You are a helpful AI assistant named SmolLM, trained by Hugging Face",
+                                             "Be nice.")
+    with open(os.path.join(folder, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+        json.dump({"eos_token": "<|im_end|>", "chat_template": template}, f)
+    return folder
+
+
+def test_hf_folder_with_tokenizer(lc, hf_text_folder, c_example, cs_example) -> None:
+    py = loomrt.load(hf_text_folder, threads=1)
+    assert py.eos_token_ids == [models.VOCAB + 1]
+    files = {f: open(os.path.join(hf_text_folder, f), "rb").read() for f in os.listdir(hf_text_folder)}
+    reasons = set()
+    for model in (lc.Model(lc.LIB, hf_text_folder), lc.Model(lc.LIB, files=files)):
+        assert model.chat_format() == lc.CHAT_CHATML
+        text = model.apply_chat([{"role": "user", "content": "Hi ü"}])
+        assert text.decode() == py.apply_chat_template("Hi ü") and b"Be nice." in text
+        for seed in range(8):
+            want = python_reference(hf_text_folder, "Hi ü", 40, True, temperature=1.0, seed=seed)
+            with lc.Session(model, threads=1) as s:
+                s.configure(temperature=1.0, seed=seed)
+                pieces = list(s.stream(text, 40, lc.PROMPT_PARSE_SPECIAL))
+                got = ([t for t, _ in pieces if t >= 0], fnv1a64(b"".join(p for _, p in pieces)),
+                       s.info(lc.SESSION_FINISH_REASON))
+            assert got == want, seed
+            reasons.add(got[2])
+        model.close()
+    assert reasons == {lc.FINISH_EOS, lc.FINISH_LENGTH}  # the eos of tokenizer_config.json ends generations
+    # the C and C# examples on the folder (chat, sampled)
+    args = cli_args(hf_text_folder, "Hi ü", 40, True, dict(temperature=1.0, seed=2))
+    want = python_reference(hf_text_folder, "Hi ü", 40, True, temperature=1.0, seed=2)
+    r = subprocess.run([c_example, *args], capture_output=True, timeout=120)
+    assert parse_summary(r.stderr.decode()) == want
+    env = dict(os.environ, LD_LIBRARY_PATH=os.path.dirname(cs_example))
+    r = subprocess.run(["mono", cs_example, *args], capture_output=True, timeout=120, env=env)
+    assert parse_summary(r.stderr.decode()) == want
