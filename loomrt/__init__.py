@@ -10,6 +10,7 @@ thread count, prompt chunking, instruction set, OS and compiler.
 from __future__ import annotations
 
 from . import _lib
+from ._library import library_path
 from .errors import (ContextFullError, FormatError, InternalError, InvalidArgumentError, LoomrtError,
                      LoomrtIOError, NotFoundError, OutOfMemoryError, StateError, UnsupportedError)
 from .model import Generation, Model, SamplingParams, Session, Timings, default_threads, load
@@ -45,6 +46,6 @@ __all__ = [
     "kernel_paths", "set_kernel_path",
     "LoomrtError", "FormatError", "UnsupportedError", "InvalidArgumentError", "NotFoundError",
     "ContextFullError", "StateError", "OutOfMemoryError", "InternalError", "LoomrtIOError",
-    "__version__", "NUMERICS_VERSION", "ABI_VERSION",
+    "__version__", "NUMERICS_VERSION", "ABI_VERSION", "library_path",
     "verify_receipt", "VerifyResult", "model_hash", "tokenizer_hash",
 ]
