@@ -17,7 +17,7 @@
  *    80     8  i64 candidates C of the last sample call (0 .. vocab)
  *    88    32  f64 temperature, top_p, min_p, repeat_penalty (IEEE bits)
  *   120    24  i64 top_k, i64 repeat_last_n, u64 seed
- *   144     8  u64 reserved, 0
+ *   144     8  i64 max_tokens (LRT_PARAM_MAX_TOKENS, -1 = none)
  *   152        i32 token history [P]
  *              f32 logits [R x vocab]
  *              i32 candidate ids [C], f32 candidate probabilities [C]
@@ -280,7 +280,7 @@ static int32_t state_save(const lrt_session *s, void *buf, size_t cap, size_t *w
   p = put_u64(p, (uint64_t)s->top_k);
   p = put_u64(p, (uint64_t)s->repeat_last_n);
   p = put_u64(p, s->seed);
-  p = put_u64(p, 0);
+  p = put_u64(p, (uint64_t)s->max_tokens);
   p = put_i32s(p, s->tokens, P);
   p = put_f32s(p, s->logits, R * c->vocab);
   p = put_i32s(p, s->cand_ids, C);
@@ -373,7 +373,6 @@ static int32_t state_load(lrt_session *s, const uint8_t *b, size_t len) {
   if (P > s->ctx)
     return lrt_err(LRT_ERR_CONTEXT_FULL, "session state: %lld tokens do not fit this session's context of "
                    "%lld; create the session with a larger context", (long long)P, (long long)s->ctx);
-  if (get_u64(b + 144) != 0) return lrt_err(LRT_ERR_FORMAT, "session state: reserved field is not zero");
   /* sampler settings, checked by the public setters on a scratch copy */
   lrt_session tmp = *s;
   if ((st = lrt_session_set_float(&tmp, LRT_PARAM_TEMPERATURE, get_f64(b + 88))) ||
@@ -381,7 +380,8 @@ static int32_t state_load(lrt_session *s, const uint8_t *b, size_t len) {
       (st = lrt_session_set_float(&tmp, LRT_PARAM_MIN_P, get_f64(b + 104))) ||
       (st = lrt_session_set_float(&tmp, LRT_PARAM_REPEAT_PENALTY, get_f64(b + 112))) ||
       (st = lrt_session_set_int(&tmp, LRT_PARAM_TOP_K, (int64_t)get_u64(b + 120))) ||
-      (st = lrt_session_set_int(&tmp, LRT_PARAM_REPEAT_LAST_N, (int64_t)get_u64(b + 128))))
+      (st = lrt_session_set_int(&tmp, LRT_PARAM_REPEAT_LAST_N, (int64_t)get_u64(b + 128))) ||
+      (st = lrt_session_set_int(&tmp, LRT_PARAM_MAX_TOKENS, (int64_t)get_u64(b + 144))))
     return lrt_err_prefix(LRT_ERR_FORMAT, "session state: bad sampler setting");
   uint64_t seed = get_u64(b + 136);
   const uint8_t *tok = b + HEADER_BYTES;
@@ -429,6 +429,7 @@ static int32_t state_load(lrt_session *s, const uint8_t *b, size_t len) {
   s->repeat_penalty = tmp.repeat_penalty;
   s->top_k = tmp.top_k;
   s->repeat_last_n = tmp.repeat_last_n;
+  s->max_tokens = tmp.max_tokens;
   s->seed = seed;
   return LRT_OK;
 }

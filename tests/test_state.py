@@ -75,6 +75,18 @@ def test_resume_keeps_last_logits_and_candidates(seeded) -> None:
     assert np.array_equal(rid, ids) and np.array_equal(rprob.view(np.uint32), probs.view(np.uint32))
 
 
+def test_max_tokens_setting_round_trips(micro) -> None:
+    lib = loomrt._lib.lib
+    s = micro.session()
+    loomrt._lib.check(lib.lrt_session_set_int(s._h, lib.LRT_PARAM_MAX_TOKENS, 5))
+    blob = s.save_state()
+    assert struct.unpack_from("<q", blob, 144)[0] == 5
+    r = micro.session()
+    assert struct.unpack_from("<q", r.save_state(), 144)[0] == -1
+    r.load_state(blob)
+    assert r.save_state() == blob
+
+
 def test_empty_session_round_trips(micro) -> None:
     s = micro.session()
     blob = s.save_state()
@@ -200,7 +212,7 @@ def test_crafted_blobs_with_valid_checksums_are_rejected(micro) -> None:
         (crafted(88, "<d", float("nan")), loomrt.FormatError, "sampler setting"),
         (crafted(96, "<d", 1.5), loomrt.FormatError, "top_p"),
         (crafted(120, "<q", -3), loomrt.FormatError, "top_k"),
-        (crafted(144, "<Q", 1), loomrt.FormatError, "reserved"),
+        (crafted(144, "<q", -5), loomrt.FormatError, "max_tokens"),
         (crafted(HEADER + 4, "<i", 48), loomrt.FormatError, "token 1"),
         (crafted(HEADER + 4, "<i", -1), loomrt.FormatError, "token 1"),
     ]

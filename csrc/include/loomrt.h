@@ -263,10 +263,12 @@ LRT_API int32_t lrt_session_candidates(const lrt_session *session, const int32_t
 /* ---- session state: save and resume --------------------------------------------------
 
    A session's whole state -- position, token history, KV cache rows in use, the logits of
-   the last eval, the candidates of the last sample call and the sampler settings (seed
-   included) -- as a portable byte blob. Loading it into a session of the same model
-   continues bit-identically: the same logits and tokens as if the session never stopped
-   (thread count and context size of the two sessions may differ).
+   the last eval, the candidates of the last sample call and the sampler settings (seed and
+   LRT_PARAM_MAX_TOKENS included) -- as a portable byte blob. Loading it into a session of
+   the same model continues bit-identically: the same logits and tokens as if the session
+   never stopped (thread count and context size of the two sessions may differ). A
+   generation in progress with lrt_session_step is not part of the state: after a load,
+   start one with lrt_session_prompt* (LRT_PROMPT_KEEP continues after the loaded tokens).
 
    The blob is little-endian on every host and self-checking: magic "LRTSTATE", blob format
    version, numerics version, its own length, a fingerprint of the model (configuration, all
