@@ -223,6 +223,7 @@ int32_t lrt_session_new(lrt_model *m, int64_t context, int32_t threads, lrt_sess
   if (!s) GUARD_RETURN(lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory"));
   const lrt_config *c = &m->cfg;
   s->m = m;
+  s->n_layers = c->n_layers;
   s->ctx = context ? context : c->ctx;
   s->temperature = 0.0;
   s->top_p = 1.0;
@@ -261,9 +262,9 @@ void lrt_session_free(lrt_session *s) {
   if (!s) return;
   lrt_pool_free(s->pool);
   if (s->k_cache)
-    for (int64_t l = 0; l < s->m->cfg.n_layers; l++) free(s->k_cache[l]);
+    for (int64_t l = 0; l < s->n_layers; l++) free(s->k_cache[l]);
   if (s->v_cache)
-    for (int64_t l = 0; l < s->m->cfg.n_layers; l++) free(s->v_cache[l]);
+    for (int64_t l = 0; l < s->n_layers; l++) free(s->v_cache[l]);
   free(s->k_cache); free(s->v_cache); free(s->tokens);
   free(s->x); free(s->xb); free(s->q); free(s->att); free(s->k); free(s->v);
   free(s->hb); free(s->hb2); free(s->rope_cs); free(s->wrow); free(s->scores); free(s->logits);

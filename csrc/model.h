@@ -118,6 +118,8 @@ void lrt_gen_free(lrt_gen *g);
 
 struct lrt_session {
   lrt_model *m;
+  int64_t n_layers;  /* the model's, copied: lrt_session_free reads nothing of the model
+                        (Python's cyclic GC may close the model before its sessions) */
   lrt_pool *pool;
   int64_t ctx;       /* max positions */
   int64_t cap;       /* positions allocated in the KV cache */
