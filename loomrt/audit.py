@@ -351,7 +351,7 @@ def _preflight(r: Dict[str, Any], m: Any) -> Optional[VerifyResult]:
                             "Pass the same model files with --model / model=", what="model",
                             expected={"model_hash": r["model"]["hash"]}, actual={"model_hash": mh})
     th = tokenizer_hash(m)
-    if th != r["tokenizer"]["hash"]:
+    if r["tokenizer"]["hash"] is not None and th != r["tokenizer"]["hash"]:  # null: not recorded (C tool)
         return VerifyResult(False, f"the receipt was made with another tokenizer (hash {r['tokenizer']['hash']}); "
                             f"this model's tokenizer hash is {th}", what="tokenizer",
                             expected={"tokenizer_hash": r["tokenizer"]["hash"]}, actual={"tokenizer_hash": th})

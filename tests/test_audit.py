@@ -344,3 +344,61 @@ def test_default_model_published_hashes_and_cross_path_receipt() -> None:
         assert res.ok, res.message
     finally:
         loomrt.set_kernel_path("auto")
+
+
+# ---- receipts made without Python, on other targets (csrc/tools/receipt.c) ---------------------
+
+CSRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "csrc")
+RECEIPT_ARGS = ["--prompt-ids", ",".join(map(str, PROMPT)), "-n", str(N), "--temperature", "1.0", "--seed", "21"]
+
+
+def _receipt_tool(cc: list, out: str) -> str:
+    import re
+
+    text = open(os.path.join(CSRC, "Makefile"), encoding="utf-8").read().replace("\\\n", " ")
+    srcs = re.search(r"^SRCS\s*=(.*)$", text, re.M).group(1).split()
+    cmd = cc + ["-std=c11", "-O2", "-ffp-contract=off", "-fno-fast-math", "-o", out] + \
+        [os.path.join(CSRC, s) for s in srcs + ["tools/receipt.c", "tools/sha256.c"]] + ["-lpthread", "-lm"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return out
+
+
+def _c_receipt(cmd: list, folder: str) -> dict:
+    p = subprocess.run(cmd + [folder] + RECEIPT_ARGS, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)
+
+
+def test_c_receipt_tool_equals_python(model, receipt, tok_folder, tmp_path) -> None:
+    # linked against the package's own shared library (public API only)
+    lib = loomrt.library_path()
+    exe = str(tmp_path / "lrt_receipt")
+    p = subprocess.run(["cc", "-std=c11", "-O2", "-o", exe, os.path.join(CSRC, "tools", "receipt.c"),
+                        os.path.join(CSRC, "tools", "sha256.c"), lib, f"-Wl,-rpath,{os.path.dirname(lib)}"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    r = _c_receipt([exe], tok_folder)
+    assert r["tokenizer"]["hash"] is None and r["made_on"]["tool"] == "lrt_receipt"
+    for key in ("model", "sampling", "prompt_token_ids", "output_token_ids", "step_logits_sha256",
+                "logits_rolling_sha256", "tokens_sha256", "logits_sha256", "numerics_version", "finish_reason"):
+        assert r[key] == receipt[key], key
+    assert loomrt.verify_receipt(r, model).ok
+    bad = copy.deepcopy(r)
+    bad["output_token_ids"][4] = (bad["output_token_ids"][4] + 1) % 256
+    assert loomrt.verify_receipt(bad, model).first_difference == 4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target,runner", [("aarch64-linux-musl", "qemu-aarch64"), ("s390x-linux-musl", "qemu-s390x")])
+def test_receipt_made_under_emulation_verifies_here(model, receipt, tok_folder, tmp_path, target, runner) -> None:
+    """A receipt made on aarch64 (NEON path) or big-endian s390x, under qemu, verifies on this
+    x86_64 machine."""
+    if shutil.which(runner) is None:
+        pytest.fail(f"{runner} is needed (apt package qemu-user, tests/install-deps.sh)")
+    exe = _receipt_tool([sys.executable, "-m", "ziglang", "cc", "-target", target], str(tmp_path / "lrt_receipt"))
+    r = _c_receipt([runner, exe], tok_folder)
+    assert r["made_on"]["machine"] == target.split("-")[0]
+    res = loomrt.verify_receipt(r, model)
+    assert res.ok, res.message
+    assert r["logits_rolling_sha256"] == receipt["logits_rolling_sha256"]
