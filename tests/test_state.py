@@ -62,6 +62,24 @@ def test_resume_is_bit_identical(seeded, split: int) -> None:
     assert b.save_state() == ref.save_state()
 
 
+def test_resume_on_another_kernel_path(seeded) -> None:
+    s = seeded.session()
+    s.configure(SAMPLING)
+    s.eval(models.SEQ40[:20])
+    want = _run(s, 6)
+    a = seeded.session()
+    a.configure(SAMPLING)
+    a.eval(models.SEQ40[:20])
+    blob = a.save_state()
+    loomrt.set_kernel_path("reference")
+    try:
+        b = seeded.session(threads=3)
+        b.load_state(blob)
+        assert _run(b, 6) == want
+    finally:
+        loomrt.set_kernel_path("auto")
+
+
 def test_resume_keeps_last_logits_and_candidates(seeded) -> None:
     s = seeded.session()
     s.configure(SAMPLING)
