@@ -144,7 +144,8 @@ static int compare_path(const lrt_kernels *k, const lrt_kernels *ref) {
     for (int64_t t = 0; t < M; t++) CHECK(bits(y1[t]) == bits(y2[t]), "%s rows_bf16 n=%lld M=%lld", k->name, (long long)n, (long long)M);
   }
   /* dot4 (four rows, one x) and row dequantization of the GGUF block formats */
-  static uint8_t qbuf[4 * 34 * (MAXN / 32 + 1)];
+  /* block rows for the quantized formats, and also 4 rows of n halves for dot4_f16/bf16 */
+  static uint8_t qbuf[4 * 34 * (MAXN / 32 + 1) + 8 * MAXN];
   static float d1[4 * MAXN], d2[4 * MAXN];
   for (int iter = 0; iter < 1000; iter++) {
     int64_t n = 32 * (int64_t)(1 + next32() % (MAXN / 32));
