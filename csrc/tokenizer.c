@@ -402,7 +402,7 @@ static int cmp_added(const void *a, const void *b) {
 }
 
 static void index_added(added_set *set) {
-  qsort(set->t, set->n, sizeof *set->t, cmp_added);
+  if (set->n > 1) qsort(set->t, set->n, sizeof *set->t, cmp_added); /* set->t may be NULL */
   size_t k = 0;
   for (int b = 0; b <= 256; b++) {
     while (k < set->n && (uint8_t)set->t[k].s[0] < b) k++;
@@ -2408,7 +2408,7 @@ int32_t lrt_tok_from_gguf(const lrt_gguf_file *g, lrt_tokenizer **out) {
                      (int)owners[i - 1].tid, (int)owners[i].tid);
         goto done;
       }
-    qsort(cands, nc, sizeof *cands, cmp_cand);
+    if (nc > 1) qsort(cands, nc, sizeof *cands, cmp_cand); /* cands is NULL when nc == 0 */
     b.merges = (merge_entry *)calloc(nc + 1, sizeof(merge_entry));
     if (!b.merges) { st = oom(); goto done; }
     for (size_t i = 0; i < nc; i++) {
