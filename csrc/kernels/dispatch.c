@@ -4,7 +4,7 @@
  * lrt_kernels_available() lists them (loomrt.h). Every path returns the same bits as the
  * reference (csrc/tests/test_kernels.c, tests/test_matrix.py). */
 #include <stdlib.h>
-#include <stdatomic.h>
+#include "../lrt_atomic.h" /* C11 atomics, MSVC Interlocked or GNU builtins */
 #include <string.h>
 
 #include "../internal.h"
@@ -133,13 +133,13 @@ static int best_path(void) {
  * it. After that the table in use is one atomic pointer, switched by lrt_kernels_select;
  * the tables themselves never change, so a switch while another thread computes is safe
  * (and gives the same bits: every path equals the reference). */
-static atomic_int g_state; /* 0 = not initialised, 1 = being initialised, 2 = ready */
-static _Atomic(const lrt_kernels *) g_current;
+static lrt_atomic_int g_state; /* 0 = not initialised, 1 = being initialised, 2 = ready */
+static lrt_atomic_ptr g_current; /* const lrt_kernels * */
 
 static void init_once(void) {
-  if (atomic_load_explicit(&g_state, memory_order_acquire) == 2) return;
+  if (lrt_atomic_load_int(&g_state) == 2) return;
   int expected = 0;
-  if (atomic_compare_exchange_strong(&g_state, &expected, 1)) {
+  if (lrt_atomic_cas_int(&g_state, &expected, 1)) {
     for (int i = 0; i < LRT_N_PATHS; i++) {
       complete(g_paths[i].table, &g_tables[i]);
       g_runnable[i] = g_paths[i].supported();
@@ -149,17 +149,17 @@ static void init_once(void) {
     const char *env = getenv("LOOMRT_KERNELS");
     int idx = env ? find_path(env, strlen(env)) : -1;
     if (idx < 0) idx = best_path();
-    atomic_store_explicit(&g_current, &g_tables[idx], memory_order_release);
-    atomic_store_explicit(&g_state, 2, memory_order_release);
+    lrt_atomic_store_ptr(&g_current, (void *)&g_tables[idx]);
+    lrt_atomic_store_int(&g_state, 2);
   } else {
-    while (atomic_load_explicit(&g_state, memory_order_acquire) != 2) {
+    while (lrt_atomic_load_int(&g_state) != 2) {
     }
   }
 }
 
 const lrt_kernels *lrt_kernels_get(void) {
   init_once();
-  return atomic_load_explicit(&g_current, memory_order_acquire);
+  return (const lrt_kernels *)lrt_atomic_load_ptr(&g_current);
 }
 
 int32_t lrt_kernels_available(int32_t index, const char **name, size_t *name_len) {
@@ -209,6 +209,6 @@ int32_t lrt_kernels_select(const char *name, size_t len) {
                      known ? "is compiled in but this CPU/OS cannot run it" : "does not exist in this build", avail);
     }
   }
-  atomic_store_explicit(&g_current, &g_tables[idx], memory_order_release);
+  lrt_atomic_store_ptr(&g_current, (void *)&g_tables[idx]);
   return LRT_OK;
 }
