@@ -506,112 +506,182 @@ static int32_t finish(lrt_tokenizer *t, builder *b) {
     snprintf(name, sizeof name, "<0x%02X>", i);
     t->byte_id[i] = vocab_find(t, name, 6);
   }
-  /* added tokens: ids as tokenizers assigns them (the vocabulary id of the content, else
-   * the next free id after the model vocabulary) */
-  int32_t *aid = (int32_t *)malloc((b->n_added + 1) * sizeof(int32_t));
-  if (!aid) { free(seen); return oom(); }
+  /* Added tokens, replaying tokenizers' AddedVocabulary::add_tokens one token at a time:
+   *  - empty contents are ignored; an exact duplicate (all flags equal) of the token that
+   *    currently owns its id is ignored;
+   *  - the id is the one of the content (an earlier added token, else the vocabulary), else
+   *    the next free id after the model vocabulary;
+   *  - the last token given for an id owns it: its flags apply when matching, its text
+   *    (normalized when its `normalized` flag is set) is what decoding shows;
+   *  - the matching patterns are the special tokens (first occurrence of each content) and
+   *    every token whose content was not special when it was added, each matched as
+   *    normalized or raw by its own flag;
+   *  - "special" (skipped when decoding, not matched without PARSE_SPECIAL) is decided by
+   *    content: the contents of the special tokens. */
+  size_t na = b->n_added;
+  int32_t *aid = (int32_t *)malloc((na + 1) * sizeof(int32_t));
+  int32_t *owner = NULL;     /* id -> index of the owning entry, -1 */
+  uint8_t *in_trie = (uint8_t *)calloc(na + 1, 1);
+  uint8_t *spec = (uint8_t *)calloc(na + 1, 1); /* entry content is a special content */
+  if (!aid || !in_trie || !spec) { free(aid); free(in_trie); free(spec); free(seen); return oom(); }
   int32_t max_added = -1;
   size_t model_size = b->n_vocab;
-  for (size_t i = 0; i < b->n_added; i++) {
+#define SAME_TEXT(x, y) ((x)->n == (y)->n && memcmp((x)->s, (y)->s, (x)->n) == 0)
+  /* group[i]: first entry with the same content; any_special[g]: a special entry in group g;
+   * first_special[g]: the first one (na when none) */
+  size_t *group = (size_t *)malloc((na + 1) * sizeof(size_t));
+  size_t *first_special = (size_t *)malloc((na + 1) * sizeof(size_t));
+  size_t hcap = 16;
+  while (hcap < 2 * na + 16) hcap *= 2;
+  size_t *hidx = (size_t *)malloc(hcap * sizeof(size_t));
+  if (!group || !first_special || !hidx) {
+    free(group); free(first_special); free(hidx); free(aid); free(in_trie); free(spec); free(seen);
+    return oom();
+  }
+  for (size_t j = 0; j < hcap; j++) hidx[j] = SIZE_MAX;
+  for (size_t i = 0; i < na; i++) {
     const added_entry *e = &b->added[i];
+    size_t j = (size_t)hash_bytes(e->s, e->n) & (hcap - 1);
+    while (hidx[j] != SIZE_MAX && !SAME_TEXT(&b->added[hidx[j]], e)) j = (j + 1) & (hcap - 1);
+    if (hidx[j] == SIZE_MAX) hidx[j] = i;
+    group[i] = hidx[j];
+    first_special[i] = na;
+    if (e->special && first_special[group[i]] == na) first_special[group[i]] = i;
+  }
+  for (size_t i = 0; i < na; i++) {
+    const added_entry *e = &b->added[i];
+    aid[i] = -1;
+    if (!e->n) continue;
     int32_t id = -1;
-    for (size_t k = 0; k < i; k++)
-      if (b->added[k].n == e->n && memcmp(b->added[k].s, e->s, e->n) == 0) { id = aid[k]; break; }
+    if (group[i] < i) id = aid[group[i]];
     if (id < 0) id = vocab_find(t, e->s, e->n);
     if (id < 0) {
       if (max_added < 0) id = (int32_t)model_size;
       else id = ((size_t)max_added >= model_size || model_size == 0) ? max_added + 1 : (int32_t)model_size;
     }
-    if (id >= TOK_MAX_VOCAB) { free(aid); free(seen); return lrt_err(LRT_ERR_FORMAT, "%s: too many added tokens", what); }
+    if (id >= TOK_MAX_VOCAB) {
+      free(aid); free(in_trie); free(spec); free(seen); free(group); free(first_special); free(hidx);
+      return lrt_err(LRT_ERR_FORMAT, "%s: too many added tokens", what);
+    }
     aid[i] = id;
     if (id > max_added) max_added = id;
   }
   t->n_ids = n_model > max_added + 1 ? n_model : max_added + 1;
   free(seen);
-  /* matching sets; normalized contents go through the normalizer */
-  size_t n_raw = 0, n_norm = 0;
-  for (size_t i = 0; i < b->n_added; i++) {
-    if (!b->added[i].n) continue;
-    if (b->added[i].normalized) n_norm++; else n_raw++;
+  owner = (int32_t *)malloc(((size_t)t->n_ids + 1) * sizeof(int32_t));
+  if (!owner) { free(aid); free(in_trie); free(spec); free(group); free(first_special); free(hidx); return oom(); }
+  for (int32_t id = 0; id <= t->n_ids; id++) owner[id] = -1;
+  for (size_t i = 0; i < na; i++) {
+    const added_entry *e = &b->added[i];
+    if (aid[i] < 0) continue;
+    int32_t o = owner[aid[i]];
+    if (o >= 0) {
+      const added_entry *f = &b->added[o];
+      if (SAME_TEXT(f, e) && f->special == e->special && f->lstrip == e->lstrip && f->rstrip == e->rstrip &&
+          f->single_word == e->single_word && f->normalized == e->normalized) {
+        aid[i] = -1; /* exact duplicate: ignored */
+        continue;
+      }
+    }
+    int was_special = first_special[group[i]] < i; /* is the content already a special content? */
+    if (e->special && !was_special) in_trie[i] = 1;  /* first special occurrence */
+    if (!e->special && !was_special) in_trie[i] = 1; /* a classic added token */
+    owner[aid[i]] = (int32_t)i;
   }
-  t->raw.t = (added_tok *)calloc(n_raw + 1, sizeof(added_tok));
-  t->norm.t = (added_tok *)calloc(n_norm + 1, sizeof(added_tok));
+  for (size_t i = 0; i < na; i++) spec[i] = aid[i] >= 0 && first_special[group[i]] < na;
+  /* normalized texts of the entries with the normalized flag, into one pool */
   sbuf normed = {0}, tmp = {0}, all = {0};
-  if (!t->raw.t || !t->norm.t) { free(aid); return oom(); }
-  /* first pass: collect normalized texts into one pool (offsets), then point into it */
-  size_t *noff = (size_t *)calloc(b->n_added + 1, sizeof(size_t));
-  if (!noff) { free(aid); return oom(); }
-  for (size_t i = 0; i < b->n_added; i++) {
+  size_t *noff = (size_t *)calloc(na + 1, sizeof(size_t));
+  int32_t st = LRT_OK;
+  if (!noff) st = oom();
+  for (size_t i = 0; i < na && !st; i++) {
     const added_entry *e = &b->added[i];
     noff[i] = all.n;
-    if (!e->n) continue;
+    if (aid[i] < 0) continue;
     if (e->normalized) {
       normed.n = 0;
-      int32_t st = normalize(t, e->s, e->n, &normed, &tmp);
-      if (st) { free(noff); free(aid); free(normed.p); free(tmp.p); free(all.p); return st; }
-      if (!sb_put(&all, normed.p, normed.n)) { free(noff); free(aid); free(normed.p); free(tmp.p); free(all.p); return oom(); }
+      st = normalize(t, e->s, e->n, &normed, &tmp);
+      if (!st && !sb_put(&all, normed.p, normed.n)) st = oom();
     } else if (!sb_put(&all, e->s, e->n)) {
-      free(noff); free(aid); free(normed.p); free(tmp.p); free(all.p);
-      return oom();
+      st = oom();
     }
   }
-  noff[b->n_added] = all.n;
+  if (noff) noff[na] = all.n;
   free(normed.p);
   free(tmp.p);
   t->added_pool = all.p ? all.p : (char *)malloc(1);
-  if (!t->added_pool) { free(noff); free(aid); return oom(); }
-  for (size_t i = 0; i < b->n_added; i++) {
+  if (!st && !t->added_pool) st = oom();
+  size_t n_raw = 0, n_norm = 0;
+  for (size_t i = 0; i < na; i++)
+    if (in_trie[i]) { if (b->added[i].normalized) n_norm++; else n_raw++; }
+  t->raw.t = (added_tok *)calloc(n_raw + 1, sizeof(added_tok));
+  t->norm.t = (added_tok *)calloc(n_norm + 1, sizeof(added_tok));
+  if (!st && (!t->raw.t || !t->norm.t)) st = oom();
+  for (size_t i = 0; i < na && !st; i++) {
+    if (!in_trie[i] || noff[i + 1] == noff[i]) continue;
     const added_entry *e = &b->added[i];
-    size_t len = noff[i + 1] - noff[i];
-    if (!e->n || !len) continue;
+    const added_entry *o = &b->added[owner[aid[i]]];
     added_set *set = e->normalized ? &t->norm : &t->raw;
     added_tok *a = &set->t[set->n++];
     a->s = t->added_pool + noff[i];
-    a->n = len;
+    a->n = noff[i + 1] - noff[i];
     a->id = aid[i];
-    a->special = e->special;
-    a->lstrip = e->lstrip;
-    a->rstrip = e->rstrip;
-    a->single_word = e->single_word;
+    a->special = spec[i];
+    a->lstrip = o->lstrip;
+    a->rstrip = o->rstrip;
+    a->single_word = o->single_word;
   }
-  /* id -> text for decoding: added content wins (tokenizers looks added tokens up first);
-   * a normalized added token decodes as its normalized content, as in tokenizers */
-  size_t abytes = noff[b->n_added];
-  t->off = (size_t *)calloc((size_t)t->n_ids + 1, sizeof(size_t));
-  t->assigned = (uint8_t *)calloc((size_t)t->n_ids + 1, 1);
-  t->special = (uint8_t *)calloc((size_t)t->n_ids + 1, 1);
-  t->pool = (char *)malloc(vbytes + abytes + 1);
-  if (!t->off || !t->assigned || !t->special || !t->pool) { free(noff); free(aid); return oom(); }
-  const char **src = (const char **)calloc((size_t)t->n_ids + 1, sizeof(char *));
-  size_t *srcn = (size_t *)calloc((size_t)t->n_ids + 1, sizeof(size_t));
-  if (!src || !srcn) { free(src); free(srcn); free(noff); free(aid); return oom(); }
-  for (int32_t id = 0; id < n_model; id++) {
-    if (id < n_model && (t->vlen[id] || vocab_find(t, t->vpool + t->voff[id], t->vlen[id]) == id)) {
-      src[id] = t->vpool + t->voff[id];
-      srcn[id] = t->vlen[id];
-      t->assigned[id] |= 1;
+  /* id -> text for decoding: the owning added token's text wins over the vocabulary */
+  if (!st) {
+    t->off = (size_t *)calloc((size_t)t->n_ids + 1, sizeof(size_t));
+    t->assigned = (uint8_t *)calloc((size_t)t->n_ids + 1, 1);
+    t->special = (uint8_t *)calloc((size_t)t->n_ids + 1, 1);
+    t->pool = (char *)malloc(vbytes + all.n + 1);
+    if (!t->off || !t->assigned || !t->special || !t->pool) st = oom();
+  }
+  if (!st) {
+    size_t pos2 = 0;
+    for (int32_t id = 0; id < t->n_ids; id++) {
+      t->off[id] = pos2;
+      const char *src = NULL;
+      size_t srcn = 0;
+      if (owner[id] >= 0) {
+        int32_t i = owner[id];
+        src = t->added_pool + noff[i];
+        srcn = noff[i + 1] - noff[i];
+        t->assigned[id] = 2;
+        /* decoding skips special tokens by their text, so a special token shown in
+         * normalized form is not skipped (as in tokenizers) */
+        size_t j = (size_t)hash_bytes(src, srcn) & (hcap - 1);
+        while (hidx[j] != SIZE_MAX) {
+          const added_entry *g = &b->added[hidx[j]];
+          if (g->n == srcn && memcmp(g->s, src, srcn) == 0) {
+            t->special[id] = first_special[hidx[j]] < na;
+            break;
+          }
+          j = (j + 1) & (hcap - 1);
+        }
+      } else if (id < n_model && (t->vlen[id] || vocab_find(t, t->vpool + t->voff[id], 0) == id)) {
+        src = t->vpool + t->voff[id];
+        srcn = t->vlen[id];
+        t->assigned[id] = 1;
+      }
+      if (srcn) memcpy(t->pool + pos2, src, srcn);
+      pos2 += srcn;
     }
+    t->off[t->n_ids] = pos2;
+    t->pool_len = pos2;
   }
-  for (size_t i = 0; i < b->n_added; i++) {
-    if (!b->added[i].n) continue; /* tokenizers ignores empty added tokens */
-    src[aid[i]] = t->added_pool + noff[i];
-    srcn[aid[i]] = noff[i + 1] - noff[i];
-    t->assigned[aid[i]] |= 2;
-    /* decoding skips special tokens by content, like tokenizers */
-    if (b->added[i].special) t->special[aid[i]] = 1;
-  }
-  pos = 0;
-  for (int32_t id = 0; id < t->n_ids; id++) {
-    t->off[id] = pos;
-    if (srcn[id]) memcpy(t->pool + pos, src[id], srcn[id]);
-    pos += srcn[id];
-  }
-  t->off[t->n_ids] = pos;
-  t->pool_len = pos;
-  free(src);
-  free(srcn);
+#undef SAME_TEXT
   free(noff);
   free(aid);
+  free(owner);
+  free(in_trie);
+  free(spec);
+  free(group);
+  free(first_special);
+  free(hidx);
+  if (st) return st;
   index_added(&t->raw);
   index_added(&t->norm);
   byte_tables_init(&t->bt);
@@ -2381,6 +2451,7 @@ int32_t lrt_tok_from_gguf(const lrt_gguf_file *g, lrt_tokenizer **out) {
       size_t l = b.vocab[i].n;
       int kind = types[i];
       if ((kind == 3 || kind == 2 || kind == 4) && !(l >= 3 && has_bytes(s, l, "\xE2\x96\x81", 3))) continue;
+      if (l > 1024) continue; /* bounds the work on hostile files (no real vocabulary has such pieces) */
       int found = 0;
       for (size_t cut = 1; cut < l; cut++) {
         if (((uint8_t)s[cut] & 0xC0) == 0x80) continue;

@@ -302,7 +302,8 @@ def test_decode_of_encoded_corpus_roundtrips(families, corpus):
 
 
 def test_smollm2_matches_llama_cpp(families, corpus):
-    llama_cpp = pytest.importorskip("llama_cpp")
+    import llama_cpp  # installed by tests/install-deps.sh
+
     llm = llama_cpp.Llama(model_path=default_model_path(), vocab_only=True, verbose=False)
     fam = families["smollm2"]
     texts = corpus[:600]
@@ -476,3 +477,161 @@ def test_hypothesis_decode_any_ids(families, ids):
         fam = families[name]
         for skip in (False, True):
             assert _lib.detokenize(fam.handle, ids, skip) == fam.hf.decode(ids, skip_special_tokens=skip), (name, ids)
+
+
+# ---- GGUF tokenizer metadata (SentencePiece "llama", and "gpt2" with several pre-tokenizers) ------
+
+
+def _write_gguf(path: str, tokens: List[str], kv: Dict[str, Tuple[Any, Any, Any]]) -> str:
+    """A micro llama GGUF whose tokenizer metadata is `tokens` plus the entries of kv
+    (key -> (value, GGUFValueType, sub type)); tokenizer.ggml.pre / merges only when given."""
+    from gguf.gguf_writer import GGUFValue
+
+    import models
+
+    def edit(meta: Dict[str, Any]) -> None:
+        for key in ("tokenizer.ggml.pre", "tokenizer.ggml.merges", "tokenizer.ggml.token_type",
+                    "tokenizer.ggml.add_bos_token", "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id"):
+            meta.pop(key, None)
+        for key, (value, vtype, sub) in kv.items():
+            meta[key] = GGUFValue(value, vtype, sub)
+
+    tensors = models.seeded_llama_tensors(models.MICRO_CONFIG)
+    return models.write_llama_gguf(path, tensors, models.MICRO_CONFIG, tokens=tokens, merges=[], meta_edit=edit)
+
+
+@pytest.fixture(scope="module")
+def gguf_families(families, tmp_path_factory) -> Dict[str, Family]:
+    from gguf import GGUFValueType as T
+
+    tmp = tmp_path_factory.mktemp("ctok-gguf")
+    out: Dict[str, Family] = {}
+    spm = json.loads(families["spm"].hf.to_str())
+    vocab = spm["model"]["vocab"]
+    tokens = [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])] + ["<|user|>"]
+    types = [2, 3, 3] + [6] * 256 + [1] * (len(vocab) - 259) + [4]
+    scores = [0.0] * 259 + [-float(i) for i in range(len(vocab) - 259)] + [0.0]
+    kv = {"tokenizer.ggml.model": ("llama", T.STRING, None),
+          "tokenizer.ggml.scores": (scores, T.ARRAY, T.FLOAT32),
+          "tokenizer.ggml.token_type": (types, T.ARRAY, T.INT32),
+          "tokenizer.ggml.bos_token_id": (1, T.UINT32, None), "tokenizer.ggml.eos_token_id": (2, T.UINT32, None),
+          "tokenizer.ggml.unknown_token_id": (0, T.UINT32, None)}
+    specs = {"gguf-spm": (tokens, kv)}
+    for name, pre in (("gguf-llama3", "llama-bpe"), ("gguf-qwen2", "qwen2"), ("gguf-gpt2", "gpt-2")):
+        src = json.loads(families[{"gguf-llama3": "llama3", "gguf-qwen2": "qwen2", "gguf-gpt2": "gpt2"}[name]].hf.to_str())
+        v = dict(src["model"]["vocab"])
+        for a in src["added_tokens"]:
+            v.setdefault(a["content"], a["id"])
+        toks = [t for t, _ in sorted(v.items(), key=lambda kv: kv[1])]
+        assert [v[t] for t in toks] == list(range(len(toks)))
+        merges = [" ".join(m) if isinstance(m, list) else m for m in src["model"]["merges"]]
+        specials = {a["content"] for a in src["added_tokens"] if a["special"]}
+        ttypes = [3 if t in specials else 1 for t in toks]
+        gkv = {"tokenizer.ggml.model": ("gpt2", T.STRING, None), "tokenizer.ggml.pre": (pre, T.STRING, None),
+               "tokenizer.ggml.merges": (merges, T.ARRAY, T.STRING),
+               "tokenizer.ggml.token_type": (ttypes, T.ARRAY, T.INT32)}
+        if name == "gguf-llama3":
+            gkv["tokenizer.ggml.bos_token_id"] = (v["<|begin_of_text|>"], T.UINT32, None)
+        specs[name] = (toks, gkv)
+    for name, (toks, kv) in specs.items():
+        path = _write_gguf(str(tmp / f"{name}.gguf"), toks, kv)
+        handle = _lib.model_open(path)
+        assert _lib.model_has_tokenizer(handle), name
+        ref = Tokenizer.from_gguf_metadata(_lib.model_metadata(handle))
+        out[name] = Family(name, handle, lambda text, add, parse, ref=ref: ref.encode(text, add_special_tokens=add),
+                           lambda ids, skip, ref=ref: ref.decode(ids, skip_special_tokens=skip),
+                           lambda texts, add, ref=ref: [ref.encode(t, add_special_tokens=add) for t in texts], ref.backend)
+        out[name].path = path  # type: ignore[attr-defined]
+    return out
+
+
+GGUF_FAMILIES = ["gguf-spm", "gguf-llama3", "gguf-qwen2", "gguf-gpt2"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", GGUF_FAMILIES)
+def test_gguf_metadata_tokenizers_equal_python(gguf_families, corpus, name):
+    """The C tokenizer built from GGUF metadata equals loomrt.tokenizer's (llama.cpp's) one."""
+    fam = gguf_families[name]
+    bad = _first_mismatches(fam, corpus[::6], True)
+    assert not bad, f"{name}: C ids differ from loomrt.tokenizer on:\n" + "\n".join(bad)
+    for text in corpus[:200]:
+        ids = _lib.tokenize(fam.handle, text, add_special=True, parse_special=True)
+        for skip in (False, True):
+            assert _lib.detokenize(fam.handle, ids, skip) == fam.decode(ids, skip), (name, text[:80])
+
+
+@pytest.mark.parametrize("name", GGUF_FAMILIES)
+def test_hypothesis_gguf(gguf_families, name):
+    fam = gguf_families[name]
+
+    @settings(max_examples=250, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+    @given(text=TEXTS, add=st.booleans())
+    def check(text: str, add: bool) -> None:
+        _check_one(fam, text, add, True)
+
+    check()
+
+
+@pytest.mark.parametrize("name", GGUF_FAMILIES)
+def test_gguf_metadata_tokenizers_equal_llama_cpp(gguf_families, corpus, name):
+    import llama_cpp  # installed by tests/install-deps.sh
+
+    fam = gguf_families[name]
+    llm = llama_cpp.Llama(model_path=fam.path, vocab_only=True, verbose=False)  # type: ignore[attr-defined]
+    bad = [text for text in corpus[1::8][:400]
+           if _lib.tokenize(fam.handle, text, True, True) != llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)]
+    assert not bad, f"{name}: {len(bad)} texts differ from llama.cpp, e.g. {bad[0][:200]!r}"
+
+
+# ---- corrupt tokenizers: never a crash, always a loomrt error or a working tokenizer ---------------
+
+FUZZ_CASES = {"json": 300, "gguf": 120}
+FUZZ_BATCH = 150
+
+
+def test_corrupt_tokenizers_never_crash(families, gguf_families, micro_folder, tmp_path):
+    import collections
+    import subprocess
+    import sys
+
+    base = tmp_path / "base"
+    base.mkdir()
+    for f in ("config.json", "model.safetensors"):
+        shutil.copy(os.path.join(micro_folder, f), base / f)
+    for name in ("gpt2", "qwen2", "llama3", "spm", "metaspace"):
+        (base / f"base-{name}.json").write_text(families[name].hf.to_str(), encoding="utf-8")
+    metas = []
+    for name in ("gguf-spm", "gguf-llama3"):
+        meta = _lib.model_metadata(gguf_families[name].handle)
+        metas.append({k: v for k, v in meta.items() if k.startswith("tokenizer.")})
+    (tmp_path / "metas.json").write_text(json.dumps(metas), encoding="utf-8")
+    child = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tok_fuzz_child.py")
+    counts: Dict[str, int] = collections.Counter()
+    problems: List[str] = []
+    for kind, n in FUZZ_CASES.items():
+        src = str(base) if kind == "json" else str(tmp_path / "metas.json")
+        for start in range(0, n, FUZZ_BATCH):
+            count = min(FUZZ_BATCH, n - start)
+            cmd = [sys.executable, child, kind, src, str(tmp_path / f"work-{kind}"), str(start), str(count)]
+            try:
+                p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+                out, rc = p.stdout, p.returncode
+            except subprocess.TimeoutExpired as exc:
+                out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+                rc = None
+            seen = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+            for i in range(start, start + count):
+                r = seen.get(str(i))
+                if r is None:
+                    problems.append(f"{kind} case {i}: child {'hung' if rc is None else f'ended with {rc}'}; "
+                                    f"reproduce: python {child} {kind} {src} /tmp/lrt-tokfuzz {i} 1\n"
+                                    + ("" if rc is None else p.stderr[-1500:]))
+                    break
+                if r.startswith("other"):
+                    problems.append(f"{kind} case {i}: {r}; reproduce: python {child} {kind} {src} /tmp/lrt-tokfuzz {i} 1")
+                counts[f"{kind}:{r.split(' ')[-1] if r != 'ok' else 'ok'}"] += 1
+    assert not problems, "\n".join(problems[:6])
+    # the mutations must exercise both outcomes: working tokenizers and rejected ones
+    assert counts["json:ok"] > 60 and counts["gguf:ok"] > 8, counts
+    assert sum(v for k, v in counts.items() if k.startswith("json:") and k != "json:ok") > 50, counts
