@@ -28,7 +28,7 @@ CSRC = os.path.join(ROOT, "csrc")
 SAN = "-fsanitize=address,undefined -fno-sanitize-recover=all"
 # Seconds each fuzzer runs (all of them at once). CI budget: the fuzzers take this long in wall time.
 FUZZ_SECONDS = int(os.environ.get("LOOMRT_FUZZ_SECONDS", "20"))
-HARNESSES = ["json", "safetensors", "gguf", "config", "tokenizer"]
+HARNESSES = ["json", "safetensors", "gguf", "config", "tokenizer", "model"]
 
 
 def _need(tool: str) -> str:
@@ -250,6 +250,16 @@ def _write_seeds(root: str) -> Dict[str, str]:
         put("gguf", "micro.gguf", f.read())
     with open(_spm_gguf(os.path.join(root, "spm.gguf")), "rb") as f:
         put("gguf", "spm.gguf", f.read())
+    # whole models from memory (fuzz_model.c): a GGUF, and folder files (config, tokenizer, weights)
+    with open(os.path.join(root, "micro.gguf"), "rb") as f:
+        put("model", "micro-gguf", b"\x01" + f.read())
+    from safetensors.numpy import save as st_save
+
+    cfg = json.dumps(models.MICRO_CONFIG).encode()
+    weights = st_save(models.seeded_llama_tensors(models.MICRO_CONFIG, 1234))
+    tok = _tokenizer_seeds()[0].encode()
+    for name, t in (("folder", b""), ("folder-tokenizer", tok)):
+        put("model", name, b"\x00" + len(cfg).to_bytes(4, "little") + cfg + len(t).to_bytes(4, "little") + t + weights)
     return dirs
 
 
