@@ -1225,14 +1225,34 @@ static int32_t unicode_normalize(const char *s, size_t n, int compose, sbuf *out
     if (!decompose(&v, &nv, &cap, cp)) { free(v); return oom(); }
     i += (size_t)l;
   }
-  /* canonical ordering: stable insertion sort of runs of non-starters by class */
-  for (size_t i = 1; i < nv; i++) {
-    int ci = ccc_of(v[i]);
-    if (!ci) continue;
+  /* canonical ordering: each run of non-starters sorted stably by combining class;
+   * insertion sort for short runs, a counting sort (linear) for long hostile ones */
+  for (size_t i = 0; i < nv;) {
+    if (!ccc_of(v[i])) { i++; continue; }
     size_t j = i;
-    uint32_t x = v[i];
-    while (j > 0 && ccc_of(v[j - 1]) > ci) { v[j] = v[j - 1]; j--; }
-    v[j] = x;
+    while (j < nv && ccc_of(v[j])) j++;
+    size_t len = j - i;
+    if (len > 1 && len <= 16) {
+      for (size_t q = i + 1; q < j; q++) {
+        uint32_t x = v[q];
+        int cx = ccc_of(x);
+        size_t r = q;
+        while (r > i && ccc_of(v[r - 1]) > cx) { v[r] = v[r - 1]; r--; }
+        v[r] = x;
+      }
+    } else if (len > 16) {
+      uint32_t *run = (uint32_t *)malloc(len * sizeof(uint32_t));
+      uint8_t *cls = (uint8_t *)malloc(len);
+      if (!run || !cls) { free(run); free(cls); free(v); return oom(); }
+      size_t count[257] = {0};
+      for (size_t q = 0; q < len; q++) { cls[q] = (uint8_t)ccc_of(v[i + q]); count[cls[q] + 1]++; }
+      for (int c = 1; c <= 256; c++) count[c] += count[c - 1];
+      for (size_t q = 0; q < len; q++) run[count[cls[q]]++] = v[i + q];
+      memcpy(v + i, run, len * sizeof(uint32_t));
+      free(run);
+      free(cls);
+    }
+    i = j;
   }
   if (compose && nv) { /* canonical composition (Unicode Standard, section 3.11) */
     size_t starter = 0, w = 1;

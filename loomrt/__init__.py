@@ -17,6 +17,7 @@ from .model import Generation, Model, SamplingParams, Session, Timings, default_
 from .audit import VerifyResult, model_hash, tokenizer_hash, verify_receipt
 from .resolve import default_model_path, resolve_model_path
 from .tokenizer import Tokenizer
+from .ctokenizer import CTokenizer
 
 __version__ = _lib.version()
 NUMERICS_VERSION = _lib.numerics_version()
@@ -41,7 +42,7 @@ def set_kernel_path(name: str) -> None:
 
 
 __all__ = [
-    "load", "Model", "Session", "Generation", "SamplingParams", "Timings", "Tokenizer",
+    "load", "Model", "Session", "Generation", "SamplingParams", "Timings", "Tokenizer", "CTokenizer",
     "default_model_path", "resolve_model_path", "default_threads", "kernel_path",
     "kernel_paths", "set_kernel_path",
     "LoomrtError", "FormatError", "UnsupportedError", "InvalidArgumentError", "NotFoundError",

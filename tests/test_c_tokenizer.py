@@ -635,3 +635,22 @@ def test_corrupt_tokenizers_never_crash(families, gguf_families, micro_folder, t
     # the mutations must exercise both outcomes: working tokenizers and rejected ones
     assert counts["json:ok"] > 60 and counts["gguf:ok"] > 8, counts
     assert sum(v for k, v in counts.items() if k.startswith("json:") and k != "json:ok") > 50, counts
+
+
+# ---- Python access: loomrt.CTokenizer -------------------------------------------------------------------
+
+
+def test_ctokenizer_class_matches_the_python_tokenizer(corpus, micro_folder):
+    model = loomrt.load(default_model_path(), threads=1)
+    ctok = loomrt.CTokenizer(model)
+    chat = model.tokenizer.apply_chat_template([{"role": "user", "content": "Hi there, 1234 ünïcödé 😀"}])
+    for text in [chat, "Hello world", ""] + corpus[:100]:
+        ids = ctok.encode(text)
+        assert ids == model.encode(text)
+        assert ctok.decode(ids) == model.tokenizer.decode(ids)
+        assert ctok.decode(ids, skip_special_tokens=True) == model.tokenizer.decode(ids, skip_special_tokens=True)
+    assert b"".join(ctok.token_bytes(i) for i in ctok.encode("Grüße 😀", add_special_tokens=False)) == "Grüße 😀".encode()
+    with pytest.raises(loomrt.InvalidArgumentError):
+        ctok.decode(["x"])  # type: ignore[list-item]
+    with pytest.raises(loomrt.NotFoundError):
+        loomrt.CTokenizer(micro_folder)  # a model folder without tokenizer.json
