@@ -155,3 +155,29 @@ def test_installed_wheel_library_path_and_ctypes(wheel, tmp_path) -> None:
     pkg, path, version = r.stdout.split("\n")[:3]
     assert pkg == str(target / "loomrt")  # the installed wheel, not the source tree
     assert os.path.dirname(path) == pkg and version == "0.1.0"
+
+
+@pytest.mark.parametrize("platform,identifier,torch,full_tests", [
+    ("linux", "cp313-manylinux_x86_64", True, True),
+    ("linux", "cp39-manylinux_x86_64", False, True),      # no torch 2.13 for Python 3.9
+    ("linux", "cp313-manylinux_aarch64", False, False),   # QEMU: determinism + C library only
+    ("macos", "cp313-macosx_arm64", True, True),
+    ("macos", "cp313-macosx_x86_64", False, True),        # torch has no macOS x86_64 wheels
+    ("windows", "cp313-win_amd64", True, True),
+    ("windows", "cp313-win_arm64", False, True),
+])
+def test_cibuildwheel_resolved_test_options(platform: str, identifier: str, torch: bool, full_tests: bool,
+                                            monkeypatch) -> None:
+    """What each wheel is tested with, as cibuildwheel resolves pyproject.toml (overrides included)."""
+    from cibuildwheel.options import CommandLineArguments, compute_options
+
+    monkeypatch.chdir(ROOT)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CIBW_")}
+    options = compute_options(platform, CommandLineArguments.defaults(), env).build_options(identifier)
+    assert ("torch==2.13.0" in options.test_requires) == torch
+    assert {"pytest>=7", "gguf>=0.10", "safetensors>=0.4"} <= set(options.test_requires)
+    assert "tests/test_determinism.py" in options.test_command
+    assert ("tests/test_parity_hf.py" in options.test_command) == full_tests
+    assert 'LOOMRT_WHEEL_TEST="1"' in str(options.test_environment)
+    if platform == "linux":  # torch's CPU wheels, not the CUDA ones
+        assert "download.pytorch.org/whl/cpu" in str(options.environment)
