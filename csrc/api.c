@@ -275,6 +275,7 @@ void lrt_session_free(lrt_session *s) {
 
 int32_t lrt_session_reset(lrt_session *s) {
   CHECK_PTR(s, "session");
+  lrt_gen_stop(s);
   s->pos = 0;
   s->logits_rows = 0;
   s->n_cand = 0;
@@ -285,6 +286,7 @@ int32_t lrt_session_truncate(lrt_session *s, int64_t pos) {
   CHECK_PTR(s, "session");
   if (pos < 0 || pos > s->pos)
     return lrt_err(LRT_ERR_INVALID_ARGUMENT, "truncate position %lld is outside [0, %lld]", (long long)pos, (long long)s->pos);
+  if (pos != s->pos) lrt_gen_stop(s);
   s->pos = pos;
   s->logits_rows = 0;
   s->n_cand = 0;

@@ -113,6 +113,9 @@ int32_t lrt_text_chat_template(const lrt_model *m, const char **out, size_t *len
 /* text.c: the generation state of a session (pull API). */
 typedef struct lrt_gen lrt_gen;
 void lrt_gen_free(lrt_gen *g);
+/* End the session's pull generation (if any): the next lrt_session_step fails with
+ * LRT_ERR_STATE until a new prompt. For code that replaces a session's tokens. */
+void lrt_gen_stop(lrt_session *s);
 
 /* ---- session ------------------------------------------------------------------------- */
 

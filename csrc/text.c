@@ -652,6 +652,14 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem) {
   return 1;
 }
 
+void lrt_gen_stop(lrt_session *s) {
+  if (s && s->gen) {
+    s->gen->active = 0;
+    s->gen->pending = -1;
+    s->gen->n_win = s->gen->read = 0;
+  }
+}
+
 static int32_t gen_get(lrt_session *s, lrt_gen **out) {
   if (!s->gen) {
     s->gen = (lrt_gen *)calloc(1, sizeof(lrt_gen));

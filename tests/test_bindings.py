@@ -258,9 +258,13 @@ def test_every_header_function_is_in_every_binding() -> None:
         import _build_ffi  # noqa: the build script, importable as a module
         from cffi import FFI
 
+        cdef = _build_ffi.cdef_from_header(open(HEADER, encoding="utf-8").read())
         ffi = FFI()
-        ffi.cdef(_build_ffi.cdef_from_header(open(HEADER, encoding="utf-8").read()))
-        declared = {k.split(" ", 1)[1] for k in ffi._parser._declarations if k.startswith("function ")}
+        ffi.cdef(cdef)  # the derived cdef parses
+        try:  # cffi's parsed declarations ("function <name>")
+            declared = {k.split(" ", 1)[1] for k in ffi._parser._declarations if k.startswith("function ")}
+        except AttributeError:  # another cffi version: the cdef text itself
+            declared = set(re.findall(r"\b(lrt_\w+)\s*\(", cdef))
     finally:
         sys.path.pop(0)
     from loomrt._loomrt_cffi import lib as cffi_lib
@@ -620,3 +624,15 @@ def test_hf_folder_with_tokenizer(lc, hf_text_folder, c_example, cs_example) -> 
     env = dict(os.environ, LD_LIBRARY_PATH=os.path.dirname(cs_example))
     r = subprocess.run(["mono", cs_example, *args], capture_output=True, timeout=120, env=env)
     assert parse_summary(r.stderr.decode()) == want
+
+
+def test_ctypes_finds_the_packaged_library(lc, monkeypatch) -> None:
+    """Without a path or LOOMRT_LIBRARY the binding finds the library installed with the
+    loomrt package (loomrt.library_path()), without importing loomrt's cffi module."""
+    monkeypatch.delenv("LOOMRT_LIBRARY", raising=False)
+    assert lc._library_candidates(None)[0] == loomrt.library_path()
+    lib = lc.Library()
+    assert lib.version() == loomrt.__version__ and lib.missing == []
+    monkeypatch.setenv("LOOMRT_LIBRARY", "/nonexistent/libloomrt.so")
+    with pytest.raises(OSError):
+        lc.Library()

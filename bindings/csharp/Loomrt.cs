@@ -140,9 +140,10 @@ namespace Loomrt
     /// <summary>UTF-8 by hand: byte arrays with explicit lengths both ways.</summary>
     public static class Utf8
     {
-        static readonly UTF8Encoding Strict = new UTF8Encoding(false, false);
+        // no BOM; invalid bytes (never produced by lrt_session_step) would decode as U+FFFD
+        static readonly UTF8Encoding Enc = new UTF8Encoding(false, false);
 
-        public static byte[] Bytes(string s) { return Strict.GetBytes(s ?? ""); }
+        public static byte[] Bytes(string s) { return Enc.GetBytes(s ?? ""); }
 
         public static byte[] Copy(IntPtr p, UIntPtr len)
         {
@@ -151,7 +152,7 @@ namespace Loomrt
             return b;
         }
 
-        public static string FromBytes(byte[] b) { return Strict.GetString(b); }
+        public static string FromBytes(byte[] b) { return Enc.GetString(b); }
 
         public static string FromPtr(IntPtr p, UIntPtr len) { return FromBytes(Copy(p, len)); }
 

@@ -2,8 +2,8 @@
 
 Copy this file anywhere; it needs only the shared library (libloomrt.so / libloomrt.dylib /
 loomrt.dll), found from, in order: the ``path`` argument of :class:`Library`, the environment
-variable ``LOOMRT_LIBRARY``, ``loomrt.library_path()`` when the loomrt wheel is installed, and
-the system's library search (``ctypes.util.find_library("loomrt")``).
+variable ``LOOMRT_LIBRARY``, the library inside an installed loomrt wheel (what
+``loomrt.library_path()`` returns, found without importing loomrt), and the system's library search (``ctypes.util.find_library("loomrt")``).
 
 >>> lib = Library()                                   # or Library("/path/to/libloomrt.so")
 >>> model = Model(lib, "model.gguf")                  # or Model(lib, files={"model.gguf": data})
@@ -136,12 +136,16 @@ def _library_candidates(path: Optional[str]) -> List[str]:
     if env:
         return [env]
     out: List[str] = []
-    try:  # the wheel ships the library (loomrt.library_path(), when available)
-        import loomrt  # type: ignore
+    try:  # the loomrt wheel ships the library in its package folder (loomrt.library_path());
+        # found without importing loomrt (this binding needs neither cffi nor numpy)
+        import importlib.util
 
-        lp = getattr(loomrt, "library_path", None)
-        if lp is not None:
-            out.append(lp())
+        spec = importlib.util.find_spec("loomrt")
+        if spec is not None and spec.submodule_search_locations:
+            name = {"win32": "loomrt.dll", "darwin": "libloomrt.dylib"}.get(sys.platform, "libloomrt.so")
+            for folder in spec.submodule_search_locations:
+                if os.path.isfile(os.path.join(folder, name)):
+                    out.append(os.path.join(folder, name))
     except Exception:
         pass
     found = ctypes.util.find_library("loomrt")

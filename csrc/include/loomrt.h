@@ -322,7 +322,8 @@ LRT_API int32_t lrt_model_open_memory(int64_t n_files, const char *const *names,
 
 /* Chat formats. LRT_CHAT_MODEL uses the model's own template (GGUF
  * "tokenizer.chat_template", or the folder's chat_template.jinja / chat_template.json /
- * tokenizer_config.json "chat_template"): loomrt does not run Jinja; it recognises which
+ * tokenizer_config.json "chat_template", read with the folder's tokenizer: a folder without
+ * a usable tokenizer.json has no template): loomrt does not run Jinja; it recognises which
  * known family the template belongs to by its content and renders that family in C:
  *   LRT_CHAT_CHATML  "<|im_start|>role\ncontent<|im_end|>\n" ..., generation prompt
  *                    "<|im_start|>assistant\n" (SmolLM2, Qwen2, Hermes). When the model's
