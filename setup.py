@@ -97,7 +97,12 @@ class BuildExtWithLibrary(build_ext):
                 compiler.linker_so = saved
         if self.inplace or getattr(self, "editable_mode", False):
             # pip install -e . / setup.py build_ext --inplace: next to the sources as well.
-            shutil.copyfile(out, os.path.join(HERE, "loomrt", shared_library_name()))
+            # Copy, then rename over the old file: a process that has the old library mapped
+            # keeps its inode instead of crashing on a file truncated under it.
+            dest = os.path.join(HERE, "loomrt", shared_library_name())
+            tmp = dest + ".tmp-%d" % os.getpid()
+            shutil.copyfile(out, tmp)
+            os.replace(tmp, dest)
 
 
 def _bdist_wheel_options() -> dict:
