@@ -256,3 +256,20 @@ def test_state_larger_than_the_context_is_rejected(micro) -> None:
     with pytest.raises(loomrt.ContextFullError, match="larger context"):
         s.load_state(blob)
     assert s.position == 0
+
+
+def test_load_ends_a_pull_generation(micro) -> None:
+    """lrt_session_step after a load fails with LRT_ERR_STATE (even at the same position)."""
+    from loomrt._lib import ffi, lib
+
+    s = micro.session()
+    blob_ids = ffi.new("int32_t[]", [1, 5, 7])
+    assert lib.lrt_session_prompt_tokens(s._h, blob_ids, 3, 0) == lib.LRT_OK
+    tok, text, n = ffi.new("int32_t *"), ffi.new("const char **"), ffi.new("size_t *")
+    assert lib.lrt_session_step(s._h, tok, text, n) == lib.LRT_OK and tok[0] >= 0
+    blob = s.save_state()  # position 3: the step's token is not evaluated yet
+    s.load_state(blob)
+    assert s.position == 3
+    assert lib.lrt_session_step(s._h, tok, text, n) == lib.LRT_ERR_STATE
+    assert lib.lrt_session_prompt_tokens(s._h, blob_ids, 3, lib.LRT_PROMPT_KEEP) == lib.LRT_OK
+    assert lib.lrt_session_step(s._h, tok, text, n) == lib.LRT_OK
