@@ -654,3 +654,20 @@ def test_ctokenizer_class_matches_the_python_tokenizer(corpus, micro_folder):
         ctok.decode(["x"])  # type: ignore[list-item]
     with pytest.raises(loomrt.NotFoundError):
         loomrt.CTokenizer(micro_folder)  # a model folder without tokenizer.json
+
+
+def test_threads_share_one_tokenizer(families, corpus):
+    """A model (and its tokenizer) is read-only: concurrent calls give the sequential results."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    fam = families["qwen2"]
+    texts = corpus[:400]
+    want = [_lib.tokenize(fam.handle, t, True, True) for t in texts]
+
+    def work(k: int) -> List[List[int]]:
+        return [_lib.tokenize(fam.handle, t, True, True) for t in texts[k::4]]
+
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(work, range(4)))
+    for k in range(4):
+        assert got[k] == want[k::4]
