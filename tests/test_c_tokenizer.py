@@ -48,7 +48,7 @@ from loomrt.tokenizer import Tokenizer
 
 CORPUS_SIZE = 2_400_000      # characters (about 4 MB of UTF-8)
 TRAIN_SIZE = 300_000
-HYPOTHESIS_PER_FAMILY = 1350  # x 7 families + 600 + 300 below: >= 10,000 generated cases
+HYPOTHESIS_PER_FAMILY = 1300  # x 7 families + 600 + 300 + 4 x 250 (GGUF) below: >= 10,000 cases
 
 R_QWEN2 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
            r"|\s*[\r\n]+|\s+(?!\S)|\s+")
@@ -671,3 +671,21 @@ def test_threads_share_one_tokenizer(families, corpus):
         got = list(pool.map(work, range(4)))
     for k in range(4):
         assert got[k] == want[k::4]
+
+
+def test_model_from_memory_carries_the_tokenizer(families, micro_folder):
+    """lrt_model_open_memory with a tokenizer.json among the files: the same tokenizer."""
+    fam = families["llama3"]
+    files = {"config.json": open(os.path.join(micro_folder, "config.json"), "rb").read(),
+             "model.safetensors": open(os.path.join(micro_folder, "model.safetensors"), "rb").read(),
+             "tokenizer.json": fam.hf.to_str().encode("utf-8")}
+    names = [ffi.new("char[]", k.encode()) for k in files]
+    datas = [ffi.from_buffer(v) for v in files.values()]
+    out = ffi.new("lrt_model **")
+    _lib.check(lib.lrt_model_open_memory(len(files), ffi.new("const char *[]", names),
+                                         ffi.new("size_t[]", [len(k) for k in files]),
+                                         ffi.new("const void *[]", datas), ffi.new("size_t[]", [len(v) for v in files.values()]),
+                                         lib.LRT_OPEN_COPY_BUFFERS, out))
+    handle = ffi.gc(out[0], lib.lrt_model_close)
+    for text in ["Hello <|begin_of_text|> world 123456", "", "  \n\n x"]:
+        assert _lib.tokenize(handle, text) == _lib.tokenize(fam.handle, text) == fam.encode(text, True, True)
