@@ -9,7 +9,7 @@
  *   finish: <finish reason number>
  * Options: --max-tokens N, --seed N, --temperature T, --top-p P, --top-k K, --threads N,
  *          --chat (render the prompt as one user message with the model's chat template),
- *          --memory (read the file into memory and open it with lrt_model_open_memory),
+ *          --memory (read a .gguf file into memory and open it with lrt_model_open_memory),
  *          --callback (use lrt_generate with a callback instead of the pull API). */
 #include <stdint.h>
 #include <stdio.h>
