@@ -284,7 +284,10 @@ def test_fuzz_harnesses_find_nothing(fuzzers, tmp_path) -> None:
         env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:allocator_may_return_null=1",
                    UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1")
         procs[h] = (subprocess.Popen([os.path.join(fuzzers, "fuzz_" + h), f"-max_total_time={FUZZ_SECONDS}",
-                                      "-timeout=20", "-rss_limit_mb=2048", "-print_final_stats=1",
+                                      # ru_maxrss is inherited through fork+exec from this (large)
+                                      # process, so no RSS limit; one allocation may not exceed 2 GB
+                                      "-timeout=20", "-rss_limit_mb=0", "-malloc_limit_mb=2048",
+                                      "-print_final_stats=1",
                                       f"-artifact_prefix={tmp_path}/crash-{h}-", str(corpus), seeds[h]],
                                      stdout=log, stderr=subprocess.STDOUT, env=env), log)
     failures = []
@@ -309,7 +312,8 @@ def test_fuzz_regressions_stay_fixed(fuzzers) -> None:
     for path in paths:
         harness = os.path.basename(path).split("-")[0]
         assert harness in HARNESSES, path
-        r = subprocess.run([os.path.join(fuzzers, "fuzz_" + harness), path], capture_output=True, text=True,
+        r = subprocess.run([os.path.join(fuzzers, "fuzz_" + harness), "-rss_limit_mb=0", "-malloc_limit_mb=2048", path],
+                           capture_output=True, text=True,
                            timeout=120, env=dict(os.environ, UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"))
         out = r.stdout + r.stderr
         assert r.returncode == 0 and "runtime error" not in out and "ERROR:" not in out, out[-4000:]
