@@ -305,14 +305,15 @@ def test_fuzz_harnesses_find_nothing(fuzzers, tmp_path) -> None:
     assert not failures, "\n\n".join(failures)
 
 
-def test_fuzz_regressions_stay_fixed(fuzzers) -> None:
+def test_fuzz_regressions_stay_fixed(fuzzers, tmp_path) -> None:
     """Inputs that once made a harness fail (csrc/fuzz/regressions/<harness>-<what>) run clean."""
     paths = sorted(glob.glob(os.path.join(CSRC, "fuzz", "regressions", "*")))
     assert paths
     for path in paths:
         harness = os.path.basename(path).split("-")[0]
         assert harness in HARNESSES, path
-        r = subprocess.run([os.path.join(fuzzers, "fuzz_" + harness), "-rss_limit_mb=0", "-malloc_limit_mb=2048", path],
+        r = subprocess.run([os.path.join(fuzzers, "fuzz_" + harness), "-rss_limit_mb=0", "-malloc_limit_mb=2048",
+                            f"-artifact_prefix={tmp_path}/", path],
                            capture_output=True, text=True,
                            timeout=120, env=dict(os.environ, UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"))
         out = r.stdout + r.stderr
