@@ -52,7 +52,7 @@ typedef struct lrt_kernels {
   void (*dot4_q4_1)(const void *w, int64_t row_bytes, const float *x, int64_t n, float *y);
   /* Elementwise own math (csrc/math.c), vectorized with exactly the per-lane operations of
    * the scalar functions, so the bits are those of the scalar loop:
-   *   exp_f32:      y[i] = lrt_expf(x[i])                  (softmax numerators)
+   *   exp_f32:      y[i] = lrt_expf(x[i])                  (softmax numerators; y may equal x)
    *   silu_mul_f32: y[i] = lrt_siluf(g[i]) * u[i]          (SwiGLU; y may equal g or u)
    * NaN inputs give NaN (payloads are not part of the contract). */
   void (*exp_f32)(const float *x, float *y, int64_t n);

@@ -50,7 +50,7 @@ static int same_or_nan(float a, float b) { return bits(a) == bits(b) || (a != a 
 /* Elementwise own math (exp_f32, silu_mul_f32) against the reference: a stride through all
  * 2^32 float bit patterns (specials, subnormals, both range ends), dense bit-pattern runs
  * around the exp overflow/underflow thresholds, and random values in the finite range;
- * lengths and alignments vary (tails), silu_mul also in place. */
+ * lengths and alignments vary (tails), both also in place. */
 static void compare_math(const lrt_kernels *k, const lrt_kernels *ref) {
   enum { B = 1024 };
   static float x[B + 8], u[B + 8], y1[B + 8], y2[B + 8];
@@ -72,6 +72,9 @@ static void compare_math(const lrt_kernels *k, const lrt_kernels *ref) {
     for (int64_t i = 0; i < n; i++)
       CHECK(same_or_nan(y1[off + i], y2[off + i]), "%s exp_f32 x=%a (0x%08x): %a vs %a", k->name, (double)x[off + i],
             bits(x[off + i]), (double)y1[off + i], (double)y2[off + i]);
+    memcpy(y1, x, sizeof x); /* in place: y == x */
+    k->exp_f32(y1 + off, y1 + off, n);
+    for (int64_t i = 0; i < n; i++) CHECK(same_or_nan(y1[off + i], y2[off + i]), "%s exp_f32 in place", k->name);
     k->silu_mul_f32(x + off, u + off, y1 + off, n);
     ref->silu_mul_f32(x + off, u + off, y2 + off, n);
     for (int64_t i = 0; i < n; i++)
