@@ -471,10 +471,13 @@ def test_hypothesis_without_special_parsing(families):
 
 
 @settings(max_examples=300, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
-@given(ids=st.lists(st.integers(0, 3260), max_size=30))
-def test_hypothesis_decode_any_ids(families, ids):
+@given(raw=st.lists(st.integers(0, 2**31 - 1), max_size=30))
+def test_hypothesis_decode_any_ids(families, raw):
+    # trained vocabularies differ slightly in size from run to run (tokenizers trains with
+    # threads), so ids are drawn freely and folded into each family's own range
     for name in ("gpt2", "spm", "qwen2"):
         fam = families[name]
+        ids = [r % fam.hf.get_vocab_size(with_added_tokens=True) for r in raw]
         for skip in (False, True):
             assert _lib.detokenize(fam.handle, ids, skip) == fam.hf.decode(ids, skip_special_tokens=skip), (name, ids)
 
