@@ -21,6 +21,22 @@
 
 #define ROW_BLOCK 16
 
+/* A hint to the cache to start loading bytes that are read soon (decode streams every weight
+ * once per token; four interleaved short rows defeat the hardware prefetcher, measured 3.3x
+ * slower on a Q8_0 LM head). Never changes a result; a no-op where unavailable. */
+#if defined(__GNUC__) || defined(__clang__)
+#define LRT_PREFETCH(p) __builtin_prefetch((p), 0, 3)
+#elif defined(_MSC_VER) && (defined(_M_X64) || defined(_M_IX86))
+#include <xmmintrin.h>
+#define LRT_PREFETCH(p) _mm_prefetch((const char *)(p), _MM_HINT_T0)
+#else
+#define LRT_PREFETCH(p) ((void)(p))
+#endif
+
+static void prefetch_bytes(const void *p, size_t n) {
+  for (size_t o = 0; o < n; o += 64) LRT_PREFETCH((const uint8_t *)p + o);
+}
+
 /* ---- matrix products split over row blocks -------------------------------------------- */
 
 typedef struct mm_job {
@@ -79,6 +95,7 @@ static void mm_task(void *vctx, int64_t task, int thread) {
   if (c->M < 4) { /* decode: four rows at a time share the loads of x */
     for (; r + 4 <= r1; r += 4) {
       const void *wr = (const uint8_t *)w->data + (size_t)r * row_bytes;
+      if (r + 8 <= w->rows) prefetch_bytes((const uint8_t *)wr + 4 * row_bytes, 4 * row_bytes);
       int64_t ws = n; /* row stride in elements */
       if (deq && !dot4q) {
         for (int i = 0; i < 4; i++) deq((const uint8_t *)wr + (size_t)i * row_bytes, buf + i * n, n);

