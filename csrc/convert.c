@@ -34,6 +34,9 @@ const char *lrt_dtype_name(int dtype) {
     case LRT_DT_Q8_0: return "q8_0";
     case LRT_DT_Q4_0: return "q4_0";
     case LRT_DT_Q4_1: return "q4_1";
+    case LRT_DT_Q4_K: return "q4_k";
+    case LRT_DT_Q5_K: return "q5_k";
+    case LRT_DT_Q6_K: return "q6_k";
     default: return "other";
   }
 }

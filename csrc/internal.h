@@ -100,6 +100,9 @@ typedef enum lrt_dtype {
   LRT_DT_Q8_0 = 3,
   LRT_DT_Q4_0 = 4,
   LRT_DT_Q4_1 = 5,
+  LRT_DT_Q4_K = 6,
+  LRT_DT_Q5_K = 7,
+  LRT_DT_Q6_K = 8,
   LRT_DT_OTHER = 100 /* a format the file may hold but loomrt cannot compute with */
 } lrt_dtype;
 

@@ -180,12 +180,15 @@ def write_llama_gguf(path: str, tensors: Dict[str, np.ndarray], cfg: Dict[str, A
                      tokens: Optional[List[str]] = None, merges: Optional[List[str]] = None,
                      name: str = "loomrt-test", permute: bool = True, alignment: Optional[int] = None,
                      meta_edit: Optional[Callable[[Dict[str, Any]], None]] = None,
-                     tensor_edit: Optional[Callable[[Dict[str, np.ndarray]], None]] = None) -> str:
+                     tensor_edit: Optional[Callable[[Dict[str, np.ndarray]], None]] = None,
+                     raw_dtypes: Optional[Dict[str, Any]] = None) -> str:
     """Write a llama GGUF from HF-named float32 tensors and an HF-style config dict.
 
     ``permute=False`` skips llama.cpp's Q/K row permutation (a deliberately wrong file).
     ``meta_edit(kv)`` may edit the writer's metadata dict (key -> gguf GGUFValue) and
-    ``tensor_edit(ts)`` the GGUF-named arrays (dtype, shape, presence) before writing."""
+    ``tensor_edit(ts)`` the GGUF-named arrays (dtype, shape, presence) before writing.
+    ``raw_dtypes`` maps GGUF names to a ggml type whose blocks the (uint8) array holds as
+    raw bytes (e.g. K-quants, which gguf-py cannot quantize)."""
     import gguf
 
     n_heads = cfg["num_attention_heads"]
@@ -242,7 +245,8 @@ def write_llama_gguf(path: str, tensors: Dict[str, np.ndarray], cfg: Dict[str, A
     if tensor_edit is not None:
         tensor_edit(out)
     for tname, arr in out.items():
-        w.add_tensor(tname, np.ascontiguousarray(arr))
+        raw = (raw_dtypes or {}).get(tname)
+        w.add_tensor(tname, np.ascontiguousarray(arr), raw_dtype=raw)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

@@ -109,6 +109,8 @@ static void complete(const lrt_kernels *k, lrt_kernels *out) {
   LRT_FILL(dequant_q8_0); LRT_FILL(dequant_q4_0); LRT_FILL(dequant_q4_1);
   LRT_FILL(dot4_q8_0); LRT_FILL(dot4_q4_0); LRT_FILL(dot4_q4_1);
   LRT_FILL(exp_f32); LRT_FILL(silu_mul_f32);
+  LRT_FILL(dequant_q4_k); LRT_FILL(dequant_q5_k); LRT_FILL(dequant_q6_k);
+  LRT_FILL(dot4_q4_k); LRT_FILL(dot4_q5_k); LRT_FILL(dot4_q6_k);
 #undef LRT_FILL
   *out = t;
 }

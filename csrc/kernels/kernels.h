@@ -57,6 +57,19 @@ typedef struct lrt_kernels {
    * NaN inputs give NaN (payloads are not part of the contract). */
   void (*exp_f32)(const float *x, float *y, int64_t n);
   void (*silu_mul_f32)(const float *g, const float *u, float *y, int64_t n);
+  /* GGUF K-quants (256-element super-blocks, n % 256 == 0; layouts as ggml's block_q4_K,
+   * block_q5_K, block_q6_K; exact rules in docs/numerics.md):
+   *   Q4_K, Q5_K  y = (d * sc) * q - (dmin * m)     (6-bit sc, m per 32 elements)
+   *   Q6_K        y = (d * sc) * (q - 32)           (int8 sc per 16 elements)
+   * every product and the difference rounded to float separately. dot4_q4_k/q5_k/q6_k have
+   * the contract of dot4_q4_1 above: the bits of dequantize-then-dot4_f32. (Appended at the
+   * end of the table: paths that do not set them get the reference from dispatch.c.) */
+  void (*dequant_q4_k)(const void *row, float *y, int64_t n);
+  void (*dequant_q5_k)(const void *row, float *y, int64_t n);
+  void (*dequant_q6_k)(const void *row, float *y, int64_t n);
+  void (*dot4_q4_k)(const void *w, int64_t row_bytes, const float *x, int64_t n, float *y);
+  void (*dot4_q5_k)(const void *w, int64_t row_bytes, const float *x, int64_t n, float *y);
+  void (*dot4_q6_k)(const void *w, int64_t row_bytes, const float *x, int64_t n, float *y);
 } lrt_kernels;
 
 extern const lrt_kernels lrt_kernels_ref;

@@ -116,6 +116,93 @@ LRT_DOT4_BLOCKS(dot4_q4_0_ref, dequant_q4_0_ref, 18)
 LRT_DOT4_BLOCKS(dot4_q4_1_ref, dequant_q4_1_ref, 20)
 #undef LRT_DOT4_BLOCKS
 
+/* ---- K-quants: 256-element super-blocks (ggml's block_q4_K / block_q5_K / block_q6_K) ----
+ * Q4_K (144 bytes): f16 d, f16 dmin, 12 bytes of 6-bit scales and mins for the eight
+ *   32-element sub-blocks, 128 bytes of 4-bit q: sub-blocks 2k and 2k+1 are the low and high
+ *   nibbles of bytes 32k .. 32k+31.
+ * Q5_K (176 bytes): d, dmin, the same 12 scale bytes, qh[32] (bit j of qh[l] is the fifth
+ *   bit of element l of sub-block j), qs[128] as in Q4_K.
+ * Q6_K (210 bytes): ql[128], qh[64], int8 scales[16] (one per 16 elements), f16 d. Element
+ *   i = 128h + r (h = 0, 1; r < 128): low 4 bits from ql[64h + r % 64] >> 4(r / 64), high 2
+ *   bits from qh[32h + r % 32] >> 2(r / 32); q = value - 32. */
+
+/* 6-bit scale and min of sub-block j from the 12 packed bytes s */
+static inline void k_scale_min(const uint8_t *s, int j, int *sc, int *m) {
+  if (j < 4) {
+    *sc = s[j] & 63;
+    *m = s[j + 4] & 63;
+  } else {
+    *sc = (s[j + 4] & 15) | ((s[j - 4] >> 6) << 4);
+    *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+  }
+}
+
+static void dequant_q4_k_ref(const void *row, float *y, int64_t n) {
+  const uint8_t *p = (const uint8_t *)row;
+  for (int64_t b = 0; b < n / 256; b++, p += 144, y += 256) {
+    float d = lrt_f16_to_f32(lrt_rd_u16le(p)), dmin = lrt_f16_to_f32(lrt_rd_u16le(p + 2));
+    for (int j = 0; j < 8; j++) {
+      int sc, m;
+      k_scale_min(p + 4, j, &sc, &m);
+      float ds = d * (float)sc, dm = dmin * (float)m;
+      const uint8_t *q = p + 16 + 32 * (j / 2);
+      int sh = 4 * (j & 1);
+      for (int l = 0; l < 32; l++) y[32 * j + l] = ds * (float)((q[l] >> sh) & 15) - dm;
+    }
+  }
+}
+
+static void dequant_q5_k_ref(const void *row, float *y, int64_t n) {
+  const uint8_t *p = (const uint8_t *)row;
+  for (int64_t b = 0; b < n / 256; b++, p += 176, y += 256) {
+    float d = lrt_f16_to_f32(lrt_rd_u16le(p)), dmin = lrt_f16_to_f32(lrt_rd_u16le(p + 2));
+    const uint8_t *qh = p + 16;
+    for (int j = 0; j < 8; j++) {
+      int sc, m;
+      k_scale_min(p + 4, j, &sc, &m);
+      float ds = d * (float)sc, dm = dmin * (float)m;
+      const uint8_t *q = p + 48 + 32 * (j / 2);
+      int sh = 4 * (j & 1);
+      for (int l = 0; l < 32; l++)
+        y[32 * j + l] = ds * (float)(((q[l] >> sh) & 15) | (((qh[l] >> j) & 1) << 4)) - dm;
+    }
+  }
+}
+
+static void dequant_q6_k_ref(const void *row, float *y, int64_t n) {
+  const uint8_t *p = (const uint8_t *)row;
+  for (int64_t b = 0; b < n / 256; b++, p += 210, y += 256) {
+    float d = lrt_f16_to_f32(lrt_rd_u16le(p + 208));
+    for (int i = 0; i < 256; i++) {
+      int h = i / 128, r = i % 128;
+      int lo = (p[64 * h + r % 64] >> (4 * (r / 64))) & 15;
+      int hi = (p[128 + 32 * h + r % 32] >> (2 * (r / 32))) & 3;
+      float ds = d * (float)(int8_t)p[192 + i / 16];
+      y[i] = ds * (float)((lo | (hi << 4)) - 32);
+    }
+  }
+}
+
+/* Fused decode for the K-quants: one super-block at a time, same lanes as dot_f32. */
+#define LRT_DOT4_KBLOCKS(NAME, DEQ, BLOCK_BYTES)                                              \
+  static void NAME(const void *w, int64_t row_bytes, const float *x, int64_t n, float *y) {  \
+    for (int r = 0; r < 4; r++) {                                                           \
+      const uint8_t *p = (const uint8_t *)w + r * row_bytes;                                \
+      float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0}, blk[256];                                     \
+      for (int64_t b = 0; b < n / 256; b++, p += BLOCK_BYTES) {                             \
+        DEQ(p, blk, 256);                                                                   \
+        for (int i = 0; i < 256; i += 8)                                                    \
+          for (int j = 0; j < 8; j++) acc[j] = acc[j] + blk[i + j] * x[b * 256 + i + j];    \
+      }                                                                                     \
+      float t0 = acc[0] + acc[4], t1 = acc[1] + acc[5], t2 = acc[2] + acc[6], t3 = acc[3] + acc[7]; \
+      y[r] = (t0 + t2) + (t1 + t3);                                                         \
+    }                                                                                       \
+  }
+LRT_DOT4_KBLOCKS(dot4_q4_k_ref, dequant_q4_k_ref, 144)
+LRT_DOT4_KBLOCKS(dot4_q5_k_ref, dequant_q5_k_ref, 176)
+LRT_DOT4_KBLOCKS(dot4_q6_k_ref, dequant_q6_k_ref, 210)
+#undef LRT_DOT4_KBLOCKS
+
 static void exp_f32_ref(const float *x, float *y, int64_t n) {
   for (int64_t i = 0; i < n; i++) y[i] = lrt_expf(x[i]);
 }
@@ -128,4 +215,6 @@ const lrt_kernels lrt_kernels_ref = {"reference", dot_f32_ref, dot_f16_ref, dot_
                                      dot4_f32_ref, dot4_f16_ref, dot4_bf16_ref,
                                      dequant_q8_0_ref, dequant_q4_0_ref, dequant_q4_1_ref,
                                      dot4_q8_0_ref, dot4_q4_0_ref, dot4_q4_1_ref,
-                                     exp_f32_ref, silu_mul_f32_ref};
+                                     exp_f32_ref, silu_mul_f32_ref,
+                                     dequant_q4_k_ref, dequant_q5_k_ref, dequant_q6_k_ref,
+                                     dot4_q4_k_ref, dot4_q5_k_ref, dot4_q6_k_ref};

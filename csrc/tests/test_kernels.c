@@ -149,6 +149,8 @@ static int compare_path(const lrt_kernels *k, const lrt_kernels *ref) {
   /* dot4 (four rows, one x) and row dequantization of the GGUF block formats */
   /* block rows for the quantized formats, and also 4 rows of n halves for dot4_f16/bf16 */
   static uint8_t qbuf[4 * 34 * (MAXN / 32 + 1) + 8 * MAXN];
+  static uint8_t kbuf[4 * 210 * 3];
+  static float kd1[4 * 768], kd2[4 * 768];
   static float d1[4 * MAXN], d2[4 * MAXN];
   for (int iter = 0; iter < 1000; iter++) {
     int64_t n = 32 * (int64_t)(1 + next32() % (MAXN / 32));
@@ -184,6 +186,36 @@ static int compare_path(const lrt_kernels *k, const lrt_kernels *ref) {
       ref->dot4_f32(d2, n, x, n, yb);
       for (int i = 0; i < 4; i++)
         CHECK(bits(ya[i]) == bits(yb[i]) || (ya[i] != ya[i] && yb[i] != yb[i]), "%s dot4_%s n=%lld row %d", k->name, fq[f].nm, (long long)n, i);
+    }
+    /* K-quants (n % 256 == 0): random blocks with finite F16 d / dmin, dequant and fused
+     * decode vs. dequantize + reference dot4_f32 */
+    if (iter % 3 == 0) {
+      int64_t nk = 256 * (int64_t)(1 + next32() % 3); /* 1 to 3 super-blocks */
+      for (int64_t i = 0; i < nk; i++) x[i] = rand_float();
+      struct { void (*a)(const void *, int64_t, const float *, int64_t, float *);
+               void (*da)(const void *, float *, int64_t), (*db)(const void *, float *, int64_t);
+               int64_t block; int d_off[2]; const char *nm; } kq[3] = {
+          {k->dot4_q4_k, k->dequant_q4_k, ref->dequant_q4_k, 144, {0, 2}, "q4_k"},
+          {k->dot4_q5_k, k->dequant_q5_k, ref->dequant_q5_k, 176, {0, 2}, "q5_k"},
+          {k->dot4_q6_k, k->dequant_q6_k, ref->dequant_q6_k, 210, {208, 208}, "q6_k"}};
+      for (int f = 0; f < 3; f++) {
+        int64_t rb = (nk / 256) * kq[f].block;
+        for (size_t i = 0; i < 4 * (size_t)rb; i++) kbuf[i] = (uint8_t)next32();
+        for (int64_t b = 0; b < 4 * (nk / 256); b++)
+          for (int e = 0; e < 2; e++) {
+            uint8_t *hp = kbuf + b * kq[f].block + kq[f].d_off[e] + 1; /* high byte of the half */
+            if ((*hp & 0x7c) == 0x7c) *hp &= 0xbf;                      /* no inf / NaN */
+          }
+        kq[f].da(kbuf, kd1, nk);
+        kq[f].db(kbuf, kd2, nk);
+        for (int64_t i = 0; i < nk; i++)
+          CHECK(bits(kd1[i]) == bits(kd2[i]), "%s dequant_%s n=%lld i=%lld", k->name, kq[f].nm, (long long)nk, (long long)i);
+        for (int i = 0; i < 4; i++) kq[f].db(kbuf + i * rb, kd2 + i * nk, nk);
+        kq[f].a(kbuf, rb, x, nk, ya);
+        ref->dot4_f32(kd2, nk, x, nk, yb);
+        for (int i = 0; i < 4; i++)
+          CHECK(bits(ya[i]) == bits(yb[i]) || (ya[i] != ya[i] && yb[i] != yb[i]), "%s dot4_%s n=%lld row %d", k->name, kq[f].nm, (long long)nk, i);
+      }
     }
     uint16_t *h = (uint16_t *)(void *)qbuf;
     k->dot4_f16(h, n, x, n, ya);

@@ -642,7 +642,7 @@ static void test_gguf(void) {
     t = lrt_gguf_find_tensor(&f, "blk.0.q41");
     CHECK(t && t->dtype == LRT_DT_Q4_1 && t->nbytes == 20, "q41");
     t = lrt_gguf_find_tensor(&f, "blk.0.k");
-    CHECK(t && t->dtype == LRT_DT_OTHER && !strcmp(t->dtype_name, "Q4_K") && t->nbytes == 144, "q4k");
+    CHECK(t && t->dtype == LRT_DT_Q4_K && !strcmp(t->dtype_name, "Q4_K") && t->nbytes == 144, "q4k");
     t = lrt_gguf_find_tensor(&f, "norm");
     CHECK(t && t->dtype == LRT_DT_BF16 && t->nbytes == 4 && t->data + 4 == b + len, "norm at the end");
     t = lrt_gguf_find_tensor(&f, "empty");
