@@ -229,9 +229,160 @@ DEFINE_DOT4_BLOCKS(dot4_q8_0_avx2, 34, Q8_0_ROW)
 DEFINE_DOT4_BLOCKS(dot4_q4_0_avx2, 18, Q4_0_ROW)
 DEFINE_DOT4_BLOCKS(dot4_q4_1_avx2, 20, Q4_1_ROW)
 
+/* ---- K-quants: 256-element super-blocks ------------------------------------------------------
+ * Per row and super-block, the float scales are computed as in the reference (ds = d * sc,
+ * dm = dmin * m, one rounding each), eight at a time, and kept in a small float array read
+ * back with broadcast loads (a load, not a shuffle). The four rows are interleaved group by
+ * group (8 elements), so their four accumulator chains run in parallel; each chain adds its
+ * groups in element order, as dot_f32 does over the dequantized row. */
+
+/* Q4_K / Q5_K: the 8 sub-block scales and mins of a block as floats */
+LRT_AVX2 static inline void k4_scales(const uint8_t *p, float *ds, float *dm) {
+  uint32_t s0 = lrt_rd_u32le(p + 4), s1 = lrt_rd_u32le(p + 8), s2 = lrt_rd_u32le(p + 12);
+  /* byte j of (sc_lo, sc_hi) = sc of sub-block j; the same for m */
+  uint32_t sc_lo = s0 & 0x3f3f3f3fu, m_lo = s1 & 0x3f3f3f3fu;
+  uint32_t sc_hi = (s2 & 0x0f0f0f0fu) | ((s0 >> 2) & 0x30303030u);
+  uint32_t m_hi = ((s2 >> 4) & 0x0f0f0f0fu) | ((s1 >> 2) & 0x30303030u);
+  __m128i v = _mm_setr_epi32((int)sc_lo, (int)sc_hi, (int)m_lo, (int)m_hi);
+  __m256 sc = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v));
+  __m256 m = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(v, 8)));
+  _mm256_storeu_ps(ds, _mm256_mul_ps(f16_splat(p), sc));
+  _mm256_storeu_ps(dm, _mm256_mul_ps(f16_splat(p + 2), m));
+}
+
+/* acc = acc + ((ds * q) - dm) * x for one 8-element group; q as int32 lanes */
+#define K4_ACC(acc, q, ds, dm, xv)                                                             \
+  acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_sub_ps(_mm256_mul_ps(_mm256_broadcast_ss(ds), _mm256_cvtepi32_ps(q)), \
+                                                       _mm256_broadcast_ss(dm)), xv))
+
+#define Q8BYTES(p) _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p)))
+
+LRT_AVX2 static void dot4_q4_k_avx2(const void *w, int64_t rb, const float *x, int64_t n, float *y) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  const __m256i m4 = _mm256_set1_epi32(15);
+  const uint8_t *p0 = (const uint8_t *)w, *p1 = p0 + rb, *p2 = p1 + rb, *p3 = p2 + rb;
+  float ds[4][8], dm[4][8];
+  for (int64_t b = 0; b < n / 256; b++, p0 += 144, p1 += 144, p2 += 144, p3 += 144) {
+    const float *xb = x + b * 256;
+    k4_scales(p0, ds[0], dm[0]);
+    k4_scales(p1, ds[1], dm[1]);
+    k4_scales(p2, ds[2], dm[2]);
+    k4_scales(p3, ds[3], dm[3]);
+    for (int j = 0; j < 8; j++) {
+      int qo = 16 + 32 * (j >> 1);
+      if ((j & 1) == 0) {
+        for (int g = 0; g < 4; g++) {
+          __m256 xv = _mm256_loadu_ps(xb + 32 * j + 8 * g);
+          K4_ACC(a0, _mm256_and_si256(Q8BYTES(p0 + qo + 8 * g), m4), &ds[0][j], &dm[0][j], xv);
+          K4_ACC(a1, _mm256_and_si256(Q8BYTES(p1 + qo + 8 * g), m4), &ds[1][j], &dm[1][j], xv);
+          K4_ACC(a2, _mm256_and_si256(Q8BYTES(p2 + qo + 8 * g), m4), &ds[2][j], &dm[2][j], xv);
+          K4_ACC(a3, _mm256_and_si256(Q8BYTES(p3 + qo + 8 * g), m4), &ds[3][j], &dm[3][j], xv);
+        }
+      } else {
+        for (int g = 0; g < 4; g++) {
+          __m256 xv = _mm256_loadu_ps(xb + 32 * j + 8 * g);
+          K4_ACC(a0, _mm256_srli_epi32(Q8BYTES(p0 + qo + 8 * g), 4), &ds[0][j], &dm[0][j], xv);
+          K4_ACC(a1, _mm256_srli_epi32(Q8BYTES(p1 + qo + 8 * g), 4), &ds[1][j], &dm[1][j], xv);
+          K4_ACC(a2, _mm256_srli_epi32(Q8BYTES(p2 + qo + 8 * g), 4), &ds[2][j], &dm[2][j], xv);
+          K4_ACC(a3, _mm256_srli_epi32(Q8BYTES(p3 + qo + 8 * g), 4), &ds[3][j], &dm[3][j], xv);
+        }
+      }
+    }
+  }
+  y[0] = hsum8(a0); y[1] = hsum8(a1); y[2] = hsum8(a2); y[3] = hsum8(a3);
+}
+
+/* Q5_K: the Q4_K nibble plus bit j of qh[l] as bit 4 */
+#define Q5_INT(p, qo, g, j, lohi)                                                              \
+  _mm256_or_si256(lohi, _mm256_slli_epi32(_mm256_and_si256(_mm256_srl_epi32(Q8BYTES((p) + 16 + 8 * (g)), jc), one), 4))
+
+LRT_AVX2 static void dot4_q5_k_avx2(const void *w, int64_t rb, const float *x, int64_t n, float *y) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  const __m256i m4 = _mm256_set1_epi32(15), one = _mm256_set1_epi32(1);
+  const uint8_t *p0 = (const uint8_t *)w, *p1 = p0 + rb, *p2 = p1 + rb, *p3 = p2 + rb;
+  float ds[4][8], dm[4][8];
+  for (int64_t b = 0; b < n / 256; b++, p0 += 176, p1 += 176, p2 += 176, p3 += 176) {
+    const float *xb = x + b * 256;
+    k4_scales(p0, ds[0], dm[0]);
+    k4_scales(p1, ds[1], dm[1]);
+    k4_scales(p2, ds[2], dm[2]);
+    k4_scales(p3, ds[3], dm[3]);
+    for (int j = 0; j < 8; j++) {
+      int qo = 48 + 32 * (j >> 1);
+      __m128i jc = _mm_cvtsi32_si128(j), sh = _mm_cvtsi32_si128(4 * (j & 1));
+      for (int g = 0; g < 4; g++) {
+        __m256 xv = _mm256_loadu_ps(xb + 32 * j + 8 * g);
+        K4_ACC(a0, Q5_INT(p0, qo, g, j, _mm256_and_si256(_mm256_srl_epi32(Q8BYTES(p0 + qo + 8 * g), sh), m4)), &ds[0][j], &dm[0][j], xv);
+        K4_ACC(a1, Q5_INT(p1, qo, g, j, _mm256_and_si256(_mm256_srl_epi32(Q8BYTES(p1 + qo + 8 * g), sh), m4)), &ds[1][j], &dm[1][j], xv);
+        K4_ACC(a2, Q5_INT(p2, qo, g, j, _mm256_and_si256(_mm256_srl_epi32(Q8BYTES(p2 + qo + 8 * g), sh), m4)), &ds[2][j], &dm[2][j], xv);
+        K4_ACC(a3, Q5_INT(p3, qo, g, j, _mm256_and_si256(_mm256_srl_epi32(Q8BYTES(p3 + qo + 8 * g), sh), m4)), &ds[3][j], &dm[3][j], xv);
+      }
+    }
+  }
+  y[0] = hsum8(a0); y[1] = hsum8(a1); y[2] = hsum8(a2); y[3] = hsum8(a3);
+}
+#undef Q5_INT
+
+/* Q6_K: the 16 scales of a block times d, as floats */
+LRT_AVX2 static inline void k6_scales(const uint8_t *p, float *ds) {
+  __m256 d = f16_splat(p + 208);
+  __m256i s0 = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + 192)));
+  __m256i s1 = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + 200)));
+  _mm256_storeu_ps(ds, _mm256_mul_ps(d, _mm256_cvtepi32_ps(s0)));
+  _mm256_storeu_ps(ds + 8, _mm256_mul_ps(d, _mm256_cvtepi32_ps(s1)));
+}
+
+/* q - 32 of the 8 elements r = 32k + 8g (k, g < 4) of half h of a Q6_K block: low 4 bits from
+ * ql[64h + 32(k & 1) + 8g ..] >> 4(k >> 1), high 2 bits from qh[32h + 8g ..] >> 2k. k is a
+ * constant in each use, so the shifts are immediates. */
+#define Q6_INT(p, k)                                                                           \
+  _mm256_sub_epi32(_mm256_or_si256(                                                           \
+      _mm256_and_si256(_mm256_srli_epi32(Q8BYTES((p) + 64 * h + 32 * ((k) & 1) + 8 * g), 4 * ((k) >> 1)), m4), \
+      _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(Q8BYTES((p) + 128 + 32 * h + 8 * g), 2 * (k)), m2), 4)), k32)
+#define K6_ACC(acc, q, ds, xv)                                                                 \
+  acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_mul_ps(_mm256_broadcast_ss(ds), _mm256_cvtepi32_ps(q)), xv))
+/* the 32 elements 128h + 32k .. +31, in order, for the four rows */
+#define Q6_QUARTER(k)                                                                          \
+  for (int g = 0; g < 4; g++) {                                                               \
+    __m256 xv = _mm256_loadu_ps(xb + 128 * h + 32 * (k) + 8 * g);                             \
+    int si = 8 * h + 2 * (k) + (g >> 1);                                                      \
+    K6_ACC(a0, Q6_INT(p0, k), &ds[0][si], xv);                                                \
+    K6_ACC(a1, Q6_INT(p1, k), &ds[1][si], xv);                                                \
+    K6_ACC(a2, Q6_INT(p2, k), &ds[2][si], xv);                                                \
+    K6_ACC(a3, Q6_INT(p3, k), &ds[3][si], xv);                                                \
+  }
+
+LRT_AVX2 static void dot4_q6_k_avx2(const void *w, int64_t rb, const float *x, int64_t n, float *y) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  const __m256i m4 = _mm256_set1_epi32(15), m2 = _mm256_set1_epi32(3), k32 = _mm256_set1_epi32(32);
+  const uint8_t *p0 = (const uint8_t *)w, *p1 = p0 + rb, *p2 = p1 + rb, *p3 = p2 + rb;
+  float ds[4][16];
+  for (int64_t b = 0; b < n / 256; b++, p0 += 210, p1 += 210, p2 += 210, p3 += 210) {
+    const float *xb = x + b * 256;
+    k6_scales(p0, ds[0]);
+    k6_scales(p1, ds[1]);
+    k6_scales(p2, ds[2]);
+    k6_scales(p3, ds[3]);
+    for (int h = 0; h < 2; h++) {
+      Q6_QUARTER(0)
+      Q6_QUARTER(1)
+      Q6_QUARTER(2)
+      Q6_QUARTER(3)
+    }
+  }
+  y[0] = hsum8(a0); y[1] = hsum8(a1); y[2] = hsum8(a2); y[3] = hsum8(a3);
+}
+#undef Q6_QUARTER
+#undef Q6_INT
+#undef K6_ACC
+#undef K4_ACC
+#undef Q8BYTES
+
 const lrt_kernels lrt_kernels_avx2 = {"avx2", dot_f32_avx2, dot_f16_avx2, dot_bf16_avx2, sum_f32_avx2,
                                       rows_f32, rows_f16, rows_bf16, dot4_f32, dot4_f16, dot4_bf16,
                                       dequant_q8_0_avx2, dequant_q4_0_avx2, dequant_q4_1_avx2,
                                       dot4_q8_0_avx2, dot4_q4_0_avx2, dot4_q4_1_avx2,
-                                      lrt_exp_f32_avx2, lrt_silu_mul_f32_avx2 /* avx2_math.c */};
+                                      lrt_exp_f32_avx2, lrt_silu_mul_f32_avx2 /* avx2_math.c */,
+                                      NULL, NULL, NULL, /* K-quant row dequantization: the reference */
+                                      dot4_q4_k_avx2, dot4_q5_k_avx2, dot4_q6_k_avx2};
 #endif
