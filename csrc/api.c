@@ -247,7 +247,7 @@ int32_t lrt_session_new(lrt_model *m, int64_t context, int32_t threads, lrt_sess
   s->rope_cs = (float *)malloc((size_t)(M * c->head_dim) * 4);
   s->wrow_cap = c->dim > c->ffn ? c->dim : c->ffn;
   if (qd > s->wrow_cap) s->wrow_cap = qd;
-  s->wrow_cap *= 4; /* dot4 dequantizes four rows */
+  s->wrow_cap *= 16; /* prefill widens a task's rows (ROW_BLOCK = 16 in forward.c) */
   s->wrow = (float *)malloc((size_t)(s->wrow_cap * threads) * 4);
   if (!s->k_cache || !s->v_cache || !s->x || !s->xb || !s->q || !s->att || !s->k || !s->v || !s->hb ||
       !s->hb2 || !s->rope_cs || !s->wrow) {

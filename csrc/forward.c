@@ -71,6 +71,8 @@ size_t lrt_mat_row_bytes(const lrt_mat *w) {
   }
 }
 
+static void mat_row(const lrt_mat *w, int64_t r, float *out);
+
 static void mm_task(void *vctx, int64_t task, int thread) {
   mm_ctx *c = (mm_ctx *)vctx;
   int j = 0;
@@ -119,7 +121,30 @@ static void mm_task(void *vctx, int64_t task, int thread) {
       }
     }
   }
-  for (; r < r1; r++) { /* prefill (and leftover rows): one row against four tokens at a time */
+  if (c->M >= 4 && !jb->dest && r1 - r0 >= 4) {
+    /* prefill: the task's rows as F32 (block formats dequantized, F16/BF16 widened: exact,
+     * so the same floats as in the kernels' own loads), then register tiles of four rows x
+     * a few tokens over blocks of tokens small enough to stay in cache while every group of
+     * four rows passes over them. Each output is still one dot8 of a row and a token. */
+    int64_t nr = (r1 - r0) / 4 * 4;
+    const float *wf = (const float *)w->data + r0 * n;
+    if (w->dtype != LRT_DT_F32) {
+      for (int64_t i = 0; i < nr; i++) mat_row(w, r0 + i, buf + i * n);
+      wf = buf;
+    }
+    int64_t tb = (256 * 1024) / (n * 4); /* tokens per block: about 256 KiB of activations */
+    if (tb < 4) tb = 4;
+    for (int64_t t0 = 0; t0 < c->M; t0 += tb) {
+      int64_t mt = c->M - t0 < tb ? c->M - t0 : tb;
+      for (int64_t g = 0; g < nr; g += 4)
+        c->k->tile4_f32(wf + g * n, n, jb->in + t0 * n, n, mt, n, jb->out + t0 * ys + r0 + g, ys);
+    }
+    if (jb->bias)
+      for (int64_t t = 0; t < c->M; t++)
+        for (int64_t i = r0; i < r0 + nr; i++) jb->out[t * ys + i] = jb->out[t * ys + i] + jb->bias[i];
+    r = r0 + nr;
+  }
+  for (; r < r1; r++) { /* leftover rows (and prefill with a row map): one row against four tokens at a time */
     int64_t col = jb->dest ? jb->dest[r] : r;
     float *y = jb->out + col;
     const void *wr = (const uint8_t *)w->data + (size_t)r * row_bytes;

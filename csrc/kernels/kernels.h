@@ -70,6 +70,13 @@ typedef struct lrt_kernels {
   void (*dot4_q4_k)(const void *w, int64_t row_bytes, const float *x, int64_t n, float *y);
   void (*dot4_q5_k)(const void *w, int64_t row_bytes, const float *x, int64_t n, float *y);
   void (*dot4_q6_k)(const void *w, int64_t row_bytes, const float *x, int64_t n, float *y);
+  /* The prefill building block: four F32 weight rows (w + i*ws, i < 4) against M
+   * activation rows (x + t*xs, t < M):
+   *   y[t * ys + i] = dot_f32(w + i*ws, x + t*xs, n)
+   * every element bit-identical to the single dot (fast paths keep a register tile of
+   * rows x tokens, each accumulator in the dot8 order). */
+  void (*tile4_f32)(const float *w, int64_t ws, const float *x, int64_t xs, int64_t M, int64_t n, float *y,
+                    int64_t ys);
 } lrt_kernels;
 
 extern const lrt_kernels lrt_kernels_ref;

@@ -210,6 +210,12 @@ static void silu_mul_f32_ref(const float *g, const float *u, float *y, int64_t n
   for (int64_t i = 0; i < n; i++) y[i] = lrt_siluf(g[i]) * u[i];
 }
 
+static void tile4_f32_ref(const float *w, int64_t ws, const float *x, int64_t xs, int64_t M, int64_t n, float *y,
+                          int64_t ys) {
+  for (int64_t t = 0; t < M; t++)
+    for (int64_t i = 0; i < 4; i++) y[t * ys + i] = dot_f32_ref(w + i * ws, x + t * xs, n);
+}
+
 const lrt_kernels lrt_kernels_ref = {"reference", dot_f32_ref, dot_f16_ref, dot_bf16_ref, sum_f32_ref,
                                      rows_f32_ref, rows_f16_ref, rows_bf16_ref,
                                      dot4_f32_ref, dot4_f16_ref, dot4_bf16_ref,
@@ -217,4 +223,4 @@ const lrt_kernels lrt_kernels_ref = {"reference", dot_f32_ref, dot_f16_ref, dot_
                                      dot4_q8_0_ref, dot4_q4_0_ref, dot4_q4_1_ref,
                                      exp_f32_ref, silu_mul_f32_ref,
                                      dequant_q4_k_ref, dequant_q5_k_ref, dequant_q6_k_ref,
-                                     dot4_q4_k_ref, dot4_q5_k_ref, dot4_q6_k_ref};
+                                     dot4_q4_k_ref, dot4_q5_k_ref, dot4_q6_k_ref, tile4_f32_ref};

@@ -145,6 +145,21 @@ static int compare_path(const lrt_kernels *k, const lrt_kernels *ref) {
     k->rows_bf16(bp, xp, xs, M, n, y1, 1);
     ref->rows_bf16(bp, xp, xs, M, n, y2, 1);
     for (int64_t t = 0; t < M; t++) CHECK(bits(y1[t]) == bits(y2[t]), "%s rows_bf16 n=%lld M=%lld", k->name, (long long)n, (long long)M);
+    /* tile4_f32: four rows (stride ws >= n) against M tokens, output stride ys = 6: each
+     * element equals the reference single dot, and the gaps of y stay untouched */
+    {
+      static float w4[4 * (MAXN + PAD)], yt[MAXM * 6];
+      int64_t ws = n + (int64_t)(next32() % PAD);
+      for (int64_t i = 0; i < 4 * ws; i++) w4[i] = rand_float();
+      for (int64_t i = 0; i < MAXM * 6; i++) yt[i] = -7.0f;
+      k->tile4_f32(w4, ws, xp, xs, M, n, yt, 6);
+      for (int64_t t = 0; t < M; t++) {
+        for (int64_t i = 0; i < 4; i++)
+          CHECK(bits(yt[t * 6 + i]) == bits(ref->dot_f32(w4 + i * ws, xp + t * xs, n)), "%s tile4_f32 n=%lld M=%lld t=%lld i=%lld",
+                k->name, (long long)n, (long long)M, (long long)t, (long long)i);
+        CHECK(yt[t * 6 + 4] == -7.0f && yt[t * 6 + 5] == -7.0f, "%s tile4_f32 wrote outside its tile", k->name);
+      }
+    }
   }
   /* dot4 (four rows, one x) and row dequantization of the GGUF block formats */
   /* block rows for the quantized formats, and also 4 rows of n halves for dot4_f16/bf16 */
