@@ -102,7 +102,7 @@ DEFINE_KERNELS(bf16, load_bf16, tail_bf16)
  * three tokens. Tokens left over (M % 3) go through dot4_f32, tails through the scalar
  * order of dot_f32. */
 #define TILE_MA(acc, wp, xv) acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(wp), xv))
-LRT_AVX2 static void tile4_f32_avx2(const float *w, int64_t ws, const float *x, int64_t xs, int64_t M, int64_t n,
+LRT_AVX2 void lrt_tile4_f32_avx2(const float *w, int64_t ws, const float *x, int64_t xs, int64_t M, int64_t n,
                                     float *y, int64_t ys) {
   const float *w0 = w, *w1 = w + ws, *w2 = w1 + ws, *w3 = w2 + ws;
   int64_t t = 0;
@@ -428,5 +428,5 @@ const lrt_kernels lrt_kernels_avx2 = {"avx2", dot_f32_avx2, dot_f16_avx2, dot_bf
                                       lrt_exp_f32_avx2, lrt_silu_mul_f32_avx2 /* avx2_math.c */,
                                       NULL, NULL, NULL, /* K-quant row dequantization: the reference */
                                       dot4_q4_k_avx2, dot4_q5_k_avx2, dot4_q6_k_avx2,
-                                      tile4_f32_avx2};
+                                      lrt_tile4_f32_avx2};
 #endif

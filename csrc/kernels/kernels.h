@@ -85,6 +85,9 @@ extern const lrt_kernels lrt_kernels_avx2; /* needs AVX2 + F16C, checked at run 
 /* avx2_math.c: exp_f32 / silu_mul_f32 for AVX2 (also used by the avx512 table) */
 void lrt_exp_f32_avx2(const float *x, float *y, int64_t n);
 void lrt_silu_mul_f32_avx2(const float *g, const float *u, float *y, int64_t n);
+/* avx2.c: the prefill tile (also used by the avx512 table) */
+void lrt_tile4_f32_avx2(const float *w, int64_t ws, const float *x, int64_t xs, int64_t M, int64_t n, float *y,
+                        int64_t ys);
 #endif
 #if defined(__x86_64__) || defined(_M_X64) || defined(LRT_AVX512_EMULATE)
 extern const lrt_kernels lrt_kernels_avx512; /* AVX-512F + AVX2 + F16C; opt-in, see avx512.c */
