@@ -69,10 +69,28 @@ struct lrt_pool {
   lrt_task_fn fn;
   void *ctx;
   int64_t n_tasks;
+  lrt_atomic_int *cursor; /* n entries: next task of each thread's range */
 };
 
+/* Thread id owns one contiguous range of the tasks, [id*N/n, (id+1)*N/n), and takes them
+ * in order from that range's cursor, so it streams through consecutive weight rows (the
+ * decode prefetch of "the next rows" then fetches rows it reads next). A thread that is
+ * done takes what is left of the other ranges from their cursors, so a thread the OS does
+ * not run (a busy machine) does not hold the others up. Every task is taken exactly once
+ * (one atomic increment hands out each index); which thread computes a task never changes a
+ * value: tasks write disjoint outputs. */
+static int64_t range_end(const lrt_pool *p, int k) { return p->n_tasks * (k + 1) / p->n; }
+
 static void run_share(lrt_pool *p, int id) {
-  for (int64_t t = id; t < p->n_tasks; t += p->n) p->fn(p->ctx, t, id);
+  for (int j = 0; j < p->n; j++) {
+    int k = (id + j) % p->n;
+    int64_t end = range_end(p, k);
+    for (;;) {
+      int64_t t = lrt_atomic_inc_old_int(&p->cursor[k]);
+      if (t >= end) break;
+      p->fn(p->ctx, t, id);
+    }
+  }
 }
 
 static void worker_main(void *arg) {
@@ -115,7 +133,13 @@ int32_t lrt_pool_new(int threads, lrt_pool **out) {
   lrt_pool *p = (lrt_pool *)calloc(1, sizeof *p);
   if (!p) return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory creating the thread pool");
   p->n = threads;
+  p->cursor = (lrt_atomic_int *)calloc((size_t)threads, sizeof(lrt_atomic_int));
+  if (!p->cursor) {
+    free(p);
+    return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory creating the thread pool");
+  }
   if (mutex_init(&p->mu) != 0 || cond_init(&p->wake) != 0 || cond_init(&p->done) != 0) {
+    free((void *)p->cursor);
     free(p);
     return lrt_err(LRT_ERR_INTERNAL, "cannot create thread pool primitives");
   }
@@ -152,6 +176,7 @@ void lrt_pool_free(lrt_pool *p) {
   cond_free(&p->wake);
   cond_free(&p->done);
   mutex_free(&p->mu);
+  free((void *)p->cursor);
   free(p);
 }
 
@@ -163,12 +188,10 @@ void lrt_pool_run(lrt_pool *p, lrt_task_fn fn, void *ctx, int64_t n_tasks) {
   p->ctx = ctx;
   p->n_tasks = n_tasks;
   if (p->n == 1 || n_tasks == 1) { /* nothing to share */
-    int n = p->n;
-    p->n = 1;
-    run_share(p, 0);
-    p->n = n;
+    for (int64_t t = 0; t < n_tasks; t++) fn(ctx, t, 0);
     return;
   }
+  for (int k = 0; k < p->n; k++) lrt_atomic_store_int(&p->cursor[k], (int)(n_tasks * k / p->n));
   mutex_lock(&p->mu);
   PENDING_STORE(p->pending, p->n - 1);
   GEN_STORE(p->generation, GEN_LOAD(p->generation) + 1);

@@ -14,7 +14,8 @@ typedef void (*lrt_task_fn)(void *ctx, int64_t task, int thread);
 int32_t lrt_pool_new(int threads, lrt_pool **out);
 void lrt_pool_free(lrt_pool *pool);
 int lrt_pool_threads(const lrt_pool *pool);
-/* Run fn over n_tasks tasks and return when all are done. Worker t runs tasks t, t+T, ... */
+/* Run fn over n_tasks tasks and return when all are done. Thread t first runs the tasks of its
+ * contiguous range [t*N/T, (t+1)*N/T) in order, then helps with what is left of the others. */
 void lrt_pool_run(lrt_pool *pool, lrt_task_fn fn, void *ctx, int64_t n_tasks);
 
 #endif
