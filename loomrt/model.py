@@ -389,12 +389,34 @@ class Model:
         return self.generate(messages, max_tokens, chat=True, **kwargs)  # type: ignore[arg-type]
 
 
-def default_threads() -> int:
-    """Threads used when none are given: the CPUs this process may run on."""
+def _allowed_cpus() -> List[int]:
     try:
-        return max(1, len(os.sched_getaffinity(0)))  # type: ignore[attr-defined]
+        return sorted(os.sched_getaffinity(0))  # type: ignore[attr-defined]
     except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+        return list(range(max(1, os.cpu_count() or 1)))
+
+
+def physical_cores(cpus: Sequence[int], sysfs: str = "/sys/devices/system/cpu") -> Optional[int]:
+    """Physical cores among the logical CPUs `cpus` (Linux: CPUs that share a core's SMT
+    siblings list count once), or None when the topology cannot be read."""
+    cores = set()
+    for cpu in cpus:
+        path = os.path.join(sysfs, f"cpu{cpu}", "topology", "thread_siblings_list")
+        try:
+            with open(path, encoding="ascii") as f:
+                cores.add(f.read().strip())
+        except OSError:
+            return None
+    return len(cores) or None
+
+
+def default_threads() -> int:
+    """Threads used when none are given: the physical cores this process may run on (SMT
+    siblings of one core count once: the kernels are compute- or bandwidth-bound, and a
+    second hardware thread on the same core mostly waits). Falls back to the logical CPUs
+    where the topology is unknown."""
+    cpus = _allowed_cpus()
+    return max(1, physical_cores(cpus) or len(cpus))
 
 
 def load(path: Union[str, os.PathLike], threads: Optional[int] = None, context: Optional[int] = None,

@@ -228,3 +228,24 @@ def test_reference_kernels_give_the_same_hashes(seeded_folder):
     assert ref["kernel"] == "reference"
     assert ref["logits"] == GOLDEN_LOGITS_SHA256
     assert ref["tokens"] == GOLDEN_TOKENS_SHA256
+
+
+# ---- default thread count: physical cores ---------------------------------------------------
+
+
+def test_default_threads_counts_smt_siblings_once(tmp_path):
+    """Four logical CPUs on two cores (SMT pairs 0,2 and 1,3): two threads by default; a
+    process allowed only CPUs 0 and 2 (one core) gets one; an unreadable topology gives None
+    (default_threads then falls back to the logical CPUs)."""
+    from loomrt.model import default_threads, physical_cores
+
+    for cpu, siblings in [(0, "0,2"), (1, "1,3"), (2, "0,2"), (3, "1,3")]:
+        d = tmp_path / f"cpu{cpu}" / "topology"
+        d.mkdir(parents=True)
+        (d / "thread_siblings_list").write_text(siblings + "\n")
+    assert physical_cores([0, 1, 2, 3], str(tmp_path)) == 2
+    assert physical_cores([0, 2], str(tmp_path)) == 1
+    assert physical_cores([0, 1], str(tmp_path)) == 2
+    assert physical_cores([0, 7], str(tmp_path)) is None
+    n = default_threads()
+    assert 1 <= n <= (os.cpu_count() or 1)
