@@ -277,7 +277,7 @@ def run_bench(model: str, formats: Optional[Sequence[str]] = None, threads: Sequ
     say: Log = log or (lambda s: None)
     settings = settings or BenchSettings()
     base_fmt = file_format(model)
-    formats = list(formats) if formats else [base_fmt]
+    formats = list(dict.fromkeys(f.lower() for f in formats)) if formats else [base_fmt]
     files: Dict[str, str] = {}
     for f in formats:
         files[f] = format_file(model, f, log=say)
