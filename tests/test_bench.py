@@ -52,3 +52,15 @@ def test_bench_errors_are_clean(tmp_path, capsys) -> None:
     with pytest.raises(SystemExit) as e:
         cli.main(["bench", "--formats", "q5_9"])
     assert e.value.code == 2
+
+
+def test_bench_says_when_a_peer_is_missing(tiny_gguf: str, monkeypatch, capsys) -> None:
+    from loomrt import bench
+
+    monkeypatch.setattr(bench, "missing_modules", lambda s: ["llama_cpp"] if s == "llama.cpp" else [])
+    rc = cli.main(["bench", tiny_gguf, "--quick", "--systems", "llama.cpp", "--threads", "1"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "skipping llama.cpp: llama_cpp not installed (pip install llama-cpp-python)" in err
+    assert not [line for line in out.splitlines() if line.split()[1:2] == ["llama.cpp"]]  # no llama.cpp row
+    assert any(line.startswith("f32") and "loomrt" in line for line in out.splitlines())  # loomrt always runs
