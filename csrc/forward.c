@@ -312,8 +312,8 @@ static void mat_row(const lrt_mat *w, int64_t r, float *out) {
     memcpy(out, (const float *)w->data + r * n, (size_t)n * 4);
   } else {
     const uint16_t *p = (const uint16_t *)w->data + r * n;
-    for (int64_t i = 0; i < n; i++)
-      out[i] = w->dtype == LRT_DT_BF16 ? lrt_bf16_to_f32(p[i]) : lrt_f16_to_f32(p[i]);
+    if (w->dtype == LRT_DT_BF16) k->widen_bf16(p, out, n);
+    else k->widen_f16(p, out, n);
   }
 }
 

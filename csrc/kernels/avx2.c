@@ -140,6 +140,17 @@ LRT_AVX2 void lrt_tile4_f32_avx2(const float *w, int64_t ws, const float *x, int
 }
 #undef TILE_MA
 
+LRT_AVX2 static void widen_f16_avx2(const uint16_t *h, float *y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, load_f16(h, i));
+  for (; i < n; i++) y[i] = lrt_f16_to_f32(h[i]);
+}
+LRT_AVX2 static void widen_bf16_avx2(const uint16_t *h, float *y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, load_bf16(h, i));
+  for (; i < n; i++) y[i] = lrt_bf16_to_f32(h[i]);
+}
+
 LRT_AVX2 static float sum_f32_avx2(const float *x, int64_t n) {
   __m256 acc = _mm256_setzero_ps();
   int64_t i = 0;
@@ -428,5 +439,5 @@ const lrt_kernels lrt_kernels_avx2 = {"avx2", dot_f32_avx2, dot_f16_avx2, dot_bf
                                       lrt_exp_f32_avx2, lrt_silu_mul_f32_avx2 /* avx2_math.c */,
                                       NULL, NULL, NULL, /* K-quant row dequantization: the reference */
                                       dot4_q4_k_avx2, dot4_q5_k_avx2, dot4_q6_k_avx2,
-                                      lrt_tile4_f32_avx2};
+                                      lrt_tile4_f32_avx2, widen_f16_avx2, widen_bf16_avx2};
 #endif

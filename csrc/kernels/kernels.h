@@ -77,6 +77,10 @@ typedef struct lrt_kernels {
    * rows x tokens, each accumulator in the dot8 order). */
   void (*tile4_f32)(const float *w, int64_t ws, const float *x, int64_t xs, int64_t M, int64_t n, float *y,
                     int64_t ys);
+  /* Exact widening of a row of halves to float (prefill's F16/BF16 rows):
+   *   y[i] = lrt_f16_to_f32(h[i])  /  y[i] = lrt_bf16_to_f32(h[i])   (NaN payloads kept) */
+  void (*widen_f16)(const uint16_t *h, float *y, int64_t n);
+  void (*widen_bf16)(const uint16_t *h, float *y, int64_t n);
 } lrt_kernels;
 
 extern const lrt_kernels lrt_kernels_ref;

@@ -265,6 +265,25 @@ static void silu_mul_f32_neon(const float *g, const float *u, float *y, int64_t 
   for (; i < n; i++) y[i] = lrt_siluf(g[i]) * u[i];
 }
 
+static void widen_f16_neon(const uint16_t *h, float *y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    v8 v = load_f16(h, i);
+    vst1q_f32(y + i, v.lo);
+    vst1q_f32(y + i + 4, v.hi);
+  }
+  for (; i < n; i++) y[i] = lrt_f16_to_f32(h[i]);
+}
+static void widen_bf16_neon(const uint16_t *h, float *y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    v8 v = load_bf16(h, i);
+    vst1q_f32(y + i, v.lo);
+    vst1q_f32(y + i + 4, v.hi);
+  }
+  for (; i < n; i++) y[i] = lrt_bf16_to_f32(h[i]);
+}
+
 /* tile4_f32: four weight rows x three tokens, twelve dot8 accumulators (24 of the 32
  * vector registers); leftover tokens through dot4_f32, tails in the scalar order. */
 #define TILE_ROW(a0, a1, a2, a3, xv)                                                          \
@@ -316,6 +335,6 @@ const lrt_kernels lrt_kernels_neon = {
     .dequant_q8_0 = dequant_q8_0_neon, .dequant_q4_0 = dequant_q4_0_neon, .dequant_q4_1 = dequant_q4_1_neon,
     .dot4_q8_0 = dot4_q8_0_neon, .dot4_q4_0 = dot4_q4_0_neon, .dot4_q4_1 = dot4_q4_1_neon,
     .exp_f32 = exp_f32_neon, .silu_mul_f32 = silu_mul_f32_neon,
-    .tile4_f32 = tile4_f32_neon,
+    .tile4_f32 = tile4_f32_neon, .widen_f16 = widen_f16_neon, .widen_bf16 = widen_bf16_neon,
 };
 #endif

@@ -216,6 +216,13 @@ static void tile4_f32_ref(const float *w, int64_t ws, const float *x, int64_t xs
     for (int64_t i = 0; i < 4; i++) y[t * ys + i] = dot_f32_ref(w + i * ws, x + t * xs, n);
 }
 
+static void widen_f16_ref(const uint16_t *h, float *y, int64_t n) {
+  for (int64_t i = 0; i < n; i++) y[i] = lrt_f16_to_f32(h[i]);
+}
+static void widen_bf16_ref(const uint16_t *h, float *y, int64_t n) {
+  for (int64_t i = 0; i < n; i++) y[i] = lrt_bf16_to_f32(h[i]);
+}
+
 const lrt_kernels lrt_kernels_ref = {"reference", dot_f32_ref, dot_f16_ref, dot_bf16_ref, sum_f32_ref,
                                      rows_f32_ref, rows_f16_ref, rows_bf16_ref,
                                      dot4_f32_ref, dot4_f16_ref, dot4_bf16_ref,
@@ -223,4 +230,5 @@ const lrt_kernels lrt_kernels_ref = {"reference", dot_f32_ref, dot_f16_ref, dot_
                                      dot4_q8_0_ref, dot4_q4_0_ref, dot4_q4_1_ref,
                                      exp_f32_ref, silu_mul_f32_ref,
                                      dequant_q4_k_ref, dequant_q5_k_ref, dequant_q6_k_ref,
-                                     dot4_q4_k_ref, dot4_q5_k_ref, dot4_q6_k_ref, tile4_f32_ref};
+                                     dot4_q4_k_ref, dot4_q5_k_ref, dot4_q6_k_ref, tile4_f32_ref,
+                                     widen_f16_ref, widen_bf16_ref};
