@@ -37,7 +37,7 @@ typedef struct lrt_mat {
 } lrt_mat;
 
 /* Tokens per internal forward chunk: bounds scratch memory only (results do not depend on it). */
-#define LRT_CHUNK 64
+#define LRT_CHUNK 128
 
 typedef struct lrt_layer {
   float *attn_norm, *attn_norm_b; /* (dim)                                  */

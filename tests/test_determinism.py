@@ -128,13 +128,16 @@ def test_logits_independent_of_chunking(model, chunk):
     assert models.logits_sha256(a) == GOLDEN_LOGITS_SHA256
 
 
-def test_long_sequence_crosses_internal_chunks(model):
-    """120 tokens cross loomrt's internal 64-token forward chunk: still the same bits as any
-    other split, and the first 40 rows are the golden ones."""
-    seq = SEQ + [(7 * i + 11) % 256 for i in range(80)]
+def test_long_sequence_crosses_internal_chunks(tmp_path):
+    """300 tokens cross loomrt's internal 128-token forward chunk twice (LRT_CHUNK): still the
+    same bits as any other split, and the first 40 rows are the golden ones (the seeded model
+    with a longer context: the same weights and math)."""
+    cfg = dict(models.SEEDED_CONFIG, max_position_embeddings=512)
+    model = loomrt.load(models.write_seeded_folder(str(tmp_path / "long"), cfg), threads=2)
+    seq = SEQ + [(7 * i + 11) % 256 for i in range(260)]
     full = chunked_logits(model, seq, len(seq))
     assert models.logits_sha256(full[:40]) == GOLDEN_LOGITS_SHA256
-    for chunk in (1, 63, 64, 65, 50):
+    for chunk in (1, 63, 127, 128, 129, 50):
         assert np.array_equal(chunked_logits(model, seq, chunk), full), chunk
 
 
