@@ -121,16 +121,7 @@ LRT_AVX2 void lrt_tile4_f32_avx2(const float *w, int64_t ws, const float *x, int
     }
     float s[12] = {hsum8(a00), hsum8(a01), hsum8(a02), hsum8(a03), hsum8(a10), hsum8(a11),
                    hsum8(a12), hsum8(a13), hsum8(a20), hsum8(a21), hsum8(a22), hsum8(a23)};
-    for (; i < n; i++)
-      for (int k = 0; k < 3; k++) {
-        float xi = x[(t + k) * xs + i];
-        s[4 * k] = s[4 * k] + w0[i] * xi;
-        s[4 * k + 1] = s[4 * k + 1] + w1[i] * xi;
-        s[4 * k + 2] = s[4 * k + 2] + w2[i] * xi;
-        s[4 * k + 3] = s[4 * k + 3] + w3[i] * xi;
-      }
-    for (int k = 0; k < 3; k++)
-      for (int r = 0; r < 4; r++) y[(t + k) * ys + r] = s[4 * k + r];
+    lrt_tile4_finish(w, ws, x0, xs, i, n, s, y + t * ys, ys);
   }
   for (; t < M; t++) {
     float y4[4];

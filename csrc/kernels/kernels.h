@@ -83,6 +83,18 @@ typedef struct lrt_kernels {
   void (*widen_bf16)(const uint16_t *h, float *y, int64_t n);
 } lrt_kernels;
 
+/* Shared by the tile4_f32 paths: finish a tile of four rows (w + r*ws) x three tokens
+ * (x + k*xs, outputs y + k*ys) whose eight-lane parts are already reduced into s[4*k + r]
+ * up to element i: the scalar tail in the dot8 order, then the stores. */
+static inline void lrt_tile4_finish(const float *w, int64_t ws, const float *x, int64_t xs, int64_t i, int64_t n,
+                                    float s[12], float *y, int64_t ys) {
+  for (; i < n; i++)
+    for (int k = 0; k < 3; k++)
+      for (int r = 0; r < 4; r++) s[4 * k + r] = s[4 * k + r] + w[r * ws + i] * x[k * xs + i];
+  for (int k = 0; k < 3; k++)
+    for (int r = 0; r < 4; r++) y[k * ys + r] = s[4 * k + r];
+}
+
 extern const lrt_kernels lrt_kernels_ref;
 #if defined(__x86_64__) || defined(_M_X64)
 extern const lrt_kernels lrt_kernels_avx2; /* needs AVX2 + F16C, checked at run time */
