@@ -280,39 +280,8 @@ static void silu_mul_f32_wasm(const float *g, const float *u, float *y, int64_t 
   for (; i < n; i++) y[i] = lrt_siluf(g[i]) * u[i];
 }
 
-/* tile4_f32: four weight rows x three tokens, twelve dot8 accumulators (an engine
- * without 24 vector registers spills some; the bits do not depend on it); leftover tokens through dot4_f32, tails in the scalar order. */
-#define TILE_ROW(a0, a1, a2, a3, xv)                                                          \
-  a0 = v8_macc(a0, load_x(w0, i), xv); a1 = v8_macc(a1, load_x(w1, i), xv);                   \
-  a2 = v8_macc(a2, load_x(w2, i), xv); a3 = v8_macc(a3, load_x(w3, i), xv)
-static void tile4_f32_wasm(const float *w, int64_t ws, const float *x, int64_t xs, int64_t M, int64_t n, float *y,
-                           int64_t ys) {
-  const float *w0 = w, *w1 = w + ws, *w2 = w1 + ws, *w3 = w2 + ws;
-  int64_t t = 0;
-  for (; t + 3 <= M; t += 3) {
-    const float *x0 = x + t * xs, *x1 = x0 + xs, *x2 = x1 + xs;
-    v8 a00 = v8_zero(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00;
-    v8 a20 = a00, a21 = a00, a22 = a00, a23 = a00;
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-      v8 xv = load_x(x0, i);
-      TILE_ROW(a00, a01, a02, a03, xv);
-      xv = load_x(x1, i);
-      TILE_ROW(a10, a11, a12, a13, xv);
-      xv = load_x(x2, i);
-      TILE_ROW(a20, a21, a22, a23, xv);
-    }
-    float s[12] = {hsum8(a00), hsum8(a01), hsum8(a02), hsum8(a03), hsum8(a10), hsum8(a11),
-                   hsum8(a12), hsum8(a13), hsum8(a20), hsum8(a21), hsum8(a22), hsum8(a23)};
-    lrt_tile4_finish(w, ws, x0, xs, i, n, s, y + t * ys, ys);
-  }
-  for (; t < M; t++) {
-    float y4[4];
-    dot4_f32(w, ws, x + t * xs, n, y4);
-    for (int r = 0; r < 4; r++) y[t * ys + r] = y4[r];
-  }
-}
-#undef TILE_ROW
+#define TILE4_V8_NAME tile4_f32_wasm
+#include "tile_v8.h"
 
 const lrt_kernels lrt_kernels_wasm_simd128 = {
     .name = "wasm_simd128",
