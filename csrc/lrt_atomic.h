@@ -34,6 +34,8 @@ static __inline int lrt_atomic_cas_int(lrt_atomic_int *p, int *expected, int des
 static __inline int lrt_atomic_dec_int(lrt_atomic_int *p) { return (int)_InterlockedDecrement(p); }
 /* Adds 1 and returns the old value. */
 static __inline int lrt_atomic_inc_old_int(lrt_atomic_int *p) { return (int)_InterlockedIncrement(p) - 1; }
+/* Adds v and returns the new value. */
+static __inline int lrt_atomic_add_int(lrt_atomic_int *p, int v) { return (int)_InterlockedExchangeAdd(p, (long)v) + v; }
 static __inline uint64_t lrt_atomic_load_u64(lrt_atomic_u64 *p) {
   return (uint64_t)_InterlockedCompareExchange64(p, 0, 0);
 }
@@ -59,6 +61,7 @@ static inline int lrt_atomic_cas_int(lrt_atomic_int *p, int *expected, int desir
 }
 static inline int lrt_atomic_dec_int(lrt_atomic_int *p) { return atomic_fetch_sub(p, 1) - 1; }
 static inline int lrt_atomic_inc_old_int(lrt_atomic_int *p) { return atomic_fetch_add(p, 1); }
+static inline int lrt_atomic_add_int(lrt_atomic_int *p, int v) { return atomic_fetch_add(p, v) + v; }
 static inline uint64_t lrt_atomic_load_u64(lrt_atomic_u64 *p) { return atomic_load_explicit(p, memory_order_acquire); }
 static inline void lrt_atomic_store_u64(lrt_atomic_u64 *p, uint64_t v) {
   atomic_store_explicit(p, v, memory_order_release);
@@ -77,6 +80,7 @@ static inline int lrt_atomic_cas_int(lrt_atomic_int *p, int *expected, int desir
 }
 static inline int lrt_atomic_dec_int(lrt_atomic_int *p) { return __atomic_sub_fetch(p, 1, __ATOMIC_SEQ_CST); }
 static inline int lrt_atomic_inc_old_int(lrt_atomic_int *p) { return __atomic_fetch_add(p, 1, __ATOMIC_SEQ_CST); }
+static inline int lrt_atomic_add_int(lrt_atomic_int *p, int v) { return __atomic_add_fetch(p, v, __ATOMIC_SEQ_CST); }
 static inline uint64_t lrt_atomic_load_u64(lrt_atomic_u64 *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 static inline void lrt_atomic_store_u64(lrt_atomic_u64 *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
 static inline void *lrt_atomic_load_ptr(lrt_atomic_ptr *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }

@@ -63,10 +63,11 @@ struct lrt_pool {
   worker *workers; /* n - 1 entries: worker ids 1..n-1 */
   lrt_mutex mu;
   lrt_cond wake, done;
-  gen_t generation;   /* written under mu, read by spinning workers */
-  pending_t pending;  /* workers still running the current job */
+  gen_t generation;   /* bumped under mu for each shared job, read by spinning workers */
+  int active;         /* workers that joined the current job and have not left it (under mu) */
+  pending_t finished; /* tasks of the current job completed */
   volatile int stop;
-  lrt_task_fn fn;
+  lrt_task_fn fn;     /* the current job: written under mu while no worker is active */
   void *ctx;
   int64_t n_tasks;
   lrt_atomic_int *cursor; /* n entries: next task of each thread's range */
@@ -75,13 +76,19 @@ struct lrt_pool {
 /* Thread id owns one contiguous range of the tasks, [id*N/n, (id+1)*N/n), and takes them
  * in order from that range's cursor, so it streams through consecutive weight rows (the
  * decode prefetch of "the next rows" then fetches rows it reads next). A thread that is
- * done takes what is left of the other ranges from their cursors, so a thread the OS does
- * not run (a busy machine) does not hold the others up. Every task is taken exactly once
- * (one atomic increment hands out each index); which thread computes a task never changes a
- * value: tasks write disjoint outputs. */
+ * done takes what is left of the other ranges from their cursors. Every task is taken
+ * exactly once (one atomic increment hands out each index); which thread computes a task
+ * never changes a value: tasks write disjoint outputs.
+ *
+ * The caller does not wait for the workers, only for the tasks: a worker the OS does not
+ * run (a busy machine, more threads than cores) does not hold a job up, the others take its
+ * tasks. A worker joins a job under the mutex (active++), and a new job is set up only
+ * when no worker is still in the previous one, so a late worker sees either the job it
+ * joined (with exhausted cursors) or none. */
 static int64_t range_end(const lrt_pool *p, int k) { return p->n_tasks * (k + 1) / p->n; }
 
 static void run_share(lrt_pool *p, int id) {
+  int done = 0;
   for (int j = 0; j < p->n; j++) {
     int k = (id + j) % p->n;
     int64_t end = range_end(p, k);
@@ -89,7 +96,13 @@ static void run_share(lrt_pool *p, int id) {
       int64_t t = lrt_atomic_inc_old_int(&p->cursor[k]);
       if (t >= end) break;
       p->fn(p->ctx, t, id);
+      done++;
     }
+  }
+  if (done && lrt_atomic_add_int(&p->finished, done) == (int)p->n_tasks) { /* the job's last task */
+    mutex_lock(&p->mu);
+    cond_broadcast(&p->done);
+    mutex_unlock(&p->mu);
   }
 }
 
@@ -106,6 +119,7 @@ static void worker_main(void *arg) {
       return;
     }
     seen = GEN_LOAD(p->generation);
+    p->active++;
     mutex_unlock(&p->mu);
 
     lrt_fpenv env; /* workers inherit the host's MXCSR/FPCR: guard them too */
@@ -113,17 +127,9 @@ static void worker_main(void *arg) {
     run_share(p, w->id);
     lrt_fpenv_leave(&env);
 
-#if LRT_SPIN_ITERS
-    if (DEC(p->pending) == 0) {
-      mutex_lock(&p->mu);
-      cond_broadcast(&p->done);
-      mutex_unlock(&p->mu);
-    }
-#else
     mutex_lock(&p->mu);
-    if (--p->pending == 0) cond_broadcast(&p->done);
+    if (--p->active == 0) cond_broadcast(&p->done);
     mutex_unlock(&p->mu);
-#endif
   }
 }
 
@@ -184,24 +190,25 @@ int lrt_pool_threads(const lrt_pool *p) { return p->n; }
 
 void lrt_pool_run(lrt_pool *p, lrt_task_fn fn, void *ctx, int64_t n_tasks) {
   if (n_tasks <= 0) return;
-  p->fn = fn;
-  p->ctx = ctx;
-  p->n_tasks = n_tasks;
   if (p->n == 1 || n_tasks == 1) { /* nothing to share */
     for (int64_t t = 0; t < n_tasks; t++) fn(ctx, t, 0);
     return;
   }
-  for (int k = 0; k < p->n; k++) lrt_atomic_store_int(&p->cursor[k], (int)(n_tasks * k / p->n));
   mutex_lock(&p->mu);
-  PENDING_STORE(p->pending, p->n - 1);
+  while (p->active > 0) cond_wait(&p->done, &p->mu); /* a late worker still in the last job */
+  p->fn = fn;
+  p->ctx = ctx;
+  p->n_tasks = n_tasks;
+  PENDING_STORE(p->finished, 0);
+  for (int k = 0; k < p->n; k++) lrt_atomic_store_int(&p->cursor[k], (int)(n_tasks * k / p->n));
   GEN_STORE(p->generation, GEN_LOAD(p->generation) + 1);
   cond_broadcast(&p->wake);
   mutex_unlock(&p->mu);
   run_share(p, 0);
-  for (int i = 0; i < LRT_SPIN_ITERS && PENDING_LOAD(p->pending) > 0; i++) cpu_relax();
-  if (PENDING_LOAD(p->pending) > 0) {
+  for (int i = 0; i < LRT_SPIN_ITERS && PENDING_LOAD(p->finished) < n_tasks; i++) cpu_relax();
+  if (PENDING_LOAD(p->finished) < n_tasks) {
     mutex_lock(&p->mu);
-    while (PENDING_LOAD(p->pending) > 0) cond_wait(&p->done, &p->mu);
+    while (PENDING_LOAD(p->finished) < n_tasks) cond_wait(&p->done, &p->mu);
     mutex_unlock(&p->mu);
   }
 }
