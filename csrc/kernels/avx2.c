@@ -302,6 +302,48 @@ LRT_AVX2 static inline void k4_scales(const uint8_t *p, float *ds, float *dm) {
 
 #define Q8BYTES(p) _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p)))
 
+/* Row dequantization (prefill): the same per-element operations as the reference,
+ * y = (ds * q) - dm (Q4_K / Q5_K) and y = ds * (q - 32) (Q6_K), eight elements at a time. */
+#define K4_STORE(yp, q, ds, dm)                                                                \
+  _mm256_storeu_ps(yp, _mm256_sub_ps(_mm256_mul_ps(_mm256_broadcast_ss(ds), _mm256_cvtepi32_ps(q)), \
+                                     _mm256_broadcast_ss(dm)))
+
+LRT_AVX2 static void dequant_q4_k_avx2(const void *row, float *y, int64_t n) {
+  const uint8_t *p = (const uint8_t *)row;
+  const __m256i m4 = _mm256_set1_epi32(15);
+  float ds[8], dm[8];
+  for (int64_t b = 0; b < n / 256; b++, p += 144, y += 256) {
+    k4_scales(p, ds, dm);
+    for (int j = 0; j < 8; j += 2) { /* sub-blocks j (low nibbles) and j + 1 (high) share bytes */
+      const uint8_t *q = p + 16 + 16 * j;
+      for (int g = 0; g < 4; g++) {
+        __m256i v = Q8BYTES(q + 8 * g);
+        K4_STORE(y + 32 * j + 8 * g, _mm256_and_si256(v, m4), &ds[j], &dm[j]);
+        K4_STORE(y + 32 * (j + 1) + 8 * g, _mm256_srli_epi32(v, 4), &ds[j + 1], &dm[j + 1]);
+      }
+    }
+  }
+}
+
+LRT_AVX2 static void dequant_q5_k_avx2(const void *row, float *y, int64_t n) {
+  const uint8_t *p = (const uint8_t *)row;
+  const __m256i m4 = _mm256_set1_epi32(15), one = _mm256_set1_epi32(1);
+  float ds[8], dm[8];
+  for (int64_t b = 0; b < n / 256; b++, p += 176, y += 256) {
+    k4_scales(p, ds, dm);
+    for (int j = 0; j < 8; j++) {
+      const uint8_t *q = p + 48 + 32 * (j >> 1);
+      __m128i jc = _mm_cvtsi32_si128(j), sh = _mm_cvtsi32_si128(4 * (j & 1));
+      for (int g = 0; g < 4; g++) {
+        __m256i lo = _mm256_and_si256(_mm256_srl_epi32(Q8BYTES(q + 8 * g), sh), m4);
+        __m256i hi = _mm256_and_si256(_mm256_srl_epi32(Q8BYTES(p + 16 + 8 * g), jc), one);
+        K4_STORE(y + 32 * j + 8 * g, _mm256_or_si256(lo, _mm256_slli_epi32(hi, 4)), &ds[j], &dm[j]);
+      }
+    }
+  }
+}
+#undef K4_STORE
+
 LRT_AVX2 static void dot4_q4_k_avx2(const void *w, int64_t rb, const float *x, int64_t n, float *y) {
   __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
   const __m256i m4 = _mm256_set1_epi32(15);
@@ -397,6 +439,27 @@ LRT_AVX2 static inline void k6_scales(const uint8_t *p, float *ds) {
     K6_ACC(a3, Q6_INT(p3, k), &ds[3][si], xv);                                                \
   }
 
+#define Q6_STORE(k)                                                                            \
+  for (int g = 0; g < 4; g++)                                                                 \
+    _mm256_storeu_ps(y + 128 * h + 32 * (k) + 8 * g,                                          \
+                     _mm256_mul_ps(_mm256_broadcast_ss(&ds[8 * h + 2 * (k) + (g >> 1)]), _mm256_cvtepi32_ps(Q6_INT(p, k))));
+
+LRT_AVX2 static void dequant_q6_k_avx2(const void *row, float *y, int64_t n) {
+  const uint8_t *p = (const uint8_t *)row;
+  const __m256i m4 = _mm256_set1_epi32(15), m2 = _mm256_set1_epi32(3), k32 = _mm256_set1_epi32(32);
+  float ds[16];
+  for (int64_t b = 0; b < n / 256; b++, p += 210, y += 256) {
+    k6_scales(p, ds);
+    for (int h = 0; h < 2; h++) {
+      Q6_STORE(0)
+      Q6_STORE(1)
+      Q6_STORE(2)
+      Q6_STORE(3)
+    }
+  }
+}
+#undef Q6_STORE
+
 LRT_AVX2 static void dot4_q6_k_avx2(const void *w, int64_t rb, const float *x, int64_t n, float *y) {
   __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
   const __m256i m4 = _mm256_set1_epi32(15), m2 = _mm256_set1_epi32(3), k32 = _mm256_set1_epi32(32);
@@ -428,7 +491,7 @@ const lrt_kernels lrt_kernels_avx2 = {"avx2", dot_f32_avx2, dot_f16_avx2, dot_bf
                                       dequant_q8_0_avx2, dequant_q4_0_avx2, dequant_q4_1_avx2,
                                       dot4_q8_0_avx2, dot4_q4_0_avx2, dot4_q4_1_avx2,
                                       lrt_exp_f32_avx2, lrt_silu_mul_f32_avx2 /* avx2_math.c */,
-                                      NULL, NULL, NULL, /* K-quant row dequantization: the reference */
+                                      dequant_q4_k_avx2, dequant_q5_k_avx2, dequant_q6_k_avx2,
                                       dot4_q4_k_avx2, dot4_q5_k_avx2, dot4_q6_k_avx2,
                                       lrt_tile4_f32_avx2, widen_f16_avx2, widen_bf16_avx2};
 #endif
