@@ -216,8 +216,8 @@ int32_t lrt_session_new(lrt_model *m, int64_t context, int32_t threads, lrt_sess
   if (context > m->cfg.ctx)
     return lrt_err(LRT_ERR_INVALID_ARGUMENT, "context %lld exceeds the model's maximum of %lld positions",
                    (long long)context, (long long)m->cfg.ctx);
-  if (threads < 0 || threads > 1024) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "threads must be in [0, 1024] (0 = all CPUs)");
-  if (threads == 0) threads = lrt_cpu_count();
+  if (threads < 0 || threads > 1024) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "threads must be in [0, 1024] (0 = the physical cores)");
+  if (threads == 0) threads = lrt_physical_cores();
   GUARD_ENTER;
   lrt_session *s = (lrt_session *)calloc(1, sizeof *s);
   if (!s) GUARD_RETURN(lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory"));

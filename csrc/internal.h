@@ -77,6 +77,7 @@ int lrt_is_file(const char *path);
 /* Read a whole (small) file into a malloc'ed, NUL-terminated buffer. max_size bounds it. */
 int32_t lrt_read_file(const char *path, uint64_t max_size, char **out, size_t *out_len);
 int lrt_cpu_count(void);
+int lrt_physical_cores(void); /* the default thread count: physical cores this process may use */
 
 /* Threads: a portable mutex/cond/thread trio for the pool. */
 typedef struct lrt_thread lrt_thread;

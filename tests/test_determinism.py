@@ -252,3 +252,29 @@ def test_default_threads_counts_smt_siblings_once(tmp_path):
     assert physical_cores([0, 7], str(tmp_path)) is None
     n = default_threads()
     assert 1 <= n <= (os.cpu_count() or 1)
+
+
+@pytest.mark.skipif(not (os.path.isdir("/proc/self/task") and hasattr(os, "sched_setaffinity")),
+                    reason="counts threads in /proc/self/task and sets the affinity mask (Linux)")
+def test_c_api_threads_zero_means_physical_cores(model):
+    """lrt_session_new(threads=0) starts the same pool the Python default does: one worker
+    thread fewer than the physical cores this process may use (the caller is the first).
+    Pinned to one CPU, the pool has no worker at all (the online CPU count would give more)."""
+    from loomrt import _lib
+    from loomrt.model import default_threads
+
+    def workers_started() -> int:
+        before = len(os.listdir("/proc/self/task"))
+        s = _lib.session_new(model._h, 64, 0)
+        started = len(os.listdir("/proc/self/task")) - before
+        del s
+        return started
+
+    assert workers_started() == default_threads() - 1
+    mask = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(mask)})
+        assert default_threads() == 1
+        assert workers_started() == 0
+    finally:
+        os.sched_setaffinity(0, mask)

@@ -211,7 +211,8 @@ LRT_API int32_t lrt_detokenize(const lrt_model *model, const int32_t *ids, int64
 typedef struct lrt_session lrt_session;
 
 /* A session holds the KV cache for up to `context` positions (0: the model's context
- * length) and a pool of `threads` worker threads (0: the number of online CPUs). */
+ * length) and a pool of `threads` worker threads (0: the physical cores this process may run
+ * on -- SMT siblings of a core count once; the online CPUs where the topology is unknown). */
 LRT_API int32_t lrt_session_new(lrt_model *model, int64_t context, int32_t threads,
                                 lrt_session **out);
 LRT_API void lrt_session_free(lrt_session *session);
