@@ -222,6 +222,181 @@ DEFINE_BLOCK_KERNELS(q4_0, block_q4_0, 18)
 DEFINE_BLOCK_KERNELS(q4_1, block_q4_1, 20)
 #undef DEFINE_BLOCK_KERNELS
 
+/* ---- K-quants: 256-element super-blocks (docs/numerics.md, ref.c) ---------------------------
+ * Per row and super-block the float scales are computed as the reference does (ds = d * sc,
+ * dm = dmin * m, Q6_K ds = d * sc: one rounding each) into a small float array, then
+ * broadcast. Sixteen elements at a time: the integers widened exactly (u8 -> u16 -> u32 ->
+ * f32, or s8 -> ... for Q6_K's q - 32), then (ds * q) - dm (Q4_K, Q5_K) or ds * (q - 32)
+ * (Q6_K), each operation its own instruction. Sixteen consecutive elements starting at a
+ * multiple of 8 are two dot8 groups: elements 0-3 and 8-11 go to lanes 0-3 (lo), 4-7 and
+ * 12-15 to lanes 4-7 (hi), added in element order. dot4 interleaves the four rows chunk by
+ * chunk (independent accumulator chains; each chain adds its chunks in element order). */
+
+/* Q4_K / Q5_K: the 8 sub-block scales and mins of a block, times d and dmin */
+static inline void k4_scales(const uint8_t *p, float *ds, float *dm) {
+  const uint8_t *s = p + 4;
+  uint8_t v[16];
+  for (int j = 0; j < 4; j++) {
+    v[j] = s[j] & 63;                                             /* sc, j < 4 */
+    v[8 + j] = s[j + 4] & 63;                                     /* m,  j < 4 */
+    v[4 + j] = (uint8_t)((s[j + 8] & 15) | ((s[j] >> 6) << 4));   /* sc, j + 4 */
+    v[12 + j] = (uint8_t)((s[j + 8] >> 4) | ((s[j + 4] >> 6) << 4)); /* m, j + 4 */
+  }
+  uint8x16_t b = vld1q_u8(v);
+  uint16x8_t sc = vmovl_u8(vget_low_u8(b)), m = vmovl_u8(vget_high_u8(b));
+  float32x4_t d = vdupq_n_f32(lrt_f16_to_f32(lrt_rd_u16le(p)));
+  float32x4_t dmin = vdupq_n_f32(lrt_f16_to_f32(lrt_rd_u16le(p + 2)));
+  vst1q_f32(ds, vmulq_f32(d, vcvtq_f32_u32(vmovl_u16(vget_low_u16(sc)))));
+  vst1q_f32(ds + 4, vmulq_f32(d, vcvtq_f32_u32(vmovl_u16(vget_high_u16(sc)))));
+  vst1q_f32(dm, vmulq_f32(dmin, vcvtq_f32_u32(vmovl_u16(vget_low_u16(m)))));
+  vst1q_f32(dm + 4, vmulq_f32(dmin, vcvtq_f32_u32(vmovl_u16(vget_high_u16(m)))));
+}
+
+/* Q6_K: the 16 int8 scales of a block times d */
+static inline void k6_scales(const uint8_t *p, float *ds) {
+  float32x4_t d = vdupq_n_f32(lrt_f16_to_f32(lrt_rd_u16le(p + 208)));
+  float32x4_t s[4];
+  i8x16_to_f32(vld1q_s8((const int8_t *)(p + 192)), s);
+  for (int k = 0; k < 4; k++) vst1q_f32(ds + 4 * k, vmulq_f32(d, s[k]));
+}
+
+/* sixteen weights (ds * q) - dm, q unsigned in the u8 lanes of v */
+static inline void k4_w16(uint8x16_t v, float ds, float dm, float32x4_t *w) {
+  float32x4_t dsv = vdupq_n_f32(ds), dmv = vdupq_n_f32(dm);
+  uint16x8_t lo = vmovl_u8(vget_low_u8(v)), hi = vmovl_u8(vget_high_u8(v));
+  w[0] = vsubq_f32(vmulq_f32(dsv, vcvtq_f32_u32(vmovl_u16(vget_low_u16(lo)))), dmv);
+  w[1] = vsubq_f32(vmulq_f32(dsv, vcvtq_f32_u32(vmovl_u16(vget_high_u16(lo)))), dmv);
+  w[2] = vsubq_f32(vmulq_f32(dsv, vcvtq_f32_u32(vmovl_u16(vget_low_u16(hi)))), dmv);
+  w[3] = vsubq_f32(vmulq_f32(dsv, vcvtq_f32_u32(vmovl_u16(vget_high_u16(hi)))), dmv);
+}
+
+/* sixteen weights ds * (q - 32), q - 32 signed in the s8 lanes of v */
+static inline void k6_w16(int8x16_t v, float ds, float32x4_t *w) {
+  float32x4_t dsv = vdupq_n_f32(ds);
+  i8x16_to_f32(v, w);
+  for (int k = 0; k < 4; k++) w[k] = vmulq_f32(dsv, w[k]);
+}
+
+/* acc + w * x for sixteen consecutive elements (two dot8 groups, in order) */
+static inline v8 k_acc16(v8 a, const float32x4_t *w, const float32x4_t *xv) {
+  a.lo = vaddq_f32(a.lo, vmulq_f32(w[0], xv[0]));
+  a.hi = vaddq_f32(a.hi, vmulq_f32(w[1], xv[1]));
+  a.lo = vaddq_f32(a.lo, vmulq_f32(w[2], xv[2]));
+  a.hi = vaddq_f32(a.hi, vmulq_f32(w[3], xv[3]));
+  return a;
+}
+static inline void load_x16(const float *x, float32x4_t *xv) {
+  for (int k = 0; k < 4; k++) xv[k] = vld1q_f32(x + 4 * k);
+}
+static inline void store16(float *y, const float32x4_t *w) {
+  for (int k = 0; k < 4; k++) vst1q_f32(y + 4 * k, w[k]);
+}
+
+/* Q4_K: sub-block j (32 elements), half g (16 elements): nibble j & 1 of bytes
+ * 16 + 32 (j / 2) + 16 g .. +15 */
+static inline uint8x16_t q4k_int16(const uint8_t *p, int j, int g) {
+  uint8x16_t v = vld1q_u8(p + 16 + 32 * (j >> 1) + 16 * g);
+  return (j & 1) ? vshrq_n_u8(v, 4) : vandq_u8(v, vdupq_n_u8(15));
+}
+/* Q5_K: the Q4_K nibble (bytes from 48) plus bit j of qh[16 g ..] as bit 4 */
+static inline uint8x16_t q5k_int16(const uint8_t *p, int j, int g) {
+  uint8x16_t v = vld1q_u8(p + 48 + 32 * (j >> 1) + 16 * g);
+  uint8x16_t lo = (j & 1) ? vshrq_n_u8(v, 4) : vandq_u8(v, vdupq_n_u8(15));
+  uint8x16_t qh = vld1q_u8(p + 16 + 16 * g);
+  uint8x16_t hi = vandq_u8(vtstq_u8(qh, vdupq_n_u8((uint8_t)(1u << j))), vdupq_n_u8(16));
+  return vorrq_u8(lo, hi);
+}
+/* Q6_K: elements 128 h + 32 k + 16 g .. +15 as q - 32: low 4 bits from
+ * ql[64 h + 32 (k & 1) + 16 g ..] >> 4 (k / 2), high 2 bits from qh[32 h + 16 g ..] >> 2 k */
+static inline int8x16_t q6k_int16(const uint8_t *p, int h, int k, int g) {
+  uint8x16_t ql = vld1q_u8(p + 64 * h + 32 * (k & 1) + 16 * g);
+  uint8x16_t qh = vld1q_u8(p + 128 + 32 * h + 16 * g);
+  uint8x16_t lo = vandq_u8(vshlq_u8(ql, vdupq_n_s8((int8_t)(-4 * (k >> 1)))), vdupq_n_u8(15));
+  uint8x16_t hi = vshlq_n_u8(vandq_u8(vshlq_u8(qh, vdupq_n_s8((int8_t)(-2 * k))), vdupq_n_u8(3)), 4);
+  return vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(lo, hi)), vdupq_n_s8(32));
+}
+
+#define DEFINE_K4_KERNELS(FMT, INT16, BYTES)                                                    \
+  static void dequant_##FMT##_neon(const void *row, float *y, int64_t n) {                     \
+    const uint8_t *p = (const uint8_t *)row;                                                   \
+    float ds[8], dm[8];                                                                        \
+    float32x4_t w[4];                                                                          \
+    for (int64_t b = 0; b < n / 256; b++, p += BYTES, y += 256) {                              \
+      k4_scales(p, ds, dm);                                                                    \
+      for (int j = 0; j < 8; j++)                                                              \
+        for (int g = 0; g < 2; g++) {                                                          \
+          k4_w16(INT16(p, j, g), ds[j], dm[j], w);                                             \
+          store16(y + 32 * j + 16 * g, w);                                                     \
+        }                                                                                      \
+    }                                                                                          \
+  }                                                                                            \
+  static void dot4_##FMT##_neon(const void *w, int64_t rb, const float *x, int64_t n, float *y) { \
+    const uint8_t *p[4];                                                                       \
+    v8 a[4];                                                                                   \
+    float ds[4][8], dm[4][8];                                                                  \
+    for (int r = 0; r < 4; r++) {                                                              \
+      p[r] = (const uint8_t *)w + r * rb;                                                      \
+      a[r] = v8_zero();                                                                        \
+    }                                                                                          \
+    for (int64_t b = 0; b < n / 256; b++, x += 256) {                                          \
+      for (int r = 0; r < 4; r++) k4_scales(p[r], ds[r], dm[r]);                               \
+      for (int j = 0; j < 8; j++)                                                              \
+        for (int g = 0; g < 2; g++) {                                                          \
+          float32x4_t xv[4], wv[4];                                                            \
+          load_x16(x + 32 * j + 16 * g, xv);                                                   \
+          for (int r = 0; r < 4; r++) {                                                        \
+            k4_w16(INT16(p[r], j, g), ds[r][j], dm[r][j], wv);                                 \
+            a[r] = k_acc16(a[r], wv, xv);                                                      \
+          }                                                                                    \
+        }                                                                                      \
+      for (int r = 0; r < 4; r++) p[r] += BYTES;                                               \
+    }                                                                                          \
+    for (int r = 0; r < 4; r++) y[r] = hsum8(a[r]);                                            \
+  }
+DEFINE_K4_KERNELS(q4_k, q4k_int16, 144)
+DEFINE_K4_KERNELS(q5_k, q5k_int16, 176)
+#undef DEFINE_K4_KERNELS
+
+static void dequant_q6_k_neon(const void *row, float *y, int64_t n) {
+  const uint8_t *p = (const uint8_t *)row;
+  float ds[16];
+  float32x4_t w[4];
+  for (int64_t b = 0; b < n / 256; b++, p += 210, y += 256) {
+    k6_scales(p, ds);
+    for (int h = 0; h < 2; h++)
+      for (int k = 0; k < 4; k++)
+        for (int g = 0; g < 2; g++) {
+          k6_w16(q6k_int16(p, h, k, g), ds[8 * h + 2 * k + g], w);
+          store16(y + 128 * h + 32 * k + 16 * g, w);
+        }
+  }
+}
+
+static void dot4_q6_k_neon(const void *w, int64_t rb, const float *x, int64_t n, float *y) {
+  const uint8_t *p[4];
+  v8 a[4];
+  float ds[4][16];
+  for (int r = 0; r < 4; r++) {
+    p[r] = (const uint8_t *)w + r * rb;
+    a[r] = v8_zero();
+  }
+  for (int64_t b = 0; b < n / 256; b++, x += 256) {
+    for (int r = 0; r < 4; r++) k6_scales(p[r], ds[r]);
+    for (int h = 0; h < 2; h++)
+      for (int k = 0; k < 4; k++)
+        for (int g = 0; g < 2; g++) {
+          float32x4_t xv[4], wv[4];
+          load_x16(x + 128 * h + 32 * k + 16 * g, xv);
+          for (int r = 0; r < 4; r++) {
+            k6_w16(q6k_int16(p[r], h, k, g), ds[r][8 * h + 2 * k + g], wv);
+            a[r] = k_acc16(a[r], wv, xv);
+          }
+        }
+    for (int r = 0; r < 4; r++) p[r] += 210;
+  }
+  for (int r = 0; r < 4; r++) y[r] = hsum8(a[r]);
+}
+
 /* ---- own math, four lanes at a time: the operations of lrt_expf (math.c) in its order ----
  * Out-of-range and NaN lanes compute garbage that the final selects replace, as the scalar
  * function's early returns do (NaN: x itself; x > EXPF_HI: +inf; x < EXPF_LO: 0). */
@@ -295,6 +470,8 @@ const lrt_kernels lrt_kernels_neon = {
     .dequant_q8_0 = dequant_q8_0_neon, .dequant_q4_0 = dequant_q4_0_neon, .dequant_q4_1 = dequant_q4_1_neon,
     .dot4_q8_0 = dot4_q8_0_neon, .dot4_q4_0 = dot4_q4_0_neon, .dot4_q4_1 = dot4_q4_1_neon,
     .exp_f32 = exp_f32_neon, .silu_mul_f32 = silu_mul_f32_neon,
+    .dequant_q4_k = dequant_q4_k_neon, .dequant_q5_k = dequant_q5_k_neon, .dequant_q6_k = dequant_q6_k_neon,
+    .dot4_q4_k = dot4_q4_k_neon, .dot4_q5_k = dot4_q5_k_neon, .dot4_q6_k = dot4_q6_k_neon,
     .tile4_f32 = tile4_f32_neon, .widen_f16 = widen_f16_neon, .widen_bf16 = widen_bf16_neon,
 };
 #endif

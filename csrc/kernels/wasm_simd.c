@@ -237,6 +237,186 @@ DEFINE_BLOCK_KERNELS(q4_0, block_q4_0, 18)
 DEFINE_BLOCK_KERNELS(q4_1, block_q4_1, 20)
 #undef DEFINE_BLOCK_KERNELS
 
+/* ---- K-quants: 256-element super-blocks (docs/numerics.md, ref.c) ---------------------------
+ * Per row and super-block the float scales are computed as the reference does (ds = d * sc,
+ * dm = dmin * m, Q6_K ds = d * sc: one rounding each) into a small float array, then
+ * splatted. Sixteen elements at a time: the integers widened exactly (u8 -> u16 -> u32 ->
+ * f32, or s8 -> ... for Q6_K's q - 32), then (ds * q) - dm (Q4_K, Q5_K) or ds * (q - 32)
+ * (Q6_K), each operation its own instruction. Sixteen consecutive elements starting at a
+ * multiple of 8 are two dot8 groups: elements 0-3 and 8-11 go to lanes 0-3 (lo), 4-7 and
+ * 12-15 to lanes 4-7 (hi), added in element order. dot4 interleaves the four rows chunk by
+ * chunk (independent accumulator chains; each chain adds its chunks in element order). */
+
+static inline void u8x16_to_f32(v128_t q, v128_t *out) {
+  v128_t lo = wasm_u16x8_extend_low_u8x16(q), hi = wasm_u16x8_extend_high_u8x16(q);
+  out[0] = wasm_f32x4_convert_u32x4(wasm_u32x4_extend_low_u16x8(lo));
+  out[1] = wasm_f32x4_convert_u32x4(wasm_u32x4_extend_high_u16x8(lo));
+  out[2] = wasm_f32x4_convert_u32x4(wasm_u32x4_extend_low_u16x8(hi));
+  out[3] = wasm_f32x4_convert_u32x4(wasm_u32x4_extend_high_u16x8(hi));
+}
+
+/* Q4_K / Q5_K: the 8 sub-block scales and mins of a block, times d and dmin */
+static inline void k4_scales(const uint8_t *p, float *ds, float *dm) {
+  const uint8_t *s = p + 4;
+  uint8_t v[16];
+  for (int j = 0; j < 4; j++) {
+    v[j] = s[j] & 63;                                                /* sc, j < 4 */
+    v[8 + j] = s[j + 4] & 63;                                        /* m,  j < 4 */
+    v[4 + j] = (uint8_t)((s[j + 8] & 15) | ((s[j] >> 6) << 4));      /* sc, j + 4 */
+    v[12 + j] = (uint8_t)((s[j + 8] >> 4) | ((s[j + 4] >> 6) << 4)); /* m, j + 4 */
+  }
+  v128_t f[4];
+  u8x16_to_f32(wasm_v128_load(v), f);
+  v128_t d = wasm_f32x4_splat(lrt_f16_to_f32(lrt_rd_u16le(p)));
+  v128_t dmin = wasm_f32x4_splat(lrt_f16_to_f32(lrt_rd_u16le(p + 2)));
+  wasm_v128_store(ds, wasm_f32x4_mul(d, f[0]));
+  wasm_v128_store(ds + 4, wasm_f32x4_mul(d, f[1]));
+  wasm_v128_store(dm, wasm_f32x4_mul(dmin, f[2]));
+  wasm_v128_store(dm + 4, wasm_f32x4_mul(dmin, f[3]));
+}
+
+/* Q6_K: the 16 int8 scales of a block times d */
+static inline void k6_scales(const uint8_t *p, float *ds) {
+  v128_t d = wasm_f32x4_splat(lrt_f16_to_f32(lrt_rd_u16le(p + 208)));
+  v128_t s[4];
+  i8x16_to_f32(wasm_v128_load(p + 192), s);
+  for (int k = 0; k < 4; k++) wasm_v128_store(ds + 4 * k, wasm_f32x4_mul(d, s[k]));
+}
+
+/* sixteen weights (ds * q) - dm, q unsigned in the u8 lanes of v */
+static inline void k4_w16(v128_t v, float ds, float dm, v128_t *w) {
+  v128_t dsv = wasm_f32x4_splat(ds), dmv = wasm_f32x4_splat(dm);
+  u8x16_to_f32(v, w);
+  for (int k = 0; k < 4; k++) w[k] = wasm_f32x4_sub(wasm_f32x4_mul(dsv, w[k]), dmv);
+}
+
+/* sixteen weights ds * (q - 32), q - 32 signed in the i8 lanes of v */
+static inline void k6_w16(v128_t v, float ds, v128_t *w) {
+  v128_t dsv = wasm_f32x4_splat(ds);
+  i8x16_to_f32(v, w);
+  for (int k = 0; k < 4; k++) w[k] = wasm_f32x4_mul(dsv, w[k]);
+}
+
+/* acc + w * x for sixteen consecutive elements (two dot8 groups, in order) */
+static inline v8 k_acc16(v8 a, const v128_t *w, const v128_t *xv) {
+  a.lo = wasm_f32x4_add(a.lo, wasm_f32x4_mul(w[0], xv[0]));
+  a.hi = wasm_f32x4_add(a.hi, wasm_f32x4_mul(w[1], xv[1]));
+  a.lo = wasm_f32x4_add(a.lo, wasm_f32x4_mul(w[2], xv[2]));
+  a.hi = wasm_f32x4_add(a.hi, wasm_f32x4_mul(w[3], xv[3]));
+  return a;
+}
+static inline void load_x16(const float *x, v128_t *xv) {
+  for (int k = 0; k < 4; k++) xv[k] = wasm_v128_load(x + 4 * k);
+}
+static inline void store16(float *y, const v128_t *w) {
+  for (int k = 0; k < 4; k++) wasm_v128_store(y + 4 * k, w[k]);
+}
+
+/* Q4_K: sub-block j (32 elements), half g (16 elements): nibble j & 1 of bytes
+ * 16 + 32 (j / 2) + 16 g .. +15 */
+static inline v128_t q4k_int16(const uint8_t *p, int j, int g) {
+  v128_t v = wasm_v128_load(p + 16 + 32 * (j >> 1) + 16 * g);
+  return (j & 1) ? wasm_u8x16_shr(v, 4) : wasm_v128_and(v, wasm_i8x16_splat(15));
+}
+/* Q5_K: the Q4_K nibble (bytes from 48) plus bit j of qh[16 g ..] as bit 4 */
+static inline v128_t q5k_int16(const uint8_t *p, int j, int g) {
+  v128_t v = wasm_v128_load(p + 48 + 32 * (j >> 1) + 16 * g);
+  v128_t lo = (j & 1) ? wasm_u8x16_shr(v, 4) : wasm_v128_and(v, wasm_i8x16_splat(15));
+  v128_t qh = wasm_v128_load(p + 16 + 16 * g);
+  v128_t hi = wasm_i8x16_shl(wasm_v128_and(wasm_u8x16_shr(qh, (uint32_t)j), wasm_i8x16_splat(1)), 4);
+  return wasm_v128_or(lo, hi);
+}
+/* Q6_K: elements 128 h + 32 k + 16 g .. +15 as q - 32: low 4 bits from
+ * ql[64 h + 32 (k & 1) + 16 g ..] >> 4 (k / 2), high 2 bits from qh[32 h + 16 g ..] >> 2 k */
+static inline v128_t q6k_int16(const uint8_t *p, int h, int k, int g) {
+  v128_t ql = wasm_v128_load(p + 64 * h + 32 * (k & 1) + 16 * g);
+  v128_t qh = wasm_v128_load(p + 128 + 32 * h + 16 * g);
+  v128_t lo = wasm_v128_and(wasm_u8x16_shr(ql, (uint32_t)(4 * (k >> 1))), wasm_i8x16_splat(15));
+  v128_t hi = wasm_i8x16_shl(wasm_v128_and(wasm_u8x16_shr(qh, (uint32_t)(2 * k)), wasm_i8x16_splat(3)), 4);
+  return wasm_i8x16_sub(wasm_v128_or(lo, hi), wasm_i8x16_splat(32));
+}
+
+#define DEFINE_K4_KERNELS(FMT, INT16, BYTES)                                                    \
+  static void dequant_##FMT##_wasm(const void *row, float *y, int64_t n) {                     \
+    const uint8_t *p = (const uint8_t *)row;                                                   \
+    float ds[8], dm[8];                                                                        \
+    v128_t w[4];                                                                               \
+    for (int64_t b = 0; b < n / 256; b++, p += BYTES, y += 256) {                              \
+      k4_scales(p, ds, dm);                                                                    \
+      for (int j = 0; j < 8; j++)                                                              \
+        for (int g = 0; g < 2; g++) {                                                          \
+          k4_w16(INT16(p, j, g), ds[j], dm[j], w);                                             \
+          store16(y + 32 * j + 16 * g, w);                                                     \
+        }                                                                                      \
+    }                                                                                          \
+  }                                                                                            \
+  static void dot4_##FMT##_wasm(const void *w, int64_t rb, const float *x, int64_t n, float *y) { \
+    const uint8_t *p[4];                                                                       \
+    v8 a[4];                                                                                   \
+    float ds[4][8], dm[4][8];                                                                  \
+    for (int r = 0; r < 4; r++) {                                                              \
+      p[r] = (const uint8_t *)w + r * rb;                                                      \
+      a[r] = v8_zero();                                                                        \
+    }                                                                                          \
+    for (int64_t b = 0; b < n / 256; b++, x += 256) {                                          \
+      for (int r = 0; r < 4; r++) k4_scales(p[r], ds[r], dm[r]);                               \
+      for (int j = 0; j < 8; j++)                                                              \
+        for (int g = 0; g < 2; g++) {                                                          \
+          v128_t xv[4], wv[4];                                                                 \
+          load_x16(x + 32 * j + 16 * g, xv);                                                   \
+          for (int r = 0; r < 4; r++) {                                                        \
+            k4_w16(INT16(p[r], j, g), ds[r][j], dm[r][j], wv);                                 \
+            a[r] = k_acc16(a[r], wv, xv);                                                      \
+          }                                                                                    \
+        }                                                                                      \
+      for (int r = 0; r < 4; r++) p[r] += BYTES;                                               \
+    }                                                                                          \
+    for (int r = 0; r < 4; r++) y[r] = hsum8(a[r]);                                            \
+  }
+DEFINE_K4_KERNELS(q4_k, q4k_int16, 144)
+DEFINE_K4_KERNELS(q5_k, q5k_int16, 176)
+#undef DEFINE_K4_KERNELS
+
+static void dequant_q6_k_wasm(const void *row, float *y, int64_t n) {
+  const uint8_t *p = (const uint8_t *)row;
+  float ds[16];
+  v128_t w[4];
+  for (int64_t b = 0; b < n / 256; b++, p += 210, y += 256) {
+    k6_scales(p, ds);
+    for (int h = 0; h < 2; h++)
+      for (int k = 0; k < 4; k++)
+        for (int g = 0; g < 2; g++) {
+          k6_w16(q6k_int16(p, h, k, g), ds[8 * h + 2 * k + g], w);
+          store16(y + 128 * h + 32 * k + 16 * g, w);
+        }
+  }
+}
+
+static void dot4_q6_k_wasm(const void *w, int64_t rb, const float *x, int64_t n, float *y) {
+  const uint8_t *p[4];
+  v8 a[4];
+  float ds[4][16];
+  for (int r = 0; r < 4; r++) {
+    p[r] = (const uint8_t *)w + r * rb;
+    a[r] = v8_zero();
+  }
+  for (int64_t b = 0; b < n / 256; b++, x += 256) {
+    for (int r = 0; r < 4; r++) k6_scales(p[r], ds[r]);
+    for (int h = 0; h < 2; h++)
+      for (int k = 0; k < 4; k++)
+        for (int g = 0; g < 2; g++) {
+          v128_t xv[4], wv[4];
+          load_x16(x + 128 * h + 32 * k + 16 * g, xv);
+          for (int r = 0; r < 4; r++) {
+            k6_w16(q6k_int16(p[r], h, k, g), ds[r][8 * h + 2 * k + g], wv);
+            a[r] = k_acc16(a[r], wv, xv);
+          }
+        }
+    for (int r = 0; r < 4; r++) p[r] += 210;
+  }
+  for (int r = 0; r < 4; r++) y[r] = hsum8(a[r]);
+}
+
 /* ---- own math, four lanes at a time: the operations of lrt_expf (math.c) in its order ----
  * Out-of-range and NaN lanes compute garbage that the final selects replace, as the scalar
  * function's early returns do (NaN: x itself; x > EXPF_HI: +inf; x < EXPF_LO: 0). */
@@ -291,6 +471,8 @@ const lrt_kernels lrt_kernels_wasm_simd128 = {
     .dequant_q8_0 = dequant_q8_0_wasm, .dequant_q4_0 = dequant_q4_0_wasm, .dequant_q4_1 = dequant_q4_1_wasm,
     .dot4_q8_0 = dot4_q8_0_wasm, .dot4_q4_0 = dot4_q4_0_wasm, .dot4_q4_1 = dot4_q4_1_wasm,
     .exp_f32 = exp_f32_wasm, .silu_mul_f32 = silu_mul_f32_wasm,
+    .dequant_q4_k = dequant_q4_k_wasm, .dequant_q5_k = dequant_q5_k_wasm, .dequant_q6_k = dequant_q6_k_wasm,
+    .dot4_q4_k = dot4_q4_k_wasm, .dot4_q5_k = dot4_q5_k_wasm, .dot4_q6_k = dot4_q6_k_wasm,
     .tile4_f32 = tile4_f32_wasm,
 };
 #endif

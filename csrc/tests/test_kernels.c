@@ -126,6 +126,45 @@ static void compare_widen(const lrt_kernels *k, const lrt_kernels *ref) {
   }
 }
 
+/* Q4_0 / Q4_1 fused decode for every F16 scale: each of the 65536 half patterns as d (with
+ * a varying F16 m for Q4_1, both blocks of a row), quants that take all 16 values in both
+ * nibbles, x in [0.5, 2) so that no product is lost in the sum. Catches a wrong entry of a
+ * per-block table of the 16 possible weights (avx2-avx512vl) for subnormal, zero, negative,
+ * inf and NaN scales. */
+static void compare_q4_scales(const lrt_kernels *k, const lrt_kernels *ref) {
+  enum { N = 64, NB = N / 32 };
+  static uint8_t q0[4 * NB * 18], q1[4 * NB * 20];
+  static float x[N];
+  for (int i = 0; i < N; i++) x[i] = 0.5f + (float)(next32() & 0xffffff) / 11184810.67f;
+  for (int r = 0; r < 4; r++)
+    for (int b = 0; b < NB; b++)
+      for (int j = 0; j < 16; j++) {
+        uint8_t v = (uint8_t)(((j + 3 * r + 5 * b) & 15) | ((15 - j + r + 7 * b) & 15) << 4);
+        q0[(r * NB + b) * 18 + 2 + j] = v;
+        q1[(r * NB + b) * 20 + 4 + j] = v;
+      }
+  for (uint32_t h = 0; h < 65536; h++) {
+    for (int r = 0; r < 4; r++)
+      for (int b = 0; b < NB; b++) {
+        uint8_t *p0 = q0 + (r * NB + b) * 18, *p1 = q1 + (r * NB + b) * 20;
+        uint32_t m = (h * 40503u + 7919u * (uint32_t)(r + 4 * b)) & 0xffff;
+        p0[0] = p1[0] = (uint8_t)h;
+        p0[1] = p1[1] = (uint8_t)(h >> 8);
+        p1[2] = (uint8_t)m;
+        p1[3] = (uint8_t)(m >> 8);
+      }
+    float ya[4], yb[4];
+    k->dot4_q4_0(q0, NB * 18, x, N, ya);
+    ref->dot4_q4_0(q0, NB * 18, x, N, yb);
+    for (int i = 0; i < 4; i++)
+      CHECK(same_or_nan(ya[i], yb[i]), "%s dot4_q4_0 d=0x%04x row %d: %a vs %a", k->name, (unsigned)h, i, (double)ya[i], (double)yb[i]);
+    k->dot4_q4_1(q1, NB * 20, x, N, ya);
+    ref->dot4_q4_1(q1, NB * 20, x, N, yb);
+    for (int i = 0; i < 4; i++)
+      CHECK(same_or_nan(ya[i], yb[i]), "%s dot4_q4_1 d=0x%04x row %d: %a vs %a", k->name, (unsigned)h, i, (double)ya[i], (double)yb[i]);
+  }
+}
+
 static int compare_path(const lrt_kernels *k, const lrt_kernels *ref) {
   enum { MAXN = 300, MAXM = 9, PAD = 8 };
   static float w[MAXN + PAD], x[MAXM * (MAXN + PAD)], y1[MAXM], y2[MAXM];
@@ -220,10 +259,18 @@ static int compare_path(const lrt_kernels *k, const lrt_kernels *ref) {
         CHECK(bits(ya[i]) == bits(yb[i]) || (ya[i] != ya[i] && yb[i] != yb[i]), "%s dot4_%s n=%lld row %d", k->name, fq[f].nm, (long long)n, i);
     }
     /* K-quants (n % 256 == 0): random blocks with finite F16 d / dmin, dequant and fused
-     * decode vs. dequantize + reference dot4_f32 */
+     * decode vs. dequantize + reference dot4_f32. Some blocks get extreme scales (d, dmin
+     * = +-65504, +-smallest subnormal, +-0, ...; all 6-bit scales and mins 63; Q6_K scales
+     * -128 / 127), and every ninth iteration some activations are huge (2^100 times), so
+     * products overflow to +-inf and lanes become NaN. */
     if (iter % 3 == 0) {
+      static const uint16_t kd_extreme[] = {0x7bff, 0xfbff, 0x0001, 0x8001, 0x0000, 0x8000, 0x0400, 0x03ff, 0x3c00};
       int64_t nk = 256 * (int64_t)(1 + next32() % 3); /* 1 to 3 super-blocks */
-      for (int64_t i = 0; i < nk; i++) x[i] = rand_float();
+      int huge = iter % 9 == 0;
+      for (int64_t i = 0; i < nk; i++) {
+        x[i] = rand_float();
+        if (huge && next32() % 16 == 0) x[i] = x[i] * 0x1p100f;
+      }
       struct { void (*a)(const void *, int64_t, const float *, int64_t, float *);
                void (*da)(const void *, float *, int64_t), (*db)(const void *, float *, int64_t);
                int64_t block; int d_off[2]; const char *nm; } kq[3] = {
@@ -233,11 +280,22 @@ static int compare_path(const lrt_kernels *k, const lrt_kernels *ref) {
       for (int f = 0; f < 3; f++) {
         int64_t rb = (nk / 256) * kq[f].block;
         for (size_t i = 0; i < 4 * (size_t)rb; i++) kbuf[i] = (uint8_t)next32();
-        for (int64_t b = 0; b < 4 * (nk / 256); b++)
+        for (int64_t b = 0; b < 4 * (nk / 256); b++) {
+          uint8_t *blk = kbuf + b * kq[f].block;
           for (int e = 0; e < 2; e++) {
-            uint8_t *hp = kbuf + b * kq[f].block + kq[f].d_off[e] + 1; /* high byte of the half */
-            if ((*hp & 0x7c) == 0x7c) *hp &= 0xbf;                      /* no inf / NaN */
+            uint8_t *hp = blk + kq[f].d_off[e] + 1; /* high byte of the half */
+            if ((*hp & 0x7c) == 0x7c) *hp &= 0xbf;   /* no inf / NaN */
+            if (next32() % 4 == 0) {                 /* an extreme d / dmin */
+              uint16_t v = kd_extreme[next32() % (sizeof kd_extreme / sizeof kd_extreme[0])];
+              hp[-1] = (uint8_t)(v & 0xff);
+              hp[0] = (uint8_t)(v >> 8);
+            }
           }
+          if (next32() % 4 == 0) {
+            if (f < 2) memset(blk + 4, 0xff, 12);                        /* sc = m = 63 */
+            else for (int i = 0; i < 16; i++) blk[192 + i] = (next32() & 1) ? 0x80 : 0x7f; /* -128 / 127 */
+          }
+        }
         kq[f].da(kbuf, kd1, nk);
         kq[f].db(kbuf, kd2, nk);
         for (int64_t i = 0; i < nk; i++)
@@ -259,6 +317,7 @@ static int compare_path(const lrt_kernels *k, const lrt_kernels *ref) {
     ref->dot4_bf16(h, n, x, n, yb);
     for (int i = 0; i < 4; i++) CHECK(bits(ya[i]) == bits(yb[i]) || (ya[i] != ya[i] && yb[i] != yb[i]), "%s dot4_bf16 n=%lld", k->name, (long long)n);
   }
+  compare_q4_scales(k, ref);
   compare_math(k, ref);
   compare_widen(k, ref);
   return failures == before;
