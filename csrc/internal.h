@@ -70,6 +70,10 @@ typedef struct lrt_mapped_file {
 /* Map a whole file read-only. Errors: LRT_ERR_NOT_FOUND, LRT_ERR_IO. */
 int32_t lrt_map_file(const char *path, lrt_mapped_file *out);
 void lrt_unmap_file(lrt_mapped_file *f);
+/* The bytes [p, p + n) of a mapping from lrt_map_file will not be read soon: the OS may drop
+ * their pages from this process (they are read from the file again if touched). A no-op for
+ * caller buffers, files read into memory and on Windows. */
+void lrt_map_release(const lrt_mapped_file *f, const void *p, uint64_t n);
 /* 1 when path is an existing directory, 0 otherwise. */
 int lrt_is_dir(const char *path);
 /* 1 when path is an existing regular file. */
@@ -216,5 +220,10 @@ static inline float lrt_bf16_to_f32(uint16_t h) {
   return v.f;
 }
 float lrt_f16_to_f32(uint16_t h); /* exact, table-free */
+uint16_t lrt_f32_to_f16(float f);  /* round to nearest even */
+/* Q8_0 blocks (34 bytes per 32 values, n % 32 == 0) of x by the rule in docs/numerics.md;
+ * -1 (nothing promised about out) when a block holds NaN/infinity or its scale is out of
+ * the F16 range or too small to invert. */
+int lrt_quantize_q8_0(const float *x, uint8_t *out, int64_t n);
 
 #endif /* LOOMRT_INTERNAL_H */

@@ -117,6 +117,79 @@ static int32_t get_mat(lrt_model *m, const char *name, int64_t rows, int64_t col
   return LRT_OK;
 }
 
+/* ---- quantizing at load (LRT_OPEN_QUANTIZE_Q8_0) ------------------------------------------ */
+
+/* The file mapping that holds p, or NULL (caller buffers, owned copies). */
+static const lrt_mapped_file *mapping_of(const lrt_model *m, const void *p) {
+  const uint8_t *b = (const uint8_t *)p;
+  if (m->is_gguf) return (b >= m->gguf.map.data && b < m->gguf.map.data + m->gguf.map.size) ? &m->gguf.map : NULL;
+  for (size_t i = 0; i < m->n_st_files; i++) {
+    const lrt_mapped_file *f = &m->st_files[i].map;
+    if (f->data && b >= f->data && b < f->data + f->size) return f;
+  }
+  return NULL;
+}
+
+/* Replace an F32/F16/BF16 matrix by its Q8_0 blocks in an owned buffer; the mapped pages it
+ * was read from are given back to the OS. Others are left as they are. */
+static int32_t quantize_mat(lrt_model *m, lrt_mat *w, const char *what, float *row) {
+  if ((w->dtype != LRT_DT_F32 && w->dtype != LRT_DT_F16 && w->dtype != LRT_DT_BF16) || w->cols % 32 || !w->rows) return LRT_OK;
+  size_t es = w->dtype == LRT_DT_F32 ? 4 : 2, row_bytes = (size_t)(w->cols / 32) * 34;
+  uint8_t *dst = (uint8_t *)own(m, (size_t)w->rows * row_bytes);
+  if (!dst) return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory quantizing %s to Q8_0", what);
+  const uint8_t *src = (const uint8_t *)w->data;
+  for (int64_t r = 0; r < w->rows; r++) {
+    const uint8_t *s = src + (size_t)(r * w->cols) * es;
+    for (int64_t j = 0; j < w->cols; j++) { /* native words: get_mat byte-swapped them on big-endian hosts */
+      if (w->dtype == LRT_DT_F32) memcpy(&row[j], s + 4 * j, 4);
+      else {
+        uint16_t h;
+        memcpy(&h, s + 2 * j, 2);
+        row[j] = w->dtype == LRT_DT_F16 ? lrt_f16_to_f32(h) : lrt_bf16_to_f32(h);
+      }
+    }
+    if (lrt_quantize_q8_0(row, dst + (size_t)r * row_bytes, w->cols) != 0)
+      return lrt_err(LRT_ERR_FORMAT, "cannot quantize %s to Q8_0: row %lld holds NaN or infinity, or values whose "
+                     "block scale is outside the F16 range; open it without quantizing", what, (long long)r);
+  }
+  const lrt_mapped_file *f = mapping_of(m, src);
+  if (f) lrt_map_release(f, src, (uint64_t)w->rows * (uint64_t)w->cols * es);
+  w->dtype = LRT_DT_Q8_0;
+  w->data = dst;
+  return LRT_OK;
+}
+
+static int32_t quantize_all(lrt_model *m) {
+  lrt_config *c = &m->cfg;
+  int64_t max_cols = m->tok_embd.cols > m->lm_head.cols ? m->tok_embd.cols : m->lm_head.cols;
+  for (int64_t l = 0; l < c->n_layers; l++) {
+    const lrt_layer *L = &m->layers[l];
+    const lrt_mat *ms[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+    for (int i = 0; i < 7; i++) if (ms[i]->cols > max_cols) max_cols = ms[i]->cols;
+  }
+  float *row = (float *)malloc((size_t)(max_cols > 0 ? max_cols : 1) * sizeof(float)); /* one widened row */
+  if (!row) return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory");
+  int32_t st = LRT_OK;
+  const void *embd = m->tok_embd.data;
+  if ((st = quantize_mat(m, &m->tok_embd, "the token embedding", row))) goto done;
+  if (m->lm_head.data == embd) m->lm_head = m->tok_embd; /* tied: one copy */
+  else if ((st = quantize_mat(m, &m->lm_head, "the LM head", row))) goto done;
+  for (int64_t l = 0; l < c->n_layers; l++) {
+    lrt_layer *L = &m->layers[l];
+    lrt_mat *ms[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+    static const char *names[7] = {"wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down"};
+    for (int i = 0; i < 7; i++) {
+      char what[64];
+      snprintf(what, sizeof what, "layer %lld %s", (long long)l, names[i]);
+      if (ms[i]->data && (st = quantize_mat(m, ms[i], what, row))) goto done;
+    }
+  }
+  m->quantized_at_load = 1;
+done:
+  free(row);
+  return st;
+}
+
 /* Bind a vector of length n as an owned float array. optional: NULL when absent. */
 static int32_t get_vec(lrt_model *m, const char *name, int64_t n, int optional, float **out) {
   *out = NULL;
@@ -379,6 +452,7 @@ int32_t lrt_model_load(const char *path, int32_t flags, lrt_model **out) {
   *out = NULL;
   lrt_model *m = (lrt_model *)calloc(1, sizeof *m);
   if (!m) return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory");
+  m->open_flags = flags;
   int32_t st;
   size_t plen = strlen(path);
   if (lrt_is_dir(path)) {
@@ -413,6 +487,7 @@ static int32_t finish_load(lrt_model *m) {
   m->layers = (lrt_layer *)calloc((size_t)m->cfg.n_layers, sizeof(lrt_layer));
   if (!m->layers) return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory");
   if ((st = m->is_gguf ? bind_gguf(m) : bind_hf(m))) return st;
+  if ((m->open_flags & LRT_OPEN_QUANTIZE_Q8_0) && (st = quantize_all(m))) return st;
   if (!m->cfg.learned_pos && (st = rope_table(m))) return st;
   { /* eos ids outside the vocabulary can never be sampled: drop them */
     int k = 0;
@@ -428,6 +503,7 @@ static int32_t finish_load(lrt_model *m) {
                                                                            : "model.layers.0.mlp.up_proj.weight");
     if (t) snprintf(m->dtype_name, sizeof m->dtype_name, "%s", m->is_gguf ? t->dtype_name : lrt_dtype_name(t->dtype));
     for (char *p = m->dtype_name; *p; p++) if (*p >= 'A' && *p <= 'Z') *p = (char)(*p - 'A' + 'a');
+    if (m->quantized_at_load && m->layers[0].w_up.dtype == LRT_DT_Q8_0) snprintf(m->dtype_name, sizeof m->dtype_name, "%s", "q8_0");
   }
   return LRT_OK;
 }
@@ -510,6 +586,7 @@ int32_t lrt_model_load_memory(const lrt_vfile *files, size_t n, int32_t flags, l
   *out = NULL;
   lrt_model *m = (lrt_model *)calloc(1, sizeof *m);
   if (!m) return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory");
+  m->open_flags = flags;
   int32_t st;
   const lrt_vfile *gg = NULL;
   for (size_t i = 0; i < n; i++)

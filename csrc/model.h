@@ -52,6 +52,8 @@ typedef struct lrt_layer {
 struct lrt_model {
   lrt_config cfg;
   int is_gguf;
+  int32_t open_flags;  /* LRT_OPEN_* given at open */
+  int quantized_at_load; /* matrices quantized to Q8_0 by LRT_OPEN_QUANTIZE_Q8_0 */
   lrt_mat tok_embd;   /* (vocab, dim) */
   lrt_mat pos_embd;   /* (ctx, dim), GPT-2 only */
   lrt_mat lm_head;    /* (vocab, dim) */

@@ -129,6 +129,10 @@ void lrt_unmap_file(lrt_mapped_file *f) {
   memset(f, 0, sizeof *f);
 }
 
+void lrt_map_release(const lrt_mapped_file *f, const void *p, uint64_t n) {
+  (void)f; (void)p; (void)n;
+}
+
 int lrt_cpu_count(void) {
   SYSTEM_INFO si;
   GetSystemInfo(&si);
@@ -225,6 +229,20 @@ void lrt_unmap_file(lrt_mapped_file *f) {
   if (f->data && f->priv[0]) munmap((void *)f->data, (size_t)f->size);
 #endif
   memset(f, 0, sizeof *f);
+}
+
+void lrt_map_release(const lrt_mapped_file *f, const void *p, uint64_t n) {
+#if defined(LRT_NO_MMAP)
+  (void)f; (void)p; (void)n;
+#else
+  const uint8_t *b = (const uint8_t *)p;
+  if (!f->data || !f->priv[0] || b < f->data || n > f->size || (uint64_t)(b - f->data) > f->size - n) return;
+  long page = sysconf(_SC_PAGESIZE);
+  if (page <= 0) return;
+  uintptr_t lo = ((uintptr_t)b + (uintptr_t)page - 1) / (uintptr_t)page * (uintptr_t)page;
+  uintptr_t hi = ((uintptr_t)b + (uintptr_t)n) / (uintptr_t)page * (uintptr_t)page;
+  if (hi > lo) (void)madvise((void *)lo, (size_t)(hi - lo), MADV_DONTNEED); /* only advice: errors are harmless */
+#endif
 }
 
 int lrt_cpu_count(void) {

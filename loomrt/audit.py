@@ -224,6 +224,7 @@ def make_receipt(model: Any, prompt_ids: Sequence[int], rec: StepRecorder, finis
             "files": [dict(f) for f in mh.files],
             "name": model.info.get("name", ""),
             "architecture": model.info.get("architecture", ""),
+            "quantize": getattr(model, "quantize", None),
         },
         "tokenizer": {"hash": tokenizer_hash(model)},
         "sampling": {k: sampling[k] for k in sorted(sampling)},
@@ -334,7 +335,7 @@ def _open_model(model: Any, r: Dict[str, Any], threads: Optional[int]) -> Any:
 
     if isinstance(model, Model):
         return model
-    return Model(os.fspath(model), threads=threads)
+    return Model(os.fspath(model), threads=threads, quantize=r["model"].get("quantize"))
 
 
 def _preflight(r: Dict[str, Any], m: Any) -> Optional[VerifyResult]:
@@ -350,6 +351,12 @@ def _preflight(r: Dict[str, Any], m: Any) -> Optional[VerifyResult]:
                             f"{r['model']['hash'][:16]}...); the model given has hash {mh[:16]}... ({m.path}). "
                             "Pass the same model files with --model / model=", what="model",
                             expected={"model_hash": r["model"]["hash"]}, actual={"model_hash": mh})
+    want_q, have_q = r["model"].get("quantize"), getattr(m, "quantize", None)
+    if want_q != have_q:
+        how = f"quantize={want_q!r} (--quantize {want_q})" if want_q else "without quantize (no --quantize)"
+        return VerifyResult(False, f"the receipt was made with the model loaded {how}; this model was loaded "
+                            f"with quantize={have_q!r}. Load it the same way", what="model",
+                            expected={"quantize": want_q}, actual={"quantize": have_q})
     th = tokenizer_hash(m)
     if r["tokenizer"]["hash"] is not None and th != r["tokenizer"]["hash"]:  # null: not recorded (C tool)
         return VerifyResult(False, f"the receipt was made with another tokenizer (hash {r['tokenizer']['hash']}); "

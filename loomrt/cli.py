@@ -30,6 +30,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--context", type=int, default=None, help="context length (default: the model's)")
     p.add_argument("--allow-unknown-config-keys", action="store_true",
                    help="load configs with keys loomrt does not know (they may change the math)")
+    p.add_argument("--quantize", choices=["q8_0"], default=None,
+                   help="quantize F32/F16/BF16 weight matrices to Q8_0 at load (about half of BF16's memory, "
+                        "faster decode; outputs equal a Q8_0 GGUF of the same weights)")
 
 
 def _add_sampling_args(p: argparse.ArgumentParser, default_max: int) -> None:
@@ -116,7 +119,7 @@ def _split_model_prompt(args: argparse.Namespace, need_prompt: bool) -> tuple:
 def _load(model: Optional[str], args: argparse.Namespace) -> Model:
     path = model if model is not None else default_model_path()
     return load(path, threads=args.threads, context=args.context,
-                allow_unknown_config_keys=args.allow_unknown_config_keys)
+                allow_unknown_config_keys=args.allow_unknown_config_keys, quantize=getattr(args, "quantize", None))
 
 
 def _sampling(args: argparse.Namespace) -> Dict[str, object]:
@@ -216,6 +219,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from .audit import load_receipt, verify_receipt
 
     r = load_receipt(args.receipt)
+    if args.quantize is None:  # load the model as the receipt's was loaded
+        args.quantize = r["model"].get("quantize")
     m = _load(args.model, args)
     res = verify_receipt(r, m, step=args.step)
     if args.json:

@@ -402,3 +402,21 @@ def test_receipt_made_under_emulation_verifies_here(model, receipt, tok_folder, 
     res = loomrt.verify_receipt(r, model)
     assert res.ok, res.message
     assert r["logits_rolling_sha256"] == receipt["logits_rolling_sha256"]
+
+
+def test_receipt_of_a_model_quantized_at_load(tok_folder, model) -> None:
+    """The receipt records quantize="q8_0"; verifying from the path loads the model the same
+    way and replays every step; a model loaded without quantizing is refused up front (its
+    files hash the same, but its numbers differ), and so is the reverse."""
+    qm = loomrt.load(tok_folder, threads=2, quantize="q8_0")
+    r = qm.generate(PROMPT, N, receipt=True, **SAMPLED).receipt
+    assert r["model"]["quantize"] == "q8_0"
+    res = audit.verify_receipt(r, tok_folder)
+    assert res.ok and res.steps_checked == len(r["output_token_ids"]), res.message
+    res = audit.verify_receipt(r, model)
+    assert not res.ok and res.what == "model" and "--quantize q8_0" in res.message
+    plain = model.generate(PROMPT, N, receipt=True, **SAMPLED).receipt
+    assert plain["model"]["quantize"] is None
+    assert plain["step_logits_sha256"][0] != r["step_logits_sha256"][0]
+    res = audit.verify_receipt(plain, qm)
+    assert not res.ok and res.what == "model"

@@ -85,6 +85,13 @@ typedef struct lrt_model lrt_model;
 
 /* Model open flags (bit set). */
 #define LRT_OPEN_ALLOW_UNKNOWN_CONFIG_KEYS 1  /* ignore config.json keys loomrt does not know */
+/* (2 is LRT_OPEN_COPY_BUFFERS, below) */
+/* Quantize the F32/F16/BF16 weight matrices to Q8_0 at open (the written rule of
+ * docs/numerics.md, the same bytes gguf-py and llama.cpp write): about 1.06 bytes per weight
+ * in memory, in place of the mapped file's pages. Matrices already block-quantized, those
+ * whose row length is not a multiple of 32, and vectors (norms, biases) are kept as they are.
+ * Results equal those of a Q8_0 GGUF of the same weights. */
+#define LRT_OPEN_QUANTIZE_Q8_0 4
 
 /* Open a model: a HuggingFace folder (config.json + *.safetensors) or a .gguf file.
  * path is UTF-8 with explicit length. Weights are memory-mapped and used in place where
