@@ -279,7 +279,8 @@ DEFINE_DOT4_BLOCKS(dot4_q4_1_avx2, 20, Q4_1_ROW)
  * dm = dmin * m, one rounding each), eight at a time, and kept in a small float array read
  * back with broadcast loads (a load, not a shuffle). The four rows are interleaved group by
  * group (8 elements), so their four accumulator chains run in parallel; each chain adds its
- * groups in element order, as dot_f32 does over the dequantized row. */
+ * groups in element order, as dot_f32 does over the dequantized row. Exported (kernels.h):
+ * the avx512 table uses them too. */
 
 /* Q4_K / Q5_K: the 8 sub-block scales and mins of a block as floats */
 LRT_AVX2 static inline void k4_scales(const uint8_t *p, float *ds, float *dm) {
@@ -308,7 +309,7 @@ LRT_AVX2 static inline void k4_scales(const uint8_t *p, float *ds, float *dm) {
   _mm256_storeu_ps(yp, _mm256_sub_ps(_mm256_mul_ps(_mm256_broadcast_ss(ds), _mm256_cvtepi32_ps(q)), \
                                      _mm256_broadcast_ss(dm)))
 
-LRT_AVX2 static void dequant_q4_k_avx2(const void *row, float *y, int64_t n) {
+LRT_AVX2 void lrt_dequant_q4_k_avx2(const void *row, float *y, int64_t n) {
   const uint8_t *p = (const uint8_t *)row;
   const __m256i m4 = _mm256_set1_epi32(15);
   float ds[8], dm[8];
@@ -325,7 +326,7 @@ LRT_AVX2 static void dequant_q4_k_avx2(const void *row, float *y, int64_t n) {
   }
 }
 
-LRT_AVX2 static void dequant_q5_k_avx2(const void *row, float *y, int64_t n) {
+LRT_AVX2 void lrt_dequant_q5_k_avx2(const void *row, float *y, int64_t n) {
   const uint8_t *p = (const uint8_t *)row;
   const __m256i m4 = _mm256_set1_epi32(15), one = _mm256_set1_epi32(1);
   float ds[8], dm[8];
@@ -344,7 +345,7 @@ LRT_AVX2 static void dequant_q5_k_avx2(const void *row, float *y, int64_t n) {
 }
 #undef K4_STORE
 
-LRT_AVX2 static void dot4_q4_k_avx2(const void *w, int64_t rb, const float *x, int64_t n, float *y) {
+LRT_AVX2 void lrt_dot4_q4_k_avx2(const void *w, int64_t rb, const float *x, int64_t n, float *y) {
   __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
   const __m256i m4 = _mm256_set1_epi32(15);
   const uint8_t *p0 = (const uint8_t *)w, *p1 = p0 + rb, *p2 = p1 + rb, *p3 = p2 + rb;
@@ -383,7 +384,7 @@ LRT_AVX2 static void dot4_q4_k_avx2(const void *w, int64_t rb, const float *x, i
 #define Q5_INT(p, qo, g, j, lohi)                                                              \
   _mm256_or_si256(lohi, _mm256_slli_epi32(_mm256_and_si256(_mm256_srl_epi32(Q8BYTES((p) + 16 + 8 * (g)), jc), one), 4))
 
-LRT_AVX2 static void dot4_q5_k_avx2(const void *w, int64_t rb, const float *x, int64_t n, float *y) {
+LRT_AVX2 void lrt_dot4_q5_k_avx2(const void *w, int64_t rb, const float *x, int64_t n, float *y) {
   __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
   const __m256i m4 = _mm256_set1_epi32(15), one = _mm256_set1_epi32(1);
   const uint8_t *p0 = (const uint8_t *)w, *p1 = p0 + rb, *p2 = p1 + rb, *p3 = p2 + rb;
@@ -444,7 +445,7 @@ LRT_AVX2 static inline void k6_scales(const uint8_t *p, float *ds) {
     _mm256_storeu_ps(y + 128 * h + 32 * (k) + 8 * g,                                          \
                      _mm256_mul_ps(_mm256_broadcast_ss(&ds[8 * h + 2 * (k) + (g >> 1)]), _mm256_cvtepi32_ps(Q6_INT(p, k))));
 
-LRT_AVX2 static void dequant_q6_k_avx2(const void *row, float *y, int64_t n) {
+LRT_AVX2 void lrt_dequant_q6_k_avx2(const void *row, float *y, int64_t n) {
   const uint8_t *p = (const uint8_t *)row;
   const __m256i m4 = _mm256_set1_epi32(15), m2 = _mm256_set1_epi32(3), k32 = _mm256_set1_epi32(32);
   float ds[16];
@@ -460,7 +461,7 @@ LRT_AVX2 static void dequant_q6_k_avx2(const void *row, float *y, int64_t n) {
 }
 #undef Q6_STORE
 
-LRT_AVX2 static void dot4_q6_k_avx2(const void *w, int64_t rb, const float *x, int64_t n, float *y) {
+LRT_AVX2 void lrt_dot4_q6_k_avx2(const void *w, int64_t rb, const float *x, int64_t n, float *y) {
   __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
   const __m256i m4 = _mm256_set1_epi32(15), m2 = _mm256_set1_epi32(3), k32 = _mm256_set1_epi32(32);
   const uint8_t *p0 = (const uint8_t *)w, *p1 = p0 + rb, *p2 = p1 + rb, *p3 = p2 + rb;
@@ -491,7 +492,7 @@ const lrt_kernels lrt_kernels_avx2 = {"avx2", dot_f32_avx2, dot_f16_avx2, dot_bf
                                       dequant_q8_0_avx2, dequant_q4_0_avx2, dequant_q4_1_avx2,
                                       dot4_q8_0_avx2, dot4_q4_0_avx2, dot4_q4_1_avx2,
                                       lrt_exp_f32_avx2, lrt_silu_mul_f32_avx2 /* avx2_math.c */,
-                                      dequant_q4_k_avx2, dequant_q5_k_avx2, dequant_q6_k_avx2,
-                                      dot4_q4_k_avx2, dot4_q5_k_avx2, dot4_q6_k_avx2,
+                                      lrt_dequant_q4_k_avx2, lrt_dequant_q5_k_avx2, lrt_dequant_q6_k_avx2,
+                                      lrt_dot4_q4_k_avx2, lrt_dot4_q5_k_avx2, lrt_dot4_q6_k_avx2,
                                       lrt_tile4_f32_avx2, widen_f16_avx2, widen_bf16_avx2};
 #endif

@@ -15,10 +15,11 @@
  * build lets tests/test_kernels_foreign.py check the kernels' lane arrangement (pairing,
  * shuffles, combination trees) bit for bit against the reference on any machine.
  *
- * Status: no machine here runs AVX-512 (QEMU's user-mode x86 emulation does not implement
- * it), so the intrinsic build is not verified by execution. dispatch.c therefore never picks
- * it on its own: it runs only when asked for (LOOMRT_KERNELS=avx512 or
- * lrt_kernels_select("avx512")) on a CPU and OS with AVX-512F state enabled. */
+ * Status: csrc/tests/test_kernels.c runs the intrinsic build where the CPU has AVX-512 (the
+ * project's Zen 4 VM). The "avx512" table is still only taken when asked for
+ * (LOOMRT_KERNELS=avx512 or lrt_kernels_select("avx512")): its 512-bit kernels were slower
+ * than AVX2 for the quantized formats there. The file also holds the Q4_0 / Q4_1 table-lookup
+ * kernels of the default "avx2-avx512vl" path (256-bit, end of the file). */
 #if defined(__x86_64__) || defined(_M_X64) || defined(LRT_AVX512_EMULATE)
 #include <string.h>
 
@@ -66,6 +67,25 @@ static inline void z16_nibbles(const uint8_t *p, int bias, z16 *lo, z16 *hi) {
     hi->f[j] = (float)((int)(p[j] >> 4) - bias);
   }
 }
+/* for the AVX-512VL table kernels: eight int32 lanes, and vpermt2ps on 256 bits */
+#define LRT_AVX512VL
+typedef struct y8i { uint32_t u[8]; } y8i;
+static inline y8 y8_splat_f16(const uint8_t *p) {
+  y8 r;
+  float v = lrt_f16_to_f32(lrt_rd_u16le(p));
+  for (int j = 0; j < 8; j++) r.f[j] = v;
+  return r;
+}
+static inline void y8_splat_f16x2(const uint8_t *p, y8 *a, y8 *b) { *a = y8_splat_f16(p); *b = y8_splat_f16(p + 2); }
+static inline y8i y8i_from_u8(const uint8_t *p) { y8i r; for (int j = 0; j < 8; j++) r.u[j] = p[j]; return r; }
+static inline y8i y8i_srl4(y8i a) { for (int j = 0; j < 8; j++) a.u[j] >>= 4; return a; }
+/* lane j = entry (idx_j mod 16) of the 16-float table [lo | hi]; the other index bits are
+ * ignored, as vpermt2ps ignores them */
+static inline y8 y8_lookup16(y8 lo, y8i idx, y8 hi) {
+  y8 r;
+  for (int j = 0; j < 8; j++) r.f[j] = (idx.u[j] & 8) ? hi.f[idx.u[j] & 7] : lo.f[idx.u[j] & 7];
+  return r;
+}
 #else
 /* ---- AVX-512F intrinsics ------------------------------------------------------------------ */
 #include <immintrin.h>
@@ -76,6 +96,14 @@ static inline void z16_nibbles(const uint8_t *p, int bias, z16 *lo, z16 *hi) {
 #endif
 typedef __m256 y8;
 typedef __m512 z16;
+
+/* the AVX-512VL table kernels (256-bit vpermt2ps) */
+#if defined(__GNUC__) || defined(__clang__)
+#define LRT_AVX512VL __attribute__((target("avx512f,avx512vl,avx2,f16c")))
+#else
+#define LRT_AVX512VL
+#endif
+typedef __m256i y8i;
 
 LRT_AVX512 static inline y8 y8_zero(void) { return _mm256_setzero_ps(); }
 LRT_AVX512 static inline y8 y8_load(const float *p) { return _mm256_loadu_ps(p); }
@@ -124,6 +152,23 @@ LRT_AVX512 static inline void z16_nibbles(const uint8_t *p, int bias, z16 *lo, z
   *lo = _mm512_cvtepi32_ps(_mm512_sub_epi32(l, b));
   *hi = _mm512_cvtepi32_ps(_mm512_sub_epi32(h, b));
 }
+/* the F16 at p, widened (F16C, exact), in all lanes: a 32-bit load of the halves at p and
+ * p + 2 (a load, no move from a general register), both widened, then lane 0 broadcast */
+LRT_AVX512VL static inline __m128 f16x2_widen(const uint8_t *p) {
+  return _mm_cvtph_ps(_mm_castps_si128(_mm_load_ss((const float *)(const void *)p)));
+}
+LRT_AVX512VL static inline y8 y8_splat_f16(const uint8_t *p) { return _mm256_broadcastss_ps(f16x2_widen(p)); }
+/* the F16s at p and p + 2, widened, each in all lanes (d and m of a Q4_1 block) */
+LRT_AVX512VL static inline void y8_splat_f16x2(const uint8_t *p, y8 *a, y8 *b) {
+  __m256 v = _mm256_castps128_ps256(f16x2_widen(p));
+  *a = _mm256_broadcastss_ps(_mm256_castps256_ps128(v));
+  *b = _mm256_permutexvar_ps(_mm256_set1_epi32(1), v);
+}
+LRT_AVX512VL static inline y8i y8i_from_u8(const uint8_t *p) {
+  return _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
+}
+LRT_AVX512VL static inline y8i y8i_srl4(y8i a) { return _mm256_srli_epi32(a, 4); }
+LRT_AVX512VL static inline y8 y8_lookup16(y8 lo, y8i idx, y8 hi) { return _mm256_permutex2var_ps(lo, idx, hi); }
 #endif
 
 /* ---- loads per weight format: 8 weights (y8), and 8 + 8 from two rows (z16) -------------- */
@@ -304,6 +349,69 @@ DEFINE_BLOCK_KERNELS(q4_0, block_q4_0, 18)
 DEFINE_BLOCK_KERNELS(q4_1, block_q4_1, 20)
 #undef DEFINE_BLOCK_KERNELS
 
+/* ---- Q4_0 / Q4_1 decode by table lookup (AVX-512VL, 256-bit registers only) --------------
+ * A 4-bit weight of a block can take only 16 values, and the reference computes each of them
+ * with the same operations whatever the element: Q4_0 w = d * (k - 8) (one rounding), Q4_1
+ * w = (d * k) + m (product rounded, then the sum), k = 0..15. So each row's block builds
+ * that table once (two y8: 2 multiplies, + 2 adds for Q4_1) and every weight is looked up
+ * with vpermt2ps (4-bit index, the other index bits ignored: the byte itself indexes its low
+ * nibble, byte >> 4 its high one) instead of sub / convert / multiply (/ add) per 8 weights.
+ * The looked-up floats are exactly the reference's, and they are multiplied by x and added
+ * in the order of the AVX2 kernels (one 8-lane accumulator per row, groups 0-7, 8-15, 16-23,
+ * 24-31 of each block in turn): the same bits as dequantize-then-dot4_f32. Kept at 256 bits:
+ * this table is the default where AVX-512VL exists (dispatch.c) and its other entries are
+ * the AVX2 ones. */
+static const float q4_tab_k[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+static const float q4_tab_k8[16] = {-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7};
+
+#define TAB_Q4_0(p, lo, hi)                                                                   \
+  y8 d_ = y8_splat_f16(p);                                                                    \
+  y8 lo = y8_mul(d_, y8_load(q4_tab_k8)), hi = y8_mul(d_, y8_load(q4_tab_k8 + 8))
+#define TAB_Q4_1(p, lo, hi)                                                                   \
+  y8 d_, m_;                                                                                  \
+  y8_splat_f16x2(p, &d_, &m_);                                                                \
+  y8 lo = y8_add(y8_mul(d_, y8_load(q4_tab_k)), m_), hi = y8_add(y8_mul(d_, y8_load(q4_tab_k + 8)), m_)
+
+/* acc += w * x for the 32 weights of one block (quants at p + QOFF), in element order */
+#define TAB_ROW(acc, p, TAB, QOFF)                                                            \
+  {                                                                                           \
+    TAB(p, lo_, hi_);                                                                         \
+    y8i b0_ = y8i_from_u8((p) + (QOFF)), b1_ = y8i_from_u8((p) + (QOFF) + 8);                 \
+    acc = y8_add(acc, y8_mul(y8_lookup16(lo_, b0_, hi_), x0));               /* 0-7   */      \
+    acc = y8_add(acc, y8_mul(y8_lookup16(lo_, b1_, hi_), x1));               /* 8-15  */      \
+    acc = y8_add(acc, y8_mul(y8_lookup16(lo_, y8i_srl4(b0_), hi_), x2));     /* 16-23 */      \
+    acc = y8_add(acc, y8_mul(y8_lookup16(lo_, y8i_srl4(b1_), hi_), x3));     /* 24-31 */      \
+  }
+
+#define DEFINE_TAB_DOT4(NAME, BYTES, TAB, QOFF)                                               \
+  LRT_AVX512VL static void NAME(const void *w, int64_t rb, const float *x, int64_t n, float *y) { \
+    y8 a0 = y8_zero(), a1 = a0, a2 = a0, a3 = a0;                                             \
+    const uint8_t *p = (const uint8_t *)w;                                                    \
+    for (int64_t b = 0; b < n / 32; b++, p += BYTES) {                                        \
+      const float *xb = x + b * 32;                                                           \
+      y8 x0 = y8_load(xb), x1 = y8_load(xb + 8), x2 = y8_load(xb + 16), x3 = y8_load(xb + 24); \
+      TAB_ROW(a0, p, TAB, QOFF)                                                               \
+      TAB_ROW(a1, p + rb, TAB, QOFF)                                                          \
+      TAB_ROW(a2, p + 2 * rb, TAB, QOFF)                                                      \
+      TAB_ROW(a3, p + 3 * rb, TAB, QOFF)                                                      \
+    }                                                                                         \
+    y[0] = y8_hsum(a0); y[1] = y8_hsum(a1); y[2] = y8_hsum(a2); y[3] = y8_hsum(a3);           \
+  }
+
+DEFINE_TAB_DOT4(dot4_q4_0_vl, 18, TAB_Q4_0, 2)
+DEFINE_TAB_DOT4(dot4_q4_1_vl, 20, TAB_Q4_1, 4)
+#undef DEFINE_TAB_DOT4
+#undef TAB_ROW
+#undef TAB_Q4_0
+#undef TAB_Q4_1
+
+/* Only the entries this path changes: dispatch.c fills the others from lrt_kernels_avx2 (the
+ * reference where there is no AVX2 table, e.g. an LRT_AVX512_EMULATE build off x86). */
+const lrt_kernels lrt_kernels_avx2_avx512vl = {
+    .name = "avx2-avx512vl",
+    .dot4_q4_0 = dot4_q4_0_vl, .dot4_q4_1 = dot4_q4_1_vl,
+};
+
 const lrt_kernels lrt_kernels_avx512 = {
     .name = "avx512",
     .dot_f32 = dot_f32_avx512, .dot_f16 = dot_f16_avx512, .dot_bf16 = dot_bf16_avx512, .sum_f32 = sum_f32_avx512,
@@ -314,6 +422,9 @@ const lrt_kernels lrt_kernels_avx512 = {
 #if !defined(LRT_AVX512_EMULATE) /* elementwise math: the AVX2 versions (every AVX-512F CPU has AVX2) */
     .exp_f32 = lrt_exp_f32_avx2, .silu_mul_f32 = lrt_silu_mul_f32_avx2,
     .tile4_f32 = lrt_tile4_f32_avx2, /* prefill tile: the AVX2 one (eight lanes per dot anyway) */
+    /* K-quants: the AVX2 kernels (eight lanes per dot product, 256-bit registers) */
+    .dequant_q4_k = lrt_dequant_q4_k_avx2, .dequant_q5_k = lrt_dequant_q5_k_avx2, .dequant_q6_k = lrt_dequant_q6_k_avx2,
+    .dot4_q4_k = lrt_dot4_q4_k_avx2, .dot4_q5_k = lrt_dot4_q5_k_avx2, .dot4_q6_k = lrt_dot4_q6_k_avx2,
 #endif
 };
 #endif

@@ -104,9 +104,19 @@ void lrt_silu_mul_f32_avx2(const float *g, const float *u, float *y, int64_t n);
 /* avx2.c: the prefill tile (also used by the avx512 table) */
 void lrt_tile4_f32_avx2(const float *w, int64_t ws, const float *x, int64_t xs, int64_t M, int64_t n, float *y,
                         int64_t ys);
+/* avx2.c: the K-quant kernels (also used by the avx512 table: eight lanes per dot anyway) */
+void lrt_dequant_q4_k_avx2(const void *row, float *y, int64_t n);
+void lrt_dequant_q5_k_avx2(const void *row, float *y, int64_t n);
+void lrt_dequant_q6_k_avx2(const void *row, float *y, int64_t n);
+void lrt_dot4_q4_k_avx2(const void *w, int64_t row_bytes, const float *x, int64_t n, float *y);
+void lrt_dot4_q5_k_avx2(const void *w, int64_t row_bytes, const float *x, int64_t n, float *y);
+void lrt_dot4_q6_k_avx2(const void *w, int64_t row_bytes, const float *x, int64_t n, float *y);
 #endif
 #if defined(__x86_64__) || defined(_M_X64) || defined(LRT_AVX512_EMULATE)
 extern const lrt_kernels lrt_kernels_avx512; /* AVX-512F + AVX2 + F16C; opt-in, see avx512.c */
+/* avx512.c: the AVX2 table with the Q4_0 / Q4_1 decode kernels replaced by AVX-512VL table
+ * lookups (256-bit); only those entries are set, dispatch.c takes the rest from the AVX2 table */
+extern const lrt_kernels lrt_kernels_avx2_avx512vl;
 #endif
 #if defined(__aarch64__) || defined(_M_ARM64)
 extern const lrt_kernels lrt_kernels_neon; /* aarch64 baseline */

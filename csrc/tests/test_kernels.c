@@ -126,6 +126,45 @@ static void compare_widen(const lrt_kernels *k, const lrt_kernels *ref) {
   }
 }
 
+/* Q4_0 / Q4_1 fused decode for every F16 scale: each of the 65536 half patterns as d (with
+ * a varying F16 m for Q4_1, both blocks of a row), quants that take all 16 values in both
+ * nibbles, x in [0.5, 2) so that no product is lost in the sum. Catches a wrong entry of a
+ * per-block table of the 16 possible weights (avx2-avx512vl) for subnormal, zero, negative,
+ * inf and NaN scales. */
+static void compare_q4_scales(const lrt_kernels *k, const lrt_kernels *ref) {
+  enum { N = 64, NB = N / 32 };
+  static uint8_t q0[4 * NB * 18], q1[4 * NB * 20];
+  static float x[N];
+  for (int i = 0; i < N; i++) x[i] = 0.5f + (float)(next32() & 0xffffff) / 11184810.67f;
+  for (int r = 0; r < 4; r++)
+    for (int b = 0; b < NB; b++)
+      for (int j = 0; j < 16; j++) {
+        uint8_t v = (uint8_t)(((j + 3 * r + 5 * b) & 15) | ((15 - j + r + 7 * b) & 15) << 4);
+        q0[(r * NB + b) * 18 + 2 + j] = v;
+        q1[(r * NB + b) * 20 + 4 + j] = v;
+      }
+  for (uint32_t h = 0; h < 65536; h++) {
+    for (int r = 0; r < 4; r++)
+      for (int b = 0; b < NB; b++) {
+        uint8_t *p0 = q0 + (r * NB + b) * 18, *p1 = q1 + (r * NB + b) * 20;
+        uint32_t m = (h * 40503u + 7919u * (uint32_t)(r + 4 * b)) & 0xffff;
+        p0[0] = p1[0] = (uint8_t)h;
+        p0[1] = p1[1] = (uint8_t)(h >> 8);
+        p1[2] = (uint8_t)m;
+        p1[3] = (uint8_t)(m >> 8);
+      }
+    float ya[4], yb[4];
+    k->dot4_q4_0(q0, NB * 18, x, N, ya);
+    ref->dot4_q4_0(q0, NB * 18, x, N, yb);
+    for (int i = 0; i < 4; i++)
+      CHECK(same_or_nan(ya[i], yb[i]), "%s dot4_q4_0 d=0x%04x row %d: %a vs %a", k->name, (unsigned)h, i, (double)ya[i], (double)yb[i]);
+    k->dot4_q4_1(q1, NB * 20, x, N, ya);
+    ref->dot4_q4_1(q1, NB * 20, x, N, yb);
+    for (int i = 0; i < 4; i++)
+      CHECK(same_or_nan(ya[i], yb[i]), "%s dot4_q4_1 d=0x%04x row %d: %a vs %a", k->name, (unsigned)h, i, (double)ya[i], (double)yb[i]);
+  }
+}
+
 static int compare_path(const lrt_kernels *k, const lrt_kernels *ref) {
   enum { MAXN = 300, MAXM = 9, PAD = 8 };
   static float w[MAXN + PAD], x[MAXM * (MAXN + PAD)], y1[MAXM], y2[MAXM];
@@ -278,6 +317,7 @@ static int compare_path(const lrt_kernels *k, const lrt_kernels *ref) {
     ref->dot4_bf16(h, n, x, n, yb);
     for (int i = 0; i < 4; i++) CHECK(bits(ya[i]) == bits(yb[i]) || (ya[i] != ya[i] && yb[i] != yb[i]), "%s dot4_bf16 n=%lld", k->name, (long long)n);
   }
+  compare_q4_scales(k, ref);
   compare_math(k, ref);
   compare_widen(k, ref);
   return failures == before;
