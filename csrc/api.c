@@ -34,7 +34,7 @@ int32_t lrt_model_open(const char *path, size_t path_len, int32_t flags, lrt_mod
   if (memchr(path, 0, path_len)) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "the model path contains a NUL byte");
   if (!lrt_utf8_valid(path, path_len)) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "the model path is not valid UTF-8");
   if (path_len > 4000) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "the model path is too long");
-  if (flags & ~(LRT_OPEN_ALLOW_UNKNOWN_CONFIG_KEYS | LRT_OPEN_COPY_BUFFERS | LRT_OPEN_QUANTIZE_Q8_0))
+  if (flags & ~(LRT_OPEN_ALLOW_UNKNOWN_CONFIG_KEYS | LRT_OPEN_COPY_BUFFERS | LRT_OPEN_QUANTIZE_Q8_0 | LRT_OPEN_INT8_ACTIVATIONS))
     return lrt_err(LRT_ERR_INVALID_ARGUMENT, "lrt_model_open: unknown flags 0x%x", (unsigned)flags);
   char buf[4096];
   memcpy(buf, path, path_len);
@@ -251,6 +251,16 @@ int32_t lrt_session_new(lrt_model *m, int64_t context, int32_t threads, lrt_sess
   if (qd > s->wrow_cap) s->wrow_cap = qd;
   s->wrow_cap *= 16; /* prefill widens a task's rows (ROW_BLOCK = 16 in forward.c) */
   s->wrow = (float *)malloc((size_t)(s->wrow_cap * threads) * 4);
+  if (m->open_flags & LRT_OPEN_INT8_ACTIVATIONS) { /* quantized activation rows (forward.c) */
+    int64_t w = s->wrow_cap / 16;
+    s->act_q = (int8_t *)malloc((size_t)(M * w));
+    s->act_d = (float *)malloc((size_t)(M * (w / 32 + 1)) * 4);
+    s->act_s = (int32_t *)malloc((size_t)(M * (w / 32 + 1)) * 4);
+    if (!s->act_q || !s->act_d || !s->act_s) {
+      lrt_session_free(s);
+      GUARD_RETURN(lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory for session buffers"));
+    }
+  }
   if (!s->k_cache || !s->v_cache || !s->x || !s->xb || !s->q || !s->att || !s->k || !s->v || !s->hb ||
       !s->hb2 || !s->rope_cs || !s->wrow) {
     lrt_session_free(s);
@@ -270,6 +280,7 @@ void lrt_session_free(lrt_session *s) {
   free(s->k_cache); free(s->v_cache); free(s->tokens);
   free(s->x); free(s->xb); free(s->q); free(s->att); free(s->k); free(s->v);
   free(s->hb); free(s->hb2); free(s->rope_cs); free(s->wrow); free(s->scores); free(s->logits);
+  free(s->act_q); free(s->act_d); free(s->act_s);
   free(s->cand_ids); free(s->cand_probs); free(s->cand_logits);
   lrt_gen_free(s->gen);
   free(s);

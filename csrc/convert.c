@@ -110,3 +110,40 @@ int lrt_quantize_q8_0(const float *x, uint8_t *out, int64_t n) {
   }
   return 0;
 }
+
+/* Int8 activations (LRT_OPEN_INT8_ACTIVATIONS; docs/numerics.md "Int8 activations"): one
+ * activation row of n floats (n % 32 == 0) as Q8_0-style blocks, split for the integer dot
+ * kernels: q[n] int8, d[n/32] the block scale as used (the F16 rounding of amax / 127, widened
+ * back to float), s[n/32] the sum of the block's q. The quantization is lrt_quantize_q8_0's;
+ * it never fails: a block holding NaN or infinity gets q = 0 and d = NaN (its products are
+ * NaN, as the float path's would be), a block whose 1 / d overflows gets q = 0. */
+void lrt_quantize_act_q8(const float *x, int8_t *q, float *d, int32_t *s, int64_t n) {
+  for (int64_t b = 0; b < n / 32; b++, x += 32, q += 32) {
+    uint32_t amax_bits = 0;
+    for (int i = 0; i < 32; i++) {
+      uint32_t a = f32_bits(x[i]) & 0x7fffffffu;
+      amax_bits = a > amax_bits ? a : amax_bits;
+    }
+    float dd = bits_f32(amax_bits) / 127.0f;
+    float id = dd != 0.0f ? 1.0f / dd : 0.0f;
+    int32_t sum = 0;
+    if (amax_bits >= 0x7f800000u || f32_bits(id) >= 0x7f800000u) {
+      memset(q, 0, 32);
+      d[b] = amax_bits >= 0x7f800000u ? bits_f32(0x7fc00000u) : 0.0f;
+      s[b] = 0;
+      continue;
+    }
+    for (int i = 0; i < 32; i++) {
+      uint32_t v = f32_bits(x[i] * id);
+      float a = bits_f32(v & 0x7fffffffu);
+      int32_t t = (int32_t)a;
+      t += (a - (float)t >= 0.5f);
+      t = t > 127 ? 127 : t;
+      int32_t neg = -(int32_t)(v >> 31);
+      q[i] = (int8_t)((t ^ neg) - neg);
+      sum += q[i];
+    }
+    d[b] = lrt_f16_to_f32(lrt_f32_to_f16(dd));
+    s[b] = sum;
+  }
+}

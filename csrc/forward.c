@@ -54,6 +54,11 @@ typedef struct mm_ctx {
   int64_t wrow_cap;
   mm_job jobs[3];
   int n_jobs;
+  /* int8 activations: which jobs use them, and the M input rows quantized (one input for all) */
+  int i8[3];
+  const int8_t *qx;  /* (M, cols)    */
+  const float *dx;   /* (M, cols/32) */
+  const int32_t *sx; /* (M, cols/32) */
   int64_t first_block[4];
   int64_t M;
 } mm_ctx;
@@ -101,6 +106,18 @@ static void mm_task(void *vctx, int64_t task, int thread) {
   float *buf = c->wrow + (int64_t)thread * c->wrow_cap;
   int64_t ys = jb->out_stride;
   int64_t r = r0;
+  if (c->i8[j]) { /* int8 activations: integer block dots, every (token, row) on its own */
+    float (*dot)(const void *, const int8_t *, const float *, const int32_t *, int64_t) =
+        w->dtype == LRT_DT_Q8_0 ? c->k->dot_q8_0_i8 : w->dtype == LRT_DT_Q4_0 ? c->k->dot_q4_0_i8 : c->k->dot_q4_1_i8;
+    int64_t nb = n / 32;
+    for (int64_t t = 0; t < c->M; t++)
+      for (r = r0; r < r1; r++) {
+        float y = dot((const uint8_t *)w->data + (size_t)r * row_bytes, c->qx + t * n, c->dx + t * nb, c->sx + t * nb, n);
+        int64_t col = jb->dest ? jb->dest[r] : r;
+        jb->out[t * ys + col] = jb->bias ? y + jb->bias[r] : y;
+      }
+    return;
+  }
   if (c->M < 4) { /* decode: four rows at a time share the loads of x */
     for (; r + 4 <= r1; r += 4) {
       const void *wr = (const uint8_t *)w->data + (size_t)r * row_bytes;
@@ -158,16 +175,41 @@ static void mm_task(void *vctx, int64_t task, int thread) {
   }
 }
 
+static int int8_job(const lrt_session *s, const mm_job *jb) {
+  int dt = jb->w->dtype;
+  return (s->m->open_flags & LRT_OPEN_INT8_ACTIVATIONS) && jb->w->cols % 32 == 0 &&
+         (dt == LRT_DT_Q8_0 || dt == LRT_DT_Q4_0 || dt == LRT_DT_Q4_1);
+}
+
 static void matmul(lrt_session *s, int64_t M, const mm_job *jobs, int n_jobs) {
+  /* int8 activations: quantize the input rows once for all the jobs that read them (one
+   * input per call; a call whose jobs read different inputs runs them one by one) */
+  int any = 0;
+  for (int j = 0; j < n_jobs; j++) any |= int8_job(s, &jobs[j]);
+  if (any && n_jobs > 1)
+    for (int j = 1; j < n_jobs; j++)
+      if (jobs[j].in != jobs[0].in || jobs[j].w->cols != jobs[0].w->cols) {
+        for (int i = 0; i < n_jobs; i++) matmul(s, M, &jobs[i], 1);
+        return;
+      }
+  if (any) {
+    int64_t n = jobs[0].w->cols, nb = n / 32;
+    for (int64_t t = 0; t < M; t++)
+      lrt_quantize_act_q8(jobs[0].in + t * n, s->act_q + t * n, s->act_d + t * nb, s->act_s + t * nb, n);
+  }
   mm_ctx c;
   c.k = lrt_kernels_get();
   c.wrow = s->wrow;
   c.wrow_cap = s->wrow_cap;
   c.M = M;
   c.n_jobs = n_jobs;
+  c.qx = s->act_q;
+  c.dx = s->act_d;
+  c.sx = s->act_s;
   c.first_block[0] = 0;
   for (int j = 0; j < n_jobs; j++) {
     c.jobs[j] = jobs[j];
+    c.i8[j] = int8_job(s, &jobs[j]);
     c.first_block[j + 1] = c.first_block[j] + (jobs[j].w->rows + ROW_BLOCK - 1) / ROW_BLOCK;
   }
   lrt_pool_run(s->pool, mm_task, &c, c.first_block[n_jobs]);

@@ -225,5 +225,9 @@ uint16_t lrt_f32_to_f16(float f);  /* round to nearest even */
  * -1 (nothing promised about out) when a block holds NaN/infinity or its scale is out of
  * the F16 range or too small to invert. */
 int lrt_quantize_q8_0(const float *x, uint8_t *out, int64_t n);
+/* The same rule for an activation row, split as the int8 dot kernels read it: q[n] int8,
+ * d[n/32] block scales (F16-rounded, as float), s[n/32] block sums of q. Never fails
+ * (non-finite blocks give d = NaN, q = 0). */
+void lrt_quantize_act_q8(const float *x, int8_t *q, float *d, int32_t *s, int64_t n);
 
 #endif /* LOOMRT_INTERNAL_H */

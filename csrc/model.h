@@ -137,6 +137,9 @@ struct lrt_session {
   float *x, *xb, *q, *k, *v, *att, *hb, *hb2, *rope_cs;
   float *scores;     /* (threads, ctx) */
   float *wrow;       /* (threads, max_cols): one dequantized weight row per worker */
+  int8_t *act_q;     /* LRT_OPEN_INT8_ACTIVATIONS: (chunk, max_cols) quantized activations, */
+  float *act_d;      /* their block scales and                                            */
+  int32_t *act_s;    /* block sums (lrt_quantize_act_q8)                                  */
   int64_t wrow_cap;
   int64_t scores_cap;
   /* logits of the last eval */

@@ -225,6 +225,7 @@ def make_receipt(model: Any, prompt_ids: Sequence[int], rec: StepRecorder, finis
             "name": model.info.get("name", ""),
             "architecture": model.info.get("architecture", ""),
             "quantize": getattr(model, "quantize", None),
+            "int8_activations": bool(getattr(model, "int8_activations", False)),
         },
         "tokenizer": {"hash": tokenizer_hash(model)},
         "sampling": {k: sampling[k] for k in sorted(sampling)},
@@ -335,7 +336,8 @@ def _open_model(model: Any, r: Dict[str, Any], threads: Optional[int]) -> Any:
 
     if isinstance(model, Model):
         return model
-    return Model(os.fspath(model), threads=threads, quantize=r["model"].get("quantize"))
+    return Model(os.fspath(model), threads=threads, quantize=r["model"].get("quantize"),
+                 int8_activations=bool(r["model"].get("int8_activations", False)))
 
 
 def _preflight(r: Dict[str, Any], m: Any) -> Optional[VerifyResult]:
@@ -357,6 +359,12 @@ def _preflight(r: Dict[str, Any], m: Any) -> Optional[VerifyResult]:
         return VerifyResult(False, f"the receipt was made with the model loaded {how}; this model was loaded "
                             f"with quantize={have_q!r}. Load it the same way", what="model",
                             expected={"quantize": want_q}, actual={"quantize": have_q})
+    want_i8, have_i8 = bool(r["model"].get("int8_activations", False)), bool(getattr(m, "int8_activations", False))
+    if want_i8 != have_i8:
+        how = "with int8 activations (--int8-activations)" if want_i8 else "without int8 activations"
+        return VerifyResult(False, f"the receipt was made with the model computing {how}; this model was loaded "
+                            f"with int8_activations={have_i8}. Load it the same way", what="model",
+                            expected={"int8_activations": want_i8}, actual={"int8_activations": have_i8})
     th = tokenizer_hash(m)
     if r["tokenizer"]["hash"] is not None and th != r["tokenizer"]["hash"]:  # null: not recorded (C tool)
         return VerifyResult(False, f"the receipt was made with another tokenizer (hash {r['tokenizer']['hash']}); "

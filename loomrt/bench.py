@@ -37,7 +37,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-SYSTEMS = ("loomrt", "llama.cpp", "transformers")
+SYSTEMS = ("loomrt", "loomrt-int8", "llama.cpp", "transformers")
+# loomrt-int8: loomrt in its opt-in int8-activation mode, run on the block formats only (the
+# float formats compute the same as loomrt there)
+INT8_FORMATS = ("q8_0", "q4_0", "q4_1")
 # Python modules each peer needs, and how to install them
 PEER_NEEDS = {"llama.cpp": (["llama_cpp"], "pip install llama-cpp-python"),
               "transformers": (["torch", "transformers", "gguf"], "pip install torch transformers gguf")}
@@ -118,10 +121,12 @@ def weight_bytes_per_token(info: Dict[str, Any], fmt: Optional[str] = None) -> f
 
 
 class _Loomrt:
+    int8 = False
+
     def __init__(self, path: str, threads: int, context: int):
         from .model import load
 
-        self.m = load(path, threads=threads, context=context)
+        self.m = load(path, threads=threads, context=context, int8_activations=self.int8)
         self.s = self.m.session()
 
     def first_token(self, ids: List[int]) -> int:
@@ -190,7 +195,11 @@ class _Transformers:
         return int(out.logits[0, -1].argmax())
 
 
-_RUNNERS = {"loomrt": _Loomrt, "llama.cpp": _LlamaCpp, "transformers": _Transformers}
+class _LoomrtInt8(_Loomrt):
+    int8 = True
+
+
+_RUNNERS = {"loomrt": _Loomrt, "loomrt-int8": _LoomrtInt8, "llama.cpp": _LlamaCpp, "transformers": _Transformers}
 
 
 def peak_rss_bytes() -> Optional[int]:
@@ -289,7 +298,8 @@ def run_bench(model: str, formats: Optional[Sequence[str]] = None, threads: Sequ
     settings = settings.fitted(int(first["context_length"]))
     context = min(int(first["context_length"]),
                   max(settings.prefill_tokens, settings.prompt_tokens + settings.decode_tokens) + 8)
-    plan = [(s, f) for f in formats for s in systems if s != "transformers"]
+    plan = [(s, f) for f in formats for s in systems
+            if s != "transformers" and (s != "loomrt-int8" or f in INT8_FORMATS)]
     if "transformers" in systems:
         plan += [("transformers", f) for f in tf_formats]
     runs: Dict[tuple, List[Dict[str, Any]]] = {(s, f, t): [] for t in threads for s, f in plan}
@@ -372,7 +382,10 @@ def format_table(res: Dict[str, Any]) -> str:
                 rss = f"{m['peak_rss_bytes'] / 2**20:.0f}" if m.get("peak_rss_bytes") else "-"
                 line = (f"{f:<7}{label:<15}{t:>3}{m['decode_tok_s']:>14.1f}{m['prefill_tok_s']:>15.1f}"
                         f"{_num(m['ttft_s'] * 1e3, 1):>9}{_num(m['load_s'], 2):>8}{rss:>14}")
-                if s != "loomrt" and base:
+                peer = (by.get(("llama.cpp", f, t), {}).get("median") or {})
+                if s == "loomrt-int8" and peer:  # the int8 mode against llama.cpp, which also runs int8
+                    line += f"{m['decode_tok_s'] / peer['decode_tok_s']:>10.2f}{m['prefill_tok_s'] / peer['prefill_tok_s']:>11.2f}"
+                elif s not in ("loomrt", "loomrt-int8") and base:
                     line += f"{base['decode_tok_s'] / m['decode_tok_s']:>10.2f}{base['prefill_tok_s'] / m['prefill_tok_s']:>11.2f}"
                 else:
                     line += " " * 21
@@ -381,7 +394,8 @@ def format_table(res: Dict[str, Any]) -> str:
         lines.append(f"{'':<7}{'':<15}{t:>3}  read bandwidth {bw / 1e9:.1f} GB/s; roofline = bandwidth / "
                      f"weight bytes read per token")
     lines.append("")
-    lines.append("'x' columns: loomrt speed / peer speed on the same format (above 1: loomrt is faster).")
+    lines.append("'x' columns: loomrt speed / peer speed on the same format (above 1: loomrt is faster); on "
+                 "loomrt-int8 rows (the opt-in int8-activation mode): its speed / llama.cpp's.")
     lines.append("roofline: decode tok/s / (read bandwidth / bytes of weights read per token).")
     if shared_tf:
         lines.append("transformers*: one run on the weights dequantized to float32, shown against every format.")
@@ -405,7 +419,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "package in ~/.cache/loomrt/bench (default: the model file as it is)")
     p.add_argument("-t", "--threads", type=int, nargs="+", default=[1, 2], help="thread counts (default: 1 2)")
     p.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS, metavar="SYSTEM",
-                   help="systems to run: loomrt llama.cpp transformers (default: all installed; loomrt always runs)")
+                   help="systems to run: loomrt loomrt-int8 llama.cpp transformers (default: all installed; loomrt always "
+                   "runs; loomrt-int8, the opt-in int8-activation mode, only on q8_0 q4_0 q4_1)")
     p.add_argument("--repeats", type=int, default=None, help="repeats per measurement (default 3, --quick 1)")
     p.add_argument("--quick", action="store_true", help="few tokens and one repeat: a smoke run")
     p.add_argument("--transformers-all-formats", action="store_true",

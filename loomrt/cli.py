@@ -33,6 +33,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quantize", choices=["q8_0"], default=None,
                    help="quantize F32/F16/BF16 weight matrices to Q8_0 at load (about half of BF16's memory, "
                         "faster decode; outputs equal a Q8_0 GGUF of the same weights)")
+    p.add_argument("--int8-activations", action="store_true",
+                   help="opt-in speed mode for Q8_0/Q4_0/Q4_1 weights: 8-bit activations and integer dot products "
+                        "(deterministic, but not equal to the default exact mode)")
 
 
 def _add_sampling_args(p: argparse.ArgumentParser, default_max: int) -> None:
@@ -119,7 +122,8 @@ def _split_model_prompt(args: argparse.Namespace, need_prompt: bool) -> tuple:
 def _load(model: Optional[str], args: argparse.Namespace) -> Model:
     path = model if model is not None else default_model_path()
     return load(path, threads=args.threads, context=args.context,
-                allow_unknown_config_keys=args.allow_unknown_config_keys, quantize=getattr(args, "quantize", None))
+                allow_unknown_config_keys=args.allow_unknown_config_keys, quantize=getattr(args, "quantize", None),
+                int8_activations=getattr(args, "int8_activations", False))
 
 
 def _sampling(args: argparse.Namespace) -> Dict[str, object]:
@@ -221,6 +225,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     r = load_receipt(args.receipt)
     if args.quantize is None:  # load the model as the receipt's was loaded
         args.quantize = r["model"].get("quantize")
+    if not args.int8_activations:
+        args.int8_activations = bool(r["model"].get("int8_activations", False))
     m = _load(args.model, args)
     res = verify_receipt(r, m, step=args.step)
     if args.json:

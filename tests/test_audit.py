@@ -420,3 +420,19 @@ def test_receipt_of_a_model_quantized_at_load(tok_folder, model) -> None:
     assert plain["step_logits_sha256"][0] != r["step_logits_sha256"][0]
     res = audit.verify_receipt(plain, qm)
     assert not res.ok and res.what == "model"
+
+
+def test_receipt_records_int8_activations(tok_folder, model, tmp_path) -> None:
+    """A receipt made in the int8-activation mode says so; verify from the path replays it in
+    that mode, and a model in the default mode is refused up front."""
+    qm = loomrt.load(tok_folder, threads=2, quantize="q8_0", int8_activations=True)
+    r = qm.generate(PROMPT, N, receipt=True, **SAMPLED).receipt
+    assert r["model"]["int8_activations"] is True and r["model"]["quantize"] == "q8_0"
+    res = audit.verify_receipt(r, tok_folder)
+    assert res.ok and res.steps_checked == len(r["output_token_ids"]), res.message
+    exact_q8 = loomrt.load(tok_folder, threads=2, quantize="q8_0")
+    res = audit.verify_receipt(r, exact_q8)
+    assert not res.ok and res.what == "model" and "--int8-activations" in res.message
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(r))
+    assert cli.main(["verify", str(path), "--model", tok_folder]) == 0  # the CLI reads the mode from the receipt

@@ -92,6 +92,14 @@ typedef struct lrt_model lrt_model;
  * whose row length is not a multiple of 32, and vectors (norms, biases) are kept as they are.
  * Results equal those of a Q8_0 GGUF of the same weights. */
 #define LRT_OPEN_QUANTIZE_Q8_0 4
+/* Int8 activations (opt-in speed mode; docs/numerics.md "Int8 activations"): products with
+ * Q8_0 / Q4_0 / Q4_1 matrices quantize the activation row to 8 bits per 32-element block
+ * (the Q8_0 rule) and multiply integers, as llama.cpp does; the block results are combined
+ * in one written float order, so the outputs are still bit-identical across threads, chunking
+ * and instruction sets -- but they differ from the default exact mode (float activations
+ * times the exactly dequantized weights), whose answers track the F32 model more closely.
+ * Other weight formats are unaffected. */
+#define LRT_OPEN_INT8_ACTIVATIONS 8
 
 /* Open a model: a HuggingFace folder (config.json + *.safetensors) or a .gguf file.
  * path is UTF-8 with explicit length. Weights are memory-mapped and used in place where

@@ -487,6 +487,118 @@ LRT_AVX2 void lrt_dot4_q6_k_avx2(const void *w, int64_t rb, const float *x, int6
 #undef K4_ACC
 #undef Q8BYTES
 
+/* ---- int8 activations (LRT_OPEN_INT8_ACTIVATIONS; the rule is in ref.c) --------------------
+ * Integer block sums S_b with maddubs (u8 x s8 pairs into int16: at most 2 * 128 * 127, no
+ * saturation) and madd (int16 pairs into int32); eight blocks' int32 lanes are reduced to one
+ * vector of eight S_b by integer adds (exact in any order); the float part is then the
+ * reference's, eight blocks at a time in the dot8 lanes, and the tail blocks are the
+ * reference's own scalar code (kernels.h). */
+LRT_AVX2 static inline __m256i i8_sums_q8_0(const uint8_t *p, const int8_t *qx) {
+  __m256i w = _mm256_loadu_si256((const __m256i *)(p + 2));
+  __m256i x = _mm256_loadu_si256((const __m256i *)qx);
+  __m256i p16 = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(x, w)); /* |w| * (x * sign w) */
+  return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
+}
+
+/* raw nibbles (0..15): byte j holds element j (low) and j + 16 (high) */
+LRT_AVX2 static inline __m256i i8_sums_q4(const uint8_t *qs, const int8_t *qx) {
+  __m128i v = _mm_loadu_si128((const __m128i *)qs), m4 = _mm_set1_epi8(15);
+  __m256i w = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m4), _mm_and_si128(v, m4));
+  __m256i x = _mm256_loadu_si256((const __m256i *)qx);
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1));
+}
+
+/* eight vectors of int32 partial sums -> one vector of their eight totals */
+LRT_AVX2 static inline __m256i i8_reduce8(__m256i m0, __m256i m1, __m256i m2, __m256i m3, __m256i m4,
+                                          __m256i m5, __m256i m6, __m256i m7) {
+  __m256i b0 = _mm256_hadd_epi32(_mm256_hadd_epi32(m0, m1), _mm256_hadd_epi32(m2, m3));
+  __m256i b1 = _mm256_hadd_epi32(_mm256_hadd_epi32(m4, m5), _mm256_hadd_epi32(m6, m7));
+  return _mm256_add_epi32(_mm256_permute2x128_si256(b0, b1, 0x20), _mm256_permute2x128_si256(b0, b1, 0x31));
+}
+
+/* total of eight int32 lanes (the tail blocks' S_b) */
+LRT_AVX2 static inline int32_t i8_hsum(__m256i v) {
+  __m128i t = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4e));
+  t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xb1));
+  return _mm_cvtsi128_si32(t);
+}
+
+/* the F16 at offset off of eight consecutive blocks, widened (exact) */
+LRT_AVX2 static inline __m256 f16_gather8(const uint8_t *p, int64_t bb, int off) {
+  __m128i h = _mm_setr_epi16((short)lrt_rd_u16le(p + off), (short)lrt_rd_u16le(p + bb + off),
+                             (short)lrt_rd_u16le(p + 2 * bb + off), (short)lrt_rd_u16le(p + 3 * bb + off),
+                             (short)lrt_rd_u16le(p + 4 * bb + off), (short)lrt_rd_u16le(p + 5 * bb + off),
+                             (short)lrt_rd_u16le(p + 6 * bb + off), (short)lrt_rd_u16le(p + 7 * bb + off));
+  return _mm256_cvtph_ps(h);
+}
+
+#define I8_SUMS8(SUMS, p, bb, qo, qx)                                                          \
+  i8_reduce8(SUMS((p) + (qo), (qx)), SUMS((p) + (bb) + (qo), (qx) + 32), SUMS((p) + 2 * (bb) + (qo), (qx) + 64), \
+             SUMS((p) + 3 * (bb) + (qo), (qx) + 96), SUMS((p) + 4 * (bb) + (qo), (qx) + 128),  \
+             SUMS((p) + 5 * (bb) + (qo), (qx) + 160), SUMS((p) + 6 * (bb) + (qo), (qx) + 192), \
+             SUMS((p) + 7 * (bb) + (qo), (qx) + 224))
+
+LRT_AVX2 static float dot_q8_0_i8_avx2(const void *w, const int8_t *qx, const float *dx, const int32_t *sx, int64_t n) {
+  const uint8_t *p = (const uint8_t *)w;
+  int64_t nb = n / 32, b = 0;
+  __m256 acc = _mm256_setzero_ps();
+  for (; b + 8 <= nb; b += 8) {
+    const uint8_t *pb = p + b * 34;
+    __m256 S = _mm256_cvtepi32_ps(I8_SUMS8(i8_sums_q8_0, pb, 34, 0, qx + b * 32));
+    __m256 dd = _mm256_mul_ps(f16_gather8(pb, 34, 0), _mm256_loadu_ps(dx + b));
+    acc = _mm256_add_ps(acc, _mm256_mul_ps(dd, S));
+  }
+  float s = hsum8(acc);
+  (void)sx;
+  for (; b < nb; b++) { /* the tail blocks: lrt_i8_cb_q8_0 with the integer sum in SIMD */
+    int32_t S = i8_hsum(i8_sums_q8_0(p + b * 34, qx + b * 32));
+    s = s + (lrt_f16_to_f32(lrt_rd_u16le(p + b * 34)) * dx[b]) * (float)S;
+  }
+  return s;
+}
+
+LRT_AVX2 static float dot_q4_0_i8_avx2(const void *w, const int8_t *qx, const float *dx, const int32_t *sx, int64_t n) {
+  const uint8_t *p = (const uint8_t *)w;
+  int64_t nb = n / 32, b = 0;
+  __m256 acc = _mm256_setzero_ps();
+  for (; b + 8 <= nb; b += 8) {
+    const uint8_t *pb = p + b * 18;
+    __m256i Si = I8_SUMS8(i8_sums_q4, pb, 18, 2, qx + b * 32); /* sum q * x with q in 0..15 */
+    Si = _mm256_sub_epi32(Si, _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(sx + b)), 3)); /* - 8 sum x */
+    __m256 dd = _mm256_mul_ps(f16_gather8(pb, 18, 0), _mm256_loadu_ps(dx + b));
+    acc = _mm256_add_ps(acc, _mm256_mul_ps(dd, _mm256_cvtepi32_ps(Si)));
+  }
+  float s = hsum8(acc);
+  for (; b < nb; b++) { /* lrt_i8_cb_q4_0 with the integer sum in SIMD */
+    int32_t S = i8_hsum(i8_sums_q4(p + b * 18 + 2, qx + b * 32)) - 8 * sx[b];
+    s = s + (lrt_f16_to_f32(lrt_rd_u16le(p + b * 18)) * dx[b]) * (float)S;
+  }
+  return s;
+}
+
+LRT_AVX2 static float dot_q4_1_i8_avx2(const void *w, const int8_t *qx, const float *dx, const int32_t *sx, int64_t n) {
+  const uint8_t *p = (const uint8_t *)w;
+  int64_t nb = n / 32, b = 0;
+  __m256 acc = _mm256_setzero_ps();
+  for (; b + 8 <= nb; b += 8) {
+    const uint8_t *pb = p + b * 20;
+    __m256 S = _mm256_cvtepi32_ps(I8_SUMS8(i8_sums_q4, pb, 20, 4, qx + b * 32));
+    __m256 dxv = _mm256_loadu_ps(dx + b);
+    __m256 dd = _mm256_mul_ps(f16_gather8(pb, 20, 0), dxv), md = _mm256_mul_ps(f16_gather8(pb, 20, 2), dxv);
+    __m256 sxv = _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(sx + b)));
+    acc = _mm256_add_ps(acc, _mm256_add_ps(_mm256_mul_ps(dd, S), _mm256_mul_ps(md, sxv)));
+  }
+  float s = hsum8(acc);
+  for (; b < nb; b++) { /* lrt_i8_cb_q4_1 with the integer sum in SIMD */
+    int32_t S = i8_hsum(i8_sums_q4(p + b * 20 + 4, qx + b * 32));
+    float dd = lrt_f16_to_f32(lrt_rd_u16le(p + b * 20)) * dx[b], md = lrt_f16_to_f32(lrt_rd_u16le(p + b * 20 + 2)) * dx[b];
+    s = s + (dd * (float)S + md * (float)sx[b]);
+  }
+  return s;
+}
+#undef I8_SUMS8
+
 const lrt_kernels lrt_kernels_avx2 = {"avx2", dot_f32_avx2, dot_f16_avx2, dot_bf16_avx2, sum_f32_avx2,
                                       rows_f32, rows_f16, rows_bf16, dot4_f32, dot4_f16, dot4_bf16,
                                       dequant_q8_0_avx2, dequant_q4_0_avx2, dequant_q4_1_avx2,
@@ -494,5 +606,6 @@ const lrt_kernels lrt_kernels_avx2 = {"avx2", dot_f32_avx2, dot_f16_avx2, dot_bf
                                       lrt_exp_f32_avx2, lrt_silu_mul_f32_avx2 /* avx2_math.c */,
                                       lrt_dequant_q4_k_avx2, lrt_dequant_q5_k_avx2, lrt_dequant_q6_k_avx2,
                                       lrt_dot4_q4_k_avx2, lrt_dot4_q5_k_avx2, lrt_dot4_q6_k_avx2,
-                                      lrt_tile4_f32_avx2, widen_f16_avx2, widen_bf16_avx2};
+                                      lrt_tile4_f32_avx2, widen_f16_avx2, widen_bf16_avx2,
+                                      dot_q8_0_i8_avx2, dot_q4_0_i8_avx2, dot_q4_1_i8_avx2};
 #endif

@@ -15,6 +15,8 @@
 
 #include <stdint.h>
 
+#include "../internal.h" /* lrt_f16_to_f32, lrt_rd_u16le (the int8-activation block rule below) */
+
 typedef struct lrt_kernels {
   const char *name;
   float (*dot_f32)(const float *w, const float *x, int64_t n);
@@ -81,6 +83,14 @@ typedef struct lrt_kernels {
    *   y[i] = lrt_f16_to_f32(h[i])  /  y[i] = lrt_bf16_to_f32(h[i])   (NaN payloads kept) */
   void (*widen_f16)(const uint16_t *h, float *y, int64_t n);
   void (*widen_bf16)(const uint16_t *h, float *y, int64_t n);
+  /* Int8 activations (LRT_OPEN_INT8_ACTIVATIONS, opt-in): one row of a block format against
+   * an activation row quantized by lrt_quantize_act_q8 (qx int8[n], dx block scales, sx block
+   * sums of qx; n % 32 == 0). Per block an exact integer sum, then the float combination of
+   * lrt_i8_cb_* below, and the row is sum_f32 of those block results (dot8 lanes over blocks,
+   * tree, tail). */
+  float (*dot_q8_0_i8)(const void *w, const int8_t *qx, const float *dx, const int32_t *sx, int64_t n);
+  float (*dot_q4_0_i8)(const void *w, const int8_t *qx, const float *dx, const int32_t *sx, int64_t n);
+  float (*dot_q4_1_i8)(const void *w, const int8_t *qx, const float *dx, const int32_t *sx, int64_t n);
 } lrt_kernels;
 
 /* Shared by the tile4_f32 paths: finish a tile of four rows (w + r*ws) x three tokens
@@ -93,6 +103,37 @@ static inline void lrt_tile4_finish(const float *w, int64_t ws, const float *x, 
       for (int r = 0; r < 4; r++) s[4 * k + r] = s[4 * k + r] + w[r * ws + i] * x[k * xs + i];
   for (int k = 0; k < 3; k++)
     for (int r = 0; r < 4; r++) y[k * ys + r] = s[4 * k + r];
+}
+
+/* Int8 activations: the result c_b of block b of a weight row (the reference's rule, shared by
+ * every path for its scalar tail). S_b is an exact integer sum (|S_b| < 2^24, so exact as a
+ * float); each product and sum is rounded to float:
+ *   Q8_0  c_b = (d_w * dx_b) * S_b,  S_b = sum q_w * q_x
+ *   Q4_0  c_b = (d_w * dx_b) * S_b,  S_b = sum (q_w - 8) * q_x
+ *   Q4_1  c_b = (d_w * dx_b) * S_b + (m_w * dx_b) * sx_b,  S_b = sum q_w * q_x */
+static inline float lrt_i8_cb_q8_0(const uint8_t *p, const int8_t *qx, const float *dx, const int32_t *sx, int64_t b) {
+  (void)sx;
+  p += b * 34;
+  qx += b * 32;
+  int32_t S = 0;
+  for (int i = 0; i < 32; i++) S += (int32_t)(int8_t)p[2 + i] * qx[i];
+  return (lrt_f16_to_f32(lrt_rd_u16le(p)) * dx[b]) * (float)S;
+}
+static inline float lrt_i8_cb_q4_0(const uint8_t *p, const int8_t *qx, const float *dx, const int32_t *sx, int64_t b) {
+  (void)sx;
+  p += b * 18;
+  qx += b * 32;
+  int32_t S = 0;
+  for (int i = 0; i < 16; i++) S += ((p[2 + i] & 15) - 8) * qx[i] + ((p[2 + i] >> 4) - 8) * qx[i + 16];
+  return (lrt_f16_to_f32(lrt_rd_u16le(p)) * dx[b]) * (float)S;
+}
+static inline float lrt_i8_cb_q4_1(const uint8_t *p, const int8_t *qx, const float *dx, const int32_t *sx, int64_t b) {
+  p += b * 20;
+  qx += b * 32;
+  int32_t S = 0;
+  for (int i = 0; i < 16; i++) S += (p[4 + i] & 15) * qx[i] + (p[4 + i] >> 4) * qx[i + 16];
+  float dd = lrt_f16_to_f32(lrt_rd_u16le(p)) * dx[b], md = lrt_f16_to_f32(lrt_rd_u16le(p + 2)) * dx[b];
+  return dd * (float)S + md * (float)sx[b];
 }
 
 extern const lrt_kernels lrt_kernels_ref;

@@ -223,6 +223,39 @@ static void widen_bf16_ref(const uint16_t *h, float *y, int64_t n) {
   for (int64_t i = 0; i < n; i++) y[i] = lrt_bf16_to_f32(h[i]);
 }
 
+/* ---- int8 activations (LRT_OPEN_INT8_ACTIVATIONS) ------------------------------------------
+ * One weight row of a block format against an activation row quantized by
+ * lrt_quantize_act_q8 (qx int8, dx block scales, sx block sums of qx): the block results c_b
+ * (lrt_i8_cb_* in kernels.h) summed as sum_f32 sums: the dot8 lanes over blocks, tree, tail. */
+#define LRT_I8_ROW(CB)                                                                      \
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                                 \
+  int64_t nb = n / 32, b = 0;                                                               \
+  for (; b + 8 <= nb; b += 8)                                                               \
+    for (int j = 0; j < 8; j++) acc[j] = acc[j] + CB(b + j);                                \
+  float t0 = acc[0] + acc[4], t1 = acc[1] + acc[5], t2 = acc[2] + acc[6], t3 = acc[3] + acc[7]; \
+  float s = (t0 + t2) + (t1 + t3);                                                          \
+  for (; b < nb; b++) s = s + CB(b);                                                        \
+  return s;
+
+static float dot_q8_0_i8_ref(const void *w, const int8_t *qx, const float *dx, const int32_t *sx, int64_t n) {
+#define CB(b) lrt_i8_cb_q8_0((const uint8_t *)w, qx, dx, sx, b)
+  LRT_I8_ROW(CB)
+#undef CB
+}
+
+static float dot_q4_0_i8_ref(const void *w, const int8_t *qx, const float *dx, const int32_t *sx, int64_t n) {
+#define CB(b) lrt_i8_cb_q4_0((const uint8_t *)w, qx, dx, sx, b)
+  LRT_I8_ROW(CB)
+#undef CB
+}
+
+static float dot_q4_1_i8_ref(const void *w, const int8_t *qx, const float *dx, const int32_t *sx, int64_t n) {
+#define CB(b) lrt_i8_cb_q4_1((const uint8_t *)w, qx, dx, sx, b)
+  LRT_I8_ROW(CB)
+#undef CB
+}
+#undef LRT_I8_ROW
+
 const lrt_kernels lrt_kernels_ref = {"reference", dot_f32_ref, dot_f16_ref, dot_bf16_ref, sum_f32_ref,
                                      rows_f32_ref, rows_f16_ref, rows_bf16_ref,
                                      dot4_f32_ref, dot4_f16_ref, dot4_bf16_ref,
@@ -231,4 +264,5 @@ const lrt_kernels lrt_kernels_ref = {"reference", dot_f32_ref, dot_f16_ref, dot_
                                      exp_f32_ref, silu_mul_f32_ref,
                                      dequant_q4_k_ref, dequant_q5_k_ref, dequant_q6_k_ref,
                                      dot4_q4_k_ref, dot4_q5_k_ref, dot4_q6_k_ref, tile4_f32_ref,
-                                     widen_f16_ref, widen_bf16_ref};
+                                     widen_f16_ref, widen_bf16_ref,
+                                     dot_q8_0_i8_ref, dot_q4_0_i8_ref, dot_q4_1_i8_ref};

@@ -291,7 +291,7 @@ int main(int argc, char **argv) {
   json_str(name, name_len);
   printf(", \"architecture\": ");
   json_str(arch, arch_len);
-  printf(", \"quantize\": null},\n \"tokenizer\": {\"hash\": null},\n"); /* the tool opens models as stored */
+  printf(", \"quantize\": null, \"int8_activations\": false},\n \"tokenizer\": {\"hash\": null},\n"); /* the tool opens models as stored */
   printf(" \"sampling\": {\"min_p\": %.17g, \"repetition_penalty\": %.17g, \"seed\": %lld, \"temperature\": %.17g, "
          "\"top_k\": %lld, \"top_p\": %.17g},\n", min_p, rep, seed, temperature, top_k, top_p);
   printf(" \"max_tokens\": %lld,\n \"context_length\": %lld,\n \"stop\": [],\n \"chat\": false,\n",
