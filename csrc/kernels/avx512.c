@@ -155,7 +155,9 @@ LRT_AVX512 static inline void z16_nibbles(const uint8_t *p, int bias, z16 *lo, z
 /* the F16 at p, widened (F16C, exact), in all lanes: a 32-bit load of the halves at p and
  * p + 2 (a load, no move from a general register), both widened, then lane 0 broadcast */
 LRT_AVX512VL static inline __m128 f16x2_widen(const uint8_t *p) {
-  return _mm_cvtph_ps(_mm_castps_si128(_mm_load_ss((const float *)(const void *)p)));
+  uint32_t u; /* memcpy: p has no alignment (a float load through it is undefined; compilers emit vmovd) */
+  memcpy(&u, p, 4);
+  return _mm_cvtph_ps(_mm_cvtsi32_si128((int)u));
 }
 LRT_AVX512VL static inline y8 y8_splat_f16(const uint8_t *p) { return _mm256_broadcastss_ps(f16x2_widen(p)); }
 /* the F16s at p and p + 2, widened, each in all lanes (d and m of a Q4_1 block) */
