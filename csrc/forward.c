@@ -107,15 +107,14 @@ static void mm_task(void *vctx, int64_t task, int thread) {
   int64_t ys = jb->out_stride;
   int64_t r = r0;
   if (c->i8[j]) { /* int8 activations: integer block dots, every (token, row) on its own */
-    float (*dot)(const void *, const int8_t *, const float *, const int32_t *, int64_t) =
-        w->dtype == LRT_DT_Q8_0 ? c->k->dot_q8_0_i8 : w->dtype == LRT_DT_Q4_0 ? c->k->dot_q4_0_i8 : c->k->dot_q4_1_i8;
-    int64_t nb = n / 32;
-    for (int64_t t = 0; t < c->M; t++)
-      for (r = r0; r < r1; r++) {
-        float y = dot((const uint8_t *)w->data + (size_t)r * row_bytes, c->qx + t * n, c->dx + t * nb, c->sx + t * nb, n);
-        int64_t col = jb->dest ? jb->dest[r] : r;
-        jb->out[t * ys + col] = jb->bias ? y + jb->bias[r] : y;
-      }
+    void (*rows_i8)(const void *, const int8_t *, const float *, const int32_t *, int64_t, int64_t, float *, int64_t) =
+        w->dtype == LRT_DT_Q8_0 ? c->k->rows_q8_0_i8 : w->dtype == LRT_DT_Q4_0 ? c->k->rows_q4_0_i8 : c->k->rows_q4_1_i8;
+    for (r = r0; r < r1; r++) {
+      int64_t col = jb->dest ? jb->dest[r] : r;
+      rows_i8((const uint8_t *)w->data + (size_t)r * row_bytes, c->qx, c->dx, c->sx, c->M, n, jb->out + col, ys);
+      if (jb->bias)
+        for (int64_t t = 0; t < c->M; t++) jb->out[t * ys + col] = jb->out[t * ys + col] + jb->bias[r];
+    }
     return;
   }
   if (c->M < 4) { /* decode: four rows at a time share the loads of x */

@@ -35,6 +35,14 @@ int i8_dot(const char *path, int kind, const unsigned char *w, const int8_t *q, 
   *y = (kind == 0 ? k->dot_q8_0_i8 : kind == 1 ? k->dot_q4_0_i8 : k->dot_q4_1_i8)(w, q, d, s, n);
   return 0;
 }
+/* the prefill form: one row against M activation rows, outputs ys apart */
+int i8_rows(const char *path, int kind, const unsigned char *w, const int8_t *q, const float *d, const int32_t *s,
+            long long M, long long n, float *y, long long ys) {
+  if (lrt_kernels_select(path, strlen(path)) != 0) return -1;
+  const lrt_kernels *k = lrt_kernels_get();
+  (kind == 0 ? k->rows_q8_0_i8 : kind == 1 ? k->rows_q4_0_i8 : k->rows_q4_1_i8)(w, q, d, s, M, n, y, ys);
+  return 0;
+}
 """
 
 KINDS = {"Q8_0": (0, 34), "Q4_0": (1, 18), "Q4_1": (2, 20)}
@@ -56,6 +64,8 @@ def helper(tmp_path_factory):
     ptr = ctypes.c_void_p
     lib.i8_quantize.argtypes = [ptr, ptr, ptr, ptr, ctypes.c_longlong]
     lib.i8_dot.argtypes = [ctypes.c_char_p, ctypes.c_int, ptr, ptr, ptr, ptr, ctypes.c_longlong, ptr]
+    lib.i8_rows.argtypes = [ctypes.c_char_p, ctypes.c_int, ptr, ptr, ptr, ptr, ctypes.c_longlong, ctypes.c_longlong,
+                            ptr, ctypes.c_longlong]
     return lib
 
 
@@ -175,6 +185,24 @@ def test_every_path_equals_the_reference(helper, kind):
             assert got == want, (p, nb, trial)
             checked += 1
     assert checked >= 300 * len(paths)
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_prefill_rows_equal_single_dots(helper, kind):
+    """rows_*_i8 (one row against M tokens, two at a time on AVX2) gives each token the bits
+    of the single-token reference dot, for odd and even M and with tail blocks."""
+    rng = np.random.default_rng(13)
+    for nb, M in ((18, 5), (8, 2), (19, 1), (48, 4), (3, 7)):
+        n = 32 * nb
+        w = random_row(kind, nb, rng, extreme=nb == 19)
+        q, d, s = quantize(helper, rng.standard_normal(M * n).astype(np.float32))
+        want = [np.float32(dot(helper, "reference", kind, w, q[t * n:(t + 1) * n], d[t * nb:(t + 1) * nb],
+                               s[t * nb:(t + 1) * nb])) for t in range(M)]
+        for p in loomrt.kernel_paths():
+            y = np.full(3 * M, np.nan, np.float32)
+            assert helper.i8_rows(p.encode(), KINDS[kind][0], w.ctypes.data, q.ctypes.data, d.ctypes.data,
+                                  s.ctypes.data, M, n, y.ctypes.data, 3) == 0
+            assert np.array_equal(y[::3].view(np.uint32), np.array(want, np.float32).view(np.uint32)), (p, nb, M)
 
 
 # ---- whole models -------------------------------------------------------------------------------

@@ -533,6 +533,23 @@ LRT_AVX2 static inline __m256 f16_gather8(const uint8_t *p, int64_t bb, int off)
   return _mm256_cvtph_ps(h);
 }
 
+/* block b's c_b (the tail blocks): lrt_i8_cb_* with the integer sum in SIMD */
+LRT_AVX2 static inline float f16_at(const uint8_t *p) { return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(lrt_rd_u16le(p)))); }
+LRT_AVX2 static inline float i8_tail_q8_0(const uint8_t *p, const int8_t *qx, const float *dx, const int32_t *sx, int64_t b) {
+  (void)sx;
+  int32_t S = i8_hsum(i8_sums_q8_0(p + b * 34, qx + b * 32));
+  return (f16_at(p + b * 34) * dx[b]) * (float)S;
+}
+LRT_AVX2 static inline float i8_tail_q4_0(const uint8_t *p, const int8_t *qx, const float *dx, const int32_t *sx, int64_t b) {
+  int32_t S = i8_hsum(i8_sums_q4(p + b * 18 + 2, qx + b * 32)) - 8 * sx[b];
+  return (f16_at(p + b * 18) * dx[b]) * (float)S;
+}
+LRT_AVX2 static inline float i8_tail_q4_1(const uint8_t *p, const int8_t *qx, const float *dx, const int32_t *sx, int64_t b) {
+  int32_t S = i8_hsum(i8_sums_q4(p + b * 20 + 4, qx + b * 32));
+  float dd = f16_at(p + b * 20) * dx[b], md = f16_at(p + b * 20 + 2) * dx[b];
+  return dd * (float)S + md * (float)sx[b];
+}
+
 #define I8_SUMS8(SUMS, p, bb, qo, qx)                                                          \
   i8_reduce8(SUMS((p) + (qo), (qx)), SUMS((p) + (bb) + (qo), (qx) + 32), SUMS((p) + 2 * (bb) + (qo), (qx) + 64), \
              SUMS((p) + 3 * (bb) + (qo), (qx) + 96), SUMS((p) + 4 * (bb) + (qo), (qx) + 128),  \
@@ -550,11 +567,7 @@ LRT_AVX2 static float dot_q8_0_i8_avx2(const void *w, const int8_t *qx, const fl
     acc = _mm256_add_ps(acc, _mm256_mul_ps(dd, S));
   }
   float s = hsum8(acc);
-  (void)sx;
-  for (; b < nb; b++) { /* the tail blocks: lrt_i8_cb_q8_0 with the integer sum in SIMD */
-    int32_t S = i8_hsum(i8_sums_q8_0(p + b * 34, qx + b * 32));
-    s = s + (lrt_f16_to_f32(lrt_rd_u16le(p + b * 34)) * dx[b]) * (float)S;
-  }
+  for (; b < nb; b++) s = s + i8_tail_q8_0(p, qx, dx, sx, b);
   return s;
 }
 
@@ -570,10 +583,7 @@ LRT_AVX2 static float dot_q4_0_i8_avx2(const void *w, const int8_t *qx, const fl
     acc = _mm256_add_ps(acc, _mm256_mul_ps(dd, _mm256_cvtepi32_ps(Si)));
   }
   float s = hsum8(acc);
-  for (; b < nb; b++) { /* lrt_i8_cb_q4_0 with the integer sum in SIMD */
-    int32_t S = i8_hsum(i8_sums_q4(p + b * 18 + 2, qx + b * 32)) - 8 * sx[b];
-    s = s + (lrt_f16_to_f32(lrt_rd_u16le(p + b * 18)) * dx[b]) * (float)S;
-  }
+  for (; b < nb; b++) s = s + i8_tail_q4_0(p, qx, dx, sx, b);
   return s;
 }
 
@@ -590,14 +600,101 @@ LRT_AVX2 static float dot_q4_1_i8_avx2(const void *w, const int8_t *qx, const fl
     acc = _mm256_add_ps(acc, _mm256_add_ps(_mm256_mul_ps(dd, S), _mm256_mul_ps(md, sxv)));
   }
   float s = hsum8(acc);
-  for (; b < nb; b++) { /* lrt_i8_cb_q4_1 with the integer sum in SIMD */
-    int32_t S = i8_hsum(i8_sums_q4(p + b * 20 + 4, qx + b * 32));
-    float dd = lrt_f16_to_f32(lrt_rd_u16le(p + b * 20)) * dx[b], md = lrt_f16_to_f32(lrt_rd_u16le(p + b * 20 + 2)) * dx[b];
-    s = s + (dd * (float)S + md * (float)sx[b]);
-  }
+  for (; b < nb; b++) s = s + i8_tail_q4_1(p, qx, dx, sx, b);
   return s;
 }
 #undef I8_SUMS8
+
+/* One weight row against M tokens (prefill): two tokens at a time share the weight loads,
+ * the unpacking and the scale gathers; each token's S_b and float steps are those of the
+ * single-token kernels above, so every output has the bits of dot_*_i8. qx rows are n apart,
+ * dx / sx rows n / 32 apart; y[t * ys]. */
+LRT_AVX2 static inline void i8_pair_q8_0(const uint8_t *p, const int8_t *x0, const int8_t *x1, __m256i *m0, __m256i *m1) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i w = _mm256_loadu_si256((const __m256i *)(p + 2)), a = _mm256_abs_epi8(w);
+  *m0 = _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)x0), w)), ones);
+  *m1 = _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)x1), w)), ones);
+}
+LRT_AVX2 static inline void i8_pair_q4(const uint8_t *qs, const int8_t *x0, const int8_t *x1, __m256i *m0, __m256i *m1) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m128i v = _mm_loadu_si128((const __m128i *)qs), m4 = _mm_set1_epi8(15);
+  __m256i w = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m4), _mm_and_si128(v, m4));
+  *m0 = _mm256_madd_epi16(_mm256_maddubs_epi16(w, _mm256_loadu_si256((const __m256i *)x0)), ones);
+  *m1 = _mm256_madd_epi16(_mm256_maddubs_epi16(w, _mm256_loadu_si256((const __m256i *)x1)), ones);
+}
+
+/* S_b of eight blocks for two tokens, reduced as they come (fewer live registers) */
+#define I8_PAIR2(PAIR, pb, bb, qo, x0, x1, k, A, C)                                             \
+  {                                                                                           \
+    __m256i a0_, a1_, c0_, c1_;                                                               \
+    PAIR((pb) + (k) * (bb) + (qo), (x0) + 32 * (k), (x1) + 32 * (k), &a0_, &c0_);             \
+    PAIR((pb) + ((k) + 1) * (bb) + (qo), (x0) + 32 * ((k) + 1), (x1) + 32 * ((k) + 1), &a1_, &c1_); \
+    A = _mm256_hadd_epi32(a0_, a1_);                                                          \
+    C = _mm256_hadd_epi32(c0_, c1_);                                                          \
+  }
+#define I8_PAIR8(PAIR, pb, bb, qo, x0, x1, S0, S1)                                              \
+  {                                                                                           \
+    __m256i A01_, C01_, A23_, C23_, A45_, C45_, A67_, C67_;                                   \
+    I8_PAIR2(PAIR, pb, bb, qo, x0, x1, 0, A01_, C01_)                                         \
+    I8_PAIR2(PAIR, pb, bb, qo, x0, x1, 2, A23_, C23_)                                         \
+    __m256i A0_ = _mm256_hadd_epi32(A01_, A23_), C0_ = _mm256_hadd_epi32(C01_, C23_);         \
+    I8_PAIR2(PAIR, pb, bb, qo, x0, x1, 4, A45_, C45_)                                         \
+    I8_PAIR2(PAIR, pb, bb, qo, x0, x1, 6, A67_, C67_)                                         \
+    __m256i A1_ = _mm256_hadd_epi32(A45_, A67_), C1_ = _mm256_hadd_epi32(C45_, C67_);         \
+    S0 = _mm256_add_epi32(_mm256_permute2x128_si256(A0_, A1_, 0x20), _mm256_permute2x128_si256(A0_, A1_, 0x31)); \
+    S1 = _mm256_add_epi32(_mm256_permute2x128_si256(C0_, C1_, 0x20), _mm256_permute2x128_si256(C0_, C1_, 0x31)); \
+  }
+
+/* the float steps of eight blocks for one token: acc += c_b (as in dot_*_i8_avx2) */
+#define I8_F8_Q8_0(acc, S, dw, mw, d, s, b) \
+  acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_mul_ps(dw, _mm256_loadu_ps((d) + (b))), _mm256_cvtepi32_ps(S)))
+#define I8_F8_Q4_0(acc, S, dw, mw, d, s, b)                                                     \
+  acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_mul_ps(dw, _mm256_loadu_ps((d) + (b))),        \
+                                         _mm256_cvtepi32_ps(_mm256_sub_epi32(S, _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)((s) + (b))), 3)))))
+#define I8_F8_Q4_1(acc, S, dw, mw, d, s, b)                                                     \
+  {                                                                                           \
+    __m256 dxv_ = _mm256_loadu_ps((d) + (b));                                                 \
+    __m256 sxv_ = _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)((s) + (b))));       \
+    acc = _mm256_add_ps(acc, _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(dw, dxv_), _mm256_cvtepi32_ps(S)), \
+                                           _mm256_mul_ps(_mm256_mul_ps(mw, dxv_), sxv_)));    \
+  }
+
+#define DEFINE_I8_ROWS(NAME, DOT1, PAIR, BB, QO, HAS_M, F8, TAIL)                               \
+  LRT_AVX2 static void NAME(const void *w, const int8_t *qx, const float *dx, const int32_t *sx, int64_t M, \
+                            int64_t n, float *y, int64_t ys) {                                 \
+    const uint8_t *p = (const uint8_t *)w;                                                    \
+    int64_t nb = n / 32, t = 0;                                                               \
+    for (; t + 2 <= M; t += 2) {                                                              \
+      const int8_t *x0 = qx + t * n, *x1 = x0 + n;                                            \
+      const float *d0 = dx + t * nb, *d1 = d0 + nb;                                           \
+      const int32_t *s0 = sx + t * nb, *s1 = s0 + nb;                                         \
+      __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;                                         \
+      int64_t b = 0;                                                                          \
+      for (; b + 8 <= nb; b += 8) {                                                           \
+        const uint8_t *pb = p + b * (BB);                                                     \
+        __m256i S0, S1;                                                                       \
+        I8_PAIR8(PAIR, pb, BB, QO, x0 + b * 32, x1 + b * 32, S0, S1)                          \
+        __m256 dw = f16_gather8(pb, BB, 0), mw = HAS_M ? f16_gather8(pb, BB, 2) : dw;         \
+        (void)mw;                                                                             \
+        F8(acc0, S0, dw, mw, d0, s0, b);                                                      \
+        F8(acc1, S1, dw, mw, d1, s1, b);                                                      \
+      }                                                                                       \
+      float r0 = hsum8(acc0), r1 = hsum8(acc1);                                               \
+      for (; b < nb; b++) {                                                                   \
+        r0 = r0 + TAIL(p, x0, d0, s0, b);                                                     \
+        r1 = r1 + TAIL(p, x1, d1, s1, b);                                                     \
+      }                                                                                       \
+      y[t * ys] = r0;                                                                         \
+      y[(t + 1) * ys] = r1;                                                                   \
+    }                                                                                         \
+    for (; t < M; t++) y[t * ys] = DOT1(w, qx + t * n, dx + t * nb, sx + t * nb, n);          \
+  }
+
+DEFINE_I8_ROWS(rows_q8_0_i8_avx2, dot_q8_0_i8_avx2, i8_pair_q8_0, 34, 0, 0, I8_F8_Q8_0, i8_tail_q8_0)
+DEFINE_I8_ROWS(rows_q4_0_i8_avx2, dot_q4_0_i8_avx2, i8_pair_q4, 18, 2, 0, I8_F8_Q4_0, i8_tail_q4_0)
+DEFINE_I8_ROWS(rows_q4_1_i8_avx2, dot_q4_1_i8_avx2, i8_pair_q4, 20, 4, 1, I8_F8_Q4_1, i8_tail_q4_1)
+#undef DEFINE_I8_ROWS
+#undef I8_PAIR8
 
 const lrt_kernels lrt_kernels_avx2 = {"avx2", dot_f32_avx2, dot_f16_avx2, dot_bf16_avx2, sum_f32_avx2,
                                       rows_f32, rows_f16, rows_bf16, dot4_f32, dot4_f16, dot4_bf16,
@@ -607,5 +704,6 @@ const lrt_kernels lrt_kernels_avx2 = {"avx2", dot_f32_avx2, dot_f16_avx2, dot_bf
                                       lrt_dequant_q4_k_avx2, lrt_dequant_q5_k_avx2, lrt_dequant_q6_k_avx2,
                                       lrt_dot4_q4_k_avx2, lrt_dot4_q5_k_avx2, lrt_dot4_q6_k_avx2,
                                       lrt_tile4_f32_avx2, widen_f16_avx2, widen_bf16_avx2,
-                                      dot_q8_0_i8_avx2, dot_q4_0_i8_avx2, dot_q4_1_i8_avx2};
+                                      dot_q8_0_i8_avx2, dot_q4_0_i8_avx2, dot_q4_1_i8_avx2,
+                                      rows_q8_0_i8_avx2, rows_q4_0_i8_avx2, rows_q4_1_i8_avx2};
 #endif

@@ -91,6 +91,14 @@ typedef struct lrt_kernels {
   float (*dot_q8_0_i8)(const void *w, const int8_t *qx, const float *dx, const int32_t *sx, int64_t n);
   float (*dot_q4_0_i8)(const void *w, const int8_t *qx, const float *dx, const int32_t *sx, int64_t n);
   float (*dot_q4_1_i8)(const void *w, const int8_t *qx, const float *dx, const int32_t *sx, int64_t n);
+  /* The same row against M activation rows (prefill): qx rows n apart, dx / sx rows n / 32
+   * apart; y[t * ys] = dot_*_i8(w, qx + t * n, dx + t * n / 32, sx + t * n / 32, n), bit for bit. */
+  void (*rows_q8_0_i8)(const void *w, const int8_t *qx, const float *dx, const int32_t *sx, int64_t M, int64_t n,
+                       float *y, int64_t ys);
+  void (*rows_q4_0_i8)(const void *w, const int8_t *qx, const float *dx, const int32_t *sx, int64_t M, int64_t n,
+                       float *y, int64_t ys);
+  void (*rows_q4_1_i8)(const void *w, const int8_t *qx, const float *dx, const int32_t *sx, int64_t M, int64_t n,
+                       float *y, int64_t ys);
 } lrt_kernels;
 
 /* Shared by the tile4_f32 paths: finish a tile of four rows (w + r*ws) x three tokens

@@ -256,6 +256,16 @@ static float dot_q4_1_i8_ref(const void *w, const int8_t *qx, const float *dx, c
 }
 #undef LRT_I8_ROW
 
+#define LRT_I8_ROWS(NAME, DOT)                                                                \
+  static void NAME(const void *w, const int8_t *qx, const float *dx, const int32_t *sx, int64_t M, int64_t n, \
+                   float *y, int64_t ys) {                                                    \
+    for (int64_t t = 0; t < M; t++) y[t * ys] = DOT(w, qx + t * n, dx + t * (n / 32), sx + t * (n / 32), n); \
+  }
+LRT_I8_ROWS(rows_q8_0_i8_ref, dot_q8_0_i8_ref)
+LRT_I8_ROWS(rows_q4_0_i8_ref, dot_q4_0_i8_ref)
+LRT_I8_ROWS(rows_q4_1_i8_ref, dot_q4_1_i8_ref)
+#undef LRT_I8_ROWS
+
 const lrt_kernels lrt_kernels_ref = {"reference", dot_f32_ref, dot_f16_ref, dot_bf16_ref, sum_f32_ref,
                                      rows_f32_ref, rows_f16_ref, rows_bf16_ref,
                                      dot4_f32_ref, dot4_f16_ref, dot4_bf16_ref,
@@ -265,4 +275,5 @@ const lrt_kernels lrt_kernels_ref = {"reference", dot_f32_ref, dot_f16_ref, dot_
                                      dequant_q4_k_ref, dequant_q5_k_ref, dequant_q6_k_ref,
                                      dot4_q4_k_ref, dot4_q5_k_ref, dot4_q6_k_ref, tile4_f32_ref,
                                      widen_f16_ref, widen_bf16_ref,
-                                     dot_q8_0_i8_ref, dot_q4_0_i8_ref, dot_q4_1_i8_ref};
+                                     dot_q8_0_i8_ref, dot_q4_0_i8_ref, dot_q4_1_i8_ref,
+                                     rows_q8_0_i8_ref, rows_q4_0_i8_ref, rows_q4_1_i8_ref};
