@@ -459,6 +459,150 @@ static void widen_bf16_neon(const uint16_t *h, float *y, int64_t n) {
   for (; i < n; i++) y[i] = lrt_bf16_to_f32(h[i]);
 }
 
+/* ---- int8 activations (LRT_OPEN_INT8_ACTIVATIONS; the rule is in ref.c) --------------------
+ * Integer block sums S_b with baseline NEON (no dotprod extension): vmull_s8 (int8 x int8
+ * into int16, at most 128 * 128: no overflow), vpaddlq_s16 / vpadalq_s16 into int32 lanes,
+ * eight blocks' lanes reduced to two vectors of four S_b by pairwise adds (exact in any
+ * order). Q4_0's - 8 is applied to the nibbles before the products, as in the reference.
+ * The float part is the reference's, eight blocks at a time in the dot8 lanes (blocks
+ * b..b+3 in lo, b+4..b+7 in hi): dd = d_w * dx_b, dd * S_b [+ (m_w * dx_b) * sx_b], each a
+ * separate rounded instruction; the tail blocks are lrt_i8_cb_*'s scalar float steps with
+ * the integer sum in NEON. */
+
+/* int32 partial sums of one block: weights w0 (elements 0-15) and w1 (16-31) times qx */
+static inline int32x4_t i8_block(int8x16_t w0, int8x16_t w1, const int8_t *qx) {
+  int8x16_t x0 = vld1q_s8(qx), x1 = vld1q_s8(qx + 16);
+  int32x4_t a = vpaddlq_s16(vmull_s8(vget_low_s8(w0), vget_low_s8(x0)));
+  a = vpadalq_s16(a, vmull_s8(vget_high_s8(w0), vget_high_s8(x0)));
+  a = vpadalq_s16(a, vmull_s8(vget_low_s8(w1), vget_low_s8(x1)));
+  return vpadalq_s16(a, vmull_s8(vget_high_s8(w1), vget_high_s8(x1)));
+}
+
+/* a block's weights as int8: Q8_0 as stored; Q4 byte j holds element j (low nibble) and
+ * j + 16 (high nibble), minus 8 for Q4_0 */
+static inline void i8_w_q8_0(const uint8_t *p, int8x16_t *w0, int8x16_t *w1) {
+  *w0 = vld1q_s8((const int8_t *)(p + 2));
+  *w1 = vld1q_s8((const int8_t *)(p + 18));
+}
+static inline void i8_w_q4_0(const uint8_t *p, int8x16_t *w0, int8x16_t *w1) {
+  uint8x16_t v = vld1q_u8(p + 2);
+  *w0 = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(15))), vdupq_n_s8(8));
+  *w1 = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(v, 4)), vdupq_n_s8(8));
+}
+static inline void i8_w_q4_1(const uint8_t *p, int8x16_t *w0, int8x16_t *w1) {
+  uint8x16_t v = vld1q_u8(p + 4);
+  *w0 = vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(15)));
+  *w1 = vreinterpretq_s8_u8(vshrq_n_u8(v, 4));
+}
+
+/* four blocks' partial sums -> their four totals */
+static inline int32x4_t i8_reduce4(int32x4_t a0, int32x4_t a1, int32x4_t a2, int32x4_t a3) {
+  return vpaddq_s32(vpaddq_s32(a0, a1), vpaddq_s32(a2, a3));
+}
+
+/* the F16 at offset off of eight consecutive blocks (bb bytes apart), widened exactly */
+static inline v8 i8_f16x8(const uint8_t *p, int64_t bb, int off) {
+  uint16_t h[8];
+  for (int k = 0; k < 8; k++) h[k] = lrt_rd_u16le(p + k * bb + off);
+  return load_f16(h, 0);
+}
+
+/* the float steps of eight blocks b..b+7 of one token: acc + c_b, lane by lane */
+static inline v8 i8_f8(v8 acc, int32x4_t S0, int32x4_t S1, v8 dw, v8 mw, int has_m, const float *dx,
+                       const int32_t *sx, int64_t b) {
+  v8 d = load_x(dx, b);
+  float32x4_t c0 = vmulq_f32(vmulq_f32(dw.lo, d.lo), vcvtq_f32_s32(S0));
+  float32x4_t c1 = vmulq_f32(vmulq_f32(dw.hi, d.hi), vcvtq_f32_s32(S1));
+  if (has_m) {
+    c0 = vaddq_f32(c0, vmulq_f32(vmulq_f32(mw.lo, d.lo), vcvtq_f32_s32(vld1q_s32(sx + b))));
+    c1 = vaddq_f32(c1, vmulq_f32(vmulq_f32(mw.hi, d.hi), vcvtq_f32_s32(vld1q_s32(sx + b + 4))));
+  }
+  acc.lo = vaddq_f32(acc.lo, c0);
+  acc.hi = vaddq_f32(acc.hi, c1);
+  return acc;
+}
+
+/* c_b of a tail block: lrt_i8_cb_*'s float steps, S_b from the NEON sums */
+static inline float i8_tail(int32x4_t part, const uint8_t *pb, int has_m, const float *dx, const int32_t *sx,
+                            int64_t b) {
+  float S = (float)vaddvq_s32(part);
+  float dd = lrt_f16_to_f32(lrt_rd_u16le(pb)) * dx[b];
+  if (!has_m) return dd * S;
+  float md = lrt_f16_to_f32(lrt_rd_u16le(pb + 2)) * dx[b];
+  return dd * S + md * (float)sx[b];
+}
+
+/* DOT: one row, one token. ROWS: one row against M tokens, two at a time sharing the weight
+ * loads, unpacking and scale widening; each token's integer sums and float steps are DOT's,
+ * so every output has its bits. */
+#define DEFINE_I8_KERNELS(FMT, BB, WLOAD, HAS_M)                                                \
+  static float dot_##FMT##_i8_neon(const void *w, const int8_t *qx, const float *dx, const int32_t *sx, int64_t n) { \
+    const uint8_t *p = (const uint8_t *)w;                                                    \
+    int64_t nb = n / 32, b = 0;                                                               \
+    v8 acc = v8_zero();                                                                       \
+    for (; b + 8 <= nb; b += 8) {                                                             \
+      const uint8_t *pb = p + b * (BB);                                                       \
+      const int8_t *xb = qx + b * 32;                                                         \
+      int32x4_t a[8];                                                                         \
+      for (int k = 0; k < 8; k++) {                                                           \
+        int8x16_t w0, w1;                                                                     \
+        WLOAD(pb + k * (BB), &w0, &w1);                                                       \
+        a[k] = i8_block(w0, w1, xb + 32 * k);                                                 \
+      }                                                                                       \
+      v8 dw = i8_f16x8(pb, BB, 0), mw = HAS_M ? i8_f16x8(pb, BB, 2) : dw;                     \
+      acc = i8_f8(acc, i8_reduce4(a[0], a[1], a[2], a[3]), i8_reduce4(a[4], a[5], a[6], a[7]), dw, mw, HAS_M, dx, \
+                  sx, b);                                                                     \
+    }                                                                                         \
+    float s = hsum8(acc);                                                                     \
+    for (; b < nb; b++) {                                                                     \
+      int8x16_t w0, w1;                                                                       \
+      WLOAD(p + b * (BB), &w0, &w1);                                                          \
+      s = s + i8_tail(i8_block(w0, w1, qx + b * 32), p + b * (BB), HAS_M, dx, sx, b);         \
+    }                                                                                         \
+    return s;                                                                                 \
+  }                                                                                           \
+  static void rows_##FMT##_i8_neon(const void *w, const int8_t *qx, const float *dx, const int32_t *sx, int64_t M, \
+                                   int64_t n, float *y, int64_t ys) {                         \
+    const uint8_t *p = (const uint8_t *)w;                                                    \
+    int64_t nb = n / 32, t = 0;                                                               \
+    for (; t + 2 <= M; t += 2) {                                                              \
+      const int8_t *x0 = qx + t * n, *x1 = x0 + n;                                            \
+      const float *d0 = dx + t * nb, *d1 = d0 + nb;                                           \
+      const int32_t *s0 = sx + t * nb, *s1 = s0 + nb;                                         \
+      v8 acc0 = v8_zero(), acc1 = acc0;                                                       \
+      int64_t b = 0;                                                                          \
+      for (; b + 8 <= nb; b += 8) {                                                           \
+        const uint8_t *pb = p + b * (BB);                                                     \
+        int32x4_t a[8], c[8];                                                                 \
+        for (int k = 0; k < 8; k++) {                                                         \
+          int8x16_t w0, w1;                                                                   \
+          WLOAD(pb + k * (BB), &w0, &w1);                                                     \
+          a[k] = i8_block(w0, w1, x0 + (b + k) * 32);                                         \
+          c[k] = i8_block(w0, w1, x1 + (b + k) * 32);                                         \
+        }                                                                                     \
+        v8 dw = i8_f16x8(pb, BB, 0), mw = HAS_M ? i8_f16x8(pb, BB, 2) : dw;                   \
+        acc0 = i8_f8(acc0, i8_reduce4(a[0], a[1], a[2], a[3]), i8_reduce4(a[4], a[5], a[6], a[7]), dw, mw, HAS_M, \
+                     d0, s0, b);                                                              \
+        acc1 = i8_f8(acc1, i8_reduce4(c[0], c[1], c[2], c[3]), i8_reduce4(c[4], c[5], c[6], c[7]), dw, mw, HAS_M, \
+                     d1, s1, b);                                                              \
+      }                                                                                       \
+      float r0 = hsum8(acc0), r1 = hsum8(acc1);                                               \
+      for (; b < nb; b++) {                                                                   \
+        int8x16_t w0, w1;                                                                     \
+        WLOAD(p + b * (BB), &w0, &w1);                                                        \
+        r0 = r0 + i8_tail(i8_block(w0, w1, x0 + b * 32), p + b * (BB), HAS_M, d0, s0, b);     \
+        r1 = r1 + i8_tail(i8_block(w0, w1, x1 + b * 32), p + b * (BB), HAS_M, d1, s1, b);     \
+      }                                                                                       \
+      y[t * ys] = r0;                                                                         \
+      y[(t + 1) * ys] = r1;                                                                   \
+    }                                                                                         \
+    for (; t < M; t++) y[t * ys] = dot_##FMT##_i8_neon(w, qx + t * n, dx + t * nb, sx + t * nb, n); \
+  }
+DEFINE_I8_KERNELS(q8_0, 34, i8_w_q8_0, 0)
+DEFINE_I8_KERNELS(q4_0, 18, i8_w_q4_0, 0)
+DEFINE_I8_KERNELS(q4_1, 20, i8_w_q4_1, 1)
+#undef DEFINE_I8_KERNELS
+
 #define TILE4_V8_NAME tile4_f32_neon
 #include "tile_v8.h"
 
@@ -473,5 +617,7 @@ const lrt_kernels lrt_kernels_neon = {
     .dequant_q4_k = dequant_q4_k_neon, .dequant_q5_k = dequant_q5_k_neon, .dequant_q6_k = dequant_q6_k_neon,
     .dot4_q4_k = dot4_q4_k_neon, .dot4_q5_k = dot4_q5_k_neon, .dot4_q6_k = dot4_q6_k_neon,
     .tile4_f32 = tile4_f32_neon, .widen_f16 = widen_f16_neon, .widen_bf16 = widen_bf16_neon,
+    .dot_q8_0_i8 = dot_q8_0_i8_neon, .dot_q4_0_i8 = dot_q4_0_i8_neon, .dot_q4_1_i8 = dot_q4_1_i8_neon,
+    .rows_q8_0_i8 = rows_q8_0_i8_neon, .rows_q4_0_i8 = rows_q4_0_i8_neon, .rows_q4_1_i8 = rows_q4_1_i8_neon,
 };
 #endif

@@ -3,7 +3,9 @@
  * Random inputs with lengths 0..300, unaligned starts, values spread over many binades
  * (incl. subnormals, zeros and negative zeros) and M = 1..9 activation rows. Also checks
  * that the own math functions behave (exp range ends, tanh symmetry) and that a kernel
- * with a different lane order is caught (the comparison can fail). */
+ * with a different lane order is caught (the comparison can fail). The int8-activation
+ * kernels (dot_*_i8, rows_*_i8) are compared on activation rows from lrt_quantize_act_q8
+ * (compare_i8), and two perturbed versions of them must be caught as well. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -165,6 +167,150 @@ static void compare_q4_scales(const lrt_kernels *k, const lrt_kernels *ref) {
   }
 }
 
+/* Int8 activations (dot_*_i8, rows_*_i8) against the reference, bit for bit (NaN: any NaN).
+ * Activation rows come from lrt_quantize_act_q8 of random floats, per block: the spread of
+ * rand_float (2^-20 .. 2^19, zeros, subnormals), all zeros, uniform values or constant
+ * magnitudes with random signs (every q = +-127) times 2^e. Most rows use moderate e (-16 ..
+ * 12); one row in four also gets extreme blocks: e = -140 / -130 (the quantizer's 1 / d
+ * overflows: q = 0), -60 (dx rounds to F16 zero), 22 (the largest finite F16 dx), 24 / 40 /
+ * 100 (dx = inf, so that row's result is NaN or inf); one row in eight holds a NaN or an
+ * infinity. Weight blocks are random bytes with F16 scales random (finite) or extreme
+ * (+-65504, +-smallest subnormal, +-0, smallest normal, largest subnormal, 1); Q8_0 quants
+ * sometimes all -128 or alternating -128 / 127. Row lengths of 1, 7, 8, 18, 19, 48 blocks
+ * (with and without a tail of blocks after the eight-block groups), M = 1..5 tokens for
+ * rows_*, outputs ys = 1..3 apart (the gaps must stay untouched); every rows_* output must
+ * equal the reference single-token dot (batch invariance). */
+static void fill_act_block(float *x, int mode, int extreme) {
+  if (mode == 0) {
+    for (int i = 0; i < 32; i++) x[i] = rand_float();
+    return;
+  }
+  if (mode == 1) {
+    for (int i = 0; i < 32; i++) x[i] = (next32() & 1) ? -0.0f : 0.0f;
+    return;
+  }
+  static const int moderate[] = {-16, -8, -3, 0, 4, 8, 12}, wild[] = {-140, -130, -60, 22, 24, 40, 100};
+  int e = extreme ? wild[next32() % 7] : moderate[next32() % 7];
+  float sc = 1.0f;
+  for (; e > 0; e--) sc *= 2.0f;
+  for (; e < 0; e++) sc *= 0.5f;
+  int constant = mode == 3;
+  float c = (float)(next32() & 0xffffff) / 16777216.0f + 0.5f;
+  for (int i = 0; i < 32; i++) {
+    float u = constant ? c : (float)((int32_t)(next32() & 0xffffff) - 0x800000) / 8388608.0f;
+    if (constant && (next32() & 1)) u = -u;
+    x[i] = u * sc;
+  }
+}
+
+static void compare_i8(const lrt_kernels *k, const lrt_kernels *ref) {
+  enum { MAXNB = 48, MAXM = 5, MAXYS = 3 };
+  static const int64_t nbs[] = {1, 7, 8, 18, 19, 48};
+  static const uint16_t hx[] = {0x7bff, 0xfbff, 0x0001, 0x8001, 0x0000, 0x8000, 0x0400, 0x03ff, 0x3c00};
+  static float xf[MAXM * MAXNB * 32], dx[MAXM * MAXNB];
+  static int8_t qx[MAXM * MAXNB * 32];
+  static int32_t sx[MAXM * MAXNB];
+  static uint8_t wq[MAXNB * 34];
+  static float y1[MAXM * MAXYS];
+  struct {
+    float (*dot)(const void *, const int8_t *, const float *, const int32_t *, int64_t);
+    float (*dot_ref)(const void *, const int8_t *, const float *, const int32_t *, int64_t);
+    void (*rows)(const void *, const int8_t *, const float *, const int32_t *, int64_t, int64_t, float *, int64_t);
+    int64_t block, nscales;
+    const char *nm;
+  } fm[3] = {{k->dot_q8_0_i8, ref->dot_q8_0_i8, k->rows_q8_0_i8, 34, 1, "q8_0"},
+             {k->dot_q4_0_i8, ref->dot_q4_0_i8, k->rows_q4_0_i8, 18, 1, "q4_0"},
+             {k->dot_q4_1_i8, ref->dot_q4_1_i8, k->rows_q4_1_i8, 20, 2, "q4_1"}};
+  for (int iter = 0; iter < 720; iter++) {
+    int64_t nb = nbs[iter % 6], n = nb * 32;
+    int64_t M = 1 + (int64_t)((iter / 6) % MAXM);
+    int64_t ys = 1 + (int64_t)(next32() % MAXYS);
+    /* activations: one block mode per row, or mixed per block; special values in some rows */
+    for (int64_t t = 0; t < M; t++) {
+      int row_mode = (int)(next32() % 6); /* 0..3: that mode for the whole row; 4, 5: mixed */
+      int wild_row = next32() % 4 == 0;
+      for (int64_t b = 0; b < nb; b++) {
+        int mode = row_mode < 4 ? row_mode : (int)(next32() % 4);
+        fill_act_block(xf + (t * nb + b) * 32, mode, wild_row && next32() % 4 == 0);
+      }
+      if (next32() % 8 == 0) { /* a NaN or +-inf somewhere in the row */
+        static const uint32_t sp[] = {0x7fc00000u, 0xffc00000u, 0x7f800001u, 0x7f800000u, 0xff800000u};
+        uint32_t v = sp[next32() % 5];
+        memcpy(&xf[t * n + (int64_t)(next32() % (uint32_t)n)], &v, 4);
+      }
+      lrt_quantize_act_q8(xf + t * n, qx + t * n, dx + t * nb, sx + t * nb, n);
+    }
+    for (int f = 0; f < 3; f++) {
+      int64_t bb = fm[f].block;
+      for (int64_t i = 0; i < nb * bb; i++) wq[i] = (uint8_t)next32();
+      for (int64_t b = 0; b < nb; b++) {
+        uint8_t *blk = wq + b * bb;
+        for (int64_t s = 0; s < fm[f].nscales; s++) {
+          uint8_t *hp = blk + 2 * s;
+          if ((hp[1] & 0x7c) == 0x7c) hp[1] &= 0xbf; /* no inf / NaN scales */
+          if (next32() % 4 == 0) {
+            uint16_t v = hx[next32() % (sizeof hx / sizeof hx[0])];
+            hp[0] = (uint8_t)(v & 0xff);
+            hp[1] = (uint8_t)(v >> 8);
+          }
+        }
+        if (f == 0 && next32() % 6 == 0) { /* Q8_0 quants of -128 */
+          int alt = (int)(next32() & 1);
+          for (int i = 0; i < 32; i++) blk[2 + i] = (uint8_t)((alt && (i & 1)) ? 0x7f : 0x80);
+        }
+      }
+      for (int64_t t = 0; t < M; t++) {
+        const int8_t *q = qx + t * n;
+        const float *d = dx + t * nb;
+        const int32_t *s = sx + t * nb;
+        float a = fm[f].dot(wq, q, d, s, n), r = fm[f].dot_ref(wq, q, d, s, n);
+        CHECK(same_or_nan(a, r), "%s dot_%s_i8 n=%lld t=%lld: %a vs %a", k->name, fm[f].nm, (long long)n,
+              (long long)t, (double)a, (double)r);
+      }
+      for (int64_t i = 0; i < MAXM * MAXYS; i++) y1[i] = -7.0f;
+      fm[f].rows(wq, qx, dx, sx, M, n, y1, ys);
+      for (int64_t t = 0; t < M; t++) {
+        float r = fm[f].dot_ref(wq, qx + t * n, dx + t * nb, sx + t * nb, n);
+        CHECK(same_or_nan(y1[t * ys], r), "%s rows_%s_i8 n=%lld M=%lld t=%lld ys=%lld: %a vs %a", k->name, fm[f].nm,
+              (long long)n, (long long)M, (long long)t, (long long)ys, (double)y1[t * ys], (double)r);
+        for (int64_t g = 1; g < ys; g++)
+          CHECK(y1[t * ys + g] == -7.0f, "%s rows_%s_i8 wrote between outputs (ys=%lld)", k->name, fm[f].nm,
+                (long long)ys);
+      }
+      for (int64_t i = M * ys; i < MAXM * MAXYS; i++)
+        CHECK(y1[i] == -7.0f, "%s rows_%s_i8 wrote past its M outputs", k->name, fm[f].nm);
+    }
+  }
+}
+
+/* Deliberately wrong int8-activation kernels (the comparison must notice them): Q8_0 with the
+ * block results summed strictly in order instead of the dot8 lanes, and Q4_1 rows whose eight
+ * lanes are combined by another tree, (t0 + t1) + (t2 + t3). (A reassociated block result,
+ * d_w * (dx_b * S_b), would not do: d_w * dx_b is a product of two halves, exact in float, so
+ * the two orders differ only when dx_b * S_b is inexact, which random Q4 blocks rarely make.) */
+static float dot_q8_0_i8_sequential(const void *w, const int8_t *qx, const float *dx, const int32_t *sx, int64_t n) {
+  float s = 0.0f;
+  for (int64_t b = 0; b < n / 32; b++) s = s + lrt_i8_cb_q8_0((const uint8_t *)w, qx, dx, sx, b);
+  return s;
+}
+static void rows_q4_1_i8_other_tree(const void *w, const int8_t *qx, const float *dx, const int32_t *sx, int64_t M,
+                                    int64_t n, float *y, int64_t ys) {
+  int64_t nb = n / 32;
+  for (int64_t t = 0; t < M; t++) {
+    const int8_t *q = qx + t * n;
+    const float *d = dx + t * nb;
+    const int32_t *s = sx + t * nb;
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t b = 0;
+    for (; b + 8 <= nb; b += 8)
+      for (int j = 0; j < 8; j++) acc[j] = acc[j] + lrt_i8_cb_q4_1((const uint8_t *)w, q, d, s, b + j);
+    float t0 = acc[0] + acc[4], t1 = acc[1] + acc[5], t2 = acc[2] + acc[6], t3 = acc[3] + acc[7];
+    float r = (t0 + t1) + (t2 + t3);
+    for (; b < nb; b++) r = r + lrt_i8_cb_q4_1((const uint8_t *)w, q, d, s, b);
+    y[t * ys] = r;
+  }
+}
+
 static int compare_path(const lrt_kernels *k, const lrt_kernels *ref) {
   enum { MAXN = 300, MAXM = 9, PAD = 8 };
   static float w[MAXN + PAD], x[MAXM * (MAXN + PAD)], y1[MAXM], y2[MAXM];
@@ -317,6 +463,7 @@ static int compare_path(const lrt_kernels *k, const lrt_kernels *ref) {
     ref->dot4_bf16(h, n, x, n, yb);
     for (int i = 0; i < 4; i++) CHECK(bits(ya[i]) == bits(yb[i]) || (ya[i] != ya[i] && yb[i] != yb[i]), "%s dot4_bf16 n=%lld", k->name, (long long)n);
   }
+  compare_i8(k, ref);
   compare_q4_scales(k, ref);
   compare_math(k, ref);
   compare_widen(k, ref);
@@ -361,6 +508,25 @@ int main(void) {
   failures = saved;
   CHECK(caught, "an exp with a different association was not detected");
   if (caught) printf("a perturbed exp is detected, as it must be\n");
+  /* int8 activations: each wrong entry alone must be caught by compare_i8 */
+  {
+    const char *what[2] = {"dot_q8_0_i8 with blocks summed in order", "rows_q4_1_i8 with another lane tree"};
+    int all = 1;
+    for (int e = 0; e < 2; e++) {
+      wrong = lrt_kernels_ref;
+      wrong.name = "wrong-i8";
+      if (e == 0) wrong.dot_q8_0_i8 = dot_q8_0_i8_sequential;
+      else wrong.rows_q4_1_i8 = rows_q4_1_i8_other_tree;
+      quiet = 1;
+      compare_i8(&wrong, &lrt_kernels_ref);
+      caught = failures > saved;
+      quiet = 0;
+      failures = saved;
+      CHECK(caught, "a wrong int8-activation kernel (%s) was not detected", what[e]);
+      all &= caught;
+    }
+    if (all) printf("a perturbed int8-activation kernel is detected, as it must be\n");
+  }
 
   /* own math sanity */
   CHECK(lrt_expf(0.0f) == 1.0f, "expf(0)");
