@@ -460,6 +460,154 @@ static void silu_mul_f32_wasm(const float *g, const float *u, float *y, int64_t 
   for (; i < n; i++) y[i] = lrt_siluf(g[i]) * u[i];
 }
 
+/* ---- int8 activations (LRT_OPEN_INT8_ACTIVATIONS; the rule is in ref.c) --------------------
+ * Integer block sums S_b: int8 weights and activations sign-extended to i16x8 and multiplied
+ * by i32x4.dot_i16x8_s (pair sums in int32: exact), eight blocks' lanes reduced to two
+ * vectors of four S_b by a 4x4 transpose and integer adds (exact in any order). Q4_0's - 8
+ * is applied to the nibbles before the products, as in the reference. The float part is the
+ * reference's, eight blocks at a time in the dot8 lanes (blocks b..b+3 in lo, b+4..b+7 in
+ * hi): dd = d_w * dx_b, dd * S_b [+ (m_w * dx_b) * sx_b], each f32x4.mul / f32x4.add
+ * rounded; the block scales are widened by the scalar lrt_f16_to_f32 (exact). The tail
+ * blocks are lrt_i8_cb_*'s scalar float steps with the integer sum in SIMD128. */
+
+/* int32 partial sums of one block: weights w0 (elements 0-15) and w1 (16-31) times qx */
+static inline v128_t i8_block(v128_t w0, v128_t w1, const int8_t *qx) {
+  v128_t x0 = wasm_v128_load(qx), x1 = wasm_v128_load(qx + 16);
+  v128_t a = wasm_i32x4_dot_i16x8(wasm_i16x8_extend_low_i8x16(w0), wasm_i16x8_extend_low_i8x16(x0));
+  a = wasm_i32x4_add(a, wasm_i32x4_dot_i16x8(wasm_i16x8_extend_high_i8x16(w0), wasm_i16x8_extend_high_i8x16(x0)));
+  a = wasm_i32x4_add(a, wasm_i32x4_dot_i16x8(wasm_i16x8_extend_low_i8x16(w1), wasm_i16x8_extend_low_i8x16(x1)));
+  return wasm_i32x4_add(a, wasm_i32x4_dot_i16x8(wasm_i16x8_extend_high_i8x16(w1), wasm_i16x8_extend_high_i8x16(x1)));
+}
+
+/* a block's weights as int8: Q8_0 as stored; Q4 byte j holds element j (low nibble) and
+ * j + 16 (high nibble), minus 8 for Q4_0 */
+static inline void i8_w_q8_0(const uint8_t *p, v128_t *w0, v128_t *w1) {
+  *w0 = wasm_v128_load(p + 2);
+  *w1 = wasm_v128_load(p + 18);
+}
+static inline void i8_w_q4_0(const uint8_t *p, v128_t *w0, v128_t *w1) {
+  v128_t v = wasm_v128_load(p + 2);
+  *w0 = wasm_i8x16_sub(wasm_v128_and(v, wasm_i8x16_splat(15)), wasm_i8x16_splat(8));
+  *w1 = wasm_i8x16_sub(wasm_u8x16_shr(v, 4), wasm_i8x16_splat(8));
+}
+static inline void i8_w_q4_1(const uint8_t *p, v128_t *w0, v128_t *w1) {
+  v128_t v = wasm_v128_load(p + 4);
+  *w0 = wasm_v128_and(v, wasm_i8x16_splat(15));
+  *w1 = wasm_u8x16_shr(v, 4);
+}
+
+/* four blocks' partial sums -> their four totals */
+static inline v128_t i8_reduce4(v128_t a0, v128_t a1, v128_t a2, v128_t a3) {
+  v128_t u0 = wasm_i32x4_add(wasm_i32x4_shuffle(a0, a1, 0, 4, 1, 5), wasm_i32x4_shuffle(a0, a1, 2, 6, 3, 7));
+  v128_t u1 = wasm_i32x4_add(wasm_i32x4_shuffle(a2, a3, 0, 4, 1, 5), wasm_i32x4_shuffle(a2, a3, 2, 6, 3, 7));
+  /* u0 = (a0 even, a1 even, a0 odd, a1 odd) lane sums; likewise u1 for a2, a3 */
+  return wasm_i32x4_add(wasm_i32x4_shuffle(u0, u1, 0, 1, 4, 5), wasm_i32x4_shuffle(u0, u1, 2, 3, 6, 7));
+}
+
+/* the F16 at offset off of eight consecutive blocks (bb bytes apart), widened exactly */
+static inline v8 i8_f16x8(const uint8_t *p, int64_t bb, int off) {
+  float f[8];
+  for (int k = 0; k < 8; k++) f[k] = lrt_f16_to_f32(lrt_rd_u16le(p + k * bb + off));
+  return load_x(f, 0);
+}
+
+/* the float steps of eight blocks b..b+7 of one token: acc + c_b, lane by lane */
+static inline v8 i8_f8(v8 acc, v128_t S0, v128_t S1, v8 dw, v8 mw, int has_m, const float *dx, const int32_t *sx,
+                       int64_t b) {
+  v8 d = load_x(dx, b);
+  v128_t c0 = wasm_f32x4_mul(wasm_f32x4_mul(dw.lo, d.lo), wasm_f32x4_convert_i32x4(S0));
+  v128_t c1 = wasm_f32x4_mul(wasm_f32x4_mul(dw.hi, d.hi), wasm_f32x4_convert_i32x4(S1));
+  if (has_m) {
+    c0 = wasm_f32x4_add(c0, wasm_f32x4_mul(wasm_f32x4_mul(mw.lo, d.lo), wasm_f32x4_convert_i32x4(wasm_v128_load(sx + b))));
+    c1 = wasm_f32x4_add(c1, wasm_f32x4_mul(wasm_f32x4_mul(mw.hi, d.hi),
+                                           wasm_f32x4_convert_i32x4(wasm_v128_load(sx + b + 4))));
+  }
+  acc.lo = wasm_f32x4_add(acc.lo, c0);
+  acc.hi = wasm_f32x4_add(acc.hi, c1);
+  return acc;
+}
+
+/* c_b of a tail block: lrt_i8_cb_*'s float steps, S_b from the SIMD128 sums */
+static inline float i8_tail(v128_t part, const uint8_t *pb, int has_m, const float *dx, const int32_t *sx, int64_t b) {
+  float S = (float)(wasm_i32x4_extract_lane(part, 0) + wasm_i32x4_extract_lane(part, 1) +
+                    wasm_i32x4_extract_lane(part, 2) + wasm_i32x4_extract_lane(part, 3));
+  float dd = lrt_f16_to_f32(lrt_rd_u16le(pb)) * dx[b];
+  if (!has_m) return dd * S;
+  float md = lrt_f16_to_f32(lrt_rd_u16le(pb + 2)) * dx[b];
+  return dd * S + md * (float)sx[b];
+}
+
+/* DOT: one row, one token. ROWS: one row against M tokens, two at a time sharing the weight
+ * loads, unpacking and scale widening; each token's integer sums and float steps are DOT's,
+ * so every output has its bits. */
+#define DEFINE_I8_KERNELS(FMT, BB, WLOAD, HAS_M)                                                \
+  static float dot_##FMT##_i8_wasm(const void *w, const int8_t *qx, const float *dx, const int32_t *sx, int64_t n) { \
+    const uint8_t *p = (const uint8_t *)w;                                                    \
+    int64_t nb = n / 32, b = 0;                                                               \
+    v8 acc = v8_zero();                                                                       \
+    for (; b + 8 <= nb; b += 8) {                                                             \
+      const uint8_t *pb = p + b * (BB);                                                       \
+      const int8_t *xb = qx + b * 32;                                                         \
+      v128_t a[8];                                                                            \
+      for (int k = 0; k < 8; k++) {                                                           \
+        v128_t w0, w1;                                                                        \
+        WLOAD(pb + k * (BB), &w0, &w1);                                                       \
+        a[k] = i8_block(w0, w1, xb + 32 * k);                                                 \
+      }                                                                                       \
+      v8 dw = i8_f16x8(pb, BB, 0), mw = HAS_M ? i8_f16x8(pb, BB, 2) : dw;                     \
+      acc = i8_f8(acc, i8_reduce4(a[0], a[1], a[2], a[3]), i8_reduce4(a[4], a[5], a[6], a[7]), dw, mw, HAS_M, dx, \
+                  sx, b);                                                                     \
+    }                                                                                         \
+    float s = hsum8(acc);                                                                     \
+    for (; b < nb; b++) {                                                                     \
+      v128_t w0, w1;                                                                          \
+      WLOAD(p + b * (BB), &w0, &w1);                                                          \
+      s = s + i8_tail(i8_block(w0, w1, qx + b * 32), p + b * (BB), HAS_M, dx, sx, b);         \
+    }                                                                                         \
+    return s;                                                                                 \
+  }                                                                                           \
+  static void rows_##FMT##_i8_wasm(const void *w, const int8_t *qx, const float *dx, const int32_t *sx, int64_t M, \
+                                   int64_t n, float *y, int64_t ys) {                         \
+    const uint8_t *p = (const uint8_t *)w;                                                    \
+    int64_t nb = n / 32, t = 0;                                                               \
+    for (; t + 2 <= M; t += 2) {                                                              \
+      const int8_t *x0 = qx + t * n, *x1 = x0 + n;                                            \
+      const float *d0 = dx + t * nb, *d1 = d0 + nb;                                           \
+      const int32_t *s0 = sx + t * nb, *s1 = s0 + nb;                                         \
+      v8 acc0 = v8_zero(), acc1 = acc0;                                                       \
+      int64_t b = 0;                                                                          \
+      for (; b + 8 <= nb; b += 8) {                                                           \
+        const uint8_t *pb = p + b * (BB);                                                     \
+        v128_t a[8], c[8];                                                                    \
+        for (int k = 0; k < 8; k++) {                                                         \
+          v128_t w0, w1;                                                                      \
+          WLOAD(pb + k * (BB), &w0, &w1);                                                     \
+          a[k] = i8_block(w0, w1, x0 + (b + k) * 32);                                         \
+          c[k] = i8_block(w0, w1, x1 + (b + k) * 32);                                         \
+        }                                                                                     \
+        v8 dw = i8_f16x8(pb, BB, 0), mw = HAS_M ? i8_f16x8(pb, BB, 2) : dw;                   \
+        acc0 = i8_f8(acc0, i8_reduce4(a[0], a[1], a[2], a[3]), i8_reduce4(a[4], a[5], a[6], a[7]), dw, mw, HAS_M, \
+                     d0, s0, b);                                                              \
+        acc1 = i8_f8(acc1, i8_reduce4(c[0], c[1], c[2], c[3]), i8_reduce4(c[4], c[5], c[6], c[7]), dw, mw, HAS_M, \
+                     d1, s1, b);                                                              \
+      }                                                                                       \
+      float r0 = hsum8(acc0), r1 = hsum8(acc1);                                               \
+      for (; b < nb; b++) {                                                                   \
+        v128_t w0, w1;                                                                        \
+        WLOAD(p + b * (BB), &w0, &w1);                                                        \
+        r0 = r0 + i8_tail(i8_block(w0, w1, x0 + b * 32), p + b * (BB), HAS_M, d0, s0, b);     \
+        r1 = r1 + i8_tail(i8_block(w0, w1, x1 + b * 32), p + b * (BB), HAS_M, d1, s1, b);     \
+      }                                                                                       \
+      y[t * ys] = r0;                                                                         \
+      y[(t + 1) * ys] = r1;                                                                   \
+    }                                                                                         \
+    for (; t < M; t++) y[t * ys] = dot_##FMT##_i8_wasm(w, qx + t * n, dx + t * nb, sx + t * nb, n); \
+  }
+DEFINE_I8_KERNELS(q8_0, 34, i8_w_q8_0, 0)
+DEFINE_I8_KERNELS(q4_0, 18, i8_w_q4_0, 0)
+DEFINE_I8_KERNELS(q4_1, 20, i8_w_q4_1, 1)
+#undef DEFINE_I8_KERNELS
+
 #define TILE4_V8_NAME tile4_f32_wasm
 #include "tile_v8.h"
 
@@ -474,5 +622,7 @@ const lrt_kernels lrt_kernels_wasm_simd128 = {
     .dequant_q4_k = dequant_q4_k_wasm, .dequant_q5_k = dequant_q5_k_wasm, .dequant_q6_k = dequant_q6_k_wasm,
     .dot4_q4_k = dot4_q4_k_wasm, .dot4_q5_k = dot4_q5_k_wasm, .dot4_q6_k = dot4_q6_k_wasm,
     .tile4_f32 = tile4_f32_wasm,
+    .dot_q8_0_i8 = dot_q8_0_i8_wasm, .dot_q4_0_i8 = dot_q4_0_i8_wasm, .dot_q4_1_i8 = dot_q4_1_i8_wasm,
+    .rows_q8_0_i8 = rows_q8_0_i8_wasm, .rows_q4_0_i8 = rows_q4_0_i8_wasm, .rows_q4_1_i8 = rows_q4_1_i8_wasm,
 };
 #endif
