@@ -87,7 +87,9 @@ typedef struct lrt_kernels {
    * an activation row quantized by lrt_quantize_act_q8 (qx int8[n], dx block scales, sx block
    * sums of qx; n % 32 == 0). Per block an exact integer sum, then the float combination of
    * lrt_i8_cb_* below, and the row is sum_f32 of those block results (dot8 lanes over blocks,
-   * tree, tail). */
+   * tree, tail). Inputs as lrt_quantize_act_q8 makes them: every q_x in [-127, 127] (the AVX2
+   * Q8_0 kernel negates them) and sx the true block sums (the AVX2 Q4_0 kernel uses
+   * sum (q_w - 8) q_x = sum q_w q_x - 8 sx). d_w * dx_b is a product of two halves, so exact. */
   float (*dot_q8_0_i8)(const void *w, const int8_t *qx, const float *dx, const int32_t *sx, int64_t n);
   float (*dot_q4_0_i8)(const void *w, const int8_t *qx, const float *dx, const int32_t *sx, int64_t n);
   float (*dot_q4_1_i8)(const void *w, const int8_t *qx, const float *dx, const int32_t *sx, int64_t n);
