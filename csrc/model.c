@@ -29,13 +29,30 @@ static void *own(lrt_model *m, size_t bytes) {
     void **p = (void **)realloc(m->owned, cap * sizeof(void *));
     if (!p) return NULL;
     m->owned = p;
+    size_t *n = (size_t *)realloc(m->owned_bytes, cap * sizeof(size_t));
+    if (!n) return NULL;
+    m->owned_bytes = n;
     m->cap_owned = cap;
   }
   void *b = malloc(bytes ? bytes : 1);
   if (!b) return NULL;
+  m->owned_bytes[m->n_owned] = bytes;
   m->owned[m->n_owned++] = b;
   m->resident_bytes += bytes;
   return b;
+}
+
+/* Free the owned buffer starting at p, if there is one (a no-op for other pointers). */
+static void disown(lrt_model *m, const void *p) {
+  for (size_t i = 0; i < m->n_owned; i++)
+    if (m->owned[i] == p) {
+      free(m->owned[i]);
+      m->resident_bytes -= m->owned_bytes[i];
+      m->owned[i] = m->owned[m->n_owned - 1];
+      m->owned_bytes[i] = m->owned_bytes[m->n_owned - 1];
+      m->n_owned--;
+      return;
+    }
 }
 
 /* ---- tensor lookup over all sources ----------------------------------------------------- */
@@ -170,6 +187,21 @@ static int32_t quantize_all(lrt_model *m) {
   float *row = (float *)malloc((size_t)(max_cols > 0 ? max_cols : 1) * sizeof(float)); /* one widened row */
   if (!row) return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory");
   int32_t st = LRT_OK;
+  /* the matrices' float sources: owned copies among them (GPT-2's transposed matrices,
+   * big-endian byte-swapped ones) are freed once no matrix reads them any more */
+  size_t n_src = 2 + 7 * (size_t)c->n_layers;
+  const void **src = (const void **)calloc(n_src, sizeof(void *));
+  if (!src) {
+    free(row);
+    return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory");
+  }
+  src[0] = m->tok_embd.data;
+  src[1] = m->lm_head.data;
+  for (int64_t l = 0; l < c->n_layers; l++) {
+    lrt_layer *L = &m->layers[l];
+    const lrt_mat *ms[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+    for (int i = 0; i < 7; i++) src[2 + 7 * l + i] = ms[i]->data;
+  }
   const void *embd = m->tok_embd.data;
   if ((st = quantize_mat(m, &m->tok_embd, "the token embedding", row))) goto done;
   if (m->lm_head.data == embd) m->lm_head = m->tok_embd; /* tied: one copy */
@@ -185,7 +217,31 @@ static int32_t quantize_all(lrt_model *m) {
     }
   }
   m->quantized_at_load = 1;
+  for (size_t i = 0; i < n_src; i++) {
+    if (!src[i]) continue;
+    size_t k = 0, bytes = 0;
+    for (; k < m->n_owned && m->owned[k] != src[i]; k++) {
+    }
+    if (k == m->n_owned) continue; /* not the start of an owned buffer (a mapping, or inside one) */
+    bytes = m->owned_bytes[k];
+    const uint8_t *lo = (const uint8_t *)src[i], *hi = lo + bytes;
+    int used = (const uint8_t *)m->pos_embd.data >= lo && (const uint8_t *)m->pos_embd.data < hi;
+    for (int64_t l = 0; l < c->n_layers && !used; l++) {
+      const lrt_layer *L = &m->layers[l];
+      const lrt_mat *ms[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+      for (int j = 0; j < 7; j++)
+        if ((const uint8_t *)ms[j]->data >= lo && (const uint8_t *)ms[j]->data < hi) used = 1;
+    }
+    if ((const uint8_t *)m->tok_embd.data >= lo && (const uint8_t *)m->tok_embd.data < hi) used = 1;
+    if ((const uint8_t *)m->lm_head.data >= lo && (const uint8_t *)m->lm_head.data < hi) used = 1;
+    if (!used) {
+      disown(m, src[i]);
+      for (size_t j = i + 1; j < n_src; j++) /* the same buffer listed again (tied, GPT-2 qkv) */
+        if (src[j] == src[i]) src[j] = NULL;
+    }
+  }
 done:
+  free(src);
   free(row);
   return st;
 }
@@ -629,6 +685,7 @@ void lrt_model_free(lrt_model *m) {
   if (!m) return;
   for (size_t i = 0; i < m->n_owned; i++) free(m->owned[i]);
   free(m->owned);
+  free(m->owned_bytes);
   for (size_t i = 0; i < m->n_st_files; i++) lrt_st_close(&m->st_files[i]);
   free(m->st_files);
   lrt_tok_free(m->tok);

@@ -65,6 +65,7 @@ struct lrt_model {
   size_t n_st_files;
   lrt_gguf_file gguf;
   void **owned;       /* buffers loomrt allocated (dequantized / transposed / f32 vectors) */
+  size_t *owned_bytes; /* their sizes */
   size_t n_owned, cap_owned;
   uint64_t weight_bytes, resident_bytes, n_params;
   char dtype_name[16];

@@ -217,3 +217,45 @@ def test_unquantizable_weights_fail_the_open(seeded_folder, tmp_path):
 def test_bad_quantize_argument(seeded_folder):
     with pytest.raises(loomrt.InvalidArgumentError, match="quantize must be None or one of q8_0"):
         loomrt.load(seeded_folder, quantize="q4_0")
+
+
+def test_gpt2_transposed_matrices(tmp_path):
+    """GPT-2 stores its Conv1D matrices transposed; loomrt transposes them once and then
+    quantizes the rows it computes with. The result equals the float model whose weights are
+    replaced by their gguf-py Q8_0 round trip (rows of the transposed matrices), and the float
+    copies are freed: the model holds about 34/32 bytes per matrix weight, not 4 + 34/32."""
+    pytest.importorskip("torch")
+    from gguf.quants import dequantize
+    from safetensors.numpy import load_file, save_file
+
+    hf = models.build_hf_model("gpt2", seed=3)
+    src = tmp_path / "gpt2"
+    hf.save_pretrained(str(src), safe_serialization=True)
+    ts = load_file(str(src / "model.safetensors"))
+    ref_dir = tmp_path / "gpt2-q8-roundtrip"
+    shutil.copytree(src, ref_dir)
+
+    def roundtrip(rows: np.ndarray) -> np.ndarray:
+        rows = np.ascontiguousarray(rows, dtype=np.float32)
+        return dequantize(gguf_quantize(rows, QT.Q8_0), QT.Q8_0).astype(np.float32).reshape(rows.shape)
+
+    out = {}
+    for name, a in ts.items():
+        if a.ndim == 2 and name.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight")):
+            out[name] = np.ascontiguousarray(roundtrip(a.T).T)  # stored (in, out): rows of the transpose
+        elif a.ndim == 2 and name.endswith("wte.weight"):
+            out[name] = roundtrip(a)
+        else:
+            out[name] = a
+    save_file(out, str(ref_dir / "model.safetensors"), metadata={"format": "pt"})
+    ids = [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    plain = loomrt.load(str(src), threads=1)
+    want = loomrt.load(str(ref_dir), threads=1).logits(ids)
+    for threads in (1, 2):
+        m = loomrt.load(str(src), threads=threads, quantize="q8_0")
+        assert np.array_equal(m.logits(ids).view(np.uint32), want.view(np.uint32))
+    mat = sum(a.size for n, a in ts.items() if a.ndim == 2 and not n.endswith("wpe.weight"))
+    conv = sum(a.size for n, a in ts.items() if n.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight")))
+    # the plain model owns float32 transposed copies of the Conv1D matrices (4 bytes each); the
+    # quantized one owns Q8_0 copies of every matrix and none of those float copies
+    assert m.info["resident_bytes"] == plain.info["resident_bytes"] - conv * 4 + mat * 34 // 32

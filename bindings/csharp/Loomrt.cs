@@ -50,6 +50,16 @@ namespace Loomrt
 
     [Flags]
     public enum PromptFlags { None = 0, AddSpecial = 1, ParseSpecial = 2, Keep = 4, Default = 3 }
+    /// <summary>lrt_model_open flags (LRT_OPEN_*; combine with |, pass as int).</summary>
+    public static class OpenFlags
+    {
+        public const int AllowUnknownConfigKeys = 1;
+        public const int CopyBuffers = 2;
+        /// <summary>F32/F16/BF16 weight matrices to Q8_0 at open (docs/numerics.md).</summary>
+        public const int QuantizeQ8_0 = 4;
+        /// <summary>Opt-in int8-activation mode for Q8_0/Q4_0/Q4_1 weights (docs/numerics.md).</summary>
+        public const int Int8Activations = 8;
+    }
 
     /// <summary>A failed loomrt call: the status and the library's message.</summary>
     public class LoomrtException : Exception
@@ -228,7 +238,7 @@ namespace Loomrt
                     i++;
                 }
                 ModelHandle h;
-                int st = Native.lrt_model_open_memory(n, names, nameLens, data, sizes, flags | 2 /* COPY_BUFFERS */, out h);
+                int st = Native.lrt_model_open_memory(n, names, nameLens, data, sizes, flags | OpenFlags.CopyBuffers, out h);
                 Handle = h;
                 Native.Check(st);
             }
