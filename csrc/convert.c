@@ -37,6 +37,8 @@ const char *lrt_dtype_name(int dtype) {
     case LRT_DT_Q4_K: return "q4_k";
     case LRT_DT_Q5_K: return "q5_k";
     case LRT_DT_Q6_K: return "q6_k";
+    case LRT_DT_Q5_0: return "q5_0";
+    case LRT_DT_Q5_1: return "q5_1";
     default: return "other";
   }
 }

@@ -69,6 +69,8 @@ size_t lrt_mat_row_bytes(const lrt_mat *w) {
     case LRT_DT_Q8_0: return (size_t)(w->cols / 32) * 34;
     case LRT_DT_Q4_0: return (size_t)(w->cols / 32) * 18;
     case LRT_DT_Q4_1: return (size_t)(w->cols / 32) * 20;
+    case LRT_DT_Q5_0: return (size_t)(w->cols / 32) * 22;
+    case LRT_DT_Q5_1: return (size_t)(w->cols / 32) * 24;
     case LRT_DT_Q4_K: return (size_t)(w->cols / 256) * 144;
     case LRT_DT_Q5_K: return (size_t)(w->cols / 256) * 176;
     case LRT_DT_Q6_K: return (size_t)(w->cols / 256) * 210;
@@ -95,14 +97,17 @@ static void mm_task(void *vctx, int64_t task, int thread) {
                                                : w->dtype == LRT_DT_Q4_1 ? c->k->dequant_q4_1
                                                : w->dtype == LRT_DT_Q4_K ? c->k->dequant_q4_k
                                                : w->dtype == LRT_DT_Q5_K ? c->k->dequant_q5_k
-                                               : w->dtype == LRT_DT_Q6_K ? c->k->dequant_q6_k : NULL;
+                                               : w->dtype == LRT_DT_Q6_K ? c->k->dequant_q6_k
+                                               : w->dtype == LRT_DT_Q5_0 ? c->k->dequant_q5_0
+                                               : w->dtype == LRT_DT_Q5_1 ? c->k->dequant_q5_1 : NULL;
   void (*dot4)(const void *, int64_t, const float *, int64_t, float *) =
       w->dtype == LRT_DT_BF16 ? c->k->dot4_bf16 : w->dtype == LRT_DT_F16 ? c->k->dot4_f16 : c->k->dot4_f32;
   /* block formats in decode: fused dequantize-and-dot, same bits as the two steps */
   void (*dot4q)(const void *, int64_t, const float *, int64_t, float *) =
       w->dtype == LRT_DT_Q8_0 ? c->k->dot4_q8_0 : w->dtype == LRT_DT_Q4_0 ? c->k->dot4_q4_0
       : w->dtype == LRT_DT_Q4_1 ? c->k->dot4_q4_1 : w->dtype == LRT_DT_Q4_K ? c->k->dot4_q4_k
-      : w->dtype == LRT_DT_Q5_K ? c->k->dot4_q5_k : w->dtype == LRT_DT_Q6_K ? c->k->dot4_q6_k : NULL;
+      : w->dtype == LRT_DT_Q5_K ? c->k->dot4_q5_k : w->dtype == LRT_DT_Q6_K ? c->k->dot4_q6_k
+      : w->dtype == LRT_DT_Q5_0 ? c->k->dot4_q5_0 : w->dtype == LRT_DT_Q5_1 ? c->k->dot4_q5_1 : NULL;
   float *buf = c->wrow + (int64_t)thread * c->wrow_cap;
   int64_t ys = jb->out_stride;
   int64_t r = r0;
@@ -349,6 +354,10 @@ static void mat_row(const lrt_mat *w, int64_t r, float *out) {
     k->dequant_q5_k(row, out, n);
   } else if (w->dtype == LRT_DT_Q6_K) {
     k->dequant_q6_k(row, out, n);
+  } else if (w->dtype == LRT_DT_Q5_0) {
+    k->dequant_q5_0(row, out, n);
+  } else if (w->dtype == LRT_DT_Q5_1) {
+    k->dequant_q5_1(row, out, n);
   } else if (w->dtype == LRT_DT_F32) {
     memcpy(out, (const float *)w->data + r * n, (size_t)n * 4);
   } else {

@@ -108,6 +108,8 @@ typedef enum lrt_dtype {
   LRT_DT_Q4_K = 6,
   LRT_DT_Q5_K = 7,
   LRT_DT_Q6_K = 8,
+  LRT_DT_Q5_0 = 9,
+  LRT_DT_Q5_1 = 10,
   LRT_DT_OTHER = 100 /* a format the file may hold but loomrt cannot compute with */
 } lrt_dtype;
 

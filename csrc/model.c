@@ -1,6 +1,6 @@
 /* model.c -- open a HuggingFace folder or a GGUF file and bind the weights.
  *
- * Matrices (F32, F16, BF16 and the GGUF block formats Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K) are used in place
+ * Matrices (F32, F16, BF16 and the GGUF block formats Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) are used in place
  * in the memory mapping; block formats are dequantized one row at a time as they are used
  * (forward.c). Small vectors (norm weights, biases) are widened to owned float arrays. GPT-2's
  * Conv1D matrices are stored transposed (in, out); they are transposed once into owned
@@ -100,7 +100,8 @@ static int32_t get_mat(lrt_model *m, const char *name, int64_t rows, int64_t col
   out->cols = cols;
   if (t->dtype == LRT_DT_F32 || t->dtype == LRT_DT_F16 || t->dtype == LRT_DT_BF16 ||
       t->dtype == LRT_DT_Q8_0 || t->dtype == LRT_DT_Q4_0 || t->dtype == LRT_DT_Q4_1 ||
-      t->dtype == LRT_DT_Q4_K || t->dtype == LRT_DT_Q5_K || t->dtype == LRT_DT_Q6_K) {
+      t->dtype == LRT_DT_Q4_K || t->dtype == LRT_DT_Q5_K || t->dtype == LRT_DT_Q6_K ||
+      t->dtype == LRT_DT_Q5_0 || t->dtype == LRT_DT_Q5_1) {
     if (transposed && t->dtype >= LRT_DT_Q8_0)
       return lrt_err(LRT_ERR_UNSUPPORTED, "tensor %s: transposed block-quantized matrices are not supported", name);
     out->dtype = t->dtype;
@@ -119,7 +120,7 @@ static int32_t get_mat(lrt_model *m, const char *name, int64_t rows, int64_t col
     }
 #endif
   } else {
-    return lrt_err(LRT_ERR_UNSUPPORTED, "tensor %s has type %s; loomrt computes with F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q5_K and Q6_K",
+    return lrt_err(LRT_ERR_UNSUPPORTED, "tensor %s has type %s; loomrt computes with F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K",
                    name, t->dtype_name);
   }
   if (transposed) { /* (c, r) -> (r, c), same element size */

@@ -31,7 +31,7 @@ typedef struct lrt_config {
 
 /* A weight matrix (rows x cols, row-major) in its stored format, usually in the mapping. */
 typedef struct lrt_mat {
-  int dtype; /* LRT_DT_F32 / F16 / BF16 / Q8_0 / Q4_0 / Q4_1 */
+  int dtype; /* LRT_DT_F32 / F16 / BF16 / Q8_0 / Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q4_K / Q5_K / Q6_K */
   const void *data;
   int64_t rows, cols;
 } lrt_mat;

@@ -127,6 +127,8 @@ static void h_mat(hash128 *h, const lrt_mat *w, float *tmp) {
       case LRT_DT_Q4_K: k->dequant_q4_k(row, tmp, w->cols); h_floats(h, tmp, w->cols); break;
       case LRT_DT_Q5_K: k->dequant_q5_k(row, tmp, w->cols); h_floats(h, tmp, w->cols); break;
       case LRT_DT_Q6_K: k->dequant_q6_k(row, tmp, w->cols); h_floats(h, tmp, w->cols); break;
+      case LRT_DT_Q5_0: k->dequant_q5_0(row, tmp, w->cols); h_floats(h, tmp, w->cols); break;
+      case LRT_DT_Q5_1: k->dequant_q5_1(row, tmp, w->cols); h_floats(h, tmp, w->cols); break;
       default: h_bytes(h, row, rb); break;
     }
   }

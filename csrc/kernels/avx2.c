@@ -274,6 +274,66 @@ DEFINE_DOT4_BLOCKS(dot4_q8_0_avx2, 34, Q8_0_ROW)
 DEFINE_DOT4_BLOCKS(dot4_q4_0_avx2, 18, Q4_0_ROW)
 DEFINE_DOT4_BLOCKS(dot4_q4_1_avx2, 20, Q4_1_ROW)
 
+/* Q5_0 / Q5_1: the Q4 nibbles plus bit j of qh as 16 (a variable shift puts bit j of the
+ * broadcast qh in lane j, then and 1, shift to 16, or) */
+#define Q5_INTS(qs, qh32, e0, e1, e2, e3)                                                     \
+  Q4_INTS(qs, e0, e1, e2, e3)                                                                 \
+  {                                                                                           \
+    __m256i h_ = _mm256_set1_epi32((int)(qh32)), one_ = _mm256_set1_epi32(1);                 \
+    __m256i s_ = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), eight_s_ = _mm256_set1_epi32(8);  \
+    e0 = _mm256_or_si256(e0, _mm256_slli_epi32(_mm256_and_si256(_mm256_srlv_epi32(h_, s_), one_), 4)); \
+    s_ = _mm256_add_epi32(s_, eight_s_);                                                      \
+    e1 = _mm256_or_si256(e1, _mm256_slli_epi32(_mm256_and_si256(_mm256_srlv_epi32(h_, s_), one_), 4)); \
+    s_ = _mm256_add_epi32(s_, eight_s_);                                                      \
+    e2 = _mm256_or_si256(e2, _mm256_slli_epi32(_mm256_and_si256(_mm256_srlv_epi32(h_, s_), one_), 4)); \
+    s_ = _mm256_add_epi32(s_, eight_s_);                                                      \
+    e3 = _mm256_or_si256(e3, _mm256_slli_epi32(_mm256_and_si256(_mm256_srlv_epi32(h_, s_), one_), 4)); \
+  }
+
+#define Q5_0_ROW(acc, p)                                                                      \
+  {                                                                                           \
+    __m256 d_ = f16_splat(p);                                                                 \
+    __m256i sixteen_ = _mm256_set1_epi32(16);                                                 \
+    Q5_INTS((p) + 6, lrt_rd_u32le((p) + 2), e0, e1, e2, e3)                                   \
+    ACC4(acc, Q5_0_W(e0), Q5_0_W(e1), Q5_0_W(e2), Q5_0_W(e3));                                \
+  }
+#define Q5_0_W(e) _mm256_mul_ps(d_, _mm256_cvtepi32_ps(_mm256_sub_epi32(e, sixteen_)))
+
+#define Q5_1_ROW(acc, p)                                                                      \
+  {                                                                                           \
+    __m256 d_ = f16_splat(p), m_ = f16_splat((p) + 2);                                        \
+    Q5_INTS((p) + 8, lrt_rd_u32le((p) + 4), e0, e1, e2, e3)                                   \
+    ACC4(acc, Q4_1_W(e0), Q4_1_W(e1), Q4_1_W(e2), Q4_1_W(e3));                                \
+  }
+
+DEFINE_DOT4_BLOCKS(dot4_q5_0_avx2, 22, Q5_0_ROW)
+DEFINE_DOT4_BLOCKS(dot4_q5_1_avx2, 24, Q5_1_ROW)
+
+LRT_AVX2 static void dequant_q5_0_avx2(const void *row, float *y, int64_t n) {
+  const uint8_t *p = (const uint8_t *)row;
+  for (int64_t b = 0; b < n / 32; b++, p += 22, y += 32) {
+    __m256 d_ = f16_splat(p);
+    __m256i sixteen_ = _mm256_set1_epi32(16);
+    Q5_INTS(p + 6, lrt_rd_u32le(p + 2), e0, e1, e2, e3)
+    _mm256_storeu_ps(y, Q5_0_W(e0));
+    _mm256_storeu_ps(y + 8, Q5_0_W(e1));
+    _mm256_storeu_ps(y + 16, Q5_0_W(e2));
+    _mm256_storeu_ps(y + 24, Q5_0_W(e3));
+  }
+}
+
+LRT_AVX2 static void dequant_q5_1_avx2(const void *row, float *y, int64_t n) {
+  const uint8_t *p = (const uint8_t *)row;
+  for (int64_t b = 0; b < n / 32; b++, p += 24, y += 32) {
+    __m256 d_ = f16_splat(p), m_ = f16_splat(p + 2);
+    Q5_INTS(p + 8, lrt_rd_u32le(p + 4), e0, e1, e2, e3)
+    _mm256_storeu_ps(y, Q4_1_W(e0));
+    _mm256_storeu_ps(y + 8, Q4_1_W(e1));
+    _mm256_storeu_ps(y + 16, Q4_1_W(e2));
+    _mm256_storeu_ps(y + 24, Q4_1_W(e3));
+  }
+}
+
 /* ---- K-quants: 256-element super-blocks ------------------------------------------------------
  * Per row and super-block, the float scales are computed as in the reference (ds = d * sc,
  * dm = dmin * m, one rounding each), eight at a time, and kept in a small float array read
@@ -705,5 +765,6 @@ const lrt_kernels lrt_kernels_avx2 = {"avx2", dot_f32_avx2, dot_f16_avx2, dot_bf
                                       lrt_dot4_q4_k_avx2, lrt_dot4_q5_k_avx2, lrt_dot4_q6_k_avx2,
                                       lrt_tile4_f32_avx2, widen_f16_avx2, widen_bf16_avx2,
                                       dot_q8_0_i8_avx2, dot_q4_0_i8_avx2, dot_q4_1_i8_avx2,
-                                      rows_q8_0_i8_avx2, rows_q4_0_i8_avx2, rows_q4_1_i8_avx2};
+                                      rows_q8_0_i8_avx2, rows_q4_0_i8_avx2, rows_q4_1_i8_avx2,
+                                      dequant_q5_0_avx2, dequant_q5_1_avx2, dot4_q5_0_avx2, dot4_q5_1_avx2};
 #endif

@@ -101,6 +101,16 @@ typedef struct lrt_kernels {
                        float *y, int64_t ys);
   void (*rows_q4_1_i8)(const void *w, const int8_t *qx, const float *dx, const int32_t *sx, int64_t M, int64_t n,
                        float *y, int64_t ys);
+  /* GGUF Q5_0 (22 bytes: F16 d, 32 high bits qh little-endian, 16 bytes of nibbles laid out as
+   * Q4_0's) and Q5_1 (24 bytes: F16 d, F16 m, qh, nibbles); element j has
+   * q = nibble | ((qh >> j) & 1) << 4 (0..31):  Q5_0  y = d * (q - 16)   Q5_1  y = d * q + m
+   * (product rounded, then the sum), as gguf-py dequantizes them. dot4_q5_0/q5_1 have the
+   * contract of dot4_q4_1. (Q5_0 is the fallback llama.cpp's K-quant presets use for rows that
+   * are not a multiple of 256 long, e.g. every matrix of SmolLM2-135M.) */
+  void (*dequant_q5_0)(const void *row, float *y, int64_t n);
+  void (*dequant_q5_1)(const void *row, float *y, int64_t n);
+  void (*dot4_q5_0)(const void *w, int64_t row_bytes, const float *x, int64_t n, float *y);
+  void (*dot4_q5_1)(const void *w, int64_t row_bytes, const float *x, int64_t n, float *y);
 } lrt_kernels;
 
 /* Shared by the tile4_f32 paths: finish a tile of four rows (w + r*ws) x three tokens

@@ -97,6 +97,36 @@ static void dequant_q4_1_ref(const void *row, float *y, int64_t n) {
 /* Fused block-format decode: dequantize 32 weights at a time and accumulate them into the
  * dot8 lanes exactly as dot_f32 would over the fully dequantized row (n % 32 == 0, so there
  * is no tail). */
+/* Q5_0 / Q5_1: the 5-bit q of element j (< 16: low nibble of byte j, else high nibble of
+ * byte j - 16; bit j of the little-endian qh on top) */
+static void dequant_q5_0_ref(const void *row, float *y, int64_t n) {
+  const uint8_t *p = (const uint8_t *)row;
+  for (int64_t b = 0; b < n / 32; b++, p += 22, y += 32) {
+    float d = lrt_f16_to_f32(lrt_rd_u16le(p));
+    uint32_t qh = lrt_rd_u32le(p + 2);
+    for (int j = 0; j < 16; j++) {
+      int lo = (p[6 + j] & 15) | (int)(((qh >> j) & 1u) << 4);
+      int hi = (p[6 + j] >> 4) | (int)(((qh >> (j + 16)) & 1u) << 4);
+      y[j] = d * (float)(lo - 16);
+      y[j + 16] = d * (float)(hi - 16);
+    }
+  }
+}
+
+static void dequant_q5_1_ref(const void *row, float *y, int64_t n) {
+  const uint8_t *p = (const uint8_t *)row;
+  for (int64_t b = 0; b < n / 32; b++, p += 24, y += 32) {
+    float d = lrt_f16_to_f32(lrt_rd_u16le(p)), m = lrt_f16_to_f32(lrt_rd_u16le(p + 2));
+    uint32_t qh = lrt_rd_u32le(p + 4);
+    for (int j = 0; j < 16; j++) {
+      int lo = (p[8 + j] & 15) | (int)(((qh >> j) & 1u) << 4);
+      int hi = (p[8 + j] >> 4) | (int)(((qh >> (j + 16)) & 1u) << 4);
+      y[j] = d * (float)lo + m;
+      y[j + 16] = d * (float)hi + m;
+    }
+  }
+}
+
 #define LRT_DOT4_BLOCKS(NAME, DEQ, BLOCK_BYTES)                                               \
   static void NAME(const void *w, int64_t row_bytes, const float *x, int64_t n, float *y) {  \
     for (int r = 0; r < 4; r++) {                                                           \
@@ -114,6 +144,8 @@ static void dequant_q4_1_ref(const void *row, float *y, int64_t n) {
 LRT_DOT4_BLOCKS(dot4_q8_0_ref, dequant_q8_0_ref, 34)
 LRT_DOT4_BLOCKS(dot4_q4_0_ref, dequant_q4_0_ref, 18)
 LRT_DOT4_BLOCKS(dot4_q4_1_ref, dequant_q4_1_ref, 20)
+LRT_DOT4_BLOCKS(dot4_q5_0_ref, dequant_q5_0_ref, 22)
+LRT_DOT4_BLOCKS(dot4_q5_1_ref, dequant_q5_1_ref, 24)
 #undef LRT_DOT4_BLOCKS
 
 /* ---- K-quants: 256-element super-blocks (ggml's block_q4_K / block_q5_K / block_q6_K) ----
@@ -276,4 +308,5 @@ const lrt_kernels lrt_kernels_ref = {"reference", dot_f32_ref, dot_f16_ref, dot_
                                      dot4_q4_k_ref, dot4_q5_k_ref, dot4_q6_k_ref, tile4_f32_ref,
                                      widen_f16_ref, widen_bf16_ref,
                                      dot_q8_0_i8_ref, dot_q4_0_i8_ref, dot_q4_1_i8_ref,
-                                     rows_q8_0_i8_ref, rows_q4_0_i8_ref, rows_q4_1_i8_ref};
+                                     rows_q8_0_i8_ref, rows_q4_0_i8_ref, rows_q4_1_i8_ref,
+                                     dequant_q5_0_ref, dequant_q5_1_ref, dot4_q5_0_ref, dot4_q5_1_ref};

@@ -381,10 +381,11 @@ static int compare_path(const lrt_kernels *k, const lrt_kernels *ref) {
       CHECK(bits(ya[i]) == bits(ref->dot_f32(d1 + i * n, x, n)), "%s dot4 vs dot", k->name);
     }
     for (size_t i = 0; i < sizeof qbuf; i++) qbuf[i] = (uint8_t)next32();
-    struct { void (*a)(const void *, float *, int64_t), (*b)(const void *, float *, int64_t); const char *nm; } dq[3] = {
+    struct { void (*a)(const void *, float *, int64_t), (*b)(const void *, float *, int64_t); const char *nm; } dq[5] = {
         {k->dequant_q8_0, ref->dequant_q8_0, "q8_0"}, {k->dequant_q4_0, ref->dequant_q4_0, "q4_0"},
-        {k->dequant_q4_1, ref->dequant_q4_1, "q4_1"}};
-    for (int f = 0; f < 3; f++) {
+        {k->dequant_q4_1, ref->dequant_q4_1, "q4_1"}, {k->dequant_q5_0, ref->dequant_q5_0, "q5_0"},
+        {k->dequant_q5_1, ref->dequant_q5_1, "q5_1"}};
+    for (int f = 0; f < 5; f++) {
       dq[f].a(qbuf, d1, n);
       dq[f].b(qbuf, d2, n);
       for (int64_t i = 0; i < n; i++) CHECK(bits(d1[i]) == bits(d2[i]), "%s dequant_%s n=%lld i=%lld", k->name, dq[f].nm, (long long)n, (long long)i);
@@ -392,10 +393,11 @@ static int compare_path(const lrt_kernels *k, const lrt_kernels *ref) {
     /* fused block-format decode == dequantize each row, then the reference dot4_f32 (a path
      * may leave an entry NULL: dispatch.c then uses the reference) */
     struct { void (*a)(const void *, int64_t, const float *, int64_t, float *); void (*deq)(const void *, float *, int64_t);
-             int64_t block; const char *nm; } fq[3] = {
+             int64_t block; const char *nm; } fq[5] = {
         {k->dot4_q8_0, ref->dequant_q8_0, 34, "q8_0"}, {k->dot4_q4_0, ref->dequant_q4_0, 18, "q4_0"},
-        {k->dot4_q4_1, ref->dequant_q4_1, 20, "q4_1"}};
-    for (int f = 0; f < 3; f++) {
+        {k->dot4_q4_1, ref->dequant_q4_1, 20, "q4_1"}, {k->dot4_q5_0, ref->dequant_q5_0, 22, "q5_0"},
+        {k->dot4_q5_1, ref->dequant_q5_1, 24, "q5_1"}};
+    for (int f = 0; f < 5; f++) {
       if (!fq[f].a) continue;
       int64_t rb = (n / 32) * fq[f].block;
       for (int i = 0; i < 4; i++) fq[f].deq(qbuf + i * rb, d2 + i * n, n);
