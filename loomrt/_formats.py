@@ -17,7 +17,10 @@ from typing import Callable, Optional
 
 import numpy as np
 
-FORMATS = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1"]
+FORMATS = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q4_k_m"]
+# q4_k_m: llama.cpp's own Q4_K_M preset (Q4_K / Q6_K, and Q5_0 / Q8_0 where a row is not a
+# multiple of 256 long), written by llama-cpp-python's quantizer from the F32 copy: the mix
+# people download most; gguf-py cannot write K-quants
 # llama.cpp's llama_ftype values for general.file_type
 FILE_TYPE = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7, "bf16": 32}
 # storage bytes per weight of each format (block formats: block bytes / 32 weights)
@@ -45,6 +48,8 @@ def make_format(src: str, fmt: str, out_dir: Optional[str] = None,
     dst = os.path.join(out_dir, f"{base}.{fmt}.gguf")
     if os.path.exists(dst) and os.path.getmtime(dst) >= os.path.getmtime(src):
         return dst
+    if fmt == "q4_k_m":
+        return _llama_cpp_quantize(make_format(src, "f32", out_dir, log), dst, log)
     if log is not None:
         log(f"writing {dst} ...")
     qtype = {"f32": Q.F32, "f16": Q.F16, "bf16": Q.BF16, "q8_0": Q.Q8_0, "q4_0": Q.Q4_0, "q4_1": Q.Q4_1}[fmt]
@@ -74,6 +79,26 @@ def make_format(src: str, fmt: str, out_dir: Optional[str] = None,
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
+    os.replace(tmp, dst)
+    return dst
+
+
+def _llama_cpp_quantize(f32_path: str, dst: str, log: Optional[Callable[[str], None]]) -> str:
+    """llama.cpp's Q4_K_M preset of an F32 GGUF (needs llama-cpp-python)."""
+    import ctypes
+
+    try:
+        import llama_cpp
+    except ImportError as e:
+        raise RuntimeError("the q4_k_m copy is made by llama.cpp's quantizer: pip install llama-cpp-python") from e
+    if log is not None:
+        log(f"writing {dst} (llama.cpp quantizer) ...")
+    p = llama_cpp.llama_model_quantize_default_params()
+    p.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M
+    p.nthread = max(1, os.cpu_count() or 1)
+    tmp = dst + ".part"
+    if llama_cpp.llama_model_quantize(f32_path.encode(), tmp.encode(), ctypes.byref(p)) != 0:
+        raise RuntimeError(f"llama.cpp could not quantize {f32_path}")
     os.replace(tmp, dst)
     return dst
 
