@@ -186,6 +186,40 @@ static inline blk32 block_q4_1(const uint8_t *p) {
   return b;
 }
 
+/* Q5_0 / Q5_1: the Q4 nibbles with bit j of qh on top as 16. Lane j of a byte vector holds
+ * byte j / 8 of the 16 qh bits of those elements, tested (vtstq_u8) against 1 << (j % 8);
+ * the all-ones lanes anded with 16 and or-ed onto the nibble give q in 0..31 (bias 16 for
+ * Q5_0: q - 16 in -16..15 is exact in int8), then widened exactly as Q4's. */
+static inline uint8x16_t q5_high16(uint32_t h16) {
+  static const uint8_t bit[16] = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
+  uint8x16_t v = vcombine_u8(vdup_n_u8((uint8_t)h16), vdup_n_u8((uint8_t)(h16 >> 8)));
+  return vandq_u8(vtstq_u8(v, vld1q_u8(bit)), vdupq_n_u8(16));
+}
+static inline void nibbles5(const uint8_t *qs, uint32_t qh, int8_t bias, float32x4_t *out) {
+  uint8x16_t v = vld1q_u8(qs);
+  uint8x16_t lo = vorrq_u8(vandq_u8(v, vdupq_n_u8(0x0f)), q5_high16(qh & 0xffffu));
+  uint8x16_t hi = vorrq_u8(vshrq_n_u8(v, 4), q5_high16(qh >> 16));
+  i8x16_to_f32(vsubq_s8(vreinterpretq_s8_u8(lo), vdupq_n_s8(bias)), &out[0]);
+  i8x16_to_f32(vsubq_s8(vreinterpretq_s8_u8(hi), vdupq_n_s8(bias)), &out[4]);
+}
+
+static inline blk32 block_q5_0(const uint8_t *p) {
+  blk32 b;
+  float32x4_t d = vdupq_n_f32(lrt_f16_to_f32(lrt_rd_u16le(p)));
+  nibbles5(p + 6, lrt_rd_u32le(p + 2), 16, b.v);
+  for (int k = 0; k < 8; k++) b.v[k] = vmulq_f32(d, b.v[k]);
+  return b;
+}
+
+static inline blk32 block_q5_1(const uint8_t *p) {
+  blk32 b;
+  float32x4_t d = vdupq_n_f32(lrt_f16_to_f32(lrt_rd_u16le(p)));
+  float32x4_t m = vdupq_n_f32(lrt_f16_to_f32(lrt_rd_u16le(p + 2)));
+  nibbles5(p + 8, lrt_rd_u32le(p + 4), 0, b.v);
+  for (int k = 0; k < 8; k++) b.v[k] = vaddq_f32(vmulq_f32(d, b.v[k]), m);
+  return b;
+}
+
 /* DEQUANT: one row to float. DOT4Q: four rows against one x, each block dequantized in
  * registers and accumulated into the dot8 lanes in order (n % 32 == 0: no tail). */
 #define DEFINE_BLOCK_KERNELS(FMT, BLOCK, BYTES)                                               \
@@ -220,6 +254,8 @@ static inline blk32 block_q4_1(const uint8_t *p) {
 DEFINE_BLOCK_KERNELS(q8_0, block_q8_0, 34)
 DEFINE_BLOCK_KERNELS(q4_0, block_q4_0, 18)
 DEFINE_BLOCK_KERNELS(q4_1, block_q4_1, 20)
+DEFINE_BLOCK_KERNELS(q5_0, block_q5_0, 22)
+DEFINE_BLOCK_KERNELS(q5_1, block_q5_1, 24)
 #undef DEFINE_BLOCK_KERNELS
 
 /* ---- K-quants: 256-element super-blocks (docs/numerics.md, ref.c) ---------------------------
@@ -619,5 +655,7 @@ const lrt_kernels lrt_kernels_neon = {
     .tile4_f32 = tile4_f32_neon, .widen_f16 = widen_f16_neon, .widen_bf16 = widen_bf16_neon,
     .dot_q8_0_i8 = dot_q8_0_i8_neon, .dot_q4_0_i8 = dot_q4_0_i8_neon, .dot_q4_1_i8 = dot_q4_1_i8_neon,
     .rows_q8_0_i8 = rows_q8_0_i8_neon, .rows_q4_0_i8 = rows_q4_0_i8_neon, .rows_q4_1_i8 = rows_q4_1_i8_neon,
+    .dequant_q5_0 = dequant_q5_0_neon, .dequant_q5_1 = dequant_q5_1_neon,
+    .dot4_q5_0 = dot4_q5_0_neon, .dot4_q5_1 = dot4_q5_1_neon,
 };
 #endif

@@ -201,6 +201,44 @@ static inline blk32 block_q4_1(const uint8_t *p) {
   return b;
 }
 
+/* Q5_0 / Q5_1: the Q4 nibbles with bit j of qh on top as 16. Lane j of a byte vector holds
+ * byte j / 8 of the 16 qh bits of those elements (a swizzle of the splat qh; WebAssembly is
+ * little-endian), and-ed with 1 << (j % 8) and compared equal to it; the all-ones lanes
+ * anded with 16 and or-ed onto the nibble give q in 0..31 (bias 16 for Q5_0: q - 16 in
+ * -16..15 is exact in int8), then widened exactly as Q4's. */
+static inline v128_t q5_high16(v128_t qh, v128_t idx) {
+  const v128_t bit = wasm_u8x16_const(1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128);
+  v128_t v = wasm_v128_and(wasm_i8x16_swizzle(qh, idx), bit);
+  return wasm_v128_and(wasm_i8x16_eq(v, bit), wasm_i8x16_splat(16));
+}
+static inline void nibbles5(const uint8_t *qs, uint32_t qh32, int8_t bias, v128_t *out) {
+  v128_t v = wasm_v128_load(qs), qh = wasm_i32x4_splat((int32_t)qh32);
+  v128_t b = wasm_i8x16_splat(bias);
+  v128_t hlo = q5_high16(qh, wasm_u8x16_const(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1));
+  v128_t hhi = q5_high16(qh, wasm_u8x16_const(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+  v128_t lo = wasm_i8x16_sub(wasm_v128_or(wasm_v128_and(v, wasm_i8x16_splat(0x0f)), hlo), b);
+  v128_t hi = wasm_i8x16_sub(wasm_v128_or(wasm_u8x16_shr(v, 4), hhi), b);
+  i8x16_to_f32(lo, &out[0]);
+  i8x16_to_f32(hi, &out[4]);
+}
+
+static inline blk32 block_q5_0(const uint8_t *p) {
+  blk32 b;
+  v128_t d = wasm_f32x4_splat(lrt_f16_to_f32(lrt_rd_u16le(p)));
+  nibbles5(p + 6, lrt_rd_u32le(p + 2), 16, b.v);
+  for (int k = 0; k < 8; k++) b.v[k] = wasm_f32x4_mul(d, b.v[k]);
+  return b;
+}
+
+static inline blk32 block_q5_1(const uint8_t *p) {
+  blk32 b;
+  v128_t d = wasm_f32x4_splat(lrt_f16_to_f32(lrt_rd_u16le(p)));
+  v128_t m = wasm_f32x4_splat(lrt_f16_to_f32(lrt_rd_u16le(p + 2)));
+  nibbles5(p + 8, lrt_rd_u32le(p + 4), 0, b.v);
+  for (int k = 0; k < 8; k++) b.v[k] = wasm_f32x4_add(wasm_f32x4_mul(d, b.v[k]), m);
+  return b;
+}
+
 /* DEQUANT: one row to float. DOT4Q: four rows against one x, each block dequantized in
  * registers and accumulated into the dot8 lanes in order (n % 32 == 0: no tail). */
 #define DEFINE_BLOCK_KERNELS(FMT, BLOCK, BYTES)                                               \
@@ -235,6 +273,8 @@ static inline blk32 block_q4_1(const uint8_t *p) {
 DEFINE_BLOCK_KERNELS(q8_0, block_q8_0, 34)
 DEFINE_BLOCK_KERNELS(q4_0, block_q4_0, 18)
 DEFINE_BLOCK_KERNELS(q4_1, block_q4_1, 20)
+DEFINE_BLOCK_KERNELS(q5_0, block_q5_0, 22)
+DEFINE_BLOCK_KERNELS(q5_1, block_q5_1, 24)
 #undef DEFINE_BLOCK_KERNELS
 
 /* ---- K-quants: 256-element super-blocks (docs/numerics.md, ref.c) ---------------------------
@@ -624,5 +664,7 @@ const lrt_kernels lrt_kernels_wasm_simd128 = {
     .tile4_f32 = tile4_f32_wasm,
     .dot_q8_0_i8 = dot_q8_0_i8_wasm, .dot_q4_0_i8 = dot_q4_0_i8_wasm, .dot_q4_1_i8 = dot_q4_1_i8_wasm,
     .rows_q8_0_i8 = rows_q8_0_i8_wasm, .rows_q4_0_i8 = rows_q4_0_i8_wasm, .rows_q4_1_i8 = rows_q4_1_i8_wasm,
+    .dequant_q5_0 = dequant_q5_0_wasm, .dequant_q5_1 = dequant_q5_1_wasm,
+    .dot4_q5_0 = dot4_q5_0_wasm, .dot4_q5_1 = dot4_q5_1_wasm,
 };
 #endif
