@@ -128,15 +128,17 @@ static void compare_widen(const lrt_kernels *k, const lrt_kernels *ref) {
   }
 }
 
-/* Q4_0 / Q4_1 fused decode for every F16 scale: each of the 65536 half patterns as d (with
- * a varying F16 m for Q4_1, both blocks of a row), quants that take all 16 values in both
- * nibbles, x in [0.5, 2) so that no product is lost in the sum. Catches a wrong entry of a
- * per-block table of the 16 possible weights (avx2-avx512vl) for subnormal, zero, negative,
- * inf and NaN scales. */
+/* Q4_0 / Q4_1 / Q5_0 / Q5_1 fused decode (and Q5 row dequantization) for every F16 scale:
+ * each of the 65536 half patterns as d (with a varying F16 m for Q4_1 / Q5_1, both blocks of
+ * a row), quants that take all 16 values in both nibbles, x in [0.5, 2) so that no product
+ * is lost in the sum. Q5: one block has qh = 0, one qh = all ones (so each d meets all 32
+ * values of q), the other six a random qh. Catches a wrong entry of a per-block table of the
+ * 16 (Q4) or 2 x 16 (Q5) possible weights (avx2-avx512vl) for subnormal, zero, negative, inf
+ * and NaN scales. */
 static void compare_q4_scales(const lrt_kernels *k, const lrt_kernels *ref) {
   enum { N = 64, NB = N / 32 };
-  static uint8_t q0[4 * NB * 18], q1[4 * NB * 20];
-  static float x[N];
+  static uint8_t q0[4 * NB * 18], q1[4 * NB * 20], q50[4 * NB * 22], q51[4 * NB * 24];
+  static float x[N], da[4 * N], db[4 * N];
   for (int i = 0; i < N; i++) x[i] = 0.5f + (float)(next32() & 0xffffff) / 11184810.67f;
   for (int r = 0; r < 4; r++)
     for (int b = 0; b < NB; b++)
@@ -144,6 +146,8 @@ static void compare_q4_scales(const lrt_kernels *k, const lrt_kernels *ref) {
         uint8_t v = (uint8_t)(((j + 3 * r + 5 * b) & 15) | ((15 - j + r + 7 * b) & 15) << 4);
         q0[(r * NB + b) * 18 + 2 + j] = v;
         q1[(r * NB + b) * 20 + 4 + j] = v;
+        q50[(r * NB + b) * 22 + 6 + j] = v;
+        q51[(r * NB + b) * 24 + 8 + j] = v;
       }
   for (uint32_t h = 0; h < 65536; h++) {
     for (int r = 0; r < 4; r++)
@@ -154,6 +158,13 @@ static void compare_q4_scales(const lrt_kernels *k, const lrt_kernels *ref) {
         p0[1] = p1[1] = (uint8_t)(h >> 8);
         p1[2] = (uint8_t)m;
         p1[3] = (uint8_t)(m >> 8);
+        uint8_t *p50 = q50 + (r * NB + b) * 22, *p51 = q51 + (r * NB + b) * 24;
+        uint32_t qh = r * NB + b == 0 ? 0u : r * NB + b == 1 ? 0xffffffffu : next32();
+        p50[0] = p51[0] = (uint8_t)h;
+        p50[1] = p51[1] = (uint8_t)(h >> 8);
+        p51[2] = (uint8_t)m;
+        p51[3] = (uint8_t)(m >> 8);
+        for (int i = 0; i < 4; i++) p50[2 + i] = p51[4 + i] = (uint8_t)(qh >> (8 * i));
       }
     float ya[4], yb[4];
     k->dot4_q4_0(q0, NB * 18, x, N, ya);
@@ -164,6 +175,22 @@ static void compare_q4_scales(const lrt_kernels *k, const lrt_kernels *ref) {
     ref->dot4_q4_1(q1, NB * 20, x, N, yb);
     for (int i = 0; i < 4; i++)
       CHECK(same_or_nan(ya[i], yb[i]), "%s dot4_q4_1 d=0x%04x row %d: %a vs %a", k->name, (unsigned)h, i, (double)ya[i], (double)yb[i]);
+    k->dot4_q5_0(q50, NB * 22, x, N, ya);
+    ref->dot4_q5_0(q50, NB * 22, x, N, yb);
+    for (int i = 0; i < 4; i++)
+      CHECK(same_or_nan(ya[i], yb[i]), "%s dot4_q5_0 d=0x%04x row %d: %a vs %a", k->name, (unsigned)h, i, (double)ya[i], (double)yb[i]);
+    k->dot4_q5_1(q51, NB * 24, x, N, ya);
+    ref->dot4_q5_1(q51, NB * 24, x, N, yb);
+    for (int i = 0; i < 4; i++)
+      CHECK(same_or_nan(ya[i], yb[i]), "%s dot4_q5_1 d=0x%04x row %d: %a vs %a", k->name, (unsigned)h, i, (double)ya[i], (double)yb[i]);
+    k->dequant_q5_0(q50, da, 4 * N);
+    ref->dequant_q5_0(q50, db, 4 * N);
+    for (int i = 0; i < 4 * N; i++)
+      CHECK(same_or_nan(da[i], db[i]), "%s dequant_q5_0 d=0x%04x i=%d: %a vs %a", k->name, (unsigned)h, i, (double)da[i], (double)db[i]);
+    k->dequant_q5_1(q51, da, 4 * N);
+    ref->dequant_q5_1(q51, db, 4 * N);
+    for (int i = 0; i < 4 * N; i++)
+      CHECK(same_or_nan(da[i], db[i]), "%s dequant_q5_1 d=0x%04x i=%d: %a vs %a", k->name, (unsigned)h, i, (double)da[i], (double)db[i]);
   }
 }
 
