@@ -429,3 +429,31 @@ def tokens_sha256(ids: Sequence[int]) -> str:
     import hashlib
 
     return hashlib.sha256(np.asarray(list(ids), dtype="<i4").tobytes()).hexdigest()
+
+
+# ---- C helpers over the kernel sources ----------------------------------------------------------
+
+CSRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "csrc")
+KERNEL_SOURCES = ["kernels/ref.c", "kernels/avx2.c", "kernels/avx512.c", "kernels/neon.c", "kernels/wasm_simd.c",
+                  "kernels/avx2_math.c", "kernels/dispatch.c", "convert.c", "math.c", "error.c"]
+
+
+def build_c_helper(code: Optional[str], workdir: str, name: str, sources: Sequence[str] = KERNEL_SOURCES) -> Any:
+    """A ctypes library compiled (cc, the project's numerics flags) from ``code`` (C that may
+    include "kernels/kernels.h" and "internal.h"; None: none) and csrc ``sources``: how the
+    tests call kernel paths and internal functions directly. A build failure fails the test."""
+    import ctypes
+    import subprocess
+
+    srcs = [os.path.join(CSRC, k) for k in sources]
+    if code is not None:
+        c = os.path.join(workdir, name + ".c")
+        with open(c, "w", encoding="utf-8") as f:
+            f.write(code)
+        srcs.insert(0, c)
+    so = os.path.join(workdir, name + ".so")
+    cmd = ["cc", "-std=c11", "-O2", "-ffp-contract=off", "-fno-fast-math", "-fPIC", "-shared", "-I", CSRC,
+           "-o", so] + srcs + ["-lpthread"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, "cannot build the C helper: " + p.stderr[-3000:]
+    return ctypes.CDLL(so)

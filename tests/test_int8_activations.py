@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import ctypes
 import os
-import subprocess
 
 import numpy as np
 import pytest
 
 import loomrt
 import models
-
-CSRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "csrc")
 
 HELPER = r"""
 #include <string.h>
@@ -50,17 +47,7 @@ KINDS = {"Q8_0": (0, 34), "Q4_0": (1, 18), "Q4_1": (2, 20)}
 
 @pytest.fixture(scope="module")
 def helper(tmp_path_factory):
-    d = tmp_path_factory.mktemp("i8helper")
-    src = d / "i8_helper.c"
-    src.write_text(HELPER)
-    so = d / "i8_helper.so"
-    ks = ["kernels/ref.c", "kernels/avx2.c", "kernels/avx512.c", "kernels/neon.c", "kernels/wasm_simd.c",
-          "kernels/avx2_math.c", "kernels/dispatch.c", "convert.c", "math.c", "error.c"]
-    cmd = ["cc", "-std=c11", "-O2", "-ffp-contract=off", "-fno-fast-math", "-fPIC", "-shared",
-           "-I", CSRC, "-o", str(so), str(src)] + [os.path.join(CSRC, k) for k in ks] + ["-lpthread"]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stderr[-3000:]
-    lib = ctypes.CDLL(str(so))
+    lib = models.build_c_helper(HELPER, str(tmp_path_factory.mktemp("i8helper")), "i8_helper")
     ptr = ctypes.c_void_p
     lib.i8_quantize.argtypes = [ptr, ptr, ptr, ptr, ctypes.c_longlong]
     lib.i8_dot.argtypes = [ctypes.c_char_p, ctypes.c_int, ptr, ptr, ptr, ptr, ctypes.c_longlong, ptr]

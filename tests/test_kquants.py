@@ -29,8 +29,6 @@ gguf = pytest.importorskip("gguf")
 from gguf import GGMLQuantizationType as QT  # noqa: E402
 from gguf.quants import dequantize  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-CSRC = os.path.join(HERE, "..", "csrc")
 
 CFG = dict(models.SEEDED_CONFIG, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
            num_attention_heads=4, num_key_value_heads=2, vocab_size=64, max_position_embeddings=64,
@@ -149,18 +147,7 @@ int kq_dot4(const char *path, int kind, const unsigned char *w, long long row_by
 
 @pytest.fixture(scope="module")
 def helper(tmp_path_factory):
-    d = tmp_path_factory.mktemp("kqhelper")
-    src = d / "kq_helper.c"
-    src.write_text(HELPER)
-    so = d / "kq_helper.so"
-    ks = ["kernels/ref.c", "kernels/avx2.c", "kernels/avx512.c", "kernels/neon.c", "kernels/wasm_simd.c",
-          "kernels/avx2_math.c", "kernels/dispatch.c", "convert.c", "math.c", "error.c"]
-    cmd = ["cc", "-std=c11", "-O2", "-ffp-contract=off", "-fno-fast-math", "-fPIC", "-shared",
-           "-I", CSRC, "-o", str(so), str(src)] + [os.path.join(CSRC, k) for k in ks] + ["-lpthread"]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    if p.returncode != 0:
-        pytest.skip("cannot build the kernel helper: " + p.stderr[-2000:])
-    lib = ctypes.CDLL(str(so))
+    lib = models.build_c_helper(HELPER, str(tmp_path_factory.mktemp("kqhelper")), "kq_helper")
     ptr = ctypes.c_void_p
     lib.kq_dequant.argtypes = [ctypes.c_char_p, ctypes.c_int, ptr, ctypes.c_longlong, ctypes.c_longlong,
                                ctypes.c_longlong, ptr]

@@ -15,7 +15,6 @@ import ctypes
 import json
 import os
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -27,18 +26,11 @@ gguf = pytest.importorskip("gguf")
 from gguf import GGMLQuantizationType as QT  # noqa: E402
 from gguf.quants import quantize as gguf_quantize  # noqa: E402
 
-CSRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "csrc")
-
 
 @pytest.fixture(scope="module")
 def conv(tmp_path_factory):
     """csrc/convert.c alone as a shared library (its functions have default visibility)."""
-    so = tmp_path_factory.mktemp("convert") / "convert.so"
-    cmd = ["cc", "-std=c11", "-O2", "-ffp-contract=off", "-fno-fast-math", "-fPIC", "-shared", "-I", CSRC,
-           "-o", str(so), os.path.join(CSRC, "convert.c")]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0, p.stderr[-2000:]
-    lib = ctypes.CDLL(str(so))
+    lib = models.build_c_helper(None, str(tmp_path_factory.mktemp("convert")), "convert", ["convert.c"])
     lib.lrt_quantize_q8_0.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
     lib.lrt_quantize_q8_0.restype = ctypes.c_int
     lib.lrt_f32_to_f16.argtypes = [ctypes.c_float]
