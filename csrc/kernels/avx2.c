@@ -616,53 +616,44 @@ LRT_AVX2 static inline float i8_tail_q4_1(const uint8_t *p, const int8_t *qx, co
              SUMS((p) + 5 * (bb) + (qo), (qx) + 160), SUMS((p) + 6 * (bb) + (qo), (qx) + 192), \
              SUMS((p) + 7 * (bb) + (qo), (qx) + 224))
 
-LRT_AVX2 static float dot_q8_0_i8_avx2(const void *w, const int8_t *qx, const float *dx, const int32_t *sx, int64_t n) {
-  const uint8_t *p = (const uint8_t *)w;
-  int64_t nb = n / 32, b = 0;
-  __m256 acc = _mm256_setzero_ps();
-  for (; b + 8 <= nb; b += 8) {
-    const uint8_t *pb = p + b * 34;
-    __m256 S = _mm256_cvtepi32_ps(I8_SUMS8(i8_sums_q8_0, pb, 34, 0, qx + b * 32));
-    __m256 dd = _mm256_mul_ps(f16_gather8(pb, 34, 0), _mm256_loadu_ps(dx + b));
-    acc = _mm256_add_ps(acc, _mm256_mul_ps(dd, S));
+/* the float steps of eight blocks for one token: acc += c_b (the reference's steps, eight blocks
+ * in the eight lanes) */
+#define I8_F8_Q8_0(acc, S, dw, mw, d, s, b) \
+  acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_mul_ps(dw, _mm256_loadu_ps((d) + (b))), _mm256_cvtepi32_ps(S)))
+#define I8_F8_Q4_0(acc, S, dw, mw, d, s, b)                                                     \
+  acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_mul_ps(dw, _mm256_loadu_ps((d) + (b))),        \
+                                         _mm256_cvtepi32_ps(_mm256_sub_epi32(S, _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)((s) + (b))), 3)))))
+#define I8_F8_Q4_1(acc, S, dw, mw, d, s, b)                                                     \
+  {                                                                                           \
+    __m256 dxv_ = _mm256_loadu_ps((d) + (b));                                                 \
+    __m256 sxv_ = _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)((s) + (b))));       \
+    acc = _mm256_add_ps(acc, _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(dw, dxv_), _mm256_cvtepi32_ps(S)), \
+                                           _mm256_mul_ps(_mm256_mul_ps(mw, dxv_), sxv_)));    \
   }
-  float s = hsum8(acc);
-  for (; b < nb; b++) s = s + i8_tail_q8_0(p, qx, dx, sx, b);
-  return s;
-}
 
-LRT_AVX2 static float dot_q4_0_i8_avx2(const void *w, const int8_t *qx, const float *dx, const int32_t *sx, int64_t n) {
-  const uint8_t *p = (const uint8_t *)w;
-  int64_t nb = n / 32, b = 0;
-  __m256 acc = _mm256_setzero_ps();
-  for (; b + 8 <= nb; b += 8) {
-    const uint8_t *pb = p + b * 18;
-    __m256i Si = I8_SUMS8(i8_sums_q4, pb, 18, 2, qx + b * 32); /* sum q * x with q in 0..15 */
-    Si = _mm256_sub_epi32(Si, _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(sx + b)), 3)); /* - 8 sum x */
-    __m256 dd = _mm256_mul_ps(f16_gather8(pb, 18, 0), _mm256_loadu_ps(dx + b));
-    acc = _mm256_add_ps(acc, _mm256_mul_ps(dd, _mm256_cvtepi32_ps(Si)));
+/* one row, one token: S_b of eight blocks at a time, their float steps in the dot8 lanes, the
+ * tail blocks one by one */
+#define DEFINE_I8_DOT(NAME, SUMS, BB, QO, HAS_M, F8, TAIL)                                      \
+  LRT_AVX2 static float NAME(const void *w, const int8_t *qx, const float *dx, const int32_t *sx, int64_t n) { \
+    const uint8_t *p = (const uint8_t *)w;                                                    \
+    int64_t nb = n / 32, b = 0;                                                               \
+    __m256 acc = _mm256_setzero_ps();                                                         \
+    for (; b + 8 <= nb; b += 8) {                                                             \
+      const uint8_t *pb = p + b * (BB);                                                       \
+      __m256i S = I8_SUMS8(SUMS, pb, BB, QO, qx + b * 32);                                    \
+      __m256 dw = f16_gather8(pb, BB, 0), mw = HAS_M ? f16_gather8(pb, BB, 2) : dw;           \
+      (void)mw;                                                                               \
+      F8(acc, S, dw, mw, dx, sx, b);                                                          \
+    }                                                                                         \
+    float s = hsum8(acc);                                                                     \
+    for (; b < nb; b++) s = s + TAIL(p, qx, dx, sx, b);                                       \
+    return s;                                                                                 \
   }
-  float s = hsum8(acc);
-  for (; b < nb; b++) s = s + i8_tail_q4_0(p, qx, dx, sx, b);
-  return s;
-}
 
-LRT_AVX2 static float dot_q4_1_i8_avx2(const void *w, const int8_t *qx, const float *dx, const int32_t *sx, int64_t n) {
-  const uint8_t *p = (const uint8_t *)w;
-  int64_t nb = n / 32, b = 0;
-  __m256 acc = _mm256_setzero_ps();
-  for (; b + 8 <= nb; b += 8) {
-    const uint8_t *pb = p + b * 20;
-    __m256 S = _mm256_cvtepi32_ps(I8_SUMS8(i8_sums_q4, pb, 20, 4, qx + b * 32));
-    __m256 dxv = _mm256_loadu_ps(dx + b);
-    __m256 dd = _mm256_mul_ps(f16_gather8(pb, 20, 0), dxv), md = _mm256_mul_ps(f16_gather8(pb, 20, 2), dxv);
-    __m256 sxv = _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(sx + b)));
-    acc = _mm256_add_ps(acc, _mm256_add_ps(_mm256_mul_ps(dd, S), _mm256_mul_ps(md, sxv)));
-  }
-  float s = hsum8(acc);
-  for (; b < nb; b++) s = s + i8_tail_q4_1(p, qx, dx, sx, b);
-  return s;
-}
+DEFINE_I8_DOT(dot_q8_0_i8_avx2, i8_sums_q8_0, 34, 0, 0, I8_F8_Q8_0, i8_tail_q8_0)
+DEFINE_I8_DOT(dot_q4_0_i8_avx2, i8_sums_q4, 18, 2, 0, I8_F8_Q4_0, i8_tail_q4_0)
+DEFINE_I8_DOT(dot_q4_1_i8_avx2, i8_sums_q4, 20, 4, 1, I8_F8_Q4_1, i8_tail_q4_1)
+#undef DEFINE_I8_DOT
 #undef I8_SUMS8
 
 /* One weight row against M tokens (prefill): two tokens at a time share the weight loads,
@@ -703,20 +694,6 @@ LRT_AVX2 static inline void i8_pair_q4(const uint8_t *qs, const int8_t *x0, cons
     __m256i A1_ = _mm256_hadd_epi32(A45_, A67_), C1_ = _mm256_hadd_epi32(C45_, C67_);         \
     S0 = _mm256_add_epi32(_mm256_permute2x128_si256(A0_, A1_, 0x20), _mm256_permute2x128_si256(A0_, A1_, 0x31)); \
     S1 = _mm256_add_epi32(_mm256_permute2x128_si256(C0_, C1_, 0x20), _mm256_permute2x128_si256(C0_, C1_, 0x31)); \
-  }
-
-/* the float steps of eight blocks for one token: acc += c_b (as in dot_*_i8_avx2) */
-#define I8_F8_Q8_0(acc, S, dw, mw, d, s, b) \
-  acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_mul_ps(dw, _mm256_loadu_ps((d) + (b))), _mm256_cvtepi32_ps(S)))
-#define I8_F8_Q4_0(acc, S, dw, mw, d, s, b)                                                     \
-  acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_mul_ps(dw, _mm256_loadu_ps((d) + (b))),        \
-                                         _mm256_cvtepi32_ps(_mm256_sub_epi32(S, _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)((s) + (b))), 3)))))
-#define I8_F8_Q4_1(acc, S, dw, mw, d, s, b)                                                     \
-  {                                                                                           \
-    __m256 dxv_ = _mm256_loadu_ps((d) + (b));                                                 \
-    __m256 sxv_ = _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)((s) + (b))));       \
-    acc = _mm256_add_ps(acc, _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(dw, dxv_), _mm256_cvtepi32_ps(S)), \
-                                           _mm256_mul_ps(_mm256_mul_ps(mw, dxv_), sxv_)));    \
   }
 
 #define DEFINE_I8_ROWS(NAME, DOT1, PAIR, BB, QO, HAS_M, F8, TAIL)                               \
