@@ -160,6 +160,9 @@ static int32_t model_fingerprint(const lrt_model *m, uint64_t out[2]) {
                     c->tied, c->qkv_bias, c->o_bias, c->mlp_bias};
   for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) h_word(&h, (uint64_t)ints[i]);
   h_word(&h, f32_bits(c->norm_eps));
+  /* the int8-activation mode computes other numbers from the same weights: its KV cache does
+   * not belong to the exact mode (only mixed in when set, so exact fingerprints stay as they were) */
+  if (m->open_flags & LRT_OPEN_INT8_ACTIVATIONS) h_word(&h, 0x696e743861637473ull); /* "int8acts" */
   double dbl[] = {c->rope_theta, c->rope_factor, c->rope_low_freq, c->rope_high_freq, c->rope_orig_ctx};
   for (size_t i = 0; i < sizeof dbl / sizeof dbl[0]; i++) h_word(&h, f64_bits(dbl[i]));
   h_mat(&h, &m->tok_embd, tmp);

@@ -273,3 +273,22 @@ def test_load_ends_a_pull_generation(micro) -> None:
     assert lib.lrt_session_step(s._h, tok, text, n) == lib.LRT_ERR_STATE
     assert lib.lrt_session_prompt_tokens(s._h, blob_ids, 3, lib.LRT_PROMPT_KEEP) == lib.LRT_OK
     assert lib.lrt_session_step(s._h, tok, text, n) == lib.LRT_OK
+
+
+def test_state_does_not_cross_the_int8_mode(tmp_path) -> None:
+    """A KV cache computed with int8 activations is not the exact mode's (same weights, other
+    numbers): each mode refuses the other's state, and takes its own."""
+    folder = models.write_seeded_folder(str(tmp_path / "m"))
+    exact = loomrt.load(folder, threads=1, quantize="q8_0")
+    int8 = loomrt.load(folder, threads=1, quantize="q8_0", int8_activations=True)
+    blobs = {}
+    for name, m in (("exact", exact), ("int8", int8)):
+        s = m.session()
+        s.eval([1, 2, 3, 4])
+        blobs[name] = s.save_state()
+    with pytest.raises(loomrt.InvalidArgumentError, match="different model"):
+        exact.session().load_state(blobs["int8"])
+    with pytest.raises(loomrt.InvalidArgumentError, match="different model"):
+        int8.session().load_state(blobs["exact"])
+    int8.session().load_state(blobs["int8"])
+    exact.session().load_state(blobs["exact"])
