@@ -15,13 +15,23 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CSRC = os.path.join(ROOT, "csrc")
 HEADER = os.path.join(CSRC, "include", "loomrt.h")
 
-SOURCES = [
-    "api.c", "config.c", "convert.c", "error.c", "forward.c", "gguf.c", "json.c", "math.c",
-    "model.c", "platform.c", "safetensors.c", "sampler.c", "state.c", "text.c", "threadpool.c",
-    "tokenizer.c", "unicode_tables.c", "utf8.c",
-    "kernels/ref.c", "kernels/avx2.c", "kernels/dispatch.c",
-    "kernels/avx512.c", "kernels/neon.c", "kernels/wasm_simd.c", "kernels/avx2_math.c",  # empty where the ISA cannot exist
-]
+# The library's C sources: every .c file of the layer folders, lowest layer first (see
+# csrc/README.md). csrc/Makefile globs the same folders; tests/test_layout.py checks that the
+# two lists agree and that no file includes a layer above its own.
+LAYERS = ["base", "formats", "text", "kernels", "model", "api"]
+
+
+def library_sources(csrc: str = CSRC) -> list[str]:
+    """The library's .c files relative to ``csrc`` (kernel files of other ISAs compile to
+    nothing where the ISA cannot exist)."""
+    out = []
+    for layer in LAYERS:
+        folder = os.path.join(csrc, layer)
+        out += [f"{layer}/{n}" for n in sorted(os.listdir(folder)) if n.endswith(".c")]
+    return out
+
+
+SOURCES = library_sources()
 
 
 def cdef_from_header(text: str) -> str:

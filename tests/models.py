@@ -435,12 +435,12 @@ def tokens_sha256(ids: Sequence[int]) -> str:
 
 CSRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "csrc")
 KERNEL_SOURCES = ["kernels/ref.c", "kernels/avx2.c", "kernels/avx512.c", "kernels/neon.c", "kernels/wasm_simd.c",
-                  "kernels/avx2_math.c", "kernels/dispatch.c", "convert.c", "math.c", "error.c"]
+                  "kernels/avx2_math.c", "kernels/dispatch.c", "base/convert.c", "base/math.c", "base/error.c"]
 
 
 def build_c_helper(code: Optional[str], workdir: str, name: str, sources: Sequence[str] = KERNEL_SOURCES) -> Any:
     """A ctypes library compiled (cc, the project's numerics flags) from ``code`` (C that may
-    include "kernels/kernels.h" and "internal.h"; None: none) and csrc ``sources``: how the
+    include "kernels/kernels.h" and "base/base.h"; None: none) and csrc ``sources``: how the
     tests call kernel paths and internal functions directly. A build failure fails the test."""
     import ctypes
     import subprocess

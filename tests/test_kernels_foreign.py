@@ -33,7 +33,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CSRC = os.path.join(ROOT, "csrc")
 FLAGS = ["-std=c11", "-O2", "-Wall", "-Wextra", "-ffp-contract=off", "-fno-fast-math", "-I", CSRC]
 SOURCES = ["tests/test_kernels.c", "kernels/ref.c", "kernels/avx2.c", "kernels/avx512.c", "kernels/neon.c",
-           "kernels/wasm_simd.c", "kernels/avx2_math.c", "kernels/dispatch.c", "convert.c", "math.c", "error.c"]
+           "kernels/wasm_simd.c", "kernels/avx2_math.c", "kernels/dispatch.c", "base/convert.c", "base/math.c", "base/error.c"]
 
 
 def _cmd(cc: List[str], out: str, extra: List[str], libs: List[str]) -> List[str]:

@@ -66,7 +66,7 @@ def test_kernel_env_var(value):
 # ---- the matrix ----------------------------------------------------------------------------------
 #
 # csrc/tools/matrix_driver.c (public C API only) is compiled together with the library sources
-# (csrc/Makefile SRCS, so new kernel files are picked up) by each compiler / target below and run
+# (the layer folders of csrc/Makefile, so new files are picked up) by each compiler / target below and run
 # on the seeded models (models.SEEDED_CONFIG: PCG64 weights, little-endian float32 files, the same
 # bytes on every platform). Each output line of the driver is one cell: (build, kernel path, thread
 # count, prompt chunking or generation kind, FP environment), and must print the golden hash.
@@ -97,11 +97,11 @@ CELLS: Dict[str, int] = {}  # test id -> cells checked (printed with -s)
 
 
 def library_sources(csrc: str = CSRC) -> List[str]:
-    """SRCS of csrc/Makefile: the library's C files, whatever kernel paths exist."""
-    text = open(os.path.join(csrc, "Makefile"), encoding="utf-8").read().replace("\\\n", " ")
-    m = re.search(r"^SRCS\s*=(.*)$", text, re.M)
-    assert m, "csrc/Makefile has no SRCS line"
-    return m.group(1).split()
+    """The library's C files as csrc/Makefile finds them: every .c of its LAYERS folders."""
+    text = open(os.path.join(csrc, "Makefile"), encoding="utf-8").read()
+    m = re.search(r"^LAYERS\s*=(.*)$", text, re.M)
+    assert m, "csrc/Makefile has no LAYERS line"
+    return sorted(f"{d}/{n}" for d in m.group(1).split() for n in os.listdir(os.path.join(csrc, d)) if n.endswith(".c"))
 
 
 def driver_defines() -> List[str]:
@@ -332,7 +332,7 @@ def test_disabled_fp_guard_fails_the_hostile_cells(tmp_path, matrix_models):
     """With the library's MXCSR guard switched off, the driver's hostile environment
     (flush-to-zero, denormals-are-zero, round toward zero) changes the logits: the hostile
     cells are able to fail. The same build passes in the default environment."""
-    src = perturbed_csrc(tmp_path, "platform.c", "_mm_setcsr(0x1f80u);", "(void)0;")
+    src = perturbed_csrc(tmp_path, "base/platform.c", "_mm_setcsr(0x1f80u);", "(void)0;")
     exe = build_driver(str(tmp_path / "drv-noguard"), ["gcc"], "-O2", csrc=src)
     check_output(run_driver([exe], matrix_models["st"], ["--threads", "1,2", "--chunks", "3"]))
     with pytest.raises(AssertionError, match="cells differ from the golden hashes"):

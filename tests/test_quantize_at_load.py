@@ -29,8 +29,8 @@ from gguf.quants import quantize as gguf_quantize  # noqa: E402
 
 @pytest.fixture(scope="module")
 def conv(tmp_path_factory):
-    """csrc/convert.c alone as a shared library (its functions have default visibility)."""
-    lib = models.build_c_helper(None, str(tmp_path_factory.mktemp("convert")), "convert", ["convert.c"])
+    """csrc/base/convert.c alone as a shared library (its functions have default visibility)."""
+    lib = models.build_c_helper(None, str(tmp_path_factory.mktemp("convert")), "convert", ["base/convert.c"])
     lib.lrt_quantize_q8_0.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
     lib.lrt_quantize_q8_0.restype = ctypes.c_int
     lib.lrt_f32_to_f16.argtypes = [ctypes.c_float]

@@ -170,7 +170,7 @@ def test_random_corruption_truncation_and_garbage_are_rejected(micro) -> None:
     _assert_untouched(s, good)
 
 
-# A re-implementation of the blob checksum (csrc/state.c) so the tests can craft blobs that
+# A re-implementation of the blob checksum (csrc/model/state.c) so the tests can craft blobs that
 # pass it and reach the field validation behind it.
 def _mix64(x: int) -> int:
     x = (x + 0x9E3779B97F4A7C15) & M64

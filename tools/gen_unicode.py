@@ -1,4 +1,4 @@
-"""Generate csrc/unicode_tables.c from Python's unicodedata (run: python tools/gen_unicode.py).
+"""Generate csrc/text/unicode_tables.c from Python's unicodedata (run: python tools/gen_unicode.py).
 
 The C tokenizer needs, per code point:
   - the general-category class used by pre-tokenizer expressions: letter (\\p{L}),
@@ -27,7 +27,7 @@ import sys
 import unicodedata
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OUT = os.path.join(ROOT, "csrc", "unicode_tables.c")
+OUT = os.path.join(ROOT, "csrc", "text", "unicode_tables.c")
 
 # classes: 0 other, 1 letter, 2 other number (No), 3 mark, 4 decimal digit (Nd), 5 letter
 # number (Nl), 6 connector punctuation (Pc), 7 other Alphabetic (e.g. circled letters): 1, 2, 4

@@ -4,8 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kernels/kernels.h"
-#include "model.h"
+#include "../kernels/kernels.h"
+#include "../text/tokenizer.h"
+#include "api_internal.h"
 
 #define GUARD_ENTER \
   lrt_fpenv fpenv_; \
@@ -42,10 +43,27 @@ int32_t lrt_model_open(const char *path, size_t path_len, int32_t flags, lrt_mod
   while (path_len > 1 && (buf[path_len - 1] == '/' || buf[path_len - 1] == '\\')) buf[--path_len] = 0;
   GUARD_ENTER;
   lrt_err_clear();
-  GUARD_RETURN(lrt_model_load(buf, flags, out));
+  int32_t st = lrt_model_load(buf, flags, out);
+  if (st == LRT_OK && (st = lrt_model_attach(*out, (*out)->is_gguf ? NULL : buf, NULL, 0))) *out = NULL;
+  GUARD_RETURN(st);
 }
 
-void lrt_model_close(lrt_model *model) { lrt_model_free(model); }
+int32_t lrt_model_attach(lrt_model *m, const char *folder, const lrt_vfile *files, size_t n_files) {
+  lrt_model_attach_tokenizer(m, folder, files, n_files);
+  int32_t st = lrt_text_init(m, folder, files, n_files);
+  if (st) lrt_model_destroy(m);
+  return st;
+}
+
+void lrt_model_destroy(lrt_model *m) {
+  if (!m) return;
+  lrt_tok_free(m->tok);
+  lrt_text *text = m->text;
+  lrt_model_free(m);
+  lrt_text_free(text); /* last: it may own the buffers the files point into */
+}
+
+void lrt_model_close(lrt_model *model) { lrt_model_destroy(model); }
 
 int32_t lrt_model_get_int(const lrt_model *m, int32_t key, int64_t *out) {
   CHECK_PTR(m, "model");

@@ -1,12 +1,14 @@
-/* internal.h -- declarations shared by the loomrt core modules (not part of the API). */
-#ifndef LOOMRT_INTERNAL_H
-#define LOOMRT_INTERNAL_H
+/* base.h -- the bottom layer (csrc/base/): errors, safe arithmetic, platform (files, threads,
+ * floating-point environment), UTF-8, storage formats and number conversion. Not part of the
+ * API. Every other layer may include it; it includes only the public header. */
+#ifndef LOOMRT_BASE_H
+#define LOOMRT_BASE_H
 
 #include <float.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#include "include/loomrt.h"
+#include "../include/loomrt.h"
 
 /* Floats must be evaluated in their own precision (no x87 / s390x excess precision),
  * see docs/numerics.md. */
@@ -94,7 +96,7 @@ typedef struct { uint64_t saved; } lrt_fpenv;
 void lrt_fpenv_enter(lrt_fpenv *env);
 void lrt_fpenv_leave(const lrt_fpenv *env);
 
-/* ---- tensors -------------------------------------------------------------------------- */
+/* ---- storage formats (names: convert.c) ------------------------------------------------ */
 
 /* Storage formats. F32/F16/BF16 are used in place; the GGUF block formats are
  * dequantized at load for now. */
@@ -117,103 +119,6 @@ const char *lrt_dtype_name(int dtype);
 
 #define LRT_MAX_DIMS 8
 
-/* A tensor inside a mapped file. shape is in row-major order, outermost first (numpy /
- * HF order; for GGUF this is ne[] reversed). data points into the mapping. */
-typedef struct lrt_tensor_ref {
-  char *name;          /* owned, NUL-terminated */
-  size_t name_len;
-  int dtype;           /* lrt_dtype */
-  char dtype_name[16]; /* the file's own name for the type, e.g. "I64", "Q5_K" */
-  int n_dims;
-  int64_t shape[LRT_MAX_DIMS];
-  uint64_t n_elems;
-  const uint8_t *data;
-  uint64_t nbytes;
-} lrt_tensor_ref;
-
-/* ---- JSON (json.c) -------------------------------------------------------------------- */
-
-typedef enum lj_type { LJ_NULL, LJ_BOOL, LJ_NUMBER, LJ_STRING, LJ_ARRAY, LJ_OBJECT } lj_type;
-
-typedef struct lj_value lj_value;
-typedef struct lj_member lj_member;
-struct lj_value {
-  lj_type type;
-  int boolean;        /* LJ_BOOL */
-  double number;      /* LJ_NUMBER (parsed by loomrt's own deterministic routine) */
-  int is_integer;     /* LJ_NUMBER written without '.', 'e' and fits int64 */
-  int64_t integer;    /* valid when is_integer */
-  const char *str;    /* LJ_STRING: unescaped, valid UTF-8, NUL-terminated */
-  size_t str_len;
-  lj_value *items;    /* LJ_ARRAY */
-  lj_member *members; /* LJ_OBJECT, in file order */
-  size_t count;       /* items or members */
-};
-struct lj_member {
-  const char *key; /* unescaped, NUL-terminated */
-  size_t key_len;
-  lj_value value;
-};
-
-typedef struct lj_doc lj_doc;
-/* Parse UTF-8 JSON text. Strict RFC 8259: no comments, no trailing commas, no NaN;
- * depth <= 64; duplicate keys are an error. `what` names the source for messages
- * (e.g. "config.json"). LRT_ERR_FORMAT with line:column on failure. */
-int32_t lj_parse(const char *text, size_t len, const char *what, lj_doc **out);
-void lj_free(lj_doc *doc);
-const lj_value *lj_root(const lj_doc *doc);
-/* Member of an object by key, NULL when absent or when obj is not an object. */
-const lj_value *lj_get(const lj_value *obj, const char *key);
-
-/* ---- safetensors (safetensors.c) ------------------------------------------------------- */
-
-typedef struct lrt_st_file {
-  lrt_mapped_file map; /* map.data may also be a caller buffer (then priv == NULL) */
-  lrt_tensor_ref *tensors;
-  size_t n_tensors;
-} lrt_st_file;
-
-/* Validate a safetensors buffer: 8-byte LE header size, JSON header, dtypes, shapes
- * (product x element size == byte span), offsets within the data section, no overlap.
- * Tensors are sorted by name. `what` names the file in messages. */
-int32_t lrt_st_parse(const uint8_t *buf, uint64_t len, const char *what, lrt_st_file *out);
-int32_t lrt_st_open(const char *path, lrt_st_file *out);
-void lrt_st_close(lrt_st_file *f);
-const lrt_tensor_ref *lrt_st_find(const lrt_st_file *f, const char *name);
-
-/* ---- GGUF (gguf.c) -------------------------------------------------------------------- */
-
-typedef struct lrt_gguf_kv {
-  char *key; /* owned, NUL-terminated */
-  size_t key_len;
-  uint32_t type;      /* lrt_meta_type */
-  uint32_t elem_type; /* == type for scalars */
-  uint64_t count;     /* 1 for scalars */
-  const uint8_t *data;  /* scalars and numeric arrays: raw little-endian bytes in the file */
-  const char **strs;    /* STRING scalars / string arrays: count pointers into the file */
-  uint64_t *str_lens;   /* (not NUL-terminated; validated UTF-8) */
-} lrt_gguf_kv;
-
-typedef struct lrt_gguf_file {
-  lrt_mapped_file map;
-  uint32_t version;
-  uint64_t alignment;
-  lrt_gguf_kv *kv;
-  size_t n_kv;
-  lrt_tensor_ref *tensors; /* in file order */
-  size_t n_tensors;
-} lrt_gguf_file;
-
-int32_t lrt_gguf_parse(const uint8_t *buf, uint64_t len, const char *what, lrt_gguf_file *out);
-int32_t lrt_gguf_open(const char *path, lrt_gguf_file *out);
-void lrt_gguf_close(lrt_gguf_file *f);
-const lrt_gguf_kv *lrt_gguf_find(const lrt_gguf_file *f, const char *key);
-const lrt_tensor_ref *lrt_gguf_find_tensor(const lrt_gguf_file *f, const char *name);
-/* Element `index` of an integer/bool kv as int64 (range-checked); of a float kv as double
- * (integers convert too). Return LRT_OK or LRT_ERR_FORMAT / LRT_ERR_INVALID_ARGUMENT. */
-int32_t lrt_gguf_kv_int(const lrt_gguf_kv *kv, uint64_t index, int64_t *out);
-int32_t lrt_gguf_kv_float(const lrt_gguf_kv *kv, uint64_t index, double *out);
-
 /* ---- number conversions (convert.c) ---------------------------------------------------- */
 
 static inline float lrt_bf16_to_f32(uint16_t h) {
@@ -232,4 +137,4 @@ int lrt_quantize_q8_0(const float *x, uint8_t *out, int64_t n);
  * (non-finite blocks give d = NaN, q = 0). */
 void lrt_quantize_act_q8(const float *x, int8_t *q, float *d, int32_t *s, int64_t n);
 
-#endif /* LOOMRT_INTERNAL_H */
+#endif /* LOOMRT_BASE_H */

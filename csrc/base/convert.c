@@ -1,7 +1,7 @@
 /* convert.c -- exact number format conversions and dtype names. */
 #include <string.h>
 
-#include "internal.h"
+#include "base.h"
 
 /* IEEE half -> float, exact for every input (subnormals normalised by shifting). */
 float lrt_f16_to_f32(uint16_t h) {

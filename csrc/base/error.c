@@ -3,7 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "internal.h"
+#include "base.h"
 
 #define LRT_ERR_CAP 1024
 static LRT_THREAD_LOCAL char g_msg[LRT_ERR_CAP];

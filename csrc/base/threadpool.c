@@ -4,7 +4,7 @@
 #endif
 #include <stdlib.h>
 
-#include "internal.h"
+#include "base.h"
 #include "threadpool.h"
 
 #if defined(_WIN32)

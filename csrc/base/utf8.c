@@ -14,7 +14,7 @@
  *
  * Everything else (overlong forms C0/C1/E0 80..9F/F0 80..8F, surrogates, code points
  * above U+10FFFF, F5..FF, stray continuation bytes, truncated sequences) is rejected. */
-#include "internal.h"
+#include "base.h"
 
 int lrt_utf8_valid(const char *s, size_t n) {
   const uint8_t *p = (const uint8_t *)s;

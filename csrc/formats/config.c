@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model.h"
+#include "formats.h"
 
 #define CONFIG_MAX_BYTES (16u << 20)
 

@@ -22,7 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "formats.h"
 
 #define LJ_MAX_DEPTH 64
 #define LJ_BLOCK_SIZE ((size_t)64 * 1024)

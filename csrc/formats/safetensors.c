@@ -19,7 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "formats.h"
 
 #define ST_MAX_HEADER ((uint64_t)100 * 1024 * 1024)
 

@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
-#include "tokenizer.h"
+#include "../formats/formats.h"
+#include "../text/tokenizer.h"
 
 /* A private heap copy of the input, so reading one byte past the end is an ASan error even
  * when libFuzzer's own buffer would allow it, and text parsers never see a terminator. */

@@ -1,7 +1,7 @@
 /* fuzz_config.c -- the config.json loader (lrt_config_from_hf_json). The input is
  * config.json, optionally followed by a NUL byte and generation_config.json. */
 #include "fuzz_common.h"
-#include "model.h"
+#include "../formats/formats.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   const uint8_t *nul = memchr(data, 0, size);

@@ -2,7 +2,7 @@
  * metadata access, the model config (lrt_config_from_gguf) and the tokenizer built from
  * tokenizer.ggml.* (lrt_tok_from_gguf), which is then used. */
 #include "fuzz_common.h"
-#include "model.h"
+#include "../formats/formats.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   uint8_t *buf = fz_copy(data, size);

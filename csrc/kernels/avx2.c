@@ -7,7 +7,7 @@
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
 
-#include "../internal.h"
+#include "../base/base.h"
 #include "kernels.h"
 
 #if defined(__GNUC__) || defined(__clang__)

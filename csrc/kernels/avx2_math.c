@@ -6,7 +6,7 @@
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
 
-#include "../lrt_math.h"
+#include "../base/lrt_math.h"
 #include "kernels.h"
 
 #if defined(__GNUC__) || defined(__clang__)

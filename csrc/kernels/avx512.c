@@ -23,7 +23,7 @@
 #if defined(__x86_64__) || defined(_M_X64) || defined(LRT_AVX512_EMULATE)
 #include <string.h>
 
-#include "../internal.h"
+#include "../base/base.h"
 #include "kernels.h"
 
 #if defined(LRT_AVX512_EMULATE)

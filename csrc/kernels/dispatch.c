@@ -4,10 +4,10 @@
  * lrt_kernels_available() lists them (loomrt.h). Every path returns the same bits as the
  * reference (csrc/tests/test_kernels.c, tests/test_matrix.py). */
 #include <stdlib.h>
-#include "../lrt_atomic.h" /* C11 atomics, MSVC Interlocked or GNU builtins */
+#include "../base/lrt_atomic.h" /* C11 atomics, MSVC Interlocked or GNU builtins */
 #include <string.h>
 
-#include "../internal.h"
+#include "../base/base.h"
 #include "kernels.h"
 
 #if defined(__x86_64__) || defined(_M_X64)

@@ -15,7 +15,7 @@
 
 #include <stdint.h>
 
-#include "../internal.h" /* lrt_f16_to_f32, lrt_rd_u16le (the int8-activation block rule below) */
+#include "../base/base.h" /* lrt_f16_to_f32, lrt_rd_u16le (the int8-activation block rule below) */
 
 typedef struct lrt_kernels {
   const char *name;

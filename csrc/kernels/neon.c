@@ -9,8 +9,8 @@
 #if defined(__aarch64__) || defined(_M_ARM64)
 #include <arm_neon.h>
 
-#include "../internal.h"
-#include "../lrt_math.h"
+#include "../base/base.h"
+#include "../base/lrt_math.h"
 #include "kernels.h"
 
 #if defined(__clang__)

@@ -1,6 +1,6 @@
 /* ref.c -- the scalar reference kernels: plain C, the numerics spec (see kernels.h). */
-#include "../internal.h"
-#include "../lrt_math.h"
+#include "../base/base.h"
+#include "../base/lrt_math.h"
 #include "kernels.h"
 
 /* The dot8 combination tree and tail, shared by the three weight formats. W(i) reads weight

@@ -12,8 +12,8 @@
 #if defined(__wasm_simd128__)
 #include <wasm_simd128.h>
 
-#include "../internal.h"
-#include "../lrt_math.h"
+#include "../base/base.h"
+#include "../base/lrt_math.h"
 #include "kernels.h"
 
 #if defined(__clang__)

@@ -15,8 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kernels/kernels.h"
-#include "lrt_math.h"
+#include "../kernels/kernels.h"
+#include "../base/lrt_math.h"
 #include "model.h"
 
 #define ROW_BLOCK 16

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "lrt_math.h"
+#include "../base/lrt_math.h"
 #include "model.h"
 
 #define INDEX_MAX_BYTES (64u << 20)
@@ -529,8 +529,6 @@ int32_t lrt_model_load(const char *path, int32_t flags, lrt_model **out) {
     goto fail;
   }
   if ((st = finish_load(m))) goto fail;
-  lrt_model_attach_tokenizer(m, m->is_gguf ? NULL : path, NULL, 0);
-  if ((st = lrt_text_init(m, m->is_gguf ? NULL : path, NULL, 0))) goto fail;
   *out = m;
   return LRT_OK;
 fail:
@@ -569,12 +567,6 @@ static void gguf_name(lrt_model *m) {
   const lrt_gguf_kv *nk = lrt_gguf_find(&m->gguf, "general.name");
   if (nk && nk->type == LRT_META_STRING)
     snprintf(m->name, sizeof m->name, "%.*s", (int)(nk->str_lens[0] < 255 ? nk->str_lens[0] : 255), nk->strs[0]);
-}
-
-const lrt_vfile *lrt_vfile_find(const lrt_vfile *files, size_t n, const char *name) {
-  for (size_t i = 0; i < n; i++)
-    if (strcmp(files[i].name, name) == 0) return &files[i];
-  return NULL;
 }
 
 static int is_gguf_name(const char *name) {
@@ -673,8 +665,6 @@ int32_t lrt_model_load_memory(const lrt_vfile *files, size_t n, int32_t flags, l
     if ((st = memory_safetensors(m, files, n))) goto fail;
   }
   if ((st = finish_load(m))) goto fail;
-  lrt_model_attach_tokenizer(m, NULL, files, n);
-  if ((st = lrt_text_init(m, NULL, files, n))) goto fail;
   *out = m;
   return LRT_OK;
 fail:
@@ -689,9 +679,7 @@ void lrt_model_free(lrt_model *m) {
   free(m->owned_bytes);
   for (size_t i = 0; i < m->n_st_files; i++) lrt_st_close(&m->st_files[i]);
   free(m->st_files);
-  lrt_tok_free(m->tok);
   if (m->is_gguf) lrt_gguf_close(&m->gguf);
   free(m->layers);
-  lrt_text_free(m->text); /* last: it may own the buffers the files point into */
   free(m);
 }

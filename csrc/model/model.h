@@ -1,33 +1,10 @@
-/* model.h -- the immutable model (config + weights) and the mutable session. */
+/* model.h -- the model layer (csrc/model/): the immutable model (config + weights) and the
+ * mutable session (KV cache, scratch, sampler). Includes base/, formats/ and kernels/ only. */
 #ifndef LOOMRT_MODEL_H
 #define LOOMRT_MODEL_H
 
-#include "internal.h"
-#include "threadpool.h"
-
-typedef enum lrt_arch { LRT_ARCH_LLAMA, LRT_ARCH_MISTRAL, LRT_ARCH_QWEN2, LRT_ARCH_GPT2 } lrt_arch;
-
-#define LRT_MAX_EOS 16
-
-/* Everything the forward pass needs to know, from config.json or GGUF metadata. */
-typedef struct lrt_config {
-  lrt_arch arch;
-  char arch_name[32];
-  int64_t vocab, dim, n_layers, n_heads, n_kv_heads, head_dim, ffn, ctx;
-  float norm_eps;
-  int layernorm;      /* 1: LayerNorm with bias (GPT-2); 0: RMSNorm                      */
-  int gelu;           /* 1: tanh-GELU MLP (GPT-2); 0: SwiGLU                             */
-  int learned_pos;    /* 1: learned position embeddings (GPT-2); 0: RoPE                 */
-  double rope_theta;
-  int rope_llama3;    /* rope_scaling of type llama3                                     */
-  double rope_factor, rope_low_freq, rope_high_freq, rope_orig_ctx;
-  int64_t sliding_window; /* 0: none; else attend to the last `sliding_window` positions */
-  int tied;           /* LM head = token embedding                                       */
-  int qkv_bias, o_bias, mlp_bias;
-  int32_t bos;        /* -1 when unknown */
-  int32_t eos[LRT_MAX_EOS];
-  int n_eos;
-} lrt_config;
+#include "../base/threadpool.h"
+#include "../formats/formats.h"
 
 /* A weight matrix (rows x cols, row-major) in its stored format, usually in the mapping. */
 typedef struct lrt_mat {
@@ -70,8 +47,10 @@ struct lrt_model {
   uint64_t weight_bytes, resident_bytes, n_params;
   char dtype_name[16];
   char name[256];
-  struct lrt_text *text; /* text.c: chat template, end-of-generation ids, copied buffers */
-  /* tokenizer.c: NULL when absent or unusable; tok_status / tok_msg say why */
+  /* Attached by api/ at open and freed by lrt_model_close (the model layer never reads them):
+   * the text side (chat template, end-of-generation ids, copied buffers) and the tokenizer
+   * (NULL when absent or unusable; tok_status / tok_msg say why). */
+  struct lrt_text *text;
   struct lrt_tokenizer *tok;
   int32_t tok_status;
   char tok_msg[512];
@@ -80,45 +59,10 @@ struct lrt_model {
 /* model.c */
 int32_t lrt_model_load(const char *path, int32_t flags, lrt_model **out);
 void lrt_model_free(lrt_model *m);
-/* config.c */
-int32_t lrt_config_from_hf(const char *folder, int32_t flags, lrt_config *cfg, char *name,
-                           size_t name_cap);
-int32_t lrt_config_from_gguf(const lrt_gguf_file *g, lrt_config *cfg);
-/* The same from the texts of config.json and generation_config.json (gen_text NULL: none). */
-int32_t lrt_config_from_hf_json(const char *text, size_t len, const char *gen_text, size_t gen_len,
-                                int32_t flags, lrt_config *cfg, char *name, size_t name_cap);
-
-/* A file given in memory (lrt_model_open_memory): name as in a model folder, bytes borrowed. */
-typedef struct lrt_vfile {
-  const char *name; /* NUL-terminated copy owned by the caller of lrt_model_load_memory */
-  const uint8_t *data;
-  size_t size;
-} lrt_vfile;
 /* model.c: open a model from in-memory files (one *.gguf, or config.json + safetensors).
  * The buffers must outlive the model. */
 int32_t lrt_model_load_memory(const lrt_vfile *files, size_t n_files, int32_t flags, lrt_model **out);
-const lrt_vfile *lrt_vfile_find(const lrt_vfile *files, size_t n_files, const char *name);
 
-/* tokenizer.c: attach the model's tokenizer (tokenizer.json of the folder or of the files
- * given, or the GGUF metadata). Never fails the open: a missing or unusable tokenizer is
- * recorded in m->tok_status / m->tok_msg and reported by lrt_tokenize. */
-void lrt_model_attach_tokenizer(lrt_model *m, const char *folder, const lrt_vfile *files, size_t n_files);
-void lrt_tok_free(struct lrt_tokenizer *t);
-
-/* text.c: chat template, end-of-generation ids (filled once at open; read-only after). */
-typedef struct lrt_text lrt_text;
-/* folder: the HF folder path, or NULL with files/n_files for a model opened from memory;
- * GGUF models read their metadata. */
-int32_t lrt_text_init(lrt_model *m, const char *folder, const lrt_vfile *files, size_t n_files);
-void lrt_text_free(lrt_text *t);
-/* The model's chat template source (NUL-terminated, "" when none). */
-int32_t lrt_text_chat_template(const lrt_model *m, const char **out, size_t *len);
-/* text.c: the generation state of a session (pull API). */
-typedef struct lrt_gen lrt_gen;
-void lrt_gen_free(lrt_gen *g);
-/* End the session's pull generation (if any): the next lrt_session_step fails with
- * LRT_ERR_STATE until a new prompt. For code that replaces a session's tokens. */
-void lrt_gen_stop(lrt_session *s);
 
 /* ---- session ------------------------------------------------------------------------- */
 
@@ -154,7 +98,9 @@ struct lrt_session {
   float *cand_probs, *cand_logits;
   int64_t n_cand;
   int64_t max_tokens;  /* LRT_PARAM_MAX_TOKENS for lrt_session_step, -1 = none */
-  struct lrt_gen *gen; /* text.c: prompt/step generation state, created on first use */
+  struct lrt_gen *gen; /* api/generate.c: prompt/step generation state, created on first use */
+  uint64_t history_id; /* bumped when the token history is replaced (state load): a pull
+                          generation started before it ends (api/generate.c) */
 };
 
 /* forward.c */

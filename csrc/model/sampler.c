@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kernels/kernels.h"
-#include "lrt_math.h"
+#include "../kernels/kernels.h"
+#include "../base/lrt_math.h"
 #include "model.h"
 
 /* SplitMix64 finaliser: a bijective 64-bit mix. */

@@ -29,7 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kernels/kernels.h"
+#include "../kernels/kernels.h"
 #include "model.h"
 
 #define LRT_STATE_FORMAT 1u
@@ -418,7 +418,7 @@ static int32_t state_load(lrt_session *s, const uint8_t *b, size_t len) {
     s->logits_cap = R * V;
   }
   if (C > 0 && (st = lrt_sampler_reserve(s))) return st;
-  lrt_gen_stop(s); /* a pull generation (lrt_session_step) does not survive a load */
+  s->history_id++; /* a pull generation (lrt_session_step) does not survive a load */
   for (int64_t i = 0; i < P; i++) s->tokens[i] = (int32_t)get_u32(tok + 4 * i);
   get_f32s(lg, s->logits, R * V);
   for (int64_t i = 0; i < C; i++) s->cand_ids[i] = (int32_t)get_u32(cid + 4 * i);

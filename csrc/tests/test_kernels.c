@@ -10,9 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../internal.h"
+#include "../base/base.h"
 #include "../kernels/kernels.h"
-#include "../lrt_math.h"
+#include "../base/lrt_math.h"
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
 static uint32_t next32(void) {

@@ -23,7 +23,7 @@
 
 #include "../include/loomrt.h"
 #include "../kernels/kernels.h"
-#include "../lrt_math.h"
+#include "../base/lrt_math.h"
 
 static uint32_t f2u(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 static float u2f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }

@@ -14,7 +14,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "internal.h"
+#include "../formats/formats.h"
 
 static int g_checks, g_failures;
 

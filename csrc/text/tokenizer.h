@@ -4,9 +4,12 @@
 #ifndef LOOMRT_TOKENIZER_H
 #define LOOMRT_TOKENIZER_H
 
-#include "internal.h"
+#include "../formats/formats.h"
 
 typedef struct lrt_tokenizer lrt_tokenizer;
+
+/* Largest tokenizer.json accepted. */
+#define LRT_TOK_JSON_MAX ((uint64_t)512 << 20)
 
 /* Parse a HuggingFace tokenizer.json held in memory. `what` names it in messages.
  * Errors: LRT_ERR_FORMAT (malformed), LRT_ERR_UNSUPPORTED (a component loomrt does not

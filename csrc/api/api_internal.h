@@ -1,0 +1,45 @@
+/* api_internal.h -- shared by the files of the top layer (csrc/api/): what is attached to a
+ * model at open (tokenizer, text side) and the generation state of a session. Not part of the
+ * public API; lower layers never include it. */
+#ifndef LOOMRT_API_INTERNAL_H
+#define LOOMRT_API_INTERNAL_H
+
+#include "../model/model.h"
+
+/* ---- open / close (api.c) --------------------------------------------------------------- */
+
+/* Attach the tokenizer and the text side to a model the model layer has just loaded
+ * (folder: the HF folder, or NULL with files/n_files for memory files; GGUF models read
+ * their metadata). On failure the model is closed. */
+int32_t lrt_model_attach(lrt_model *m, const char *folder, const lrt_vfile *files, size_t n_files);
+/* Free a model and what api/ attached to it (lrt_model_close). */
+void lrt_model_destroy(lrt_model *m);
+
+/* ---- tokenizer (tokenize.c) --------------------------------------------------------------- */
+
+/* Attach the model's tokenizer. Never fails the open: a missing or unusable tokenizer is
+ * recorded in m->tok_status / m->tok_msg and reported by lrt_tokenize. */
+void lrt_model_attach_tokenizer(lrt_model *m, const char *folder, const lrt_vfile *files, size_t n_files);
+
+/* ---- text side of a model (model_text.c) -------------------------------------------------- */
+
+/* Chat template, bos/eos texts, end-of-generation ids: filled once at open, read-only after. */
+typedef struct lrt_text lrt_text;
+int32_t lrt_text_init(lrt_model *m, const char *folder, const lrt_vfile *files, size_t n_files);
+void lrt_text_free(lrt_text *t);
+/* Give the text side buffers to free last (lrt_model_open_memory's copies). */
+void lrt_text_own(lrt_text *t, void **owned, size_t n_owned);
+/* 1 when tok ends a generation. */
+int lrt_text_is_eog(const lrt_text *t, int32_t tok);
+/* The model's chat template source (NUL-terminated, "" when none). */
+int32_t lrt_text_chat_template(const lrt_model *m, const char **out, size_t *len);
+
+/* ---- generation (generate.c) -------------------------------------------------------------- */
+
+typedef struct lrt_gen lrt_gen;
+void lrt_gen_free(lrt_gen *g);
+/* End the session's pull generation (if any): the next lrt_session_step fails with
+ * LRT_ERR_STATE until a new prompt. For code that replaces a session's tokens. */
+void lrt_gen_stop(lrt_session *s);
+
+#endif

@@ -1,0 +1,118 @@
+"""The layout of csrc/ follows its layers (csrc/README.md): every library file sits in a layer
+folder, and no file includes a header of a layer above its own (lower layers never call up).
+
+Checked from the sources themselves, no compiler needed: the quoted #include lines of every
+.c/.h file are resolved like a C preprocessor does for "..." includes (relative to the file),
+and the layer of the target must be the file's own, one of the layers it may use, or the
+public header. A deliberate upward include in a copy of the tree is caught (the checker can
+fail). The source lists of the two builds (csrc/Makefile, loomrt/_build_ffi.py) must agree.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+from typing import Dict, List, Set, Tuple
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CSRC = os.path.join(ROOT, "csrc")
+
+# What each layer may include besides itself (csrc/README.md). include/ (the public header)
+# is open to all. The outside folders (tests, fuzz, tools) may include anything.
+ALLOWED: Dict[str, Set[str]] = {
+    "base": set(),
+    "formats": {"base"},
+    "text": {"base", "formats"},
+    "kernels": {"base"},
+    "model": {"base", "formats", "kernels"},
+    "api": {"base", "formats", "text", "kernels", "model"},
+}
+OUTSIDE = {"tests", "fuzz", "tools", "include", "build"}
+INCLUDE_RE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
+
+
+def layer_of(path: str, csrc: str) -> str:
+    rel = os.path.relpath(path, csrc).replace(os.sep, "/")
+    return rel.split("/")[0] if "/" in rel else ""
+
+
+def violations(csrc: str) -> Tuple[List[str], List[str]]:
+    """(upward or unresolved includes, library files outside a layer folder)."""
+    bad: List[str] = []
+    stray: List[str] = []
+    for dirpath, dirs, files in os.walk(csrc):
+        dirs[:] = [d for d in dirs if d != "build"]
+        for name in files:
+            if not name.endswith((".c", ".h")):
+                continue
+            path = os.path.join(dirpath, name)
+            layer = layer_of(path, csrc)
+            if layer in OUTSIDE:
+                continue
+            if layer not in ALLOWED:
+                stray.append(os.path.relpath(path, csrc))
+                continue
+            text = open(path, encoding="utf-8").read()
+            for inc in INCLUDE_RE.findall(text):
+                target = os.path.normpath(os.path.join(dirpath, inc))
+                rel = os.path.relpath(path, csrc)
+                if not os.path.exists(target):
+                    bad.append(f"{rel}: #include \"{inc}\" does not resolve relative to the file")
+                    continue
+                tl = layer_of(target, csrc)
+                if tl == layer or tl == "include" or tl in ALLOWED[layer]:
+                    continue
+                bad.append(f"{rel} ({layer}) includes {os.path.relpath(target, csrc)} ({tl or 'csrc/'}): "
+                           f"{layer} may use only {sorted(ALLOWED[layer]) or 'itself'}")
+    return bad, stray
+
+
+def test_no_upward_include_and_every_file_in_a_layer() -> None:
+    bad, stray = violations(CSRC)
+    assert not stray, f"library files outside the layer folders (csrc/README.md): {stray}"
+    assert not bad, "includes against the layer order:\n" + "\n".join(bad)
+
+
+def test_the_checker_catches_an_upward_include(tmp_path) -> None:
+    tree = str(tmp_path / "csrc")
+    shutil.copytree(CSRC, tree, ignore=shutil.ignore_patterns("build"))
+    victim = os.path.join(tree, "formats", "json.c")
+    text = open(victim, encoding="utf-8").read()
+    open(victim, "w", encoding="utf-8").write('#include "../model/model.h"\n' + text)
+    bad, _ = violations(tree)
+    assert any("formats/json.c (formats) includes model/model.h (model)" in b for b in bad), bad
+    open(os.path.join(tree, "stray.c"), "w").write("int x;\n")
+    _, stray = violations(tree)
+    assert stray == ["stray.c"]
+
+
+def test_makefile_and_python_build_compile_the_same_sources() -> None:
+    spec = importlib.util.spec_from_file_location("_bf", os.path.join(ROOT, "loomrt", "_build_ffi.py"))
+    bf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bf)
+    make = open(os.path.join(CSRC, "Makefile"), encoding="utf-8").read()
+    m = re.search(r"^LAYERS\s*=(.*)$", make, re.M)
+    assert m and m.group(1).split() == bf.LAYERS, "csrc/Makefile LAYERS and loomrt/_build_ffi.py LAYERS differ"
+    assert set(bf.LAYERS) == set(ALLOWED), "the layer list of this test is out of date"
+    on_disk = sorted(os.path.relpath(os.path.join(d, f), CSRC).replace(os.sep, "/")
+                     for layer in bf.LAYERS for d, _, fs in os.walk(os.path.join(CSRC, layer)) for f in fs
+                     if f.endswith(".c"))
+    assert sorted(bf.SOURCES) == on_disk
+    # the include order of the layer list is the layer order: each may use only earlier ones
+    for i, layer in enumerate(bf.LAYERS):
+        assert ALLOWED[layer] <= set(bf.LAYERS[:i]), layer
+
+
+@pytest.mark.parametrize("pair", [("model/model.c", "lrt_text_init"), ("model/model.c", "lrt_model_attach_tokenizer"),
+                                  ("model/state.c", "lrt_gen_stop"), ("api/generate.c", "lrt_session_eval(")])
+def test_no_call_up_or_back_into_the_gate(pair) -> None:
+    """The import circles issue 10 named: the model does not attach tokenizers or chat
+    templates, a state load does not reach into generation, generation does not call the
+    exported lrt_session_eval."""
+    rel, name = pair
+    text = open(os.path.join(CSRC, rel), encoding="utf-8").read()
+    code = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+    assert name not in code, f"{rel} still calls {name}"
