@@ -1,4 +1,4 @@
-"""The C tokenizer of a model (csrc/tokenizer.c) from Python.
+"""The C tokenizer of a model (csrc/text/tok_*.c) from Python.
 
 The Python package tokenizes with :class:`loomrt.Tokenizer` (HuggingFace ``tokenizers``);
 the C library carries its own tokenizer, loaded with the model, for users without Python

@@ -1,6 +1,7 @@
 /* tokenize.c -- the model's tokenizer: attached at open (tokenizer.json of the folder or of
  * the files given, or the GGUF metadata) and the public lrt_tokenize / lrt_detokenize /
- * lrt_token_bytes / lrt_model_has_tokenizer. The tokenizer itself is text/tokenizer.c. */
+ * lrt_token_bytes / lrt_model_has_tokenizer. The tokenizer itself is text/tok_*.c (see
+ * text/tok_internal.h). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,6 +1,7 @@
-/* tokenizer.h -- the C tokenizer (tokenizer.c): loading from tokenizer.json or GGUF
- * metadata, encoding and decoding. Internal to loomrt; the public functions are
- * lrt_tokenize / lrt_detokenize / lrt_token_bytes / lrt_model_has_tokenizer. */
+/* tokenizer.h -- the C tokenizer: loading from tokenizer.json or GGUF metadata, encoding and
+ * decoding. Internal to loomrt; the public functions are lrt_tokenize / lrt_detokenize /
+ * lrt_token_bytes / lrt_model_has_tokenizer. Implemented by the tok_*.c files of this folder,
+ * one per pipeline stage (map and shared internals: tok_internal.h). */
 #ifndef LOOMRT_TOKENIZER_H
 #define LOOMRT_TOKENIZER_H
 
