@@ -438,6 +438,18 @@ KERNEL_SOURCES = ["kernels/ref.c", "kernels/avx2.c", "kernels/avx512.c", "kernel
                   "kernels/avx2_math.c", "kernels/dispatch.c", "base/convert.c", "base/math.c", "base/error.c"]
 
 
+def library_sources(csrc: str = CSRC) -> List[str]:
+    """The library's C files (relative to ``csrc``) as csrc/Makefile finds them: every .c file
+    of the folders on its LAYERS line. The one list every test that compiles the library uses."""
+    import re
+
+    with open(os.path.join(csrc, "Makefile"), encoding="utf-8") as f:
+        m = re.search(r"^LAYERS\s*=(.*)$", f.read(), re.M)
+    assert m, "csrc/Makefile has no LAYERS line"
+    return sorted(f"{d}/{n}" for d in m.group(1).split()
+                  for n in os.listdir(os.path.join(csrc, d)) if n.endswith(".c"))
+
+
 def build_c_helper(code: Optional[str], workdir: str, name: str, sources: Sequence[str] = KERNEL_SOURCES) -> Any:
     """A ctypes library compiled (cc, the project's numerics flags) from ``code`` (C that may
     include "kernels/kernels.h" and "base/base.h"; None: none) and csrc ``sources``: how the

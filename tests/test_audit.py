@@ -353,10 +353,9 @@ RECEIPT_ARGS = ["--prompt-ids", ",".join(map(str, PROMPT)), "-n", str(N), "--tem
 
 
 def _receipt_tool(cc: list, out: str) -> str:
-    import re
+    from models import library_sources
 
-    text = open(os.path.join(CSRC, "Makefile"), encoding="utf-8").read().replace("\\\n", " ")
-    srcs = re.search(r"^SRCS\s*=(.*)$", text, re.M).group(1).split()
+    srcs = library_sources(CSRC)
     cmd = cc + ["-std=c11", "-O2", "-ffp-contract=off", "-fno-fast-math", "-o", out] + \
         [os.path.join(CSRC, s) for s in srcs + ["tools/receipt.c", "tools/sha256.c"]] + ["-lpthread", "-lm"]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)

@@ -97,11 +97,8 @@ CELLS: Dict[str, int] = {}  # test id -> cells checked (printed with -s)
 
 
 def library_sources(csrc: str = CSRC) -> List[str]:
-    """The library's C files as csrc/Makefile finds them: every .c of its LAYERS folders."""
-    text = open(os.path.join(csrc, "Makefile"), encoding="utf-8").read()
-    m = re.search(r"^LAYERS\s*=(.*)$", text, re.M)
-    assert m, "csrc/Makefile has no LAYERS line"
-    return sorted(f"{d}/{n}" for d in m.group(1).split() for n in os.listdir(os.path.join(csrc, d)) if n.endswith(".c"))
+    """The library's C files as csrc/Makefile finds them (tests/models.py)."""
+    return models.library_sources(csrc)
 
 
 def driver_defines() -> List[str]:

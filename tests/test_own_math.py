@@ -1,4 +1,4 @@
-"""Own math (csrc/math.c) checked over the float inputs by csrc/tests/test_math_exhaustive.c:
+"""Own math (csrc/base/math.c) checked over the float inputs by csrc/tests/test_math_exhaustive.c:
 vector exp/silu kernels bit-identical to the scalar functions on every kernel path, and the
 accuracy of lrt_expf / lrt_tanhf / lrt_siluf / lrt_gelu_tanhf against a double reference.
 
@@ -23,9 +23,9 @@ FUNCTIONS = ["lrt_expf", "lrt_tanhf", "lrt_siluf", "lrt_gelu_tanhf"]
 
 
 def kernel_sources():
-    text = open(os.path.join(CSRC, "Makefile"), encoding="utf-8").read().replace("\\\n", " ")
-    srcs = re.search(r"^SRCS\s*=(.*)$", text, re.M).group(1).split()
-    return [s for s in srcs if s.startswith("kernels/")] + ["math.c", "convert.c", "error.c"]
+    from models import library_sources
+
+    return [s for s in library_sources(CSRC) if s.startswith("kernels/")] + ["base/math.c", "base/convert.c", "base/error.c"]
 
 
 def vector_math_in_table() -> bool:
