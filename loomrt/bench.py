@@ -101,6 +101,93 @@ def read_bandwidth(threads: int, mib: int = 256, tries: int = 5) -> float:
     return best
 
 
+# ---- the conditions a run saw ----------------------------------------------------------------------
+# Ratios move with the machine: a shared host's read bandwidth changes from day to day and a
+# neighbour's load slows the two-thread runs most. Every run records what it saw, so a reader can
+# tell a quiet run from a busy one (README / RESULTS quote ranges over runs with these figures).
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux; ``platform.processor()`` elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith(("model name", "hardware", "cpu model")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_snapshot() -> Dict[str, Any]:
+    """The machine's counters at one moment: wall time, load averages, runnable threads and the
+    CPU time spent by the whole machine (``/proc/stat``; None where there is none) and by this
+    process with its children."""
+    import resource
+
+    snap: Dict[str, Any] = {"time": time.time(), "loadavg": None, "procs_running": None, "cpu": None}
+    try:
+        snap["loadavg"] = [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        pass
+    try:
+        with open("/proc/stat", encoding="ascii", errors="replace") as f:
+            for line in f:
+                parts = line.split()
+                if parts and parts[0] == "cpu":
+                    # user nice system idle iowait irq softirq steal (in clock ticks)
+                    v = [int(x) for x in parts[1:9]] + [0] * max(0, 9 - len(parts))
+                    snap["cpu"] = {"busy": v[0] + v[1] + v[2] + v[5] + v[6], "idle": v[3] + v[4], "steal": v[7]}
+                elif parts and parts[0] == "procs_running":
+                    snap["procs_running"] = int(parts[1])
+    except (OSError, ValueError):
+        pass
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    snap["own_cpu_s"] = own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    return snap
+
+
+def conditions_between(start: Dict[str, Any], end: Dict[str, Any]) -> Dict[str, Any]:
+    """What the machine did between two :func:`machine_snapshot` calls: the shares of all CPU time
+    that were busy, stolen by the hypervisor, and spent by work other than this benchmark
+    (busy minus this process and its children), plus the load averages and runnable threads
+    at both ends."""
+    out: Dict[str, Any] = {"seconds": round(end["time"] - start["time"], 1),
+                           "loadavg_start": start["loadavg"], "loadavg_end": end["loadavg"],
+                           "procs_running_start": start["procs_running"], "procs_running_end": end["procs_running"],
+                           "busy_share": None, "steal_share": None, "other_work_share": None}
+    a, b = start["cpu"], end["cpu"]
+    if a and b:
+        ticks = {k: b[k] - a[k] for k in a}
+        total = ticks["busy"] + ticks["idle"] + ticks["steal"]
+        if total > 0:
+            hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+            own = (end["own_cpu_s"] - start["own_cpu_s"]) * hz
+            out["busy_share"] = round(ticks["busy"] / total, 3)
+            out["steal_share"] = round(ticks["steal"] / total, 3)
+            out["other_work_share"] = round(max(0.0, ticks["busy"] - own) / total, 3)
+    return out
+
+
+def describe_conditions(res: Dict[str, Any]) -> List[str]:
+    """Header lines saying what a run saw (bandwidth at the start and end, load)."""
+    c = res.get("conditions")
+    if not c:
+        return []
+    bw = "; ".join(f"{t} thread{'s' if t != '1' else ''} {v['start'] / 1e9:.1f} -> {v['end'] / 1e9:.1f}"
+                   for t, v in c["bandwidth_start_end"].items())
+    lines = [f"conditions: CPU {c['cpu_model']}; read bandwidth GB/s at start -> end: {bw}"]
+    m = c["machine"]
+    load = (f"load average {m['loadavg_start'][0]:.2f} -> {m['loadavg_end'][0]:.2f}"
+            if m["loadavg_start"] and m["loadavg_end"] else "load average unknown")
+    if m["busy_share"] is not None:
+        load += (f"; over the {m['seconds']:.0f} s run the machine's CPUs were {m['busy_share']:.0%} busy, "
+                 f"{m['other_work_share']:.0%} with work other than this benchmark, {m['steal_share']:.0%} stolen")
+    lines.append("            " + load)
+    return lines
+
+
 def weight_bytes_per_token(info: Dict[str, Any], fmt: Optional[str] = None) -> float:
     """Bytes of weights read to generate one token: every matrix once, and of the
     embedding table one row (unless it is tied to the output layer). ``fmt`` = "f32" gives
@@ -304,11 +391,15 @@ def run_bench(model: str, formats: Optional[Sequence[str]] = None, threads: Sequ
         plan += [("transformers", f) for f in tf_formats]
     runs: Dict[tuple, List[Dict[str, Any]]] = {(s, f, t): [] for t in threads for s, f in plan}
     bandwidth: Dict[int, float] = {}
+    bw_seen: Dict[int, List[float]] = {t: [] for t in threads}
+    start = machine_snapshot()
     for t in threads:
         for rep in range(settings.repeats):
             # measured before every repeat, the best kept: other load on the machine only lowers it
-            bandwidth[t] = max(bandwidth.get(t, 0.0), read_bandwidth(t, bandwidth_mib))
-            say(f"[bench] threads={t} read bandwidth {bandwidth[t] / 1e9:.1f} GB/s (best so far)")
+            bw_seen[t].append(read_bandwidth(t, bandwidth_mib))
+            bandwidth[t] = max(bw_seen[t])
+            say(f"[bench] threads={t} read bandwidth {bw_seen[t][-1] / 1e9:.1f} GB/s (best so far "
+                f"{bandwidth[t] / 1e9:.1f})")
             for s, f in plan:  # the systems take turns within each repeat
                 spec = {"system": s, "path": files[f], "threads": t, "context": context,
                         "vocab": int(first["vocab_size"]), **dataclasses.asdict(settings)}
@@ -319,6 +410,13 @@ def run_bench(model: str, formats: Optional[Sequence[str]] = None, threads: Sequ
                         f"decode {r['decode_tok_s']:.1f} tok/s, prefill {r['prefill_tok_s']:.1f} tok/s, "
                         f"ttft {r['ttft_s'] * 1e3:.1f} ms, load {r['load_s']:.2f} s")
                 say(f"[bench] threads={t} repeat {rep + 1}/{settings.repeats} {f:<5} {s:<12} {what}")
+    for t in threads:  # and once more at the end: did the machine change during the run?
+        bw_seen[t].append(read_bandwidth(t, bandwidth_mib))
+        say(f"[bench] threads={t} read bandwidth at the end {bw_seen[t][-1] / 1e9:.1f} GB/s")
+    conditions = {"cpu_model": cpu_model(),
+                  "bandwidth_start_end": {str(t): {"start": v[0], "end": v[-1]} for t, v in bw_seen.items()},
+                  "bandwidth_all": {str(t): v for t, v in bw_seen.items()},
+                  "machine": conditions_between(start, machine_snapshot())}
     results = []
     for (s, f, t), rs in runs.items():
         ok = [r for r in rs if "error" not in r]
@@ -337,6 +435,7 @@ def run_bench(model: str, formats: Optional[Sequence[str]] = None, threads: Sequ
         "settings": dataclasses.asdict(settings), "context": context, "formats": formats, "threads": list(threads),
         "systems": list(systems), "transformers_formats": tf_formats if "transformers" in systems else [],
         "bandwidth_bytes_per_s": {str(t): b for t, b in bandwidth.items()},
+        "conditions": conditions,
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "results": results,
     }
@@ -351,12 +450,13 @@ def _num(v: float, decimals: int) -> str:
 def format_table(res: Dict[str, Any]) -> str:
     """The human-readable report of a :func:`run_bench` result."""
     st = res["settings"]
-    lines = [f"model: {res['model']}",
+    lines = [f"model: {res['model']}" + (f"  (run {res['date']})" if res.get("date") else ""),
              f"loomrt {res['loomrt']['version']}, kernels {res['loomrt']['kernels']}, numerics "
              f"v{res['loomrt']['numerics']}; {res['machine']['cpus']} CPUs ({res['machine']['processor']}), "
              f"{res['machine']['platform']}",
              f"decode: {st['decode_tokens']} tokens after a {st['prompt_tokens']}-token prompt; prefill: "
              f"{st['prefill_tokens']}-token prompt; medians of {st['repeats']} repeat(s), each in a fresh process",
+             *describe_conditions(res),
              ""]
     by = {(r["system"], r["format"], r["threads"]): r for r in res["results"]}
     head = (f"{'format':<7}{'system':<15}{'thr':>3}{'decode tok/s':>14}{'prefill tok/s':>15}{'ttft ms':>9}"

@@ -17,6 +17,9 @@ if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
 fi
 
 # --- Python packages ---------------------------------------------------------------------
+# build tools first: a fresh virtualenv has pip only (test_packaging builds an sdist and a wheel
+# with --no-isolation, which needs setuptools and wheel in this environment)
+pip install --upgrade setuptools wheel
 # torch first, pinned: this picks the CPU wheel on disk instead of a CUDA build.
 pip install torch==2.13.0
 pip install -e ".[test]"

@@ -42,7 +42,44 @@ def test_bench_quick_loomrt_only(tiny_gguf: str, tmp_path, capsys) -> None:
         assert m["peak_rss_bytes"] < 2**34
         assert r["bytes_per_token"] > 0
     assert all(b > 1e8 for b in res["bandwidth_bytes_per_s"].values())
+    # the conditions the run saw: bandwidth at start and end per thread count, machine load
+    c = res["conditions"]
+    assert set(c["bandwidth_start_end"]) == {"1", "2"}
+    for t, v in c["bandwidth_start_end"].items():
+        assert v["start"] > 1e8 and v["end"] > 1e8
+        assert len(c["bandwidth_all"][t]) == res["settings"]["repeats"] + 1  # before each repeat + at the end
+        assert res["bandwidth_bytes_per_s"][t] == max(c["bandwidth_all"][t][:-1])
+    m = c["machine"]
+    assert m["seconds"] > 0 and len(m["loadavg_start"]) == 3
+    for k in ("busy_share", "steal_share", "other_work_share"):
+        assert 0.0 <= m[k] <= 1.0, (k, m)
+    assert m["other_work_share"] <= m["busy_share"]
+    assert c["cpu_model"]
+    head = out.split("format system")[0]
+    assert "conditions: CPU " in head and "read bandwidth GB/s at start -> end" in head and "load average" in head
     assert res["loomrt"]["version"] == loomrt.__version__
+
+
+def test_conditions_see_other_work() -> None:
+    """The other-work share is able to rise: a busy child process started between the two
+    snapshots is counted as this benchmark's own work (the children's CPU time), a thread
+    spinning in another process is not."""
+    import subprocess
+    import sys
+    import time
+
+    from loomrt import bench
+
+    a = bench.machine_snapshot()
+    spin = subprocess.Popen([sys.executable, "-c", "import time\nt=time.time()\nwhile time.time()-t<1.5: pass"])
+    time.sleep(1.6)  # the spinner is not our child until we wait for it: its time is other work
+    b = bench.machine_snapshot()
+    spin.wait()
+    c = bench.conditions_between(a, b)
+    if c["busy_share"] is None:
+        pytest.skip("no /proc/stat on this OS")
+    ncpu = os.cpu_count() or 1
+    assert c["other_work_share"] >= 0.5 / ncpu, c  # ~1 of ncpu CPUs spun for most of the window
 
 
 def test_bench_errors_are_clean(tmp_path, capsys) -> None:
