@@ -291,6 +291,7 @@ int32_t lrt_config_from_hf(const char *folder, int32_t flags, lrt_config *c, cha
 int32_t lrt_config_from_hf_json(const char *text, size_t len, const char *gen_text, size_t gen_len,
                                 int32_t flags, lrt_config *c, char *name, size_t name_cap) {
   memset(c, 0, sizeof *c);
+  if (name && name_cap) name[0] = '\0'; /* "" unless config.json names the model */
   c->bos = -1;
   if (len > CONFIG_MAX_BYTES || gen_len > CONFIG_MAX_BYTES)
     return lrt_err(LRT_ERR_FORMAT, "config.json / generation_config.json is larger than %u bytes", (unsigned)CONFIG_MAX_BYTES);

@@ -16,6 +16,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   for (int32_t flags = 0; flags <= LRT_OPEN_ALLOW_UNKNOWN_CONFIG_KEYS; flags++) {
     lrt_config cfg;
     char name[64];
+    /* garbage in the outputs, so that a field the loader leaves unset is caught every time
+     * (not only when the stack happens to hold a bad value) */
+    memset(&cfg, 0xA5, sizeof cfg);
+    memset(name, 'x', sizeof name);
     int32_t st = lrt_config_from_hf_json((const char *)cfg_text, len, (const char *)gen_text,
                                          nul ? size - len - 1 : 0, flags, &cfg, name, sizeof name);
     if (st == LRT_OK) {
