@@ -205,3 +205,125 @@ def test_optimizer_state_is_checked():
         fresh.apply()
     with pytest.raises(loomrt.InvalidArgumentError, match="outside the vocabulary"):
         fresh.accumulate(np.full((1, 4), LLAMA["vocab_size"], dtype=np.int32))
+
+
+# ---- data, tokenizers, checkpoints, runs -------------------------------------------------------
+
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+from loomrt.train import latest_checkpoint, load_safetensors, train  # noqa: E402
+
+STDLIB = os.path.dirname(os.__file__)
+# a small real code corpus that ships with Python: the json package and a few modules
+CODE_FILES = [os.path.join(STDLIB, "json")] + [os.path.join(STDLIB, f) for f in ("bisect.py", "heapq.py", "queue.py")]
+
+
+def test_real_code_corpus_learns_below_the_unigram_baseline(tmp_path):
+    run = train(CODE_FILES, str(tmp_path / "run"), size="micro", context=64, steps=300, batch=8, lr=6e-3,
+                warmup=20, eval_every=150, threads=2, val_fraction=0.2, seed=1)
+    assert run.unigram_val is not None and run.best_val is not None
+    # "clearly below": at least 15% under the unigram cross-entropy of the validation documents
+    assert run.best_val < 0.85 * run.unigram_val, (run.best_val, run.unigram_val)
+    assert run.stats["stats"]["documents"] >= 7 and run.stats["val_tokens"] > 0
+    assert os.path.getsize(tmp_path / "run" / "loss.png") > 1000
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert len([l for l in lines if "val_loss" in l]) == 2 and json.loads(lines[-1])["step"] == 300
+
+    # the checkpoint is an HF folder that transformers and loomrt load with the same logits
+    ck = run.checkpoint
+    assert sorted(os.listdir(ck)) == ["config.json", "generation_config.json", "model.safetensors", "optimizer.bin",
+                                      "tokenizer.json", "tokenizer_config.json", "trainer_state.json"]
+    from tokenizers import Tokenizer
+    text = "def f(x):\n    return heapq.heappush(x, 'é')  # ü\n"
+    ids = Tokenizer.from_file(os.path.join(ck, "tokenizer.json")).encode(text).ids
+    assert loomrt.CTokenizer(ck).encode(text, add_special_tokens=False) == ids
+    model = loomrt.load(ck, threads=1)
+    ours = model.logits(ids)[-1]
+    assert np.array_equal(ours.view(np.uint32), run.trainer.logits(ids).view(np.uint32)), \
+        "inference logits differ from the trainer's forward pass"
+    hf = transformers.AutoModelForCausalLM.from_pretrained(ck)
+    with torch.no_grad():
+        ref = hf(torch.tensor([ids])).logits[0, -1].numpy()
+    np.testing.assert_allclose(ours, ref, atol=1e-4 * np.abs(ref).max())
+    assert run.stats["stats"]["binary_skipped"] >= 0
+
+
+def test_bpe_tokenizer_file_is_byte_identical_across_runs_and_threads(tmp_path):
+    code = ("import sys, hashlib\nfrom loomrt.train import build_tokenizer, iter_documents\n"
+            f"docs = (t for _, v, t in iter_documents({CODE_FILES!r}, val_fraction=0.0))\n"
+            "print(hashlib.sha256(build_tokenizer('bpe:600', docs)[1].encode()).hexdigest())\n")
+    hashes = set()
+    for threads in ("1", "2", "3"):
+        env = dict(os.environ, RAYON_NUM_THREADS=threads, TOKENIZERS_PARALLELISM="true", PYTHONHASHSEED=threads)
+        env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.abspath(loomrt.__file__)))
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        hashes.add(out.stdout.strip())
+    assert len(hashes) == 1, hashes
+
+
+def test_resume_through_the_run_folder_equals_no_stop(tmp_path):
+    opts = dict(size="micro", context=32, layers=1, steps=12, batch=4, eval_every=4, threads=2, val_fraction=0.3,
+                tokenizer="bpe:400", warmup=2, sample_every=6)
+    full = train(CODE_FILES[:1], str(tmp_path / "full"), **opts)
+    part = train(CODE_FILES[:1], str(tmp_path / "part"), callback=lambda r: r["step"] == 5, **opts)
+    assert part.interrupted and part.step == 5
+    assert json.load(open(os.path.join(latest_checkpoint(str(tmp_path / "part")), "trainer_state.json")))["step"] == 5
+    rest = train([], str(tmp_path / "part"), resume=True)
+    assert rest.step == 12
+    assert hashlib.sha256(rest.trainer.weights_bytes()).digest() == hashlib.sha256(full.trainer.weights_bytes()).digest()
+    assert rest.losses == full.losses  # the metrics before the stop are kept, the rest recomputed
+    assert (tmp_path / "full" / "data" / "tokenizer.json").read_bytes() == \
+        (tmp_path / "part" / "data" / "tokenizer.json").read_bytes()
+
+
+def test_bad_input_gives_clear_errors(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(loomrt.InvalidArgumentError, match="no training text"):
+        train([str(empty)], str(tmp_path / "r1"), steps=1)
+    binary = tmp_path / "binary"
+    binary.mkdir()
+    (binary / "a.bin").write_bytes(b"\x00\x01\x02" * 100)
+    with pytest.raises(loomrt.InvalidArgumentError, match="1 binary skipped"):
+        train([str(binary)], str(tmp_path / "r2"), steps=1)
+    with pytest.raises(loomrt.NotFoundError, match="data path not found"):
+        train([str(tmp_path / "missing")], str(tmp_path / "r3"), steps=1)
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / "d.jsonl").write_text('{"text": "hello world, hello loom"}\nnot json\n{"body": "x"}\n'
+                                   '{"text": "weaving threads"}\n')
+    (mixed / "b.txt").write_bytes("caf\xe9 au lait ".encode("latin-1") * 20)
+    (mixed / "c.bin").write_bytes(b"\x00" * 10)
+    run = train([str(mixed)], str(tmp_path / "r4"), size="micro", layers=1, context=16, steps=2, batch=2,
+                eval_every=0, val_fraction=0.0, threads=1)
+    st = run.stats["stats"]
+    assert st["bad_jsonl_lines"] == 2 and st["bad_jsonl_examples"][0].startswith("d.jsonl:2")
+    assert st["binary_skipped"] == 1 and st["invalid_utf8_files"] == 1 and st["documents"] == 3
+    with pytest.raises(loomrt.InvalidArgumentError, match="already holds another run"):
+        train([str(mixed)], str(tmp_path / "r4"), steps=1)
+    with pytest.raises(loomrt.InvalidArgumentError, match="already holds files"):
+        train([str(mixed)], str(mixed), steps=1)
+    with pytest.raises(loomrt.NotFoundError, match="holds no run"):
+        train([str(mixed)], str(mixed), resume=True)
+    # a checkpoint of another configuration is refused
+    other = Trainer(model_config("llama", vocab=run.config["vocab_size"], dim=32, layers=1, heads=2, context=16))
+    from loomrt.train import load_checkpoint_weights
+    with pytest.raises(loomrt.InvalidArgumentError, match="another configuration|does not fit"):
+        load_checkpoint_weights(other, run.checkpoint, run.config)
+
+
+def test_cli_train_writes_a_run_and_refuses_to_overwrite(tmp_path):
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(loomrt.__file__))))
+    cmd = [sys.executable, "-m", "loomrt", "train", CODE_FILES[2], "-o", str(tmp_path / "run"), "--size", "micro",
+           "--layers", "1", "--context", "32", "--steps", "6", "--batch", "2", "--eval-every", "3",
+           "--val-fraction", "0", "--threads", "1", "--sample-every", "3", "--sample-prompt", "def "]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "6/6 loss" in out.stderr and "tok/s" in out.stderr and "ETA" in out.stderr and "sample:" in out.stderr
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert again.returncode == 1 and "--resume" in again.stderr
+    gen = subprocess.run([sys.executable, "-m", "loomrt", "generate", str(tmp_path / "run"), "def ", "-n", "5", "-q"],
+                         env=env, capture_output=True, text=True)
+    assert gen.returncode == 0, gen.stderr
