@@ -18,6 +18,8 @@ from .audit import VerifyResult, model_hash, tokenizer_hash, verify_receipt
 from .resolve import default_model_path, resolve_model_path
 from .tokenizer import Tokenizer
 from .ctokenizer import CTokenizer
+from .trainer import Trainer
+from .train import Run, train
 
 __version__ = _lib.version()
 NUMERICS_VERSION = _lib.numerics_version()
@@ -48,5 +50,5 @@ __all__ = [
     "LoomrtError", "FormatError", "UnsupportedError", "InvalidArgumentError", "NotFoundError",
     "ContextFullError", "StateError", "OutOfMemoryError", "InternalError", "LoomrtIOError",
     "__version__", "NUMERICS_VERSION", "ABI_VERSION", "library_path",
-    "verify_receipt", "VerifyResult", "model_hash", "tokenizer_hash",
+    "verify_receipt", "VerifyResult", "model_hash", "tokenizer_hash", "Trainer", "train", "Run",
 ]

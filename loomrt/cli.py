@@ -8,6 +8,8 @@
     loomrt generate model.gguf "Once upon a time" --receipt r.json
     loomrt verify r.json --model model.gguf                        # replay: exit 0 when it matches
     loomrt bench --formats q8_0 q4_1 --threads 1 2                 # speed vs llama.cpp / transformers
+    loomrt train my_notes/ -o runs/notes --size tiny --steps 2000  # train a tiny GPT on a folder
+    loomrt generate runs/notes "Once upon a time"                  # a run folder = its latest checkpoint
 
 Generated text goes to stdout; load time, speeds and errors go to stderr.
 """
@@ -99,6 +101,44 @@ def build_parser() -> argparse.ArgumentParser:
     from .bench import add_arguments as _add_bench_arguments
 
     _add_bench_arguments(b)
+
+    t = sub.add_parser("train", help="train a small GPT on folders of text or code",
+                       description="Train a Llama-style (or GPT-2-style) model from scratch, or fine-tune one, on "
+                       "folders of .txt .md .csv .jsonl and source files, bit-reproducibly. Checkpoints are HF "
+                       "folders under RUN_DIR/checkpoints; see docs/training.md.")
+    t.add_argument("data", nargs="+", metavar="DATA", help="folders or files of text / code")
+    t.add_argument("-o", "--out", required=True, metavar="RUN_DIR", help="run folder (checkpoints, metrics, plot)")
+    t.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its latest checkpoint")
+    t.add_argument("--overwrite", action="store_true", help="replace what RUN_DIR holds")
+    t.add_argument("--arch", choices=["llama", "gpt2"], default="llama", help="model family (default llama)")
+    t.add_argument("--size", default="tiny", help="preset: micro, tiny, small, medium (default tiny)")
+    for name in ("dim", "layers", "heads", "kv-heads", "context", "ffn"):
+        t.add_argument(f"--{name}", type=int, default=None, help=f"override the preset's {name}")
+    t.add_argument("--untied", action="store_true", help="separate LM head (default: tied to the embedding)")
+    t.add_argument("--tokenizer", default="byte", help="byte, bpe:VOCAB (trained on the data) or from:MODEL")
+    t.add_argument("--init-from", default=None, metavar="MODEL", help="fine-tune: start from this HF model folder")
+    t.add_argument("--steps", type=int, default=None, help="optimizer steps (default: --epochs 1)")
+    t.add_argument("--epochs", type=float, default=None, help="passes over the training tokens")
+    t.add_argument("--batch", type=int, default=8, help="sequences per step (default 8)")
+    t.add_argument("--accum", type=int, default=1, help="micro-batches per step (same bits as one batch)")
+    t.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default 3e-3)")
+    t.add_argument("--min-lr-ratio", type=float, default=0.1, help="cosine floor as a fraction of --lr")
+    t.add_argument("--warmup", type=int, default=50, help="warmup steps (at most a tenth of the run)")
+    t.add_argument("--schedule", choices=["cosine", "constant"], default="cosine")
+    t.add_argument("--weight-decay", type=float, default=0.1)
+    t.add_argument("--clip", type=float, default=1.0, help="global gradient-norm clip (0 = off)")
+    t.add_argument("--eval-every", type=int, default=100, help="validation loss every N steps")
+    t.add_argument("--save-every", type=int, default=None, help="checkpoint every N steps (default: --eval-every)")
+    t.add_argument("--patience", type=int, default=0, help="stop after N evaluations without improvement")
+    t.add_argument("--plateau", type=int, default=0,
+                   help="halve the learning rate after N evaluations without improvement")
+    t.add_argument("--sample-every", type=int, default=0, help="print a short sample every N steps")
+    t.add_argument("--sample-prompt", default="", help="prompt of the samples (default: start of a document)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, default=0, help="worker threads (0: the physical cores)")
+    t.add_argument("--val-fraction", type=float, default=0.05, help="documents held out (by a hash of the path)")
+    t.add_argument("--text-field", default="text", help=".jsonl field holding the text (default text)")
+    t.add_argument("-q", "--quiet", action="store_true", help="no progress line")
 
     i = sub.add_parser("info", help="describe a model", description="Architecture, parameters, dtype, context, memory.")
     i.add_argument("model_pos", nargs="?", metavar="MODEL")
@@ -299,6 +339,60 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fmt_time(s: float) -> str:
+    s = int(s)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import train
+
+    tty = sys.stderr.isatty()
+
+    def progress(rec: Dict) -> None:
+        if args.quiet:
+            return
+        n, total = rec["step"], rec["steps"]
+        width = 24
+        fill = int(width * n / max(total, 1))
+        line = (f"[{'#' * fill}{'.' * (width - fill)}] {n}/{total} loss {rec['loss']:.4f} lr {rec['lr']:.2e} "
+                f"{rec['tokens_per_s']:,.0f} tok/s ETA {_fmt_time(rec['eta_s'])}")
+        milestone = "val_loss" in rec or "sample" in rec or n == total
+        if not tty and not milestone and n % max(1, total // 20):
+            return  # a log file gets about 20 lines
+        end = "\n" if milestone or not tty else "\r"
+        print(line + ("" if "val_loss" not in rec else f"  val {rec['val_loss']:.4f}"), end=end, file=sys.stderr,
+              flush=True)
+        if "sample" in rec:
+            print(f"  sample: {rec['sample']!r}", file=sys.stderr, flush=True)
+
+    opts = dict(arch=args.arch, size=args.size, dim=args.dim, layers=args.layers, heads=args.heads,
+                kv_heads=args.kv_heads, context=args.context, ffn=args.ffn, tied=not args.untied,
+                tokenizer=args.tokenizer, init_from=args.init_from, steps=args.steps, epochs=args.epochs,
+                batch=args.batch, accum=args.accum, lr=args.lr, min_lr_ratio=args.min_lr_ratio, warmup=args.warmup,
+                schedule=args.schedule, weight_decay=args.weight_decay, clip=args.clip, eval_every=args.eval_every,
+                save_every=args.save_every, patience=args.patience, plateau=args.plateau,
+                sample_every=args.sample_every, sample_prompt=args.sample_prompt, seed=args.seed,
+                threads=args.threads, val_fraction=args.val_fraction, text_field=args.text_field)
+    if args.resume:  # the run's own options; only these may change
+        opts = {"steps": args.steps, "threads": args.threads or None}
+    run = train(args.data, args.out, resume=args.resume, overwrite=args.overwrite, callback=progress, **opts)
+    st = run.stats.get("stats", {})
+    if not args.quiet:
+        print(f"documents {st.get('documents', '?')} (train {run.stats['train_tokens']:,} tokens, val "
+              f"{run.stats['val_tokens']:,}); skipped: {st.get('binary_skipped', 0)} binary files, "
+              f"{st.get('bad_jsonl_lines', 0)} bad .jsonl lines, {st.get('invalid_utf8_files', 0)} files with "
+              f"invalid UTF-8 (decoded with U+FFFD)", file=sys.stderr)
+        for ex in st.get("bad_jsonl_examples", [])[:3]:
+            print(f"  skipped {ex}", file=sys.stderr)
+        best = f"{run.best_val:.4f}" if run.best_val is not None else "n/a"
+        uni = f"{run.unigram_val:.4f}" if run.unigram_val is not None else "n/a"
+        why = " (interrupted)" if run.interrupted else " (early stop)" if run.early_stopped else ""
+        print(f"step {run.step}{why}: best val loss {best} (unigram baseline {uni}); checkpoint {run.checkpoint}",
+              file=sys.stderr)
+    return 130 if run.interrupted else 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run_from_args
 
@@ -313,7 +407,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     try:
         return {"generate": cmd_generate, "chat": cmd_chat, "info": cmd_info, "hash": cmd_hash,
-                "verify": cmd_verify, "bench": cmd_bench}[args.command](args)
+                "verify": cmd_verify, "bench": cmd_bench, "train": cmd_train}[args.command](args)
     except errors.LoomrtError as exc:
         print(f"loomrt: error: {exc}", file=sys.stderr)
         return 1

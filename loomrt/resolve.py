@@ -18,6 +18,13 @@ def resolve_model_path(name: str) -> str:
     resolved from the HuggingFace cache (``HF_HUB_CACHE`` / ``HF_HOME``; no download)."""
     if not isinstance(name, str) or not name:
         raise errors.InvalidArgumentError("the model path is empty")
+    if os.path.isdir(name) and os.path.isfile(os.path.join(name, "run.json")):
+        # a training run folder (loomrt train -o RUN_DIR): its latest checkpoint
+        latest = os.path.join(name, "latest")
+        if not os.path.isfile(latest):
+            raise errors.NotFoundError(f"the training run {name} has no checkpoint yet")
+        with open(latest, encoding="utf-8") as f:
+            return os.path.abspath(os.path.join(name, "checkpoints", f.read().strip()))
     if os.path.exists(name):
         return os.path.abspath(name)
     if _HUB_ID.match(name) and not name.startswith("."):

@@ -139,6 +139,24 @@ namespace Loomrt
         [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_kernels_available(int index, out IntPtr name, out UIntPtr nameLen);
         [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_kernels_select(byte[] name, UIntPtr len);
 
+        // training (docs/training.md); the trainer handle is a plain pointer: free it with lrt_trainer_free
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_trainer_new(byte[] configJson, UIntPtr jsonLen, ulong seed, int threads, out IntPtr trainer);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_trainer_open(byte[] path, UIntPtr pathLen, int threads, out IntPtr trainer);
+        [DllImport(Lib, CallingConvention = CC)] public static extern void lrt_trainer_free(IntPtr trainer);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_trainer_set(IntPtr trainer, int key, double value);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_trainer_get(IntPtr trainer, int key, out double value);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_trainer_accumulate(IntPtr trainer, int[] tokens, long batch, long seqLen, out double loss);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_trainer_apply(IntPtr trainer);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_trainer_eval(IntPtr trainer, int[] tokens, long batch, long seqLen, out double loss);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_trainer_logits(IntPtr trainer, int[] tokens, long n, float[] output, long capacity);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_trainer_tensor_count(IntPtr trainer, out long count);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_trainer_tensor_info(IntPtr trainer, long index, out IntPtr name, out UIntPtr nameLen, out long rows, out long cols);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_trainer_tensor_read(IntPtr trainer, long index, int what, float[] output, long n);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_trainer_tensor_write(IntPtr trainer, long index, float[] data, long n);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_trainer_state_size(IntPtr trainer, out UIntPtr size);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_trainer_state_save(IntPtr trainer, byte[] buf, UIntPtr cap, out UIntPtr written);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_trainer_state_load(IntPtr trainer, byte[] buf, UIntPtr len);
+
         /// <summary>Throw LoomrtException for a negative status.</summary>
         public static void Check(int status)
         {

@@ -114,6 +114,23 @@ SIGNATURES: Dict[str, Tuple[object, List[object]]] = {
     "lrt_kernel_path": (c_char_p, []),
     "lrt_kernels_available": (_i32, [_i32, _P(c_char_p), _P(_sz)]),
     "lrt_kernels_select": (_i32, [c_char_p, _sz]),
+    # training (docs/training.md)
+    "lrt_trainer_new": (_i32, [c_char_p, _sz, c_uint64, _i32, _P(_h)]),
+    "lrt_trainer_open": (_i32, [c_char_p, _sz, _i32, _P(_h)]),
+    "lrt_trainer_free": (None, [_h]),
+    "lrt_trainer_set": (_i32, [_h, _i32, c_double]),
+    "lrt_trainer_get": (_i32, [_h, _i32, _P(c_double)]),
+    "lrt_trainer_accumulate": (_i32, [_h, _P(_i32), _i64, _i64, _P(c_double)]),
+    "lrt_trainer_apply": (_i32, [_h]),
+    "lrt_trainer_eval": (_i32, [_h, _P(_i32), _i64, _i64, _P(c_double)]),
+    "lrt_trainer_logits": (_i32, [_h, _P(_i32), _i64, _P(c_float), _i64]),
+    "lrt_trainer_tensor_count": (_i32, [_h, _P(_i64)]),
+    "lrt_trainer_tensor_info": (_i32, [_h, _i64, _P(c_void_p), _P(_sz), _P(_i64), _P(_i64)]),
+    "lrt_trainer_tensor_read": (_i32, [_h, _i64, _i32, _P(c_float), _i64]),
+    "lrt_trainer_tensor_write": (_i32, [_h, _i64, _P(c_float), _i64]),
+    "lrt_trainer_state_size": (_i32, [_h, _P(_sz)]),
+    "lrt_trainer_state_save": (_i32, [_h, c_void_p, _sz, _P(_sz)]),
+    "lrt_trainer_state_load": (_i32, [_h, c_void_p, _sz]),
 }
 
 _STATUS_NAMES = {0: "LRT_OK", -1: "LRT_ERR_INVALID_ARGUMENT", -2: "LRT_ERR_NOT_FOUND", -3: "LRT_ERR_IO",

@@ -481,6 +481,117 @@ LRT_API int32_t lrt_kernels_available(int32_t index, const char **name, size_t *
  * LRT_ERR_UNSUPPORTED for a path compiled in that this CPU/OS cannot run. */
 LRT_API int32_t lrt_kernels_select(const char *name, size_t len);
 
+/* ---- training --------------------------------------------------------------------------
+
+   Train a model's weights in float32 under the same determinism contract as inference
+   (docs/training.md): the losses, gradients and weights are bit-identical at any thread
+   count, on every kernel path, and for gradient accumulation in any split of the same
+   global batch into micro-batches of whole sequences (k micro-batches of b sequences give
+   the update of one batch of k*b sequences, bit for bit). Every sum has one written order
+   (csrc/train/train.h); transcendental functions are loomrt's own.
+
+   A trainer holds the weights, the gradient accumulators and the AdamW state. A training
+   step is one or more lrt_trainer_accumulate calls (the micro-batches), then
+   lrt_trainer_apply (clip, optimizer update, clear the accumulators). The loss is the mean
+   next-token cross-entropy over all targets of the step; its gradient is what is applied.
+
+   Tensors are named by loomrt, the same names for every architecture (row-major, matrices
+   (out, in), vectors with rows = 1):
+     tok_embd (vocab, dim), pos_embd (context, dim) [learned positions, GPT-2],
+     blk.<l>.attn_norm [.attn_norm_b], blk.<l>.wq [.bq], .wk [.bk], .wv [.bv], .wo [.bo],
+     blk.<l>.ffn_norm [.ffn_norm_b], .w_gate [SwiGLU], .w_up [.b_up], .w_down [.b_down],
+     out_norm [out_norm_b], lm_head [untied].
+   GPT-2's Conv1D matrices are stored (in, out) and its c_attn fuses q, k, v: the Python
+   layer (loomrt/train.py) maps between these names and HF's when it reads and writes
+   checkpoints.
+
+   A trainer must not be used by two threads at the same time. */
+
+typedef struct lrt_trainer lrt_trainer;
+
+/* A new trainer for the model described by config.json text (json_len bytes, UTF-8):
+ * LlamaForCausalLM-style (RMSNorm, RoPE, SwiGLU, grouped-query attention, optional biases;
+ * also mistral / qwen2) or GPT2LMHeadModel-style (LayerNorm, learned positions, tanh-GELU,
+ * biases), tied or untied LM head -- the keys loomrt reads for inference (unknown keys are
+ * ignored). Weights are initialised from seed: matrices N(0, 0.02) (the residual outputs wo
+ * and w_down N(0, 0.02 / sqrt(2 * layers)), GPT-2 positions N(0, 0.01)), norm weights 1,
+ * biases 0; every element depends only on (seed, tensor, element). threads: worker threads
+ * (0: the physical cores). */
+LRT_API int32_t lrt_trainer_new(const char *config_json, size_t json_len, uint64_t seed, int32_t threads,
+                                lrt_trainer **out);
+/* A new trainer starting from the weights of a model (HF folder or GGUF file, any stored
+ * format, dequantized to float32 exactly as inference reads them). */
+LRT_API int32_t lrt_trainer_open(const char *path, size_t path_len, int32_t threads, lrt_trainer **out);
+LRT_API void lrt_trainer_free(lrt_trainer *trainer);
+
+/* Hyperparameters (lrt_trainer_set) and results (lrt_trainer_get), as doubles. */
+typedef enum lrt_train_key {
+  LRT_TRAIN_LR = 0,            /* peak learning rate (default 1e-3)                          */
+  LRT_TRAIN_MIN_LR = 1,        /* cosine schedule: the rate at total_steps (default 0)       */
+  LRT_TRAIN_WARMUP_STEPS = 2,  /* linear warmup over the first N updates: lr * t / N (0)     */
+  LRT_TRAIN_TOTAL_STEPS = 3,   /* cosine schedule length in updates (default 0)              */
+  LRT_TRAIN_SCHEDULE = 4,      /* LRT_SCHEDULE_* (default constant)                          */
+  LRT_TRAIN_WEIGHT_DECAY = 5,  /* AdamW decoupled decay of the matrices (default 0)          */
+  LRT_TRAIN_BETA1 = 6,         /* default 0.9                                                */
+  LRT_TRAIN_BETA2 = 7,         /* default 0.999                                              */
+  LRT_TRAIN_EPS = 8,           /* default 1e-8                                               */
+  LRT_TRAIN_CLIP_NORM = 9,     /* global gradient norm limit; 0 = no clipping (default 0)    */
+  LRT_TRAIN_LR_SCALE = 10,     /* multiplies the scheduled rate (plateau halving; default 1) */
+  /* read-only */
+  LRT_TRAIN_STEP = 11,         /* updates applied                                            */
+  LRT_TRAIN_LOSS = 12,         /* mean loss of the last applied step                         */
+  LRT_TRAIN_GRAD_NORM = 13,    /* global gradient norm of the last step, before clipping     */
+  LRT_TRAIN_LAST_LR = 14,      /* learning rate the last step used                           */
+  LRT_TRAIN_PENDING_TOKENS = 15, /* targets accumulated since the last apply                 */
+  LRT_TRAIN_PARAMETERS = 16    /* number of trainable elements                               */
+} lrt_train_key;
+#define LRT_SCHEDULE_CONSTANT 0 /* lr after warmup                                          */
+#define LRT_SCHEDULE_COSINE 1   /* min_lr + (lr - min_lr) (1 + cos(pi p)) / 2 after warmup,
+                                   p = (step - warmup) / (total - warmup), capped at 1      */
+LRT_API int32_t lrt_trainer_set(lrt_trainer *trainer, int32_t key, double value);
+LRT_API int32_t lrt_trainer_get(const lrt_trainer *trainer, int32_t key, double *out);
+
+/* Forward and backward over a micro-batch: tokens is batch rows of seq_len + 1 ids
+ * (row-major); in each row the first seq_len ids are the inputs at positions 0.. and the
+ * last seq_len the targets. Adds the gradient sums to the accumulators. *loss (may be NULL)
+ * gets the micro-batch's mean loss. */
+LRT_API int32_t lrt_trainer_accumulate(lrt_trainer *trainer, const int32_t *tokens, int64_t batch, int64_t seq_len,
+                                       double *loss);
+/* One optimizer update with the accumulated gradient; clears the accumulators.
+ * LRT_ERR_STATE when nothing was accumulated. */
+LRT_API int32_t lrt_trainer_apply(lrt_trainer *trainer);
+/* Mean loss over a batch (same layout as accumulate) without touching the gradients. */
+LRT_API int32_t lrt_trainer_eval(lrt_trainer *trainer, const int32_t *tokens, int64_t batch, int64_t seq_len,
+                                 double *loss);
+/* Logits (vocab floats into out[0..capacity)) of the last of n tokens at positions 0..n-1. */
+LRT_API int32_t lrt_trainer_logits(lrt_trainer *trainer, const int32_t *tokens, int64_t n, float *out,
+                                   int64_t capacity);
+
+/* The tensors: count, then name / shape of tensor i (name owned by the trainer). */
+LRT_API int32_t lrt_trainer_tensor_count(const lrt_trainer *trainer, int64_t *count);
+LRT_API int32_t lrt_trainer_tensor_info(const lrt_trainer *trainer, int64_t index, const char **name,
+                                        size_t *name_len, int64_t *rows, int64_t *cols);
+/* What lrt_trainer_tensor_read copies. */
+#define LRT_TENSOR_WEIGHT 0 /* the weights                                                   */
+#define LRT_TENSOR_GRAD 1   /* the accumulated mean-loss gradient (what apply would clip)    */
+#define LRT_TENSOR_ADAM_M 2 /* AdamW first moment                                            */
+#define LRT_TENSOR_ADAM_V 3 /* AdamW second moment                                           */
+/* Copy rows * cols floats of tensor index into out (n must equal rows * cols). */
+LRT_API int32_t lrt_trainer_tensor_read(const lrt_trainer *trainer, int64_t index, int32_t what, float *out,
+                                        int64_t n);
+/* Replace the weights of tensor index (n = rows * cols floats). */
+LRT_API int32_t lrt_trainer_tensor_write(lrt_trainer *trainer, int64_t index, const float *data, int64_t n);
+
+/* Optimizer state (step, beta powers, AdamW moments) as a little-endian, self-checking
+ * blob: saving it with the weights and loading both into a trainer of the same config
+ * resumes bit-identically. Save needs no pending accumulation (LRT_ERR_STATE). Load
+ * fails with LRT_ERR_FORMAT (not a state, truncated, corrupted), LRT_ERR_UNSUPPORTED
+ * (another format or numerics version) or LRT_ERR_INVALID_ARGUMENT (another config) and
+ * then leaves the trainer unchanged; it clears the accumulators. */
+LRT_API int32_t lrt_trainer_state_size(const lrt_trainer *trainer, size_t *size);
+LRT_API int32_t lrt_trainer_state_save(const lrt_trainer *trainer, void *buf, size_t capacity, size_t *written);
+LRT_API int32_t lrt_trainer_state_load(lrt_trainer *trainer, const void *buf, size_t len);
+
 #ifdef __cplusplus
 }
 #endif

@@ -78,7 +78,6 @@ size_t lrt_mat_row_bytes(const lrt_mat *w) {
   }
 }
 
-static void mat_row(const lrt_mat *w, int64_t r, float *out);
 
 static void mm_task(void *vctx, int64_t task, int thread) {
   mm_ctx *c = (mm_ctx *)vctx;
@@ -150,7 +149,7 @@ static void mm_task(void *vctx, int64_t task, int thread) {
     int64_t nr = (r1 - r0) / 4 * 4;
     const float *wf = (const float *)w->data + r0 * n;
     if (w->dtype != LRT_DT_F32) {
-      for (int64_t i = 0; i < nr; i++) mat_row(w, r0 + i, buf + i * n);
+      for (int64_t i = 0; i < nr; i++) lrt_mat_row(w, r0 + i, buf + i * n);
       wf = buf;
     }
     int64_t tb = (256 * 1024) / (n * 4); /* tokens per block: about 256 KiB of activations */
@@ -252,10 +251,9 @@ static void norm_rows(const lrt_model *m, float *out, const float *x, int64_t M,
 /* cos/sin of position p for each frequency: the angle is rounded to float first (as HF
  * computes inv_freq * position in float32), then cos/sin are taken in double by loomrt's own
  * functions and rounded to float. */
-static void rope_cs(const lrt_model *m, int64_t pos, float *cs) {
-  int64_t half = m->cfg.head_dim / 2;
+void lrt_rope_cs(const float *inv_freq, int64_t half, int64_t pos, float *cs) {
   for (int64_t i = 0; i < half; i++) {
-    float angle = (float)pos * m->rope_inv_freq[i];
+    float angle = (float)pos * inv_freq[i];
     double sn, cn;
     lrt_sincos((double)angle, &sn, &cn);
     cs[2 * i] = (float)cn;
@@ -338,7 +336,7 @@ static void att_task(void *vctx, int64_t h, int thread) {
 
 /* ---- embeddings --------------------------------------------------------------------------- */
 
-static void mat_row(const lrt_mat *w, int64_t r, float *out) {
+void lrt_mat_row(const lrt_mat *w, int64_t r, float *out) {
   int64_t n = w->cols;
   const lrt_kernels *k = lrt_kernels_get();
   const void *row = (const uint8_t *)w->data + (size_t)r * lrt_mat_row_bytes(w);
@@ -405,10 +403,10 @@ static void forward_chunk(lrt_session *s, const int32_t *tok, int64_t M, int64_t
   const lrt_config *c = &m->cfg;
   int64_t D = c->dim, hd = c->head_dim, qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
   for (int64_t t = 0; t < M; t++) {
-    mat_row(&m->tok_embd, tok[t], s->x + t * D);
+    lrt_mat_row(&m->tok_embd, tok[t], s->x + t * D);
     if (c->learned_pos) {
       float *pe = s->xb;
-      mat_row(&m->pos_embd, pos0 + t, pe);
+      lrt_mat_row(&m->pos_embd, pos0 + t, pe);
       for (int64_t i = 0; i < D; i++) s->x[t * D + i] = s->x[t * D + i] + pe[i];
     }
   }
@@ -481,7 +479,7 @@ int32_t lrt_forward(lrt_session *s, const int32_t *tokens, int64_t n, int all_lo
     int64_t M = n - start < LRT_CHUNK ? n - start : LRT_CHUNK;
     int64_t pos0 = s->pos + start;
     if (!c->learned_pos)
-      for (int64_t t = 0; t < M; t++) rope_cs(s->m, pos0 + t, s->rope_cs + t * c->head_dim);
+      for (int64_t t = 0; t < M; t++) lrt_rope_cs(s->m->rope_inv_freq, c->head_dim / 2, pos0 + t, s->rope_cs + t * c->head_dim);
     float *out = NULL;
     int64_t first = 0;
     if (all_logits) out = s->logits + start * c->vocab;

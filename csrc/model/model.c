@@ -292,26 +292,34 @@ static int32_t rope_table(lrt_model *m) {
   const lrt_tensor_ref *rf = m->is_gguf ? find_tensor(m, "rope_freqs.weight") : NULL;
   if (rf && (rf->n_dims != 1 || rf->shape[0] != half || rf->dtype != LRT_DT_F32))
     return lrt_err(LRT_ERR_FORMAT, "tensor rope_freqs.weight must be F32 of length %lld", (long long)half);
-  double log_theta = lrt_log(c->rope_theta);
   for (int64_t i = 0; i < half; i++) {
-    /* inv_freq = theta^(-2i/d) */
-    double f = lrt_exp(-(double)(2 * i) / (double)c->head_dim * log_theta);
-    if (c->rope_llama3) { /* Llama 3.1 frequency-dependent scaling */
-      const double two_pi = 6.283185307179586;
-      double wavelen = two_pi / f;
-      double low_wl = c->rope_orig_ctx / c->rope_low_freq;
-      double high_wl = c->rope_orig_ctx / c->rope_high_freq;
-      if (wavelen > low_wl) {
-        f = f / c->rope_factor;
-      } else if (wavelen >= high_wl) {
-        double smooth = (c->rope_orig_ctx / wavelen - c->rope_low_freq) / (c->rope_high_freq - c->rope_low_freq);
-        f = (1.0 - smooth) * f / c->rope_factor + smooth * f;
-      }
-    }
+    double f = lrt_rope_freq(c, i);
     if (rf) f = f / (double)elem(rf, (uint64_t)i);
     m->rope_inv_freq[i] = (float)f;
   }
   return LRT_OK;
+}
+
+/* Inverse frequency i (0 <= i < head_dim / 2) of a configuration's RoPE, in double:
+ * theta^(-2i/d) with loomrt's own exp/log, Llama 3 scaling applied (the model rounds it to
+ * float; GGUF rope_freqs divide it first). */
+double lrt_rope_freq(const lrt_config *c, int64_t i) {
+  double log_theta = lrt_log(c->rope_theta);
+  /* inv_freq = theta^(-2i/d) */
+  double f = lrt_exp(-(double)(2 * i) / (double)c->head_dim * log_theta);
+  if (c->rope_llama3) { /* Llama 3.1 frequency-dependent scaling */
+    const double two_pi = 6.283185307179586;
+    double wavelen = two_pi / f;
+    double low_wl = c->rope_orig_ctx / c->rope_low_freq;
+    double high_wl = c->rope_orig_ctx / c->rope_high_freq;
+    if (wavelen > low_wl) {
+      f = f / c->rope_factor;
+    } else if (wavelen >= high_wl) {
+      double smooth = (c->rope_orig_ctx / wavelen - c->rope_low_freq) / (c->rope_high_freq - c->rope_low_freq);
+      f = (1.0 - smooth) * f / c->rope_factor + smooth * f;
+    }
+  }
+  return f;
 }
 
 /* ---- opening ---------------------------------------------------------------------------- */

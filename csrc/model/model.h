@@ -105,6 +105,13 @@ struct lrt_session {
 
 /* forward.c */
 size_t lrt_mat_row_bytes(const lrt_mat *w);
+/* Row r of a matrix as float (block formats dequantized, F16/BF16 widened: exact). */
+void lrt_mat_row(const lrt_mat *w, int64_t r, float *out);
+/* RoPE cos/sin of position pos for `half` frequencies: cs[2i] = cos, cs[2i+1] = sin of the
+ * float angle (float)pos * inv_freq[i] (own sincos in double, rounded to float). */
+void lrt_rope_cs(const float *inv_freq, int64_t half, int64_t pos, float *cs);
+/* model.c: RoPE inverse frequency i of a configuration, in double (see model.c). */
+double lrt_rope_freq(const lrt_config *c, int64_t i);
 int32_t lrt_forward(lrt_session *s, const int32_t *tokens, int64_t n, int all_logits);
 int32_t lrt_session_reserve(lrt_session *s, int64_t positions);
 /* sampler.c */

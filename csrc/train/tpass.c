@@ -1,0 +1,691 @@
+/* tpass.c -- the training forward pass (keeping activations) and the backward pass.
+ *
+ * One pass takes B sequences of T + 1 token ids: the first T are the inputs, the last T the
+ * targets (each position predicts the next id). M = B * T rows. Every value is computed by
+ * the same operations whatever B, the thread count or the kernel path (train.h):
+ *   - products y = W x are kernel dot8 products (tile4_f32 / dot_f32, bit-identical);
+ *   - the input gradient dX = dY W is the same with W transposed: dot8 over W's rows;
+ *   - the weight gradient dW[r][k] = sum over tokens of dY[t][r] X[t][k]: per sequence one
+ *     dot8 over its T tokens (dY and X transposed so tokens are contiguous), added to the
+ *     accumulator sequence after sequence (bias gradients: sum_f32 over the tokens);
+ *   - attention runs per (sequence, head) like inference; its backward per (sequence,
+ *     kv head), the query heads of the group in order, so dK / dV of a shared kv head are
+ *     summed in one order;
+ *   - the loss of a sequence is sum_f32 of its token losses; the batch's is the sequence
+ *     sums added in order (double).
+ * The forward operations are those of inference (model/forward.c): a trained checkpoint
+ * gives the same logits bits in lrt_session_eval as here. */
+#include <math.h> /* sqrtf only: correctly rounded by IEEE 754 */
+#include <stdlib.h>
+#include <string.h>
+
+#include "../base/lrt_math.h"
+#include "../kernels/kernels.h"
+#include "../model/model.h"
+#include "train.h"
+
+#define ROWS_TASK 16
+#define MIN64(a, b) ((a) < (b) ? (a) : (b))
+#define MAX64(a, b) ((a) > (b) ? (a) : (b))
+
+#define W_(t, i) ((t)->w + (t)->ten[i].off)
+#define G_(t, i) ((t)->G + (t)->ten[i].off)
+#define WOPT(t, i) ((i) >= 0 ? W_(t, i) : NULL)
+#define GOPT(t, i) ((i) >= 0 ? G_(t, i) : NULL)
+
+/* ---- scratch ------------------------------------------------------------------------------ */
+
+static int32_t reserve(lrt_trainer *t, int64_t B, int64_t T) {
+  lrt_tact *a = &t->act;
+  if (a->mem && a->B == B && a->T == T) return LRT_OK;
+  const lrt_config *c = &t->cfg;
+  int64_t L = c->n_layers, D = c->dim, F = c->ffn, H = c->n_heads, V = c->vocab;
+  int64_t qd = H * c->head_dim, kvd = c->n_kv_heads * c->head_dim, M = B * T;
+  int64_t maxR = MAX64(MAX64(V, F), MAX64(D, qd)), maxK = MAX64(MAX64(D, F), qd);
+  int64_t thr = MAX64(MAX64(4 * maxK, 2 * T), 2 * D) + 16;
+  /* sizes in floats (int32 arrays count as floats) */
+  int64_t sz[64];
+  int n = 0;
+  sz[n++] = M; sz[n++] = M;                                   /* tok, tgt */
+  sz[n++] = T * c->head_dim;                                  /* cs */
+  sz[n++] = (L + 1) * M * D;                                  /* xin */
+  sz[n++] = L * M * D; sz[n++] = L * M * D; sz[n++] = L * M * D; /* xn1 xmid xn2 */
+  sz[n++] = L * M * qd; sz[n++] = L * M * kvd; sz[n++] = L * M * kvd; sz[n++] = L * M * qd; /* q k v att */
+  sz[n++] = L * B * H * T * T;                                /* P */
+  sz[n++] = c->gelu ? 0 : L * M * F; sz[n++] = L * M * F; sz[n++] = L * M * F; /* g u a */
+  for (int i = 0; i < 4; i++) sz[n++] = L * M;                /* rs1 mu1 rs2 mu2 */
+  sz[n++] = M; sz[n++] = M;                                   /* rsf muf */
+  sz[n++] = M * D; sz[n++] = M * V; sz[n++] = M;              /* xnf logits loss */
+  for (int i = 0; i < 5; i++) sz[n++] = M * D;                /* dx dxm dn dn2 tmpd */
+  sz[n++] = M * F; sz[n++] = M * F;                           /* df1 df2 */
+  sz[n++] = M * qd; sz[n++] = M * kvd; sz[n++] = M * kvd; sz[n++] = M * qd; /* dq dk dv datt */
+  sz[n++] = M * maxR; sz[n++] = M * maxK; sz[n++] = maxR * maxK; /* dyt xt wt */
+  sz[n++] = thr * t->threads;                                 /* thr */
+  double total = 0;
+  for (int i = 0; i < n; i++) total += (double)(sz[i] + 16);
+  if (total * 4.0 > 1.8e19) return lrt_err(LRT_ERR_OUT_OF_MEMORY, "batch too large");
+  size_t bytes = (size_t)total * 4;
+  free(a->mem);
+  memset(a, 0, sizeof *a);
+  a->mem = malloc(bytes);
+  if (!a->mem)
+    return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory for the activations of %lld x %lld tokens (%.1f MiB); "
+                   "use a smaller batch or context and more accumulation steps", (long long)B, (long long)T,
+                   (double)bytes / 1048576.0);
+  a->bytes = bytes;
+  a->B = B;
+  a->T = T;
+  float *p = (float *)a->mem;
+  int i = 0;
+#define TAKE(field, type) (a->field = (type *)p, p += sz[i++] + 16)
+  TAKE(tok, int32_t); TAKE(tgt, int32_t); TAKE(cs, float); TAKE(xin, float);
+  TAKE(xn1, float); TAKE(xmid, float); TAKE(xn2, float);
+  TAKE(q, float); TAKE(k, float); TAKE(v, float); TAKE(att, float); TAKE(P, float);
+  TAKE(g, float); TAKE(u, float); TAKE(a, float);
+  TAKE(rs1, float); TAKE(mu1, float); TAKE(rs2, float); TAKE(mu2, float); TAKE(rsf, float); TAKE(muf, float);
+  TAKE(xnf, float); TAKE(logits, float); TAKE(loss, float);
+  TAKE(dx, float); TAKE(dxm, float); TAKE(dn, float); TAKE(dn2, float); TAKE(tmpd, float);
+  TAKE(df1, float); TAKE(df2, float);
+  TAKE(dq, float); TAKE(dk, float); TAKE(dv, float); TAKE(datt, float);
+  TAKE(dyt, float); TAKE(xt, float); TAKE(wt, float); TAKE(thr, float);
+#undef TAKE
+  a->thr_stride = thr;
+  /* the attention probabilities above the diagonal are never written: keep them defined */
+  memset(a->P, 0, (size_t)(L * B * H * T * T) * sizeof(float));
+  return LRT_OK;
+}
+
+/* ---- matrix products ----------------------------------------------------------------------- */
+
+/* Y[t * ys + r] = dot8(W[r, :], X[t, :]) (+ b[r]) for r < R, t < M; W is (R, K), X (M, K). */
+typedef struct mm_arg {
+  const float *W, *b, *X;
+  int64_t R, K, M, ys;
+  float *Y;
+} mm_arg;
+
+static void mm_task(void *vc, int64_t task, int thread) {
+  (void)thread;
+  const mm_arg *a = (const mm_arg *)vc;
+  const lrt_kernels *k = lrt_kernels_get();
+  int64_t r0 = task * ROWS_TASK, r1 = MIN64(r0 + ROWS_TASK, a->R), K = a->K, ys = a->ys;
+  int64_t tb = (256 * 1024) / (K * 4); /* tokens per block: about 256 KiB of activations */
+  if (tb < 4) tb = 4;
+  for (int64_t t0 = 0; t0 < a->M; t0 += tb) {
+    int64_t mt = MIN64(tb, a->M - t0), r = r0;
+    for (; r + 4 <= r1; r += 4) k->tile4_f32(a->W + r * K, K, a->X + t0 * K, K, mt, K, a->Y + t0 * ys + r, ys);
+    for (; r < r1; r++)
+      for (int64_t t = t0; t < t0 + mt; t++) a->Y[t * ys + r] = k->dot_f32(a->W + r * K, a->X + t * K, K);
+  }
+  if (a->b)
+    for (int64_t t = 0; t < a->M; t++)
+      for (int64_t r = r0; r < r1; r++) a->Y[t * ys + r] = a->Y[t * ys + r] + a->b[r];
+}
+
+static void matmul(lrt_trainer *t, const float *W, int64_t R, int64_t K, const float *b, const float *X, int64_t M,
+                   float *Y) {
+  mm_arg a = {W, b, X, R, K, M, R, Y};
+  lrt_pool_run(t->pool, mm_task, &a, (R + ROWS_TASK - 1) / ROWS_TASK);
+}
+
+/* dst (C, R) = src (R, C) transposed; per sequence when `seq` > 0: src rows s*T.. form
+ * block s of dst, (B, C, T). Tasks split the destination rows. */
+typedef struct tr_arg {
+  const float *src;
+  float *dst;
+  int64_t R, C, T; /* T = rows per block (sequence) */
+} tr_arg;
+
+static void tr_task(void *vc, int64_t task, int thread) {
+  (void)thread;
+  const tr_arg *a = (const tr_arg *)vc;
+  int64_t nblk = (a->C + 15) / 16, s = task / nblk, c0 = (task % nblk) * 16, c1 = MIN64(c0 + 16, a->C);
+  const float *src = a->src + s * a->T * a->C;
+  float *dst = a->dst + s * a->C * a->T;
+  for (int64_t r = 0; r < a->T; r++)
+    for (int64_t c = c0; c < c1; c++) dst[c * a->T + r] = src[r * a->C + c];
+}
+
+/* src (R, C) with R = nseq * T: dst (nseq, C, T) */
+static void transpose(lrt_trainer *t, const float *src, int64_t R, int64_t C, int64_t T, float *dst) {
+  tr_arg a = {src, dst, R, C, T};
+  lrt_pool_run(t->pool, tr_task, &a, (R / T) * ((C + 15) / 16));
+}
+
+/* Weight gradient: G[r][k] += sum_t dY[t][r] X[t][k], per sequence s in order (dyt (B, R, T),
+ * xt (B, K, T)); gb[r] += sum_f32 of dY[., r] per sequence. Tasks split rows r. */
+typedef struct wg_arg {
+  lrt_trainer *t;
+  const float *dyt, *xt;
+  int64_t R, K, T, B;
+  float *G, *gb;
+} wg_arg;
+
+static void wg_task(void *vc, int64_t task, int thread) {
+  const wg_arg *a = (const wg_arg *)vc;
+  const lrt_kernels *k = lrt_kernels_get();
+  int64_t r0 = task * ROWS_TASK, r1 = MIN64(r0 + ROWS_TASK, a->R), K = a->K, T = a->T;
+  float *tmp = a->t->act.thr + (int64_t)thread * a->t->act.thr_stride;
+  for (int64_t s = 0; s < a->B; s++) {
+    const float *dy = a->dyt + s * a->R * T, *x = a->xt + s * K * T;
+    if (a->G) {
+      int64_t r = r0;
+      for (; r + 4 <= r1; r += 4) {
+        k->tile4_f32(dy + r * T, T, x, T, K, T, tmp, 4); /* tmp[kk * 4 + i] = dot(dy[r + i], x[kk]) */
+        for (int64_t i = 0; i < 4; i++) {
+          float *g = a->G + (r + i) * K;
+          for (int64_t kk = 0; kk < K; kk++) g[kk] = g[kk] + tmp[kk * 4 + i];
+        }
+      }
+      for (; r < r1; r++) {
+        float *g = a->G + r * K;
+        for (int64_t kk = 0; kk < K; kk++) g[kk] = g[kk] + k->dot_f32(dy + r * T, x + kk * T, T);
+      }
+    }
+    if (a->gb)
+      for (int64_t r = r0; r < r1; r++) a->gb[r] = a->gb[r] + k->sum_f32(dy + r * T, T);
+  }
+}
+
+/* dY (M, R) of a linear layer whose input was X (M, K): G (R, K) and gb (R) accumulate.
+ * xt_ready: X is already transposed in act.xt. */
+static void wgrad(lrt_trainer *t, const float *dY, int64_t R, const float *X, int64_t K, int xt_ready, float *G,
+                  float *gb) {
+  lrt_tact *a = &t->act;
+  int64_t M = a->B * a->T;
+  transpose(t, dY, M, R, a->T, a->dyt);
+  if (!xt_ready && G) transpose(t, X, M, K, a->T, a->xt);
+  wg_arg w = {t, a->dyt, a->xt, R, K, a->T, a->B, G, gb};
+  lrt_pool_run(t->pool, wg_task, &w, (R + ROWS_TASK - 1) / ROWS_TASK);
+}
+
+/* dX (M, K) = dY (M, R) W (R, K): W transposed into act.wt, then dot8 products over R. */
+static void xgrad(lrt_trainer *t, const float *W, int64_t R, int64_t K, const float *dY, float *dX) {
+  lrt_tact *a = &t->act;
+  transpose(t, W, R, K, R, a->wt); /* one block: (K, R) */
+  matmul(t, a->wt, K, R, NULL, dY, a->B * a->T, dX);
+}
+
+/* ---- norms (the operations of model/forward.c) ---------------------------------------------- */
+
+typedef struct norm_arg {
+  const lrt_trainer *t;
+  const float *x, *w, *b, *dy;
+  float *out, *rs, *mu;
+  int64_t M;
+} norm_arg;
+
+static void norm_fwd_task(void *vc, int64_t task, int thread) {
+  (void)thread;
+  const norm_arg *a = (const norm_arg *)vc;
+  const lrt_kernels *k = lrt_kernels_get();
+  const lrt_config *c = &a->t->cfg;
+  int64_t n = c->dim, t0 = task * 8, t1 = MIN64(t0 + 8, a->M);
+  for (int64_t t = t0; t < t1; t++) {
+    const float *x = a->x + t * n;
+    float *out = a->out + t * n;
+    if (c->layernorm) {
+      float mean = k->sum_f32(x, n) / (float)n;
+      for (int64_t i = 0; i < n; i++) out[i] = x[i] - mean;
+      float var = k->dot_f32(out, out, n) / (float)n;
+      float scale = 1.0f / sqrtf(var + c->norm_eps);
+      for (int64_t i = 0; i < n; i++) out[i] = (out[i] * scale) * a->w[i] + a->b[i];
+      a->rs[t] = scale;
+      a->mu[t] = mean;
+    } else {
+      float ss = k->dot_f32(x, x, n);
+      float scale = 1.0f / sqrtf(ss / (float)n + c->norm_eps);
+      for (int64_t i = 0; i < n; i++) out[i] = a->w[i] * (x[i] * scale);
+      a->rs[t] = scale;
+      a->mu[t] = 0.0f;
+    }
+  }
+}
+
+static void norm_fwd(lrt_trainer *t, const float *x, const float *w, const float *b, float *out, float *rs, float *mu) {
+  norm_arg a = {t, x, w, b, NULL, out, rs, mu, t->act.B * t->act.T};
+  lrt_pool_run(t->pool, norm_fwd_task, &a, (a.M + 7) / 8);
+}
+
+/* the normalized value before the weight: x * r (RMS) or (x - mean) * r (LayerNorm) */
+static inline float norm_xh(int ln, float x, float mu, float r) { return ln ? (x - mu) * r : x * r; }
+
+/* dx = r * (dxh - mean(dxh) [LayerNorm] - xh * mean(dxh * xh)), dxh = dy * w (per token) */
+static void norm_bwd_task(void *vc, int64_t task, int thread) {
+  const norm_arg *a = (const norm_arg *)vc;
+  const lrt_kernels *k = lrt_kernels_get();
+  const lrt_config *c = &a->t->cfg;
+  int ln = c->layernorm;
+  int64_t n = c->dim, t0 = task * 8, t1 = MIN64(t0 + 8, a->M);
+  float *xh = a->t->act.thr + (int64_t)thread * a->t->act.thr_stride, *dxh = xh + n;
+  for (int64_t t = t0; t < t1; t++) {
+    const float *x = a->x + t * n, *dy = a->dy + t * n;
+    float r = a->rs[t], mu = a->mu[t];
+    for (int64_t i = 0; i < n; i++) {
+      xh[i] = norm_xh(ln, x[i], mu, r);
+      dxh[i] = dy[i] * a->w[i];
+    }
+    float s = k->dot_f32(dxh, xh, n) / (float)n;
+    float mdy = ln ? k->sum_f32(dxh, n) / (float)n : 0.0f;
+    float *out = a->out + t * n;
+    if (ln)
+      for (int64_t i = 0; i < n; i++) out[i] = r * ((dxh[i] - mdy) - xh[i] * s);
+    else
+      for (int64_t i = 0; i < n; i++) out[i] = r * (dxh[i] - xh[i] * s);
+  }
+}
+
+/* Backward of a norm: dx_out (M, D) from dy; weight / bias gradients added per sequence (each
+ * sequence's sum over its tokens in order, then the sequences in order). */
+static void norm_bwd(lrt_trainer *t, const float *x, const float *w, const float *rs, const float *mu, const float *dy,
+                     float *dx_out, float *gw, float *gb) {
+  lrt_tact *a = &t->act;
+  norm_arg na = {t, x, w, NULL, dy, dx_out, (float *)rs, (float *)mu, a->B * a->T};
+  lrt_pool_run(t->pool, norm_bwd_task, &na, (na.M + 7) / 8);
+  int64_t D = t->cfg.dim, T = a->T;
+  int ln = t->cfg.layernorm;
+  float *pw = a->thr, *pb = a->thr + D; /* worker 0's scratch: the pool is idle now */
+  for (int64_t s = 0; s < a->B; s++) {
+    for (int64_t i = 0; i < D; i++) pw[i] = pb[i] = 0.0f;
+    for (int64_t tt = 0; tt < T; tt++) {
+      int64_t row = s * T + tt;
+      const float *xr = x + row * D, *dr = dy + row * D;
+      float r = rs[row], m = mu[row];
+      for (int64_t i = 0; i < D; i++) {
+        pw[i] = pw[i] + dr[i] * norm_xh(ln, xr[i], m, r);
+        pb[i] = pb[i] + dr[i];
+      }
+    }
+    for (int64_t i = 0; i < D; i++) gw[i] = gw[i] + pw[i];
+    if (gb)
+      for (int64_t i = 0; i < D; i++) gb[i] = gb[i] + pb[i];
+  }
+}
+
+/* ---- RoPE ---------------------------------------------------------------------------------- */
+
+/* rotate (dir = +1) or apply the transposed rotation (dir = -1, the backward) to every head of
+ * M rows (width heads * hd) at their positions t % T */
+static void rope_rows(const lrt_trainer *t, float *v, int64_t heads, int dir) {
+  const lrt_tact *a = &t->act;
+  int64_t hd = t->cfg.head_dim, half = hd / 2, M = a->B * a->T;
+  for (int64_t row = 0; row < M; row++) {
+    const float *cs = a->cs + (row % a->T) * hd;
+    for (int64_t h = 0; h < heads; h++) {
+      float *x = v + (row * heads + h) * hd;
+      for (int64_t i = 0; i < half; i++) {
+        float c = cs[2 * i], sn = cs[2 * i + 1], x0 = x[i], x1 = x[i + half];
+        if (dir > 0) {
+          x[i] = x0 * c - x1 * sn;
+          x[i + half] = x1 * c + x0 * sn;
+        } else {
+          x[i] = x0 * c + x1 * sn;
+          x[i + half] = x1 * c - x0 * sn;
+        }
+      }
+    }
+  }
+}
+
+/* ---- attention ----------------------------------------------------------------------------- */
+
+typedef struct att_arg {
+  lrt_trainer *t;
+  int64_t l;
+} att_arg;
+
+static int64_t att_lo(const lrt_config *c, int64_t p) {
+  return (c->sliding_window > 0 && p - c->sliding_window + 1 > 0) ? p - c->sliding_window + 1 : 0;
+}
+
+/* task = (sequence, query head): probabilities and output, as model/forward.c computes them */
+static void att_fwd_task(void *vc, int64_t task, int thread) {
+  (void)thread;
+  const att_arg *aa = (const att_arg *)vc;
+  lrt_trainer *t = aa->t;
+  const lrt_config *c = &t->cfg;
+  const lrt_tact *a = &t->act;
+  const lrt_kernels *k = lrt_kernels_get();
+  int64_t H = c->n_heads, T = a->T, M = a->B * T, hd = c->head_dim, qd = H * hd, kvd = c->n_kv_heads * hd;
+  int64_t s = task / H, h = task % H, kvh = h / (H / c->n_kv_heads);
+  const float *Q = a->q + aa->l * M * qd, *K = a->k + aa->l * M * kvd, *Vv = a->v + aa->l * M * kvd;
+  float *O = a->att + aa->l * M * qd;
+  float *P = a->P + (((aa->l * a->B + s) * H + h) * T) * T;
+  float scale = 1.0f / sqrtf((float)hd);
+  for (int64_t i = 0; i < T; i++) {
+    int64_t lo = att_lo(c, i), n = i - lo + 1;
+    const float *q = Q + (s * T + i) * qd + h * hd;
+    float *sc = P + i * T + lo;
+    float mx = -3.402823466e38f;
+    for (int64_t j = 0; j < n; j++) {
+      float v = k->dot_f32(q, K + (s * T + lo + j) * kvd + kvh * hd, hd) * scale;
+      sc[j] = v;
+      if (v > mx) mx = v;
+    }
+    for (int64_t j = 0; j < n; j++) sc[j] = sc[j] - mx;
+    k->exp_f32(sc, sc, n);
+    float sum = k->sum_f32(sc, n);
+    for (int64_t j = 0; j < n; j++) sc[j] = sc[j] / sum;
+    float *o = O + (s * T + i) * qd + h * hd;
+    const float *vb = Vv + (s * T + lo) * kvd + kvh * hd;
+    for (int64_t d = 0; d < hd; d++) o[d] = 0.0f;
+    for (int64_t j = 0; j < n; j++) { /* each column its own chain over j in order */
+      float pj = sc[j];
+      const float *vr = vb + j * kvd;
+      for (int64_t d = 0; d < hd; d++) o[d] = o[d] + pj * vr[d];
+    }
+  }
+}
+
+/* task = (sequence, kv head): dQ of its query heads, dK and dV of the kv head */
+static void att_bwd_task(void *vc, int64_t task, int thread) {
+  const att_arg *aa = (const att_arg *)vc;
+  lrt_trainer *t = aa->t;
+  const lrt_config *c = &t->cfg;
+  lrt_tact *a = &t->act;
+  const lrt_kernels *k = lrt_kernels_get();
+  int64_t H = c->n_heads, KVH = c->n_kv_heads, grp = H / KVH, T = a->T, M = a->B * T, hd = c->head_dim;
+  int64_t qd = H * hd, kvd = KVH * hd;
+  int64_t s = task / KVH, kvh = task % KVH;
+  const float *Q = a->q + aa->l * M * qd, *K = a->k + aa->l * M * kvd, *Vv = a->v + aa->l * M * kvd;
+  float *dp = a->thr + (int64_t)thread * a->thr_stride, *ds = dp + T;
+  float scale = 1.0f / sqrtf((float)hd);
+  for (int64_t i = 0; i < T; i++) { /* dK, dV of this kv head start at 0 */
+    float *dk = a->dk + (s * T + i) * kvd + kvh * hd, *dv = a->dv + (s * T + i) * kvd + kvh * hd;
+    for (int64_t d = 0; d < hd; d++) dk[d] = dv[d] = 0.0f;
+  }
+  for (int64_t h = kvh * grp; h < (kvh + 1) * grp; h++) {
+    const float *P = a->P + (((aa->l * a->B + s) * H + h) * T) * T;
+    for (int64_t i = 0; i < T; i++) {
+      int64_t lo = att_lo(c, i), n = i - lo + 1;
+      const float *pr = P + i * T + lo;
+      const float *dO = a->datt + (s * T + i) * qd + h * hd, *q = Q + (s * T + i) * qd + h * hd;
+      for (int64_t j = 0; j < n; j++) dp[j] = k->dot_f32(dO, Vv + (s * T + lo + j) * kvd + kvh * hd, hd);
+      float rd = k->dot_f32(pr, dp, n);
+      for (int64_t j = 0; j < n; j++) ds[j] = (pr[j] * (dp[j] - rd)) * scale;
+      float *dq = a->dq + (s * T + i) * qd + h * hd;
+      for (int64_t d = 0; d < hd; d++) dq[d] = 0.0f;
+      for (int64_t j = 0; j < n; j++) {
+        const float *kr = K + (s * T + lo + j) * kvd + kvh * hd;
+        float *dk = a->dk + (s * T + lo + j) * kvd + kvh * hd, *dv = a->dv + (s * T + lo + j) * kvd + kvh * hd;
+        float dsj = ds[j], pj = pr[j];
+        for (int64_t d = 0; d < hd; d++) {
+          dq[d] = dq[d] + dsj * kr[d];
+          dk[d] = dk[d] + dsj * q[d];
+          dv[d] = dv[d] + pj * dO[d];
+        }
+      }
+    }
+  }
+}
+
+/* ---- loss ---------------------------------------------------------------------------------- */
+
+typedef struct ce_arg {
+  lrt_trainer *t;
+  int grads;
+} ce_arg;
+
+/* per token: loss = log(sum exp(z - max)) + (max - z[target]); dz = softmax(z) - onehot */
+static void ce_task(void *vc, int64_t task, int thread) {
+  (void)thread;
+  const ce_arg *ca = (const ce_arg *)vc;
+  lrt_tact *a = &ca->t->act;
+  const lrt_kernels *k = lrt_kernels_get();
+  int64_t V = ca->t->cfg.vocab, M = a->B * a->T, t0 = task * 4, t1 = MIN64(t0 + 4, M);
+  for (int64_t r = t0; r < t1; r++) {
+    float *z = a->logits + r * V;
+    int32_t y = a->tgt[r];
+    float mx = z[0];
+    for (int64_t i = 1; i < V; i++)
+      if (z[i] > mx) mx = z[i];
+    float zy = z[y];
+    for (int64_t i = 0; i < V; i++) z[i] = z[i] - mx;
+    k->exp_f32(z, z, V);
+    float sum = k->sum_f32(z, V);
+    a->loss[r] = (float)lrt_log((double)sum) + (mx - zy);
+    if (ca->grads) {
+      for (int64_t i = 0; i < V; i++) z[i] = z[i] / sum;
+      z[y] = z[y] - 1.0f;
+    }
+  }
+}
+
+/* ---- activation functions ------------------------------------------------------------------ */
+
+typedef struct act_arg {
+  lrt_trainer *t;
+  int64_t l;
+  int bwd;
+} act_arg;
+
+/* GELU (tanh) derivative with the forward's inner value u = k0 * (x + 0.044715 x^3):
+ * d/dx = 0.5 (1 + th) + 0.5 x (1 - th^2) k0 (1 + 3 * 0.044715 x^2) */
+static inline float gelu_grad(float x) {
+  const float k0 = 0.79788456080286535588f;
+  float inner = k0 * (x + 0.044715f * ((x * x) * x));
+  float th = lrt_tanhf(inner);
+  return 0.5f * (1.0f + th) + ((0.5f * x) * (1.0f - th * th)) * (k0 * (1.0f + 0.134145f * (x * x)));
+}
+
+static void act_task(void *vc, int64_t task, int thread) {
+  (void)thread;
+  const act_arg *aa = (const act_arg *)vc;
+  lrt_trainer *t = aa->t;
+  lrt_tact *a = &t->act;
+  int64_t F = t->cfg.ffn, M = a->B * a->T, off = aa->l * M * F;
+  int64_t i0 = task * 4096, i1 = MIN64(i0 + 4096, M * F);
+  const float *g = a->g + off, *u = a->u + off;
+  float *y = a->a + off;
+  if (!aa->bwd) {
+    if (t->cfg.gelu)
+      for (int64_t i = i0; i < i1; i++) y[i] = lrt_gelu_tanhf(u[i]);
+    else
+      for (int64_t i = i0; i < i1; i++) y[i] = lrt_siluf(g[i]) * u[i];
+    return;
+  }
+  /* df1 = d(activation) on entry; out: df1 = dgate (SwiGLU) or dup (GELU), df2 = dup (SwiGLU) */
+  float *d1 = a->df1, *d2 = a->df2;
+  if (t->cfg.gelu) {
+    for (int64_t i = i0; i < i1; i++) d1[i] = d1[i] * gelu_grad(u[i]);
+  } else {
+    for (int64_t i = i0; i < i1; i++) {
+      float gi = g[i], sg = 1.0f / (1.0f + lrt_expf(-gi)), sil = gi * sg, da = d1[i];
+      d2[i] = da * sil;
+      d1[i] = (da * u[i]) * (sg * (1.0f + gi * (1.0f - sg)));
+    }
+  }
+}
+
+static void run_act(lrt_trainer *t, int64_t l, int bwd) {
+  act_arg aa = {t, l, bwd};
+  int64_t n = t->act.B * t->act.T * t->cfg.ffn;
+  lrt_pool_run(t->pool, act_task, &aa, (n + 4095) / 4096);
+}
+
+static void add_into(float *y, const float *a, const float *b, int64_t n) { /* y = a + b */
+  for (int64_t i = 0; i < n; i++) y[i] = a[i] + b[i];
+}
+
+/* ---- the pass ------------------------------------------------------------------------------ */
+
+static void forward(lrt_trainer *t, int want_logits) {
+  const lrt_config *c = &t->cfg;
+  lrt_tact *a = &t->act;
+  int64_t T = a->T, M = a->B * T, D = c->dim, F = c->ffn, L = c->n_layers, H = c->n_heads;
+  int64_t qd = H * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
+  const float *E = W_(t, t->tok_embd);
+  for (int64_t r = 0; r < M; r++) {
+    float *x = a->xin + r * D;
+    memcpy(x, E + (int64_t)a->tok[r] * D, (size_t)D * sizeof(float));
+    if (c->learned_pos) {
+      const float *pe = W_(t, t->pos_embd) + (r % T) * D;
+      for (int64_t i = 0; i < D; i++) x[i] = x[i] + pe[i];
+    }
+  }
+  for (int64_t l = 0; l < L; l++) {
+    const lrt_tlayer *Ly = &t->L[l];
+    float *xin = a->xin + l * M * D, *xn1 = a->xn1 + l * M * D, *xmid = a->xmid + l * M * D, *xn2 = a->xn2 + l * M * D;
+    float *q = a->q + l * M * qd, *k = a->k + l * M * kvd, *v = a->v + l * M * kvd, *att = a->att + l * M * qd;
+    norm_fwd(t, xin, W_(t, Ly->attn_norm), WOPT(t, Ly->attn_norm_b), xn1, a->rs1 + l * M, a->mu1 + l * M);
+    matmul(t, W_(t, Ly->wq), qd, D, WOPT(t, Ly->bq), xn1, M, q);
+    matmul(t, W_(t, Ly->wk), kvd, D, WOPT(t, Ly->bk), xn1, M, k);
+    matmul(t, W_(t, Ly->wv), kvd, D, WOPT(t, Ly->bv), xn1, M, v);
+    if (!c->learned_pos) {
+      rope_rows(t, q, H, 1);
+      rope_rows(t, k, c->n_kv_heads, 1);
+    }
+    att_arg aa = {t, l};
+    lrt_pool_run(t->pool, att_fwd_task, &aa, a->B * H);
+    matmul(t, W_(t, Ly->wo), D, qd, WOPT(t, Ly->bo), att, M, a->tmpd);
+    add_into(xmid, xin, a->tmpd, M * D);
+    norm_fwd(t, xmid, W_(t, Ly->ffn_norm), WOPT(t, Ly->ffn_norm_b), xn2, a->rs2 + l * M, a->mu2 + l * M);
+    if (!c->gelu) matmul(t, W_(t, Ly->w_gate), F, D, NULL, xn2, M, a->g + l * M * F);
+    matmul(t, W_(t, Ly->w_up), F, D, WOPT(t, Ly->b_up), xn2, M, a->u + l * M * F);
+    run_act(t, l, 0);
+    matmul(t, W_(t, Ly->w_down), D, F, WOPT(t, Ly->b_down), a->a + l * M * F, M, a->tmpd);
+    add_into(a->xin + (l + 1) * M * D, xmid, a->tmpd, M * D);
+  }
+  if (!want_logits) return;
+  norm_fwd(t, a->xin + L * M * D, W_(t, t->out_norm), WOPT(t, t->out_norm_b), a->xnf, a->rsf, a->muf);
+  const float *head = t->lm_head >= 0 ? W_(t, t->lm_head) : E;
+  matmul(t, head, c->vocab, D, NULL, a->xnf, M, a->logits);
+}
+
+static void backward(lrt_trainer *t) {
+  const lrt_config *c = &t->cfg;
+  lrt_tact *a = &t->act;
+  int64_t T = a->T, M = a->B * T, D = c->dim, F = c->ffn, L = c->n_layers, H = c->n_heads, V = c->vocab;
+  int64_t qd = H * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
+  /* LM head: its weight gradient goes to lm_head, or (tied) to tok_embd's accumulator */
+  int64_t hi = t->lm_head >= 0 ? t->lm_head : t->tok_embd;
+  wgrad(t, a->logits, V, a->xnf, D, 0, G_(t, hi), NULL);
+  xgrad(t, W_(t, hi), V, D, a->logits, a->dn);
+  norm_bwd(t, a->xin + L * M * D, W_(t, t->out_norm), a->rsf, a->muf, a->dn, a->dx, G_(t, t->out_norm),
+           GOPT(t, t->out_norm_b));
+  for (int64_t l = L - 1; l >= 0; l--) {
+    const lrt_tlayer *Ly = &t->L[l];
+    float *xin = a->xin + l * M * D, *xn1 = a->xn1 + l * M * D, *xmid = a->xmid + l * M * D, *xn2 = a->xn2 + l * M * D;
+    /* MLP: out = xmid + W_down act */
+    wgrad(t, a->dx, D, a->a + l * M * F, F, 0, G_(t, Ly->w_down), GOPT(t, Ly->b_down));
+    xgrad(t, W_(t, Ly->w_down), D, F, a->dx, a->df1);
+    run_act(t, l, 1);
+    transpose(t, xn2, M, D, T, a->xt); /* shared by gate and up */
+    if (!c->gelu) {
+      wgrad(t, a->df1, F, xn2, D, 1, G_(t, Ly->w_gate), NULL);
+      wgrad(t, a->df2, F, xn2, D, 1, G_(t, Ly->w_up), GOPT(t, Ly->b_up));
+      xgrad(t, W_(t, Ly->w_gate), F, D, a->df1, a->dn);
+      xgrad(t, W_(t, Ly->w_up), F, D, a->df2, a->dn2);
+      add_into(a->dn, a->dn, a->dn2, M * D);
+    } else {
+      wgrad(t, a->df1, F, xn2, D, 1, G_(t, Ly->w_up), GOPT(t, Ly->b_up));
+      xgrad(t, W_(t, Ly->w_up), F, D, a->df1, a->dn);
+    }
+    norm_bwd(t, xmid, W_(t, Ly->ffn_norm), a->rs2 + l * M, a->mu2 + l * M, a->dn, a->dn2, G_(t, Ly->ffn_norm),
+             GOPT(t, Ly->ffn_norm_b));
+    add_into(a->dxm, a->dx, a->dn2, M * D); /* d xmid */
+    /* attention: xmid = xin + W_o att */
+    wgrad(t, a->dxm, D, a->att + l * M * qd, qd, 0, G_(t, Ly->wo), GOPT(t, Ly->bo));
+    xgrad(t, W_(t, Ly->wo), D, qd, a->dxm, a->datt);
+    att_arg aa = {t, l};
+    lrt_pool_run(t->pool, att_bwd_task, &aa, a->B * c->n_kv_heads);
+    if (!c->learned_pos) {
+      rope_rows(t, a->dq, H, -1);
+      rope_rows(t, a->dk, c->n_kv_heads, -1);
+    }
+    transpose(t, xn1, M, D, T, a->xt);
+    wgrad(t, a->dq, qd, xn1, D, 1, G_(t, Ly->wq), GOPT(t, Ly->bq));
+    wgrad(t, a->dk, kvd, xn1, D, 1, G_(t, Ly->wk), GOPT(t, Ly->bk));
+    wgrad(t, a->dv, kvd, xn1, D, 1, G_(t, Ly->wv), GOPT(t, Ly->bv));
+    xgrad(t, W_(t, Ly->wq), qd, D, a->dq, a->dn);
+    xgrad(t, W_(t, Ly->wk), kvd, D, a->dk, a->dn2);
+    add_into(a->dn, a->dn, a->dn2, M * D);
+    xgrad(t, W_(t, Ly->wv), kvd, D, a->dv, a->dn2);
+    add_into(a->dn, a->dn, a->dn2, M * D);
+    norm_bwd(t, xin, W_(t, Ly->attn_norm), a->rs1 + l * M, a->mu1 + l * M, a->dn, a->dn2, G_(t, Ly->attn_norm),
+             GOPT(t, Ly->attn_norm_b));
+    add_into(a->dx, a->dxm, a->dn2, M * D); /* d xin */
+  }
+  /* embeddings: rows added token after token, in order */
+  float *ge = t->g_lookup ? t->g_lookup : G_(t, t->tok_embd);
+  for (int64_t r = 0; r < M; r++) {
+    float *g = ge + (int64_t)a->tok[r] * D;
+    const float *d = a->dx + r * D;
+    for (int64_t i = 0; i < D; i++) g[i] = g[i] + d[i];
+    if (c->learned_pos) {
+      float *gp = G_(t, t->pos_embd) + (r % T) * D;
+      for (int64_t i = 0; i < D; i++) gp[i] = gp[i] + d[i];
+    }
+  }
+}
+
+static int32_t check_tokens(const lrt_trainer *t, const int32_t *tokens, int64_t n) {
+  for (int64_t i = 0; i < n; i++)
+    if (tokens[i] < 0 || tokens[i] >= t->cfg.vocab)
+      return lrt_err(LRT_ERR_INVALID_ARGUMENT, "token id %d at index %lld is outside the vocabulary [0, %lld)",
+                     tokens[i], (long long)i, (long long)t->cfg.vocab);
+  return LRT_OK;
+}
+
+static void setup(lrt_trainer *t, int64_t T) {
+  lrt_tact *a = &t->act;
+  if (!t->cfg.learned_pos)
+    for (int64_t p = 0; p < T; p++) lrt_rope_cs(t->inv_freq, t->cfg.head_dim / 2, p, a->cs + p * t->cfg.head_dim);
+}
+
+int32_t lrt_tr_pass(lrt_trainer *t, const int32_t *tokens, int64_t B, int64_t T, int grads, double *loss_sum,
+                    int64_t *count) {
+  int32_t st = check_tokens(t, tokens, B * (T + 1));
+  if (st) return st;
+  if ((st = reserve(t, B, T))) return st;
+  lrt_tact *a = &t->act;
+  for (int64_t s = 0; s < B; s++)
+    for (int64_t i = 0; i < T; i++) {
+      a->tok[s * T + i] = tokens[s * (T + 1) + i];
+      a->tgt[s * T + i] = tokens[s * (T + 1) + i + 1];
+    }
+  setup(t, T);
+  forward(t, 1);
+  ce_arg ca = {t, grads};
+  lrt_pool_run(t->pool, ce_task, &ca, (B * T + 3) / 4);
+  const lrt_kernels *k = lrt_kernels_get();
+  double total = 0.0;
+  for (int64_t s = 0; s < B; s++) total = total + (double)k->sum_f32(a->loss + s * T, T);
+  *loss_sum = total;
+  *count = B * T;
+  if (grads) backward(t);
+  return LRT_OK;
+}
+
+int32_t lrt_tr_last_logits(lrt_trainer *t, const int32_t *tokens, int64_t n, float *out) {
+  int32_t st = check_tokens(t, tokens, n);
+  if (st) return st;
+  if ((st = reserve(t, 1, n))) return st;
+  lrt_tact *a = &t->act;
+  for (int64_t i = 0; i < n; i++) a->tok[i] = tokens[i];
+  setup(t, n);
+  forward(t, 0);
+  /* only the last row through the final norm and the head */
+  const lrt_config *c = &t->cfg;
+  const lrt_kernels *k = lrt_kernels_get();
+  int64_t D = c->dim;
+  const float *x = a->xin + c->n_layers * n * D + (n - 1) * D;
+  float *xn = a->xnf;
+  const float *w = W_(t, t->out_norm);
+  if (c->layernorm) {
+    const float *b = W_(t, t->out_norm_b);
+    float mean = k->sum_f32(x, D) / (float)D;
+    for (int64_t i = 0; i < D; i++) xn[i] = x[i] - mean;
+    float var = k->dot_f32(xn, xn, D) / (float)D;
+    float scale = 1.0f / sqrtf(var + c->norm_eps);
+    for (int64_t i = 0; i < D; i++) xn[i] = (xn[i] * scale) * w[i] + b[i];
+  } else {
+    float ss = k->dot_f32(x, x, D);
+    float scale = 1.0f / sqrtf(ss / (float)D + c->norm_eps);
+    for (int64_t i = 0; i < D; i++) xn[i] = w[i] * (x[i] * scale);
+  }
+  const float *head = t->lm_head >= 0 ? W_(t, t->lm_head) : W_(t, t->tok_embd);
+  mm_arg m = {head, NULL, xn, c->vocab, D, 1, c->vocab, out};
+  lrt_pool_run(t->pool, mm_task, &m, (c->vocab + ROWS_TASK - 1) / ROWS_TASK);
+  return LRT_OK;
+}
