@@ -30,6 +30,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--context", type=int, default=None, help="context length (default: the model's)")
     p.add_argument("--allow-unknown-config-keys", action="store_true",
                    help="load configs with keys loomrt does not know (they may change the math)")
+    p.add_argument("--allow-unused-tensors", action="store_true",
+                   help="load files holding tensors the configured model does not use (e.g. more layers than "
+                        "block_count / num_hidden_layers says); they are ignored")
     p.add_argument("--quantize", choices=["q8_0"], default=None,
                    help="quantize F32/F16/BF16 weight matrices to Q8_0 at load (about half of BF16's memory, "
                         "faster decode; outputs equal a Q8_0 GGUF of the same weights)")
@@ -123,7 +126,8 @@ def _load(model: Optional[str], args: argparse.Namespace) -> Model:
     path = model if model is not None else default_model_path()
     return load(path, threads=args.threads, context=args.context,
                 allow_unknown_config_keys=args.allow_unknown_config_keys, quantize=getattr(args, "quantize", None),
-                int8_activations=getattr(args, "int8_activations", False))
+                int8_activations=getattr(args, "int8_activations", False),
+                allow_unused_tensors=getattr(args, "allow_unused_tensors", False))
 
 
 def _sampling(args: argparse.Namespace) -> Dict[str, object]:

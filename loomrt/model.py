@@ -165,7 +165,7 @@ class Model:
     def __init__(self, path: Union[str, os.PathLike], threads: Optional[int] = None,
                  context: Optional[int] = None, allow_unknown_config_keys: bool = False,
                  tokenizer: Optional[Tokenizer] = None, quantize: Optional[str] = None,
-                 int8_activations: bool = False):
+                 int8_activations: bool = False, allow_unused_tensors: bool = False):
         """``quantize="q8_0"`` quantizes the F32/F16/BF16 weight matrices to Q8_0 at load
         (the rule in docs/numerics.md, the bytes gguf-py writes): about half the memory of
         BF16 and faster decode, with outputs equal to a Q8_0 GGUF of the same weights.
@@ -173,7 +173,12 @@ class Model:
         ``int8_activations=True`` is the opt-in speed mode for Q8_0/Q4_0/Q4_1 weights: the
         activations are quantized to 8 bits per block and multiplied as integers (as
         llama.cpp does), still bit-identical across threads, chunking and machines, but not
-        equal to the default exact mode, whose answers stay closer to the float model."""
+        equal to the default exact mode, whose answers stay closer to the float model.
+
+        ``allow_unused_tensors=True`` accepts files holding tensors the configured model does
+        not use (by default such a file is refused with a FormatError naming the tensor: a
+        block_count / num_hidden_layers smaller than the layers present would otherwise be
+        skipped silently)."""
         t0 = time.perf_counter()
         if quantize is not None and quantize not in QUANTIZE_TYPES:
             raise errors.InvalidArgumentError(f"quantize must be None or one of {', '.join(QUANTIZE_TYPES)}, got {quantize!r}")
@@ -185,7 +190,8 @@ class Model:
         self.int8_activations = bool(int8_activations)
         flags = (_lib.lib.LRT_OPEN_ALLOW_UNKNOWN_CONFIG_KEYS if allow_unknown_config_keys else 0) | \
             (_lib.lib.LRT_OPEN_QUANTIZE_Q8_0 if quantize == "q8_0" else 0) | \
-            (_lib.lib.LRT_OPEN_INT8_ACTIVATIONS if int8_activations else 0)
+            (_lib.lib.LRT_OPEN_INT8_ACTIVATIONS if int8_activations else 0) | \
+            (_lib.lib.LRT_OPEN_ALLOW_UNUSED_TENSORS if allow_unused_tensors else 0)
         self._h = _lib.model_open(self.path, flags)
         self.info: Dict[str, Any] = _lib.model_info(self._h)
         self.metadata: Dict[str, Any] = _lib.model_metadata(self._h) if self.info["is_gguf"] else {}
@@ -440,9 +446,10 @@ def default_threads() -> int:
 
 def load(path: Union[str, os.PathLike], threads: Optional[int] = None, context: Optional[int] = None,
          allow_unknown_config_keys: bool = False, quantize: Optional[str] = None,
-         int8_activations: bool = False) -> Model:
+         int8_activations: bool = False, allow_unused_tensors: bool = False) -> Model:
     """Load a model from a HuggingFace folder, a ``.gguf`` file or a hub id in the local cache
     (``quantize="q8_0"``: quantize its float weight matrices to Q8_0 at load;
-    ``int8_activations=True``: the opt-in integer-dot speed mode, see :class:`Model`)."""
+    ``int8_activations=True``: the opt-in integer-dot speed mode; ``allow_unused_tensors=True``:
+    accept tensors the model does not use; see :class:`Model`)."""
     return Model(path, threads=threads, context=context, allow_unknown_config_keys=allow_unknown_config_keys,
-                 quantize=quantize, int8_activations=int8_activations)
+                 quantize=quantize, int8_activations=int8_activations, allow_unused_tensors=allow_unused_tensors)

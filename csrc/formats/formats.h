@@ -20,6 +20,7 @@ typedef struct lrt_tensor_ref {
   uint64_t n_elems;
   const uint8_t *data;
   uint64_t nbytes;
+  int used;            /* set by the model layer when it binds the tensor (unused check) */
 } lrt_tensor_ref;
 /* ---- JSON (json.c) -------------------------------------------------------------------- */
 
@@ -64,7 +65,8 @@ typedef struct lrt_st_file {
 } lrt_st_file;
 
 /* Validate a safetensors buffer: 8-byte LE header size, JSON header, dtypes, shapes
- * (product x element size == byte span), offsets within the data section, no overlap.
+ * (product x element size == byte span), offsets within the data section, no overlap, and
+ * no byte of the data section outside every tensor (no holes, nothing after the last).
  * Tensors are sorted by name. `what` names the file in messages. */
 int32_t lrt_st_parse(const uint8_t *buf, uint64_t len, const char *what, lrt_st_file *out);
 int32_t lrt_st_open(const char *path, lrt_st_file *out);

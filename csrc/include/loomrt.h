@@ -100,6 +100,15 @@ typedef struct lrt_model lrt_model;
  * times the exactly dequantized weights), whose answers track the F32 model more closely.
  * Other weight formats are unaffected. */
 #define LRT_OPEN_INT8_ACTIVATIONS 8
+/* Accept tensors the model does not use. By default every tensor of the files must be used
+ * by the architecture and layer count of the configuration (or be a known harmless extra:
+ * HF's rotary "inv_freq" buffers, GPT-2's attention-mask buffers "attn.bias" /
+ * "attn.masked_bias", a stored LM head of a model with tied embeddings); otherwise the open
+ * fails with LRT_ERR_FORMAT naming the tensor: a GGUF block_count or config.json
+ * num_hidden_layers smaller than the layers in the file, or tensors of another variant
+ * (biases, extra norms), would otherwise be ignored and the model would compute something
+ * else. With this flag they are ignored. */
+#define LRT_OPEN_ALLOW_UNUSED_TENSORS 16
 
 /* Open a model: a HuggingFace folder (config.json + *.safetensors) or a .gguf file.
  * path is UTF-8 with explicit length. Weights are memory-mapped and used in place where
