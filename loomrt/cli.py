@@ -33,6 +33,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-unused-tensors", action="store_true",
                    help="load files holding tensors the configured model does not use (e.g. more layers than "
                         "block_count / num_hidden_layers says); they are ignored")
+    p.add_argument("--no-mmap", action="store_true",
+                   help="read the weights into memory instead of memory-mapping the file, so that replacing the "
+                        "file while loomrt runs cannot crash it (SIGBUS); costs the file's size in RAM")
     p.add_argument("--quantize", choices=["q8_0"], default=None,
                    help="quantize F32/F16/BF16 weight matrices to Q8_0 at load (about half of BF16's memory, "
                         "faster decode; outputs equal a Q8_0 GGUF of the same weights)")
@@ -127,7 +130,8 @@ def _load(model: Optional[str], args: argparse.Namespace) -> Model:
     return load(path, threads=args.threads, context=args.context,
                 allow_unknown_config_keys=args.allow_unknown_config_keys, quantize=getattr(args, "quantize", None),
                 int8_activations=getattr(args, "int8_activations", False),
-                allow_unused_tensors=getattr(args, "allow_unused_tensors", False))
+                allow_unused_tensors=getattr(args, "allow_unused_tensors", False),
+                mmap=not getattr(args, "no_mmap", False))
 
 
 def _sampling(args: argparse.Namespace) -> Dict[str, object]:
@@ -291,7 +295,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         ("tied embeddings", i["tied_embeddings"]),
         ("bos / eos ids", f"{i['bos_token_id']} / {m.eos_token_ids}"),
         ("weights in file", f"{i['weight_bytes'] / 2**20:.1f} MiB"),
-        ("weights in memory", f"{i['resident_bytes'] / 2**20:.1f} MiB allocated (the rest is memory-mapped)"),
+        ("weights in memory", f"{i['resident_bytes'] / 2**20:.1f} MiB allocated "
+         + ("(the rest is memory-mapped)" if m.mmap else "(the files read into memory: --no-mmap)")),
         ("KV cache per token", f"{2 * i['layers'] * i['kv_heads'] * i['head_dim'] * 4 / 1024:.1f} KiB"),
         ("tokenizer", "yes" if m.tokenizer is not None else "none (token ids only)"),
         ("chat template", "yes" if m.tokenizer is not None and m.tokenizer.chat_template else "no"),

@@ -160,12 +160,13 @@ QUANTIZE_TYPES = ("q8_0",)
 
 
 class Model:
-    """A loaded model: weights (memory-mapped), configuration and tokenizer."""
+    """A loaded model: weights (memory-mapped, or read into memory with ``mmap=False``),
+    configuration and tokenizer."""
 
     def __init__(self, path: Union[str, os.PathLike], threads: Optional[int] = None,
                  context: Optional[int] = None, allow_unknown_config_keys: bool = False,
                  tokenizer: Optional[Tokenizer] = None, quantize: Optional[str] = None,
-                 int8_activations: bool = False, allow_unused_tensors: bool = False):
+                 int8_activations: bool = False, allow_unused_tensors: bool = False, mmap: bool = True):
         """``quantize="q8_0"`` quantizes the F32/F16/BF16 weight matrices to Q8_0 at load
         (the rule in docs/numerics.md, the bytes gguf-py writes): about half the memory of
         BF16 and faster decode, with outputs equal to a Q8_0 GGUF of the same weights.
@@ -178,7 +179,12 @@ class Model:
         ``allow_unused_tensors=True`` accepts files holding tensors the configured model does
         not use (by default such a file is refused with a FormatError naming the tensor: a
         block_count / num_hidden_layers smaller than the layers present would otherwise be
-        skipped silently)."""
+        skipped silently).
+
+        ``mmap=False`` reads the weight files into memory at load instead of memory-mapping
+        them (same results): the process then no longer depends on the files, so one that is
+        truncated or replaced in place while the model is loaded (``cp new.gguf model.gguf``
+        under a running server) cannot kill it with SIGBUS or change its weights."""
         t0 = time.perf_counter()
         if quantize is not None and quantize not in QUANTIZE_TYPES:
             raise errors.InvalidArgumentError(f"quantize must be None or one of {', '.join(QUANTIZE_TYPES)}, got {quantize!r}")
@@ -186,12 +192,16 @@ class Model:
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 1024):
             raise errors.InvalidArgumentError(f"threads must be an integer in [1, 1024], got {threads!r}")
         self.threads = threads or default_threads()
+        if not isinstance(mmap, bool):
+            raise errors.InvalidArgumentError(f"mmap must be True or False, got {mmap!r}")
         self.quantize = quantize
         self.int8_activations = bool(int8_activations)
+        self.mmap = mmap
         flags = (_lib.lib.LRT_OPEN_ALLOW_UNKNOWN_CONFIG_KEYS if allow_unknown_config_keys else 0) | \
             (_lib.lib.LRT_OPEN_QUANTIZE_Q8_0 if quantize == "q8_0" else 0) | \
             (_lib.lib.LRT_OPEN_INT8_ACTIVATIONS if int8_activations else 0) | \
-            (_lib.lib.LRT_OPEN_ALLOW_UNUSED_TENSORS if allow_unused_tensors else 0)
+            (_lib.lib.LRT_OPEN_ALLOW_UNUSED_TENSORS if allow_unused_tensors else 0) | \
+            (0 if mmap else _lib.lib.LRT_OPEN_NO_MMAP)
         self._h = _lib.model_open(self.path, flags)
         self.info: Dict[str, Any] = _lib.model_info(self._h)
         self.metadata: Dict[str, Any] = _lib.model_metadata(self._h) if self.info["is_gguf"] else {}
@@ -446,10 +456,13 @@ def default_threads() -> int:
 
 def load(path: Union[str, os.PathLike], threads: Optional[int] = None, context: Optional[int] = None,
          allow_unknown_config_keys: bool = False, quantize: Optional[str] = None,
-         int8_activations: bool = False, allow_unused_tensors: bool = False) -> Model:
+         int8_activations: bool = False, allow_unused_tensors: bool = False, mmap: bool = True) -> Model:
     """Load a model from a HuggingFace folder, a ``.gguf`` file or a hub id in the local cache
     (``quantize="q8_0"``: quantize its float weight matrices to Q8_0 at load;
     ``int8_activations=True``: the opt-in integer-dot speed mode; ``allow_unused_tensors=True``:
-    accept tensors the model does not use; see :class:`Model`)."""
+    accept tensors the model does not use; ``mmap=False``: read the weights into memory instead of
+    mapping the files, so that replacing a file under a running process cannot crash it; see
+    :class:`Model`)."""
     return Model(path, threads=threads, context=context, allow_unknown_config_keys=allow_unknown_config_keys,
-                 quantize=quantize, int8_activations=int8_activations, allow_unused_tensors=allow_unused_tensors)
+                 quantize=quantize, int8_activations=int8_activations, allow_unused_tensors=allow_unused_tensors,
+                 mmap=mmap)

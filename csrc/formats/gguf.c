@@ -457,10 +457,10 @@ int32_t lrt_gguf_parse(const uint8_t *buf, uint64_t len, const char *what, lrt_g
 
 /* ---- files and lookups ------------------------------------------------------------------ */
 
-int32_t lrt_gguf_open(const char *path, lrt_gguf_file *out) {
+int32_t lrt_gguf_open(const char *path, int in_memory, lrt_gguf_file *out) {
   memset(out, 0, sizeof *out);
   lrt_mapped_file m;
-  int32_t st = lrt_map_file(path, &m);
+  int32_t st = in_memory ? lrt_read_whole_file(path, &m) : lrt_map_file(path, &m);
   if (st != LRT_OK) return st;
   st = lrt_gguf_parse(m.data, m.size, path, out);
   if (st != LRT_OK) {

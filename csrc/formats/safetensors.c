@@ -309,10 +309,10 @@ int32_t lrt_st_parse(const uint8_t *buf, uint64_t len, const char *what, lrt_st_
 
 /* ---- files ------------------------------------------------------------------------------ */
 
-int32_t lrt_st_open(const char *path, lrt_st_file *out) {
+int32_t lrt_st_open(const char *path, int in_memory, lrt_st_file *out) {
   memset(out, 0, sizeof *out);
   lrt_mapped_file m;
-  int32_t st = lrt_map_file(path, &m);
+  int32_t st = in_memory ? lrt_read_whole_file(path, &m) : lrt_map_file(path, &m);
   if (st != LRT_OK) return st;
   st = lrt_st_parse(m.data, m.size, path, out);
   if (st != LRT_OK) {

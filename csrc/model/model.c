@@ -1,7 +1,7 @@
 /* model.c -- open a HuggingFace folder or a GGUF file and bind the weights.
  *
  * Matrices (F32, F16, BF16 and the GGUF block formats Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) are used in place
- * in the memory mapping; block formats are dequantized one row at a time as they are used
+ * in the memory mapping (or in the copy read into memory with LRT_OPEN_NO_MMAP); block formats are dequantized one row at a time as they are used
  * (forward.c). Small vectors (norm weights, biases) are widened to owned float arrays. GPT-2's
  * Conv1D matrices are stored transposed (in, out); they are transposed once into owned
  * buffers in their stored format. */
@@ -331,7 +331,7 @@ static int32_t open_safetensors(lrt_model *m, const char *folder) {
   if (lrt_is_file(path)) {
     m->st_files = (lrt_st_file *)calloc(1, sizeof(lrt_st_file));
     if (!m->st_files) return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory");
-    int32_t st = lrt_st_open(path, &m->st_files[0]);
+    int32_t st = lrt_st_open(path, (m->open_flags & LRT_OPEN_NO_MMAP) != 0, &m->st_files[0]);
     if (st) return st;
     m->n_st_files = 1;
     return LRT_OK;
@@ -371,7 +371,7 @@ static int32_t open_safetensors(lrt_model *m, const char *folder) {
     for (size_t j = 0; j < m->n_st_files; j++) seen |= strcmp(names[j], v->str) == 0;
     if (seen) continue;
     snprintf(path, sizeof path, "%s/%s", folder, v->str);
-    st = lrt_st_open(path, &m->st_files[m->n_st_files]);
+    st = lrt_st_open(path, (m->open_flags & LRT_OPEN_NO_MMAP) != 0, &m->st_files[m->n_st_files]);
     if (st == LRT_OK) names[m->n_st_files++] = v->str;
   }
   /* every tensor named in the index must be in the files */
@@ -543,12 +543,16 @@ int32_t lrt_model_load(const char *path, int32_t flags, lrt_model **out) {
       goto fail;
     }
     m->is_gguf = 1;
-    if ((st = lrt_gguf_open(path, &m->gguf))) goto fail;
+    if ((st = lrt_gguf_open(path, (flags & LRT_OPEN_NO_MMAP) != 0, &m->gguf))) goto fail;
     if ((st = lrt_config_from_gguf(&m->gguf, &m->cfg))) goto fail;
     gguf_name(m);
   } else {
     st = lrt_err(LRT_ERR_NOT_FOUND, "model path not found: %s (pass a HuggingFace model folder or a .gguf file)", path);
     goto fail;
+  }
+  if (flags & LRT_OPEN_NO_MMAP) { /* the files read into memory are loomrt's allocation now */
+    if (m->is_gguf) m->resident_bytes += m->gguf.map.size;
+    for (size_t i = 0; i < m->n_st_files; i++) m->resident_bytes += m->st_files[i].map.size;
   }
   if ((st = finish_load(m, path))) goto fail;
   *out = m;

@@ -375,16 +375,24 @@ static void test_safetensors(void) {
   FILE *fp = fopen(path, "wb");
   CHECK(fp && fwrite(b, 1, len, fp) == len, "write temp file");
   if (fp) fclose(fp);
-  st = lrt_st_open(path, &f);
+  st = lrt_st_open(path, 0, &f);
   CHECK(st == LRT_OK && f.n_tensors == 5 && f.map.priv[0] != NULL, "open: %s", lrt_last_error());
   if (st == LRT_OK) {
     const lrt_tensor_ref *t = lrt_st_find(&f, "s");
     CHECK(t && t->data[0] == 32, "mapped data");
     lrt_st_close(&f);
   }
+  st = lrt_st_open(path, 1, &f); /* read into memory: the same table and bytes */
+  CHECK(st == LRT_OK && f.n_tensors == 5 && f.map.priv[1] == LRT_MAP_HEAP, "read in: %s", lrt_last_error());
+  if (st == LRT_OK) {
+    const lrt_tensor_ref *t = lrt_st_find(&f, "s");
+    CHECK(t && t->data[0] == 32 && !memcmp(f.map.data, b, len), "read-in data");
+    lrt_st_close(&f);
+  }
+  CHECK(lrt_st_open("/nonexistent/x.safetensors", 1, &f) == LRT_ERR_NOT_FOUND, "missing file, read in");
   remove(path);
   free(b);
-  CHECK(lrt_st_open("/nonexistent/x.safetensors", &f) == LRT_ERR_NOT_FOUND, "missing file");
+  CHECK(lrt_st_open("/nonexistent/x.safetensors", 0, &f) == LRT_ERR_NOT_FOUND, "missing file");
   CHECK(f.tensors == NULL && f.map.data == NULL, "zeroed on failure");
 
   /* semantic errors */
