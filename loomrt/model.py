@@ -289,8 +289,12 @@ class Model:
         if isinstance(prompt, str) and not prompt:
             raise errors.InvalidArgumentError("the prompt is empty: give some text to continue")
         if chat:
-            if not isinstance(prompt, str) and not all(isinstance(m, dict) for m in prompt):
-                raise errors.InvalidArgumentError("chat expects a string or a list of {'role', 'content'} messages")
+            if not isinstance(prompt, str):
+                for i, msg in enumerate(prompt):
+                    if not isinstance(msg, dict):
+                        raise errors.InvalidArgumentError(
+                            f"chat expects a string or a list of {{'role', 'content'}} messages; messages[{i}] is a "
+                            f"{type(msg).__name__}, not a dict")
             ids = self.encode(self.apply_chat_template(prompt), add_special_tokens=False)  # type: ignore[arg-type]
         elif isinstance(prompt, str):
             ids = self.encode(prompt)
