@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -80,12 +80,9 @@ class Session:
 
     def __init__(self, model: "Model", context: Optional[int] = None, threads: Optional[int] = None):
         self.model = model  # keeps the model alive while the session exists
-        ctx = model.context_length if context is None else int(context)
-        if ctx < 1:
-            raise errors.InvalidArgumentError(f"context must be >= 1, got {context}")
-        n_threads = model.threads if threads is None else threads
-        if isinstance(n_threads, bool) or not isinstance(n_threads, int) or not 1 <= n_threads <= 1024:
-            raise errors.InvalidArgumentError(f"threads must be an integer in [1, 1024], got {threads!r}")
+        ctx = model.context_length if context is None else \
+            _lib.int_arg("context", context, 1, model.info["context_length"])
+        n_threads = model.threads if threads is None else _lib.int_arg("threads", threads, 1, 1024)
         self._h = _lib.session_new(model._h, ctx, n_threads)
         self.context = ctx
 
@@ -139,6 +136,21 @@ def _sampling_params(sampling: Dict[str, Any]) -> SamplingParams:
     return SamplingParams(**sampling)
 
 
+def _check_prompt_type(prompt: Any, chat: bool) -> None:
+    """A prompt is text (str), token ids (a sequence or array of ints) or, for chat, a list of
+    message dicts. bytes would otherwise pass as a sequence of ints (b"hi" = [104, 105])."""
+    what = "messages" if chat else "prompt"
+    want = ("a str or a list of {'role': ..., 'content': ...} dicts" if chat else
+            "a str (text) or a sequence of int token ids")
+    if isinstance(prompt, (bytes, bytearray, memoryview)):
+        raise errors.ArgumentTypeError(f"{what} must be {want}, got {type(prompt).__name__}; decode bytes to text "
+                                       "first, e.g. prompt.decode('utf-8')")
+    if isinstance(prompt, str) or isinstance(prompt, np.ndarray):
+        return
+    if isinstance(prompt, Mapping) or not isinstance(prompt, Sequence):
+        raise errors.ArgumentTypeError(f"{what} must be {want}, got {type(prompt).__name__}")
+
+
 def _check_ids(token_ids: Sequence[int], vocab: int) -> List[int]:
     if isinstance(token_ids, (str, bytes)):
         raise errors.InvalidArgumentError("expected token ids (a sequence of ints), got text")
@@ -188,9 +200,13 @@ class Model:
         t0 = time.perf_counter()
         if quantize is not None and quantize not in QUANTIZE_TYPES:
             raise errors.InvalidArgumentError(f"quantize must be None or one of {', '.join(QUANTIZE_TYPES)}, got {quantize!r}")
+        if isinstance(path, (bytes, bytearray)) or not isinstance(path, (str, os.PathLike)):
+            raise errors.ArgumentTypeError(f"the model path must be a str or os.PathLike, got {type(path).__name__}")
         self.path = resolve_model_path(os.fspath(path))
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 1024):
-            raise errors.InvalidArgumentError(f"threads must be an integer in [1, 1024], got {threads!r}")
+        if threads is not None:
+            threads = _lib.int_arg("threads", threads, 1, 1024)
+        if context is not None:
+            context = _lib.int_arg("context", context, 1, 1 << 40)
         self.threads = threads or default_threads()
         if not isinstance(mmap, bool):
             raise errors.InvalidArgumentError(f"mmap must be True or False, got {mmap!r}")
@@ -214,9 +230,9 @@ class Model:
         else:
             self.tokenizer = None  # no tokenizer in the files: token ids only (logits, generate from ids)
         max_ctx = self.info["context_length"]
-        if context is not None and not 1 <= int(context) <= max_ctx:
+        if context is not None and not 1 <= context <= max_ctx:
             raise errors.InvalidArgumentError(f"context must be in [1, {max_ctx}] for this model, got {context}")
-        self.context_length = int(context) if context is not None else max_ctx
+        self.context_length = context if context is not None else max_ctx
         self._session: Optional[Session] = None
         self.load_seconds = time.perf_counter() - t0
 
@@ -286,6 +302,7 @@ class Model:
     # ---- generation ----------------------------------------------------------------------
 
     def _prompt_ids(self, prompt: Union[PromptLike, Messages], chat: bool) -> List[int]:
+        _check_prompt_type(prompt, chat)
         if isinstance(prompt, str) and not prompt:
             raise errors.InvalidArgumentError("the prompt is empty: give some text to continue")
         if chat:
@@ -308,8 +325,8 @@ class Model:
                       **sampling: Any) -> Iterator[int]:
         """Yield generated token ids (eos excluded). Sampling keywords: temperature, top_k,
         top_p, min_p, repetition_penalty, seed."""
-        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
-            raise errors.InvalidArgumentError(f"max_tokens must be a non-negative integer, got {max_tokens!r}")
+        max_tokens = _lib.int_arg("max_tokens", max_tokens, 0, 1 << 62)
+        _check_prompt_type(prompt, chat)
         params = _sampling_params(sampling)
         ids = self._prompt_ids(prompt, chat)
         s = session or self._default_session()
@@ -353,6 +370,7 @@ class Model:
     def _stream_text(self, prompt: PromptLike, max_tokens: int, stop: Optional[Sequence[str]], chat: bool,
                      timings: Optional[Timings], out_ids: Optional[List[int]], sampling: Dict[str, Any],
                      step_hook: Optional[Callable[[Session, int], None]] = None) -> Iterator[str]:
+        _check_prompt_type(prompt, chat)
         if isinstance(prompt, str) and not prompt:
             raise errors.InvalidArgumentError("the prompt is empty: give some text to continue")
         tok = self._tok()

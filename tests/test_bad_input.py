@@ -466,7 +466,8 @@ def test_context_overflow(micro_folder):
     dict(temperature=-1e-30), dict(top_p=0), dict(top_p=-0.5), dict(top_p=1.5), dict(top_p=float("nan")),
     dict(top_k=-1), dict(top_k=1.5), dict(min_p=2), dict(min_p=-0.1), dict(min_p=float("nan")),
     dict(repetition_penalty=0), dict(repetition_penalty=-1), dict(repetition_penalty=float("nan")),
-    dict(seed=1.5), dict(temperature="hot"), dict(top_k=True),
+    dict(seed=1.5), dict(temperature="hot"), dict(top_k=True), dict(seed=-1), dict(seed=2**64 + 3),
+    dict(temperature=None),
 ], ids=lambda p: f"{next(iter(p))}={list(p.values())[0]!r}")
 def test_invalid_sampling_values(micro, params):
     with pytest.raises(loomrt.InvalidArgumentError):
@@ -478,8 +479,8 @@ def test_invalid_sampling_values(micro, params):
 
 def test_valid_sampling_edges(micro):
     for params in (dict(top_p=1.0), dict(min_p=0.0), dict(min_p=1.0, temperature=1.0), dict(top_k=0),
-                   dict(top_k=10**9, temperature=1.0), dict(temperature=0.0), dict(seed=-1),
-                   dict(seed=2**64 + 3), dict(repetition_penalty=1e-3), dict(top_p=1e-9, temperature=2.0)):
+                   dict(top_k=10**9, temperature=1.0), dict(temperature=0.0), dict(seed=0),
+                   dict(seed=2**64 - 1), dict(repetition_penalty=1e-3), dict(top_p=1e-9, temperature=2.0)):
         g = micro.generate([1, 2, 3], 3, **params)
         assert len(g.token_ids) <= 3 and all(0 <= t < V for t in g.token_ids)
 
