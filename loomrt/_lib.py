@@ -28,6 +28,25 @@ _STATUS_TO_ERROR = {
 }
 
 
+def int_arg(name: str, value: Any, lo: int, hi: int) -> int:
+    """``value`` as an int in [lo, hi]: Python or NumPy integers only (no bool, float or str,
+    which would be coerced silently), ArgumentTypeError otherwise; InvalidArgumentError when
+    out of range. ``hi`` is inclusive."""
+    if isinstance(value, (bool, np.bool_)) or not hasattr(value, "__index__"):
+        raise errors.ArgumentTypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    v = int(value.__index__())
+    if not lo <= v <= hi:
+        raise errors.InvalidArgumentError(f"{name} must be in [{lo}, {hi}], got {v}")
+    return v
+
+
+def float_arg(name: str, value: Any) -> float:
+    """``value`` as a float: Python / NumPy ints and floats only (no bool or str)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise errors.ArgumentTypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    return float(value)
+
+
 def check(status: int) -> None:
     """Raise the typed exception for a non-zero status, with the library's message."""
     if status == lib.LRT_OK:
@@ -209,7 +228,7 @@ def session_candidates(handle: Any) -> Tuple[np.ndarray, np.ndarray]:
             np.frombuffer(ffi.buffer(probs[0], 4 * k), dtype=np.float32).copy())
 
 
-def session_set(handle: Any, **params: Optional[float]) -> None:
+def session_set(handle: Any, **params: Any) -> None:
     """Set sampler parameters by name: temperature, top_k, top_p, min_p, repeat_penalty,
     seed, repeat_last_n."""
     floats = {"temperature": lib.LRT_PARAM_TEMPERATURE, "top_p": lib.LRT_PARAM_TOP_P,
@@ -217,22 +236,20 @@ def session_set(handle: Any, **params: Optional[float]) -> None:
     ints = {"top_k": lib.LRT_PARAM_TOP_K, "seed": lib.LRT_PARAM_SEED,
             "repeat_last_n": lib.LRT_PARAM_REPEAT_LAST_N}
     for name, value in params.items():
-        if value is None:
-            continue
         if name in floats:
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise errors.InvalidArgumentError(f"{name} must be a number, got {value!r}")
-            check(lib.lrt_session_set_float(handle, floats[name], float(value)))
+            check(lib.lrt_session_set_float(handle, floats[name], float_arg(name, value)))
         elif name in ints:
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise errors.InvalidArgumentError(f"{name} must be an integer, got {value!r}")
-            if name == "seed":
-                value = value & 0xFFFFFFFFFFFFFFFF
+            if name == "seed":  # a 64-bit unsigned seed, passed as the int64 with the same bits
+                if isinstance(value, (bool, np.bool_)) or not hasattr(value, "__index__"):
+                    raise errors.ArgumentTypeError(f"seed must be an integer, got {type(value).__name__} {value!r}")
+                value = int(value.__index__())
+                if not 0 <= value < 1 << 64:
+                    raise errors.InvalidArgumentError(f"seed must be in [0, 2**64), got {value}")
                 if value >= 1 << 63:
                     value -= 1 << 64
-            elif not -(1 << 63) <= value < (1 << 63):
-                raise errors.InvalidArgumentError(f"{name} is out of range: {value}")
-            check(lib.lrt_session_set_int(handle, ints[name], int(value)))
+            else:
+                value = int_arg(name, value, -(1 << 63), (1 << 63) - 1)
+            check(lib.lrt_session_set_int(handle, ints[name], value))
         else:
             raise errors.InvalidArgumentError(f"unknown sampler parameter {name!r}")
 

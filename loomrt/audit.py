@@ -272,20 +272,34 @@ def load_receipt(receipt: Union[Dict[str, Any], str, os.PathLike, bytes]) -> Dic
     if isinstance(receipt, dict):
         r = receipt
     else:
+        where = "the receipt"
         if isinstance(receipt, bytes):
             text = receipt.decode("utf-8", "replace")
         elif isinstance(receipt, str) and receipt.lstrip().startswith("{"):
             text = receipt
         else:
+            where = os.fspath(receipt)
             try:
-                with open(os.fspath(receipt), encoding="utf-8") as f:
-                    text = f.read()
+                with open(where, "rb") as f:
+                    raw = f.read()
             except OSError as exc:
                 raise errors.NotFoundError(f"cannot read the receipt {receipt!r}: {exc.strerror}") from None
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise errors.FormatError(f"{where}: not a loomrt receipt: byte 0x{raw[exc.start]:02x} at offset "
+                                         f"{exc.start} is not UTF-8 (receipts are UTF-8 JSON)") from None
         try:
             r = json.loads(text)
+        except RecursionError:
+            raise errors.FormatError(f"{where}: not a loomrt receipt: JSON nested too deeply") from None
         except ValueError as exc:
-            raise errors.FormatError(f"the receipt is not valid JSON: {exc}") from None
+            raise errors.FormatError(f"{where}: the receipt is not valid JSON: {exc}") from None
+        if where != "the receipt":
+            try:
+                _check_receipt(r)
+            except errors.FormatError as exc:
+                raise errors.FormatError(f"{where}: {exc}") from None
     _check_receipt(r)
     return r
 

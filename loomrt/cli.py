@@ -17,12 +17,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Dict, List, Optional, Sequence
 
 from . import __version__, errors
 from .model import Model, Timings, load
-from .resolve import default_model_path
+from .resolve import default_model_path, resolve_model_path
+
+
+class _UsageError(Exception):
+    """A command line that cannot mean what it says: main() prints the command's usage line."""
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -32,6 +37,12 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--context", type=int, default=None, help="context length (default: the model's)")
     p.add_argument("--allow-unknown-config-keys", action="store_true",
                    help="load configs with keys loomrt does not know (they may change the math)")
+    p.add_argument("--allow-unused-tensors", action="store_true",
+                   help="load files holding tensors the configured model does not use (e.g. more layers than "
+                        "block_count / num_hidden_layers says); they are ignored")
+    p.add_argument("--no-mmap", action="store_true",
+                   help="read the weights into memory instead of memory-mapping the file, so that replacing the "
+                        "file while loomrt runs cannot crash it (SIGBUS); costs the file's size in RAM")
     p.add_argument("--quantize", choices=["q8_0"], default=None,
                    help="quantize F32/F16/BF16 weight matrices to Q8_0 at load (about half of BF16's memory, "
                         "faster decode; outputs equal a Q8_0 GGUF of the same weights)")
@@ -65,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ids", action="store_true", help="PROMPT is token ids separated by commas or spaces")
     g.add_argument("--receipt", metavar="FILE", default=None,
                    help="write a generation receipt (JSON) that `loomrt verify` replays (prints the text at the end)")
+    g.set_defaults(_parser=g)
 
     c = sub.add_parser("chat", help="chat with a model (interactive without a prompt)",
                        description="Answer one message, or chat interactively when no prompt is given.")
@@ -72,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--system", default=None, help="system message")
     _add_model_args(c)
     _add_sampling_args(c, 256)
+    c.set_defaults(_parser=c)
 
     h = sub.add_parser("hash", help="hashes of a model and of a generation, to compare machines",
                        description="Print the model's content hash, the numerics and loomrt versions, the kernel "
@@ -82,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--json", action="store_true", help="print one JSON object")
     _add_model_args(h)
     _add_sampling_args(h, 32)
+    h.set_defaults(_parser=h)
 
     v = sub.add_parser("verify", help="replay a generation receipt",
                        description="Replay a receipt and say which step first differs, or that it matches. "
@@ -146,6 +160,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _is_model(arg: str) -> bool:
+    """Whether a lone positional argument names a model rather than a prompt: an existing file
+    or folder, or a hub id found in the local HuggingFace cache (no network)."""
+    if os.path.exists(arg):
+        return True
+    if "/" not in arg or len(arg) > 200 or any(c.isspace() for c in arg):
+        return False
+    try:
+        resolve_model_path(arg)
+        return True
+    except errors.LoomrtError:
+        return False
+
+
 def _split_model_prompt(args: argparse.Namespace, need_prompt: bool) -> tuple:
     pos: List[str] = list(args.args)
     model = args.model
@@ -154,8 +182,13 @@ def _split_model_prompt(args: argparse.Namespace, need_prompt: bool) -> tuple:
     if len(pos) > 1:
         raise errors.InvalidArgumentError("too many arguments: quote the prompt, e.g. loomrt generate MODEL \"Once upon a time\"")
     prompt = pos[0] if pos else None
+    if model is None and prompt is not None and _is_model(prompt):
+        if not need_prompt:  # `loomrt chat ./my-model`: chat with that model
+            return prompt, None
+        raise _UsageError(f"no prompt given: {prompt!r} is a model, not a prompt; write "
+                          f"loomrt {args.command} {prompt} \"your prompt\"")
     if need_prompt and prompt is None:
-        raise errors.InvalidArgumentError("no prompt given")
+        raise _UsageError("no prompt given")
     return model, prompt
 
 
@@ -163,7 +196,9 @@ def _load(model: Optional[str], args: argparse.Namespace) -> Model:
     path = model if model is not None else default_model_path()
     return load(path, threads=args.threads, context=args.context,
                 allow_unknown_config_keys=args.allow_unknown_config_keys, quantize=getattr(args, "quantize", None),
-                int8_activations=getattr(args, "int8_activations", False))
+                int8_activations=getattr(args, "int8_activations", False),
+                allow_unused_tensors=getattr(args, "allow_unused_tensors", False),
+                mmap=not getattr(args, "no_mmap", False))
 
 
 def _sampling(args: argparse.Namespace) -> Dict[str, object]:
@@ -174,7 +209,7 @@ def _sampling(args: argparse.Namespace) -> Dict[str, object]:
 def _report(m: Model, tm: Timings, quiet: bool) -> None:
     if quiet:
         return
-    print(f"\n[loomrt] load {m.load_seconds * 1000:.0f} ms | prompt {tm.prompt_tokens} tokens "
+    print(f"\n[loomrt] model {m.path} | load {m.load_seconds * 1000:.0f} ms | prompt {tm.prompt_tokens} tokens "
           f"{tm.prompt_tokens_per_second:.1f} tok/s | generated {tm.generated_tokens} tokens "
           f"{tm.tokens_per_second:.1f} tok/s | {m.threads} threads | finish: {tm.finish_reason}",
           file=sys.stderr)
@@ -287,7 +322,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
     if prompt is not None:
         _report(m, _stream(m, messages + [{"role": "user", "content": prompt}], args, chat=True), args.quiet)
         return 0
-    print(f"loomrt {__version__} chat with {m.info['name'] or m.path} - empty line or Ctrl-D to quit", file=sys.stderr)
+    who = f"{m.info['name']} ({m.path})" if m.info["name"] else m.path
+    print(f"loomrt {__version__} chat with {who} - empty line or Ctrl-D to quit", file=sys.stderr)
     while True:
         try:
             line = input("> ")
@@ -327,7 +363,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         ("tied embeddings", i["tied_embeddings"]),
         ("bos / eos ids", f"{i['bos_token_id']} / {m.eos_token_ids}"),
         ("weights in file", f"{i['weight_bytes'] / 2**20:.1f} MiB"),
-        ("weights in memory", f"{i['resident_bytes'] / 2**20:.1f} MiB allocated (the rest is memory-mapped)"),
+        ("weights in memory", f"{i['resident_bytes'] / 2**20:.1f} MiB allocated "
+         + ("(the rest is memory-mapped)" if m.mmap else "(the files read into memory: --no-mmap)")),
         ("KV cache per token", f"{2 * i['layers'] * i['kv_heads'] * i['head_dim'] * 4 / 1024:.1f} KiB"),
         ("tokenizer", "yes" if m.tokenizer is not None else "none (token ids only)"),
         ("chat template", "yes" if m.tokenizer is not None and m.tokenizer.chat_template else "no"),
@@ -408,6 +445,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return {"generate": cmd_generate, "chat": cmd_chat, "info": cmd_info, "hash": cmd_hash,
                 "verify": cmd_verify, "bench": cmd_bench, "train": cmd_train}[args.command](args)
+    except _UsageError as exc:
+        args._parser.error(str(exc))  # the command's usage line, then the message; exits with status 2
+        return 2
     except errors.LoomrtError as exc:
         print(f"loomrt: error: {exc}", file=sys.stderr)
         return 1

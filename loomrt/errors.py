@@ -19,6 +19,7 @@ __all__ = [
     "OutOfMemoryError",
     "InternalError",
     "LoomrtIOError",
+    "ArgumentTypeError",
 ]
 
 
@@ -60,3 +61,9 @@ class InternalError(LoomrtError, RuntimeError):
 
 class LoomrtIOError(LoomrtError, OSError):
     """Reading or writing a file failed."""
+
+
+class ArgumentTypeError(InvalidArgumentError, TypeError):
+    """A caller passed an argument of the wrong type (e.g. bytes for a prompt, a float or a
+    string for an integer). Both an :class:`InvalidArgumentError` (a ``ValueError``) and a
+    ``TypeError``: either ``except`` catches it."""

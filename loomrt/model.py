@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -80,12 +80,9 @@ class Session:
 
     def __init__(self, model: "Model", context: Optional[int] = None, threads: Optional[int] = None):
         self.model = model  # keeps the model alive while the session exists
-        ctx = model.context_length if context is None else int(context)
-        if ctx < 1:
-            raise errors.InvalidArgumentError(f"context must be >= 1, got {context}")
-        n_threads = model.threads if threads is None else threads
-        if isinstance(n_threads, bool) or not isinstance(n_threads, int) or not 1 <= n_threads <= 1024:
-            raise errors.InvalidArgumentError(f"threads must be an integer in [1, 1024], got {threads!r}")
+        ctx = model.context_length if context is None else \
+            _lib.int_arg("context", context, 1, model.info["context_length"])
+        n_threads = model.threads if threads is None else _lib.int_arg("threads", threads, 1, 1024)
         self._h = _lib.session_new(model._h, ctx, n_threads)
         self.context = ctx
 
@@ -139,6 +136,21 @@ def _sampling_params(sampling: Dict[str, Any]) -> SamplingParams:
     return SamplingParams(**sampling)
 
 
+def _check_prompt_type(prompt: Any, chat: bool) -> None:
+    """A prompt is text (str), token ids (a sequence or array of ints) or, for chat, a list of
+    message dicts. bytes would otherwise pass as a sequence of ints (b"hi" = [104, 105])."""
+    what = "messages" if chat else "prompt"
+    want = ("a str or a list of {'role': ..., 'content': ...} dicts" if chat else
+            "a str (text) or a sequence of int token ids")
+    if isinstance(prompt, (bytes, bytearray, memoryview)):
+        raise errors.ArgumentTypeError(f"{what} must be {want}, got {type(prompt).__name__}; decode bytes to text "
+                                       "first, e.g. prompt.decode('utf-8')")
+    if isinstance(prompt, str) or isinstance(prompt, np.ndarray):
+        return
+    if isinstance(prompt, Mapping) or not isinstance(prompt, Sequence):
+        raise errors.ArgumentTypeError(f"{what} must be {want}, got {type(prompt).__name__}")
+
+
 def _check_ids(token_ids: Sequence[int], vocab: int) -> List[int]:
     if isinstance(token_ids, (str, bytes)):
         raise errors.InvalidArgumentError("expected token ids (a sequence of ints), got text")
@@ -160,12 +172,13 @@ QUANTIZE_TYPES = ("q8_0",)
 
 
 class Model:
-    """A loaded model: weights (memory-mapped), configuration and tokenizer."""
+    """A loaded model: weights (memory-mapped, or read into memory with ``mmap=False``),
+    configuration and tokenizer."""
 
     def __init__(self, path: Union[str, os.PathLike], threads: Optional[int] = None,
                  context: Optional[int] = None, allow_unknown_config_keys: bool = False,
                  tokenizer: Optional[Tokenizer] = None, quantize: Optional[str] = None,
-                 int8_activations: bool = False):
+                 int8_activations: bool = False, allow_unused_tensors: bool = False, mmap: bool = True):
         """``quantize="q8_0"`` quantizes the F32/F16/BF16 weight matrices to Q8_0 at load
         (the rule in docs/numerics.md, the bytes gguf-py writes): about half the memory of
         BF16 and faster decode, with outputs equal to a Q8_0 GGUF of the same weights.
@@ -173,19 +186,38 @@ class Model:
         ``int8_activations=True`` is the opt-in speed mode for Q8_0/Q4_0/Q4_1 weights: the
         activations are quantized to 8 bits per block and multiplied as integers (as
         llama.cpp does), still bit-identical across threads, chunking and machines, but not
-        equal to the default exact mode, whose answers stay closer to the float model."""
+        equal to the default exact mode, whose answers stay closer to the float model.
+
+        ``allow_unused_tensors=True`` accepts files holding tensors the configured model does
+        not use (by default such a file is refused with a FormatError naming the tensor: a
+        block_count / num_hidden_layers smaller than the layers present would otherwise be
+        skipped silently).
+
+        ``mmap=False`` reads the weight files into memory at load instead of memory-mapping
+        them (same results): the process then no longer depends on the files, so one that is
+        truncated or replaced in place while the model is loaded (``cp new.gguf model.gguf``
+        under a running server) cannot kill it with SIGBUS or change its weights."""
         t0 = time.perf_counter()
         if quantize is not None and quantize not in QUANTIZE_TYPES:
             raise errors.InvalidArgumentError(f"quantize must be None or one of {', '.join(QUANTIZE_TYPES)}, got {quantize!r}")
+        if isinstance(path, (bytes, bytearray)) or not isinstance(path, (str, os.PathLike)):
+            raise errors.ArgumentTypeError(f"the model path must be a str or os.PathLike, got {type(path).__name__}")
         self.path = resolve_model_path(os.fspath(path))
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 1024):
-            raise errors.InvalidArgumentError(f"threads must be an integer in [1, 1024], got {threads!r}")
+        if threads is not None:
+            threads = _lib.int_arg("threads", threads, 1, 1024)
+        if context is not None:
+            context = _lib.int_arg("context", context, 1, 1 << 40)
         self.threads = threads or default_threads()
+        if not isinstance(mmap, bool):
+            raise errors.InvalidArgumentError(f"mmap must be True or False, got {mmap!r}")
         self.quantize = quantize
         self.int8_activations = bool(int8_activations)
+        self.mmap = mmap
         flags = (_lib.lib.LRT_OPEN_ALLOW_UNKNOWN_CONFIG_KEYS if allow_unknown_config_keys else 0) | \
             (_lib.lib.LRT_OPEN_QUANTIZE_Q8_0 if quantize == "q8_0" else 0) | \
-            (_lib.lib.LRT_OPEN_INT8_ACTIVATIONS if int8_activations else 0)
+            (_lib.lib.LRT_OPEN_INT8_ACTIVATIONS if int8_activations else 0) | \
+            (_lib.lib.LRT_OPEN_ALLOW_UNUSED_TENSORS if allow_unused_tensors else 0) | \
+            (0 if mmap else _lib.lib.LRT_OPEN_NO_MMAP)
         self._h = _lib.model_open(self.path, flags)
         self.info: Dict[str, Any] = _lib.model_info(self._h)
         self.metadata: Dict[str, Any] = _lib.model_metadata(self._h) if self.info["is_gguf"] else {}
@@ -198,9 +230,9 @@ class Model:
         else:
             self.tokenizer = None  # no tokenizer in the files: token ids only (logits, generate from ids)
         max_ctx = self.info["context_length"]
-        if context is not None and not 1 <= int(context) <= max_ctx:
+        if context is not None and not 1 <= context <= max_ctx:
             raise errors.InvalidArgumentError(f"context must be in [1, {max_ctx}] for this model, got {context}")
-        self.context_length = int(context) if context is not None else max_ctx
+        self.context_length = context if context is not None else max_ctx
         self._session: Optional[Session] = None
         self.load_seconds = time.perf_counter() - t0
 
@@ -270,11 +302,16 @@ class Model:
     # ---- generation ----------------------------------------------------------------------
 
     def _prompt_ids(self, prompt: Union[PromptLike, Messages], chat: bool) -> List[int]:
+        _check_prompt_type(prompt, chat)
         if isinstance(prompt, str) and not prompt:
             raise errors.InvalidArgumentError("the prompt is empty: give some text to continue")
         if chat:
-            if not isinstance(prompt, str) and not all(isinstance(m, dict) for m in prompt):
-                raise errors.InvalidArgumentError("chat expects a string or a list of {'role', 'content'} messages")
+            if not isinstance(prompt, str):
+                for i, msg in enumerate(prompt):
+                    if not isinstance(msg, dict):
+                        raise errors.InvalidArgumentError(
+                            f"chat expects a string or a list of {{'role', 'content'}} messages; messages[{i}] is a "
+                            f"{type(msg).__name__}, not a dict")
             ids = self.encode(self.apply_chat_template(prompt), add_special_tokens=False)  # type: ignore[arg-type]
         elif isinstance(prompt, str):
             ids = self.encode(prompt)
@@ -288,8 +325,8 @@ class Model:
                       **sampling: Any) -> Iterator[int]:
         """Yield generated token ids (eos excluded). Sampling keywords: temperature, top_k,
         top_p, min_p, repetition_penalty, seed."""
-        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
-            raise errors.InvalidArgumentError(f"max_tokens must be a non-negative integer, got {max_tokens!r}")
+        max_tokens = _lib.int_arg("max_tokens", max_tokens, 0, 1 << 62)
+        _check_prompt_type(prompt, chat)
         params = _sampling_params(sampling)
         ids = self._prompt_ids(prompt, chat)
         s = session or self._default_session()
@@ -333,6 +370,7 @@ class Model:
     def _stream_text(self, prompt: PromptLike, max_tokens: int, stop: Optional[Sequence[str]], chat: bool,
                      timings: Optional[Timings], out_ids: Optional[List[int]], sampling: Dict[str, Any],
                      step_hook: Optional[Callable[[Session, int], None]] = None) -> Iterator[str]:
+        _check_prompt_type(prompt, chat)
         if isinstance(prompt, str) and not prompt:
             raise errors.InvalidArgumentError("the prompt is empty: give some text to continue")
         tok = self._tok()
@@ -440,9 +478,13 @@ def default_threads() -> int:
 
 def load(path: Union[str, os.PathLike], threads: Optional[int] = None, context: Optional[int] = None,
          allow_unknown_config_keys: bool = False, quantize: Optional[str] = None,
-         int8_activations: bool = False) -> Model:
+         int8_activations: bool = False, allow_unused_tensors: bool = False, mmap: bool = True) -> Model:
     """Load a model from a HuggingFace folder, a ``.gguf`` file or a hub id in the local cache
     (``quantize="q8_0"``: quantize its float weight matrices to Q8_0 at load;
-    ``int8_activations=True``: the opt-in integer-dot speed mode, see :class:`Model`)."""
+    ``int8_activations=True``: the opt-in integer-dot speed mode; ``allow_unused_tensors=True``:
+    accept tensors the model does not use; ``mmap=False``: read the weights into memory instead of
+    mapping the files, so that replacing a file under a running process cannot crash it; see
+    :class:`Model`)."""
     return Model(path, threads=threads, context=context, allow_unknown_config_keys=allow_unknown_config_keys,
-                 quantize=quantize, int8_activations=int8_activations)
+                 quantize=quantize, int8_activations=int8_activations, allow_unused_tensors=allow_unused_tensors,
+                 mmap=mmap)

@@ -46,9 +46,11 @@ Known, deliberate limits of the GGUF path (none occur with ordinary files):
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import json
 import math
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -364,6 +366,25 @@ def _parse_json(path: Path, text: str) -> Any:
             f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}; "
             "fix the syntax or re-export the file"
         ) from exc
+    except RecursionError:
+        raise FormatError(f"{path}: JSON nested too deeply to read; the file is corrupt or hostile") from None
+
+
+@contextlib.contextmanager
+def _tokenizers_guard(where: str, doing: str):  # type: ignore[no-untyped-def]
+    """Turn a panic of the ``tokenizers`` library (its Rust ``PanicException`` derives from
+    ``BaseException``, so ``except Exception`` does not catch it) into a FormatError naming the
+    file; everything else passes through."""
+    try:
+        yield
+    except BaseException as exc:  # noqa: B036 - filtered to PanicException below
+        if type(exc).__name__ != "PanicException":
+            raise
+        detail = " ".join(str(exc).split())[:300]
+        raise FormatError(
+            f"{where}: the tokenizers library panicked while {doing} ({detail}); "
+            "the tokenizer file is invalid or hostile: re-export it"
+        ) from None
 
 
 def _token_content(value: Any, where: str) -> str | None:
@@ -627,12 +648,13 @@ class Tokenizer:
                 surrogates.
         """
         _check_text(text)
-        if self._add_bos is None:
-            return list(self._backend.encode(text, add_special_tokens=add_special_tokens).ids)
-        if self._encoder is not None:
-            ids = self._encoder(text)
-        else:
-            ids = list(self._backend.encode(text, add_special_tokens=False).ids)
+        with _tokenizers_guard(self._file(), "encoding"):
+            if self._add_bos is None:
+                return list(self._backend.encode(text, add_special_tokens=add_special_tokens).ids)
+            if self._encoder is not None:
+                ids = self._encoder(text)
+            else:
+                ids = list(self._backend.encode(text, add_special_tokens=False).ids)
         if add_special_tokens:
             if self._add_bos:
                 assert self._bos_token_id is not None
@@ -650,7 +672,8 @@ class Tokenizer:
             InvalidArgumentError: an id is not an int in ``[0, vocab_size)``.
         """
         checked = self._check_ids(ids)
-        return str(self._backend.decode(checked, skip_special_tokens=skip_special_tokens))
+        with _tokenizers_guard(self._file(), "decoding"):
+            return str(self._backend.decode(checked, skip_special_tokens=skip_special_tokens))
 
     def token_to_id(self, token: str) -> int | None:
         """Id of the vocabulary entry ``token`` (raw token text), or ``None``."""
@@ -707,7 +730,17 @@ class Tokenizer:
             if not isinstance(message, Mapping):
                 raise InvalidArgumentError(f"messages[{index}] must be a dict, got {type(message).__name__}")
             if not isinstance(message.get("role"), str):
-                raise InvalidArgumentError(f"messages[{index}] needs a string 'role'")
+                raise InvalidArgumentError(f"messages[{index}] needs a string 'role', e.g. {{'role': 'user', 'content': 'Hi'}}")
+            if "content" not in message:
+                raise InvalidArgumentError(
+                    f"messages[{index}] has no 'content': every message needs one, e.g. {{'role': 'user', 'content': 'Hi'}}"
+                )
+            content = message["content"]
+            if not (isinstance(content, (str, list)) or (content is None and message.get("tool_calls"))):
+                raise InvalidArgumentError(
+                    f"messages[{index}]['content'] must be a str (or a list of content parts), got "
+                    f"{type(content).__name__}"
+                )
         template = self._template()
         variables: dict[str, Any] = {
             "bos_token": self._special_text(self._bos_token_id),
@@ -726,6 +759,12 @@ class Tokenizer:
             ) from exc
 
     # -- internals ----------------------------------------------------------
+
+    def _file(self) -> str:
+        """The file to name in messages: tokenizer.json of a folder, else the source."""
+        if os.path.isdir(self._source):
+            return os.path.join(self._source, "tokenizer.json")
+        return self._source
 
     def _template(self) -> jinja2.Template:
         if self._compiled_template is None:
@@ -830,12 +869,20 @@ def _load_tokenizer_json(path: Path) -> HFTokenizer:
     if not isinstance(data, dict) or "model" not in data:
         raise FormatError(f"{path}: not a Hugging Face tokenizer.json (no 'model' section)")
     try:
-        return HFTokenizer.from_str(text)
+        with _tokenizers_guard(str(path), "loading this file"):
+            backend = HFTokenizer.from_str(text)
+    except FormatError:
+        raise
     except Exception as exc:  # tokenizers raises a bare Exception on schema errors
         raise FormatError(
             f"{path}: tokenizers could not load this file ({exc}); "
             "re-export it with a recent tokenizers/transformers version"
         ) from exc
+    # As transformers does unless a call asks for it: no truncation (a prompt is never cut
+    # silently, and a stride >= max_length cannot make encode panic) and no padding.
+    backend.no_truncation()
+    backend.no_padding()
+    return backend
 
 
 def _folder_chat_template(folder: Path, config: Mapping[str, Any], config_path: Path) -> str | None:

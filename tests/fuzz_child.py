@@ -4,8 +4,11 @@ The parent test (test_bad_input.py) starts this file as a script on a batch of c
 
     python fuzz_child.py KIND BASE WORKDIR START COUNT
 
-KIND is "safetensors", "gguf" or "config"; BASE is the valid model (a folder for
-safetensors/config, a .gguf file for gguf). For each case i in [START, START + COUNT) the
+KIND is "safetensors", "gguf", "config" or "layout"; BASE is the valid model (a folder for
+safetensors/config, a .gguf file for gguf and layout). "layout" cases are files that are wrong
+but parse (issue 11): layers the header does not count (GGUF block_count, config.json
+num_hidden_layers), a GGUF tensor retyped in place, moved tensor extents (overlaps, holes),
+bytes inserted into or appended to the data section; every one of them must be refused. For each case i in [START, START + COUNT) the
 child derives the corrupted bytes from random.Random(f"{KIND}:{i}") (stable across Python
 versions and machines), writes them under WORKDIR (before loading, so the file that crashed a
 child is still there afterwards), then runs loomrt.load + one logits eval and, when those succeed, one greedy and one
@@ -30,7 +33,7 @@ import struct
 import sys
 from typing import Any, List
 
-KINDS = ("safetensors", "gguf", "config")
+KINDS = ("safetensors", "gguf", "config", "layout")
 
 INTERESTING_U64 = [0, 1, 2, 3, 7, 8, 31, 32, 33, 255, 256, 4095, 4096, 65535, 65536, 2**31 - 1, 2**31,
                    2**32 - 1, 2**32, 2**40, 2**53, 2**62, 2**63 - 1, 2**63, 2**64 - 1, 2**64 - 8]
@@ -333,6 +336,134 @@ def mutate_config(text: bytes, rng: random.Random) -> bytes:
     return json.dumps(cfg, indent=rng.choice([None, 2]), ensure_ascii=rng.random() < 0.5).encode("utf-8")
 
 
+# ---- GGUF layout (for in-place edits of tensor infos) -------------------------------------------
+
+# ggml type id -> (elements per block, bytes per block), for the types the tests write
+GGML_BLOCKS = {0: (1, 4), 1: (1, 2), 2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (32, 24), 8: (32, 34),
+               12: (256, 144), 13: (256, 176), 14: (256, 210), 30: (1, 2)}
+_GGUF_SCALAR = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+
+
+def gguf_layout(data: bytes) -> dict:
+    """Parse a (valid) GGUF header by hand: {"alignment", "data_start", "tensors": [...]}, each
+    tensor a dict with name, ne, type, offset and the byte positions of its type and offset
+    fields (type_at, offset_at), so that a test can patch one field in place."""
+    pos = 4 + 4
+    n_tensors, n_kv = struct.unpack_from("<QQ", data, pos)
+    pos += 16
+
+    def string(p: int) -> tuple:
+        n = struct.unpack_from("<Q", data, p)[0]
+        return data[p + 8:p + 8 + n].decode("utf-8"), p + 8 + n
+
+    def value(t: int, p: int) -> tuple:
+        if t == 8:
+            return string(p)
+        if t == 9:
+            et, count = struct.unpack_from("<IQ", data, p)
+            p += 12
+            for _ in range(count):
+                _, p = value(et, p)
+            return None, p
+        size = _GGUF_SCALAR[t]
+        return int.from_bytes(data[p:p + size], "little"), p + size
+
+    alignment = 32
+    for _ in range(n_kv):
+        key, pos = string(pos)
+        t = struct.unpack_from("<I", data, pos)[0]
+        v, pos = value(t, pos + 4)
+        if key == "general.alignment":
+            alignment = int(v)
+    tensors = []
+    for _ in range(n_tensors):
+        name, pos = string(pos)
+        n_dims = struct.unpack_from("<I", data, pos)[0]
+        ne = list(struct.unpack_from(f"<{n_dims}Q", data, pos + 4))
+        pos += 4 + 8 * n_dims
+        gtype, offset = struct.unpack_from("<IQ", data, pos)
+        tensors.append(dict(name=name, ne=ne, type=gtype, offset=offset, type_at=pos, offset_at=pos + 4))
+        pos += 12
+    data_start = (pos + alignment - 1) // alignment * alignment
+    return dict(alignment=alignment, data_start=data_start, tensors=tensors)
+
+
+def gguf_nbytes(ne: List[int], gtype: int) -> int:
+    block, size = GGML_BLOCKS[gtype]
+    n = 1
+    for d in ne:
+        n *= d
+    return n // block * size
+
+
+# ---- layout mutations: wrong files that parse ---------------------------------------------------
+
+LAYOUT_OPS = ("gguf-dropped-layers", "config-dropped-layers", "gguf-retype", "gguf-move", "gguf-insert",
+              "gguf-append", "st-move", "st-append")
+
+
+def layout_case(base_gguf: str, path: str, rng: random.Random) -> str:
+    """Write one wrong-but-parsable model derived from the micro model; returns the path to load
+    (`path` + ".gguf" or the folder `path`)."""
+    import models
+
+    op = rng.choice(LAYOUT_OPS)
+    cfg = dict(models.MICRO_CONFIG)
+    if op in ("gguf-dropped-layers", "config-dropped-layers"):
+        have = rng.randint(2, 3)
+        claim = rng.randint(1, have - 1)
+        tensors = models.seeded_llama_tensors(dict(cfg, num_hidden_layers=have), seed=rng.randrange(1000))
+        if op == "config-dropped-layers":
+            return models.write_folder(path, dict(cfg, num_hidden_layers=claim), models.safetensors_bytes(tensors))
+        from gguf import GGUFValueType as T
+        from gguf.gguf_writer import GGUFValue
+
+        def fewer(kv: dict) -> None:
+            kv["llama.block_count"] = GGUFValue(claim, T.UINT32)
+
+        return models.write_llama_gguf(path + ".gguf", tensors, dict(cfg, num_hidden_layers=have), meta_edit=fewer)
+    if op in ("st-move", "st-append"):
+        data = models.safetensors_bytes(models.seeded_llama_tensors(cfg))
+        if op == "st-append":
+            data += bytes(rng.randint(1, 64))
+        else:
+            hlen = struct.unpack("<Q", data[:8])[0]
+            header = json.loads(data[8:8 + hlen])
+            t = header[rng.choice(sorted(header))]
+            o = t["data_offsets"]
+            d = rng.choice([-8, -4, -1, 1, 4, 8, 64])
+            if o[0] + d >= 0:
+                t["data_offsets"] = [o[0] + d, o[1] + d]
+            else:  # the first tensor cannot move back: it moves forward and leaves a hole
+                t["data_offsets"] = [o[0] - d, o[1] - d]
+            hb = json.dumps(header).encode()
+            data = struct.pack("<Q", len(hb)) + hb + data[8 + hlen:]
+        return models.write_folder(path, cfg, data)
+    with open(base_gguf, "rb") as f:
+        data = bytearray(f.read())
+    lay = gguf_layout(bytes(data))
+    al = lay["alignment"]
+    ts = sorted(lay["tensors"], key=lambda t: t["offset"])
+    t = rng.choice(ts)
+    if op == "gguf-retype":  # a type of another size that the row length allows
+        size = gguf_nbytes(t["ne"], t["type"])
+        choices = [k for k, (blk, _) in sorted(GGML_BLOCKS.items())
+                   if t["ne"][0] % blk == 0 and gguf_nbytes(t["ne"], k) != size]
+        struct.pack_into("<I", data, t["type_at"], rng.choice(choices))
+    elif op == "gguf-move":  # onto another tensor, or one alignment unit either way
+        other = rng.choice([u for u in ts if u is not t])
+        new = rng.choice([other["offset"], t["offset"] + al, t["offset"] - al if t["offset"] >= al else t["offset"] + 2 * al])
+        struct.pack_into("<Q", data, t["offset_at"], new)
+    elif op == "gguf-insert":  # aligned bytes inserted before a tensor's data: the offsets no longer fit
+        at = lay["data_start"] + t["offset"]
+        data[at:at] = bytes(al * rng.randint(1, 3))
+    else:  # gguf-append: more than the padding after the last tensor
+        data += bytes(al * rng.randint(1, 4))
+    with open(path + ".gguf", "wb") as f:
+        f.write(bytes(data))
+    return path + ".gguf"
+
+
 # ---- one case ---------------------------------------------------------------------------------
 
 
@@ -353,6 +484,13 @@ def make_case(kind: str, base: str, work: str, i: int) -> tuple:
     rng = random.Random(f"{kind}:{i}")
     os.makedirs(work, exist_ok=True)
     path = os.path.join(work, f"{kind}-case")
+    if kind == "layout":
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        for stale in (path, path + ".gguf"):
+            if os.path.isfile(stale):
+                os.remove(stale)
+        return layout_case(base, path, rng), False
     if kind == "gguf":
         with open(base, "rb") as f:
             data = f.read()

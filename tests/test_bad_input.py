@@ -4,13 +4,16 @@ that names the problem: never a crash, a hang, a silent wrong answer or a foreig
 Covers: model paths, config.json (syntax, encoding, architecture, unknown keys, RoPE types),
 safetensors (truncation, header length, offsets, overlaps, shapes, dtypes), sharded index
 files, GGUF (truncation, magic, version), the token / context / sampling arguments of the
-Python API, and >= 300 seeded random corruptions each of a safetensors file, a GGUF file and a
-config.json, loaded in child processes so that a segfault is caught and reported.
+Python API, >= 300 seeded random corruptions each of a safetensors file, a GGUF file and a
+config.json, and 200 wrong-but-parsable layouts (dropped layers, retyped tensors, overlapping or
+holed extents), loaded in child processes so that a segfault is caught and reported.
 """
 from __future__ import annotations
 
+import collections
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -463,7 +466,8 @@ def test_context_overflow(micro_folder):
     dict(temperature=-1e-30), dict(top_p=0), dict(top_p=-0.5), dict(top_p=1.5), dict(top_p=float("nan")),
     dict(top_k=-1), dict(top_k=1.5), dict(min_p=2), dict(min_p=-0.1), dict(min_p=float("nan")),
     dict(repetition_penalty=0), dict(repetition_penalty=-1), dict(repetition_penalty=float("nan")),
-    dict(seed=1.5), dict(temperature="hot"), dict(top_k=True),
+    dict(seed=1.5), dict(temperature="hot"), dict(top_k=True), dict(seed=-1), dict(seed=2**64 + 3),
+    dict(temperature=None),
 ], ids=lambda p: f"{next(iter(p))}={list(p.values())[0]!r}")
 def test_invalid_sampling_values(micro, params):
     with pytest.raises(loomrt.InvalidArgumentError):
@@ -475,8 +479,8 @@ def test_invalid_sampling_values(micro, params):
 
 def test_valid_sampling_edges(micro):
     for params in (dict(top_p=1.0), dict(min_p=0.0), dict(min_p=1.0, temperature=1.0), dict(top_k=0),
-                   dict(top_k=10**9, temperature=1.0), dict(temperature=0.0), dict(seed=-1),
-                   dict(seed=2**64 + 3), dict(repetition_penalty=1e-3), dict(top_p=1e-9, temperature=2.0)):
+                   dict(top_k=10**9, temperature=1.0), dict(temperature=0.0), dict(seed=0),
+                   dict(seed=2**64 - 1), dict(repetition_penalty=1e-3), dict(top_p=1e-9, temperature=2.0)):
         g = micro.generate([1, 2, 3], 3, **params)
         assert len(g.token_ids) <= 3 and all(0 <= t < V for t in g.token_ids)
 
@@ -541,6 +545,8 @@ def _run_batches(kind: str, base: str, work: str, keep: str, n_cases: int = N_CA
         for i in range(start, start + BATCH):
             if i not in seen:
                 case_file = os.path.join(work, f"{kind}-case" + (".gguf" if kind == "gguf" else ""))
+                if kind == "layout" and not os.path.exists(case_file):
+                    case_file += ".gguf"
                 saved = os.path.join(keep, f"{kind}-case-{i}")
                 if os.path.isdir(case_file):
                     shutil.copytree(case_file, saved)
@@ -571,6 +577,26 @@ def test_random_corruptions_fail_cleanly(kind, micro_folder, micro_gguf, tmp_pat
     assert counts["FormatError"] >= N_CASES // 3, counts
     if kind != "safetensors":
         assert counts["UnsupportedError"] >= 1, counts
+
+
+N_LAYOUT_CASES = 200
+
+
+def test_layout_mutations_are_refused(micro_gguf, tmp_path):
+    """Files that are wrong but parse (issue 11): dropped layers (GGUF block_count / config.json
+    num_hidden_layers below the layers present), GGUF tensors retyped in place to a type of
+    another size, moved tensor extents (overlaps, holes), bytes inserted into or appended to the
+    data section of a GGUF or a safetensors file. Each case is wrong, so none may load, and none
+    may crash: every one is a typed error, nearly all of them a FormatError naming the file."""
+    import fuzz_child
+
+    counts = _run_batches("layout", micro_gguf, str(tmp_path / "work"), str(tmp_path), n_cases=N_LAYOUT_CASES)
+    assert sum(counts.values()) == N_LAYOUT_CASES
+    assert counts["ok"] == 0, counts
+    assert counts["FormatError"] >= N_LAYOUT_CASES * 9 // 10, counts
+    # the cases cover every class
+    ops = collections.Counter(random.Random(f"layout:{i}").choice(fuzz_child.LAYOUT_OPS) for i in range(N_LAYOUT_CASES))
+    assert set(ops) == set(fuzz_child.LAYOUT_OPS) and min(ops.values()) >= 10, ops
 
 
 def test_corruption_harness_reports_crashes(micro_folder, tmp_path):

@@ -101,3 +101,50 @@ def test_chat_interactive() -> None:
     r = run_cli("chat", "-n", "16", input="What is the capital of France?\n\n")
     assert r.returncode == 0, r.stderr
     assert "Paris" in r.stdout
+
+
+@pytest.mark.parametrize("cmd", ["generate", "hash"])
+def test_model_given_as_the_only_argument_is_refused(folder_with_tokenizer: str, cmd: str) -> None:
+    """`loomrt generate ./my-model` (prompt forgotten) used to answer with the default model,
+    taking the path as the prompt, and exit 0."""
+    for lone in (folder_with_tokenizer, os.path.relpath(folder_with_tokenizer)):
+        r = run_cli(cmd, lone, "-n", "2")
+        assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+        assert f"usage: loomrt {cmd}" in r.stderr and "no prompt" in r.stderr and lone in r.stderr
+        assert r.stdout == "" and "Traceback" not in r.stderr
+    r = run_cli(cmd, "-m", folder_with_tokenizer, "-n", "2")  # the model as -m: the prompt is missing too
+    assert r.returncode == 2 and "usage:" in r.stderr
+
+
+def test_hub_id_as_the_only_argument_is_refused(seeded_folder, tmp_path, monkeypatch, capsys) -> None:
+    pytest.importorskip("huggingface_hub")
+    from loomrt import cli
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--loomrt-tests--tiny-llama"
+    shutil.copytree(seeded_folder, repo / "snapshots" / commit)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as c
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(SystemExit) as e:
+        cli.main(["generate", "loomrt-tests/tiny-llama"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: loomrt generate" in err and "loomrt-tests/tiny-llama" in err and "no prompt" in err
+
+
+def test_stats_line_names_the_model(folder_with_tokenizer: str) -> None:
+    r = run_cli("generate", folder_with_tokenizer, "Once upon a time", "-n", "3")
+    assert r.returncode == 0, r.stderr
+    stats = [line for line in r.stderr.splitlines() if line.startswith("[loomrt]")]
+    assert stats and f"model {os.path.abspath(folder_with_tokenizer)}" in stats[-1], r.stderr
+
+
+def test_chat_with_the_model_as_the_only_argument_is_interactive(folder_with_tokenizer: str) -> None:
+    """`loomrt chat ./my-model` chats with that model (it is not a message to the default one)."""
+    r = run_cli("chat", folder_with_tokenizer, "-n", "2", input="Once\n\n")
+    assert r.returncode == 0, r.stderr
+    assert os.path.abspath(folder_with_tokenizer) in r.stderr.splitlines()[0]  # the banner names it

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -169,8 +170,43 @@ NATIVE = [("gcc", "-O0"), ("gcc", "-O2"), ("gcc", "-O3"), ("clang", "-O0"), ("cl
           ("gcc", "-O2 -DLRT_AVX512_EMULATE")]
 
 
+# Every x86-64 kernel path of this build, best first: a CPU with AVX-512 (and VL) runs them all.
+# test_x86_paths_are_listed keeps the list honest; docs/determinism.md counts cells with it.
+X86_PATHS = ["avx2-avx512vl", "avx2", "avx512", "reference"]
+
+
 def has_source(name: str) -> bool:
     return name in library_sources()
+
+
+# ---- the plan: which driver runs each matrix test makes (docs/determinism.md is made from it) ----
+
+
+def native_runs(opt: str) -> List[tuple]:
+    """(model, driver args) of one native build: every thread count 1..8 on the -O2 builds,
+    1, 2, 5, 8 on the others (CI time); the GGUF copy; the hostile FP environment."""
+    threads = ALL_THREADS if opt.split()[0] == "-O2" else "1,2,5,8"
+    return [("st", ["--threads", threads, "--chunks", ALL_CHUNKS]),
+            ("gguf", ["--threads", "1,4", "--chunks", "3,0"]),
+            ("st", ["--threads", "1,3,8", "--chunks", "1,16", "--hostile"])]
+
+
+def foreign_runs(args: Sequence[str]) -> List[tuple]:
+    """(model, driver args) of one foreign target: the safetensors folder with the target's
+    args, the GGUF file, and the hostile FP environment."""
+    threads = args[list(args).index("--threads") + 1]
+    return [("st", list(args)), ("gguf", ["--threads", threads.split(",")[-1], "--chunks", "3"]),
+            ("st", ["--threads", threads, "--chunks", "16", "--hostile"])]
+
+
+def driver_cells(args: Sequence[str]) -> int:
+    """Result lines matrix_driver prints per kernel path for these args: per thread count, one
+    logits hash per chunking, then greedy, sampled and resumed ids + logits (6)."""
+    a = list(args)
+    n_threads = len(a[a.index("--threads") + 1].split(",")) if "--threads" in a else 1
+    n_chunks = len(a[a.index("--chunks") + 1].split(",")) if "--chunks" in a else 4
+    gen = 0 if "--no-gen" in a else 6 if driver_defines() else 4
+    return n_threads * (n_chunks + gen)
 
 
 @pytest.mark.parametrize("compiler,opt", NATIVE, ids=[f"{c}{o.replace(' ', '')}" for c, o in NATIVE])
@@ -183,12 +219,11 @@ def test_native_matrix(compiler, opt, matrix_models, build_dir, foreign_builds, 
     if "-DLRT_AVX512_EMULATE" in flags:
         assert has_source("kernels/avx512.c")
         paths = sorted(set(paths) | {"avx512"})
-    # every thread count 1..8 on the -O2 builds; 1, 2, 5, 8 on the others (CI time)
-    threads = ALL_THREADS if flags[0] == "-O2" else "1,2,5,8"
-    n = check_output(run_driver([exe], matrix_models["st"], ["--threads", threads, "--chunks", ALL_CHUNKS]), paths)
-    n += check_output(run_driver([exe], matrix_models["gguf"], ["--threads", "1,4", "--chunks", "3,0"]), paths)
-    n += check_output(run_driver([exe], matrix_models["st"], ["--threads", "1,3,8", "--chunks", "1,16", "--hostile"]),
-                      paths)
+    n = 0
+    for model, args in native_runs(opt):
+        cells = check_output(run_driver([exe], matrix_models[model], args), paths)
+        assert cells == len(paths) * driver_cells(args), (cells, args)  # the plan the doc counts
+        n += cells
     CELLS[request.node.name] = n
     print(f"\n{request.node.name}: {n} cells")
 
@@ -275,10 +310,9 @@ def test_foreign_matrix(target, extra, runner, args, matrix_models, foreign_buil
     threads, no mmap). The safetensors folder and the GGUF file, normal and hostile FP env."""
     exe = foreign_builds[target].result(timeout=900)
     build_dir = os.path.dirname(exe)
-    runs = [(matrix_models["st"], args), (matrix_models["gguf"], ["--threads", args[1].split(",")[-1], "--chunks", "3"]),
-            (matrix_models["st"], ["--threads", args[1], "--chunks", "16", "--hostile"])]
     n = 0
-    for model, a in runs:
+    for key, a in foreign_runs(args):
+        model = matrix_models[key]
         if runner == "wasmtime":
             text = run_wasi(exe, [model] + a, os.path.dirname(model), str(tmp_path))  # the models' folder
         elif runner == "wine":
@@ -290,7 +324,9 @@ def test_foreign_matrix(target, extra, runner, args, matrix_models, foreign_buil
         else:
             assert shutil.which(runner), f"{runner} is not installed (tests/install-deps.sh installs qemu-user)"
             text = run_driver([runner, exe], model, a)
-        n += check_output(text, expected_paths(target))
+        cells = check_output(text, expected_paths(target))
+        assert cells == len(expected_paths(target)) * driver_cells(a), (cells, a)  # the plan the doc counts
+        n += cells
     CELLS[request.node.name] = n
     print(f"\n{request.node.name}: {n} cells")
 
@@ -334,3 +370,56 @@ def test_disabled_fp_guard_fails_the_hostile_cells(tmp_path, matrix_models):
     check_output(run_driver([exe], matrix_models["st"], ["--threads", "1,2", "--chunks", "3"]))
     with pytest.raises(AssertionError, match="cells differ from the golden hashes"):
         check_output(run_driver([exe], matrix_models["st"], ["--threads", "1,2", "--chunks", "3", "--hostile"]))
+
+
+# ---- the doc: docs/determinism.md's Matrix section is made from the data above ------------------
+
+
+def _matrix_doc():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("matrix_doc", os.path.join(ROOT, "tools", "matrix_doc.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_matrix_doc_is_current():
+    """The Matrix section of docs/determinism.md is what tools/matrix_doc.py writes from this
+    module's configurations, cell counts and golden hashes (rerun it after changing them)."""
+    doc = _matrix_doc()
+    text = open(doc.DOC, encoding="utf-8").read()
+    assert "To be filled" not in text
+    section = doc.current_section(text)
+    assert section, "docs/determinism.md has no generated Matrix section: run python tools/matrix_doc.py"
+    assert section == doc.render(), "docs/determinism.md's Matrix section is out of date: run python tools/matrix_doc.py"
+    for digest in set(GOLDEN.values()):
+        assert digest in section
+    total = sum(driver_cells(a) * len(X86_PATHS) for _, o in NATIVE for _, a in native_runs(o))
+    total += sum(driver_cells(a) * len(X86_PATHS if t.startswith("x86_64") else expected_paths(t))
+                 for t, _, _, args in FOREIGN for _, a in foreign_runs(args))
+    assert f"**{total} cells** in all" in section
+
+
+def test_matrix_doc_detects_drift(tmp_path, monkeypatch, capsys):
+    """--check fails when the test data change and the doc is not regenerated."""
+    doc = _matrix_doc()
+    copy = tmp_path / "determinism.md"
+    shutil.copy(doc.DOC, copy)
+    monkeypatch.setattr(doc, "DOC", str(copy))
+    assert doc.main(["--check"]) == 0
+    monkeypatch.setitem(GOLDEN, "greedy ids", "0" * 64)
+    assert doc.main(["--check"]) == 1
+    assert "out of date" in capsys.readouterr().err
+    assert doc.main([]) == 0 and doc.main(["--check"]) == 0  # rewritten: current again
+    assert "0" * 64 in copy.read_text(encoding="utf-8")
+
+
+def test_x86_paths_are_listed():
+    """X86_PATHS (what the doc counts on x86-64) names every x86 path this build has."""
+    kernels = "".join(open(os.path.join(CSRC, "kernels", n), encoding="utf-8").read()
+                      for n in sorted(os.listdir(os.path.join(CSRC, "kernels"))) if n.endswith(".c"))
+    for p in X86_PATHS:
+        assert f'"{p}"' in kernels, p
+    if platform.machine() in ("x86_64", "AMD64"):
+        assert set(loomrt.kernel_paths()) <= set(X86_PATHS), loomrt.kernel_paths()

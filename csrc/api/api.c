@@ -35,7 +35,8 @@ int32_t lrt_model_open(const char *path, size_t path_len, int32_t flags, lrt_mod
   if (memchr(path, 0, path_len)) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "the model path contains a NUL byte");
   if (!lrt_utf8_valid(path, path_len)) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "the model path is not valid UTF-8");
   if (path_len > 4000) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "the model path is too long");
-  if (flags & ~(LRT_OPEN_ALLOW_UNKNOWN_CONFIG_KEYS | LRT_OPEN_COPY_BUFFERS | LRT_OPEN_QUANTIZE_Q8_0 | LRT_OPEN_INT8_ACTIVATIONS))
+  if (flags & ~(LRT_OPEN_ALLOW_UNKNOWN_CONFIG_KEYS | LRT_OPEN_COPY_BUFFERS | LRT_OPEN_QUANTIZE_Q8_0 | LRT_OPEN_INT8_ACTIVATIONS |
+                LRT_OPEN_ALLOW_UNUSED_TENSORS | LRT_OPEN_NO_MMAP))
     return lrt_err(LRT_ERR_INVALID_ARGUMENT, "lrt_model_open: unknown flags 0x%x", (unsigned)flags);
   char buf[4096];
   memcpy(buf, path, path_len);

@@ -69,8 +69,18 @@ typedef struct lrt_mapped_file {
   void *priv[2];       /* OS handles */
 } lrt_mapped_file;
 
-/* Map a whole file read-only. Errors: LRT_ERR_NOT_FOUND, LRT_ERR_IO. */
+/* Map a whole file read-only. Errors: LRT_ERR_NOT_FOUND, LRT_ERR_IO. A mapping reads the
+ * file's pages when they are touched: if the file is truncated or rewritten in place while
+ * mapped, a touched page past the new end raises SIGBUS (POSIX), which no library can catch
+ * safely -- lrt_read_whole_file is the robust alternative (LRT_OPEN_NO_MMAP). */
 int32_t lrt_map_file(const char *path, lrt_mapped_file *out);
+/* The same interface for a file read into a heap buffer (priv[1] == LRT_MAP_HEAP): the
+ * process no longer depends on the file afterwards. Errors as lrt_map_file, and
+ * LRT_ERR_OUT_OF_MEMORY. */
+int32_t lrt_read_whole_file(const char *path, lrt_mapped_file *out);
+#define LRT_MAP_HEAP ((void *)(uintptr_t)1) /* priv[1] of a read-in file (never an OS handle) */
+/* Unmap or free a file from lrt_map_file / lrt_read_whole_file (caller buffers, priv all
+ * NULL, are left alone). */
 void lrt_unmap_file(lrt_mapped_file *f);
 /* The bytes [p, p + n) of a mapping from lrt_map_file will not be read soon: the OS may drop
  * their pages from this process (they are read from the file again if touched). A no-op for

@@ -120,8 +120,61 @@ int32_t lrt_map_file(const char *path, lrt_mapped_file *out) {
   return LRT_OK;
 }
 
+int32_t lrt_read_whole_file(const char *path, lrt_mapped_file *out) {
+  memset(out, 0, sizeof *out);
+  wchar_t *w = utf8_to_wide(path);
+  if (!w) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "path is not valid UTF-8: %s", path);
+  HANDLE fh = CreateFileW(w, GENERIC_READ, FILE_SHARE_READ, NULL, OPEN_EXISTING,
+                          FILE_ATTRIBUTE_NORMAL | FILE_FLAG_SEQUENTIAL_SCAN, NULL);
+  free(w);
+  if (fh == INVALID_HANDLE_VALUE) {
+    DWORD e = GetLastError();
+    if (e == ERROR_FILE_NOT_FOUND || e == ERROR_PATH_NOT_FOUND)
+      return lrt_err(LRT_ERR_NOT_FOUND, "file not found: %s", path);
+    return lrt_err(LRT_ERR_IO, "cannot open %s (Windows error %lu)", path, (unsigned long)e);
+  }
+  LARGE_INTEGER sz;
+  if (!GetFileSizeEx(fh, &sz)) {
+    CloseHandle(fh);
+    return lrt_err(LRT_ERR_IO, "cannot get the size of %s", path);
+  }
+  uint64_t size = (uint64_t)sz.QuadPart;
+  if ((uint64_t)(size_t)size != size) {
+    CloseHandle(fh);
+    return lrt_err(LRT_ERR_IO, "%s is too large to read into memory on this platform", path);
+  }
+  if (size == 0) {
+    CloseHandle(fh);
+    return LRT_OK;
+  }
+  uint8_t *p = (uint8_t *)malloc((size_t)size);
+  if (!p) {
+    CloseHandle(fh);
+    return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory reading %s into memory (%llu bytes)", path,
+                   (unsigned long long)size);
+  }
+  uint64_t got = 0;
+  while (got < size) {
+    DWORD want = size - got > 0x40000000u ? 0x40000000u : (DWORD)(size - got), n = 0;
+    if (!ReadFile(fh, p + got, want, &n, NULL) || n == 0) {
+      free(p);
+      CloseHandle(fh);
+      return lrt_err(LRT_ERR_IO, "cannot read %s (the file shrank or a read failed)", path);
+    }
+    got += n;
+  }
+  CloseHandle(fh);
+  out->data = p;
+  out->size = size;
+  out->priv[0] = p;
+  out->priv[1] = LRT_MAP_HEAP;
+  return LRT_OK;
+}
+
 void lrt_unmap_file(lrt_mapped_file *f) {
-  if (f->data && f->priv[0]) {
+  if (f->data && f->priv[1] == LRT_MAP_HEAP) {
+    free(f->priv[0]);
+  } else if (f->data && f->priv[0]) {
     UnmapViewOfFile((void *)f->data);
     CloseHandle((HANDLE)f->priv[1]);
     CloseHandle((HANDLE)f->priv[0]);
@@ -168,65 +221,100 @@ int lrt_is_file(const char *path) {
   return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
-int32_t lrt_map_file(const char *path, lrt_mapped_file *out) {
-  memset(out, 0, sizeof *out);
-  int fd = open(path, O_RDONLY);
-  if (fd < 0) {
+/* Read size bytes of an open file into a new heap buffer (the file read into memory). */
+static int32_t read_all(int fd, const char *path, uint64_t size, uint8_t **out) {
+  uint8_t *p = (uint8_t *)malloc((size_t)size);
+  if (!p)
+    return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory reading %s into memory (%llu bytes)", path,
+                   (unsigned long long)size);
+  size_t got = 0;
+  while (got < (size_t)size) {
+    ssize_t r = read(fd, p + got, (size_t)size - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) {
+      free(p);
+      return lrt_err(LRT_ERR_IO, "cannot read %s: %s", path, r < 0 ? strerror(errno) : "file shrank");
+    }
+    got += (size_t)r;
+  }
+  *out = p;
+  return LRT_OK;
+}
+
+/* Open and check a file for mapping or reading: *fd and *size, or an error. */
+static int32_t open_regular(const char *path, int *fd, uint64_t *size) {
+  *fd = open(path, O_RDONLY);
+  if (*fd < 0) {
     if (errno == ENOENT || errno == ENOTDIR)
       return lrt_err(LRT_ERR_NOT_FOUND, "file not found: %s", path);
     return lrt_err(LRT_ERR_IO, "cannot open %s: %s", path, strerror(errno));
   }
   struct stat st;
-  if (fstat(fd, &st) != 0) {
-    close(fd);
+  if (fstat(*fd, &st) != 0) {
+    close(*fd);
     return lrt_err(LRT_ERR_IO, "cannot stat %s", path);
   }
   if (!S_ISREG(st.st_mode)) {
-    close(fd);
+    close(*fd);
     return lrt_err(LRT_ERR_IO, "%s is not a regular file", path);
   }
-  out->size = (uint64_t)st.st_size;
+  *size = (uint64_t)st.st_size;
+  if ((uint64_t)(size_t)*size != *size) {
+    close(*fd);
+    return lrt_err(LRT_ERR_IO, "%s is too large for this platform's address space", path);
+  }
+  return LRT_OK;
+}
+
+int32_t lrt_read_whole_file(const char *path, lrt_mapped_file *out) {
+  memset(out, 0, sizeof *out);
+  int fd;
+  uint64_t size;
+  int32_t st = open_regular(path, &fd, &size);
+  if (st != LRT_OK) return st;
+  uint8_t *p = NULL;
+  if (size > 0 && (st = read_all(fd, path, size, &p)) != LRT_OK) {
+    close(fd);
+    return st;
+  }
+  close(fd);
+  out->size = size;
+  out->data = p;
+  out->priv[0] = p;
+  out->priv[1] = LRT_MAP_HEAP;
+  return LRT_OK;
+}
+
+int32_t lrt_map_file(const char *path, lrt_mapped_file *out) {
+#if defined(LRT_NO_MMAP)
+  return lrt_read_whole_file(path, out);
+#else
+  memset(out, 0, sizeof *out);
+  int fd;
+  uint64_t size;
+  int32_t st = open_regular(path, &fd, &size);
+  if (st != LRT_OK) return st;
+  out->size = size;
   if (out->size == 0) {
     close(fd);
     return LRT_OK;
   }
-  if ((uint64_t)(size_t)out->size != out->size) {
-    close(fd);
-    return lrt_err(LRT_ERR_IO, "%s is too large to map on this platform", path);
-  }
-#if defined(LRT_NO_MMAP)
-  uint8_t *p = (uint8_t *)malloc((size_t)out->size);
-  if (!p) {
-    close(fd);
-    return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory reading %s", path);
-  }
-  size_t got = 0;
-  while (got < (size_t)out->size) {
-    ssize_t r = read(fd, p + got, (size_t)out->size - got);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) {
-      free(p);
-      close(fd);
-      return lrt_err(LRT_ERR_IO, "cannot read %s: %s", path, r < 0 ? strerror(errno) : "file shrank");
-    }
-    got += (size_t)r;
-  }
-  close(fd);
-#else
   void *p = mmap(NULL, (size_t)out->size, PROT_READ, MAP_PRIVATE, fd, 0);
   close(fd);
-  if (p == MAP_FAILED) return lrt_err(LRT_ERR_IO, "cannot map %s: %s", path, strerror(errno));
-#endif
+  if (p == MAP_FAILED) {
+    out->size = 0;
+    return lrt_err(LRT_ERR_IO, "cannot map %s: %s", path, strerror(errno));
+  }
   out->data = (const uint8_t *)p;
   out->priv[0] = p;
   return LRT_OK;
+#endif
 }
 
 void lrt_unmap_file(lrt_mapped_file *f) {
-#if defined(LRT_NO_MMAP)
-  if (f->data && f->priv[0]) free(f->priv[0]);
-#else
-  if (f->data && f->priv[0]) munmap((void *)f->data, (size_t)f->size);
+  if (f->data && f->priv[1] == LRT_MAP_HEAP) free(f->priv[0]);
+#if !defined(LRT_NO_MMAP)
+  else if (f->data && f->priv[0]) munmap((void *)f->data, (size_t)f->size);
 #endif
   memset(f, 0, sizeof *f);
 }
@@ -236,7 +324,7 @@ void lrt_map_release(const lrt_mapped_file *f, const void *p, uint64_t n) {
   (void)f; (void)p; (void)n;
 #else
   const uint8_t *b = (const uint8_t *)p;
-  if (!f->data || !f->priv[0] || b < f->data || n > f->size || (uint64_t)(b - f->data) > f->size - n) return;
+  if (!f->data || !f->priv[0] || f->priv[1] == LRT_MAP_HEAP || b < f->data || n > f->size || (uint64_t)(b - f->data) > f->size - n) return;
   long page = sysconf(_SC_PAGESIZE);
   if (page <= 0) return;
   uintptr_t lo = ((uintptr_t)b + (uintptr_t)page - 1) / (uintptr_t)page * (uintptr_t)page;

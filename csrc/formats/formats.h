@@ -20,6 +20,7 @@ typedef struct lrt_tensor_ref {
   uint64_t n_elems;
   const uint8_t *data;
   uint64_t nbytes;
+  int used;            /* set by the model layer when it binds the tensor (unused check) */
 } lrt_tensor_ref;
 /* ---- JSON (json.c) -------------------------------------------------------------------- */
 
@@ -64,10 +65,12 @@ typedef struct lrt_st_file {
 } lrt_st_file;
 
 /* Validate a safetensors buffer: 8-byte LE header size, JSON header, dtypes, shapes
- * (product x element size == byte span), offsets within the data section, no overlap.
+ * (product x element size == byte span), offsets within the data section, no overlap, and
+ * no byte of the data section outside every tensor (no holes, nothing after the last).
  * Tensors are sorted by name. `what` names the file in messages. */
 int32_t lrt_st_parse(const uint8_t *buf, uint64_t len, const char *what, lrt_st_file *out);
-int32_t lrt_st_open(const char *path, lrt_st_file *out);
+/* Open a file: mapped, or read into memory when in_memory (LRT_OPEN_NO_MMAP). */
+int32_t lrt_st_open(const char *path, int in_memory, lrt_st_file *out);
 void lrt_st_close(lrt_st_file *f);
 const lrt_tensor_ref *lrt_st_find(const lrt_st_file *f, const char *name);
 
@@ -95,7 +98,8 @@ typedef struct lrt_gguf_file {
 } lrt_gguf_file;
 
 int32_t lrt_gguf_parse(const uint8_t *buf, uint64_t len, const char *what, lrt_gguf_file *out);
-int32_t lrt_gguf_open(const char *path, lrt_gguf_file *out);
+/* Open a file: mapped, or read into memory when in_memory (LRT_OPEN_NO_MMAP). */
+int32_t lrt_gguf_open(const char *path, int in_memory, lrt_gguf_file *out);
 void lrt_gguf_close(lrt_gguf_file *f);
 const lrt_gguf_kv *lrt_gguf_find(const lrt_gguf_file *f, const char *key);
 const lrt_tensor_ref *lrt_gguf_find_tensor(const lrt_gguf_file *f, const char *name);

@@ -261,7 +261,50 @@ static int cmp_span(const void *a, const void *b) {
   return x->idx < y->idx ? -1 : x->idx > y->idx;
 }
 
-/* Place the tensors in the data section and check bounds and overlaps. */
+/* The tensors must account for the whole data section, as every GGUF writer lays it out
+ * (llama.cpp's gguf.cpp, gguf-py): in offset order each tensor starts at the first multiple
+ * of the alignment after the end of the previous one, and at most the alignment padding
+ * follows the last. Bytes that belong to no tensor mean a tensor's type or shape was edited
+ * (a Q8_0 tensor relabelled Q4_0 would read the first half of its bytes as garbage), data was
+ * inserted, or the file is corrupt. Spans are sorted and do not overlap (checked before). */
+static int32_t account_data(const reader *r, const lrt_gguf_file *f, const gg_span *spans, size_t n,
+                            uint64_t data_size) {
+  const uint64_t al = f->alignment;
+  uint64_t next = 0; /* where the next tensor must start */
+  const gg_span *prev = NULL;
+  for (size_t i = 0; i < n; i++) {
+    if (spans[i].begin == spans[i].end) continue;
+    if (spans[i].begin != next) {
+      if (prev)
+        return lrt_err(LRT_ERR_FORMAT, "%s: %llu bytes of the data section (offsets %llu..%llu, between tensors "
+                       "\"%s\" and \"%s\") belong to no tensor: a tensor's type or shape was changed (\"%s\" "
+                       "declares %llu bytes), data was inserted, or the file is corrupt", r->what,
+                       (unsigned long long)(spans[i].begin - prev->end), (unsigned long long)prev->end,
+                       (unsigned long long)spans[i].begin, f->tensors[prev->idx].name,
+                       f->tensors[spans[i].idx].name, f->tensors[prev->idx].name,
+                       (unsigned long long)f->tensors[prev->idx].nbytes);
+      return lrt_err(LRT_ERR_FORMAT, "%s: the first %llu bytes of the data section (before tensor \"%s\") "
+                     "belong to no tensor: a tensor's offset was changed or the file is corrupt", r->what,
+                     (unsigned long long)spans[i].begin, f->tensors[spans[i].idx].name);
+    }
+    prev = &spans[i];
+    next = spans[i].end + (al - spans[i].end % al) % al; /* end <= file size: no overflow */
+  }
+  if (data_size > next) {
+    if (prev)
+      return lrt_err(LRT_ERR_FORMAT, "%s: %llu bytes at the end of the data section (after tensor \"%s\", "
+                     "which declares %llu bytes) belong to no tensor: a tensor's type or shape was changed, "
+                     "data was appended, or the file is corrupt", r->what,
+                     (unsigned long long)(data_size - prev->end), f->tensors[prev->idx].name,
+                     (unsigned long long)f->tensors[prev->idx].nbytes);
+    return lrt_err(LRT_ERR_FORMAT, "%s: the %llu-byte data section belongs to no tensor (the file declares "
+                   "no tensor data): the file is corrupt", r->what, (unsigned long long)data_size);
+  }
+  return LRT_OK;
+}
+
+/* Place the tensors in the data section and check bounds, overlaps and that they account
+ * for the whole data section. */
 static int32_t place_tensors(reader *r, lrt_gguf_file *f, const uint64_t *offsets) {
   uint64_t pad = (f->alignment - r->pos % f->alignment) % f->alignment;
   uint64_t data_start = r->pos + pad; /* pos <= len, pad < 2^32: no overflow */
@@ -296,8 +339,9 @@ static int32_t place_tensors(reader *r, lrt_gguf_file *f, const uint64_t *offset
     }
     if (!prev || spans[i].end > prev->end) prev = &spans[i];
   }
+  int32_t st = account_data(r, f, spans, n, data_size);
   free(spans);
-  return LRT_OK;
+  return st;
 }
 
 /* ---- parse ------------------------------------------------------------------------------ */
@@ -413,10 +457,10 @@ int32_t lrt_gguf_parse(const uint8_t *buf, uint64_t len, const char *what, lrt_g
 
 /* ---- files and lookups ------------------------------------------------------------------ */
 
-int32_t lrt_gguf_open(const char *path, lrt_gguf_file *out) {
+int32_t lrt_gguf_open(const char *path, int in_memory, lrt_gguf_file *out) {
   memset(out, 0, sizeof *out);
   lrt_mapped_file m;
-  int32_t st = lrt_map_file(path, &m);
+  int32_t st = in_memory ? lrt_read_whole_file(path, &m) : lrt_map_file(path, &m);
   if (st != LRT_OK) return st;
   st = lrt_gguf_parse(m.data, m.size, path, out);
   if (st != LRT_OK) {

@@ -14,7 +14,8 @@
  *
  * Every tensor is checked: known dtype, shape of non-negative integers whose element
  * count times the element size (without overflow) equals end - begin, begin <= end <= the
- * data size, and no two tensors share bytes. The resulting table is sorted by name. */
+ * data size, no two tensors share bytes, and together they fill the data section (no hole,
+ * nothing after the last). The resulting table is sorted by name. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -221,6 +222,37 @@ static int32_t build_table(const char *what, const lj_value *root, const uint8_t
     }
     if (!prev || spans[i].end > prev->end) prev = &spans[i];
   }
+  /* the tensors fill the data section exactly, as the safetensors library requires: in
+   * offset order each starts where the previous one ends, and the last ends at the end of the
+   * file. Bytes that belong to no tensor mean an edited dtype/shape/offset or appended data. */
+  uint64_t next = 0;
+  const st_span *last = NULL;
+  for (size_t i = 0; i < n; i++) {
+    if (spans[i].begin == spans[i].end) continue;
+    if (spans[i].begin != next) {
+      const lrt_tensor_ref *b = &out->tensors[spans[i].idx];
+      if (!last)
+        return lrt_err(LRT_ERR_FORMAT, "%s: the first %llu bytes of the data section (before tensor \"%.*s\") "
+                       "belong to no tensor; the header was edited or the file is corrupt", what,
+                       (unsigned long long)spans[i].begin, qlen(b->name, b->name_len, 100), b->name);
+      const lrt_tensor_ref *a = &out->tensors[last->idx];
+      return lrt_err(LRT_ERR_FORMAT, "%s: bytes %llu..%llu of the data section (between tensors \"%.*s\" and "
+                     "\"%.*s\") belong to no tensor; the header was edited or the file is corrupt", what,
+                     (unsigned long long)next, (unsigned long long)spans[i].begin, qlen(a->name, a->name_len, 100),
+                     a->name, qlen(b->name, b->name_len, 100), b->name);
+    }
+    next = spans[i].end;
+    last = &spans[i];
+  }
+  if (data_size != next) {
+    if (!last)
+      return lrt_err(LRT_ERR_FORMAT, "%s: the %llu-byte data section belongs to no tensor (the header declares "
+                     "no tensor data); the file is corrupt", what, (unsigned long long)data_size);
+    const lrt_tensor_ref *a = &out->tensors[last->idx];
+    return lrt_err(LRT_ERR_FORMAT, "%s: %llu bytes after the last tensor \"%.*s\" belong to no tensor; data was "
+                   "appended, the header was edited or the file is corrupt", what,
+                   (unsigned long long)(data_size - next), qlen(a->name, a->name_len, 100), a->name);
+  }
 
   /* sorted by name for lrt_st_find; JSON already rejects duplicate keys */
   qsort(out->tensors, n, sizeof *out->tensors, cmp_tensor_name);
@@ -277,10 +309,10 @@ int32_t lrt_st_parse(const uint8_t *buf, uint64_t len, const char *what, lrt_st_
 
 /* ---- files ------------------------------------------------------------------------------ */
 
-int32_t lrt_st_open(const char *path, lrt_st_file *out) {
+int32_t lrt_st_open(const char *path, int in_memory, lrt_st_file *out) {
   memset(out, 0, sizeof *out);
   lrt_mapped_file m;
-  int32_t st = lrt_map_file(path, &m);
+  int32_t st = in_memory ? lrt_read_whole_file(path, &m) : lrt_map_file(path, &m);
   if (st != LRT_OK) return st;
   st = lrt_st_parse(m.data, m.size, path, out);
   if (st != LRT_OK) {

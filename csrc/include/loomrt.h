@@ -100,10 +100,29 @@ typedef struct lrt_model lrt_model;
  * times the exactly dequantized weights), whose answers track the F32 model more closely.
  * Other weight formats are unaffected. */
 #define LRT_OPEN_INT8_ACTIVATIONS 8
+/* Accept tensors the model does not use. By default every tensor of the files must be used
+ * by the architecture and layer count of the configuration (or be a known harmless extra:
+ * HF's rotary "inv_freq" buffers, GPT-2's attention-mask buffers "attn.bias" /
+ * "attn.masked_bias", a stored LM head of a model with tied embeddings); otherwise the open
+ * fails with LRT_ERR_FORMAT naming the tensor: a GGUF block_count or config.json
+ * num_hidden_layers smaller than the layers in the file, or tensors of another variant
+ * (biases, extra norms), would otherwise be ignored and the model would compute something
+ * else. With this flag they are ignored. */
+#define LRT_OPEN_ALLOW_UNUSED_TENSORS 16
+/* Read the weight files into memory at open instead of memory-mapping them. A mapping reads
+ * pages from the file when they are first touched (and may drop and re-read them later), so
+ * a file truncated or rewritten in place while the model is open (`cp new.gguf model.gguf`
+ * under a running server) kills the process with SIGBUS at the next touch of a lost page on
+ * Linux and macOS, or silently changes the weights; no library can recover from that.
+ * With this flag the process no longer depends on the file after lrt_model_open returns, at
+ * the cost of the file's size in private memory and a full read at open. Same results.
+ * (lrt_model_open_memory accepts the flag and ignores it: its buffers are the caller's.) */
+#define LRT_OPEN_NO_MMAP 32
 
 /* Open a model: a HuggingFace folder (config.json + *.safetensors) or a .gguf file.
- * path is UTF-8 with explicit length. Weights are memory-mapped and used in place where
- * their stored format allows. On failure *out is set to NULL. */
+ * path is UTF-8 with explicit length. Weights are memory-mapped (or read into memory with
+ * LRT_OPEN_NO_MMAP) and used in place where their stored format allows. On failure *out is
+ * set to NULL. */
 LRT_API int32_t lrt_model_open(const char *path, size_t path_len, int32_t flags,
                                lrt_model **out);
 /* Close a model. NULL is allowed. All sessions of the model must be freed first. */

@@ -1,7 +1,7 @@
 /* model.c -- open a HuggingFace folder or a GGUF file and bind the weights.
  *
  * Matrices (F32, F16, BF16 and the GGUF block formats Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) are used in place
- * in the memory mapping; block formats are dequantized one row at a time as they are used
+ * in the memory mapping (or in the copy read into memory with LRT_OPEN_NO_MMAP); block formats are dequantized one row at a time as they are used
  * (forward.c). Small vectors (norm weights, biases) are widened to owned float arrays. GPT-2's
  * Conv1D matrices are stored transposed (in, out); they are transposed once into owned
  * buffers in their stored format. */
@@ -66,6 +66,12 @@ static const lrt_tensor_ref *find_tensor(const lrt_model *m, const char *name) {
   return NULL;
 }
 
+/* The model binds this tensor (the unused-tensor check at the end of the load reads it). The
+ * tables are the model's own (allocated by the parsers): only the lookup is const. */
+static void mark_used(const lrt_tensor_ref *t) {
+  if (t) ((lrt_tensor_ref *)t)->used = 1;
+}
+
 static int32_t shape_error(const lrt_tensor_ref *t, int64_t r, int64_t c) {
   char got[128] = "";
   size_t off = 0;
@@ -94,6 +100,7 @@ static int32_t get_mat(lrt_model *m, const char *name, int64_t rows, int64_t col
   if (!t) return lrt_err(LRT_ERR_FORMAT, "tensor %s is missing from the model files", name);
   int64_t r = transposed ? cols : rows, c = transposed ? rows : cols;
   if (t->n_dims != 2 || t->shape[0] != r || t->shape[1] != c) return shape_error(t, r, c);
+  mark_used(t);
   m->weight_bytes += t->nbytes;
   m->n_params += t->n_elems;
   out->rows = rows;
@@ -260,6 +267,7 @@ static int32_t get_vec(lrt_model *m, const char *name, int64_t n, int optional, 
     return lrt_err(LRT_ERR_UNSUPPORTED, "tensor %s has type %s; vectors must be F32, F16 or BF16", name, t->dtype_name);
   float *f = (float *)own(m, (size_t)n * 4);
   if (!f) return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory loading %s", name);
+  mark_used(t);
   for (int64_t i = 0; i < n; i++) f[i] = elem(t, (uint64_t)i);
   m->weight_bytes += t->nbytes;
   m->n_params += t->n_elems;
@@ -292,6 +300,7 @@ static int32_t rope_table(lrt_model *m) {
   const lrt_tensor_ref *rf = m->is_gguf ? find_tensor(m, "rope_freqs.weight") : NULL;
   if (rf && (rf->n_dims != 1 || rf->shape[0] != half || rf->dtype != LRT_DT_F32))
     return lrt_err(LRT_ERR_FORMAT, "tensor rope_freqs.weight must be F32 of length %lld", (long long)half);
+  mark_used(rf);
   for (int64_t i = 0; i < half; i++) {
     double f = lrt_rope_freq(c, i);
     if (rf) f = f / (double)elem(rf, (uint64_t)i);
@@ -330,7 +339,7 @@ static int32_t open_safetensors(lrt_model *m, const char *folder) {
   if (lrt_is_file(path)) {
     m->st_files = (lrt_st_file *)calloc(1, sizeof(lrt_st_file));
     if (!m->st_files) return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory");
-    int32_t st = lrt_st_open(path, &m->st_files[0]);
+    int32_t st = lrt_st_open(path, (m->open_flags & LRT_OPEN_NO_MMAP) != 0, &m->st_files[0]);
     if (st) return st;
     m->n_st_files = 1;
     return LRT_OK;
@@ -370,7 +379,7 @@ static int32_t open_safetensors(lrt_model *m, const char *folder) {
     for (size_t j = 0; j < m->n_st_files; j++) seen |= strcmp(names[j], v->str) == 0;
     if (seen) continue;
     snprintf(path, sizeof path, "%s/%s", folder, v->str);
-    st = lrt_st_open(path, &m->st_files[m->n_st_files]);
+    st = lrt_st_open(path, (m->open_flags & LRT_OPEN_NO_MMAP) != 0, &m->st_files[m->n_st_files]);
     if (st == LRT_OK) names[m->n_st_files++] = v->str;
   }
   /* every tensor named in the index must be in the files */
@@ -385,6 +394,14 @@ static int32_t open_safetensors(lrt_model *m, const char *folder) {
 
 static void tensor_name(char *buf, size_t cap, const char *fmt, int64_t layer) {
   snprintf(buf, cap, fmt, (long long)layer);
+}
+
+/* A model with tied embeddings may still store its LM head (some exporters write both); HF
+ * ties it to the embedding and ignores the stored copy, and so does loomrt. A copy of the
+ * embedding's shape counts as used; any other shape is left to the unused-tensor check. */
+static void tied_head_copy(lrt_model *m, const char *name) {
+  const lrt_tensor_ref *t = find_tensor(m, name);
+  if (t && t->n_dims == 2 && t->shape[0] == m->cfg.vocab && t->shape[1] == m->cfg.dim) mark_used(t);
 }
 
 static int32_t bind_hf(lrt_model *m) {
@@ -403,6 +420,7 @@ static int32_t bind_hf(lrt_model *m) {
     snprintf(n, sizeof n, "%sln_f.bias", pre);
     if ((st = get_vec(m, n, c->dim, 0, &m->out_norm_b))) return st;
     m->lm_head = m->tok_embd;
+    tied_head_copy(m, "lm_head.weight");
     for (int64_t l = 0; l < c->n_layers; l++) {
       lrt_layer *L = &m->layers[l];
       char f[160];
@@ -435,8 +453,12 @@ static int32_t bind_hf(lrt_model *m) {
   }
   if ((st = get_mat(m, "model.embed_tokens.weight", c->vocab, c->dim, 0, &m->tok_embd))) return st;
   if ((st = get_vec(m, "model.norm.weight", c->dim, 0, &m->out_norm))) return st;
-  if (c->tied) m->lm_head = m->tok_embd;
-  else if ((st = get_mat(m, "lm_head.weight", c->vocab, c->dim, 0, &m->lm_head))) return st;
+  if (c->tied) {
+    m->lm_head = m->tok_embd;
+    tied_head_copy(m, "lm_head.weight");
+  } else if ((st = get_mat(m, "lm_head.weight", c->vocab, c->dim, 0, &m->lm_head))) {
+    return st;
+  }
   for (int64_t l = 0; l < c->n_layers; l++) {
     lrt_layer *L = &m->layers[l];
 #define P(s) (tensor_name(n, sizeof n, "model.layers.%lld." s, l), n)
@@ -510,7 +532,7 @@ static const char *ext_of(const char *path, size_t len) {
   return len >= 5 ? path + len - 5 : "";
 }
 
-static int32_t finish_load(lrt_model *m);
+static int32_t finish_load(lrt_model *m, const char *what);
 static void gguf_name(lrt_model *m);
 
 int32_t lrt_model_load(const char *path, int32_t flags, lrt_model **out) {
@@ -529,14 +551,18 @@ int32_t lrt_model_load(const char *path, int32_t flags, lrt_model **out) {
       goto fail;
     }
     m->is_gguf = 1;
-    if ((st = lrt_gguf_open(path, &m->gguf))) goto fail;
+    if ((st = lrt_gguf_open(path, (flags & LRT_OPEN_NO_MMAP) != 0, &m->gguf))) goto fail;
     if ((st = lrt_config_from_gguf(&m->gguf, &m->cfg))) goto fail;
     gguf_name(m);
   } else {
     st = lrt_err(LRT_ERR_NOT_FOUND, "model path not found: %s (pass a HuggingFace model folder or a .gguf file)", path);
     goto fail;
   }
-  if ((st = finish_load(m))) goto fail;
+  if (flags & LRT_OPEN_NO_MMAP) { /* the files read into memory are loomrt's allocation now */
+    if (m->is_gguf) m->resident_bytes += m->gguf.map.size;
+    for (size_t i = 0; i < m->n_st_files; i++) m->resident_bytes += m->st_files[i].map.size;
+  }
+  if ((st = finish_load(m, path))) goto fail;
   *out = m;
   return LRT_OK;
 fail:
@@ -544,14 +570,86 @@ fail:
   return st;
 }
 
-/* Bind the weights of an opened source (config read, files parsed). */
-static int32_t finish_load(lrt_model *m) {
+/* ---- tensors nothing uses ---------------------------------------------------------------- */
+
+static int ends_with(const char *s, const char *suffix) {
+  size_t n = strlen(s), k = strlen(suffix);
+  return n >= k && memcmp(s + n - k, suffix, k) == 0;
+}
+
+/* Tensors some writers store that carry nothing the forward pass needs: HF's rotary inv_freq
+ * buffers (transformers < 4.31 saved them; loomrt computes the frequencies from the config)
+ * and GPT-2's causal-mask buffers h.N.attn.bias / h.N.attn.masked_bias. */
+static int harmless_extra(const lrt_model *m, const char *name) {
+  if (m->is_gguf) return 0;
+  if (ends_with(name, ".rotary_emb.inv_freq")) return 1;
+  return m->cfg.arch == LRT_ARCH_GPT2 && (ends_with(name, ".attn.bias") || ends_with(name, ".attn.masked_bias"));
+}
+
+/* The layer number of a per-layer tensor name ("blk.7.", "model.layers.7.", "h.7.",
+ * "transformer.h.7."), or -1. */
+static int64_t layer_of(const char *name) {
+  static const char *const prefixes[] = {"blk.", "model.layers.", "h.", "transformer.h."};
+  for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++) {
+    size_t k = strlen(prefixes[i]);
+    if (strncmp(name, prefixes[i], k) != 0) continue;
+    const char *p = name + k;
+    int64_t v = 0;
+    int digits = 0;
+    for (; *p >= '0' && *p <= '9' && digits < 9; p++, digits++) v = v * 10 + (*p - '0');
+    if (digits > 0 && *p == '.') return v;
+  }
+  return -1;
+}
+
+/* Every tensor of the files must be bound by the model (or be a known harmless extra): a
+ * GGUF block_count or config num_hidden_layers smaller than the layers present, or tensors
+ * of another variant (biases, extra norms), would otherwise be skipped silently and the
+ * model would compute something else. LRT_OPEN_ALLOW_UNUSED_TENSORS opts out. */
+static int32_t check_unused(const lrt_model *m, const char *what) {
+  if (m->open_flags & LRT_OPEN_ALLOW_UNUSED_TENSORS) return LRT_OK;
+  const lrt_tensor_ref *first = NULL;
+  size_t n_unused = 0;
+  size_t n_src = m->is_gguf ? 1 : m->n_st_files;
+  for (size_t f = 0; f < n_src; f++) {
+    const lrt_tensor_ref *ts = m->is_gguf ? m->gguf.tensors : m->st_files[f].tensors;
+    size_t n = m->is_gguf ? m->gguf.n_tensors : m->st_files[f].n_tensors;
+    for (size_t i = 0; i < n; i++) {
+      if (ts[i].used || harmless_extra(m, ts[i].name)) continue;
+      if (!first) first = &ts[i];
+      n_unused++;
+    }
+  }
+  if (!first) return LRT_OK;
+  const lrt_config *c = &m->cfg;
+  char more[64] = "";
+  if (n_unused > 1) snprintf(more, sizeof more, " (and %zu more unused tensor%s)", n_unused - 1, n_unused > 2 ? "s" : "");
+  const char *fix = "open with allow_unused_tensors=True (LRT_OPEN_ALLOW_UNUSED_TENSORS) to ignore them";
+  int64_t layer = layer_of(first->name);
+  if (layer >= c->n_layers) {
+    char key[64];
+    if (m->is_gguf) snprintf(key, sizeof key, "GGUF %s.block_count", c->arch_name);
+    else snprintf(key, sizeof key, "config.json %s", c->arch == LRT_ARCH_GPT2 ? "n_layer" : "num_hidden_layers");
+    return lrt_err(LRT_ERR_FORMAT, "%s: tensor \"%s\" belongs to layer %lld, but the model has %lld layer%s (%s)%s: "
+                   "the file holds layers its configuration does not count, which would be skipped silently. "
+                   "Correct %s, or %s", what, first->name, (long long)layer, (long long)c->n_layers,
+                   c->n_layers == 1 ? "" : "s", key, more, key, fix);
+  }
+  return lrt_err(LRT_ERR_FORMAT, "%s: tensor \"%s\" is in the file but the %s model (as configured) does not use it%s: "
+                 "the file may be of another architecture or variant, which would compute something else. "
+                 "Check the configuration, or %s", what, first->name, c->arch_name, more, fix);
+}
+
+/* Bind the weights of an opened source (config read, files parsed); `what` names the source
+ * in messages. */
+static int32_t finish_load(lrt_model *m, const char *what) {
   int32_t st;
   m->layers = (lrt_layer *)calloc((size_t)m->cfg.n_layers, sizeof(lrt_layer));
   if (!m->layers) return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory");
   if ((st = m->is_gguf ? bind_gguf(m) : bind_hf(m))) return st;
-  if ((m->open_flags & LRT_OPEN_QUANTIZE_Q8_0) && (st = quantize_all(m))) return st;
   if (!m->cfg.learned_pos && (st = rope_table(m))) return st;
+  if ((st = check_unused(m, what))) return st;
+  if ((m->open_flags & LRT_OPEN_QUANTIZE_Q8_0) && (st = quantize_all(m))) return st;
   { /* eos ids outside the vocabulary can never be sampled: drop them */
     int k = 0;
     for (int i = 0; i < m->cfg.n_eos; i++)
@@ -672,7 +770,7 @@ int32_t lrt_model_load_memory(const lrt_vfile *files, size_t n, int32_t flags, l
       goto fail;
     if ((st = memory_safetensors(m, files, n))) goto fail;
   }
-  if ((st = finish_load(m))) goto fail;
+  if ((st = finish_load(m, gg ? gg->name : "the files given"))) goto fail;
   *out = m;
   return LRT_OK;
 fail:

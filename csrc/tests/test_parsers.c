@@ -375,16 +375,24 @@ static void test_safetensors(void) {
   FILE *fp = fopen(path, "wb");
   CHECK(fp && fwrite(b, 1, len, fp) == len, "write temp file");
   if (fp) fclose(fp);
-  st = lrt_st_open(path, &f);
+  st = lrt_st_open(path, 0, &f);
   CHECK(st == LRT_OK && f.n_tensors == 5 && f.map.priv[0] != NULL, "open: %s", lrt_last_error());
   if (st == LRT_OK) {
     const lrt_tensor_ref *t = lrt_st_find(&f, "s");
     CHECK(t && t->data[0] == 32, "mapped data");
     lrt_st_close(&f);
   }
+  st = lrt_st_open(path, 1, &f); /* read into memory: the same table and bytes */
+  CHECK(st == LRT_OK && f.n_tensors == 5 && f.map.priv[1] == LRT_MAP_HEAP, "read in: %s", lrt_last_error());
+  if (st == LRT_OK) {
+    const lrt_tensor_ref *t = lrt_st_find(&f, "s");
+    CHECK(t && t->data[0] == 32 && !memcmp(f.map.data, b, len), "read-in data");
+    lrt_st_close(&f);
+  }
+  CHECK(lrt_st_open("/nonexistent/x.safetensors", 1, &f) == LRT_ERR_NOT_FOUND, "missing file, read in");
   remove(path);
   free(b);
-  CHECK(lrt_st_open("/nonexistent/x.safetensors", &f) == LRT_ERR_NOT_FOUND, "missing file");
+  CHECK(lrt_st_open("/nonexistent/x.safetensors", 0, &f) == LRT_ERR_NOT_FOUND, "missing file");
   CHECK(f.tensors == NULL && f.map.data == NULL, "zeroed on failure");
 
   /* semantic errors */
@@ -428,12 +436,26 @@ static void test_safetensors(void) {
               strstr(lrt_last_error(), bad[i].msg),
           "safetensors case %zu: %d %s", i, st, lrt_last_error());
   }
-  /* fine: empty header, zero-size tensors sharing an offset, holes between tensors */
+  /* fine: empty header, zero-size tensors sharing an offset */
   CHECK(st_try("{}", 0) == LRT_OK, "{}: %s", lrt_last_error());
   CHECK(st_try("{\"a\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[4,4]},"
                "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
-               "\"c\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[12,13]}}", 16) == LRT_OK,
+               "\"c\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[8,9]}}", 9) == LRT_OK,
         "zero-size tensors: %s", lrt_last_error());
+  /* bytes that belong to no tensor: a hole, a gap before the first, bytes after the last, data
+   * without tensors (an edited dtype / shape / offset, or appended data) */
+  struct { const char *h; size_t dl; const char *msg; } holes[] = {
+      {"{\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+       "\"c\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[12,13]}}", 13, "bytes 8..12"},
+      {"{\"c\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[4,5]}}", 5, "first 4 bytes"},
+      {"{\"c\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 9, "8 bytes after the last"},
+      {"{}", 3, "3-byte data section"},
+  };
+  for (size_t i = 0; i < sizeof holes / sizeof holes[0]; i++) {
+    st = st_try(holes[i].h, holes[i].dl);
+    CHECK(st == LRT_ERR_FORMAT && strstr(lrt_last_error(), "belong") && strstr(lrt_last_error(), holes[i].msg),
+          "safetensors hole %zu: %d %s", i, st, lrt_last_error());
+  }
 }
 
 /* ---- GGUF ------------------------------------------------------------------------------- */
@@ -485,7 +507,8 @@ typedef struct gg_opts {
   uint32_t version;
   uint32_t alignment; /* 0: no general.alignment kv */
   int extra_kv;       /* 1: nested array, 2: dup key, 3: bad utf-8 string, 4: alignment as u64 */
-  int tensor_bug;     /* 1: offset out of range, 2: misaligned offset, 3: overlap, 4: dup name */
+  int tensor_bug;     /* 1: offset out of range, 2: misaligned offset, 3: overlap, 4: dup name,
+                         5: bytes after the padded last tensor, 6: a hole before the last tensor */
 } gg_opts;
 
 static const gg_tensor k_gg_tensors[] = {
@@ -559,6 +582,7 @@ static uint8_t *gg_build(const gg_opts *o, size_t *out_len) {
     put_u32(&b, t->n_dims);
     for (uint32_t d = 0; d < t->n_dims; d++) put_u64(&b, t->ne[d]);
     put_u32(&b, t->type);
+    if (o->tensor_bug == 6 && i == GG_NT - 1) off += align;
     offs[i] = off;
     uint64_t wr = off;
     if (o->tensor_bug == 1 && i == GG_NT - 2) wr = UINT64_C(1) << 40;
@@ -577,6 +601,8 @@ static uint8_t *gg_build(const gg_opts *o, size_t *out_len) {
   for (uint64_t i = 0; i < end; i += 256) put(&b, zeros, end - i < 256 ? (size_t)(end - i) : 256);
   for (size_t i = 0; i < GG_NT; i++)
     memset(b.p + data_start + offs[i], (int)(i + 1), (size_t)k_gg_tensors[i].nbytes);
+  if (o->tensor_bug == 5) /* the last tensor padded, then one more aligned block */
+    for (uint64_t i = 0; i < (align - end % align) % align + align; i++) put_u8(&b, 0);
   *out_len = b.n;
   return b.p;
 }
@@ -716,6 +742,8 @@ static void test_gguf(void) {
       {{3, 0, 3, 0}, "not valid UTF-8"},    {{3, 0, 0, 1}, "lies outside"},
       {{3, 0, 0, 2}, "not a multiple of the alignment"}, {{3, 0, 0, 3}, "overlap"},
       {{3, 0, 0, 4}, "duplicate tensor name"},
+      {{3, 0, 0, 5}, "at the end of the data section (after tensor \"norm\""},
+      {{3, 64, 0, 6}, "and \"norm\") belong to no tensor"},
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     st = gg_try(&bad[i].o);
