@@ -1,21 +1,11 @@
 /* api.c -- the exported gate: argument checks, floating-point guard, error mapping.
- * Every exported function that computes enters through GUARD_ENTER / GUARD_LEAVE so a host's
- * flush-to-zero or rounding-mode setting never reaches the numerics. */
+ * The guard and check macros are in api_internal.h. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "../kernels/kernels.h"
 #include "../text/tokenizer.h"
 #include "api_internal.h"
-
-#define GUARD_ENTER \
-  lrt_fpenv fpenv_; \
-  lrt_fpenv_enter(&fpenv_)
-#define GUARD_RETURN(x) \
-  do { int32_t r_ = (x); lrt_fpenv_leave(&fpenv_); return r_; } while (0)
-
-#define CHECK_PTR(p, name) \
-  if (!(p)) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "%s must not be NULL", name)
 
 const char *lrt_version_string(void) { return LRT_VERSION_STRING; }
 int32_t lrt_version_number(void) {
@@ -237,8 +227,8 @@ int32_t lrt_session_new(lrt_model *m, int64_t context, int32_t threads, lrt_sess
   if (context > m->cfg.ctx)
     return lrt_err(LRT_ERR_INVALID_ARGUMENT, "context %lld exceeds the model's maximum of %lld positions",
                    (long long)context, (long long)m->cfg.ctx);
-  if (threads < 0 || threads > 1024) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "threads must be in [0, 1024] (0 = the physical cores)");
-  if (threads == 0) threads = lrt_physical_cores();
+  int32_t tst = lrt_api_threads(&threads);
+  if (tst) return tst;
   GUARD_ENTER;
   lrt_session *s = (lrt_session *)calloc(1, sizeof *s);
   if (!s) GUARD_RETURN(lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory"));

@@ -34,6 +34,26 @@ int lrt_text_is_eog(const lrt_text *t, int32_t tok);
 /* The model's chat template source (NUL-terminated, "" when none). */
 int32_t lrt_text_chat_template(const lrt_model *m, const char **out, size_t *len);
 
+/* ---- the gate's shared checks (api.c, train_api.c, and every later exported file) ---------- */
+
+/* Every exported function that computes enters through GUARD_ENTER and returns through
+ * GUARD_RETURN, so a host's flush-to-zero or rounding-mode setting never reaches the numerics. */
+#define GUARD_ENTER \
+  lrt_fpenv fpenv_; \
+  lrt_fpenv_enter(&fpenv_)
+#define GUARD_RETURN(x) \
+  do { int32_t r_ = (x); lrt_fpenv_leave(&fpenv_); return r_; } while (0)
+#define CHECK_PTR(p, name) \
+  if (!(p)) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "%s must not be NULL", name)
+
+/* A caller's thread count: [0, 1024], 0 = the physical cores (replaced by their number). */
+static inline int32_t lrt_api_threads(int32_t *threads) {
+  if (*threads < 0 || *threads > 1024)
+    return lrt_err(LRT_ERR_INVALID_ARGUMENT, "threads must be in [0, 1024] (0 = the physical cores)");
+  if (*threads == 0) *threads = lrt_physical_cores();
+  return LRT_OK;
+}
+
 /* ---- generation (generate.c) -------------------------------------------------------------- */
 
 typedef struct lrt_gen lrt_gen;

@@ -6,25 +6,13 @@
 #include "../train/train.h"
 #include "api_internal.h"
 
-#define GUARD_ENTER \
-  lrt_fpenv fpenv_; \
-  lrt_fpenv_enter(&fpenv_)
-#define GUARD_RETURN(x) \
-  do { int32_t r_ = (x); lrt_fpenv_leave(&fpenv_); return r_; } while (0)
-#define CHECK_PTR(p, name) \
-  if (!(p)) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "%s must not be NULL", name)
 
-static int32_t check_threads(int32_t *threads) {
-  if (*threads < 0 || *threads > 1024) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "threads must be in [0, 1024] (0 = the physical cores)");
-  if (*threads == 0) *threads = lrt_physical_cores();
-  return LRT_OK;
-}
 
 int32_t lrt_trainer_new(const char *json, size_t len, uint64_t seed, int32_t threads, lrt_trainer **out) {
   CHECK_PTR(out, "out");
   *out = NULL;
   CHECK_PTR(json, "config_json");
-  int32_t st = check_threads(&threads);
+  int32_t st = lrt_api_threads(&threads);
   if (st) return st;
   GUARD_ENTER;
   lrt_config cfg;
@@ -44,7 +32,7 @@ int32_t lrt_trainer_open(const char *path, size_t path_len, int32_t threads, lrt
   CHECK_PTR(path, "path");
   if (path_len == 0 || path_len > 4000 || memchr(path, 0, path_len) || !lrt_utf8_valid(path, path_len))
     return lrt_err(LRT_ERR_INVALID_ARGUMENT, "the model path must be 1..4000 bytes of UTF-8 without NUL");
-  int32_t st = check_threads(&threads);
+  int32_t st = lrt_api_threads(&threads);
   if (st) return st;
   char buf[4001];
   memcpy(buf, path, path_len);
