@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from . import _lib
 from ._library import library_path
-from .errors import (ContextFullError, FormatError, InternalError, InvalidArgumentError, LoomrtError,
+from .errors import (BusyError, ContextFullError, FormatError, InternalError, InvalidArgumentError, LoomrtError,
                      LoomrtIOError, NotFoundError, OutOfMemoryError, StateError, UnsupportedError)
 from .model import Generation, Model, SamplingParams, Session, Timings, default_threads, load
 from .audit import VerifyResult, model_hash, tokenizer_hash, verify_receipt
@@ -46,7 +46,7 @@ __all__ = [
     "default_model_path", "resolve_model_path", "default_threads", "kernel_path",
     "kernel_paths", "set_kernel_path",
     "LoomrtError", "FormatError", "UnsupportedError", "InvalidArgumentError", "NotFoundError",
-    "ContextFullError", "StateError", "OutOfMemoryError", "InternalError", "LoomrtIOError",
+    "ContextFullError", "StateError", "BusyError", "OutOfMemoryError", "InternalError", "LoomrtIOError",
     "__version__", "NUMERICS_VERSION", "ABI_VERSION", "library_path",
     "verify_receipt", "VerifyResult", "model_hash", "tokenizer_hash",
 ]

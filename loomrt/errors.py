@@ -19,6 +19,7 @@ __all__ = [
     "OutOfMemoryError",
     "InternalError",
     "LoomrtIOError",
+    "BusyError",
 ]
 
 
@@ -60,3 +61,10 @@ class InternalError(LoomrtError, RuntimeError):
 
 class LoomrtIOError(LoomrtError, OSError):
     """Reading or writing a file failed."""
+
+
+class BusyError(LoomrtError, RuntimeError):
+    """A session was used by a second thread (or a second generation) while in use.
+
+    A session serves one thread at a time; give each thread its own session, or use the
+    model's generate / chat / stream, which take one of their own."""
