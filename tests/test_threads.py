@@ -36,7 +36,16 @@ def tiny_path(tmp_path_factory) -> str:
     cfg = dict(models.SEEDED_CONFIG, vocab_size=models.VOCAB, eos_token_id=models.EOS_ID)
     tokens, merges = models.byte_level_vocab()
     path = str(tmp_path_factory.mktemp("threads") / "tiny.gguf")
-    return models.write_llama_gguf(path, models.seeded_llama_tensors(cfg, 91), cfg, tokens, merges)
+    return models.write_llama_gguf(path, models.seeded_llama_tensors(cfg, 91), cfg, tokens, merges,
+                                   meta_edit=_gpt2_pre)
+
+
+def _gpt2_pre(kv) -> None:
+    """GPT-2's pre-tokenizer, which the C tokenizer implements (the writer's default is
+    llama.cpp's "default"): the C race program's text prompts need it."""
+    import gguf
+
+    kv["tokenizer.ggml.pre"] = gguf.GGUFValue(value="gpt-2", type=gguf.GGUFValueType.STRING)
 
 
 def _calls(n: int) -> List[Tuple[str, str, Dict[str, Any]]]:
@@ -199,3 +208,82 @@ def test_one_session_from_two_threads_raises_busy(tiny_path) -> None:
     a.start(); b.start(); a.join(); b.join()
     assert not other, other[:3]
     assert counts["ok"] > 0 and counts["busy"] > 0, counts
+
+
+# ---- the C layer: concurrent entry into one session ------------------------------------------------
+
+SANITIZERS = {
+    "plain": ("-O2", {}),
+    "asan": ("-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all",
+             {"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0", "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1"}),
+    "tsan": ("-O1 -fsanitize=thread", {"TSAN_OPTIONS": "halt_on_error=1:second_deadlock_stack=1"}),
+}
+
+
+def _build_busy(flavour: str, out_dir: str) -> str:
+    """csrc/tests/test_busy.c linked with the library's sources (one gcc call)."""
+    assert shutil.which("gcc"), "gcc is installed by tests/install-deps.sh"
+    flags, _ = SANITIZERS[flavour]
+    exe = os.path.join(out_dir, "test_busy_" + flavour)
+    srcs = [os.path.join(CSRC, "tests", "test_busy.c")] + [os.path.join(CSRC, s) for s in models.library_sources()]
+    cmd = ["gcc", "-std=c11", "-g", "-Wall", "-Wextra", "-ffp-contract=off", "-fno-fast-math", *flags.split(),
+           "-o", exe, *srcs, "-lpthread", "-lm"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "warning" not in r.stderr.lower(), r.stderr[-3000:]
+    return exe
+
+
+@pytest.mark.parametrize("flavour", ["plain", pytest.param("asan", marks=pytest.mark.slow),
+                                     pytest.param("tsan", marks=pytest.mark.slow)])
+def test_c_session_race_returns_busy(tiny_path, tmp_path, flavour) -> None:
+    """Two threads on one session (eval / truncate / sample / prompt / step / lrt_generate against
+    state save / load / size, getters and setters): every call returns LRT_OK or LRT_ERR_BUSY
+    and the session still computes what a fresh one does; under ASan + UBSan and TSan no
+    report. Before the atomic in-use flag: "free(): invalid next size" and SIGSEGV."""
+    exe = _build_busy(flavour, str(tmp_path))
+    env = dict(os.environ, **SANITIZERS[flavour][1])
+    for threads in ("1", "2"):  # 2: the session's worker thread runs under TSan too
+        r = subprocess.run([exe, tiny_path, threads], capture_output=True, text=True, timeout=600, env=env)
+        out = r.stdout + r.stderr
+        assert r.returncode == 0, out[-6000:]
+        assert "no corruption: every call returned LRT_OK or LRT_ERR_BUSY" in r.stdout, out[-6000:]
+        assert "Sanitizer" not in out and "runtime error" not in out, out[-6000:]
+        phases = [line for line in r.stdout.splitlines() if line.startswith("phase")]
+        assert len(phases) == 2 and all("bad 0" in p for p in phases), r.stdout
+
+
+def test_c_busy_status_and_name() -> None:
+    """LRT_ERR_BUSY is -11, named, mapped to loomrt.BusyError; the ctypes and C# bindings list it."""
+    from loomrt import _lib
+
+    assert _lib.lib.LRT_ERR_BUSY == -11
+    assert _lib.ffi.string(_lib.lib.lrt_status_name(-11)) == b"LRT_ERR_BUSY"
+    with pytest.raises(loomrt.BusyError):
+        _lib.check(-11)
+    with open(os.path.join(ROOT, "bindings", "python", "loomrt_ctypes.py"), encoding="utf-8") as f:
+        assert '-11: "LRT_ERR_BUSY"' in f.read()
+    with open(os.path.join(ROOT, "bindings", "csharp", "Loomrt.cs"), encoding="utf-8") as f:
+        assert "Busy = -11" in f.read()
+
+
+def test_c_generate_callback_into_same_session_is_refused(tiny_path) -> None:
+    """lrt_generate holds its session: a callback calling into that session gets LRT_ERR_BUSY
+    (it used to be undefined behaviour), and the generation goes on unharmed."""
+    from loomrt import _lib
+
+    ffi, lib = _lib.ffi, _lib.lib
+    m = loomrt.load(tiny_path, threads=1)
+    s = m.session()
+    seen: List[int] = []
+
+    @ffi.callback("int32_t(void *, int32_t, const char *, size_t)")
+    def cb(user, token, text, n):
+        pos = lib.lrt_session_position(s._h)
+        st = lib.lrt_session_eval(s._h, ffi.new("int32_t[]", [5]), 1, 0)
+        seen.append((pos, st))
+        return 0
+
+    prompt = b"Once upon a time"
+    _lib.check(lib.lrt_generate(s._h, prompt, len(prompt), lib.LRT_PROMPT_ADD_SPECIAL, 6, cb, ffi.NULL))
+    assert seen and all(p == -1 and st == lib.LRT_ERR_BUSY for p, st in seen), seen
