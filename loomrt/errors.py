@@ -20,6 +20,7 @@ __all__ = [
     "InternalError",
     "LoomrtIOError",
     "BusyError",
+    "NumericError",
 ]
 
 
@@ -68,3 +69,10 @@ class BusyError(LoomrtError, RuntimeError):
 
     A session serves one thread at a time; give each thread its own session, or use the
     model's generate / chat / stream, which take one of their own."""
+
+
+class NumericError(LoomrtError, FloatingPointError):
+    """The model produced NaN or infinite logits (corrupt or overflowing weights).
+
+    The message names the position and the first layer (or the embedding, or the final norm
+    and LM head) whose output stopped being finite. Nothing was added to the session."""

@@ -76,6 +76,10 @@ LRT_API int32_t lrt_numerics_version(void);
 #define LRT_ERR_BUSY             (-11)  /* the session is in use by another thread at this
                                            moment (a session serves one thread at a time);
                                            the call did nothing                            */
+#define LRT_ERR_NUMERIC          (-12)  /* the model produced NaN or infinite logits (its
+                                           weights are corrupt or overflow); the message
+                                           names the position and the first layer whose
+                                           output was not finite; the session is unchanged */
 
 /* Thread-local message for the last failure on this thread ("" when none). */
 LRT_API const char *lrt_last_error(void);
@@ -245,7 +249,13 @@ LRT_API int64_t lrt_session_position(const lrt_session *session);
 /* Append `n` tokens to the sequence and run the model over them. With all_logits = 1 the
  * logits of every new position are kept (n x vocab), otherwise only those of the last.
  * The logits bits do not depend on how a sequence is split across eval calls, nor on the
- * thread count. Fails with LRT_ERR_CONTEXT_FULL when the tokens do not fit. */
+ * thread count. Fails with LRT_ERR_CONTEXT_FULL when the tokens do not fit, and with
+ * LRT_ERR_NUMERIC when a logit it computed is NaN or infinite: lrt_last_error() names the
+ * position and the first block (token embedding, layer l's attention or MLP, or the final
+ * norm and LM head) whose output stopped being finite, found by re-running the positions
+ * with a check after every block (only on this failure path); nothing is added to the
+ * session then. Everything that evaluates (lrt_session_prompt*, lrt_session_step,
+ * lrt_generate) fails the same way. */
 LRT_API int32_t lrt_session_eval(lrt_session *session, const int32_t *tokens, int64_t n,
                                  int32_t all_logits);
 /* Logits of the last eval: *rows x *vocab float32, row-major. */

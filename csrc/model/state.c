@@ -421,6 +421,10 @@ static int32_t state_load(lrt_session *s, const uint8_t *b, size_t len) {
     if (t < 0 || t >= V)
       return lrt_err(LRT_ERR_FORMAT, "session state: candidate id %d is outside [0, %lld)", t, (long long)V);
   }
+  for (int64_t i = 0; i < R * V; i++) /* an eval never leaves non-finite logits (LRT_ERR_NUMERIC) */
+    if ((get_u32(lg + 4 * i) & 0x7f800000u) == 0x7f800000u)
+      return lrt_err(LRT_ERR_FORMAT, "session state: logit %lld of row %lld is NaN or infinite (no eval saves "
+                     "such logits: the blob was altered)", (long long)(i % V), (long long)(i / V));
   /* everything is valid: make room, then commit (nothing visible changes before this point
    * except capacity) */
   if ((st = lrt_session_reserve(s, P))) return st;
