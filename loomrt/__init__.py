@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from . import _lib
 from ._library import library_path
-from .errors import (ArgumentTypeError, ContextFullError, FormatError, InternalError, InvalidArgumentError,
-                     LoomrtError, LoomrtIOError, NotFoundError, OutOfMemoryError, StateError, UnsupportedError)
+from .errors import (ArgumentTypeError, BusyError, ContextFullError, FormatError, InternalError,
+                     InvalidArgumentError, LoomrtError, LoomrtIOError, NotFoundError, NumericError, OutOfMemoryError,
+                     StateError, UnsupportedError)
 from .model import Generation, Model, SamplingParams, Session, Timings, default_threads, load
 from .audit import VerifyResult, model_hash, tokenizer_hash, verify_receipt
 from .resolve import default_model_path, resolve_model_path
@@ -48,7 +49,8 @@ __all__ = [
     "default_model_path", "resolve_model_path", "default_threads", "kernel_path",
     "kernel_paths", "set_kernel_path",
     "LoomrtError", "FormatError", "UnsupportedError", "InvalidArgumentError", "NotFoundError",
-    "ContextFullError", "StateError", "OutOfMemoryError", "InternalError", "LoomrtIOError", "ArgumentTypeError",
+    "ContextFullError", "StateError", "BusyError", "NumericError", "OutOfMemoryError", "InternalError",
+    "LoomrtIOError", "ArgumentTypeError",
     "__version__", "NUMERICS_VERSION", "ABI_VERSION", "library_path",
     "verify_receipt", "VerifyResult", "model_hash", "tokenizer_hash", "Trainer", "train", "Run",
 ]

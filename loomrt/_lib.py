@@ -25,6 +25,8 @@ _STATUS_TO_ERROR = {
     lib.LRT_ERR_STATE: errors.StateError,
     lib.LRT_ERR_INTERNAL: errors.InternalError,
     lib.LRT_ERR_BUFFER_TOO_SMALL: errors.InvalidArgumentError,
+    lib.LRT_ERR_BUSY: errors.BusyError,
+    lib.LRT_ERR_NUMERIC: errors.NumericError,
 }
 
 

@@ -20,6 +20,8 @@ __all__ = [
     "InternalError",
     "LoomrtIOError",
     "ArgumentTypeError",
+    "BusyError",
+    "NumericError",
 ]
 
 
@@ -67,3 +69,17 @@ class ArgumentTypeError(InvalidArgumentError, TypeError):
     """A caller passed an argument of the wrong type (e.g. bytes for a prompt, a float or a
     string for an integer). Both an :class:`InvalidArgumentError` (a ``ValueError``) and a
     ``TypeError``: either ``except`` catches it."""
+
+
+class BusyError(LoomrtError, RuntimeError):
+    """A session was used by a second thread (or a second generation) while in use.
+
+    A session serves one thread at a time; give each thread its own session, or use the
+    model's generate / chat / stream, which take one of their own."""
+
+
+class NumericError(LoomrtError, FloatingPointError):
+    """The model produced NaN or infinite logits (corrupt or overflowing weights).
+
+    The message names the position and the first layer (or the embedding, or the final norm
+    and LM head) whose output stopped being finite. Nothing was added to the session."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 import time
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
@@ -76,6 +77,12 @@ class Session:
 
     The logits of a position do not depend on how the sequence was split into
     :meth:`eval` calls, nor on the thread count.
+
+    A session belongs to one thread at a time: a call made while another thread (or a
+    running :meth:`Model.stream_tokens` generation over this session) uses it raises
+    :class:`loomrt.BusyError` instead of mixing the two. For concurrent work, give each
+    thread its own session (``model.session()``), or use :meth:`Model.generate`,
+    :meth:`Model.chat` and :meth:`Model.stream`, which take a session of their own.
     """
 
     def __init__(self, model: "Model", context: Optional[int] = None, threads: Optional[int] = None):
@@ -85,47 +92,131 @@ class Session:
         n_threads = model.threads if threads is None else _lib.int_arg("threads", threads, 1, 1024)
         self._h = _lib.session_new(model._h, ctx, n_threads)
         self.context = ctx
+        # Held for the length of one method call, or of a whole generation (stream_tokens).
+        # Never waited on: a second user gets BusyError (a threading.Lock may be released by
+        # another thread, which a generator finalized by the garbage collector needs).
+        self._lock = threading.Lock()
+        self._holder = ""
+
+    def _acquire(self, what: str) -> None:
+        if not self._lock.acquire(blocking=False):
+            raise errors.BusyError(
+                f"Session.{what}: this session is in use by {self._holder or 'another call'} (another thread, "
+                "or a generation over it that is still open); a session serves one thread at a time: give each "
+                "thread its own (model.session()), or use model.generate / chat / stream, which take their own")
+        self._holder = f"a {what} call"
+
+    def _release(self) -> None:
+        self._holder = ""
+        self._lock.release()
 
     @property
     def position(self) -> int:
         """Number of tokens in the cache."""
-        return _lib.session_position(self._h)
+        self._acquire("position")
+        try:
+            return _lib.session_position(self._h)
+        finally:
+            self._release()
 
     def reset(self) -> None:
-        _lib.session_reset(self._h)
+        self._acquire("reset")
+        try:
+            _lib.session_reset(self._h)
+        finally:
+            self._release()
 
     def truncate(self, position: int) -> None:
-        _lib.session_truncate(self._h, position)
+        self._acquire("truncate")
+        try:
+            _lib.session_truncate(self._h, position)
+        finally:
+            self._release()
 
     def eval(self, token_ids: Sequence[int], all_logits: bool = False) -> np.ndarray:
         """Append tokens and run the model; returns the logits (rows x vocab, float32) of
-        every new position (``all_logits``) or of the last one."""
+        every new position (``all_logits``) or of the last one. Raises NumericError when the
+        model produces non-finite logits (the message names the layer where values first
+        stopped being finite); the session is then unchanged."""
         ids = _check_ids(token_ids, self.model.vocab_size)
-        _lib.session_eval(self._h, ids, all_logits)
-        return _lib.session_logits(self._h)
+        self._acquire("eval")
+        try:
+            _lib.session_eval(self._h, ids, all_logits)
+            return _lib.session_logits(self._h)
+        finally:
+            self._release()
 
     def configure(self, params: SamplingParams) -> None:
-        params.apply(self._h)
+        self._acquire("configure")
+        try:
+            params.apply(self._h)
+        finally:
+            self._release()
 
     def sample(self) -> int:
         """Pick the next token from the last logits (does not append it)."""
-        return _lib.session_sample(self._h)
+        self._acquire("sample")
+        try:
+            return _lib.session_sample(self._h)
+        finally:
+            self._release()
 
     def candidates(self) -> tuple:
         """(ids, probabilities) the last :meth:`sample` chose from, after all filters."""
-        return _lib.session_candidates(self._h)
+        self._acquire("candidates")
+        try:
+            return _lib.session_candidates(self._h)
+        finally:
+            self._release()
 
     def save_state(self) -> bytes:
         """The whole session state (tokens, KV cache, last logits, sampler settings and seed)
         as a portable, self-checking blob; :meth:`load_state` on a session of the same model
         continues bit-identically."""
-        return _lib.session_state_save(self._h)
+        self._acquire("save_state")
+        try:
+            return _lib.session_state_save(self._h)
+        finally:
+            self._release()
 
     def load_state(self, blob: bytes) -> None:
         """Restore a blob from :meth:`save_state`. Raises FormatError (corrupt),
         UnsupportedError (other numerics / blob version), InvalidArgumentError (other model)
         or ContextFullError; the session is unchanged then."""
-        _lib.session_state_load(self._h, blob)
+        self._acquire("load_state")
+        try:
+            _lib.session_state_load(self._h, blob)
+        finally:
+            self._release()
+
+
+class _SessionPool:
+    """The sessions behind a model's friendly API: each generate / chat / stream / logits
+    call takes one for itself (an idle one, or a new one when all are busy) and gives it back
+    when done, so concurrent calls never share a KV cache. At most ``max_idle`` idle sessions
+    are kept for reuse (a KV cache keeps the size of its longest use); extra ones are freed
+    when given back. Sessions are reset by their next user."""
+
+    def __init__(self, model: "Model", max_idle: int):
+        self._model = model
+        self._lock = threading.Lock()
+        self._idle: List[Session] = []
+        self.max_idle = max_idle
+
+    def take(self) -> Session:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return self._model.session()
+
+    def give(self, s: Session) -> None:
+        with self._lock:
+            if len(self._idle) < self.max_idle:
+                self._idle.append(s)
+
+    def idle(self) -> int:
+        with self._lock:
+            return len(self._idle)
 
 
 def _sampling_params(sampling: Dict[str, Any]) -> SamplingParams:
@@ -166,6 +257,9 @@ def _check_ids(token_ids: Sequence[int], vocab: int) -> List[int]:
             raise errors.InvalidArgumentError(f"token id {t} at index {i} is outside the vocabulary [0, {vocab})")
     return ids
 
+
+# idle sessions a model keeps for its friendly API (Model.max_idle_sessions)
+DEFAULT_IDLE_SESSIONS = 4
 
 # weight types a float model can be quantized to at load (Model(quantize=...), --quantize)
 QUANTIZE_TYPES = ("q8_0",)
@@ -233,7 +327,7 @@ class Model:
         if context is not None and not 1 <= context <= max_ctx:
             raise errors.InvalidArgumentError(f"context must be in [1, {max_ctx}] for this model, got {context}")
         self.context_length = context if context is not None else max_ctx
-        self._session: Optional[Session] = None
+        self._pool = _SessionPool(self, DEFAULT_IDLE_SESSIONS)
         self.load_seconds = time.perf_counter() - t0
 
     # ---- facts --------------------------------------------------------------------------
@@ -264,16 +358,34 @@ class Model:
         """A new independent session (KV cache) on this model."""
         return Session(self, context if context is not None else self.context_length, threads)
 
-    def _default_session(self) -> Session:
-        if self._session is None:
-            self._session = self.session()
-        return self._session
+    @property
+    def max_idle_sessions(self) -> int:
+        """Idle sessions kept for reuse by generate / chat / stream / logits (default 4).
+        Each call or open stream uses a session of its own; when it ends, its session is kept
+        for the next call if fewer than this many are idle, else freed. Raise it to the number
+        of threads that call the model at once to avoid creating sessions; 0 keeps none."""
+        return self._pool.max_idle
+
+    @max_idle_sessions.setter
+    def max_idle_sessions(self, n: int) -> None:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise errors.InvalidArgumentError(f"max_idle_sessions must be an integer >= 0, got {n!r}")
+        self._pool.max_idle = n
 
     def logits(self, token_ids: Sequence[int]) -> np.ndarray:
         """Logits for every position of a token sequence: float32 array (positions x vocab)."""
-        s = self._default_session()
-        s.reset()
-        return s.eval(token_ids, all_logits=True)
+        ids = _check_ids(token_ids, self.vocab_size)
+        s = self._pool.take()
+        try:
+            s._acquire("logits")
+            try:
+                _lib.session_reset(s._h)
+                _lib.session_eval(s._h, ids, True)
+                return _lib.session_logits(s._h)
+            finally:
+                s._release()
+        finally:
+            self._pool.give(s)
 
     def encode(self, text: str, add_special_tokens: bool = True) -> List[int]:
         return self._tok().encode(text, add_special_tokens=add_special_tokens)
@@ -329,24 +441,39 @@ class Model:
         _check_prompt_type(prompt, chat)
         params = _sampling_params(sampling)
         ids = self._prompt_ids(prompt, chat)
-        s = session or self._default_session()
-        s.reset()
-        s.configure(params)
+        # A session of our own for the whole generation: the caller's (held, so that another
+        # thread or stream using it meanwhile gets BusyError), or one from the model's pool.
+        s = session if session is not None else self._pool.take()
+        try:
+            s._acquire("stream_tokens")
+            try:
+                yield from self._generate_on(s, ids, params, max_tokens, timings, _step_hook)
+            finally:
+                s._release()
+        finally:
+            if session is None:
+                self._pool.give(s)
+
+    def _generate_on(self, s: Session, ids: List[int], params: SamplingParams, max_tokens: int,
+                     timings: Optional[Timings], step_hook: Optional[Callable[[Session, int], None]]) -> Iterator[int]:
+        h = s._h
+        _lib.session_reset(h)
+        params.apply(h)
         if len(ids) > s.context:
             raise errors.ContextFullError(f"the prompt has {len(ids)} tokens but the context holds {s.context}; "
                                           "shorten the prompt or load the model with a larger context")
         tm = timings if timings is not None else Timings()
         t0 = time.perf_counter()
-        s.eval(ids)
+        _lib.session_eval(h, ids, False)
         tm.prompt_tokens = len(ids)
         tm.prompt_seconds = time.perf_counter() - t0
         eos = set(self.eos_token_ids)
         t1 = time.perf_counter()
         tm.finish_reason = "length"
         for i in range(max_tokens):
-            tok = s.sample()
-            if _step_hook is not None:
-                _step_hook(s, tok)
+            tok = _lib.session_sample(h)
+            if step_hook is not None:
+                step_hook(s, tok)
             if tok in eos:
                 tm.finish_reason = "stop"
                 break
@@ -355,10 +482,10 @@ class Model:
             yield tok
             if i + 1 == max_tokens:
                 break
-            if s.position >= s.context:
+            if _lib.session_position(h) >= s.context:
                 tm.finish_reason = "context"
                 break
-            s.eval([tok])
+            _lib.session_eval(h, [tok], False)
         tm.generate_seconds = time.perf_counter() - t1
 
     def stream(self, prompt: PromptLike, max_tokens: int = 256, *, stop: Optional[Sequence[str]] = None,
@@ -435,7 +562,7 @@ class Model:
             from .audit import make_receipt
 
             made = make_receipt(self, prompt_ids, rec, timings.finish_reason, max_tokens,
-                                dataclasses.asdict(_sampling_params(sampling)), self._default_session().context,
+                                dataclasses.asdict(_sampling_params(sampling)), self.context_length,
                                 stop=stop, chat=chat)
         return Generation(text=text, token_ids=ids, prompt_token_ids=prompt_ids,
                           finish_reason=timings.finish_reason, timings=timings, receipt=made)

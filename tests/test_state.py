@@ -233,6 +233,9 @@ def test_crafted_blobs_with_valid_checksums_are_rejected(micro) -> None:
         (crafted(144, "<q", -5), loomrt.FormatError, "max_tokens"),
         (crafted(HEADER + 4, "<i", 48), loomrt.FormatError, "token 1"),
         (crafted(HEADER + 4, "<i", -1), loomrt.FormatError, "token 1"),
+        # the logits follow the P tokens: an eval never saves non-finite ones (LRT_ERR_NUMERIC)
+        (crafted(HEADER + 4 * P + 8, "<f", float("nan")), loomrt.FormatError, "logit 2 of row 0 is NaN or infinite"),
+        (crafted(HEADER + 4 * P, "<f", float("-inf")), loomrt.FormatError, "NaN or infinite"),
     ]
     for blob, exc, words in cases:
         with pytest.raises(exc, match=words):

@@ -25,6 +25,7 @@ namespace Loomrt
     {
         Ok = 0, InvalidArgument = -1, NotFound = -2, IO = -3, Format = -4, Unsupported = -5,
         OutOfMemory = -6, ContextFull = -7, State = -8, Internal = -9, BufferTooSmall = -10,
+        Busy = -11, Numeric = -12,
     }
 
     public enum ChatFormat { Model = 0, ChatML = 1, Llama3 = 2, Llama2 = 3, Zephyr = 4 }

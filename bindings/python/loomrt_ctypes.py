@@ -34,6 +34,8 @@ __all__ = ["Library", "Model", "Session", "LoomrtError", "SIGNATURES", "TOKEN_CA
 
 LRT_OK = 0
 LRT_ERR_BUFFER_TOO_SMALL = -10
+LRT_ERR_BUSY = -11
+LRT_ERR_NUMERIC = -12
 OPEN_ALLOW_UNKNOWN_CONFIG_KEYS = 1
 OPEN_COPY_BUFFERS = 2
 OPEN_QUANTIZE_Q8_0 = 4
@@ -136,7 +138,8 @@ SIGNATURES: Dict[str, Tuple[object, List[object]]] = {
 _STATUS_NAMES = {0: "LRT_OK", -1: "LRT_ERR_INVALID_ARGUMENT", -2: "LRT_ERR_NOT_FOUND", -3: "LRT_ERR_IO",
                  -4: "LRT_ERR_FORMAT", -5: "LRT_ERR_UNSUPPORTED", -6: "LRT_ERR_OUT_OF_MEMORY",
                  -7: "LRT_ERR_CONTEXT_FULL", -8: "LRT_ERR_STATE", -9: "LRT_ERR_INTERNAL",
-                 -10: "LRT_ERR_BUFFER_TOO_SMALL"}
+                 -10: "LRT_ERR_BUFFER_TOO_SMALL", -11: "LRT_ERR_BUSY",
+                 -12: "LRT_ERR_NUMERIC"}
 
 
 class LoomrtError(Exception):

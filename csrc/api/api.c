@@ -295,8 +295,19 @@ void lrt_session_free(lrt_session *s) {
   free(s);
 }
 
-int32_t lrt_session_reset(lrt_session *s) {
-  CHECK_PTR(s, "session");
+/* Each exported session function below is the body (a static *_in function, which the
+ * library's own code calls) wrapped in lrt_session_enter / lrt_session_leave. */
+#define SESSION_CALL(s, fn, call) \
+  do { \
+    CHECK_PTR(s, "session"); \
+    int32_t busy_ = lrt_session_enter((s), fn); \
+    if (busy_) return busy_; \
+    int32_t st_ = (call); \
+    lrt_session_leave(s); \
+    return st_; \
+  } while (0)
+
+int32_t lrt_session_reset_in(lrt_session *s) {
   lrt_gen_stop(s);
   s->pos = 0;
   s->logits_rows = 0;
@@ -304,8 +315,9 @@ int32_t lrt_session_reset(lrt_session *s) {
   return LRT_OK;
 }
 
-int32_t lrt_session_truncate(lrt_session *s, int64_t pos) {
-  CHECK_PTR(s, "session");
+int32_t lrt_session_reset(lrt_session *s) { SESSION_CALL(s, "lrt_session_reset", lrt_session_reset_in(s)); }
+
+static int32_t truncate_in(lrt_session *s, int64_t pos) {
   if (pos < 0 || pos > s->pos)
     return lrt_err(LRT_ERR_INVALID_ARGUMENT, "truncate position %lld is outside [0, %lld]", (long long)pos, (long long)s->pos);
   if (pos != s->pos) lrt_gen_stop(s);
@@ -315,17 +327,28 @@ int32_t lrt_session_truncate(lrt_session *s, int64_t pos) {
   return LRT_OK;
 }
 
-int64_t lrt_session_position(const lrt_session *s) { return s ? s->pos : -1; }
+int32_t lrt_session_truncate(lrt_session *s, int64_t pos) {
+  SESSION_CALL(s, "lrt_session_truncate", truncate_in(s, pos));
+}
 
-int32_t lrt_session_eval(lrt_session *s, const int32_t *tokens, int64_t n, int32_t all_logits) {
-  CHECK_PTR(s, "session");
+int64_t lrt_session_position(const lrt_session *s) {
+  if (!s || lrt_session_enter(s, "lrt_session_position")) return -1;
+  int64_t pos = s->pos;
+  lrt_session_leave(s);
+  return pos;
+}
+
+static int32_t eval_in(lrt_session *s, const int32_t *tokens, int64_t n, int32_t all_logits) {
   CHECK_PTR(tokens, "tokens");
   GUARD_ENTER;
   GUARD_RETURN(lrt_forward(s, tokens, n, all_logits != 0));
 }
 
-int32_t lrt_session_logits(const lrt_session *s, const float **out, int64_t *rows, int64_t *vocab) {
-  CHECK_PTR(s, "session");
+int32_t lrt_session_eval(lrt_session *s, const int32_t *tokens, int64_t n, int32_t all_logits) {
+  SESSION_CALL(s, "lrt_session_eval", eval_in(s, tokens, n, all_logits));
+}
+
+static int32_t logits_in(const lrt_session *s, const float **out, int64_t *rows, int64_t *vocab) {
   CHECK_PTR(out, "out");
   if (s->logits_rows < 1) return lrt_err(LRT_ERR_STATE, "no logits yet: call lrt_session_eval first");
   *out = s->logits;
@@ -334,8 +357,11 @@ int32_t lrt_session_logits(const lrt_session *s, const float **out, int64_t *row
   return LRT_OK;
 }
 
-int32_t lrt_session_set_float(lrt_session *s, int32_t param, double v) {
-  CHECK_PTR(s, "session");
+int32_t lrt_session_logits(const lrt_session *s, const float **out, int64_t *rows, int64_t *vocab) {
+  SESSION_CALL(s, "lrt_session_logits", logits_in(s, out, rows, vocab));
+}
+
+int32_t lrt_session_set_float_in(lrt_session *s, int32_t param, double v) {
   if (v != v) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "sampler parameter %d must not be NaN", param);
   switch (param) {
     case LRT_PARAM_TEMPERATURE:
@@ -352,14 +378,17 @@ int32_t lrt_session_set_float(lrt_session *s, int32_t param, double v) {
       s->repeat_penalty = v; return LRT_OK;
     case LRT_PARAM_TOP_K: case LRT_PARAM_SEED: case LRT_PARAM_REPEAT_LAST_N: case LRT_PARAM_MAX_TOKENS:
       if (v != (double)(int64_t)v) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "sampler parameter %d must be an integer", param);
-      return lrt_session_set_int(s, param, (int64_t)v);
+      return lrt_session_set_int_in(s, param, (int64_t)v);
     default:
       return lrt_err(LRT_ERR_INVALID_ARGUMENT, "unknown sampler parameter %d", param);
   }
 }
 
-int32_t lrt_session_set_int(lrt_session *s, int32_t param, int64_t v) {
-  CHECK_PTR(s, "session");
+int32_t lrt_session_set_float(lrt_session *s, int32_t param, double v) {
+  SESSION_CALL(s, "lrt_session_set_float", lrt_session_set_float_in(s, param, v));
+}
+
+int32_t lrt_session_set_int_in(lrt_session *s, int32_t param, int64_t v) {
   switch (param) {
     case LRT_PARAM_TOP_K:
       if (v < 0) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "top_k must be >= 0 (0 = off), got %lld", (long long)v);
@@ -372,22 +401,27 @@ int32_t lrt_session_set_int(lrt_session *s, int32_t param, int64_t v) {
       if (v < -1) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "max_tokens must be >= -1 (-1 = no limit), got %lld", (long long)v);
       s->max_tokens = v; return LRT_OK;
     case LRT_PARAM_TEMPERATURE: case LRT_PARAM_TOP_P: case LRT_PARAM_MIN_P: case LRT_PARAM_REPEAT_PENALTY:
-      return lrt_session_set_float(s, param, (double)v);
+      return lrt_session_set_float_in(s, param, (double)v);
     default:
       return lrt_err(LRT_ERR_INVALID_ARGUMENT, "unknown sampler parameter %d", param);
   }
 }
 
-int32_t lrt_session_sample(lrt_session *s, int32_t *token) {
-  CHECK_PTR(s, "session");
+int32_t lrt_session_set_int(lrt_session *s, int32_t param, int64_t v) {
+  SESSION_CALL(s, "lrt_session_set_int", lrt_session_set_int_in(s, param, v));
+}
+
+int32_t lrt_session_sample_in(lrt_session *s, int32_t *token) {
   CHECK_PTR(token, "token");
   GUARD_ENTER;
   GUARD_RETURN(lrt_sample(s, token));
 }
 
-int32_t lrt_session_candidates(const lrt_session *s, const int32_t **ids, const float **probs,
-                               int64_t *count) {
-  CHECK_PTR(s, "session");
+int32_t lrt_session_sample(lrt_session *s, int32_t *token) {
+  SESSION_CALL(s, "lrt_session_sample", lrt_session_sample_in(s, token));
+}
+
+static int32_t candidates_in(const lrt_session *s, const int32_t **ids, const float **probs, int64_t *count) {
   CHECK_PTR(ids, "ids");
   CHECK_PTR(probs, "probs");
   CHECK_PTR(count, "count");
@@ -396,4 +430,9 @@ int32_t lrt_session_candidates(const lrt_session *s, const int32_t **ids, const 
   *probs = s->cand_probs;
   *count = s->n_cand;
   return LRT_OK;
+}
+
+int32_t lrt_session_candidates(const lrt_session *s, const int32_t **ids, const float **probs,
+                               int64_t *count) {
+  SESSION_CALL(s, "lrt_session_candidates", candidates_in(s, ids, probs, count));
 }

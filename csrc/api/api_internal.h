@@ -15,6 +15,15 @@ int32_t lrt_model_attach(lrt_model *m, const char *folder, const lrt_vfile *file
 /* Free a model and what api/ attached to it (lrt_model_close). */
 void lrt_model_destroy(lrt_model *m);
 
+/* ---- sessions (api.c) ----------------------------------------------------------------------- */
+
+/* The bodies of the exported functions of the same name, without lrt_session_enter /
+ * lrt_session_leave: for the library's own calls while it is inside the session already. */
+int32_t lrt_session_reset_in(lrt_session *s);
+int32_t lrt_session_set_float_in(lrt_session *s, int32_t param, double v);
+int32_t lrt_session_set_int_in(lrt_session *s, int32_t param, int64_t v);
+int32_t lrt_session_sample_in(lrt_session *s, int32_t *token);
+
 /* ---- tokenizer (tokenize.c) --------------------------------------------------------------- */
 
 /* Attach the model's tokenizer. Never fails the open: a missing or unusable tokenizer is

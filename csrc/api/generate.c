@@ -168,8 +168,7 @@ static int in_step(const lrt_session *s, const lrt_gen *g) {
   return g->pos_mark == s->pos && g->history_mark == s->history_id;
 }
 
-int32_t lrt_session_prompt_tokens(lrt_session *s, const int32_t *ids, int64_t n, int32_t flags) {
-  if (!s) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "session must not be NULL");
+static int32_t prompt_tokens_in(lrt_session *s, const int32_t *ids, int64_t n, int32_t flags) {
   if (!ids) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "ids must not be NULL");
   if (n < 1) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "the prompt is empty: give at least one token");
   if (flags & ~(LRT_PROMPT_ADD_SPECIAL | LRT_PROMPT_PARSE_SPECIAL | LRT_PROMPT_KEEP))
@@ -195,7 +194,7 @@ int32_t lrt_session_prompt_tokens(lrt_session *s, const int32_t *ids, int64_t n,
   g->out_len = 0;
   g->n_generated = 0;
   g->n_prompt = n;
-  if (!keep && (st = lrt_session_reset(s))) return st;
+  if (!keep && (st = lrt_session_reset_in(s))) return st;
   if (carry) {
     int32_t p = g->pending;
     g->pending = -1;
@@ -209,8 +208,7 @@ int32_t lrt_session_prompt_tokens(lrt_session *s, const int32_t *ids, int64_t n,
   return LRT_OK;
 }
 
-int32_t lrt_session_prompt(lrt_session *s, const char *text, size_t len, int32_t flags) {
-  if (!s) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "session must not be NULL");
+static int32_t prompt_in(lrt_session *s, const char *text, size_t len, int32_t flags) {
   if (!text && len) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "text must not be NULL");
   if (len == 0) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "the prompt is empty: give some text to continue");
   if (!lrt_utf8_valid(text, len)) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "the prompt is not valid UTF-8");
@@ -240,7 +238,7 @@ int32_t lrt_session_prompt(lrt_session *s, const char *text, size_t len, int32_t
   }
   if (st) return st;
   if (n < 1) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "the prompt gives no tokens");
-  return lrt_session_prompt_tokens(s, g->ids, n, flags);
+  return prompt_tokens_in(s, g->ids, n, flags);
 }
 
 static int32_t finish(lrt_session *s, lrt_gen *g, int32_t reason, int32_t *token, const char **text, size_t *len) {
@@ -253,8 +251,7 @@ static int32_t finish(lrt_session *s, lrt_gen *g, int32_t reason, int32_t *token
   return st;
 }
 
-int32_t lrt_session_step(lrt_session *s, int32_t *token, const char **text, size_t *text_len) {
-  if (!s) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "session must not be NULL");
+static int32_t step_in(lrt_session *s, int32_t *token, const char **text, size_t *text_len) {
   if (!token || !text || !text_len) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "token, text and text_len must not be NULL");
   *token = -1;
   *text = "";
@@ -279,7 +276,7 @@ int32_t lrt_session_step(lrt_session *s, int32_t *token, const char **text, size
     g->history_mark = s->history_id;
   }
   int32_t tok;
-  if ((st = lrt_session_sample(s, &tok))) return st;
+  if ((st = lrt_session_sample_in(s, &tok))) return st;
   if (is_eog(s->m, tok)) return finish(s, g, LRT_FINISH_EOS, token, text, text_len);
   g->n_generated++;
   g->pending = tok;
@@ -290,8 +287,7 @@ int32_t lrt_session_step(lrt_session *s, int32_t *token, const char **text, size
   return LRT_OK;
 }
 
-int32_t lrt_session_get_int(const lrt_session *s, int32_t key, int64_t *out) {
-  if (!s) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "session must not be NULL");
+static int32_t get_int_in(const lrt_session *s, int32_t key, int64_t *out) {
   if (!out) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "out must not be NULL");
   const lrt_gen *g = s->gen;
   switch (key) {
@@ -302,10 +298,10 @@ int32_t lrt_session_get_int(const lrt_session *s, int32_t key, int64_t *out) {
   }
 }
 
-int32_t lrt_generate(lrt_session *s, const char *text, size_t len, int32_t flags, int64_t max_tokens,
-                     lrt_token_callback cb, void *user_data) {
+static int32_t generate_in(lrt_session *s, const char *text, size_t len, int32_t flags, int64_t max_tokens,
+                           lrt_token_callback cb, void *user_data) {
   if (max_tokens < 0) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "max_tokens must be >= 0, got %lld", (long long)max_tokens);
-  int32_t st = lrt_session_prompt(s, text, len, flags);
+  int32_t st = prompt_in(s, text, len, flags);
   if (st) return st;
   lrt_gen *g = s->gen;
   g->call_limit = max_tokens;
@@ -313,7 +309,7 @@ int32_t lrt_generate(lrt_session *s, const char *text, size_t len, int32_t flags
     int32_t tok;
     const char *piece;
     size_t plen;
-    if ((st = lrt_session_step(s, &tok, &piece, &plen))) break;
+    if ((st = step_in(s, &tok, &piece, &plen))) break;
     if (tok < 0) {
       if (cb && plen) cb(user_data, -1, piece, plen);
       break;
@@ -327,6 +323,39 @@ int32_t lrt_generate(lrt_session *s, const char *text, size_t len, int32_t flags
   }
   g->call_limit = -1;
   return st;
+}
+
+/* The exported entry points: the bodies above inside lrt_session_enter / lrt_session_leave
+ * (a callback of lrt_generate that calls into the same session gets LRT_ERR_BUSY). */
+#define SESSION_CALL(s, fn, call) \
+  do { \
+    if (!(s)) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "session must not be NULL"); \
+    int32_t busy_ = lrt_session_enter((s), fn); \
+    if (busy_) return busy_; \
+    int32_t st_ = (call); \
+    lrt_session_leave(s); \
+    return st_; \
+  } while (0)
+
+int32_t lrt_session_prompt_tokens(lrt_session *s, const int32_t *ids, int64_t n, int32_t flags) {
+  SESSION_CALL(s, "lrt_session_prompt_tokens", prompt_tokens_in(s, ids, n, flags));
+}
+
+int32_t lrt_session_prompt(lrt_session *s, const char *text, size_t len, int32_t flags) {
+  SESSION_CALL(s, "lrt_session_prompt", prompt_in(s, text, len, flags));
+}
+
+int32_t lrt_session_step(lrt_session *s, int32_t *token, const char **text, size_t *text_len) {
+  SESSION_CALL(s, "lrt_session_step", step_in(s, token, text, text_len));
+}
+
+int32_t lrt_session_get_int(const lrt_session *s, int32_t key, int64_t *out) {
+  SESSION_CALL(s, "lrt_session_get_int", get_int_in(s, key, out));
+}
+
+int32_t lrt_generate(lrt_session *s, const char *text, size_t len, int32_t flags, int64_t max_tokens,
+                     lrt_token_callback cb, void *user_data) {
+  SESSION_CALL(s, "lrt_generate", generate_in(s, text, len, flags, max_tokens, cb, user_data));
 }
 
 /* ---- opening from memory ----------------------------------------------------------------- */

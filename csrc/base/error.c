@@ -40,6 +40,8 @@ const char *lrt_status_name(int32_t status) {
     case LRT_ERR_STATE: return "LRT_ERR_STATE";
     case LRT_ERR_INTERNAL: return "LRT_ERR_INTERNAL";
     case LRT_ERR_BUFFER_TOO_SMALL: return "LRT_ERR_BUFFER_TOO_SMALL";
+    case LRT_ERR_BUSY: return "LRT_ERR_BUSY";
+    case LRT_ERR_NUMERIC: return "LRT_ERR_NUMERIC";
     default: return "LRT_ERR_UNKNOWN";
   }
 }

@@ -66,7 +66,7 @@ struct lrt_pool {
   gen_t generation;   /* bumped under mu for each shared job, read by spinning workers */
   int active;         /* workers that joined the current job and have not left it (under mu) */
   pending_t finished; /* tasks of the current job completed */
-  volatile int stop;
+  lrt_atomic_int stop; /* set under mu; read by spinning workers without it */
   lrt_task_fn fn;     /* the current job: written under mu while no worker is active */
   void *ctx;
   int64_t n_tasks;
@@ -111,10 +111,11 @@ static void worker_main(void *arg) {
   lrt_pool *p = w->pool;
   uint64_t seen = 0;
   for (;;) {
-    for (int i = 0; i < LRT_SPIN_ITERS && GEN_LOAD(p->generation) == seen && !p->stop; i++) cpu_relax();
+    for (int i = 0; i < LRT_SPIN_ITERS && GEN_LOAD(p->generation) == seen && !lrt_atomic_load_int(&p->stop); i++)
+      cpu_relax();
     mutex_lock(&p->mu);
-    while (GEN_LOAD(p->generation) == seen && !p->stop) cond_wait(&p->wake, &p->mu);
-    if (p->stop) {
+    while (GEN_LOAD(p->generation) == seen && !lrt_atomic_load_int(&p->stop)) cond_wait(&p->wake, &p->mu);
+    if (lrt_atomic_load_int(&p->stop)) {
       mutex_unlock(&p->mu);
       return;
     }
@@ -173,7 +174,7 @@ void lrt_pool_free(lrt_pool *p) {
   if (!p) return;
   if (p->workers) {
     mutex_lock(&p->mu);
-    p->stop = 1;
+    lrt_atomic_store_int(&p->stop, 1);
     cond_broadcast(&p->wake);
     mutex_unlock(&p->mu);
     for (int i = 0; i < p->n - 1; i++) lrt_thread_join(p->workers[i].thread);

@@ -73,6 +73,13 @@ LRT_API int32_t lrt_numerics_version(void);
 #define LRT_ERR_INTERNAL          (-9)  /* a bug in loomrt: please report it               */
 #define LRT_ERR_BUFFER_TOO_SMALL (-10)  /* an output buffer is too small: the call says the
                                            size needed; call again with a larger buffer    */
+#define LRT_ERR_BUSY             (-11)  /* the session is in use by another thread at this
+                                           moment (a session serves one thread at a time);
+                                           the call did nothing                            */
+#define LRT_ERR_NUMERIC          (-12)  /* the model produced NaN or infinite logits (its
+                                           weights are corrupt or overflow); the message
+                                           names the position and the first layer whose
+                                           output was not finite; the session is unchanged */
 
 /* Thread-local message for the last failure on this thread ("" when none). */
 LRT_API const char *lrt_last_error(void);
@@ -255,13 +262,19 @@ LRT_API void lrt_session_free(lrt_session *session);
 LRT_API int32_t lrt_session_reset(lrt_session *session);
 /* Drop tokens from position `pos` on (0 <= pos <= current position). */
 LRT_API int32_t lrt_session_truncate(lrt_session *session, int64_t pos);
-/* Number of tokens in the KV cache. */
+/* Number of tokens in the KV cache; -1 when session is NULL or in use by another thread. */
 LRT_API int64_t lrt_session_position(const lrt_session *session);
 
 /* Append `n` tokens to the sequence and run the model over them. With all_logits = 1 the
  * logits of every new position are kept (n x vocab), otherwise only those of the last.
  * The logits bits do not depend on how a sequence is split across eval calls, nor on the
- * thread count. Fails with LRT_ERR_CONTEXT_FULL when the tokens do not fit. */
+ * thread count. Fails with LRT_ERR_CONTEXT_FULL when the tokens do not fit, and with
+ * LRT_ERR_NUMERIC when a logit it computed is NaN or infinite: lrt_last_error() names the
+ * position and the first block (token embedding, layer l's attention or MLP, or the final
+ * norm and LM head) whose output stopped being finite, found by re-running the positions
+ * with a check after every block (only on this failure path); nothing is added to the
+ * session then. Everything that evaluates (lrt_session_prompt*, lrt_session_step,
+ * lrt_generate) fails the same way. */
 LRT_API int32_t lrt_session_eval(lrt_session *session, const int32_t *tokens, int64_t n,
                                  int32_t all_logits);
 /* Logits of the last eval: *rows x *vocab float32, row-major. */
@@ -334,7 +347,11 @@ LRT_API int32_t lrt_session_state_load(lrt_session *s, const void *buf, size_t l
    Threads: a model is read-only once opened (weights, tokenizer, chat template and
    end-of-generation ids are all fixed by lrt_model_open*), so one model may be shared by
    any number of threads, each using its own session. A session must not be used by two
-   threads at the same time. */
+   threads at the same time: every function taking a session marks it in use for the call
+   (one atomic flag), and a call that finds it in use by another thread returns
+   LRT_ERR_BUSY at once without touching it (lrt_session_position returns -1). Not detected:
+   lrt_session_free racing another call, and reading a buffer a session getter returned
+   while another thread calls into that session (docs/threads.md). */
 
 /* Open a model from files held in memory (an engine's packed assets). The files are given
  * as n_files parallel entries: names[i] (names_lens[i] bytes, UTF-8) and data[i]
@@ -468,7 +485,7 @@ LRT_API int32_t lrt_session_get_int(const lrt_session *session, int32_t key, int
  * the call). When the generation ends with held-back text, a last call passes token -1 and
  * that text. Return 0 to go on, nonzero to stop (finish reason LRT_FINISH_CALLBACK; no
  * further call, held-back bytes are dropped). The callback must not call functions on the
- * same session. */
+ * same session (they fail with LRT_ERR_BUSY: the session is in use by lrt_generate). */
 typedef int32_t (*lrt_token_callback)(void *user_data, int32_t token, const char *text,
                                       size_t text_len);
 /* lrt_session_prompt(session, text, len, flags), then at most max_tokens (>= 0) steps,

@@ -12,6 +12,7 @@
  * order 0..p. So logits do not depend on how a sequence is split into eval calls. Threads
  * take whole rows / heads (threadpool.h), never part of a reduction. */
 #include <math.h> /* sqrtf only: correctly rounded by IEEE 754 */
+#include <stdio.h>  /* snprintf (error messages) */
 #include <stdlib.h>
 #include <string.h>
 
@@ -395,10 +396,32 @@ int32_t lrt_session_reserve(lrt_session *s, int64_t positions) {
 
 /* ---- one chunk --------------------------------------------------------------------------- */
 
+/* 1 when no value of a[0..n) is NaN or infinite (exponent bits all ones). A bit test, the
+ * same on every compiler and flag set (no isfinite, which fast-math builds may drop). */
+static int all_finite(const float *a, int64_t n) {
+  uint32_t bad = 0;
+  for (int64_t i = 0; i < n; i++) {
+    uint32_t u;
+    memcpy(&u, a + i, 4);
+    bad |= (uint32_t)((u & 0x7f800000u) == 0x7f800000u);
+  }
+  return bad == 0;
+}
+
+/* Where a diagnostic run (forward_chunk with `where`) first met a non-finite value. */
+#define WHERE_NONE (-2)      /* everything finite                                   */
+#define WHERE_EMBEDDING (-1) /* the embedded token (and position) rows              */
+/* 2*l: layer l's attention block, 2*l + 1: its MLP block, 2*n_layers: final norm + LM head */
+
 /* Run M tokens at positions pos0.. through the model. If `logits` is not NULL, write the
- * logits of the rows from `first_logit_row` on into it ((M - first) x vocab). */
+ * logits of the rows from `first_logit_row` on into it ((M - first) x vocab). With `where`
+ * (the failure path only: lrt_forward's diagnosis), check the residual stream after the
+ * embedding and after every attention and MLP block, and the logits, and stop at the first
+ * non-finite value, setting *where (WHERE_*; WHERE_NONE when all are finite). */
 static void forward_chunk(lrt_session *s, const int32_t *tok, int64_t M, int64_t pos0,
-                          float *logits, int64_t first_logit_row) {
+                          float *logits, int64_t first_logit_row, int64_t *where) {
+#define CHECK_FINITE(ptr, count, code) \
+  if (where && !all_finite((ptr), (count))) { *where = (code); return; }
   const lrt_model *m = s->m;
   const lrt_config *c = &m->cfg;
   int64_t D = c->dim, hd = c->head_dim, qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
@@ -410,6 +433,7 @@ static void forward_chunk(lrt_session *s, const int32_t *tok, int64_t M, int64_t
       for (int64_t i = 0; i < D; i++) s->x[t * D + i] = s->x[t * D + i] + pe[i];
     }
   }
+  CHECK_FINITE(s->x, M * D, WHERE_EMBEDDING);
   for (int64_t l = 0; l < c->n_layers; l++) {
     const lrt_layer *L = &m->layers[l];
     /* attention */
@@ -431,6 +455,7 @@ static void forward_chunk(lrt_session *s, const int32_t *tok, int64_t M, int64_t
     mm_job o = {&L->wo, s->att, s->xb, D, L->bo, NULL};
     matmul(s, M, &o, 1);
     for (int64_t i = 0; i < M * D; i++) s->x[i] = s->x[i] + s->xb[i];
+    CHECK_FINITE(s->x, M * D, 2 * l);
     /* MLP */
     norm_rows(m, s->xb, s->x, M, L->ffn_norm, L->ffn_norm_b);
     int64_t F = c->ffn;
@@ -446,12 +471,73 @@ static void forward_chunk(lrt_session *s, const int32_t *tok, int64_t M, int64_t
     mm_job down = {&L->w_down, s->hb, s->xb, D, L->b_down, NULL};
     matmul(s, M, &down, 1);
     for (int64_t i = 0; i < M * D; i++) s->x[i] = s->x[i] + s->xb[i];
+    CHECK_FINITE(s->x, M * D, 2 * l + 1);
   }
   if (!logits) return;
   int64_t rows = M - first_logit_row;
   norm_rows(m, s->xb, s->x + first_logit_row * D, rows, m->out_norm, m->out_norm_b);
   mm_job head = {&m->lm_head, s->xb, logits, c->vocab, NULL, NULL};
   matmul(s, rows, &head, 1);
+  CHECK_FINITE(logits, rows * c->vocab, 2 * c->n_layers);
+  if (where) *where = WHERE_NONE;
+#undef CHECK_FINITE
+}
+
+/* The failure path of lrt_forward: the logits row of position `bad_pos` is not finite.
+ * Re-run the positions from `from` (the first this eval added, or the first bad row when
+ * every row's logits were computed) one at a time with checks after every block, up to the
+ * first position where a value stops being finite, and say where: the position, its token
+ * and the block, with the names of the tensors to look at. The re-runs read the KV cache of
+ * the positions before them (written by this eval or earlier ones: the same values, since
+ * results do not depend on chunking) and leave nothing behind (the eval fails and the
+ * session's position does not move). Costs nothing unless an eval produced a non-finite
+ * logit. */
+static int32_t numeric_error(lrt_session *s, const int32_t *tokens, int64_t from, int64_t bad_pos) {
+  const lrt_model *m = s->m;
+  const lrt_config *c = &m->cfg;
+  int64_t where = WHERE_NONE, p = from;
+  for (; p <= bad_pos; p++) {
+    if (!c->learned_pos) lrt_rope_cs(m->rope_inv_freq, c->head_dim / 2, p, s->rope_cs);
+    forward_chunk(s, tokens + (p - s->pos), 1, p, s->logits, 0, &where);
+    if (where != WHERE_NONE) break;
+  }
+  char at[96], what[400];
+  if (where == WHERE_NONE) {
+    return lrt_err(LRT_ERR_NUMERIC, "non-finite logits (NaN or infinity) at position %lld, but a re-run of "
+                   "positions %lld..%lld alone gave finite values (please report this); the session is unchanged",
+                   (long long)bad_pos, (long long)from, (long long)bad_pos);
+  }
+  int32_t tok = tokens[p - s->pos];
+  if (p == bad_pos)
+    snprintf(at, sizeof at, "at position %lld (token %d): values first stopped being finite", (long long)p, (int)tok);
+  else
+    snprintf(at, sizeof at, "at position %lld: values first stopped being finite at position %lld (token %d),",
+             (long long)bad_pos, (long long)p, (int)tok);
+  int gguf = m->is_gguf, gpt2 = c->learned_pos;
+  if (where == WHERE_EMBEDDING) {
+    snprintf(what, sizeof what, "in the token embedding (row %d of %s%s)", (int)tok,
+             gguf ? "token_embd.weight" : gpt2 ? "wte.weight" : "model.embed_tokens.weight",
+             gpt2 ? ", or the position embedding wpe.weight" : "");
+  } else if (where == 2 * c->n_layers) {
+    snprintf(what, sizeof what, "in the final norm or LM head (every layer's output is finite): check %s",
+             gguf ? "output_norm.weight and output.weight"
+             : gpt2 ? "ln_f and the LM head (wte.weight when tied)"
+             : c->tied ? "model.norm.weight and the LM head (model.embed_tokens.weight, tied)"
+             : "model.norm.weight and lm_head.weight");
+  } else {
+    long long l = (long long)(where / 2);
+    int mlp = (int)(where % 2);
+    const char *fmt = gguf ? (mlp ? "blk.%lld.ffn_norm and blk.%lld.ffn_*" : "blk.%lld.attn_norm and blk.%lld.attn_*")
+                      : gpt2 ? (mlp ? "h.%lld.ln_2 and h.%lld.mlp.*" : "h.%lld.ln_1 and h.%lld.attn.*")
+                      : (mlp ? "model.layers.%lld.post_attention_layernorm and model.layers.%lld.mlp.*"
+                             : "model.layers.%lld.input_layernorm and model.layers.%lld.self_attn.*");
+    char names[160];
+    snprintf(names, sizeof names, fmt, l, l);
+    snprintf(what, sizeof what, "in the output of layer %lld of %lld (%s): check the weights %s", l,
+             (long long)c->n_layers, mlp ? "MLP" : "attention", names);
+  }
+  return lrt_err(LRT_ERR_NUMERIC, "non-finite logits (NaN or infinity) %s %s; the model's weights (or a "
+                 "conversion of them) produce NaN or infinity. Nothing was added to the session", at, what);
 }
 
 int32_t lrt_forward(lrt_session *s, const int32_t *tokens, int64_t n, int all_logits) {
@@ -484,8 +570,15 @@ int32_t lrt_forward(lrt_session *s, const int32_t *tokens, int64_t n, int all_lo
     int64_t first = 0;
     if (all_logits) out = s->logits + start * c->vocab;
     else if (start + M == n) { out = s->logits; first = M - 1; }
-    forward_chunk(s, tokens + start, M, pos0, out, first);
+    forward_chunk(s, tokens + start, M, pos0, out, first, NULL);
   }
+  /* non-finite logits are an error, never a token: find where they came from (the
+   * diagnosis costs only on this path; the check is one pass over the logits) */
+  for (int64_t r = 0; r < rows; r++)
+    if (!all_finite(s->logits + r * c->vocab, c->vocab)) {
+      int64_t bad_pos = s->pos + (all_logits ? r : n - 1);
+      return numeric_error(s, tokens, all_logits ? bad_pos : s->pos, bad_pos);
+    }
   memcpy(s->tokens + s->pos, tokens, (size_t)n * sizeof(int32_t));
   s->pos += n;
   s->logits_rows = rows;

@@ -3,6 +3,7 @@
 #ifndef LOOMRT_MODEL_H
 #define LOOMRT_MODEL_H
 
+#include "../base/lrt_atomic.h"
 #include "../base/threadpool.h"
 #include "../formats/formats.h"
 
@@ -101,7 +102,22 @@ struct lrt_session {
   struct lrt_gen *gen; /* api/generate.c: prompt/step generation state, created on first use */
   uint64_t history_id; /* bumped when the token history is replaced (state load): a pull
                           generation started before it ends (api/generate.c) */
+  lrt_atomic_int busy; /* 1 while an exported function runs on the session (lrt_session_enter) */
 };
+
+/* Concurrent-use detection (docs/threads.md): every exported function that takes a session
+ * enters it first and leaves it on return. Entering a session another thread is inside
+ * fails with LRT_ERR_BUSY, before anything of the session is read. One compare-and-swap and
+ * one store per call; functions inside the library call each other's unguarded bodies. */
+static inline int32_t lrt_session_enter(const lrt_session *s, const char *fn) {
+  int expected = 0;
+  if (lrt_atomic_cas_int((lrt_atomic_int *)&s->busy, &expected, 1)) return LRT_OK;
+  return lrt_err(LRT_ERR_BUSY, "%s: the session is in use by another thread; a session serves one thread at a "
+                 "time: give each thread its own session (lrt_session_new)", fn);
+}
+static inline void lrt_session_leave(const lrt_session *s) {
+  lrt_atomic_store_int((lrt_atomic_int *)&s->busy, 0);
+}
 
 /* forward.c */
 size_t lrt_mat_row_bytes(const lrt_mat *w);

@@ -219,8 +219,7 @@ static uint64_t blob_size(int64_t P, int64_t R, int64_t C, int64_t V, int64_t la
 
 static int64_t kv_dim(const lrt_model *m) { return m->cfg.n_kv_heads * m->cfg.head_dim; }
 
-int32_t lrt_session_state_size(const lrt_session *s, size_t *size) {
-  if (!s) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "session must not be NULL");
+static int32_t state_size(const lrt_session *s, size_t *size) {
   if (!size) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "size must not be NULL");
   const lrt_config *c = &s->m->cfg;
   uint64_t n = blob_size(s->pos, s->logits_rows, s->n_cand, c->vocab, c->n_layers, kv_dim(s->m));
@@ -258,7 +257,7 @@ static void checksum(const uint8_t *p, size_t n, uint64_t out[2]) {
 
 static int32_t state_save(const lrt_session *s, void *buf, size_t cap, size_t *written) {
   size_t need;
-  int32_t st = lrt_session_state_size(s, &need);
+  int32_t st = state_size(s, &need);
   if (st) return st;
   if (!buf || cap < need)
     return lrt_err(LRT_ERR_INVALID_ARGUMENT, "the buffer holds %llu bytes but the state needs %llu "
@@ -306,13 +305,25 @@ static int32_t state_save(const lrt_session *s, void *buf, size_t cap, size_t *w
   return LRT_OK;
 }
 
+int32_t lrt_session_state_size(const lrt_session *s, size_t *size) {
+  if (!s) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "session must not be NULL");
+  int32_t st = lrt_session_enter(s, "lrt_session_state_size");
+  if (st) return st;
+  st = state_size(s, size);
+  lrt_session_leave(s);
+  return st;
+}
+
 int32_t lrt_session_state_save(const lrt_session *s, void *buf, size_t cap, size_t *written) {
   if (written) *written = 0;
   if (!s) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "session must not be NULL");
+  int32_t st = lrt_session_enter(s, "lrt_session_state_save");
+  if (st) return st;
   lrt_fpenv env;
   lrt_fpenv_enter(&env);
-  int32_t st = state_save(s, buf, cap, written);
+  st = state_save(s, buf, cap, written);
   lrt_fpenv_leave(&env);
+  lrt_session_leave(s);
   return st;
 }
 
@@ -382,7 +393,9 @@ static int32_t state_load(lrt_session *s, const uint8_t *b, size_t len) {
     return lrt_err(LRT_ERR_CONTEXT_FULL, "session state: %lld tokens do not fit this session's context of "
                    "%lld; create the session with a larger context", (long long)P, (long long)s->ctx);
   /* sampler settings, checked by the public setters on a scratch copy */
-  lrt_session tmp = *s;
+  lrt_session tmp; /* only its sampler fields are used (not a copy of s: other threads may
+                      be reading s->busy at this moment) */
+  memset(&tmp, 0, sizeof tmp);
   if ((st = lrt_session_set_float(&tmp, LRT_PARAM_TEMPERATURE, get_f64(b + 88))) ||
       (st = lrt_session_set_float(&tmp, LRT_PARAM_TOP_P, get_f64(b + 96))) ||
       (st = lrt_session_set_float(&tmp, LRT_PARAM_MIN_P, get_f64(b + 104))) ||
@@ -408,6 +421,10 @@ static int32_t state_load(lrt_session *s, const uint8_t *b, size_t len) {
     if (t < 0 || t >= V)
       return lrt_err(LRT_ERR_FORMAT, "session state: candidate id %d is outside [0, %lld)", t, (long long)V);
   }
+  for (int64_t i = 0; i < R * V; i++) /* an eval never leaves non-finite logits (LRT_ERR_NUMERIC) */
+    if ((get_u32(lg + 4 * i) & 0x7f800000u) == 0x7f800000u)
+      return lrt_err(LRT_ERR_FORMAT, "session state: logit %lld of row %lld is NaN or infinite (no eval saves "
+                     "such logits: the blob was altered)", (long long)(i % V), (long long)(i / V));
   /* everything is valid: make room, then commit (nothing visible changes before this point
    * except capacity) */
   if ((st = lrt_session_reserve(s, P))) return st;
@@ -446,9 +463,12 @@ static int32_t state_load(lrt_session *s, const uint8_t *b, size_t len) {
 int32_t lrt_session_state_load(lrt_session *s, const void *buf, size_t len) {
   if (!s) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "session must not be NULL");
   if (!buf) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "buf must not be NULL");
+  int32_t st = lrt_session_enter(s, "lrt_session_state_load");
+  if (st) return st;
   lrt_fpenv env;
   lrt_fpenv_enter(&env);
-  int32_t st = state_load(s, (const uint8_t *)buf, len);
+  st = state_load(s, (const uint8_t *)buf, len);
   lrt_fpenv_leave(&env);
+  lrt_session_leave(s);
   return st;
 }
