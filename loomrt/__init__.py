@@ -13,8 +13,9 @@ from . import _lib
 from ._library import library_path
 from .errors import (ContextFullError, FormatError, InternalError, InvalidArgumentError, LoomrtError,
                      LoomrtIOError, NotFoundError, OutOfMemoryError, StateError, UnsupportedError)
-from .model import Generation, Model, SamplingParams, Session, Timings, default_threads, load
-from .audit import VerifyResult, model_hash, tokenizer_hash, verify_receipt
+from .model import Generation, Model, Session, Timings, default_threads, load, verify_receipt
+from .sampling import SamplingParams
+from .audit import VerifyResult, model_hash, tokenizer_hash
 from .resolve import default_model_path, resolve_model_path
 from .tokenizer import Tokenizer
 from .ctokenizer import CTokenizer

@@ -14,29 +14,13 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Unio
 
 import numpy as np
 
-from . import _lib, errors
+from . import _lib, audit, errors
 from .resolve import resolve_model_path
+from .sampling import SamplingParams, sampling_params
 from .tokenizer import Tokenizer
 
 Messages = Sequence[Dict[str, str]]
 PromptLike = Union[str, Sequence[int], Messages]
-
-
-@dataclasses.dataclass(frozen=True)
-class SamplingParams:
-    """Sampler settings. ``temperature=0`` is greedy decoding."""
-
-    temperature: float = 0.0
-    top_k: int = 0
-    top_p: float = 1.0
-    min_p: float = 0.0
-    repetition_penalty: float = 1.0
-    seed: int = 0
-
-    def apply(self, session: Any) -> None:
-        _lib.session_set(session, temperature=self.temperature, top_k=self.top_k,
-                         top_p=self.top_p, min_p=self.min_p,
-                         repeat_penalty=self.repetition_penalty, seed=self.seed)
 
 
 @dataclasses.dataclass
@@ -129,14 +113,6 @@ class Session:
         UnsupportedError (other numerics / blob version), InvalidArgumentError (other model)
         or ContextFullError; the session is unchanged then."""
         _lib.session_state_load(self._h, blob)
-
-
-def _sampling_params(sampling: Dict[str, Any]) -> SamplingParams:
-    names = {f.name for f in dataclasses.fields(SamplingParams)}
-    unknown = sorted(set(sampling) - names)
-    if unknown:
-        raise errors.InvalidArgumentError(f"unknown sampling setting(s) {unknown}; known: {sorted(names)}")
-    return SamplingParams(**sampling)
 
 
 def _check_ids(token_ids: Sequence[int], vocab: int) -> List[int]:
@@ -290,7 +266,7 @@ class Model:
         top_p, min_p, repetition_penalty, seed."""
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
             raise errors.InvalidArgumentError(f"max_tokens must be a non-negative integer, got {max_tokens!r}")
-        params = _sampling_params(sampling)
+        params = sampling_params(sampling)
         ids = self._prompt_ids(prompt, chat)
         s = session or self._default_session()
         s.reset()
@@ -382,9 +358,7 @@ class Model:
         ids: List[int] = []
         rec = None
         if receipt:
-            from .audit import StepRecorder
-
-            rec = StepRecorder()
+            rec = audit.StepRecorder()
         if self.tokenizer is None and not isinstance(prompt, str):
             for t in self.stream_tokens(prompt, max_tokens, chat=chat, timings=timings, _step_hook=rec, **sampling):
                 ids.append(t)
@@ -394,11 +368,9 @@ class Model:
         prompt_ids = self._prompt_ids(prompt, chat)
         made = None
         if rec is not None:
-            from .audit import make_receipt
-
-            made = make_receipt(self, prompt_ids, rec, timings.finish_reason, max_tokens,
-                                dataclasses.asdict(_sampling_params(sampling)), self._default_session().context,
-                                stop=stop, chat=chat)
+            made = audit.make_receipt(self, prompt_ids, rec, timings.finish_reason, max_tokens,
+                                      dataclasses.asdict(sampling_params(sampling)),
+                                      self._default_session().context, stop=stop, chat=chat)
         return Generation(text=text, token_ids=ids, prompt_token_ids=prompt_ids,
                           finish_reason=timings.finish_reason, timings=timings, receipt=made)
 
@@ -446,3 +418,11 @@ def load(path: Union[str, os.PathLike], threads: Optional[int] = None, context: 
     ``int8_activations=True``: the opt-in integer-dot speed mode, see :class:`Model`)."""
     return Model(path, threads=threads, context=context, allow_unknown_config_keys=allow_unknown_config_keys,
                  quantize=quantize, int8_activations=int8_activations)
+
+
+def verify_receipt(receipt: Union[Dict[str, Any], str, os.PathLike, bytes], model: Any = None, *,
+                   step: Optional[int] = None, threads: Optional[int] = None) -> "audit.VerifyResult":
+    """Replay a generation receipt (:func:`loomrt.audit.verify_receipt`); ``model`` is a
+    loaded :class:`Model` or a path, loaded the way the receipt's model was (quantize,
+    int8 activations). Default: the default model."""
+    return audit.verify_receipt(receipt, model, step=step, threads=threads, load=load)
