@@ -17,8 +17,7 @@ from .model import Generation, Model, Session, Timings, default_threads, load, v
 from .sampling import SamplingParams
 from .audit import VerifyResult, model_hash, tokenizer_hash
 from .resolve import default_model_path, resolve_model_path
-from .tokenizer import Tokenizer
-from .ctokenizer import CTokenizer
+from .tokenizer import Encoding, Tokenizer
 
 __version__ = _lib.version()
 NUMERICS_VERSION = _lib.numerics_version()
@@ -43,7 +42,7 @@ def set_kernel_path(name: str) -> None:
 
 
 __all__ = [
-    "load", "Model", "Session", "Generation", "SamplingParams", "Timings", "Tokenizer", "CTokenizer",
+    "load", "Model", "Session", "Generation", "SamplingParams", "Timings", "Tokenizer", "Encoding",
     "default_model_path", "resolve_model_path", "default_threads", "kernel_path",
     "kernel_paths", "set_kernel_path",
     "LoomrtError", "FormatError", "UnsupportedError", "InvalidArgumentError", "NotFoundError",

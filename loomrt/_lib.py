@@ -312,6 +312,61 @@ def detokenize(handle: Any, ids: List[int], skip_special: bool = False) -> str:
         return ffi.unpack(buf, int(n[0])).decode("utf-8")
 
 
+def model_open_memory(files: Dict[str, bytes], flags: int = 0) -> Any:
+    """Open a model from named in-memory files (lrt_model_open_memory); the buffers are
+    copied (LRT_OPEN_COPY_BUFFERS), so the caller may drop them."""
+    names = [ffi.new("char[]", k.encode("utf-8")) for k in files]
+    datas = [ffi.from_buffer(v) if v else ffi.new("char[1]") for v in files.values()]
+    out = ffi.new("lrt_model **")
+    check(lib.lrt_model_open_memory(len(files), ffi.new("const char *[]", names),
+                                    ffi.new("size_t[]", [len(k.encode("utf-8")) for k in files]),
+                                    ffi.new("const void *[]", datas), ffi.new("size_t[]", [len(v) for v in files.values()]),
+                                    flags | lib.LRT_OPEN_COPY_BUFFERS, out))
+    return ffi.gc(out[0], lib.lrt_model_close)
+
+
+def model_get_int(handle: Any, key: int) -> int:
+    v = ffi.new("int64_t *")
+    check(lib.lrt_model_get_int(handle, key, v))
+    return int(v[0])
+
+
+def model_eog_ids(handle: Any) -> List[int]:
+    """The ids that end a generation (lrt_model_eog_id)."""
+    out = ffi.new("int32_t *")
+    ids = []
+    for i in range(model_get_int(handle, lib.LRT_INFO_EOG_COUNT)):
+        check(lib.lrt_model_eog_id(handle, i, out))
+        ids.append(int(out[0]))
+    return ids
+
+
+def model_chat_template(handle: Any) -> str:
+    """The model's chat template source ("" when none)."""
+    p = ffi.new("const char **")
+    n = ffi.new("size_t *")
+    check(lib.lrt_model_get_str(handle, lib.LRT_STR_CHAT_TEMPLATE, p, n))
+    return ffi.unpack(p[0], n[0]).decode("utf-8", "replace")
+
+
+def token_text(handle: Any, token_id: int) -> bytes:
+    """Vocabulary text of one token (lrt_token_text)."""
+    p = ffi.new("const char **")
+    n = ffi.new("size_t *")
+    check(lib.lrt_token_text(handle, int(token_id), p, n))
+    return ffi.unpack(p[0], n[0])
+
+
+def token_id(handle: Any, text: bytes) -> Optional[int]:
+    """Id of a vocabulary text, None when no token has it (lrt_token_id)."""
+    out = ffi.new("int32_t *")
+    status = lib.lrt_token_id(handle, text, len(text), out)
+    if status == lib.LRT_ERR_NOT_FOUND and model_has_tokenizer(handle):
+        return None
+    check(status)
+    return int(out[0])
+
+
 def token_bytes(handle: Any, token_id: int) -> bytes:
     """Bytes of one token alone, as the decoder maps it."""
     p = ffi.new("const char **")

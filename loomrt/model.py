@@ -165,14 +165,11 @@ class Model:
         self._h = _lib.model_open(self.path, flags)
         self.info: Dict[str, Any] = _lib.model_info(self._h)
         self.metadata: Dict[str, Any] = _lib.model_metadata(self._h) if self.info["is_gguf"] else {}
-        if tokenizer is not None:
-            self.tokenizer: Optional[Tokenizer] = tokenizer
-        elif self.info["is_gguf"] and "tokenizer.ggml.model" in self.metadata:
-            self.tokenizer = Tokenizer.from_gguf_metadata(self.metadata)
-        elif os.path.isfile(os.path.join(self.path, "tokenizer.json")):
-            self.tokenizer = Tokenizer.from_folder(self.path)
-        else:
-            self.tokenizer = None  # no tokenizer in the files: token ids only (logits, generate from ids)
+        # the C tokenizer loaded with the model (tokenizer.json / GGUF metadata); without one
+        # (absent, or unusable: _tok() says why) the model works on token ids only
+        self.tokenizer: Optional[Tokenizer] = tokenizer
+        if tokenizer is None and _lib.model_has_tokenizer(self._h):
+            self.tokenizer = Tokenizer(self._h, source=self.path)
         max_ctx = self.info["context_length"]
         if context is not None and not 1 <= int(context) <= max_ctx:
             raise errors.InvalidArgumentError(f"context must be in [1, {max_ctx}] for this model, got {context}")
@@ -230,8 +227,12 @@ class Model:
 
     def _tok(self) -> Tokenizer:
         if self.tokenizer is None:
-            raise errors.NotFoundError(f"{self.path} has no tokenizer.json: pass token ids instead of text, "
-                                       "or add the model's tokenizer.json to the folder")
+            try:
+                _lib.tokenize(self._h, "")  # a tokenizer that failed to load raises its reason
+            except errors.NotFoundError:
+                pass
+            raise errors.NotFoundError(f"{self.path} has no tokenizer (tokenizer.json or GGUF tokenizer metadata): "
+                                       "pass token ids instead of text, or add the model's tokenizer.json to the folder")
         return self.tokenizer
 
     def apply_chat_template(self, messages: Union[str, Messages], system: Optional[str] = None) -> str:

@@ -512,7 +512,11 @@ int32_t lrt_model_load(const char *path, int32_t flags, lrt_model **out) {
   m->open_flags = flags;
   int32_t st;
   size_t plen = strlen(path);
-  if (lrt_is_dir(path)) {
+  int vocab_only = (flags & LRT_OPEN_TOKENIZER_ONLY) != 0;
+  if (vocab_only) m->cfg.bos = -1; /* no config, no weights: api/ attaches the tokenizer */
+  if (vocab_only && lrt_is_dir(path)) {
+    /* the folder's tokenizer files are read by api/ */
+  } else if (lrt_is_dir(path)) {
     if ((st = lrt_config_from_hf(path, flags, &m->cfg, m->name, sizeof m->name))) goto fail;
     if ((st = open_safetensors(m, path))) goto fail;
   } else if (lrt_is_file(path)) {
@@ -522,13 +526,13 @@ int32_t lrt_model_load(const char *path, int32_t flags, lrt_model **out) {
     }
     m->is_gguf = 1;
     if ((st = lrt_gguf_open(path, &m->gguf))) goto fail;
-    if ((st = lrt_config_from_gguf(&m->gguf, &m->cfg))) goto fail;
+    if (!vocab_only && (st = lrt_config_from_gguf(&m->gguf, &m->cfg))) goto fail;
     gguf_name(m);
   } else {
     st = lrt_err(LRT_ERR_NOT_FOUND, "model path not found: %s (pass a HuggingFace model folder or a .gguf file)", path);
     goto fail;
   }
-  if ((st = finish_load(m))) goto fail;
+  if (!vocab_only && (st = finish_load(m))) goto fail;
   *out = m;
   return LRT_OK;
 fail:
@@ -637,6 +641,8 @@ int32_t lrt_model_load_memory(const lrt_vfile *files, size_t n, int32_t flags, l
   if (!m) return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory");
   m->open_flags = flags;
   int32_t st;
+  int vocab_only = (flags & LRT_OPEN_TOKENIZER_ONLY) != 0;
+  if (vocab_only) m->cfg.bos = -1;
   const lrt_vfile *gg = NULL;
   for (size_t i = 0; i < n; i++)
     if (is_gguf_name(files[i].name)) {
@@ -649,8 +655,10 @@ int32_t lrt_model_load_memory(const lrt_vfile *files, size_t n, int32_t flags, l
   if (gg) {
     m->is_gguf = 1;
     if ((st = lrt_gguf_parse(gg->data, gg->size, gg->name, &m->gguf))) goto fail;
-    if ((st = lrt_config_from_gguf(&m->gguf, &m->cfg))) goto fail;
+    if (!vocab_only && (st = lrt_config_from_gguf(&m->gguf, &m->cfg))) goto fail;
     gguf_name(m);
+  } else if (vocab_only) {
+    /* tokenizer.json and its side files are read by api/ */
   } else {
     const lrt_vfile *cj = lrt_vfile_find(files, n, "config.json");
     const lrt_vfile *gj = lrt_vfile_find(files, n, "generation_config.json");
@@ -664,7 +672,7 @@ int32_t lrt_model_load_memory(const lrt_vfile *files, size_t n, int32_t flags, l
       goto fail;
     if ((st = memory_safetensors(m, files, n))) goto fail;
   }
-  if ((st = finish_load(m))) goto fail;
+  if (!vocab_only && (st = finish_load(m))) goto fail;
   *out = m;
   return LRT_OK;
 fail:
