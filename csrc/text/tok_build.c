@@ -168,7 +168,7 @@ int32_t lrt_tok_finish(lrt_tokenizer *t, builder *b) {
     if (e->n > UINT32_MAX) { free(seen); return lrt_err(LRT_ERR_FORMAT, "%s: token too long", what); }
     if (lrt_tok_vocab_find(t, e->s, e->n) >= 0) {
       free(seen);
-      return lrt_err(LRT_ERR_FORMAT, "%s: token %.60s appears twice in the vocabulary", what, e->s);
+      return lrt_err(LRT_ERR_FORMAT, "%s: duplicate token %.60s (it appears twice in the vocabulary)", what, e->s);
     }
     seen[e->id] = 1;
     memcpy(t->vpool + pos, e->s, e->n);
