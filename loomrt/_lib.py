@@ -282,10 +282,16 @@ def tokenize(handle: Any, text: str, add_special: bool = True, parse_special: bo
     try:
         raw = text.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise errors.InvalidArgumentError(f"text is not valid Unicode (lone surrogate at index {exc.start})") from None
+        raise errors.InvalidArgumentError(f"text is not valid Unicode (lone surrogate at index {exc.start}); "
+                                          "decode input bytes with errors='replace' or remove the surrogate") from None
+    return tokenize_utf8(handle, raw, add_special, parse_special)
+
+
+def tokenize_utf8(handle: Any, raw: bytes, add_special: bool = True, parse_special: bool = True) -> List[int]:
+    """Token ids of UTF-8 bytes (the C side checks the encoding)."""
     flags = (lib.LRT_TOKENIZE_ADD_SPECIAL if add_special else 0) | (lib.LRT_TOKENIZE_PARSE_SPECIAL if parse_special else 0)
     n = ffi.new("int64_t *")
-    cap = len(raw) + 8
+    cap = len(raw) + 8  # a token covers at least one byte, except rare normalizer growth: retried
     while True:
         buf = ffi.new("int32_t[]", cap)
         status = lib.lrt_tokenize(handle, raw, len(raw), flags, buf, cap, n)
@@ -293,12 +299,15 @@ def tokenize(handle: Any, text: str, add_special: bool = True, parse_special: bo
             cap = int(n[0])
             continue
         check(status)
-        return list(ffi.unpack(buf, int(n[0])))
+        return ffi.unpack(buf, int(n[0]))
 
 
 def detokenize(handle: Any, ids: List[int], skip_special: bool = False) -> str:
     """Text of ``ids`` from the model's C tokenizer (decoder rules applied)."""
-    arr = ffi.new("int32_t[]", [int(i) for i in ids]) if ids else ffi.NULL
+    try:
+        arr = ffi.new("int32_t[]", ids) if ids else ffi.NULL
+    except (TypeError, OverflowError):
+        arr = ffi.new("int32_t[]", [_int32(i) for i in ids])
     flags = lib.LRT_DETOKENIZE_SKIP_SPECIAL if skip_special else 0
     n = ffi.new("size_t *")
     cap = 16 * len(ids) + 16
@@ -365,6 +374,15 @@ def token_id(handle: Any, text: bytes) -> Optional[int]:
         return None
     check(status)
     return int(out[0])
+
+
+def _int32(value: Any) -> int:
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise errors.InvalidArgumentError(f"token ids must be ints, got {type(value).__name__}")
+    v = int(value.__index__())
+    if not -(1 << 31) <= v < (1 << 31):
+        raise errors.InvalidArgumentError(f"token id {v} is out of range")
+    return v
 
 
 def token_bytes(handle: Any, token_id: int) -> bytes:

@@ -102,24 +102,6 @@ def _make_template_env() -> jinja2.sandbox.ImmutableSandboxedEnvironment:
 
 
 # ---------------------------------------------------------------------------
-# Small validation helpers
-# ---------------------------------------------------------------------------
-
-
-def _check_text(text: Any) -> str:
-    if not isinstance(text, str):
-        raise InvalidArgumentError(f"text must be str, got {type(text).__name__}")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidArgumentError(
-            f"text is not valid Unicode (lone surrogate at index {exc.start}); "
-            "decode input bytes with errors='replace' or remove the surrogate"
-        ) from exc
-    return text
-
-
-# ---------------------------------------------------------------------------
 # Public classes
 # ---------------------------------------------------------------------------
 
@@ -276,7 +258,6 @@ class Tokenizer:
         Raises:
             InvalidArgumentError: ``text`` is not a str or contains lone surrogates.
         """
-        _check_text(text)
         return Encoding(_lib.tokenize(self._h, text, bool(add_special_tokens), bool(parse_special)), self)
 
     def encode_batch(self, texts: Iterable[str], add_special_tokens: bool = True,
@@ -289,12 +270,20 @@ class Tokenizer:
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
         """Convert token ids back to text (the decoder's rules across tokens apply).
 
-        Invalid UTF-8 produced by byte tokens is replaced by U+FFFD.
+        Invalid UTF-8 produced by byte tokens is replaced by U+FFFD. Ids the model's
+        embedding has beyond the tokenizer's (padded rows) give no text.
 
         Raises:
-            InvalidArgumentError: an id is not an int in ``[0, vocab_size)``.
+            InvalidArgumentError: an id is not an int, or negative, or outside the vocabulary.
         """
-        return _lib.detokenize(self._h, self._check_ids(ids), bool(skip_special_tokens))
+        return _lib.detokenize(self._h, self._fast_ids(ids), bool(skip_special_tokens))
+
+    def _fast_ids(self, ids: Any) -> Any:
+        """``ids`` itself when it is a list / tuple of plain ints (checked at C speed: the
+        range is checked by the C library), else the checked list."""
+        if type(ids) in (list, tuple, Encoding) and set(map(type, ids)) <= {int}:
+            return ids
+        return self._check_ids(ids)
 
     def decode_batch(self, sequences: Iterable[Iterable[int]], skip_special_tokens: bool = False) -> list[str]:
         """:meth:`decode` of each id sequence."""
