@@ -14,11 +14,11 @@ from ._library import library_path
 from .errors import (ArgumentTypeError, BusyError, ContextFullError, FormatError, InternalError,
                      InvalidArgumentError, LoomrtError, LoomrtIOError, NotFoundError, NumericError, OutOfMemoryError,
                      StateError, UnsupportedError)
-from .model import Generation, Model, SamplingParams, Session, Timings, default_threads, load
-from .audit import VerifyResult, model_hash, tokenizer_hash, verify_receipt
+from .model import Generation, Model, Session, Timings, default_threads, load, verify_receipt
+from .sampling import SamplingParams
+from .audit import VerifyResult, model_hash, tokenizer_hash
 from .resolve import default_model_path, resolve_model_path
-from .tokenizer import Tokenizer
-from .ctokenizer import CTokenizer
+from .tokenizer import Encoding, Tokenizer
 from .trainer import Trainer
 from .train import Run, train
 
@@ -45,7 +45,7 @@ def set_kernel_path(name: str) -> None:
 
 
 __all__ = [
-    "load", "Model", "Session", "Generation", "SamplingParams", "Timings", "Tokenizer", "CTokenizer",
+    "load", "Model", "Session", "Generation", "SamplingParams", "Timings", "Tokenizer", "Encoding",
     "default_model_path", "resolve_model_path", "default_threads", "kernel_path",
     "kernel_paths", "set_kernel_path",
     "LoomrtError", "FormatError", "UnsupportedError", "InvalidArgumentError", "NotFoundError",

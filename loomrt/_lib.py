@@ -301,10 +301,16 @@ def tokenize(handle: Any, text: str, add_special: bool = True, parse_special: bo
     try:
         raw = text.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise errors.InvalidArgumentError(f"text is not valid Unicode (lone surrogate at index {exc.start})") from None
+        raise errors.InvalidArgumentError(f"text is not valid Unicode (lone surrogate at index {exc.start}); "
+                                          "decode input bytes with errors='replace' or remove the surrogate") from None
+    return tokenize_utf8(handle, raw, add_special, parse_special)
+
+
+def tokenize_utf8(handle: Any, raw: bytes, add_special: bool = True, parse_special: bool = True) -> List[int]:
+    """Token ids of UTF-8 bytes (the C side checks the encoding)."""
     flags = (lib.LRT_TOKENIZE_ADD_SPECIAL if add_special else 0) | (lib.LRT_TOKENIZE_PARSE_SPECIAL if parse_special else 0)
     n = ffi.new("int64_t *")
-    cap = len(raw) + 8
+    cap = len(raw) + 8  # a token covers at least one byte, except rare normalizer growth: retried
     while True:
         buf = ffi.new("int32_t[]", cap)
         status = lib.lrt_tokenize(handle, raw, len(raw), flags, buf, cap, n)
@@ -312,12 +318,15 @@ def tokenize(handle: Any, text: str, add_special: bool = True, parse_special: bo
             cap = int(n[0])
             continue
         check(status)
-        return list(ffi.unpack(buf, int(n[0])))
+        return ffi.unpack(buf, int(n[0]))
 
 
 def detokenize(handle: Any, ids: List[int], skip_special: bool = False) -> str:
     """Text of ``ids`` from the model's C tokenizer (decoder rules applied)."""
-    arr = ffi.new("int32_t[]", [int(i) for i in ids]) if ids else ffi.NULL
+    try:
+        arr = ffi.new("int32_t[]", ids) if ids else ffi.NULL
+    except (TypeError, OverflowError):
+        arr = ffi.new("int32_t[]", [_int32(i) for i in ids])
     flags = lib.LRT_DETOKENIZE_SKIP_SPECIAL if skip_special else 0
     n = ffi.new("size_t *")
     cap = 16 * len(ids) + 16
@@ -329,6 +338,70 @@ def detokenize(handle: Any, ids: List[int], skip_special: bool = False) -> str:
             continue
         check(status)
         return ffi.unpack(buf, int(n[0])).decode("utf-8")
+
+
+def model_open_memory(files: Dict[str, bytes], flags: int = 0) -> Any:
+    """Open a model from named in-memory files (lrt_model_open_memory); the buffers are
+    copied (LRT_OPEN_COPY_BUFFERS), so the caller may drop them."""
+    names = [ffi.new("char[]", k.encode("utf-8")) for k in files]
+    datas = [ffi.from_buffer(v) if v else ffi.new("char[1]") for v in files.values()]
+    out = ffi.new("lrt_model **")
+    check(lib.lrt_model_open_memory(len(files), ffi.new("const char *[]", names),
+                                    ffi.new("size_t[]", [len(k.encode("utf-8")) for k in files]),
+                                    ffi.new("const void *[]", datas), ffi.new("size_t[]", [len(v) for v in files.values()]),
+                                    flags | lib.LRT_OPEN_COPY_BUFFERS, out))
+    return ffi.gc(out[0], lib.lrt_model_close)
+
+
+def model_get_int(handle: Any, key: int) -> int:
+    v = ffi.new("int64_t *")
+    check(lib.lrt_model_get_int(handle, key, v))
+    return int(v[0])
+
+
+def model_eog_ids(handle: Any) -> List[int]:
+    """The ids that end a generation (lrt_model_eog_id)."""
+    out = ffi.new("int32_t *")
+    ids = []
+    for i in range(model_get_int(handle, lib.LRT_INFO_EOG_COUNT)):
+        check(lib.lrt_model_eog_id(handle, i, out))
+        ids.append(int(out[0]))
+    return ids
+
+
+def model_chat_template(handle: Any) -> str:
+    """The model's chat template source ("" when none)."""
+    p = ffi.new("const char **")
+    n = ffi.new("size_t *")
+    check(lib.lrt_model_get_str(handle, lib.LRT_STR_CHAT_TEMPLATE, p, n))
+    return ffi.unpack(p[0], n[0]).decode("utf-8", "replace")
+
+
+def token_text(handle: Any, token_id: int) -> bytes:
+    """Vocabulary text of one token (lrt_token_text)."""
+    p = ffi.new("const char **")
+    n = ffi.new("size_t *")
+    check(lib.lrt_token_text(handle, int(token_id), p, n))
+    return ffi.unpack(p[0], n[0])
+
+
+def token_id(handle: Any, text: bytes) -> Optional[int]:
+    """Id of a vocabulary text, None when no token has it (lrt_token_id)."""
+    out = ffi.new("int32_t *")
+    status = lib.lrt_token_id(handle, text, len(text), out)
+    if status == lib.LRT_ERR_NOT_FOUND and model_has_tokenizer(handle):
+        return None
+    check(status)
+    return int(out[0])
+
+
+def _int32(value: Any) -> int:
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise errors.InvalidArgumentError(f"token ids must be ints, got {type(value).__name__}")
+    v = int(value.__index__())
+    if not -(1 << 31) <= v < (1 << 31):
+        raise errors.InvalidArgumentError(f"token id {v} is out of range")
+    return v
 
 
 def token_bytes(handle: Any, token_id: int) -> bytes:

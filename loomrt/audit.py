@@ -38,11 +38,12 @@ import json
 import os
 import platform
 import struct
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from . import _lib, errors
+from .sampling import SamplingParams
 
 RECEIPT_FORMAT = "loomrt-receipt"
 RECEIPT_VERSION = 1
@@ -211,12 +212,10 @@ def make_receipt(model: Any, prompt_ids: Sequence[int], rec: StepRecorder, finis
                  chat: bool = False) -> Dict[str, Any]:
     """The receipt of a generation (see docs/determinism.md for the fields)."""
     mh = model_hash(model)
-    from . import __version__
-
     return {
         "format": RECEIPT_FORMAT,
         "version": RECEIPT_VERSION,
-        "loomrt_version": __version__,
+        "loomrt_version": _lib.version(),
         "numerics_version": _lib.numerics_version(),
         "model": {
             "hash": mh.hash,
@@ -345,13 +344,15 @@ def _check_receipt(r: Any) -> None:
             raise bad(f'"{k}" is missing')
 
 
-def _open_model(model: Any, r: Dict[str, Any], threads: Optional[int]) -> Any:
-    from .model import Model
-
-    if isinstance(model, Model):
+def _open_model(model: Any, r: Dict[str, Any], threads: Optional[int], load: Optional[Callable[..., Any]]) -> Any:
+    """A loaded model as given, or the path loaded with ``load`` the way the receipt's was."""
+    if not isinstance(model, (str, os.PathLike)):
         return model
-    return Model(os.fspath(model), threads=threads, quantize=r["model"].get("quantize"),
-                 int8_activations=bool(r["model"].get("int8_activations", False)))
+    if load is None:
+        raise errors.InvalidArgumentError("audit.verify_receipt needs a loaded model, or load= to open a path "
+                                          "(loomrt.verify_receipt passes loomrt.load)")
+    return load(os.fspath(model), threads=threads, quantize=r["model"].get("quantize"),
+                int8_activations=bool(r["model"].get("int8_activations", False)))
 
 
 def _preflight(r: Dict[str, Any], m: Any) -> Optional[VerifyResult]:
@@ -402,12 +403,6 @@ _EDITED = ("the receipt is inconsistent: its logits_rolling_sha256, tokens_sha25
            "match its per-step data (it was edited after it was made)")
 
 
-def _sampling_params(r: Dict[str, Any]) -> Any:
-    from .model import SamplingParams
-
-    return SamplingParams(**r["sampling"])
-
-
 def _step_diff(r: Dict[str, Any], i: int, digest: str, token: int) -> Optional[VerifyResult]:
     want_d, want_t = r["step_logits_sha256"][i], r["output_token_ids"][i]
     if digest == want_d and token == want_t:
@@ -426,10 +421,14 @@ def _row_digest(s: Any) -> str:
 
 
 def verify_receipt(receipt: Union[Dict[str, Any], str, os.PathLike, bytes], model: Any = None, *,
-                   step: Optional[int] = None, threads: Optional[int] = None) -> VerifyResult:
+                   step: Optional[int] = None, threads: Optional[int] = None,
+                   load: Optional[Callable[..., Any]] = None) -> VerifyResult:
     """Replay a receipt and compare every step's logits digest and token.
 
-    ``model`` is a loaded Model or a path (default: the default model). With ``step=N`` only
+    ``model`` is a loaded model (anything with ``session()``, ``path``, ``info``,
+    ``vocab_size``, ``tokenizer``: :class:`loomrt.Model`) or a path (default: the default
+    model) that ``load(path, threads=, quantize=, int8_activations=)`` opens; the receipt code
+    does not know the Model class (:func:`loomrt.verify_receipt` passes ``loomrt.load``). With ``step=N`` only
     step N is replayed, on its own: one evaluation of the prompt plus the first N output
     tokens, then one sampling draw (the sampler's random number depends only on the seed and
     the position)."""
@@ -438,7 +437,7 @@ def verify_receipt(receipt: Union[Dict[str, Any], str, os.PathLike, bytes], mode
         from .resolve import default_model_path
 
         model = default_model_path()
-    m = _open_model(model, r, threads)
+    m = _open_model(model, r, threads, load)
     pre = _preflight(r, m)
     if pre is not None:
         return pre
@@ -448,7 +447,7 @@ def verify_receipt(receipt: Union[Dict[str, Any], str, os.PathLike, bytes], mode
     if len(prompt) + max(n - 1, 0) > ctx:
         return VerifyResult(False, "the receipt's tokens do not fit this model's context", what="receipt")
     s = m.session(context=ctx)
-    s.configure(_sampling_params(r))
+    s.configure(SamplingParams(**r["sampling"]))
     if step is not None:
         if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step < n:
             raise errors.InvalidArgumentError(f"step must be in [0, {n}) for this receipt, got {step!r}")

@@ -295,7 +295,8 @@ def cmd_hash(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from .audit import load_receipt, verify_receipt
+    from .audit import load_receipt
+    from .model import verify_receipt
 
     r = load_receipt(args.receipt)
     if args.quantize is None:  # load the model as the receipt's was loaded

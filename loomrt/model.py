@@ -15,29 +15,13 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 
 import numpy as np
 
-from . import _lib, errors
+from . import _lib, audit, errors
 from .resolve import resolve_model_path
+from .sampling import SamplingParams, sampling_params
 from .tokenizer import Tokenizer
 
 Messages = Sequence[Dict[str, str]]
 PromptLike = Union[str, Sequence[int], Messages]
-
-
-@dataclasses.dataclass(frozen=True)
-class SamplingParams:
-    """Sampler settings. ``temperature=0`` is greedy decoding."""
-
-    temperature: float = 0.0
-    top_k: int = 0
-    top_p: float = 1.0
-    min_p: float = 0.0
-    repetition_penalty: float = 1.0
-    seed: int = 0
-
-    def apply(self, session: Any) -> None:
-        _lib.session_set(session, temperature=self.temperature, top_k=self.top_k,
-                         top_p=self.top_p, min_p=self.min_p,
-                         repeat_penalty=self.repetition_penalty, seed=self.seed)
 
 
 @dataclasses.dataclass
@@ -219,14 +203,6 @@ class _SessionPool:
             return len(self._idle)
 
 
-def _sampling_params(sampling: Dict[str, Any]) -> SamplingParams:
-    names = {f.name for f in dataclasses.fields(SamplingParams)}
-    unknown = sorted(set(sampling) - names)
-    if unknown:
-        raise errors.InvalidArgumentError(f"unknown sampling setting(s) {unknown}; known: {sorted(names)}")
-    return SamplingParams(**sampling)
-
-
 def _check_prompt_type(prompt: Any, chat: bool) -> None:
     """A prompt is text (str), token ids (a sequence or array of ints) or, for chat, a list of
     message dicts. bytes would otherwise pass as a sequence of ints (b"hi" = [104, 105])."""
@@ -315,14 +291,11 @@ class Model:
         self._h = _lib.model_open(self.path, flags)
         self.info: Dict[str, Any] = _lib.model_info(self._h)
         self.metadata: Dict[str, Any] = _lib.model_metadata(self._h) if self.info["is_gguf"] else {}
-        if tokenizer is not None:
-            self.tokenizer: Optional[Tokenizer] = tokenizer
-        elif self.info["is_gguf"] and "tokenizer.ggml.model" in self.metadata:
-            self.tokenizer = Tokenizer.from_gguf_metadata(self.metadata)
-        elif os.path.isfile(os.path.join(self.path, "tokenizer.json")):
-            self.tokenizer = Tokenizer.from_folder(self.path)
-        else:
-            self.tokenizer = None  # no tokenizer in the files: token ids only (logits, generate from ids)
+        # the C tokenizer loaded with the model (tokenizer.json / GGUF metadata); without one
+        # (absent, or unusable: _tok() says why) the model works on token ids only
+        self.tokenizer: Optional[Tokenizer] = tokenizer
+        if tokenizer is None and _lib.model_has_tokenizer(self._h):
+            self.tokenizer = Tokenizer(self._h, source=self.path)
         max_ctx = self.info["context_length"]
         if context is not None and not 1 <= context <= max_ctx:
             raise errors.InvalidArgumentError(f"context must be in [1, {max_ctx}] for this model, got {context}")
@@ -398,8 +371,12 @@ class Model:
 
     def _tok(self) -> Tokenizer:
         if self.tokenizer is None:
-            raise errors.NotFoundError(f"{self.path} has no tokenizer.json: pass token ids instead of text, "
-                                       "or add the model's tokenizer.json to the folder")
+            try:
+                _lib.tokenize(self._h, "")  # a tokenizer that failed to load raises its reason
+            except errors.NotFoundError:
+                pass
+            raise errors.NotFoundError(f"{self.path} has no tokenizer (tokenizer.json or GGUF tokenizer metadata): "
+                                       "pass token ids instead of text, or add the model's tokenizer.json to the folder")
         return self.tokenizer
 
     def apply_chat_template(self, messages: Union[str, Messages], system: Optional[str] = None) -> str:
@@ -439,7 +416,7 @@ class Model:
         top_p, min_p, repetition_penalty, seed."""
         max_tokens = _lib.int_arg("max_tokens", max_tokens, 0, 1 << 62)
         _check_prompt_type(prompt, chat)
-        params = _sampling_params(sampling)
+        params = sampling_params(sampling)
         ids = self._prompt_ids(prompt, chat)
         # A session of our own for the whole generation: the caller's (held, so that another
         # thread or stream using it meanwhile gets BusyError), or one from the model's pool.
@@ -547,9 +524,7 @@ class Model:
         ids: List[int] = []
         rec = None
         if receipt:
-            from .audit import StepRecorder
-
-            rec = StepRecorder()
+            rec = audit.StepRecorder()
         if self.tokenizer is None and not isinstance(prompt, str):
             for t in self.stream_tokens(prompt, max_tokens, chat=chat, timings=timings, _step_hook=rec, **sampling):
                 ids.append(t)
@@ -559,11 +534,9 @@ class Model:
         prompt_ids = self._prompt_ids(prompt, chat)
         made = None
         if rec is not None:
-            from .audit import make_receipt
-
-            made = make_receipt(self, prompt_ids, rec, timings.finish_reason, max_tokens,
-                                dataclasses.asdict(_sampling_params(sampling)), self.context_length,
-                                stop=stop, chat=chat)
+            made = audit.make_receipt(self, prompt_ids, rec, timings.finish_reason, max_tokens,
+                                      dataclasses.asdict(sampling_params(sampling)), self.context_length,
+                                      stop=stop, chat=chat)
         return Generation(text=text, token_ids=ids, prompt_token_ids=prompt_ids,
                           finish_reason=timings.finish_reason, timings=timings, receipt=made)
 
@@ -615,3 +588,11 @@ def load(path: Union[str, os.PathLike], threads: Optional[int] = None, context: 
     return Model(path, threads=threads, context=context, allow_unknown_config_keys=allow_unknown_config_keys,
                  quantize=quantize, int8_activations=int8_activations, allow_unused_tensors=allow_unused_tensors,
                  mmap=mmap)
+
+
+def verify_receipt(receipt: Union[Dict[str, Any], str, os.PathLike, bytes], model: Any = None, *,
+                   step: Optional[int] = None, threads: Optional[int] = None) -> "audit.VerifyResult":
+    """Replay a generation receipt (:func:`loomrt.audit.verify_receipt`); ``model`` is a
+    loaded :class:`Model` or a path, loaded the way the receipt's model was (quantize,
+    int8 activations). Default: the default model."""
+    return audit.verify_receipt(receipt, model, step=step, threads=threads, load=load)

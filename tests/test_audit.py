@@ -410,7 +410,7 @@ def test_receipt_of_a_model_quantized_at_load(tok_folder, model) -> None:
     qm = loomrt.load(tok_folder, threads=2, quantize="q8_0")
     r = qm.generate(PROMPT, N, receipt=True, **SAMPLED).receipt
     assert r["model"]["quantize"] == "q8_0"
-    res = audit.verify_receipt(r, tok_folder)
+    res = loomrt.verify_receipt(r, tok_folder)
     assert res.ok and res.steps_checked == len(r["output_token_ids"]), res.message
     res = audit.verify_receipt(r, model)
     assert not res.ok and res.what == "model" and "--quantize q8_0" in res.message
@@ -427,7 +427,7 @@ def test_receipt_records_int8_activations(tok_folder, model, tmp_path) -> None:
     qm = loomrt.load(tok_folder, threads=2, quantize="q8_0", int8_activations=True)
     r = qm.generate(PROMPT, N, receipt=True, **SAMPLED).receipt
     assert r["model"]["int8_activations"] is True and r["model"]["quantize"] == "q8_0"
-    res = audit.verify_receipt(r, tok_folder)
+    res = loomrt.verify_receipt(r, tok_folder)
     assert res.ok and res.steps_checked == len(r["output_token_ids"]), res.message
     exact_q8 = loomrt.load(tok_folder, threads=2, quantize="q8_0")
     res = audit.verify_receipt(r, exact_q8)

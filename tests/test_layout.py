@@ -117,3 +117,94 @@ def test_no_call_up_or_back_into_the_gate(pair) -> None:
     text = open(os.path.join(CSRC, rel), encoding="utf-8").read()
     code = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
     assert name not in code, f"{rel} still calls {name}"
+
+
+# ---- Python: no import circles in loomrt/ --------------------------------------------------------
+
+PKG = os.path.join(ROOT, "loomrt")
+
+
+def python_imports(pkg: str) -> Dict[str, Set[str]]:
+    """Module -> the package modules it imports, at module level or inside functions.
+
+    Every ``import`` / ``from ... import`` node of every .py file of the package counts
+    (function-level imports make circles too, only later). ``from . import X`` names the
+    module X when X.py exists, else the package itself (``__init__``)."""
+    import ast
+
+    name = os.path.basename(pkg)
+    mods = {f[:-3] for f in os.listdir(pkg) if f.endswith(".py")}
+    graph: Dict[str, Set[str]] = {}
+    for mod in sorted(mods):
+        tree = ast.parse(open(os.path.join(pkg, mod + ".py"), encoding="utf-8").read())
+        deps: Set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                for a in node.names:
+                    parts = a.name.split(".")
+                    if parts[0] == name and (len(parts) == 1 or parts[1] in mods):
+                        deps.add(parts[1] if len(parts) > 1 else "__init__")
+            elif isinstance(node, ast.ImportFrom):
+                if node.level == 0 and (node.module or "").split(".")[0] != name:
+                    continue  # another package
+                if node.level > 1:
+                    deps.add("__init__")  # above the package: not expected here
+                    continue
+                path = (node.module or "").split(".")
+                if node.level == 0:
+                    path = path[1:]
+                if path and path[0]:
+                    if path[0] in mods:  # else a compiled module (_loomrt_cffi): a leaf
+                        deps.add(path[0])
+                else:
+                    for a in node.names:
+                        deps.add(a.name if a.name in mods else "__init__")
+        deps.discard(mod)
+        graph[mod] = deps
+    return graph
+
+
+def import_cycles(graph: Dict[str, Set[str]]) -> List[List[str]]:
+    """Every elementary circle found by a depth-first search (each reported once, from its
+    smallest name)."""
+    found: Set[Tuple[str, ...]] = set()
+    out: List[List[str]] = []
+
+    def dfs(start: str, node: str, path: List[str], on_path: Set[str]) -> None:
+        for nxt in sorted(graph.get(node, ())):
+            if nxt == start:
+                cyc = tuple(path)
+                if cyc not in found:
+                    found.add(cyc)
+                    out.append(path + [start])
+            elif nxt > start and nxt not in on_path:
+                on_path.add(nxt)
+                dfs(start, nxt, path + [nxt], on_path)
+                on_path.discard(nxt)
+
+    for start in sorted(graph):
+        dfs(start, start, [start], {start})
+    return out
+
+
+def test_python_package_has_no_import_circle() -> None:
+    graph = python_imports(PKG)
+    assert "audit" in graph and "model" in graph["__init__"]  # the parser sees the package
+    assert "audit" in graph["model"], "model.py imports audit (receipts point one way: model -> audit)"
+    cycles = import_cycles(graph)
+    assert not cycles, "import circles in loomrt/ (function-level imports included):\n" + \
+        "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_the_import_checker_catches_a_circle(tmp_path) -> None:
+    pkg = tmp_path / "loomrt"
+    shutil.copytree(PKG, pkg, ignore=shutil.ignore_patterns("*.so", "__pycache__", "*.pyd"))
+    audit = pkg / "audit.py"
+    text = audit.read_text(encoding="utf-8")
+    # a lazy import inside a function is still a circle
+    audit.write_text(text + "\n\ndef _late():\n    from .model import Model\n    return Model\n", encoding="utf-8")
+    cycles = import_cycles(python_imports(str(pkg)))
+    assert ["audit", "model", "audit"] in cycles, cycles
+    audit.write_text(text + "\n\ndef _late():\n    from . import __version__\n    return __version__\n",
+                     encoding="utf-8")
+    assert any(c[0] == "__init__" and "audit" in c for c in import_cycles(python_imports(str(pkg))))

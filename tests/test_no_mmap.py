@@ -85,7 +85,7 @@ def test_c_open_flag(seeded_folder):
     p = seeded_folder.encode()
     _lib.check(lib.lrt_model_open(p, len(p), lib.LRT_OPEN_NO_MMAP, out))
     lib.lrt_model_close(out[0])
-    assert lib.lrt_model_open(p, len(p), 64, out) == lib.LRT_ERR_INVALID_ARGUMENT  # unknown bit
+    assert lib.lrt_model_open(p, len(p), 1 << 30, out) == lib.LRT_ERR_INVALID_ARGUMENT  # unknown bit
 
 
 CHILD = r"""

@@ -238,7 +238,7 @@ def test_real_code_corpus_learns_below_the_unigram_baseline(tmp_path):
     from tokenizers import Tokenizer
     text = "def f(x):\n    return heapq.heappush(x, 'é')  # ü\n"
     ids = Tokenizer.from_file(os.path.join(ck, "tokenizer.json")).encode(text).ids
-    assert loomrt.CTokenizer(ck).encode(text, add_special_tokens=False) == ids
+    assert list(loomrt.Tokenizer.from_folder(ck).encode(text, add_special_tokens=False)) == ids
     model = loomrt.load(ck, threads=1)
     ours = model.logits(ids)[-1]
     assert np.array_equal(ours.view(np.uint32), run.trainer.logits(ids).view(np.uint32)), \

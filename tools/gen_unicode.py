@@ -2,7 +2,8 @@
 
 The C tokenizer needs, per code point:
   - the general-category class used by pre-tokenizer expressions: letter (\\p{L}),
-    number (\\p{N}), mark (\\p{M}) or other; stored as a sorted list of range starts;
+    number (\\p{N}), mark (\\p{M}), punctuation (\\p{P}) or other; stored as a sorted list
+    of range starts;
   - for NFC: canonical combining classes, canonical decompositions and the primary
     composites (pairs that compose), Hangul syllables are algorithmic in the C code.
 
@@ -30,11 +31,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "csrc", "text", "unicode_tables.c")
 
 # classes: 0 other, 1 letter, 2 other number (No), 3 mark, 4 decimal digit (Nd), 5 letter
-# number (Nl), 6 connector punctuation (Pc), 7 other Alphabetic (e.g. circled letters): 1, 2, 4
-# and 5 make \\p{L} / \\p{N}; 1, 3-7 make Rust's \\w (added tokens with single_word).
+# number (Nl), 6 connector punctuation (Pc), 7 other Alphabetic (e.g. circled letters), 8 other
+# punctuation (Pd Ps Pe Pi Pf Po): 1, 2, 4 and 5 make \\p{L} / \\p{N}; 6 and 8 make \\p{P};
+# 1, 3-7 make Rust's \\w (added tokens with single_word).
 def py_class(ch: str) -> int:
     cat = unicodedata.category(ch)
-    c = {"Nd": 4, "Nl": 5, "No": 2, "Pc": 6}.get(cat) or {"L": 1, "M": 3}.get(cat[0], 0)
+    c = {"Nd": 4, "Nl": 5, "No": 2, "Pc": 6}.get(cat) or {"L": 1, "M": 3, "P": 8}.get(cat[0], 0)
     if c == 0 and ALPHABETIC is not None and ALPHABETIC.match(ch):
         c = 7
     return c
@@ -55,7 +57,7 @@ def oniguruma_classes() -> dict[int, int] | None:
         return None
     cps = [c for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
     out: dict[int, int] = {}
-    for cls, pat in ((3, r"\p{M}"), (2, r"\p{N}"), (1, r"\p{L}")):  # 2: some number
+    for cls, pat in ((4, r"\p{P}"), (3, r"\p{M}"), (2, r"\p{N}"), (1, r"\p{L}")):  # 2: some number, 4: some P
         split = pre_tokenizers.Split(Regex(pat), behavior="removed")
         for i in range(0, len(cps), 50000):
             part = cps[i:i + 50000]
@@ -69,8 +71,9 @@ def oniguruma_classes() -> dict[int, int] | None:
 
 
 def category_ranges(onig: dict[int, int] | None) -> tuple[list[int], int]:
-    """Packed (start << 3 | class) for each run of equal class, covering 0..0x10FFFF, and the
-    number of code points whose class comes from Oniguruma rather than unicodedata."""
+    """Packed (start << 4 | class) for each run of equal class, covering 0..0x10FFFF, and the
+    number of code points whose class comes from Oniguruma rather than unicodedata (the
+    coarse classes of oniguruma_classes: 1 L, 2 N, 3 M, 4 P; 0 none of them)."""
     out = []
     prev = None
     changed = 0
@@ -78,12 +81,12 @@ def category_ranges(onig: dict[int, int] | None) -> tuple[list[int], int]:
         c = py_class(chr(cp))
         if c == 7 and unicodedata.category(chr(cp)) == "Cn":
             c = 0  # newer than Python's tables: Oniguruma decides below
-        coarse = {4: 2, 5: 2, 6: 0, 7: 0}.get(c, c)
+        coarse = {4: 2, 5: 2, 6: 4, 7: 0, 8: 4}.get(c, c)
         if onig is not None and not 0xD800 <= cp <= 0xDFFF and onig.get(cp, 0) != coarse:
-            c = onig.get(cp, 0)
+            c = {4: 8}.get(onig.get(cp, 0), onig.get(cp, 0))
             changed += 1
         if c != prev:
-            out.append(cp << 3 | c)
+            out.append(cp << 4 | c)
             prev = c
     return out, changed
 
@@ -169,8 +172,8 @@ def main() -> None:
         "",
         f"const char lrt_uc_version[] = \"{unicodedata.unidata_version}\";",
         "",
-        "/* (first code point << 3 | class) of each run; class 0 other, 1 L, 2 No, 3 M, 4 Nd, 5 Nl,",
-        " * 6 Pc, 7 other Alphabetic.",
+        "/* (first code point << 4 | class) of each run; class 0 other, 1 L, 2 No, 3 M, 4 Nd, 5 Nl,",
+        " * 6 Pc, 7 other Alphabetic, 8 other P.",
         f" * {changed} code points take their class from tokenizers' Oniguruma (newer Unicode)"
         + (" */" if onig is not None else " (tokenizers was not installed: none) */"),
         f"const uint32_t lrt_uc_cat_n = {len(cats)};",

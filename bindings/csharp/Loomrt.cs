@@ -42,7 +42,8 @@ namespace Loomrt
     {
         VocabSize = 0, ContextLength = 1, HiddenSize = 2, Layers = 3, Heads = 4, KvHeads = 5, HeadDim = 6,
         FfnSize = 7, Parameters = 8, WeightBytes = 9, ResidentBytes = 10, BosId = 11, EosCount = 12,
-        TiedEmbeddings = 13, IsGguf = 14,
+        TiedEmbeddings = 13, IsGguf = 14, TokenizerSize = 15, TokenizerBosId = 16, TokenizerEosId = 17,
+        EogCount = 18,
     }
 
     public enum ModelString { Architecture = 0, Dtype = 1, Source = 2, Name = 3, ChatTemplate = 4 }
@@ -60,6 +61,8 @@ namespace Loomrt
         public const int QuantizeQ8_0 = 4;
         /// <summary>Opt-in int8-activation mode for Q8_0/Q4_0/Q4_1 weights (docs/numerics.md).</summary>
         public const int Int8Activations = 8;
+        /// <summary>Only the tokenizer (tokenizer.json / GGUF metadata): no weights, no sessions.</summary>
+        public const int TokenizerOnly = 64;
     }
 
     /// <summary>A failed loomrt call: the status and the library's message.</summary>
@@ -94,6 +97,7 @@ namespace Loomrt
         [DllImport(Lib, CallingConvention = CC)] public static extern void lrt_model_close(IntPtr model);
         [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_model_get_int(ModelHandle model, int key, out long value);
         [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_model_eos_id(ModelHandle model, long index, out int id);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_model_eog_id(ModelHandle model, long index, out int id);
         [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_model_get_str(ModelHandle model, int key, out IntPtr str, out UIntPtr len);
         [DllImport(Lib, CallingConvention = CC)] public static extern long lrt_model_meta_count(ModelHandle model);
         [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_model_meta_key(ModelHandle model, long i, out IntPtr key, out UIntPtr keyLen);
@@ -125,6 +129,8 @@ namespace Loomrt
         [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_token_bytes(ModelHandle model, int id, out IntPtr bytes, out UIntPtr len);
         [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_detokenize(ModelHandle model, int[] ids, long n, int flags, byte[] text, UIntPtr capacity, out UIntPtr textLen);
         [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_model_has_tokenizer(ModelHandle model, out int has);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_token_text(ModelHandle model, int id, out IntPtr text, out UIntPtr len);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_token_id(ModelHandle model, byte[] text, UIntPtr len, out int id);
 
         // chat and generation
         [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_chat_detect(ModelHandle model, out int format);

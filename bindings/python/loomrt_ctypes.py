@@ -40,6 +40,7 @@ OPEN_ALLOW_UNKNOWN_CONFIG_KEYS = 1
 OPEN_COPY_BUFFERS = 2
 OPEN_QUANTIZE_Q8_0 = 4
 OPEN_INT8_ACTIVATIONS = 8
+OPEN_TOKENIZER_ONLY = 64
 PROMPT_ADD_SPECIAL = 1
 PROMPT_PARSE_SPECIAL = 2
 PROMPT_KEEP = 4
@@ -51,7 +52,8 @@ PARAMS = {"temperature": 0, "top_k": 1, "top_p": 2, "min_p": 3, "repeat_penalty"
 INT_PARAMS = {"top_k", "seed", "repeat_last_n", "max_tokens"}
 MODEL_INFO = {"vocab_size": 0, "context_length": 1, "hidden_size": 2, "layers": 3, "heads": 4, "kv_heads": 5,
               "head_dim": 6, "ffn_size": 7, "parameters": 8, "weight_bytes": 9, "resident_bytes": 10,
-              "bos_id": 11, "eos_count": 12, "tied_embeddings": 13, "is_gguf": 14}
+              "bos_id": 11, "eos_count": 12, "tied_embeddings": 13, "is_gguf": 14,
+              "tokenizer_size": 15, "tokenizer_bos_id": 16, "tokenizer_eos_id": 17, "eog_count": 18}
 MODEL_STR = {"architecture": 0, "dtype": 1, "source": 2, "name": 3, "chat_template": 4}
 
 # int32_t (*)(void *user_data, int32_t token, const char *text, size_t text_len)
@@ -74,6 +76,7 @@ SIGNATURES: Dict[str, Tuple[object, List[object]]] = {
     "lrt_model_close": (None, [_h]),
     "lrt_model_get_int": (_i32, [_h, _i32, _P(_i64)]),
     "lrt_model_eos_id": (_i32, [_h, _i64, _P(_i32)]),
+    "lrt_model_eog_id": (_i32, [_h, _i64, _P(_i32)]),
     "lrt_model_get_str": (_i32, [_h, _i32, _P(c_void_p), _P(_sz)]),
     "lrt_model_meta_count": (_i64, [_h]),
     "lrt_model_meta_key": (_i32, [_h, _i64, _P(c_void_p), _P(_sz)]),
@@ -103,6 +106,8 @@ SIGNATURES: Dict[str, Tuple[object, List[object]]] = {
     "lrt_token_bytes": (_i32, [_h, _i32, _P(c_void_p), _P(_sz)]),
     "lrt_detokenize": (_i32, [_h, _P(_i32), _i64, _i32, c_void_p, _sz, _P(_sz)]),
     "lrt_model_has_tokenizer": (_i32, [_h, _P(_i32)]),
+    "lrt_token_text": (_i32, [_h, _i32, _P(c_void_p), _P(_sz)]),
+    "lrt_token_id": (_i32, [_h, c_char_p, _sz, _P(_i32)]),
     # chat and generation
     "lrt_chat_detect": (_i32, [_h, _P(_i32)]),
     "lrt_chat_apply": (_i32, [_h, _i32, _i64, _P(c_char_p), _P(_sz), _P(c_char_p), _P(_sz), _i32, c_void_p, _sz,

@@ -26,7 +26,7 @@ int32_t lrt_model_open(const char *path, size_t path_len, int32_t flags, lrt_mod
   if (!lrt_utf8_valid(path, path_len)) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "the model path is not valid UTF-8");
   if (path_len > 4000) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "the model path is too long");
   if (flags & ~(LRT_OPEN_ALLOW_UNKNOWN_CONFIG_KEYS | LRT_OPEN_COPY_BUFFERS | LRT_OPEN_QUANTIZE_Q8_0 | LRT_OPEN_INT8_ACTIVATIONS |
-                LRT_OPEN_ALLOW_UNUSED_TENSORS | LRT_OPEN_NO_MMAP))
+                LRT_OPEN_ALLOW_UNUSED_TENSORS | LRT_OPEN_NO_MMAP | LRT_OPEN_TOKENIZER_ONLY))
     return lrt_err(LRT_ERR_INVALID_ARGUMENT, "lrt_model_open: unknown flags 0x%x", (unsigned)flags);
   char buf[4096];
   memcpy(buf, path, path_len);
@@ -41,7 +41,10 @@ int32_t lrt_model_open(const char *path, size_t path_len, int32_t flags, lrt_mod
 
 int32_t lrt_model_attach(lrt_model *m, const char *folder, const lrt_vfile *files, size_t n_files) {
   lrt_model_attach_tokenizer(m, folder, files, n_files);
-  int32_t st = lrt_text_init(m, folder, files, n_files);
+  int32_t st = LRT_OK;
+  if ((m->open_flags & LRT_OPEN_TOKENIZER_ONLY) && !m->tok) /* nothing else to open: say why */
+    st = lrt_err(m->tok_status ? m->tok_status : LRT_ERR_NOT_FOUND, "%s", m->tok_msg);
+  if (st == LRT_OK) st = lrt_text_init(m, folder, files, n_files);
   if (st) lrt_model_destroy(m);
   return st;
 }
@@ -76,6 +79,10 @@ int32_t lrt_model_get_int(const lrt_model *m, int32_t key, int64_t *out) {
     case LRT_INFO_EOS_COUNT: *out = c->n_eos; break;
     case LRT_INFO_TIED_EMBEDDINGS: *out = c->tied; break;
     case LRT_INFO_IS_GGUF: *out = m->is_gguf; break;
+    case LRT_INFO_TOKENIZER_SIZE: *out = m->tok ? lrt_tok_size(m->tok) : 0; break;
+    case LRT_INFO_TOKENIZER_BOS_ID: *out = lrt_text_token(m->text, 0); break;
+    case LRT_INFO_TOKENIZER_EOS_ID: *out = lrt_text_token(m->text, 1); break;
+    case LRT_INFO_EOG_COUNT: *out = lrt_text_eog_count(m->text); break;
     default: return lrt_err(LRT_ERR_INVALID_ARGUMENT, "unknown model info key %d", key);
   }
   return LRT_OK;
@@ -87,6 +94,17 @@ int32_t lrt_model_eos_id(const lrt_model *m, int64_t index, int32_t *out) {
   if (index < 0 || index >= m->cfg.n_eos)
     return lrt_err(LRT_ERR_INVALID_ARGUMENT, "eos index %lld out of range [0, %d)", (long long)index, m->cfg.n_eos);
   *out = m->cfg.eos[index];
+  return LRT_OK;
+}
+
+int32_t lrt_model_eog_id(const lrt_model *m, int64_t index, int32_t *out) {
+  CHECK_PTR(m, "model");
+  CHECK_PTR(out, "out");
+  int64_t n = lrt_text_eog_count(m->text);
+  if (index < 0 || index >= n)
+    return lrt_err(LRT_ERR_INVALID_ARGUMENT, "end-of-generation index %lld out of range [0, %lld)", (long long)index,
+                   (long long)n);
+  *out = lrt_text_eog(m->text, index);
   return LRT_OK;
 }
 
@@ -223,6 +241,9 @@ int32_t lrt_session_new(lrt_model *m, int64_t context, int32_t threads, lrt_sess
   CHECK_PTR(out, "out");
   *out = NULL;
   CHECK_PTR(m, "model");
+  if (m->open_flags & LRT_OPEN_TOKENIZER_ONLY)
+    return lrt_err(LRT_ERR_INVALID_ARGUMENT, "the model was opened with LRT_OPEN_TOKENIZER_ONLY (tokenizer only, no "
+                   "weights): open it without that flag to run it");
   if (context < 0) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "context must be >= 0 (0 = the model's %lld)", (long long)m->cfg.ctx);
   if (context > m->cfg.ctx)
     return lrt_err(LRT_ERR_INVALID_ARGUMENT, "context %lld exceeds the model's maximum of %lld positions",

@@ -40,6 +40,14 @@ void lrt_text_free(lrt_text *t);
 void lrt_text_own(lrt_text *t, void **owned, size_t n_owned);
 /* 1 when tok ends a generation. */
 int lrt_text_is_eog(const lrt_text *t, int32_t tok);
+/* The ids that end a generation (count, i-th), and the tokenizer's bos (which 0) / eos
+ * (which 1) id, -1 when none. t may be NULL. */
+int64_t lrt_text_eog_count(const lrt_text *t);
+int32_t lrt_text_eog(const lrt_text *t, int64_t i);
+int32_t lrt_text_token(const lrt_text *t, int which);
+/* 1 when tokenizer_config.json's add_bos_token / add_eos_token replace the post-processor;
+ * then what to add around the text's ids. */
+int lrt_text_special_policy(const lrt_text *t, int *add_bos, int *add_eos, int32_t *bos, int32_t *eos);
 /* The model's chat template source (NUL-terminated, "" when none). */
 int32_t lrt_text_chat_template(const lrt_model *m, const char **out, size_t *len);
 

@@ -16,6 +16,9 @@ struct lrt_text {
   lrt_chat_info chat;   /* template, detected family, default system, bos/eos texts */
   int32_t eog[MAX_EOG]; /* ids that end a generation */
   int n_eog;
+  int32_t bos_id, eos_id; /* the tokenizer's bos / eos (-1: none) */
+  int policy;             /* tokenizer_config.json add_bos_token / add_eos_token given */
+  int add_bos, add_eos;
   void **owned; /* buffers copied by lrt_model_open_memory (LRT_OPEN_COPY_BUFFERS) and names */
   size_t n_owned;
 };
@@ -39,6 +42,19 @@ void lrt_text_free(lrt_text *t) {
 void lrt_text_own(lrt_text *t, void **owned, size_t n_owned) {
   t->owned = owned;
   t->n_owned = n_owned;
+}
+
+int64_t lrt_text_eog_count(const lrt_text *t) { return t ? t->n_eog : 0; }
+int32_t lrt_text_eog(const lrt_text *t, int64_t i) { return t && i >= 0 && i < t->n_eog ? t->eog[i] : -1; }
+int32_t lrt_text_token(const lrt_text *t, int which) { return !t ? -1 : which ? t->eos_id : t->bos_id; }
+
+int lrt_text_special_policy(const lrt_text *t, int *add_bos, int *add_eos, int32_t *bos, int32_t *eos) {
+  if (!t || !t->policy) return 0;
+  *add_bos = t->add_bos;
+  *add_eos = t->add_eos;
+  *bos = t->bos_id;
+  *eos = t->eos_id;
+  return 1;
 }
 
 int lrt_text_is_eog(const lrt_text *t, int32_t tok) {
@@ -124,15 +140,32 @@ static int32_t pick_template(const lj_value *v, const char *where, const char **
   return LRT_OK;
 }
 
-/* A token string from a config value: a string or an AddedToken object {"content": ...}. */
-static const lj_value *token_content(const lj_value *v) {
-  if (!v) return NULL;
-  if (v->type == LJ_STRING) return v;
+/* A token string from a config value: a string or an AddedToken object {"content": ...};
+ * absent / null: *out NULL. Anything else is a format error. */
+static int32_t token_content(const lj_value *v, const char *file, const char *key, const lj_value **out) {
+  *out = NULL;
+  if (!v || v->type == LJ_NULL) return LRT_OK;
+  if (v->type == LJ_STRING) {
+    *out = v;
+    return LRT_OK;
+  }
   if (v->type == LJ_OBJECT) {
     const lj_value *c = lj_get(v, "content");
-    if (c && c->type == LJ_STRING) return c;
+    if (c && c->type == LJ_STRING) {
+      *out = c;
+      return LRT_OK;
+    }
   }
-  return NULL;
+  return lrt_err(LRT_ERR_FORMAT, "%s: '%s': expected a token string or an object with a 'content' string", file, key);
+}
+
+/* The id of a bos / eos token text named in a side file: its vocabulary id (added tokens
+ * first), as transformers looks it up; a text the vocabulary lacks is a format error. */
+static int32_t named_token(const lrt_model *m, const lj_value *v, const char *file, const char *key, int32_t *id) {
+  *id = lrt_tok_text_id(m->tok, v->str, v->str_len);
+  if (*id >= 0) return LRT_OK;
+  return lrt_err(LRT_ERR_FORMAT, "%s: %s \"%.*s\" is not in the vocabulary of tokenizer.json; fix the token string "
+                 "or add it to added_tokens", file, key, (int)(v->str_len > 80 ? 80 : v->str_len), v->str);
 }
 
 static void add_eog(lrt_text *t, int64_t id) {
@@ -140,15 +173,6 @@ static void add_eog(lrt_text *t, int64_t id) {
   for (int i = 0; i < t->n_eog; i++)
     if (t->eog[i] == (int32_t)id) return;
   if (t->n_eog < MAX_EOG) t->eog[t->n_eog++] = (int32_t)id;
-}
-
-/* Id of a special token text through the tokenizer: the text tokenized with special tokens
- * recognised gives a single id. -1 when not a single token or no tokenizer. */
-static int32_t special_id(const lrt_model *m, const char *text, size_t len) {
-  int32_t ids[4];
-  int64_t n = 0;
-  if (lrt_tokenize(m, text, len, LRT_TOKENIZE_PARSE_SPECIAL, ids, 4, &n) != LRT_OK || n != 1) return -1;
-  return ids[0];
 }
 
 /* ---- model init --------------------------------------------------------------------------- */
@@ -160,7 +184,7 @@ static int32_t set_text(char **dst, size_t *dl, const char *src, size_t n) {
   return *dst ? LRT_OK : lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory");
 }
 
-/* Text of a token id: GGUF token list entry, else the tokenizer's bytes. */
+/* Text of a token id: GGUF token list entry, else the tokenizer's vocabulary text. */
 static int32_t token_text(const lrt_model *m, int32_t id, char **dst, size_t *dl) {
   if (id < 0) return LRT_OK;
   if (m->is_gguf) {
@@ -171,7 +195,7 @@ static int32_t token_text(const lrt_model *m, int32_t id, char **dst, size_t *dl
   }
   const char *b;
   size_t bl;
-  if (lrt_token_bytes(m, id, &b, &bl) == LRT_OK) return set_text(dst, dl, b, bl);
+  if (m->tok && lrt_tok_id_text(m->tok, id, &b, &bl)) return set_text(dst, dl, b, bl);
   return LRT_OK;
 }
 
@@ -231,8 +255,35 @@ static int32_t init_gguf(lrt_model *m, lrt_text *t) {
         break; /* first occurrence (the vocabulary has unique entries) */
       }
   }
+  int32_t has_tok = 0;
+  if (lrt_model_has_tokenizer(m, &has_tok) == LRT_OK && has_tok) { /* the tokenizer's own facts */
+    t->bos_id = (int32_t)bos;
+    t->eos_id = first_eos;
+  }
   int32_t st = token_text(m, (int32_t)bos, &t->chat.bos_text, &t->chat.bos_len);
   if (st == LRT_OK) st = token_text(m, first_eos, &t->chat.eos_text, &t->chat.eos_len);
+  return st;
+}
+
+/* generation_config.json's eos_token_id (an integer or a list of them): ids that end a
+ * generation. A full open has read them into the config already; a tokenizer-only open
+ * reads them here. */
+static int32_t generation_eos(lrt_text *t, const char *folder, const lrt_vfile *files, size_t n) {
+  lj_doc *gen = NULL;
+  int32_t st = side_json(folder, files, n, "generation_config.json", &gen);
+  if (st || !gen) return st;
+  const lj_value *e = lj_get(lj_root(gen), "eos_token_id");
+  if (e && e->type != LJ_NULL) {
+    size_t k = e->type == LJ_ARRAY ? e->count : 1;
+    for (size_t i = 0; i < k && st == LRT_OK; i++) {
+      const lj_value *x = e->type == LJ_ARRAY ? &e->items[i] : e;
+      if (x->type != LJ_NUMBER || !x->is_integer || x->integer < 0 || x->integer > INT32_MAX)
+        st = lrt_err(LRT_ERR_FORMAT, "generation_config.json: eos_token_id must be a non-negative integer or a list of them");
+      else
+        add_eog(t, x->integer);
+    }
+  }
+  lj_free(gen);
   return st;
 }
 
@@ -264,23 +315,40 @@ static int32_t init_folder(lrt_model *m, lrt_text *t, const char *folder, const 
     if (st) goto done;
     if (tp && (st = set_text(&t->chat.chat_template, &t->chat.chat_template_len, tp, tl))) goto done;
   }
-  /* bos / eos token texts: tokenizer_config.json, else special_tokens_map.json */
-  const lj_value *bos = token_content(cfg ? lj_get(lj_root(cfg), "bos_token") : NULL);
-  if (!bos && !(cfg && lj_get(lj_root(cfg), "bos_token") && lj_get(lj_root(cfg), "bos_token")->type != LJ_NULL))
-    bos = token_content(special ? lj_get(lj_root(special), "bos_token") : NULL);
-  const lj_value *eos = token_content(cfg ? lj_get(lj_root(cfg), "eos_token") : NULL);
-  if (!eos && !(cfg && lj_get(lj_root(cfg), "eos_token") && lj_get(lj_root(cfg), "eos_token")->type != LJ_NULL))
-    eos = token_content(special ? lj_get(lj_root(special), "eos_token") : NULL);
-  if (bos && special_id(m, bos->str, bos->str_len) >= 0 && (st = set_text(&t->chat.bos_text, &t->chat.bos_len, bos->str, bos->str_len)))
-    goto done;
-  int32_t first_eos = -1;
-  if (eos) {
-    first_eos = special_id(m, eos->str, eos->str_len);
-    add_eog(t, first_eos);
+  /* bos / eos: tokenizer_config.json, else special_tokens_map.json (a null value counts as
+   * absent), looked up in the vocabulary as transformers does */
+  const char *keys[2] = {"bos_token", "eos_token"};
+  int32_t ids[2] = {-1, -1};
+  for (int k = 0; k < 2; k++) {
+    const lj_value *v = cfg ? lj_get(lj_root(cfg), keys[k]) : NULL, *text = NULL;
+    const char *file = "tokenizer_config.json";
+    if (!v || v->type == LJ_NULL) {
+      v = special ? lj_get(lj_root(special), keys[k]) : NULL;
+      file = "special_tokens_map.json";
+    }
+    if ((st = token_content(v, file, keys[k], &text))) goto done;
+    if (text && (st = named_token(m, text, file, keys[k], &ids[k]))) goto done;
+    if (text && k == 0 && (st = set_text(&t->chat.bos_text, &t->chat.bos_len, text->str, text->str_len))) goto done;
   }
-  /* generation_config.json's eos ids are already in the config (m->cfg.eos) */
-  if (first_eos < 0 && m->cfg.n_eos > 0) first_eos = m->cfg.eos[0];
-  st = token_text(m, first_eos, &t->chat.eos_text, &t->chat.eos_len);
+  t->bos_id = ids[0];
+  add_eog(t, ids[1]);
+  if ((st = generation_eos(t, folder, files, n))) goto done;
+  /* add_bos_token / add_eos_token replace the post-processor (transformers); a flag whose
+   * token is not defined is ignored, as there */
+  const lj_value *ab = cfg ? lj_get(lj_root(cfg), "add_bos_token") : NULL;
+  const lj_value *ae = cfg ? lj_get(lj_root(cfg), "add_eos_token") : NULL;
+  if (ab || ae) {
+    if ((ab && ab->type != LJ_BOOL) || (ae && ae->type != LJ_BOOL)) {
+      st = lrt_err(LRT_ERR_FORMAT, "tokenizer_config.json: add_bos_token/add_eos_token must be true or false");
+      goto done;
+    }
+    t->policy = 1;
+    t->add_bos = ab && ab->boolean && ids[0] >= 0;
+    t->add_eos = ae && ae->boolean && ids[1] >= 0;
+  }
+  /* the eos chat templates write: the named one, else the config's first */
+  t->eos_id = ids[1] >= 0 ? ids[1] : m->cfg.n_eos > 0 ? m->cfg.eos[0] : t->n_eog > 0 ? t->eog[0] : -1;
+  st = token_text(m, t->eos_id, &t->chat.eos_text, &t->chat.eos_len);
 done:
   lj_free(cfg);
   lj_free(special);
@@ -291,6 +359,7 @@ done:
 int32_t lrt_text_init(lrt_model *m, const char *folder, const lrt_vfile *files, size_t n) {
   lrt_text *t = (lrt_text *)calloc(1, sizeof *t);
   if (!t) return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory");
+  t->bos_id = t->eos_id = -1;
   m->text = t;
   for (int i = 0; i < m->cfg.n_eos; i++) add_eog(t, m->cfg.eos[i]);
   int32_t st = m->is_gguf ? init_gguf(m, t) : init_folder(m, t, folder, files, n);

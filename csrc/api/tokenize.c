@@ -74,7 +74,52 @@ int32_t lrt_tokenize(const lrt_model *model, const char *text, size_t text_len, 
   if (n_ids) *n_ids = 0;
   int32_t st = need_tok(model, "lrt_tokenize");
   if (st) return st;
-  return lrt_tok_encode(model->tok, text, text_len, flags, ids, capacity, n_ids);
+  int add_bos, add_eos;
+  int32_t bos, eos;
+  if (!(flags & LRT_TOKENIZE_ADD_SPECIAL) || !lrt_text_special_policy(model->text, &add_bos, &add_eos, &bos, &eos))
+    return lrt_tok_encode(model->tok, text, text_len, flags, ids, capacity, n_ids);
+  /* tokenizer_config.json's add_bos_token / add_eos_token replace the post-processor: the
+   * text's ids go after the bos slot, then the eos */
+  if (capacity < 0 || (!ids && capacity > 0) || !n_ids)
+    return lrt_err(LRT_ERR_INVALID_ARGUMENT, "lrt_tokenize: NULL argument or negative capacity");
+  int64_t pre = add_bos ? 1 : 0, n = 0;
+  st = lrt_tok_encode(model->tok, text, text_len, flags & ~LRT_TOKENIZE_ADD_SPECIAL, capacity > pre ? ids + pre : NULL,
+                      capacity > pre ? capacity - pre : 0, &n);
+  if (st && st != LRT_ERR_BUFFER_TOO_SMALL) return st;
+  int64_t total = pre + n + (add_eos ? 1 : 0);
+  *n_ids = total;
+  if (add_bos && capacity > 0) ids[0] = bos;
+  if (total > capacity)
+    return lrt_err(LRT_ERR_BUFFER_TOO_SMALL, "lrt_tokenize: %lld ids do not fit in capacity %lld", (long long)total,
+                   (long long)capacity);
+  if (add_eos) ids[total - 1] = eos;
+  return LRT_OK;
+}
+
+int32_t lrt_token_text(const lrt_model *model, int32_t id, const char **text, size_t *len) {
+  if (!text || !len) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "lrt_token_text: NULL argument");
+  *text = "";
+  *len = 0;
+  int32_t st = need_tok(model, "lrt_token_text");
+  if (st) return st;
+  if (id < 0 || id >= lrt_tok_size(model->tok))
+    return lrt_err(LRT_ERR_INVALID_ARGUMENT, "lrt_token_text: token id %d is out of range [0, %lld)", (int)id,
+                   (long long)lrt_tok_size(model->tok));
+  if (!lrt_tok_id_text(model->tok, id, text, len))
+    return lrt_err(LRT_ERR_NOT_FOUND, "lrt_token_text: token id %d is not assigned in this vocabulary", (int)id);
+  return LRT_OK;
+}
+
+int32_t lrt_token_id(const lrt_model *model, const char *text, size_t len, int32_t *id) {
+  if (!id || (!text && len)) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "lrt_token_id: NULL argument");
+  *id = -1;
+  int32_t st = need_tok(model, "lrt_token_id");
+  if (st) return st;
+  *id = lrt_tok_text_id(model->tok, text ? text : "", len);
+  if (*id < 0)
+    return lrt_err(LRT_ERR_NOT_FOUND, "lrt_token_id: no token has the text \"%.*s\"", (int)(len > 80 ? 80 : len),
+                   text ? text : "");
+  return LRT_OK;
 }
 
 int32_t lrt_detokenize(const lrt_model *model, const int32_t *ids, int64_t n, int32_t flags, char *text,

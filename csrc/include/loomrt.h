@@ -151,12 +151,26 @@ typedef enum lrt_model_info {
   LRT_INFO_BOS_ID = 11,          /* -1 when unknown                                 */
   LRT_INFO_EOS_COUNT = 12,       /* number of end-of-sequence ids                   */
   LRT_INFO_TIED_EMBEDDINGS = 13, /* 1 when the LM head is the embedding table       */
-  LRT_INFO_IS_GGUF = 14          /* 1 when the model came from a GGUF file          */
+  LRT_INFO_IS_GGUF = 14,         /* 1 when the model came from a GGUF file          */
+  /* The tokenizer's facts (0 / -1 when the model has no usable tokenizer): */
+  LRT_INFO_TOKENIZER_SIZE = 15,  /* ids the tokenizer knows (highest assigned id + 1) */
+  LRT_INFO_TOKENIZER_BOS_ID = 16,/* its bos: GGUF tokenizer.ggml.bos_token_id (llama.cpp's
+                                    SentencePiece default 1), tokenizer_config.json /
+                                    special_tokens_map.json "bos_token"; -1 when none    */
+  LRT_INFO_TOKENIZER_EOS_ID = 17,/* its eos, the one chat templates write: GGUF eos (else
+                                    eot, eom, an end-of-turn token), "eos_token" of the
+                                    folder's files (else config.json's first eos); -1   */
+  LRT_INFO_EOG_COUNT = 18        /* ids that end a generation (lrt_model_eog_id)      */
 } lrt_model_info;
 LRT_API int32_t lrt_model_get_int(const lrt_model *model, int32_t key, int64_t *out);
 
 /* The i-th end-of-sequence token id (config.json / generation_config.json / GGUF). */
 LRT_API int32_t lrt_model_eos_id(const lrt_model *model, int64_t index, int32_t *out);
+/* The i-th id that ends a generation (0 <= i < LRT_INFO_EOG_COUNT): the eos ids above, the
+ * tokenizer's eos, and for GGUF files tokenizer.ggml.eot_token_id / eom_token_id and the
+ * usual end-of-turn tokens of the vocabulary ("<|im_end|>", "<|eot_id|>", ...). These are
+ * the ids lrt_session_step stops at. */
+LRT_API int32_t lrt_model_eog_id(const lrt_model *model, int64_t index, int32_t *out);
 
 /* String facts about a model: pointers owned by the model, not NUL-terminated. */
 typedef enum lrt_model_str {
@@ -199,6 +213,16 @@ LRT_API int32_t lrt_model_meta_float(const lrt_model *model, const char *key, si
 
 /* ---- tokenizer --------------------------------------------------------------------- */
 
+/* Open only the tokenizer of a model (llama.cpp's "vocab only"): with lrt_model_open, a
+ * .gguf file (its tokenizer.* metadata; no tensors needed) or a folder holding tokenizer.json
+ * and optionally tokenizer_config.json, special_tokens_map.json, generation_config.json and
+ * the chat template files (no config.json or weights needed); with lrt_model_open_memory,
+ * those files by name. The handle serves the tokenizer, chat and metadata functions; sizes
+ * of the network read 0 and lrt_session_new fails with LRT_ERR_INVALID_ARGUMENT. Unlike a
+ * full open, a missing or unusable tokenizer fails the open (LRT_ERR_NOT_FOUND / _FORMAT /
+ * _UNSUPPORTED with the reason). */
+#define LRT_OPEN_TOKENIZER_ONLY 64
+
 /* A model opened from a HuggingFace folder (or files) with a tokenizer.json, or from a GGUF
  * file with tokenizer.ggml.* metadata, carries its tokenizer. It gives the same ids as
  * HuggingFace `tokenizers` on that tokenizer.json (for GGUF: as the tokenizer the Python
@@ -215,7 +239,10 @@ LRT_API int32_t lrt_model_has_tokenizer(const lrt_model *model, int32_t *out);
 
 /* lrt_tokenize flags (bit set). */
 #define LRT_TOKENIZE_ADD_SPECIAL   1  /* add BOS/EOS as the tokenizer's post-processor does
-                                         (GGUF: tokenizer.ggml.add_bos_token / _eos_token) */
+                                         (GGUF: tokenizer.ggml.add_bos_token / _eos_token);
+                                         a folder's tokenizer_config.json "add_bos_token" /
+                                         "add_eos_token" replace the post-processor, as in
+                                         transformers: bos + text + eos as they say      */
 #define LRT_TOKENIZE_PARSE_SPECIAL 2  /* match special tokens written in the text ("<|im_end|>");
                                          without it they are tokenized as plain text.
                                          Non-special added tokens always match.           */
@@ -234,6 +261,18 @@ LRT_API int32_t lrt_tokenize(const lrt_model *model, const char *text, size_t te
  * 0 bytes; ids outside both fail with LRT_ERR_INVALID_ARGUMENT. */
 LRT_API int32_t lrt_token_bytes(const lrt_model *model, int32_t id, const char **bytes,
                                 size_t *len);
+
+/* The vocabulary text of one token as the tokenizer stores it (e.g. "\xC4\xA0the" for
+ * byte-level " the", "<0x0A>", "\xE2\x96\x81the", "<|im_end|>"), as `tokenizers`
+ * id_to_token gives it: the entry of the model's vocabulary, or the content of an added
+ * token (passed through the normalizer when the token is marked normalized). *text is
+ * owned by the model (not NUL-terminated). LRT_ERR_NOT_FOUND for an id in range that the tokenizer does not assign;
+ * LRT_ERR_INVALID_ARGUMENT outside [0, LRT_INFO_TOKENIZER_SIZE). */
+LRT_API int32_t lrt_token_text(const lrt_model *model, int32_t id, const char **text, size_t *len);
+/* The id of the token whose text is text[0..len), as `tokenizers` token_to_id finds it:
+ * the content of an added token (as written in the file), else an entry of the model's
+ * vocabulary. LRT_ERR_NOT_FOUND when no token has that text. */
+LRT_API int32_t lrt_token_id(const lrt_model *model, const char *text, size_t len, int32_t *id);
 
 /* lrt_detokenize flags (bit set). */
 #define LRT_DETOKENIZE_SKIP_SPECIAL 1 /* leave special tokens (BOS, EOS, <|im_end|>, ...) out */

@@ -542,7 +542,11 @@ int32_t lrt_model_load(const char *path, int32_t flags, lrt_model **out) {
   m->open_flags = flags;
   int32_t st;
   size_t plen = strlen(path);
-  if (lrt_is_dir(path)) {
+  int vocab_only = (flags & LRT_OPEN_TOKENIZER_ONLY) != 0;
+  if (vocab_only) m->cfg.bos = -1; /* no config, no weights: api/ attaches the tokenizer */
+  if (vocab_only && lrt_is_dir(path)) {
+    /* the folder's tokenizer files are read by api/ */
+  } else if (lrt_is_dir(path)) {
     if ((st = lrt_config_from_hf(path, flags, &m->cfg, m->name, sizeof m->name))) goto fail;
     if ((st = open_safetensors(m, path))) goto fail;
   } else if (lrt_is_file(path)) {
@@ -552,7 +556,7 @@ int32_t lrt_model_load(const char *path, int32_t flags, lrt_model **out) {
     }
     m->is_gguf = 1;
     if ((st = lrt_gguf_open(path, (flags & LRT_OPEN_NO_MMAP) != 0, &m->gguf))) goto fail;
-    if ((st = lrt_config_from_gguf(&m->gguf, &m->cfg))) goto fail;
+    if (!vocab_only && (st = lrt_config_from_gguf(&m->gguf, &m->cfg))) goto fail;
     gguf_name(m);
   } else {
     st = lrt_err(LRT_ERR_NOT_FOUND, "model path not found: %s (pass a HuggingFace model folder or a .gguf file)", path);
@@ -562,7 +566,7 @@ int32_t lrt_model_load(const char *path, int32_t flags, lrt_model **out) {
     if (m->is_gguf) m->resident_bytes += m->gguf.map.size;
     for (size_t i = 0; i < m->n_st_files; i++) m->resident_bytes += m->st_files[i].map.size;
   }
-  if ((st = finish_load(m, path))) goto fail;
+  if (!vocab_only && (st = finish_load(m, path))) goto fail;
   *out = m;
   return LRT_OK;
 fail:
@@ -743,6 +747,8 @@ int32_t lrt_model_load_memory(const lrt_vfile *files, size_t n, int32_t flags, l
   if (!m) return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory");
   m->open_flags = flags;
   int32_t st;
+  int vocab_only = (flags & LRT_OPEN_TOKENIZER_ONLY) != 0;
+  if (vocab_only) m->cfg.bos = -1;
   const lrt_vfile *gg = NULL;
   for (size_t i = 0; i < n; i++)
     if (is_gguf_name(files[i].name)) {
@@ -755,8 +761,10 @@ int32_t lrt_model_load_memory(const lrt_vfile *files, size_t n, int32_t flags, l
   if (gg) {
     m->is_gguf = 1;
     if ((st = lrt_gguf_parse(gg->data, gg->size, gg->name, &m->gguf))) goto fail;
-    if ((st = lrt_config_from_gguf(&m->gguf, &m->cfg))) goto fail;
+    if (!vocab_only && (st = lrt_config_from_gguf(&m->gguf, &m->cfg))) goto fail;
     gguf_name(m);
+  } else if (vocab_only) {
+    /* tokenizer.json and its side files are read by api/ */
   } else {
     const lrt_vfile *cj = lrt_vfile_find(files, n, "config.json");
     const lrt_vfile *gj = lrt_vfile_find(files, n, "generation_config.json");
@@ -770,7 +778,7 @@ int32_t lrt_model_load_memory(const lrt_vfile *files, size_t n, int32_t flags, l
       goto fail;
     if ((st = memory_safetensors(m, files, n))) goto fail;
   }
-  if ((st = finish_load(m, gg ? gg->name : "the files given"))) goto fail;
+  if (!vocab_only && (st = finish_load(m, gg ? gg->name : "the files given"))) goto fail;
   *out = m;
   return LRT_OK;
 fail:

@@ -90,9 +90,125 @@ static int add_sym(enc_ctx *c, size_t *ns, int32_t id, int32_t len) {
   return 1;
 }
 
+/* ---- SentencePiece by score (GGUF "llama" vocabularies) ------------------------------------
+
+   llama.cpp's rule, read from its llm_tokenizer_spm: every UTF-8 character is a symbol; the
+   bigrams of adjacent symbols whose concatenated text is a vocabulary entry wait in a queue,
+   highest entry score first and leftmost first on equal scores; a popped bigram whose sides
+   changed since it was queued is stale (its byte size no longer matches) and skipped;
+   merging queues the new symbol's bigrams with its neighbours. A final symbol is its
+   vocabulary entry; a character that never merged and is not in the vocabulary becomes
+   its bytes' <0xNN> tokens (or the unknown token, as the ranked BPE does). Symbols hold
+   byte offsets (sym.id = start) into the piece, so a bigram's text is contiguous. */
+
+static int bg_less(const bigram *a, const bigram *b) { /* a comes out before b */
+  return a->score != b->score ? a->score > b->score : a->left < b->left;
+}
+
+static int bg_push(enc_ctx *c, size_t *n, const bigram *v) {
+  if (!lrt_tok_grow((void **)&c->bg, &c->bg_cap, *n + 1, sizeof(bigram))) return 0;
+  bigram *q = c->bg;
+  size_t i = (*n)++;
+  while (i > 0) {
+    size_t p = (i - 1) / 2;
+    if (!bg_less(v, &q[p])) break;
+    q[i] = q[p];
+    i = p;
+  }
+  q[i] = *v;
+  return 1;
+}
+
+static bigram bg_pop(enc_ctx *c, size_t *n) {
+  bigram *q = c->bg;
+  bigram top = q[0], v = q[--(*n)];
+  size_t i = 0;
+  for (;;) {
+    size_t l = 2 * i + 1, r = l + 1, m = i;
+    const bigram *best = &v;
+    if (l < *n && bg_less(&q[l], best)) { m = l; best = &q[l]; }
+    if (r < *n && bg_less(&q[r], best)) m = r;
+    if (m == i) break;
+    q[i] = q[m];
+    i = m;
+  }
+  if (*n) q[i] = v;
+  return top;
+}
+
+static int spm_try(enc_ctx *c, size_t *nb, const char *s, int32_t left, int32_t right) {
+  if (left < 0 || right < 0) return 1;
+  const sym *a = &c->sy[left], *b = &c->sy[right];
+  int32_t id = lrt_tok_vocab_find(c->t, s + a->id, (size_t)a->len + (size_t)b->len);
+  if (id < 0) return 1;
+  bigram v = {c->t->score[id], left, right, a->len + b->len};
+  return bg_push(c, nb, &v);
+}
+
+/* Ids of one character that is not a vocabulary entry (byte fallback, else unknown). */
+static int spm_unknown(enc_ctx *c, const uint8_t *u, int32_t l, int *has_unk) {
+  const lrt_tokenizer *t = c->t;
+  if (t->byte_fallback) {
+    int ok = 1;
+    for (int32_t k = 0; k < l; k++) ok &= t->byte_id[u[k]] >= 0;
+    if (ok) {
+      if (*has_unk && !lrt_tok_push_id(c, t->unk)) return 0;
+      *has_unk = 0;
+      for (int32_t k = 0; k < l; k++) if (!lrt_tok_push_id(c, t->byte_id[u[k]])) return 0;
+      return 1;
+    }
+  }
+  if (t->unk < 0) return 1; /* no unknown token: the character is dropped */
+  if (*has_unk && !t->fuse_unk && !lrt_tok_push_id(c, t->unk)) return 0;
+  *has_unk = 1;
+  return 1;
+}
+
+static int32_t spm_word(enc_ctx *c, const char *s, size_t n) {
+  if (n >= (size_t)INT32_MAX) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "lrt_tokenize: a text piece is too long");
+  const uint8_t *u = (const uint8_t *)s;
+  size_t ns = 0, nb = 0;
+  for (size_t i = 0; i < n;) {
+    int l;
+    lrt_tok_u8_dec(u, n, i, &l);
+    if (!add_sym(c, &ns, (int32_t)i, l)) return lrt_tok_oom();
+    i += (size_t)l;
+  }
+  sym *sy = c->sy;
+  sy[ns - 1].next = -1;
+  for (size_t i = 1; i < ns; i++)
+    if (!spm_try(c, &nb, s, (int32_t)i - 1, (int32_t)i)) return lrt_tok_oom();
+  while (nb) {
+    bigram top = bg_pop(c, &nb);
+    sym *a = &sy[top.left], *b = &sy[top.right];
+    if (a->len == 0 || b->len == 0 || a->len + b->len != top.size) continue; /* stale */
+    a->len += b->len;
+    b->len = 0;
+    a->next = b->next;
+    if (a->next >= 0) sy[a->next].prev = top.left;
+    if (!spm_try(c, &nb, s, a->prev, top.left) || !spm_try(c, &nb, s, top.left, a->next)) return lrt_tok_oom();
+  }
+  int has_unk = 0;
+  for (int32_t i = 0; i >= 0; i = sy[i].next) {
+    int32_t id = lrt_tok_vocab_find(c->t, s + sy[i].id, (size_t)sy[i].len);
+    if (id >= 0) {
+      if (has_unk && !lrt_tok_push_id(c, c->t->unk)) return lrt_tok_oom();
+      has_unk = 0;
+      if (!lrt_tok_push_id(c, id)) return lrt_tok_oom();
+    } else if (!spm_unknown(c, u + sy[i].id, sy[i].len, &has_unk)) {
+      return lrt_tok_oom();
+    }
+  }
+  if (has_unk && !lrt_tok_push_id(c, c->t->unk)) return lrt_tok_oom();
+  return LRT_OK;
+}
+
+/* ---- the ranked BPE of tokenizers ---------------------------------------------------------- */
+
 int32_t lrt_tok_bpe_word(enc_ctx *c, const char *s, size_t n) {
   const lrt_tokenizer *t = c->t;
   if (n == 0) return LRT_OK;
+  if (t->spm) return spm_word(c, s, n);
   if (t->ignore_merges) {
     int32_t id = lrt_tok_vocab_find(t, s, n);
     if (id >= 0) return lrt_tok_push_id(c, id) ? LRT_OK : lrt_tok_oom();

@@ -21,6 +21,7 @@ void lrt_tok_free(lrt_tokenizer *t) {
   free(t->post);
   free(t->raw.t); free(t->norm.t); free(t->added_pool);
   free(t->tb_off); free(t->tb_pool);
+  free(t->ac_pool); free(t->ac); free(t->score);
   free(t);
 }
 
@@ -45,6 +46,83 @@ static int cmp_added(const void *a, const void *b) {
   uint8_t cx = (uint8_t)x->s[0], cy = (uint8_t)y->s[0];
   if (cx != cy) return cx < cy ? -1 : 1;
   return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* ---- vocabulary texts (lrt_token_text / lrt_token_id) ---------------------------------- */
+
+static int cmp_content(const lrt_tokenizer *t, const added_content *x, const char *s, size_t n) {
+  size_t m = x->n < n ? x->n : n;
+  int c = m ? memcmp(t->ac_pool + x->off, s, m) : 0;
+  if (c) return c;
+  return x->n < n ? -1 : x->n > n;
+}
+
+/* A stable merge sort of indices into t->ac by content. */
+static void sort_idx(uint32_t *idx, uint32_t *tmp, size_t n, const lrt_tokenizer *t) {
+  if (n < 2) return;
+  size_t h = n / 2;
+  sort_idx(idx, tmp, h, t);
+  sort_idx(idx + h, tmp, n - h, t);
+  size_t i = 0, j = h, k = 0;
+  while (i < h && j < n) {
+    const added_content *a = &t->ac[idx[i]], *b = &t->ac[idx[j]];
+    int le = cmp_content(t, a, t->ac_pool + b->off, b->n) <= 0;
+    tmp[k++] = le ? idx[i++] : idx[j++];
+  }
+  while (i < h) tmp[k++] = idx[i++];
+  while (j < n) tmp[k++] = idx[j++];
+  memcpy(idx, tmp, n * sizeof *idx);
+}
+
+int lrt_tok_id_text(const lrt_tokenizer *t, int32_t id, const char **s, size_t *n) {
+  if (!t || id < 0 || id >= t->n_ids || !t->assigned[id]) return 0;
+  *s = t->pool + t->off[id];
+  *n = t->off[id + 1] - t->off[id];
+  return 1;
+}
+
+int32_t lrt_tok_text_id(const lrt_tokenizer *t, const char *s, size_t n) {
+  if (!t) return -1;
+  size_t lo = 0, hi = t->n_ac;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (cmp_content(t, &t->ac[mid], s, n) < 0) lo = mid + 1; else hi = mid;
+  }
+  if (lo < t->n_ac && cmp_content(t, &t->ac[lo], s, n) == 0) return t->ac[lo].id;
+  return lrt_tok_vocab_find(t, s, n);
+}
+
+/* The added tokens' raw contents (tokenizers' added_tokens_map): one entry per distinct
+ * content with its id, sorted by content. */
+static int32_t build_contents(lrt_tokenizer *t, const builder *b, const int32_t *aid, const size_t *group) {
+  size_t na = b->n_added, bytes = 0, k = 0;
+  for (size_t i = 0; i < na; i++)
+    if (aid[i] >= 0 && group[i] == i) bytes += b->added[i].n;
+  t->ac_pool = (char *)malloc(bytes + 1);
+  t->ac = (added_content *)calloc(na + 1, sizeof(added_content));
+  uint32_t *idx = (uint32_t *)calloc(na + 1, sizeof(uint32_t)), *tmp = (uint32_t *)calloc(na + 1, sizeof(uint32_t));
+  if (!t->ac_pool || !t->ac || !idx || !tmp) { free(idx); free(tmp); return lrt_tok_oom(); }
+  size_t pos = 0;
+  for (size_t i = 0; i < na; i++) {
+    if (aid[i] < 0 || group[i] != i) continue; /* ignored, or content seen before (same id) */
+    memcpy(t->ac_pool + pos, b->added[i].s, b->added[i].n);
+    t->ac[k].off = pos;
+    t->ac[k].n = b->added[i].n;
+    t->ac[k].id = aid[i];
+    pos += b->added[i].n;
+    k++;
+  }
+  t->n_ac = k;
+  for (size_t i = 0; i < k; i++) idx[i] = (uint32_t)i;
+  sort_idx(idx, tmp, k, t);
+  added_content *sorted = (added_content *)calloc(k + 1, sizeof(added_content));
+  if (!sorted) { free(idx); free(tmp); return lrt_tok_oom(); }
+  for (size_t i = 0; i < k; i++) sorted[i] = t->ac[idx[i]];
+  free(t->ac);
+  t->ac = sorted;
+  free(idx);
+  free(tmp);
+  return LRT_OK;
 }
 
 static void index_added(added_set *set) {
@@ -90,7 +168,7 @@ int32_t lrt_tok_finish(lrt_tokenizer *t, builder *b) {
     if (e->n > UINT32_MAX) { free(seen); return lrt_err(LRT_ERR_FORMAT, "%s: token too long", what); }
     if (lrt_tok_vocab_find(t, e->s, e->n) >= 0) {
       free(seen);
-      return lrt_err(LRT_ERR_FORMAT, "%s: token %.60s appears twice in the vocabulary", what, e->s);
+      return lrt_err(LRT_ERR_FORMAT, "%s: duplicate token %.60s (it appears twice in the vocabulary)", what, e->s);
     }
     seen[e->id] = 1;
     memcpy(t->vpool + pos, e->s, e->n);
@@ -319,6 +397,7 @@ int32_t lrt_tok_finish(lrt_tokenizer *t, builder *b) {
     t->pool_len = pos2;
   }
 #undef SAME_TEXT
+  if (!st) st = build_contents(t, b, aid, group);
   free(noff);
   free(aid);
   free(owner);

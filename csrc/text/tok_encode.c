@@ -14,7 +14,7 @@ static void ctx_free(enc_ctx *c) {
   for (int i = 0; i < TOK_MAX_STEPS + 2; i++) {
     free(c->lv[i].cp); free(c->lv[i].coff); free(c->lv[i].seg); free(c->lv[i].buf.p);
   }
-  free(c->sy); free(c->q); free(c->norm.p); free(c->tmp.p); free(c->aseg); free(c->aseg2);
+  free(c->sy); free(c->q); free(c->bg); free(c->norm.p); free(c->tmp.p); free(c->aseg); free(c->aseg2);
 }
 
 int lrt_tok_push_id(enc_ctx *c, int32_t id) {

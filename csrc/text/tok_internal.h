@@ -18,6 +18,7 @@
  *   4. the BPE model on every piece: characters (byte fallback <0xNN>, unknown token with
  *      fuse_unk), then merges lowest rank first, leftmost on equal ranks, with the same
  *      queue discipline as tokenizers (stale entries are recognised by their result id);
+ *      GGUF SentencePiece vocabularies merge by entry score as llama.cpp does instead;
  *   5. post-processor (TemplateProcessing, Bert/Roberta, ByteLevel) with
  *      LRT_TOKENIZE_ADD_SPECIAL.
  *
@@ -69,7 +70,10 @@ enum {
   PAT_QWEN2,       /* the same with \p{N} */
   PAT_N1,          /* \p{N} */
   PAT_N3,          /* \p{N}{1,3} */
-  PAT_NPLUS        /* \p{N}+ */
+  PAT_NPLUS,       /* \p{N}+ */
+  PAT_PUNCT,       /* [\p{P}\$\+<=>\^~\|]+   (llama.cpp's "default" pre-tokenizer)  */
+  PAT_PUNCT_TICK,  /* [\p{P}\$\+<=>\^~\|`]+  ("falcon")                           */
+  PAT_DIGIT3       /* [0-9][0-9][0-9]                                                 */
 };
 
 enum { BEH_REMOVED, BEH_ISOLATED, BEH_PREV, BEH_NEXT, BEH_CONTIGUOUS };
@@ -117,6 +121,8 @@ typedef struct added_set {
   uint32_t first[257]; /* t[first[b] .. first[b+1]) start with byte b */
 } added_set;
 
+typedef struct added_content { size_t off, n; int32_t id; } added_content;
+
 struct lrt_tokenizer {
   /* vocabulary: id -> text (model vocab or added content) */
   int32_t n_ids;
@@ -137,6 +143,11 @@ struct lrt_tokenizer {
   size_t mh_cap;
   /* BPE options */
   int byte_fallback, fuse_unk, ignore_merges;
+  /* GGUF SentencePiece ("llama") vocabularies: llama.cpp's merge rule instead of ranked
+   * merges -- adjacent symbols whose concatenation is a vocabulary entry merge, highest
+   * entry score first, leftmost on equal scores (tok_bpe.c). score[id] for every id. */
+  int spm;
+  double *score;
   int32_t unk; /* -1 none, -2 drop (GGUF missing bytes), else id */
   int32_t byte_id[256];
   /* pipeline */
@@ -150,6 +161,11 @@ struct lrt_tokenizer {
   /* lrt_token_bytes */
   size_t *tb_off;
   char *tb_pool;
+  /* lrt_token_id: the raw contents of the added tokens -> id (tokenizers' added_tokens_map);
+   * lrt_token_text reads off / pool above */
+  char *ac_pool;
+  added_content *ac;       /* sorted by content */
+  size_t n_ac;
 };
 
 /* ---- builder: what both loaders fill before finishing ---------------------------------- */
@@ -184,6 +200,7 @@ typedef struct level {
 
 typedef struct sym { int32_t id, prev, next, len; } sym;
 typedef struct mq { int32_t rank, pos, id; } mq;
+typedef struct bigram { double score; int32_t left, right, size; } bigram; /* SentencePiece queue */
 
 typedef struct enc_ctx {
   const lrt_tokenizer *t;
@@ -191,6 +208,7 @@ typedef struct enc_ctx {
   level lv[TOK_MAX_STEPS + 2];
   sym *sy; size_t sy_cap;
   mq *q; size_t q_cap;
+  bigram *bg; size_t bg_cap;
   sbuf norm, tmp;
   size_t *aseg; size_t aseg_cap; /* added-token split: (start, end, id) */
   size_t *aseg2; size_t aseg2_cap;
@@ -206,6 +224,7 @@ int32_t lrt_tok_oom(void); /* sets and returns LRT_ERR_OUT_OF_MEMORY */
 char *lrt_tok_dup_bytes(const char *s, size_t n); /* NUL-terminated copy */
 int lrt_tok_uc_class(uint32_t cp); /* UC_* */
 int lrt_tok_uc_space(uint32_t c);
+int lrt_tok_uc_punct(uint32_t c); /* \p{P} */
 int lrt_tok_uc_word(uint32_t c);
 void lrt_tok_byte_tables_init(byte_tables *bt);
 

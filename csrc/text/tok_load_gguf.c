@@ -1,9 +1,9 @@
 /* tok_load_gguf.c -- lrt_tok_from_gguf: a tokenizer from GGUF tokenizer.ggml.* metadata.
  *
- * GGUF metadata (tokenizer.ggml.*) is turned into the same structures that
- * loomrt/tokenizer.py builds for `tokenizers` (llama.cpp's behaviour): byte-level BPE with
- * the pre-tokenizer's split expressions for model "gpt2", and a score-ranked BPE with
- * byte fallback and the SentencePiece normalizer/decoder for model "llama". */
+ * GGUF metadata (tokenizer.ggml.*) is turned into the pipeline llama.cpp runs for the file:
+ * byte-level BPE with the pre-tokenizer's split expressions for model "gpt2", and for model
+ * "llama" llama.cpp's SentencePiece merges by score (tok_bpe.c) with byte fallback and the
+ * SentencePiece normalizer/decoder. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,14 +13,8 @@
 
 /* ---- GGUF ------------------------------------------------------------------------------------- */
 
-static int has_bytes(const char *s, size_t n, const char *p, size_t m) {
-  for (size_t i = 0; i + m <= n; i++)
-    if (memcmp(s + i, p, m) == 0) return 1;
-  return 0;
-}
-
 /* Texts llama.cpp treats as control / user-defined whatever their declared type
- * (mirrors loomrt/tokenizer.py). */
+ * (llama.cpp's llama-vocab.cpp lists them by text). */
 static const char *const k_forced_control[] = {
     "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>", "<EOT>",
     "_<EOT>", "[EOT]", "[EOS]", "<|eom_id|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>", "</s>",
@@ -42,7 +36,7 @@ static int in_list(const char *const *list, const char *s, size_t n) {
   return 0;
 }
 
-/* pre-tokenizer families of loomrt/tokenizer.py that use only implemented expressions */
+/* tokenizer.ggml.pre names, grouped by the split expressions llama.cpp uses for them */
 static const char *const k_gpt2_names[] = {"gpt-2", "phi-2", "jina-es", "jina-de", "gigachat", "jina-v2-es", "jina-v2-de",
                                           "a.x-4.0", "mellum", "modern-bert", "exaone4", "mpt", "olmo", "jais", "trillion",
                                           "granite-docling", NULL};
@@ -89,20 +83,6 @@ static int32_t g_id(const lrt_gguf_file *g, const char *key, int64_t n_tokens, i
   return LRT_OK;
 }
 
-typedef struct cand { double neg_score; int32_t tid; int32_t cut; } cand;
-static int cmp_cand(const void *a, const void *b) {
-  const cand *x = (const cand *)a, *y = (const cand *)b;
-  if (x->neg_score != y->neg_score) return x->neg_score < y->neg_score ? -1 : 1;
-  if (x->tid != y->tid) return x->tid < y->tid ? -1 : 1;
-  return x->cut < y->cut ? -1 : x->cut > y->cut;
-}
-typedef struct score_owner { double s; int32_t tid; } score_owner;
-static int cmp_owner(const void *a, const void *b) {
-  const score_owner *x = (const score_owner *)a, *y = (const score_owner *)b;
-  if (x->s != y->s) return x->s < y->s ? -1 : 1;
-  return x->tid < y->tid ? -1 : x->tid > y->tid;
-}
-
 int32_t lrt_tok_from_gguf(const lrt_gguf_file *g, lrt_tokenizer **out) {
   *out = NULL;
   const char *model;
@@ -129,8 +109,6 @@ int32_t lrt_tok_from_gguf(const lrt_gguf_file *g, lrt_tokenizer **out) {
   char *names = NULL; /* "[EMPTY_i]" replacements */
   int32_t *types = NULL;
   double *scores = NULL;
-  cand *cands = NULL;
-  score_owner *owners = NULL;
   if (!t) return lrt_tok_oom();
   b.vocab = (vocab_entry *)calloc((size_t)n, sizeof(vocab_entry));
   types = (int32_t *)malloc((size_t)n * sizeof(int32_t));
@@ -205,8 +183,12 @@ int32_t lrt_tok_from_gguf(const lrt_gguf_file *g, lrt_tokenizer **out) {
     char pname[64];
     if (!pre) snprintf(pname, sizeof pname, "default");
     else snprintf(pname, sizeof pname, "%.*s", (int)(pre_len < 63 ? pre_len : 63), pre);
-    int pats[3] = {0}, np = 0;
-    if (in_list(k_gpt2_names, pname, strlen(pname))) { pats[np++] = PAT_GPT2; }
+    int pats[4] = {0}, np = 0;
+    if (strcmp(pname, "default") == 0) {
+      pats[np++] = PAT_PUNCT; pats[np++] = PAT_GPT2; pats[np++] = PAT_NPLUS; pats[np++] = PAT_DIGIT3;
+    } else if (strcmp(pname, "falcon") == 0) {
+      pats[np++] = PAT_PUNCT_TICK; pats[np++] = PAT_GPT2; pats[np++] = PAT_DIGIT3;
+    } else if (in_list(k_gpt2_names, pname, strlen(pname))) { pats[np++] = PAT_GPT2; }
     else if (in_list(k_llama3_names, pname, strlen(pname))) { pats[np++] = PAT_LLAMA3; t->ignore_merges = 1; add_bos = 1; }
     else if (in_list(k_dbrx_names, pname, strlen(pname))) { pats[np++] = PAT_LLAMA3; }
     else if (in_list(k_qwen2_names, pname, strlen(pname))) { pats[np++] = PAT_QWEN2; }
@@ -223,7 +205,7 @@ int32_t lrt_tok_from_gguf(const lrt_gguf_file *g, lrt_tokenizer **out) {
     t->has_decoder = 1;
     t->dc[t->n_dc++].type = DC_BYTELEVEL;
   } else {
-    /* SentencePiece vocabulary: merges from scores, as loomrt/tokenizer.py derives them */
+    /* SentencePiece vocabulary: the entries' scores drive the merges */
     scores = (double *)calloc((size_t)n, sizeof(double));
     if (!scores) { st = lrt_tok_oom(); goto done; }
     const lrt_gguf_kv *sk = lrt_gguf_find(g, "tokenizer.ggml.scores");
@@ -238,80 +220,10 @@ int32_t lrt_tok_from_gguf(const lrt_gguf_file *g, lrt_tokenizer **out) {
         scores[i] = v;
       }
     }
-    size_t nc = 0, cc = 0;
-    t->n_ids = 0;
-    /* a temporary vocabulary hash to find splits: build via lrt_tok_finish() later; here a local one */
-    size_t hc = 16;
-    while (hc < 2 * (size_t)n + 16) hc *= 2;
-    int32_t *h = (int32_t *)malloc(hc * sizeof(int32_t));
-    if (!h) { st = lrt_tok_oom(); goto done; }
-    memset(h, 0xFF, hc * sizeof(int32_t));
-    for (int64_t i = 0; i < n; i++) {
-      size_t j = (size_t)lrt_tok_hash_bytes(b.vocab[i].s, b.vocab[i].n) & (hc - 1);
-      int dup = 0;
-      while (h[j] >= 0) {
-        const vocab_entry *o = &b.vocab[h[j]];
-        if (o->n == b.vocab[i].n && memcmp(o->s, b.vocab[i].s, o->n) == 0) { dup = 1; break; }
-        j = (j + 1) & (hc - 1);
-      }
-      if (dup) { free(h); st = lrt_err(LRT_ERR_FORMAT, "GGUF metadata 'tokenizer.ggml.tokens': duplicate token at id %lld", (long long)i); goto done; }
-      h[j] = (int32_t)i;
-    }
-#define HFIND(S, L, OUT)                                                                  \
-  do {                                                                                    \
-    size_t j_ = (size_t)lrt_tok_hash_bytes((S), (L)) & (hc - 1);                                  \
-    (OUT) = -1;                                                                           \
-    while (h[j_] >= 0) {                                                                  \
-      const vocab_entry *o_ = &b.vocab[h[j_]];                                            \
-      if (o_->n == (L) && memcmp(o_->s, (S), (L)) == 0) { (OUT) = h[j_]; break; }         \
-      j_ = (j_ + 1) & (hc - 1);                                                           \
-    }                                                                                     \
-  } while (0)
-    owners = (score_owner *)malloc((size_t)n * sizeof(score_owner));
-    if (!owners) { free(h); st = lrt_tok_oom(); goto done; }
-    size_t n_own = 0;
-    for (int64_t i = 0; i < n; i++) {
-      const char *s = b.vocab[i].s;
-      size_t l = b.vocab[i].n;
-      int kind = types[i];
-      if ((kind == 3 || kind == 2 || kind == 4) && !(l >= 3 && has_bytes(s, l, "\xE2\x96\x81", 3))) continue;
-      if (l > 1024) continue; /* bounds the work on hostile files (no real vocabulary has such pieces) */
-      int found = 0;
-      for (size_t cut = 1; cut < l; cut++) {
-        if (((uint8_t)s[cut] & 0xC0) == 0x80) continue;
-        int32_t a, c;
-        HFIND(s, cut, a);
-        if (a < 0) continue;
-        HFIND(s + cut, l - cut, c);
-        if (c < 0) continue;
-        if (!lrt_tok_grow((void **)&cands, &cc, nc + 1, sizeof(cand))) { free(h); st = lrt_tok_oom(); goto done; }
-        cands[nc].neg_score = -scores[i];
-        cands[nc].tid = (int32_t)i;
-        cands[nc].cut = (int32_t)cut;
-        nc++;
-        found = 1;
-      }
-      if (found) { owners[n_own].s = scores[i]; owners[n_own].tid = (int32_t)i; n_own++; }
-    }
-    free(h);
-#undef HFIND
-    qsort(owners, n_own, sizeof *owners, cmp_owner);
-    for (size_t i = 1; i < n_own; i++)
-      if (owners[i].s == owners[i - 1].s) {
-        st = lrt_err(LRT_ERR_UNSUPPORTED, "GGUF SentencePiece vocabulary with equal merge scores (tokens %d and %d): "
-                     "llama.cpp's leftmost tie-breaking is not implemented by the C tokenizer",
-                     (int)owners[i - 1].tid, (int)owners[i].tid);
-        goto done;
-      }
-    if (nc > 1) qsort(cands, nc, sizeof *cands, cmp_cand); /* cands is NULL when nc == 0 */
-    b.merges = (merge_entry *)calloc(nc + 1, sizeof(merge_entry));
-    if (!b.merges) { st = lrt_tok_oom(); goto done; }
-    for (size_t i = 0; i < nc; i++) {
-      const vocab_entry *e = &b.vocab[cands[i].tid];
-      merge_entry *me = &b.merges[b.n_merges++];
-      me->a = e->s; me->na = (size_t)cands[i].cut;
-      me->b = e->s + cands[i].cut; me->nb = e->n - (size_t)cands[i].cut;
-    }
+    /* llama.cpp merges by these scores (tok_bpe.c): no merge list */
+    t->spm = 1;
+    t->score = scores;
+    scores = NULL;
     b.merges_keep_first = 0;
     int32_t unk = -1;
     if ((st = g_id(g, "tokenizer.ggml.unknown_token_id", n, &unk))) goto done;
@@ -367,7 +279,7 @@ int32_t lrt_tok_from_gguf(const lrt_gguf_file *g, lrt_tokenizer **out) {
   st = lrt_tok_finish(t, &b);
 done:
   free(b.vocab); free(b.merges); free(b.added);
-  free(names); free(types); free(scores); free(cands); free(owners);
+  free(names); free(types); free(scores);
   if (st) { lrt_tok_free(t); return st; }
   *out = t;
   return LRT_OK;

@@ -39,6 +39,17 @@ static size_t pat_at(int pat, int ci, const uint32_t *cp, size_t n, size_t i) {
   int k = lrt_tok_uc_class(c);
   switch (pat) {
     case PAT_N1: return IS_N(k) ? i + 1 : 0;
+    case PAT_DIGIT3:
+      return i + 2 < n && c >= '0' && c <= '9' && cp[i + 1] >= '0' && cp[i + 1] <= '9' && cp[i + 2] >= '0' &&
+                     cp[i + 2] <= '9' ? i + 3 : 0;
+    case PAT_PUNCT:
+    case PAT_PUNCT_TICK: {
+      size_t j = i;
+      while (j < n && (lrt_tok_uc_punct(cp[j]) || (cp[j] < 0x80 && strchr("$+<=>^~|", (int)cp[j]) && cp[j]) ||
+                       (pat == PAT_PUNCT_TICK && cp[j] == '`')))
+        j++;
+      return j > i ? j : 0;
+    }
     case PAT_N3:
     case PAT_NPLUS: {
       if (!IS_N(k)) return 0;

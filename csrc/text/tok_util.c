@@ -71,15 +71,15 @@ char *lrt_tok_dup_bytes(const char *s, size_t n) {
 /* ---- Unicode classes ---------------------------------------------------------------------- */
 
 /* Raw class of the generated table: 0 other, 1 L, 2 No, 3 M, 4 Nd, 5 Nl, 6 Pc, 7 other
- * Alphabetic. */
+ * Alphabetic, 8 other P. */
 static int uc_raw(uint32_t cp) {
   if (cp > 0x10FFFF) return 0;
   size_t lo = 0, hi = lrt_uc_cat_n; /* last run whose start <= cp */
   while (hi - lo > 1) {
     size_t mid = (lo + hi) / 2;
-    if ((lrt_uc_cat[mid] >> 3) <= cp) lo = mid; else hi = mid;
+    if ((lrt_uc_cat[mid] >> 4) <= cp) lo = mid; else hi = mid;
   }
-  return (int)(lrt_uc_cat[lo] & 7);
+  return (int)(lrt_uc_cat[lo] & 15);
 }
 
 /* \p{L} / \p{N} / \p{M} / other, as Oniguruma (tokenizers' regex engine) sees them. */
@@ -89,8 +89,15 @@ int lrt_tok_uc_class(uint32_t cp) {
     if (cp >= '0' && cp <= '9') return UC_N;
     return UC_OTHER;
   }
-  static const int8_t coarse[8] = {UC_OTHER, UC_L, UC_N, UC_M, UC_N, UC_N, UC_OTHER, UC_OTHER};
+  static const int8_t coarse[16] = {UC_OTHER, UC_L, UC_N, UC_M, UC_N, UC_N, UC_OTHER, UC_OTHER, UC_OTHER};
   return coarse[uc_raw(cp)];
+}
+
+/* \p{P} (connector, dash, open, close, initial, final, other punctuation), as Oniguruma sees it. */
+int lrt_tok_uc_punct(uint32_t cp) {
+  if (cp < 0x80) return cp < 0x7F && cp > 0x20 && strchr("!\"#%&'()*,-./:;?@[\\]_{}", (int)cp) != NULL;
+  int k = uc_raw(cp);
+  return k == 6 || k == 8;
 }
 
 /* Unicode White_Space (Oniguruma's \s with Unicode, Rust's char::is_whitespace). */
@@ -106,7 +113,7 @@ int lrt_tok_uc_word(uint32_t c) {
   if (c < 0x80) return ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') || (c >= '0' && c <= '9') || c == '_';
   if (c == 0x200C || c == 0x200D) return 1;
   int k = uc_raw(c);
-  return k != 0 && k != 2;
+  return k != 0 && k != 2 && k != 8;
 }
 
 /* ---- GPT-2 byte <-> unicode mapping ------------------------------------------------------- */

@@ -31,5 +31,11 @@ int32_t lrt_tok_encode(const lrt_tokenizer *t, const char *text, size_t len, int
 int32_t lrt_tok_decode(const lrt_tokenizer *t, const int32_t *ids, int64_t n, int32_t flags,
                        char *text, size_t capacity, size_t *text_len);
 int32_t lrt_tok_token_bytes(const lrt_tokenizer *t, int32_t id, const char **bytes, size_t *len);
+/* Vocabulary text of id, as tokenizers' id_to_token: the content of the added token that
+ * owns it (normalized when that token is), else the model vocabulary entry. Returns 0 when
+ * the id is not assigned. */
+int lrt_tok_id_text(const lrt_tokenizer *t, int32_t id, const char **s, size_t *n);
+/* Id of a vocabulary text: added tokens first, then the model vocabulary; -1 when none. */
+int32_t lrt_tok_text_id(const lrt_tokenizer *t, const char *s, size_t n);
 
 #endif
