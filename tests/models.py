@@ -469,3 +469,188 @@ def build_c_helper(code: Optional[str], workdir: str, name: str, sources: Sequen
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, "cannot build the C helper: " + p.stderr[-3000:]
     return ctypes.CDLL(so)
+
+
+# ---- the newer families (tests/test_families.py, tests/test_matrix.py) -----------------------
+
+FAMILY_WINDOW = 8  # sliding window, shorter than SEQ40
+FAMILIES = ("qwen3", "gemma2", "gemma3", "smollm3", "olmo2", "phi3")
+PHI3_ORIG_CTX = 32  # longrope: short factors below position 32, long factors from it on
+
+
+def family_config(family: str, llama_cpp_compatible: bool = False) -> Any:
+    """A tiny transformers config of a family (its real config scaled down) with every
+    distinctive feature switched on. ``llama_cpp_compatible``: only settings llama.cpp can
+    read from a GGUF (Gemma: query_pre_attn_scalar = head_dim; Phi-3: no sliding window)."""
+    import transformers as tf
+
+    common = dict(vocab_size=VOCAB, bos_token_id=BOS_ID, eos_token_id=EOS_ID, hidden_size=HIDDEN,
+                  intermediate_size=FFN, num_hidden_layers=4, num_attention_heads=HEADS,
+                  num_key_value_heads=KV_HEADS, max_position_embeddings=MAX_POS, pad_token_id=0)
+    qpas = 32 if llama_cpp_compatible else 24
+    if family == "qwen3":  # explicit head_dim (32) != hidden / heads (16); q/k norms
+        return tf.Qwen3Config(head_dim=32, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}, **common)
+    if family == "gemma2":  # alternating sliding / global layers, soft-capping, sandwich norms
+        return tf.Gemma2Config(head_dim=32, query_pre_attn_scalar=qpas, sliding_window=FAMILY_WINDOW,
+                               attn_logit_softcapping=3.0, final_logit_softcapping=4.0, **common)
+    if family == "gemma3":  # 5 local layers (own RoPE base), 1 global (linear scaling), q/k norms
+        return tf.Gemma3TextConfig(**dict(common, num_hidden_layers=6), head_dim=32, query_pre_attn_scalar=qpas,
+                                   sliding_window=FAMILY_WINDOW, rope_parameters={
+                                       "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1000000.0},
+                                       "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}})
+    if family == "smollm3":  # layer 3 has no RoPE
+        return tf.SmolLM3Config(no_rope_layer_interval=4, **common)
+    if family == "olmo2":  # norms after attention / MLP, q/k norms over the whole projection
+        return tf.Olmo2Config(**common)
+    if family == "phi3":  # fused qkv / gate_up, partial rotary (0.75 of 16), longrope
+        half = int(HIDDEN // HEADS * 0.75) // 2
+        rope = {"rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.75,
+                "original_max_position_embeddings": PHI3_ORIG_CTX,
+                "short_factor": [1.0 + 0.25 * i for i in range(half)],
+                "long_factor": [2.0 + 1.5 * i for i in range(half)]}
+        return tf.Phi3Config(rope_parameters=rope, original_max_position_embeddings=PHI3_ORIG_CTX,
+                             sliding_window=None if llama_cpp_compatible else 24, **common)
+    raise ValueError(family)
+
+
+def build_family_model(family: str, seed: int = 0, llama_cpp_compatible: bool = False) -> Any:
+    """Like build_hf_model: random init plus seeded N(0, 0.05^2) noise on every parameter."""
+    import torch
+    import transformers as tf
+
+    cfg = family_config(family, llama_cpp_compatible)
+    torch.manual_seed(seed)
+    model = tf.AutoModelForCausalLM.from_config(cfg).to(torch.float32)
+    gen = torch.Generator().manual_seed(2000 + seed)
+    with torch.no_grad():
+        for _, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
+            p.add_(torch.randn(p.shape, generator=gen, dtype=torch.float32) * 0.05)
+    model.eval()
+    return model
+
+
+def hf_incremental_logits(model: Any, ids: Sequence[int]) -> np.ndarray:
+    """transformers' logits fed one token at a time through its KV cache (what generate()
+    computes while decoding)."""
+    import torch
+
+    out, past = [], None
+    with torch.no_grad():
+        for i, t in enumerate(ids):
+            r = model(torch.tensor([[t]]), past_key_values=past, use_cache=True,
+                      position_ids=torch.tensor([[i]]))
+            past = r.past_key_values
+            out.append(r.logits[0, -1].to(torch.float32).numpy())
+    return np.stack(out)
+
+
+def write_family_gguf(folder: str, path: str, name: str = "loomrt-family-test") -> str:
+    """GGUF copy of a saved float32 family folder with llama.cpp's tensor names and metadata
+    (as its convert_hf_to_gguf.py writes them) and the test tokenizer."""
+    import gguf
+    from safetensors.numpy import load_file
+
+    with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
+        cfg = json.load(f)
+    t = load_file(os.path.join(folder, "model.safetensors"))
+    mt = cfg["model_type"]
+    arch = {"gemma3_text": "gemma3"}.get(mt, mt)
+    L, d, nh, nkv = cfg["num_hidden_layers"], cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    hd = cfg.get("head_dim") or d // nh
+    rope = cfg.get("rope_parameters") or {}
+    gemma = arch in ("gemma2", "gemma3")
+    w = gguf.GGUFWriter(path, arch)
+    w.add_name(name)
+    w.add_context_length(cfg["max_position_embeddings"])
+    w.add_embedding_length(d)
+    w.add_block_count(L)
+    w.add_feed_forward_length(cfg["intermediate_size"])
+    w.add_head_count(nh)
+    w.add_head_count_kv(nkv)
+    w.add_key_length(hd)
+    w.add_value_length(hd)
+    w.add_layer_norm_rms_eps(float(cfg["rms_norm_eps"]))
+    if arch == "gemma3":
+        w.add_rope_freq_base(float(rope["full_attention"]["rope_theta"]))
+        w.add_rope_freq_base_swa(float(rope["sliding_attention"]["rope_theta"]))
+        if rope["full_attention"].get("rope_type") == "linear":
+            w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+            w.add_rope_scaling_factor(float(rope["full_attention"]["factor"]))
+    else:
+        w.add_rope_freq_base(float(rope.get("rope_theta", 10000.0)))
+    rd = int(hd * rope.get("partial_rotary_factor", 1.0))
+    w.add_rope_dimension_count(rd)
+    if gemma:
+        w.add_sliding_window(cfg["sliding_window"])
+        if arch == "gemma2":
+            w.add_attn_logit_softcapping(float(cfg["attn_logit_softcapping"]))
+            w.add_final_logit_softcapping(float(cfg["final_logit_softcapping"]))
+        if cfg["query_pre_attn_scalar"] != hd:  # llama.cpp assumes head_dim; loomrt reads attention.scale
+            w.add_attention_scale(float(cfg["query_pre_attn_scalar"]) ** -0.5)
+    if arch == "phi3":
+        if cfg.get("sliding_window"):
+            w.add_sliding_window(cfg["sliding_window"])
+        if rope.get("rope_type") == "longrope":
+            orig = rope["original_max_position_embeddings"]
+            scale = cfg["max_position_embeddings"] / orig
+            w.add_rope_scaling_attn_factors(float(np.sqrt(1 + np.log(scale) / np.log(orig))) if scale > 1 else 1.0)
+            w.add_rope_scaling_orig_ctx_len(orig)
+    tokens, merges = byte_level_vocab()
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(tokens)
+    w.add_token_types([1] * len(tokens))
+    w.add_token_merges(merges)
+    w.add_bos_token_id(BOS_ID)
+    w.add_eos_token_id(EOS_ID)
+    w.add_add_bos_token(False)
+
+    def f32(n: str) -> np.ndarray:
+        return np.ascontiguousarray(t[n], dtype=np.float32)
+
+    def norm(n: str) -> np.ndarray:  # llama.cpp's converter stores Gemma norms as 1 + w
+        return f32(n) + np.float32(1.0) if gemma else f32(n)
+
+    out: Dict[str, np.ndarray] = {"token_embd.weight": f32("model.embed_tokens.weight"),
+                                  "output_norm.weight": norm("model.norm.weight")}
+    if "lm_head.weight" in t:
+        out["output.weight"] = f32("lm_head.weight")
+    if arch == "phi3" and rope.get("rope_type") == "longrope":
+        out["rope_factors_short.weight"] = np.asarray(rope["short_factor"], dtype=np.float32)
+        out["rope_factors_long.weight"] = np.asarray(rope["long_factor"], dtype=np.float32)
+    for l in range(L):
+        p, b = f"model.layers.{l}.", f"blk.{l}."
+        if arch == "phi3":
+            out[b + "attn_qkv.weight"] = f32(p + "self_attn.qkv_proj.weight")
+            out[b + "ffn_up.weight"] = f32(p + "mlp.gate_up_proj.weight")
+        else:
+            q, k = f32(p + "self_attn.q_proj.weight"), f32(p + "self_attn.k_proj.weight")
+            if arch == "smollm3":  # converted by llama.cpp's LlamaModel: Q/K rows permuted
+                q, k = llama_permute(q, nh), llama_permute(k, nkv)
+            out[b + "attn_q.weight"], out[b + "attn_k.weight"] = q, k
+            out[b + "attn_v.weight"] = f32(p + "self_attn.v_proj.weight")
+            out[b + "ffn_gate.weight"] = f32(p + "mlp.gate_proj.weight")
+            out[b + "ffn_up.weight"] = f32(p + "mlp.up_proj.weight")
+        out[b + "attn_output.weight"] = f32(p + "self_attn.o_proj.weight")
+        out[b + "ffn_down.weight"] = f32(p + "mlp.down_proj.weight")
+        if p + "self_attn.q_norm.weight" in t:
+            out[b + "attn_q_norm.weight"] = norm(p + "self_attn.q_norm.weight")
+            out[b + "attn_k_norm.weight"] = norm(p + "self_attn.k_norm.weight")
+        if gemma:
+            out[b + "attn_norm.weight"] = norm(p + "input_layernorm.weight")
+            out[b + "post_attention_norm.weight"] = norm(p + "post_attention_layernorm.weight")
+            out[b + "ffn_norm.weight"] = norm(p + "pre_feedforward_layernorm.weight")
+            out[b + "post_ffw_norm.weight"] = norm(p + "post_feedforward_layernorm.weight")
+        elif arch == "olmo2":
+            out[b + "post_attention_norm.weight"] = f32(p + "post_attention_layernorm.weight")
+            out[b + "post_ffw_norm.weight"] = f32(p + "post_feedforward_layernorm.weight")
+        else:
+            out[b + "attn_norm.weight"] = f32(p + "input_layernorm.weight")
+            out[b + "ffn_norm.weight"] = f32(p + "post_attention_layernorm.weight")
+    for tname, arr in out.items():
+        w.add_tensor(tname, np.ascontiguousarray(arr))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
