@@ -275,6 +275,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         ("path", m.path),
         ("name", i["name"] or "-"),
         ("architecture", i["architecture"]),
+        ("family settings", i.get("features") or "-"),
         ("source", i["source"]),
         ("weights dtype", i["dtype"]),
         ("parameters", f"{i['parameters']:,} ({i['parameters'] / 1e6:.1f}M)"),

@@ -481,7 +481,9 @@ PHI3_ORIG_CTX = 32  # longrope: short factors below position 32, long factors fr
 def family_config(family: str, llama_cpp_compatible: bool = False) -> Any:
     """A tiny transformers config of a family (its real config scaled down) with every
     distinctive feature switched on. ``llama_cpp_compatible``: only settings llama.cpp can
-    read from a GGUF (Gemma: query_pre_attn_scalar = head_dim; Phi-3: no sliding window)."""
+    read from a GGUF and computes as transformers does (Gemma: query_pre_attn_scalar =
+    head_dim; Phi-3: no sliding window, which llama.cpp switches off, and long factors equal
+    to the short ones, since llama.cpp chooses between them by context size, not position)."""
     import transformers as tf
 
     common = dict(vocab_size=VOCAB, bos_token_id=BOS_ID, eos_token_id=EOS_ID, hidden_size=HIDDEN,
@@ -508,6 +510,8 @@ def family_config(family: str, llama_cpp_compatible: bool = False) -> Any:
                 "original_max_position_embeddings": PHI3_ORIG_CTX,
                 "short_factor": [1.0 + 0.25 * i for i in range(half)],
                 "long_factor": [2.0 + 1.5 * i for i in range(half)]}
+        if llama_cpp_compatible:  # llama.cpp picks one set by context size (padded to 256): make them equal
+            rope["long_factor"] = list(rope["short_factor"])
         return tf.Phi3Config(rope_parameters=rope, original_max_position_embeddings=PHI3_ORIG_CTX,
                              sliding_window=None if llama_cpp_compatible else 24, **common)
     raise ValueError(family)
@@ -542,6 +546,21 @@ def hf_incremental_logits(model: Any, ids: Sequence[int]) -> np.ndarray:
             past = r.past_key_values
             out.append(r.logits[0, -1].to(torch.float32).numpy())
     return np.stack(out)
+
+
+def hf_greedy_cached(model: Any, ids: Sequence[int], n: int) -> List[int]:
+    """Greedy decoding as generate() does it (prefill the prompt, then one token at a time
+    through the KV cache), without its end-of-sequence handling: exactly n tokens."""
+    import torch
+
+    with torch.no_grad():
+        r = model(torch.tensor([list(ids)]), use_cache=True)
+        out: List[int] = []
+        for i in range(n):
+            out.append(int(r.logits[0, -1].argmax()))
+            r = model(torch.tensor([[out[-1]]]), past_key_values=r.past_key_values, use_cache=True,
+                      position_ids=torch.tensor([[len(ids) + i]]))
+    return out
 
 
 def write_family_gguf(folder: str, path: str, name: str = "loomrt-family-test") -> str:

@@ -109,6 +109,7 @@ int32_t lrt_model_get_str(const lrt_model *m, int32_t key, const char **out, siz
     case LRT_STR_DTYPE: s = m->dtype_name; break;
     case LRT_STR_SOURCE: s = m->is_gguf ? "gguf" : "safetensors"; break;
     case LRT_STR_NAME: s = m->name; break;
+    case LRT_STR_FEATURES: s = m->features; break;
     case LRT_STR_CHAT_TEMPLATE: {
       size_t n;
       lrt_text_chat_template(m, out, &n);

@@ -797,6 +797,7 @@ static int32_t gguf_family(const lrt_gguf_file *g, const char *arch, lrt_config 
   snprintf(key, sizeof key, "%s.attention.scale", arch);
   if ((st = gguf_float(g, key, 1e-9, 1e9, &scale, 0))) return st;
   c->attn_scale = scale > 0.0 ? (float)scale : (float)(1.0 / sqrt(c->attn_scalar > 0.0 ? c->attn_scalar : (double)c->head_dim));
+  if (scale > 0.0) c->attn_scalar = 1.0 / (scale * scale); /* reported only (loomrt info) */
   return LRT_OK;
 }
 

@@ -613,6 +613,7 @@ static const char *ext_of(const char *path, size_t len) {
 }
 
 static int32_t finish_load(lrt_model *m);
+static void describe_features(lrt_model *m);
 static void gguf_name(lrt_model *m);
 
 int32_t lrt_model_load(const char *path, int32_t flags, lrt_model **out) {
@@ -654,6 +655,7 @@ static int32_t finish_load(lrt_model *m) {
   if ((st = m->is_gguf ? bind_gguf(m) : bind_hf(m))) return st;
   if ((m->open_flags & LRT_OPEN_QUANTIZE_Q8_0) && (st = quantize_all(m))) return st;
   if (!m->cfg.learned_pos && (st = rope_table(m))) return st;
+  describe_features(m);
   { /* eos ids outside the vocabulary can never be sampled: drop them */
     int k = 0;
     for (int i = 0; i < m->cfg.n_eos; i++)
@@ -672,6 +674,45 @@ static int32_t finish_load(lrt_model *m) {
     if (m->quantized_at_load && m->layers[0].w_up.dtype == LRT_DT_Q8_0) snprintf(m->dtype_name, sizeof m->dtype_name, "%s", "q8_0");
   }
   return LRT_OK;
+}
+
+/* m->features: what this family computes beyond a Llama-style model, in words (loomrt info). */
+static void describe_features(lrt_model *m) {
+  const lrt_config *c = &m->cfg;
+  char *b = m->features;
+  size_t cap = sizeof m->features, n = 0;
+  b[0] = 0;
+#define ADD(...) do { if (n < cap) { int w_ = snprintf(b + n, cap - n, n ? "; " : "%s", ""); if (w_ > 0) n += (size_t)w_; } \
+                      if (n < cap) { int w_ = snprintf(b + n, cap - n, __VA_ARGS__); if (w_ > 0) n += (size_t)w_; } } while (0)
+  if (c->head_dim * c->n_heads != c->dim && !c->learned_pos) ADD("head_dim %lld (not hidden / heads)", (long long)c->head_dim);
+  if (c->qk_norm == LRT_QK_NORM_HEAD) ADD("q/k RMSNorm per head");
+  if (c->qk_norm == LRT_QK_NORM_FULL) ADD("q/k RMSNorm over the whole projection");
+  if (c->arch == LRT_ARCH_GEMMA2 || c->arch == LRT_ARCH_GEMMA3) ADD("RMSNorm weight 1 + w");
+  if (c->embed_scale != 0.0f) ADD("embeddings x %g", (double)c->embed_scale);
+  if (c->geglu) ADD("GeGLU (tanh GELU)");
+  if (c->post_norms) ADD(c->pre_norms ? "norms before and after attention and MLP" : "norms after attention and MLP (none before)");
+  if (c->fused_qkv) ADD("fused qkv and gate_up");
+  if (c->attn_scalar > 0.0 && c->attn_scalar != (double)c->head_dim) ADD("query_pre_attn_scalar %g", c->attn_scalar);
+  if (c->attn_softcap != 0.0f) ADD("attention soft-cap %g", (double)c->attn_softcap);
+  if (c->final_softcap != 0.0f) ADD("final-logit soft-cap %g", (double)c->final_softcap);
+  if (c->sliding_window > 0) {
+    int64_t k = 0;
+    for (int64_t l = 0; l < c->n_layers; l++) k += (c->layer_kind[l] & LRT_LAYER_SLIDING) != 0;
+    if (!c->any_sliding) k = c->n_layers;
+    ADD("sliding window %lld on %lld of %lld layers", (long long)c->sliding_window, (long long)k, (long long)c->n_layers);
+  }
+  if (c->rope_local_theta > 0.0) ADD("local RoPE base %g on sliding layers, global base %g", c->rope_local_theta, c->rope_theta);
+  if (c->rope_linear > 0.0) ADD("RoPE linear scaling / %g%s", c->rope_linear, c->rope_local_theta > 0.0 ? " (global layers)" : "");
+  if (c->rope_llama3) ADD("Llama 3 RoPE scaling (factor %g)", c->rope_factor);
+  {
+    int64_t k = 0;
+    for (int64_t l = 0; l < c->n_layers; l++) k += (c->layer_kind[l] & LRT_LAYER_NO_ROPE) != 0;
+    if (k) ADD("no RoPE on %lld of %lld layers", (long long)k, (long long)c->n_layers);
+  }
+  if (!c->learned_pos && c->rotary_dim != c->head_dim) ADD("partial rotary: %lld of %lld dims", (long long)c->rotary_dim, (long long)c->head_dim);
+  if (c->rope_longrope)
+    ADD("longrope: short factors below position %g, long from it, attention factor %g", c->rope_orig_ctx, c->rope_attn_factor);
+#undef ADD
 }
 
 static void gguf_name(lrt_model *m) {

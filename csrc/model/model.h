@@ -51,6 +51,7 @@ struct lrt_model {
   uint64_t weight_bytes, resident_bytes, n_params;
   char dtype_name[16];
   char name[256];
+  char features[512]; /* the family's distinctive settings in words (LRT_STR_FEATURES) */
   /* Attached by api/ at open and freed by lrt_model_close (the model layer never reads them):
    * the text side (chat template, end-of-generation ids, copied buffers) and the tokenizer
    * (NULL when absent or unusable; tok_status / tok_msg say why). */
