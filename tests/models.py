@@ -576,7 +576,20 @@ def write_family_gguf(folder: str, path: str, name: str = "loomrt-family-test") 
     arch = {"gemma3_text": "gemma3"}.get(mt, mt)
     L, d, nh, nkv = cfg["num_hidden_layers"], cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
     hd = cfg.get("head_dim") or d // nh
-    rope = cfg.get("rope_parameters") or {}
+    # rope settings in either style: transformers 5's rope_parameters, or the older top-level
+    # rope_theta / rope_scaling / partial_rotary_factor / rope_local_base_freq
+    rope = dict(cfg.get("rope_parameters") or {})
+    if arch == "gemma3" and "full_attention" not in rope:
+        full = dict(cfg.get("rope_scaling") or {"rope_type": "default"}, rope_theta=cfg.get("rope_theta", 1e6))
+        rope = {"full_attention": full, "sliding_attention": {"rope_theta": cfg.get("rope_local_base_freq", 1e4)}}
+    if arch != "gemma3":
+        rope.setdefault("rope_theta", cfg.get("rope_theta", 10000.0))
+        rope.update(cfg.get("rope_scaling") or {})
+        if "type" in rope:
+            rope["rope_type"] = rope.pop("type")
+        rope.setdefault("partial_rotary_factor", cfg.get("partial_rotary_factor", 1.0))
+        if "original_max_position_embeddings" in cfg:
+            rope.setdefault("original_max_position_embeddings", cfg["original_max_position_embeddings"])
     gemma = arch in ("gemma2", "gemma3")
     w = gguf.GGUFWriter(path, arch)
     w.add_name(name)
@@ -596,7 +609,7 @@ def write_family_gguf(folder: str, path: str, name: str = "loomrt-family-test") 
             w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
             w.add_rope_scaling_factor(float(rope["full_attention"]["factor"]))
     else:
-        w.add_rope_freq_base(float(rope.get("rope_theta", 10000.0)))
+        w.add_rope_freq_base(float(rope["rope_theta"]))
     rd = int(hd * rope.get("partial_rotary_factor", 1.0))
     w.add_rope_dimension_count(rd)
     if gemma:
@@ -609,7 +622,7 @@ def write_family_gguf(folder: str, path: str, name: str = "loomrt-family-test") 
     if arch == "phi3":
         if cfg.get("sliding_window"):
             w.add_sliding_window(cfg["sliding_window"])
-        if rope.get("rope_type") == "longrope":
+        if rope.get("rope_type") in ("longrope", "su"):
             orig = rope["original_max_position_embeddings"]
             scale = cfg["max_position_embeddings"] / orig
             w.add_rope_scaling_attn_factors(float(np.sqrt(1 + np.log(scale) / np.log(orig))) if scale > 1 else 1.0)
@@ -634,7 +647,7 @@ def write_family_gguf(folder: str, path: str, name: str = "loomrt-family-test") 
                                   "output_norm.weight": norm("model.norm.weight")}
     if "lm_head.weight" in t:
         out["output.weight"] = f32("lm_head.weight")
-    if arch == "phi3" and rope.get("rope_type") == "longrope":
+    if arch == "phi3" and rope.get("rope_type") in ("longrope", "su"):
         out["rope_factors_short.weight"] = np.asarray(rope["short_factor"], dtype=np.float32)
         out["rope_factors_long.weight"] = np.asarray(rope["long_factor"], dtype=np.float32)
     for l in range(L):
@@ -673,3 +686,147 @@ def write_family_gguf(folder: str, path: str, name: str = "loomrt-family-test") 
     w.write_tensors_to_file()
     w.close()
     return path
+
+
+# ---- seeded family models (golden hashes; no torch) --------------------------------------------
+
+def _seeded_common(arch: str, model_type: str, **extra: Any) -> Dict[str, Any]:
+    cfg = {"architectures": [arch], "model_type": model_type, "vocab_size": VOCAB, "hidden_size": 64,
+           "intermediate_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
+           "max_position_embeddings": 128, "rms_norm_eps": 1e-6, "bos_token_id": BOS_ID, "eos_token_id": EOS_ID,
+           "pad_token_id": 0}
+    cfg.update(extra)
+    return cfg
+
+
+# Hand-written config.json files in the older (transformers 4.x) style the published models
+# carry: rope_theta / rope_scaling at the top level, Gemma 3's rope_local_base_freq and
+# sliding_window_pattern, Phi-3's top-level partial_rotary_factor and longrope rope_scaling.
+SEEDED_FAMILY_CONFIGS: Dict[str, Dict[str, Any]] = {
+    "qwen3": _seeded_common("Qwen3ForCausalLM", "qwen3", head_dim=32, rope_theta=1000000.0, hidden_act="silu",
+                            attention_bias=False, use_sliding_window=False, sliding_window=None,
+                            max_window_layers=28, tie_word_embeddings=False),
+    "gemma2": _seeded_common("Gemma2ForCausalLM", "gemma2", head_dim=32, query_pre_attn_scalar=24,
+                             hidden_activation="gelu_pytorch_tanh", hidden_act="gelu_pytorch_tanh",
+                             attn_logit_softcapping=3.0, final_logit_softcapping=4.0, sliding_window=8,
+                             rope_theta=10000.0, cache_implementation="hybrid"),
+    "gemma3": _seeded_common("Gemma3ForCausalLM", "gemma3_text", num_hidden_layers=6, head_dim=32,
+                             query_pre_attn_scalar=24, hidden_activation="gelu_pytorch_tanh", sliding_window=8,
+                             sliding_window_pattern=6, rope_theta=1000000.0, rope_local_base_freq=10000.0,
+                             rope_scaling={"rope_type": "linear", "factor": 8.0}, attn_logit_softcapping=None,
+                             final_logit_softcapping=None),
+    "smollm3": _seeded_common("SmolLM3ForCausalLM", "smollm3", rope_theta=5000000.0, hidden_act="silu",
+                              no_rope_layers=[1, 1, 1, 0], no_rope_layer_interval=4, use_sliding_window=False,
+                              sliding_window=None, tie_word_embeddings=True),
+    "olmo2": _seeded_common("Olmo2ForCausalLM", "olmo2", rope_theta=500000.0, hidden_act="silu",
+                            attention_bias=False, tie_word_embeddings=False),
+    "phi3": _seeded_common("Phi3ForCausalLM", "phi3", rope_theta=10000.0, hidden_act="silu", partial_rotary_factor=0.75,
+                           original_max_position_embeddings=32, sliding_window=24, tie_word_embeddings=False,
+                           rope_scaling={"type": "longrope", "short_factor": [1.0, 1.25, 1.5, 1.75, 2.0, 2.25],
+                                         "long_factor": [2.0, 3.5, 5.0, 6.5, 8.0, 9.5]}),
+}
+
+
+def family_tensor_shapes(family: str, cfg: Dict[str, Any]) -> List[Tuple[str, Tuple[int, ...]]]:
+    """HF tensor names and shapes of a family's config, in a fixed order."""
+    d, f, v = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
+    hd = cfg.get("head_dim") or d // cfg["num_attention_heads"]
+    qd, kvd = cfg["num_attention_heads"] * hd, cfg["num_key_value_heads"] * hd
+    out: List[Tuple[str, Tuple[int, ...]]] = [("model.embed_tokens.weight", (v, d))]
+    for l in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{l}."
+        if family == "phi3":
+            out += [(p + "self_attn.qkv_proj.weight", (qd + 2 * kvd, d)), (p + "mlp.gate_up_proj.weight", (2 * f, d))]
+        else:
+            out += [(p + "self_attn.q_proj.weight", (qd, d)), (p + "self_attn.k_proj.weight", (kvd, d)),
+                    (p + "self_attn.v_proj.weight", (kvd, d)), (p + "mlp.gate_proj.weight", (f, d)),
+                    (p + "mlp.up_proj.weight", (f, d))]
+        out += [(p + "self_attn.o_proj.weight", (d, qd)), (p + "mlp.down_proj.weight", (d, f))]
+        if family != "olmo2":
+            out += [(p + "input_layernorm.weight", (d,))]
+        out += [(p + "post_attention_layernorm.weight", (d,))]
+        if family in ("gemma2", "gemma3"):
+            out += [(p + "pre_feedforward_layernorm.weight", (d,)), (p + "post_feedforward_layernorm.weight", (d,))]
+        if family == "olmo2":
+            out += [(p + "post_feedforward_layernorm.weight", (d,)), (p + "self_attn.q_norm.weight", (qd,)),
+                    (p + "self_attn.k_norm.weight", (kvd,))]
+        if family in ("qwen3", "gemma3"):
+            out += [(p + "self_attn.q_norm.weight", (hd,)), (p + "self_attn.k_norm.weight", (hd,))]
+    out += [("model.norm.weight", (d,))]
+    if not cfg.get("tie_word_embeddings", family in ("gemma2", "gemma3", "smollm3")):
+        out += [("lm_head.weight", (v, d))]
+    return out
+
+
+def write_seeded_family_folder(folder: str, family: str, seed: int = 4321) -> str:
+    """config.json + model.safetensors of a family from NumPy's PCG64 stream, scaled as
+    seeded_llama_tensors does (Gemma's norm weights, used as 1 + w, are 0.2 u)."""
+    from safetensors.numpy import save_file
+
+    cfg = SEEDED_FAMILY_CONFIGS[family]
+    rng = np.random.default_rng(seed)
+    out: Dict[str, np.ndarray] = {}
+    for name, shape in family_tensor_shapes(family, cfg):
+        u = rng.random(shape) * 2.0 - 1.0
+        if len(shape) == 1:
+            a = 0.2 * u if family in ("gemma2", "gemma3") else 1.0 + 0.2 * u
+        elif name == "model.embed_tokens.weight":
+            a = u / 8.0 if family in ("gemma2", "gemma3") else u  # Gemma multiplies by sqrt(64)
+        else:
+            a = u * np.sqrt(3.0 / shape[1])
+        out[name] = np.ascontiguousarray(a.astype(np.float32))
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "config.json"), "w", encoding="utf-8") as f:
+        json.dump(cfg, f, indent=2, sort_keys=True)
+        f.write("\n")
+    save_file(out, os.path.join(folder, "model.safetensors"))
+    return folder
+
+
+# Golden hashes of the seeded family models (write_seeded_family_folder; the GGUF copy gives the
+# same): tests/test_determinism.py (through Python) and tests/test_matrix.py (the C driver on
+# every build). They change only with LRT_NUMERICS_VERSION.
+FAMILY_GOLDEN: Dict[str, Dict[str, str]] = {
+    "qwen3": {
+        "logits": "cd75c86ccd338113c938255a27253a6f649ccdfe4ceb18dfbeda65090674b611",
+        "greedy ids": "38e4927c5e3a94d2083ec259bd2cbebfdeb1117b128f7be13f7677d5173c76cf",
+        "greedy logits": "b5149349af4a3e0eaa2d0e62196f9f1409caddaf5f50cf71798d34a4c11e22be",
+        "sampled ids": "75a6bf27afc4cf6188d5e2917aca1e3906ab508e555a2491a65deb24580dd7d3",
+        "sampled logits": "9d05ba10ff5845e03688e625421fe793c042fffaf602124198e4b5a0269225b2",
+    },
+    "gemma2": {
+        "logits": "ffd2b1c1ece2db0e021419d286e9c7c822d7ad7015f213bace558c326b7734f2",
+        "greedy ids": "28f16d5be1298a2f206985d1991fa8282eb1397619e822003d5a5ea312792aa3",
+        "greedy logits": "c2c144b808110ff64b0bad6df34090c7d032390671c32541e715f38eb681361d",
+        "sampled ids": "32068365767330d694966eac6771df229a5ec842353464a39ddff47cead38000",
+        "sampled logits": "466574d29fd3318dd7fe6b13e475050e59e1822ba96f11d630d8c68efd97d471",
+    },
+    "gemma3": {
+        "logits": "44a6b434b56647f266521c6795ff57197a53aef7345dfc4255094673f64bd939",
+        "greedy ids": "1f072ad4515ca8fd98f6bfa20bc58f45a39c1bee522c9e240c0b2eb89b66f5c2",
+        "greedy logits": "cb81fb2e6cb95c32d760560b97823174c63a8b9bf6681bffefe59e72d62c5764",
+        "sampled ids": "f07fb5a44412c241564682bbb225cfa94af28dbef4136e1f143cc51c3acbb2fe",
+        "sampled logits": "834b9e5116178cf9f58b2769de211b1a4700477a4ef54bca72fabd2e364819ed",
+    },
+    "smollm3": {
+        "logits": "4e5b85e86e93422fd2f31268e293bd8defc1ca217b85307bac07b27499d47645",
+        "greedy ids": "e5880c4ee88905a7a9fd7eb65432073c772c77d0e466f8c140a6295cd776ade5",
+        "greedy logits": "3864c5f3bacb8716e32496c2c814f562f0e77132341f042c5db376e822037278",
+        "sampled ids": "996281fd804e7b938a68f2e8a29571ad7df08c92b962f771951009cfc02944c5",
+        "sampled logits": "0c25ecb3d7e3708a2169d01116a0142bbf017bec6ec90e0f789c58687840b4d3",
+    },
+    "olmo2": {
+        "logits": "265fe42a47891a79391a0604f445bce7aae211b3592d2f31ab16d1ddffee324e",
+        "greedy ids": "78570e949e7337602d216df74f06d483bfb650d07798ed5aa6001f7925368860",
+        "greedy logits": "f2f963580be7b474423d5c22d1da818e03714952683aac5e054dad014f3776e5",
+        "sampled ids": "01200ec672dca2cb58e3ff75dbf926d629dfeb06ab56fc743b43dd60c7c72da9",
+        "sampled logits": "fedb217b758e90e5979c3655dfaedd265f94d08601b0a2e3e2276b8eab7ab71b",
+    },
+    "phi3": {
+        "logits": "6acb024233792b6c22bc74481f70d15a35834ab07c197eee84bddaf4693b43bd",
+        "greedy ids": "dc90877533f6df5e82b13fa42143abd37f414595a713cd81cb4862f8a4e66773",
+        "greedy logits": "412ca3928b3e804bb71a949f045c0579c2e699ac358ffda76923ed5f3bc90b9e",
+        "sampled ids": "f285740851f7a662750105ded9fa94eec10ce8b24e69644743a08c46cf8714e1",
+        "sampled logits": "b25b455a2497d71cb2ae4fab76b6ec48e1eb335525389795f15d0f8da5a2593e",
+    },
+}
