@@ -258,14 +258,16 @@ class Model:
                                        "or add the model's tokenizer.json to the folder")
         return self.tokenizer
 
-    def apply_chat_template(self, messages: Union[str, Messages], system: Optional[str] = None) -> str:
-        """Render chat messages (or one user message) with the model's chat template."""
+    def apply_chat_template(self, messages: Union[str, Messages], system: Optional[str] = None,
+                            date: Any = None) -> str:
+        """Render chat messages (or one user message) with the model's chat template.
+        ``date`` (a datetime) pins what the template's ``strftime_now`` sees (default: now)."""
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
         msgs = list(messages)
         if system is not None:
             msgs = [{"role": "system", "content": system}] + msgs
-        return self._tok().apply_chat_template(msgs, add_generation_prompt=True)
+        return self._tok().apply_chat_template(msgs, add_generation_prompt=True, date=date)
 
     # ---- generation ----------------------------------------------------------------------
 
