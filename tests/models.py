@@ -563,15 +563,22 @@ def hf_greedy_cached(model: Any, ids: Sequence[int], n: int) -> List[int]:
     return out
 
 
-def write_family_gguf(folder: str, path: str, name: str = "loomrt-family-test") -> str:
-    """GGUF copy of a saved float32 family folder with llama.cpp's tensor names and metadata
-    (as its convert_hf_to_gguf.py writes them) and the test tokenizer."""
+def write_family_gguf(folder: Optional[str], path: str, name: str = "loomrt-family-test",
+                      cfg: Optional[Dict[str, Any]] = None, tensors: Optional[Dict[str, np.ndarray]] = None,
+                      matrix_dtype: Any = np.float32) -> str:
+    """GGUF copy of a saved float32 family folder (or of ``cfg`` + HF-named ``tensors``) with
+    llama.cpp's tensor names and metadata (as its convert_hf_to_gguf.py writes them) and the
+    test tokenizer (padded with unused tokens to the vocabulary size). ``matrix_dtype``:
+    np.float16 writes the matrices as F16 (benchmarks/families.py)."""
     import gguf
     from safetensors.numpy import load_file
 
-    with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
-        cfg = json.load(f)
-    t = load_file(os.path.join(folder, "model.safetensors"))
+    if folder is not None:
+        with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
+            cfg = json.load(f)
+        tensors = load_file(os.path.join(folder, "model.safetensors"))
+    assert cfg is not None and tensors is not None
+    t = tensors
     mt = cfg["model_type"]
     arch = {"gemma3_text": "gemma3"}.get(mt, mt)
     L, d, nh, nkv = cfg["num_hidden_layers"], cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
@@ -628,17 +635,22 @@ def write_family_gguf(folder: str, path: str, name: str = "loomrt-family-test") 
             w.add_rope_scaling_attn_factors(float(np.sqrt(1 + np.log(scale) / np.log(orig))) if scale > 1 else 1.0)
             w.add_rope_scaling_orig_ctx_len(orig)
     tokens, merges = byte_level_vocab()
+    types = [1] * len(tokens)
+    if cfg["vocab_size"] > len(tokens):  # UNUSED (5) filler tokens
+        types += [5] * (cfg["vocab_size"] - len(tokens))
+        tokens = tokens + [f"<unused{i}>" for i in range(cfg["vocab_size"] - len(tokens))]
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("default")
     w.add_token_list(tokens)
-    w.add_token_types([1] * len(tokens))
+    w.add_token_types(types)
     w.add_token_merges(merges)
     w.add_bos_token_id(BOS_ID)
     w.add_eos_token_id(EOS_ID)
     w.add_add_bos_token(False)
 
     def f32(n: str) -> np.ndarray:
-        return np.ascontiguousarray(t[n], dtype=np.float32)
+        a = t[n]
+        return np.ascontiguousarray(a, dtype=matrix_dtype if a.ndim == 2 else np.float32)
 
     def norm(n: str) -> np.ndarray:  # llama.cpp's converter stores Gemma norms as 1 + w
         return f32(n) + np.float32(1.0) if gemma else f32(n)
