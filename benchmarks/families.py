@@ -44,6 +44,7 @@ SHAPES: Dict[str, Dict[str, Any]] = {
 
 
 def write_shape(name: str, out_dir: str) -> str:
+    os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, f"{name}-random-f16.gguf")
     if os.path.isfile(path):
         return path
