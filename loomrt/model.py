@@ -183,6 +183,9 @@ class Model:
         self.threads = threads or default_threads()
         self.quantize = quantize
         self.int8_activations = bool(int8_activations)
+        # what chat templates' strftime_now sees when a chat prompt is rendered (None: now);
+        # set it (a datetime.date) to render dated templates reproducibly (CLI: --date)
+        self.chat_date: Any = None
         flags = (_lib.lib.LRT_OPEN_ALLOW_UNKNOWN_CONFIG_KEYS if allow_unknown_config_keys else 0) | \
             (_lib.lib.LRT_OPEN_QUANTIZE_Q8_0 if quantize == "q8_0" else 0) | \
             (_lib.lib.LRT_OPEN_INT8_ACTIVATIONS if int8_activations else 0)
@@ -267,7 +270,8 @@ class Model:
         msgs = list(messages)
         if system is not None:
             msgs = [{"role": "system", "content": system}] + msgs
-        return self._tok().apply_chat_template(msgs, add_generation_prompt=True, date=date)
+        return self._tok().apply_chat_template(msgs, add_generation_prompt=True,
+                                               date=date if date is not None else self.chat_date)
 
     # ---- generation ----------------------------------------------------------------------
 

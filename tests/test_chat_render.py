@@ -118,3 +118,15 @@ def test_tools_absent_is_none_not_undefined():
     out = tokenizer(LLAMA32_STYLE).apply_chat_template([{"role": "user", "content": "hi"}], tools=[TOOL],
                                                        date=datetime.date(2024, 1, 1))
     assert "Tools: [" in out
+
+
+def test_model_chat_date_and_cli_flag(micro_folder, capsys):
+    import loomrt
+    from loomrt.cli import main
+
+    m = loomrt.Model(micro_folder, tokenizer=tokenizer(LLAMA32_STYLE))
+    m.chat_date = datetime.date(2025, 3, 9)
+    assert "Today Date: 09 Mar 2025" in m.apply_chat_template("hi")
+    assert "Today Date: 01 Jan 2024" in m.apply_chat_template("hi", date=datetime.date(2024, 1, 1))
+    assert main(["hash", micro_folder, "hi", "--chat", "--date", "9 March"]) != 0
+    assert "--date" in capsys.readouterr().err
