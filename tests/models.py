@@ -569,7 +569,7 @@ def write_family_gguf(folder: Optional[str], path: str, name: str = "loomrt-fami
     """GGUF copy of a saved float32 family folder (or of ``cfg`` + HF-named ``tensors``) with
     llama.cpp's tensor names and metadata (as its convert_hf_to_gguf.py writes them) and the
     test tokenizer (padded with unused tokens to the vocabulary size). ``matrix_dtype``:
-    np.float16 writes the matrices as F16 (benchmarks/families.py)."""
+    np.float16 writes the matrices as F16 (benchmarks/families.py), "q8_0" as gguf-py's Q8_0."""
     import gguf
     from safetensors.numpy import load_file
 
@@ -650,7 +650,8 @@ def write_family_gguf(folder: Optional[str], path: str, name: str = "loomrt-fami
 
     def f32(n: str) -> np.ndarray:
         a = t[n]
-        return np.ascontiguousarray(a, dtype=matrix_dtype if a.ndim == 2 else np.float32)
+        dt = matrix_dtype if a.ndim == 2 and matrix_dtype != "q8_0" else np.float32
+        return np.ascontiguousarray(a, dtype=dt)
 
     def norm(n: str) -> np.ndarray:  # llama.cpp's converter stores Gemma norms as 1 + w
         return f32(n) + np.float32(1.0) if gemma else f32(n)
@@ -692,7 +693,11 @@ def write_family_gguf(folder: Optional[str], path: str, name: str = "loomrt-fami
             out[b + "attn_norm.weight"] = f32(p + "input_layernorm.weight")
             out[b + "ffn_norm.weight"] = f32(p + "post_attention_layernorm.weight")
     for tname, arr in out.items():
-        w.add_tensor(tname, np.ascontiguousarray(arr))
+        if matrix_dtype == "q8_0" and arr.ndim == 2:  # gguf-py's Q8_0 blocks, stored raw
+            q = gguf.quants.quantize(np.ascontiguousarray(arr, dtype=np.float32), gguf.GGMLQuantizationType.Q8_0)
+            w.add_tensor(tname, q, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+        else:
+            w.add_tensor(tname, np.ascontiguousarray(arr))
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

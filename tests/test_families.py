@@ -150,6 +150,30 @@ def test_kernel_paths_threads_and_chunking_give_the_same_bits(fam, family):
         loomrt.set_kernel_path(before)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_bf16_and_q8_0(fam, tmp_path, family):
+    """BF16 checkpoint against transformers running the same bf16 weights widened to f32;
+    quantized to Q8_0 at load (fused Phi-3 matrices split by rows of blocks) bit-identical to
+    a Q8_0 GGUF written by gguf-py, and still close to the float model."""
+    import copy
+
+    import torch
+
+    f = fam(family)
+    folder = str(tmp_path / "bf16")
+    copy.deepcopy(f.hf).to(torch.bfloat16).save_pretrained(folder, safe_serialization=True)
+    m = loomrt.load(folder, threads=2)
+    assert m.info["dtype"] == "bf16"
+    ref = reference_logits(family, models.load_hf_folder(folder, torch.float32), SEQ)
+    assert rel_err(m.logits(SEQ), ref) <= REL_TOL
+    q_load = loomrt.load(f.folder, threads=2, quantize="q8_0")
+    q_file = loomrt.load(models.write_family_gguf(f.folder, str(tmp_path / "q8.gguf"), matrix_dtype="q8_0"), threads=3)
+    assert q_load.info["dtype"] == q_file.info["dtype"] == "q8_0"
+    a, b = q_load.logits(SEQ), q_file.logits(SEQ)
+    assert np.array_equal(a, b), float(np.abs(a - b).max())
+    assert 1e-6 < rel_err(a, f.logits) < 5e-2
+
+
 # ---- llama.cpp ------------------------------------------------------------------------------------
 
 LLAMA_CHILD = r"""
