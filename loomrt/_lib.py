@@ -122,6 +122,7 @@ STR_KEYS = {
     "dtype": lib.LRT_STR_DTYPE,
     "source": lib.LRT_STR_SOURCE,
     "name": lib.LRT_STR_NAME,
+    "features": lib.LRT_STR_FEATURES,
 }
 
 

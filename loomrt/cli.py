@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Answer one message, or chat interactively when no prompt is given.")
     c.add_argument("args", nargs="*", metavar="[MODEL] [PROMPT]", help="optional model, then an optional message")
     c.add_argument("--system", default=None, help="system message")
+    c.add_argument("--date", default=None, metavar="YYYY-MM-DD",
+                   help="the date chat templates see (strftime_now), for a reproducible prompt (default: today)")
     _add_model_args(c)
     _add_sampling_args(c, 256)
     c.set_defaults(_parser=c)
@@ -92,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("args", nargs="+", metavar="[MODEL] PROMPT", help="optional model, then the prompt")
     h.add_argument("--ids", action="store_true", help="PROMPT is token ids separated by commas or spaces")
     h.add_argument("--chat", action="store_true", help="render PROMPT as a user message with the chat template")
+    h.add_argument("--date", default=None, metavar="YYYY-MM-DD",
+                   help="with --chat: the date the chat template sees (strftime_now; default: today)")
     h.add_argument("--json", action="store_true", help="print one JSON object")
     _add_model_args(h)
     _add_sampling_args(h, 32)
@@ -194,11 +198,21 @@ def _split_model_prompt(args: argparse.Namespace, need_prompt: bool) -> tuple:
 
 def _load(model: Optional[str], args: argparse.Namespace) -> Model:
     path = model if model is not None else default_model_path()
-    return load(path, threads=args.threads, context=args.context,
-                allow_unknown_config_keys=args.allow_unknown_config_keys, quantize=getattr(args, "quantize", None),
-                int8_activations=getattr(args, "int8_activations", False),
-                allow_unused_tensors=getattr(args, "allow_unused_tensors", False),
-                mmap=not getattr(args, "no_mmap", False))
+    date = None
+    if getattr(args, "date", None):
+        import datetime
+
+        try:
+            date = datetime.date.fromisoformat(args.date)
+        except ValueError:
+            raise errors.InvalidArgumentError(f"--date: {args.date!r} is not a date like 2025-03-09") from None
+    m = load(path, threads=args.threads, context=args.context,
+             allow_unknown_config_keys=args.allow_unknown_config_keys, quantize=getattr(args, "quantize", None),
+             int8_activations=getattr(args, "int8_activations", False),
+             allow_unused_tensors=getattr(args, "allow_unused_tensors", False),
+             mmap=not getattr(args, "no_mmap", False))
+    m.chat_date = date
+    return m
 
 
 def _sampling(args: argparse.Namespace) -> Dict[str, object]:
@@ -352,6 +366,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         ("path", m.path),
         ("name", i["name"] or "-"),
         ("architecture", i["architecture"]),
+        ("family settings", i.get("features") or "-"),
         ("source", i["source"]),
         ("weights dtype", i["dtype"]),
         ("parameters", f"{i['parameters']:,} ({i['parameters'] / 1e6:.1f}M)"),

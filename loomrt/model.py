@@ -283,6 +283,9 @@ class Model:
         self.quantize = quantize
         self.int8_activations = bool(int8_activations)
         self.mmap = mmap
+        # what chat templates' strftime_now sees when a chat prompt is rendered (None: now);
+        # set it (a datetime.date) to render dated templates reproducibly (CLI: --date)
+        self.chat_date: Any = None
         flags = (_lib.lib.LRT_OPEN_ALLOW_UNKNOWN_CONFIG_KEYS if allow_unknown_config_keys else 0) | \
             (_lib.lib.LRT_OPEN_QUANTIZE_Q8_0 if quantize == "q8_0" else 0) | \
             (_lib.lib.LRT_OPEN_INT8_ACTIVATIONS if int8_activations else 0) | \
@@ -379,14 +382,17 @@ class Model:
                                        "pass token ids instead of text, or add the model's tokenizer.json to the folder")
         return self.tokenizer
 
-    def apply_chat_template(self, messages: Union[str, Messages], system: Optional[str] = None) -> str:
-        """Render chat messages (or one user message) with the model's chat template."""
+    def apply_chat_template(self, messages: Union[str, Messages], system: Optional[str] = None,
+                            date: Any = None) -> str:
+        """Render chat messages (or one user message) with the model's chat template.
+        ``date`` (a datetime) pins what the template's ``strftime_now`` sees (default: now)."""
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
         msgs = list(messages)
         if system is not None:
             msgs = [{"role": "system", "content": system}] + msgs
-        return self._tok().apply_chat_template(msgs, add_generation_prompt=True)
+        return self._tok().apply_chat_template(msgs, add_generation_prompt=True,
+                                               date=date if date is not None else self.chat_date)
 
     # ---- generation ----------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ detokenization::
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -88,6 +89,27 @@ def _tojson(
     return json.dumps(
         value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
     )
+
+
+_REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
+
+
+def _template_message(message: Mapping[str, Any]) -> dict[str, Any]:
+    """A message as transformers hands it to a template: a deep plain copy (dicts, lists,
+    scalars) with its reasoning also under ``reasoning_content`` and ``thinking``."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, Mapping):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return type(v)(plain(x) for x in v) if isinstance(v, tuple) else [plain(x) for x in v]
+        return v
+
+    out = plain(message)
+    reasoning = next((out[k] for k in _REASONING_FIELDS if out.get(k) is not None), None)
+    if reasoning is not None:
+        out = {"thinking": reasoning, **out, "reasoning_content": reasoning}
+    return out
 
 
 def _make_template_env() -> jinja2.sandbox.ImmutableSandboxedEnvironment:
@@ -343,8 +365,12 @@ class Tokenizer:
         ``tojson`` filter, ``raise_exception``, ``loopcontrols`` and
         ``{% generation %}`` blocks).  Variables: ``messages``,
         ``add_generation_prompt``, ``bos_token``, ``eos_token`` plus any
-        ``kwargs`` (e.g. ``tools=...``).  No clock-dependent helpers are
-        provided, so rendering is deterministic.
+        ``kwargs`` (e.g. ``tools=...``; ``tools`` and ``documents`` are None
+        when not given), and ``strftime_now(format)``, which formats ``date``
+        (a ``datetime``; default: now) so that a dated prompt can be rendered
+        reproducibly.  Messages are passed as transformers prepares them
+        (plain copies; ``content`` may be None, ``tool_calls`` are kept; the
+        reasoning under ``reasoning_content`` and ``thinking`` as well).
 
         When the model has no template, ChatML (:data:`CHATML_TEMPLATE`) is
         used.
@@ -372,9 +398,22 @@ class Tokenizer:
                     f"{type(content).__name__}"
                 )
         template = self._template()
-        variables: dict[str, Any] = {"bos_token": self.bos_token or "", "eos_token": self.eos_token or ""}
+        # as transformers' render_jinja_template: tools / documents are None unless given,
+        # strftime_now formats the current time (pinned by date=, for a reproducible
+        # prompt), messages are plain copies with reasoning under its usual names
+        date = kwargs.pop("date", None)
+        when = date if date is not None else datetime.datetime.now()
+        if not isinstance(when, (datetime.date, datetime.datetime)):
+            raise InvalidArgumentError("date must be a datetime.date or datetime.datetime (or None: now)")
+        variables: dict[str, Any] = {
+            "bos_token": self.bos_token or "",
+            "eos_token": self.eos_token or "",
+            "tools": None,
+            "documents": None,
+            "strftime_now": lambda fmt: when.strftime(fmt),
+        }
         variables.update(kwargs)
-        variables["messages"] = [dict(m) for m in messages]
+        variables["messages"] = [_template_message(m) for m in messages]
         variables["add_generation_prompt"] = bool(add_generation_prompt)
         try:
             return template.render(**variables)

@@ -86,6 +86,25 @@ def sampled(m: loomrt.Model, prompt, n: int, chunk: int = 0, threads=None, **par
         s.eval([out[-1]])
 
 
+@pytest.mark.parametrize("family", models.FAMILIES)
+def test_family_golden(tmp_path, family):
+    """The newer families' seeded models (tests/models.py FAMILY_GOLDEN, shared with the C
+    matrix): logits and sampled tokens pinned, on the reference path and with 3 threads too."""
+    folder = models.write_seeded_family_folder(str(tmp_path / family), family)
+    golden = models.FAMILY_GOLDEN[family]
+    m = loomrt.load(folder, threads=2)
+    a = m.logits(SEQ)
+    assert np.isfinite(a).all() and a.std() > 0.1
+    assert models.logits_sha256(a) == golden["logits"]
+    assert models.tokens_sha256(sampled(m, SEQ, N_SAMPLED, **SAMPLING)) == golden["sampled ids"]
+    before = loomrt.kernel_path()
+    try:
+        loomrt.set_kernel_path("reference")
+        assert models.logits_sha256(chunked_logits(m, SEQ, 5, threads=3)) == golden["logits"]
+    finally:
+        loomrt.set_kernel_path(before)
+
+
 @pytest.fixture(scope="module")
 def model(seeded_folder):
     return loomrt.load(seeded_folder, threads=2)

@@ -120,8 +120,10 @@ def build_driver(out: str, cc: List[str], opt: str, extra: Sequence[str] = (), c
     return out
 
 
-def check_output(text: str, expect_paths: Optional[Sequence[str]] = None) -> int:
-    """Compare every result line of the driver with GOLDEN; return the number of cells."""
+def check_output(text: str, expect_paths: Optional[Sequence[str]] = None,
+                 golden: Optional[Dict[str, str]] = None) -> int:
+    """Compare every result line of the driver with GOLDEN (or `golden`); return the number of cells."""
+    golden = GOLDEN if golden is None else golden
     lines = text.strip().splitlines()
     assert lines and lines[0] == f"loomrt {loomrt.__version__} numerics {NUMERICS_VERSION}", lines[:1]
     assert lines[-1] == "done", "driver did not finish:\n" + text[-2000:]
@@ -131,9 +133,9 @@ def check_output(text: str, expect_paths: Optional[Sequence[str]] = None) -> int
         kernel, what, digest = parts[0], " ".join(parts[2:-1]), parts[-1]
         paths.add(kernel)
         key = "logits" if what.startswith("logits chunk=") else what
-        assert key in GOLDEN, line
+        assert key in golden, line
         cells += 1
-        if digest != GOLDEN[key]:
+        if digest != golden[key]:
             bad.append(line)
     assert not bad, f"{len(bad)} of {cells} cells differ from the golden hashes:\n" + "\n".join(bad[:20])
     if expect_paths is not None:
@@ -226,6 +228,54 @@ def test_native_matrix(compiler, opt, matrix_models, build_dir, foreign_builds, 
         n += cells
     CELLS[request.node.name] = n
     print(f"\n{request.node.name}: {n} cells")
+
+
+# ---- the newer families -------------------------------------------------------------------------
+
+
+def family_golden(family: str) -> Dict[str, str]:
+    g = dict(models.FAMILY_GOLDEN[family])
+    g["resume ids"], g["resume logits"] = g["sampled ids"], g["sampled logits"]
+    return g
+
+
+@pytest.fixture(scope="module")
+def family_models(tmp_path_factory) -> Dict[str, Dict[str, str]]:
+    """Each family's seeded model (hand-written older-style config.json, PCG64 weights) as a
+    safetensors folder and as a GGUF with llama.cpp's names (torch is not involved)."""
+    root = tmp_path_factory.mktemp("family-models")
+    out = {}
+    for fam in models.FAMILIES:
+        st = models.write_seeded_family_folder(str(root / fam), fam)
+        out[fam] = {"st": st, "gguf": models.write_family_gguf(st, str(root / (fam + ".gguf")))}
+    return out
+
+
+@pytest.mark.parametrize("family", models.FAMILIES)
+def test_family_matrix(family, family_models, build_dir):
+    """gcc -O2: every kernel path x threads 1..3 x chunks {1,3,all} + generation and resume, the
+    GGUF copy, a hostile FP environment: all equal to the family's golden hashes."""
+    exe = os.path.join(build_dir, "drv-gcc-O2-families")
+    if not os.path.exists(exe):
+        build_driver(exe, ["gcc"], "-O2")
+    g, fm = family_golden(family), family_models[family]
+    paths = loomrt.kernel_paths()
+    n = check_output(run_driver([exe], fm["st"], ["--threads", "1,2,3", "--chunks", "1,3,0"]), paths, g)
+    n += check_output(run_driver([exe], fm["gguf"], ["--threads", "1,3", "--chunks", "3,0"]), paths, g)
+    n += check_output(run_driver([exe], fm["st"], ["--threads", "2", "--chunks", "1,0", "--hostile"]), paths, g)
+    assert n >= 60
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target,runner", [("aarch64-linux-musl", "qemu-aarch64"), ("s390x-linux-musl", "qemu-s390x")])
+def test_family_foreign_matrix(target, runner, family_models, foreign_builds):
+    """The families on NEON (aarch64) and on a big-endian host (s390x, byte-swapping loaders)."""
+    exe = foreign_builds[target].result(timeout=900)
+    assert shutil.which(runner), f"{runner} is not installed (tests/install-deps.sh installs qemu-user)"
+    for fam in models.FAMILIES:
+        g, fm = family_golden(fam), family_models[fam]
+        check_output(run_driver([runner, exe], fm["st"], ["--threads", "1,2", "--chunks", "3,0"]), expected_paths(target), g)
+        check_output(run_driver([runner, exe], fm["gguf"], ["--threads", "2", "--chunks", "0"]), expected_paths(target), g)
 
 
 # ---- foreign targets: zig cc -target ..., run under emulators ----------------------------------

@@ -118,6 +118,7 @@ int32_t lrt_model_get_str(const lrt_model *m, int32_t key, const char **out, siz
     case LRT_STR_DTYPE: s = m->dtype_name; break;
     case LRT_STR_SOURCE: s = m->is_gguf ? "gguf" : "safetensors"; break;
     case LRT_STR_NAME: s = m->name; break;
+    case LRT_STR_FEATURES: s = m->features; break;
     case LRT_STR_CHAT_TEMPLATE: {
       size_t n;
       lrt_text_chat_template(m, out, &n);
@@ -276,7 +277,7 @@ int32_t lrt_session_new(lrt_model *m, int64_t context, int32_t threads, lrt_sess
   s->v = (float *)malloc((size_t)(M * kvd) * 4);
   s->hb = (float *)malloc((size_t)(M * c->ffn) * 4);
   s->hb2 = (float *)malloc((size_t)(M * c->ffn) * 4);
-  s->rope_cs = (float *)malloc((size_t)(M * c->head_dim) * 4);
+  s->rope_cs = (float *)malloc((size_t)(2 * M * c->head_dim) * 4);
   s->wrow_cap = c->dim > c->ffn ? c->dim : c->ffn;
   if (qd > s->wrow_cap) s->wrow_cap = qd;
   s->wrow_cap *= 16; /* prefill widens a task's rows (ROW_BLOCK = 16 in forward.c) */

@@ -10,6 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <math.h> /* sqrt only: correctly rounded by IEEE 754 */
+
+#include "../base/lrt_math.h"
 #include "formats.h"
 
 #define CONFIG_MAX_BYTES (16u << 20)
@@ -121,13 +124,131 @@ static int32_t add_eos(lrt_config *cfg, const lj_value *v, const char *where) {
   return LRT_OK;
 }
 
-/* rope_parameters (transformers >= 5) or rope_theta + rope_scaling (older). */
+/* A number or a list of numbers from a rope dict (longrope factors). */
+static int32_t get_factor_list(const lj_value *params, const char *key, int64_t n, double *out) {
+  const lj_value *v = lj_get(params, key);
+  if (!v || v->type != LJ_ARRAY)
+    return lrt_err(LRT_ERR_FORMAT, "config.json: longrope \"%s\" must be a list of %lld numbers", key, (long long)n);
+  if ((int64_t)v->count != n)
+    return lrt_err(LRT_ERR_FORMAT, "config.json: longrope \"%s\" has %lld numbers; rotary dimension / 2 = %lld",
+                   key, (long long)v->count, (long long)n);
+  for (size_t i = 0; i < v->count; i++) {
+    if (v->items[i].type != LJ_NUMBER || !(v->items[i].number > 0.0) || v->items[i].number > 1e9)
+      return lrt_err(LRT_ERR_FORMAT, "config.json: longrope \"%s\"[%zu] must be a positive number", key, i);
+    out[i] = v->items[i].number;
+  }
+  return LRT_OK;
+}
+
+/* One rope dict (rope_parameters, rope_scaling, or one layer type's entry of Gemma 3's
+ * per-layer-type rope_parameters). `theta` receives rope_theta when the dict has one.
+ * `ext`: the newer families, which may use linear / longrope scaling and partial rotary. */
+static int32_t read_rope_dict(const lj_value *root, const lj_value *params, lrt_config *cfg, double *theta,
+                              int ext, int local) {
+  int32_t st;
+  if (params->type != LJ_OBJECT) return lrt_err(LRT_ERR_FORMAT, "config.json: a rope dict must be an object");
+  if (theta && (st = get_num(params, "config.json rope_parameters", "rope_theta", 1e-6, 1e12, theta, 0))) return st;
+  const lj_value *type = lj_get(params, "rope_type");
+  if (!type) type = lj_get(params, "type");
+  const char *t = type && type->type == LJ_STRING ? type->str : "default";
+  if (type && type->type != LJ_STRING)
+    return lrt_err(LRT_ERR_FORMAT, "config.json: rope type must be a string");
+  static const char *const known_default[] = {"rope_type", "type", "rope_theta", NULL};
+  static const char *const known_default_ext[] = {"rope_type", "type", "rope_theta", "partial_rotary_factor", NULL};
+  static const char *const known_llama3[] = {"rope_type", "type", "rope_theta", "factor",
+                                             "low_freq_factor", "high_freq_factor",
+                                             "original_max_position_embeddings", NULL};
+  static const char *const known_linear[] = {"rope_type", "type", "rope_theta", "factor", "partial_rotary_factor", NULL};
+  static const char *const known_longrope[] = {"rope_type", "type", "rope_theta", "factor", "short_factor",
+                                               "long_factor", "attention_factor", "original_max_position_embeddings",
+                                               "partial_rotary_factor", NULL};
+  const char *const *known;
+  const char *w = "config.json rope scaling";
+  if (ext) { /* partial_rotary_factor (transformers >= 5 keeps it in the rope dict) */
+    double prf = 1.0;
+    const lj_value *pv = lj_get(params, "partial_rotary_factor");
+    if (pv && pv->type != LJ_NULL) {
+      if ((st = get_num(params, w, "partial_rotary_factor", 1e-6, 1.0, &prf, 0))) return st;
+      int64_t rd = (int64_t)((double)cfg->head_dim * prf); /* int(head_dim * factor), as transformers */
+      if (rd < 2 || rd % 2) return lrt_err(LRT_ERR_FORMAT, "config.json: partial_rotary_factor %g gives an odd or empty rotary dimension", prf);
+      cfg->rotary_dim = rd;
+    }
+  }
+  if (strcmp(t, "default") == 0) {
+    known = ext ? known_default_ext : known_default;
+  } else if (strcmp(t, "llama3") == 0 && !local) {
+    known = known_llama3;
+    cfg->rope_llama3 = 1;
+    if ((st = get_num(params, w, "factor", 1e-6, 1e6, &cfg->rope_factor, 1))) return st;
+    if ((st = get_num(params, w, "low_freq_factor", 1e-6, 1e6, &cfg->rope_low_freq, 1))) return st;
+    if ((st = get_num(params, w, "high_freq_factor", 1e-6, 1e6, &cfg->rope_high_freq, 1))) return st;
+    if ((st = get_num(params, w, "original_max_position_embeddings", 1, 1e9, &cfg->rope_orig_ctx, 1))) return st;
+    if (!(cfg->rope_high_freq > cfg->rope_low_freq))
+      return lrt_err(LRT_ERR_FORMAT, "config.json: llama3 rope needs high_freq_factor > low_freq_factor");
+  } else if (ext && !local && strcmp(t, "linear") == 0) {
+    known = known_linear;
+    if ((st = get_num(params, w, "factor", 1e-6, 1e6, &cfg->rope_linear, 1))) return st;
+  } else if (ext && !local && cfg->arch == LRT_ARCH_PHI3 && (strcmp(t, "longrope") == 0 || strcmp(t, "su") == 0)) {
+    known = known_longrope;
+    cfg->rope_longrope = 1;
+    double orig = 0.0, factor = 0.0, attn = 0.0;
+    if ((st = get_num(params, w, "original_max_position_embeddings", 1, 1e9, &orig, 0))) return st;
+    if (orig == 0.0 && (st = get_num(root, "config.json", "original_max_position_embeddings", 1, 1e9, &orig, 1))) return st;
+    cfg->rope_orig_ctx = orig;
+    if ((st = get_num(params, w, "factor", 1e-6, 1e6, &factor, 0))) return st;
+    if (factor == 0.0) factor = (double)cfg->ctx / orig; /* transformers' default */
+    if ((st = get_num(params, w, "attention_factor", 1e-6, 1e6, &attn, 0))) return st;
+    if (attn == 0.0) /* sqrt(1 + ln(factor) / ln(original)), 1 when not extended */
+      attn = factor <= 1.0 ? 1.0 : sqrt(1.0 + lrt_log(factor) / lrt_log(orig));
+    cfg->rope_attn_factor = attn;
+    int64_t half = cfg->rotary_dim / 2;
+    if (half > LRT_MAX_ROPE_FACTORS) return lrt_err(LRT_ERR_UNSUPPORTED, "config.json: rotary dimension too large for longrope");
+    if ((st = get_factor_list(params, "short_factor", half, cfg->rope_short))) return st;
+    if ((st = get_factor_list(params, "long_factor", half, cfg->rope_long))) return st;
+  } else {
+    return lrt_err(LRT_ERR_UNSUPPORTED,
+                   "config.json: rope type \"%s\" is not supported%s (loomrt implements default and llama3%s)", t,
+                   local ? " for local layers" : "", ext ? "; linear for this family; longrope for phi3" : "");
+  }
+  for (size_t i = 0; i < params->count; i++)
+    if (!in_list(params->members[i].key, known))
+      return lrt_err(LRT_ERR_UNSUPPORTED, "config.json: rope key \"%s\" is not understood by loomrt; it changes positional encoding",
+                     params->members[i].key);
+  return LRT_OK;
+}
+
+/* rope_parameters (transformers >= 5) or rope_theta + rope_scaling (older). Gemma 3's
+ * rope_parameters hold one dict per layer type ("full_attention", "sliding_attention"). */
 static int32_t read_rope(const lj_value *root, lrt_config *cfg) {
   int32_t st;
+  int ext = cfg->arch >= LRT_ARCH_QWEN3;
   const lj_value *rp = lj_get(root, "rope_parameters");
   const lj_value *rs = lj_get(root, "rope_scaling");
   cfg->rope_theta = 10000.0;
+  cfg->rotary_dim = cfg->head_dim;
   if ((st = get_num(root, "config.json", "rope_theta", 1e-6, 1e12, &cfg->rope_theta, 0))) return st;
+  if (ext) { /* older configs: partial_rotary_factor at the top level (Phi-4-mini) */
+    double prf = 1.0;
+    if ((st = get_num(root, "config.json", "partial_rotary_factor", 1e-6, 1.0, &prf, 0))) return st;
+    int64_t rd = (int64_t)((double)cfg->head_dim * prf);
+    if (rd < 2 || rd % 2) return lrt_err(LRT_ERR_FORMAT, "config.json: partial_rotary_factor %g gives an odd or empty rotary dimension", prf);
+    cfg->rotary_dim = rd;
+  }
+  if (cfg->arch == LRT_ARCH_GEMMA3) {
+    cfg->rope_local_theta = 10000.0;
+    if ((st = get_num(root, "config.json", "rope_local_base_freq", 1e-6, 1e12, &cfg->rope_local_theta, 0))) return st;
+    if (rp && rp->type == LJ_OBJECT && (lj_get(rp, "full_attention") || lj_get(rp, "sliding_attention"))) {
+      for (size_t i = 0; i < rp->count; i++) {
+        const char *k = rp->members[i].key;
+        int local = strcmp(k, "sliding_attention") == 0;
+        if (!local && strcmp(k, "full_attention") != 0)
+          return lrt_err(LRT_ERR_UNSUPPORTED, "config.json: rope_parameters for layer type \"%s\" are not understood by loomrt", k);
+        if ((st = read_rope_dict(root, &rp->members[i].value, cfg, local ? &cfg->rope_local_theta : &cfg->rope_theta, ext, local)))
+          return st;
+      }
+      rp = NULL;
+    }
+  }
   const lj_value *params = NULL;
   if (rp && rp->type != LJ_NULL) {
     if (rp->type != LJ_OBJECT) return lrt_err(LRT_ERR_FORMAT, "config.json: \"rope_parameters\" must be an object");
@@ -139,47 +260,27 @@ static int32_t read_rope(const lj_value *root, lrt_config *cfg) {
     params = rs;
   }
   if (!params) return LRT_OK;
-  const lj_value *type = lj_get(params, "rope_type");
-  if (!type) type = lj_get(params, "type");
-  const char *t = type && type->type == LJ_STRING ? type->str : "default";
-  if (type && type->type != LJ_STRING)
-    return lrt_err(LRT_ERR_FORMAT, "config.json: rope type must be a string");
-  static const char *const known_default[] = {"rope_type", "type", "rope_theta", NULL};
-  static const char *const known_llama3[] = {"rope_type", "type", "rope_theta", "factor",
-                                             "low_freq_factor", "high_freq_factor",
-                                             "original_max_position_embeddings", NULL};
-  const char *const *known;
-  if (strcmp(t, "default") == 0) {
-    known = known_default;
-  } else if (strcmp(t, "llama3") == 0) {
-    known = known_llama3;
-    cfg->rope_llama3 = 1;
-    const char *w = "config.json rope scaling";
-    if ((st = get_num(params, w, "factor", 1e-6, 1e6, &cfg->rope_factor, 1))) return st;
-    if ((st = get_num(params, w, "low_freq_factor", 1e-6, 1e6, &cfg->rope_low_freq, 1))) return st;
-    if ((st = get_num(params, w, "high_freq_factor", 1e-6, 1e6, &cfg->rope_high_freq, 1))) return st;
-    if ((st = get_num(params, w, "original_max_position_embeddings", 1, 1e9, &cfg->rope_orig_ctx, 1))) return st;
-    if (!(cfg->rope_high_freq > cfg->rope_low_freq))
-      return lrt_err(LRT_ERR_FORMAT, "config.json: llama3 rope needs high_freq_factor > low_freq_factor");
-  } else {
-    return lrt_err(LRT_ERR_UNSUPPORTED,
-                   "config.json: rope type \"%s\" is not supported (loomrt implements default and llama3)", t);
-  }
-  for (size_t i = 0; i < params->count; i++)
-    if (!in_list(params->members[i].key, known))
-      return lrt_err(LRT_ERR_UNSUPPORTED, "config.json: rope key \"%s\" is not understood by loomrt; it changes positional encoding",
-                     params->members[i].key);
-  return LRT_OK;
+  /* (rope_theta inside rope_scaling is read for the newer families only: older ones ignored it) */
+  return read_rope_dict(root, params, cfg, params == rp || ext ? &cfg->rope_theta : NULL, ext, 0);
 }
 
+static int32_t check_unknown2(const lj_value *root, const char *const *read, const char *const *read2,
+                              int32_t flags, const char *arch);
 static int32_t check_unknown(const lj_value *root, const char *const *read, int32_t flags,
                              const char *arch) {
+  static const char *const none[] = {NULL};
+  return check_unknown2(root, read, none, flags, arch);
+}
+
+/* Keys of `read` and `read2` (a family's own) are understood, and the inert ones. */
+static int32_t check_unknown2(const lj_value *root, const char *const *read, const char *const *read2,
+                              int32_t flags, const char *arch) {
   if (flags & LRT_OPEN_ALLOW_UNKNOWN_CONFIG_KEYS) return LRT_OK;
   for (size_t i = 0; i < root->count; i++) {
     const char *k = root->members[i].key;
     if (strlen(k) != root->members[i].key_len)
       return lrt_err(LRT_ERR_FORMAT, "config.json: a key contains a NUL character (\"%s\\u0000...\")", k);
-    if (!in_list(k, read) && !in_list(k, INERT_KEYS))
+    if (!in_list(k, read) && !in_list(k, read2) && !in_list(k, INERT_KEYS))
       return lrt_err(LRT_ERR_UNSUPPORTED,
                      "config.json: key \"%s\" is not understood by loomrt for %s and may change the "
                      "model's math; if you know it does not, open with allow_unknown_config_keys=True "
@@ -221,7 +322,9 @@ static int32_t parse_llama_like(const lj_value *root, lrt_config *c) {
   if ((st = get_num(root, "config.json", "rms_norm_eps", 0.0, 1.0, &eps, 0))) return st;
   c->norm_eps = (float)eps;
   static const char *const silu[] = {"silu", NULL};
-  if ((st = require_str(root, "hidden_act", silu, "silu"))) return st;
+  static const char *const gelu_tanh[] = {"gelu_pytorch_tanh", NULL};
+  int gemma = c->arch == LRT_ARCH_GEMMA2 || c->arch == LRT_ARCH_GEMMA3;
+  if ((st = require_str(root, "hidden_act", gemma ? gelu_tanh : silu, gemma ? "gelu_pytorch_tanh" : "silu"))) return st;
   int bias = 0, mlp_bias = 0;
   if ((st = get_bool(root, "attention_bias", &bias))) return st;
   if ((st = get_bool(root, "mlp_bias", &mlp_bias))) return st;
@@ -262,10 +365,160 @@ static int32_t parse_gpt2(const lj_value *root, lrt_config *c) {
   return LRT_OK;
 }
 
+
+/* ---- the newer families (Qwen3, Gemma 2 / 3, SmolLM3, OLMo 2, Phi-3) -------------------- */
+
+static const char *const QWEN3_KEYS[] = {"layer_types", "use_sliding_window", "sliding_window", "max_window_layers", NULL};
+static const char *const GEMMA_KEYS[] = {"hidden_activation", "query_pre_attn_scalar", "attn_logit_softcapping",
+                                         "final_logit_softcapping", "sliding_window", "layer_types",
+                                         "use_bidirectional_attention", "cache_implementation",
+                                         "rope_local_base_freq", "sliding_window_pattern", "_sliding_window_pattern", NULL};
+static const char *const SMOLLM3_KEYS[] = {"no_rope_layers", "no_rope_layer_interval", "layer_types",
+                                           "use_sliding_window", "sliding_window", "max_window_layers", NULL};
+static const char *const OLMO2_KEYS[] = {NULL};
+/* Phi-4-mini's "full_attn_mod" and "interpolate_factor" are read by no transformers code
+ * (remote-code leftovers), so they do not change the math transformers computes. */
+static const char *const PHI3_KEYS[] = {"original_max_position_embeddings", "partial_rotary_factor", "sliding_window",
+                                        "lm_head_bias", "full_attn_mod", "interpolate_factor", "auto_map", NULL};
+
+/* layer_types: "full_attention" / "sliding_attention" per layer, or absent (then `dflt`
+ * says which layers slide). */
+static int32_t read_layer_types(const lj_value *root, lrt_config *c, int (*dflt)(const lrt_config *, int64_t, int64_t),
+                                int64_t arg) {
+  const lj_value *lt = lj_get(root, "layer_types");
+  if (lt && lt->type != LJ_NULL) {
+    if (lt->type != LJ_ARRAY || (int64_t)lt->count != c->n_layers)
+      return lrt_err(LRT_ERR_FORMAT, "config.json: \"layer_types\" must list one type per layer (%lld)", (long long)c->n_layers);
+    for (size_t i = 0; i < lt->count; i++) {
+      const lj_value *e = &lt->items[i];
+      if (e->type == LJ_STRING && strcmp(e->str, "sliding_attention") == 0) c->layer_kind[i] |= LRT_LAYER_SLIDING;
+      else if (!(e->type == LJ_STRING && strcmp(e->str, "full_attention") == 0))
+        return lrt_err(LRT_ERR_UNSUPPORTED, "config.json: layer_types[%zu] is not \"full_attention\" or \"sliding_attention\"", i);
+    }
+  } else if (dflt) {
+    for (int64_t i = 0; i < c->n_layers; i++)
+      if (dflt(c, i, arg)) c->layer_kind[i] |= LRT_LAYER_SLIDING;
+  }
+  return LRT_OK;
+}
+
+static int gemma_pattern(const lrt_config *c, int64_t i, int64_t pattern) {
+  (void)c;
+  return (i + 1) % pattern != 0;
+}
+static int qwen3_pattern(const lrt_config *c, int64_t i, int64_t max_window_layers) {
+  (void)c;
+  return i >= max_window_layers;
+}
+
+/* A positive number or null; `out` stays 0 for null / absent. */
+static int32_t get_cap(const lj_value *root, const char *key, float *out) {
+  double v = 0.0;
+  int32_t st = get_num(root, "config.json", key, 1e-6, 1e9, &v, 0);
+  if (st) return st;
+  *out = (float)v;
+  return LRT_OK;
+}
+
+static int32_t parse_family(const lj_value *root, lrt_config *c) {
+  int32_t st;
+  int64_t big = (int64_t)1 << 40;
+  int slide = 0;
+  c->pre_norms = 1;
+  switch (c->arch) {
+    case LRT_ARCH_QWEN3: {
+      c->qk_norm = LRT_QK_NORM_HEAD;
+      if ((st = get_bool(root, "use_sliding_window", &slide))) return st;
+      if (slide) {
+        int64_t mwl = 0;
+        if ((st = get_int(root, "sliding_window", 1, big, &c->sliding_window, 1))) return st;
+        if ((st = get_int(root, "max_window_layers", 0, 4096, &mwl, 0))) return st;
+        if ((st = read_layer_types(root, c, qwen3_pattern, mwl))) return st;
+      } else if ((st = read_layer_types(root, c, NULL, 0))) {
+        return st;
+      }
+      break;
+    }
+    case LRT_ARCH_GEMMA2:
+    case LRT_ARCH_GEMMA3: {
+      int g3 = c->arch == LRT_ARCH_GEMMA3;
+      static const char *const gelu_tanh[] = {"gelu_pytorch_tanh", NULL};
+      if ((st = require_str(root, "hidden_activation", gelu_tanh, "gelu_pytorch_tanh"))) return st;
+      if ((st = require_off(root, "use_bidirectional_attention", "bidirectional attention"))) return st;
+      c->norm_plus_one = c->post_norms = c->geglu = 1;
+      c->embed_scale = (float)sqrt((double)c->dim); /* hidden_size ** 0.5, rounded to float */
+      if (g3) c->qk_norm = LRT_QK_NORM_HEAD;
+      c->attn_scalar = (double)c->head_dim;
+      if ((st = get_num(root, "config.json", "query_pre_attn_scalar", 1e-6, 1e9, &c->attn_scalar, 0))) return st;
+      if ((st = get_cap(root, "attn_logit_softcapping", &c->attn_softcap))) return st;
+      if ((st = get_cap(root, "final_logit_softcapping", &c->final_softcap))) return st;
+      if (!g3 && !lj_get(root, "attn_logit_softcapping")) c->attn_softcap = 50.0f; /* transformers' defaults */
+      if (!g3 && !lj_get(root, "final_logit_softcapping")) c->final_softcap = 30.0f;
+      if ((st = get_int(root, "sliding_window", 1, big, &c->sliding_window, 0))) return st;
+      int64_t pattern = g3 ? 6 : 2;
+      if ((st = get_int(root, "sliding_window_pattern", 1, 4096, &pattern, 0))) return st;
+      if ((st = get_int(root, "_sliding_window_pattern", 1, 4096, &pattern, 0))) return st;
+      if ((st = read_layer_types(root, c, c->sliding_window ? gemma_pattern : NULL, pattern))) return st;
+      if (g3)
+        for (int64_t i = 0; i < c->n_layers; i++)
+          if (c->layer_kind[i] & LRT_LAYER_SLIDING) c->layer_kind[i] |= LRT_LAYER_LOCAL_ROPE;
+      break;
+    }
+    case LRT_ARCH_SMOLLM3: {
+      if ((st = get_bool(root, "use_sliding_window", &slide))) return st;
+      if (slide) return lrt_err(LRT_ERR_UNSUPPORTED, "config.json: use_sliding_window is not supported for smollm3");
+      int64_t interval = 4;
+      if ((st = get_int(root, "no_rope_layer_interval", 1, 4096, &interval, 0))) return st;
+      const lj_value *nr = lj_get(root, "no_rope_layers");
+      if (nr && nr->type != LJ_NULL) {
+        if (nr->type != LJ_ARRAY || (int64_t)nr->count != c->n_layers)
+          return lrt_err(LRT_ERR_FORMAT, "config.json: \"no_rope_layers\" must hold one 0/1 per layer (%lld)", (long long)c->n_layers);
+        for (size_t i = 0; i < nr->count; i++) {
+          const lj_value *e = &nr->items[i];
+          if (e->type != LJ_NUMBER || !e->is_integer || (e->integer != 0 && e->integer != 1))
+            return lrt_err(LRT_ERR_FORMAT, "config.json: no_rope_layers[%zu] must be 0 or 1 (1: the layer uses RoPE)", i);
+          if (e->integer == 0) c->layer_kind[i] |= LRT_LAYER_NO_ROPE;
+        }
+      } else {
+        for (int64_t i = 0; i < c->n_layers; i++)
+          if ((i + 1) % interval == 0) c->layer_kind[i] |= LRT_LAYER_NO_ROPE;
+      }
+      if ((st = read_layer_types(root, c, NULL, 0))) return st;
+      for (int64_t i = 0; i < c->n_layers; i++)
+        if (c->layer_kind[i] & LRT_LAYER_SLIDING)
+          return lrt_err(LRT_ERR_UNSUPPORTED, "config.json: sliding_attention layers are not supported for smollm3");
+      break;
+    }
+    case LRT_ARCH_OLMO2:
+      c->qk_norm = LRT_QK_NORM_FULL;
+      c->pre_norms = 0;
+      c->post_norms = 1;
+      break;
+    case LRT_ARCH_PHI3: {
+      c->fused_qkv = 1;
+      if ((st = require_off(root, "lm_head_bias", "an LM head bias"))) return st;
+      if ((st = get_int(root, "sliding_window", 1, big, &c->sliding_window, 0))) return st;
+      for (int64_t i = 0; i < c->n_layers && c->sliding_window; i++) c->layer_kind[i] |= LRT_LAYER_SLIDING;
+      break;
+    }
+    default:
+      break;
+  }
+  /* scores times query_pre_attn_scalar ** -0.5 (Gemma) or head_dim ** -0.5, as transformers:
+   * the double rounded to float once */
+  c->attn_scale = (float)(1.0 / sqrt(c->attn_scalar > 0.0 ? c->attn_scalar : (double)c->head_dim));
+  for (int64_t i = 0; i < c->n_layers; i++) c->any_sliding |= c->layer_kind[i] & LRT_LAYER_SLIDING;
+  if (c->any_sliding && c->sliding_window <= 0)
+    return lrt_err(LRT_ERR_FORMAT, "config.json: sliding_attention layers need a \"sliding_window\"");
+  if (!c->any_sliding && c->arch != LRT_ARCH_MISTRAL) c->sliding_window = 0;
+  return LRT_OK;
+}
+
 int32_t lrt_config_from_hf(const char *folder, int32_t flags, lrt_config *c, char *name,
                            size_t name_cap) {
   memset(c, 0, sizeof *c);
   c->bos = -1;
+  c->pre_norms = 1;
   char path[4096];
   if (snprintf(path, sizeof path, "%s/config.json", folder) >= (int)sizeof path)
     return lrt_err(LRT_ERR_INVALID_ARGUMENT, "model path is too long");
@@ -293,6 +546,7 @@ int32_t lrt_config_from_hf_json(const char *text, size_t len, const char *gen_te
   memset(c, 0, sizeof *c);
   if (name && name_cap) name[0] = '\0'; /* "" unless config.json names the model */
   c->bos = -1;
+  c->pre_norms = 1;
   if (len > CONFIG_MAX_BYTES || gen_len > CONFIG_MAX_BYTES)
     return lrt_err(LRT_ERR_FORMAT, "config.json / generation_config.json is larger than %u bytes", (unsigned)CONFIG_MAX_BYTES);
   lj_doc *doc = NULL;
@@ -308,13 +562,20 @@ int32_t lrt_config_from_hf_json(const char *text, size_t len, const char *gen_te
   const lj_value *mt = lj_get(root, "model_type");
   const lj_value *archs = lj_get(root, "architectures");
   const char *a = mt && mt->type == LJ_STRING ? mt->str : NULL;
-  static const struct { const char *model_type, *cls; lrt_arch arch; } ARCHS[] = {
-      {"llama", "LlamaForCausalLM", LRT_ARCH_LLAMA},
-      {"mistral", "MistralForCausalLM", LRT_ARCH_MISTRAL},
-      {"qwen2", "Qwen2ForCausalLM", LRT_ARCH_QWEN2},
-      {"gpt2", "GPT2LMHeadModel", LRT_ARCH_GPT2}};
+  static const struct { const char *model_type, *cls, *name; lrt_arch arch; const char *const *keys; } ARCHS[] = {
+      {"llama", "LlamaForCausalLM", "llama", LRT_ARCH_LLAMA, NULL},
+      {"mistral", "MistralForCausalLM", "mistral", LRT_ARCH_MISTRAL, NULL},
+      {"qwen2", "Qwen2ForCausalLM", "qwen2", LRT_ARCH_QWEN2, NULL},
+      {"gpt2", "GPT2LMHeadModel", "gpt2", LRT_ARCH_GPT2, NULL},
+      {"qwen3", "Qwen3ForCausalLM", "qwen3", LRT_ARCH_QWEN3, QWEN3_KEYS},
+      {"gemma2", "Gemma2ForCausalLM", "gemma2", LRT_ARCH_GEMMA2, GEMMA_KEYS},
+      {"gemma3_text", "Gemma3ForCausalLM", "gemma3", LRT_ARCH_GEMMA3, GEMMA_KEYS},
+      {"smollm3", "SmolLM3ForCausalLM", "smollm3", LRT_ARCH_SMOLLM3, SMOLLM3_KEYS},
+      {"olmo2", "Olmo2ForCausalLM", "olmo2", LRT_ARCH_OLMO2, OLMO2_KEYS},
+      {"phi3", "Phi3ForCausalLM", "phi3", LRT_ARCH_PHI3, PHI3_KEYS}};
+  enum { N_ARCHS = sizeof ARCHS / sizeof ARCHS[0] };
   int found = -1;
-  for (int i = 0; i < 4; i++)
+  for (int i = 0; i < N_ARCHS; i++)
     if (a && strcmp(a, ARCHS[i].model_type) == 0) found = i;
   if (archs && archs->type != LJ_NULL) {
     if (archs->type != LJ_ARRAY || archs->count < 1 || archs->items[0].type != LJ_STRING) {
@@ -323,11 +584,12 @@ int32_t lrt_config_from_hf_json(const char *text, size_t len, const char *gen_te
     }
     const char *cls = archs->items[0].str;
     int by_cls = -1;
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < N_ARCHS; i++)
       if (strcmp(cls, ARCHS[i].cls) == 0) by_cls = i;
     if (by_cls < 0) {
       st = lrt_err(LRT_ERR_UNSUPPORTED, "config.json: architecture \"%s\" is not supported; loomrt runs "
-                   "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM and GPT2LMHeadModel", cls);
+                   "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, GPT2LMHeadModel, Qwen3ForCausalLM, "
+                   "Gemma2ForCausalLM, Gemma3ForCausalLM, SmolLM3ForCausalLM, Olmo2ForCausalLM and Phi3ForCausalLM", cls);
       goto done;
     }
     if (found >= 0 && found != by_cls) {
@@ -338,15 +600,25 @@ int32_t lrt_config_from_hf_json(const char *text, size_t len, const char *gen_te
   }
   if (found < 0) {
     st = lrt_err(a ? LRT_ERR_UNSUPPORTED : LRT_ERR_FORMAT,
-                 a ? "config.json: model_type \"%s\" is not supported; loomrt runs llama, mistral, qwen2 and gpt2"
+                 a ? "config.json: model_type \"%s\" is not supported; loomrt runs llama, mistral, qwen2, gpt2, qwen3, "
+                     "gemma2, gemma3_text, smollm3, olmo2 and phi3"
                    : "config.json: neither \"model_type\" nor \"architectures\" says what the model is%s",
                  a ? a : "");
     goto done;
   }
   c->arch = ARCHS[found].arch;
-  snprintf(c->arch_name, sizeof c->arch_name, "%s", ARCHS[found].model_type);
+  snprintf(c->arch_name, sizeof c->arch_name, "%s", ARCHS[found].name);
 
-  if (c->arch == LRT_ARCH_GPT2) {
+  if (ARCHS[found].keys) { /* the newer families: llama's keys, their own, then their features */
+    if ((st = check_unknown2(root, LLAMA_KEYS, ARCHS[found].keys, flags, c->arch_name))) goto done;
+    if (c->arch == LRT_ARCH_PHI3 && lj_get(root, "attention_bias") && lj_get(root, "attention_bias")->type == LJ_BOOL &&
+        lj_get(root, "attention_bias")->boolean) {
+      st = lrt_err(LRT_ERR_UNSUPPORTED, "config.json: attention_bias is not supported for phi3");
+      goto done;
+    }
+    if ((st = parse_llama_like(root, c))) goto done;
+    if ((st = parse_family(root, c))) goto done;
+  } else if (c->arch == LRT_ARCH_GPT2) {
     if ((st = check_unknown(root, GPT2_KEYS, flags, "gpt2"))) goto done;
     if ((st = parse_gpt2(root, c))) goto done;
   } else {
@@ -376,8 +648,10 @@ int32_t lrt_config_from_hf_json(const char *text, size_t len, const char *gen_te
       }
     }
   }
-  /* tie_word_embeddings: the transformers default is true for gpt2 and false for the others */
-  int tied = c->arch == LRT_ARCH_GPT2;
+  /* tie_word_embeddings: the transformers default is true for gpt2, gemma2, gemma3 and smollm3,
+   * false for the others */
+  int tied = c->arch == LRT_ARCH_GPT2 || c->arch == LRT_ARCH_GEMMA2 || c->arch == LRT_ARCH_GEMMA3 ||
+             c->arch == LRT_ARCH_SMOLLM3;
   if ((st = get_bool(root, "tie_word_embeddings", &tied))) goto done;
   c->tied = tied;
   int64_t bos = -1;
@@ -439,9 +713,99 @@ static int32_t gguf_float(const lrt_gguf_file *g, const char *key, double lo, do
   return LRT_OK;
 }
 
+/* The newer families' GGUF metadata, with llama.cpp's keys and its defaults where a key is
+ * absent (llama.cpp's converters write what llama.cpp reads; what it hard-codes per
+ * architecture is hard-coded here in the same way). */
+static int32_t gguf_family(const lrt_gguf_file *g, const char *arch, lrt_config *c) {
+  int32_t st;
+  char key[128];
+  c->pre_norms = 1;
+  int64_t pattern = 0; /* sliding-window pattern: layer l slides when l % pattern < pattern - 1 */
+  switch (c->arch) {
+    case LRT_ARCH_QWEN3: c->qk_norm = LRT_QK_NORM_HEAD; break;
+    case LRT_ARCH_OLMO2: c->qk_norm = LRT_QK_NORM_FULL; c->pre_norms = 0; c->post_norms = 1; break;
+    case LRT_ARCH_SMOLLM3: /* llama.cpp: every 4th layer has no RoPE */
+      for (int64_t i = 0; i < c->n_layers; i++)
+        if ((i + 1) % 4 == 0) c->layer_kind[i] |= LRT_LAYER_NO_ROPE;
+      break;
+    case LRT_ARCH_GEMMA2:
+    case LRT_ARCH_GEMMA3: {
+      int g3 = c->arch == LRT_ARCH_GEMMA3;
+      c->post_norms = c->geglu = 1; /* norm weights are stored as 1 + w: norm_plus_one stays 0 */
+      c->embed_scale = (float)sqrt((double)c->dim);
+      if (g3) c->qk_norm = LRT_QK_NORM_HEAD;
+      double cap = 0.0;
+      snprintf(key, sizeof key, "%s.attn_logit_softcapping", arch);
+      if ((st = gguf_float(g, key, 0.0, 1e9, &cap, 0))) return st;
+      c->attn_softcap = (float)cap;
+      cap = 0.0;
+      snprintf(key, sizeof key, "%s.final_logit_softcapping", arch);
+      if ((st = gguf_float(g, key, 0.0, 1e9, &cap, 0))) return st;
+      c->final_softcap = (float)cap;
+      if ((st = gguf_int(g, arch, "attention.sliding_window", 0, (int64_t)1 << 40, &c->sliding_window, 0))) return st;
+      pattern = g3 ? 6 : 2;
+      if (g3) {
+        c->rope_local_theta = 10000.0;
+        snprintf(key, sizeof key, "%s.rope.freq_base_swa", arch);
+        if ((st = gguf_float(g, key, 1e-6, 1e12, &c->rope_local_theta, 0))) return st;
+      }
+      /* llama.cpp: 1/sqrt(head_dim), except the 27B models: 1/sqrt(hidden / heads) */
+      c->attn_scalar = (double)c->head_dim;
+      if (c->n_layers == (g3 ? 62 : 46)) c->attn_scalar = (double)(c->dim / c->n_heads);
+      break;
+    }
+    case LRT_ARCH_PHI3: {
+      c->fused_qkv = 1;
+      if ((st = gguf_int(g, arch, "attention.sliding_window", 0, (int64_t)1 << 40, &c->sliding_window, 0))) return st;
+      pattern = 1;
+      if (lrt_gguf_find_tensor(g, "rope_factors_long.weight")) {
+        c->rope_longrope = 1;
+        double orig = 0.0, attn = 1.0;
+        snprintf(key, sizeof key, "%s.rope.scaling.original_context_length", arch);
+        if ((st = gguf_float(g, key, 1.0, 1e12, &orig, 1))) return st;
+        c->rope_orig_ctx = orig;
+        snprintf(key, sizeof key, "%s.rope.scaling.attn_factor", arch);
+        if ((st = gguf_float(g, key, 1e-6, 1e6, &attn, 0))) return st;
+        c->rope_attn_factor = attn; /* the factors themselves are tensors (model.c) */
+      }
+      break;
+    }
+    default: break;
+  }
+  if (pattern && c->sliding_window > 0) {
+    snprintf(key, sizeof key, "%s.attention.sliding_window_pattern", arch);
+    const lrt_gguf_kv *pk = lrt_gguf_find(g, key);
+    if (pk && pk->type == LRT_META_ARRAY) { /* one flag per layer: 1 = sliding */
+      if ((int64_t)pk->count != c->n_layers)
+        return lrt_err(LRT_ERR_FORMAT, "GGUF metadata: %s must hold one value per layer", key);
+      for (int64_t i = 0; i < c->n_layers; i++) {
+        int64_t v;
+        if (lrt_gguf_kv_int(pk, (uint64_t)i, &v) != LRT_OK) return lrt_err(LRT_ERR_FORMAT, "GGUF metadata: %s must hold integers or booleans", key);
+        if (v) c->layer_kind[i] |= LRT_LAYER_SLIDING;
+      }
+    } else {
+      if ((st = gguf_int(g, arch, "attention.sliding_window_pattern", 1, 4096, &pattern, 0))) return st;
+      for (int64_t i = 0; i < c->n_layers; i++)
+        if (pattern == 1 || i % pattern < pattern - 1) c->layer_kind[i] |= LRT_LAYER_SLIDING;
+    }
+  }
+  for (int64_t i = 0; i < c->n_layers; i++) {
+    if ((c->layer_kind[i] & LRT_LAYER_SLIDING) && c->arch == LRT_ARCH_GEMMA3) c->layer_kind[i] |= LRT_LAYER_LOCAL_ROPE;
+    c->any_sliding |= c->layer_kind[i] & LRT_LAYER_SLIDING;
+  }
+  if (!c->any_sliding) c->sliding_window = 0;
+  double scale = 0.0;
+  snprintf(key, sizeof key, "%s.attention.scale", arch);
+  if ((st = gguf_float(g, key, 1e-9, 1e9, &scale, 0))) return st;
+  c->attn_scale = scale > 0.0 ? (float)scale : (float)(1.0 / sqrt(c->attn_scalar > 0.0 ? c->attn_scalar : (double)c->head_dim));
+  if (scale > 0.0) c->attn_scalar = 1.0 / (scale * scale); /* reported only (loomrt info) */
+  return LRT_OK;
+}
+
 int32_t lrt_config_from_gguf(const lrt_gguf_file *g, lrt_config *c) {
   memset(c, 0, sizeof *c);
   c->bos = -1;
+  c->pre_norms = 1;
   const lrt_gguf_kv *ak = lrt_gguf_find(g, "general.architecture");
   if (!ak || ak->type != LRT_META_STRING)
     return lrt_err(LRT_ERR_FORMAT, "GGUF metadata: general.architecture is missing or not a string");
@@ -450,10 +814,18 @@ int32_t lrt_config_from_gguf(const lrt_gguf_file *g, lrt_config *c) {
     return lrt_err(LRT_ERR_UNSUPPORTED, "GGUF architecture name is too long");
   memcpy(arch, ak->strs[0], ak->str_lens[0]);
   arch[ak->str_lens[0]] = 0;
-  if (strcmp(arch, "llama") == 0) c->arch = LRT_ARCH_LLAMA;
-  else if (strcmp(arch, "qwen2") == 0) c->arch = LRT_ARCH_QWEN2;
-  else
-    return lrt_err(LRT_ERR_UNSUPPORTED, "GGUF architecture \"%s\" is not supported (loomrt reads llama and qwen2 GGUF files)", arch);
+  static const struct { const char *name; lrt_arch arch; } GARCHS[] = {
+      {"llama", LRT_ARCH_LLAMA}, {"qwen2", LRT_ARCH_QWEN2}, {"qwen3", LRT_ARCH_QWEN3},
+      {"gemma2", LRT_ARCH_GEMMA2}, {"gemma3", LRT_ARCH_GEMMA3}, {"smollm3", LRT_ARCH_SMOLLM3},
+      {"olmo2", LRT_ARCH_OLMO2}, {"phi3", LRT_ARCH_PHI3}};
+  int found = -1;
+  for (size_t i = 0; i < sizeof GARCHS / sizeof GARCHS[0]; i++)
+    if (strcmp(arch, GARCHS[i].name) == 0) found = (int)i;
+  if (found < 0)
+    return lrt_err(LRT_ERR_UNSUPPORTED, "GGUF architecture \"%s\" is not supported (loomrt reads llama, qwen2, qwen3, "
+                   "gemma2, gemma3, smollm3, olmo2 and phi3 GGUF files)", arch);
+  c->arch = GARCHS[found].arch;
+  int ext = c->arch >= LRT_ARCH_QWEN3;
   snprintf(c->arch_name, sizeof c->arch_name, "%s", arch);
   int32_t st;
   if ((st = gguf_int(g, arch, "embedding_length", 1, 1 << 20, &c->dim, 1))) return st;
@@ -462,18 +834,26 @@ int32_t lrt_config_from_gguf(const lrt_gguf_file *g, lrt_config *c) {
   if ((st = gguf_int(g, arch, "attention.head_count", 1, 4096, &c->n_heads, 1))) return st;
   c->n_kv_heads = c->n_heads;
   if ((st = gguf_int(g, arch, "attention.head_count_kv", 1, 4096, &c->n_kv_heads, 0))) return st;
-  if (c->dim % c->n_heads) return lrt_err(LRT_ERR_FORMAT, "GGUF metadata: embedding_length is not divisible by head_count");
+  char key[128];
+  snprintf(key, sizeof key, "%s.attention.key_length", arch);
+  if (c->dim % c->n_heads && !(ext && lrt_gguf_find(g, key)))
+    return lrt_err(LRT_ERR_FORMAT, "GGUF metadata: embedding_length is not divisible by head_count");
   if (c->n_heads % c->n_kv_heads) return lrt_err(LRT_ERR_FORMAT, "GGUF metadata: head_count is not a multiple of head_count_kv");
   c->head_dim = c->dim / c->n_heads;
   if ((st = gguf_int(g, arch, "attention.key_length", 2, 1 << 16, &c->head_dim, 0))) return st;
+  int64_t vlen = c->head_dim;
+  if (ext && (st = gguf_int(g, arch, "attention.value_length", 2, 1 << 16, &vlen, 0))) return st;
+  if (vlen != c->head_dim)
+    return lrt_err(LRT_ERR_UNSUPPORTED, "GGUF metadata: value_length %lld != key_length %lld is not supported",
+                   (long long)vlen, (long long)c->head_dim);
   int64_t rope_dim = c->head_dim;
   if ((st = gguf_int(g, arch, "rope.dimension_count", 2, 1 << 16, &rope_dim, 0))) return st;
-  if (rope_dim != c->head_dim || c->head_dim % 2)
+  if (c->head_dim % 2 || rope_dim % 2 || rope_dim > c->head_dim || (rope_dim != c->head_dim && c->arch != LRT_ARCH_PHI3))
     return lrt_err(LRT_ERR_UNSUPPORTED, "GGUF metadata: partial rotary embeddings (rope.dimension_count %lld != head dim %lld) are not supported",
                    (long long)rope_dim, (long long)c->head_dim);
+  c->rotary_dim = rope_dim;
   c->ctx = 2048;
   if ((st = gguf_int(g, arch, "context_length", 1, (int64_t)1 << 40, &c->ctx, 0))) return st;
-  char key[128];
   double eps = 1e-5;
   snprintf(key, sizeof key, "%s.attention.layer_norm_rms_epsilon", arch);
   if ((st = gguf_float(g, key, 0.0, 1.0, &eps, 1))) return st;
@@ -483,9 +863,19 @@ int32_t lrt_config_from_gguf(const lrt_gguf_file *g, lrt_config *c) {
   if ((st = gguf_float(g, key, 1e-6, 1e12, &c->rope_theta, 0))) return st;
   snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
   const lrt_gguf_kv *sk = lrt_gguf_find(g, key);
-  if (sk && !(sk->type == LRT_META_STRING && sk->str_lens[0] == 4 && memcmp(sk->strs[0], "none", 4) == 0))
+  int scaling_none = !sk || (sk->type == LRT_META_STRING && sk->str_lens[0] == 4 && memcmp(sk->strs[0], "none", 4) == 0);
+  int scaling_linear = sk && sk->type == LRT_META_STRING && sk->str_lens[0] == 6 && memcmp(sk->strs[0], "linear", 6) == 0;
+  if (ext && scaling_linear) {
+    snprintf(key, sizeof key, "%s.rope.scaling.factor", arch);
+    if ((st = gguf_float(g, key, 1e-6, 1e6, &c->rope_linear, 1))) return st;
+    if (c->rope_linear == 1.0) c->rope_linear = 0.0;
+  } else if (!scaling_none && !(c->arch == LRT_ARCH_PHI3 && lrt_gguf_find_tensor(g, "rope_factors_long.weight"))) {
     return lrt_err(LRT_ERR_UNSUPPORTED, "GGUF metadata: %s is set; loomrt does not implement that rope scaling", key);
+  }
   if (c->arch == LRT_ARCH_QWEN2) c->qkv_bias = 1;
+  if (ext) {
+    if ((st = gguf_family(g, arch, c))) return st;
+  }
   int64_t v;
   if (gguf_int(g, "tokenizer", "ggml.bos_token_id", 0, INT32_MAX, &v, 0) == LRT_OK && lrt_gguf_find(g, "tokenizer.ggml.bos_token_id"))
     c->bos = (int32_t)v;

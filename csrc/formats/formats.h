@@ -110,9 +110,24 @@ int32_t lrt_gguf_kv_float(const lrt_gguf_kv *kv, uint64_t index, double *out);
 
 /* ---- model configuration (config.c) ---------------------------------------------------- */
 
-typedef enum lrt_arch { LRT_ARCH_LLAMA, LRT_ARCH_MISTRAL, LRT_ARCH_QWEN2, LRT_ARCH_GPT2 } lrt_arch;
+typedef enum lrt_arch {
+  LRT_ARCH_LLAMA, LRT_ARCH_MISTRAL, LRT_ARCH_QWEN2, LRT_ARCH_GPT2,
+  LRT_ARCH_QWEN3, LRT_ARCH_GEMMA2, LRT_ARCH_GEMMA3, LRT_ARCH_SMOLLM3, LRT_ARCH_OLMO2, LRT_ARCH_PHI3
+} lrt_arch;
 
 #define LRT_MAX_EOS 16
+#define LRT_MAX_LAYERS 4096
+#define LRT_MAX_ROPE_FACTORS 512 /* longrope short/long factors: rotary_dim / 2 of them */
+
+/* Per-layer kind (lrt_config.layer_kind). */
+#define LRT_LAYER_SLIDING 1 /* attends to the last `sliding_window` positions only          */
+#define LRT_LAYER_NO_ROPE 2 /* no positional encoding in this layer (SmolLM3 no_rope_layers) */
+#define LRT_LAYER_LOCAL_ROPE 4 /* RoPE with the local base (Gemma 3 sliding layers)          */
+
+/* Query/key normalisation (lrt_config.qk_norm). */
+#define LRT_QK_NORM_NONE 0
+#define LRT_QK_NORM_HEAD 1 /* RMSNorm of each head's head_dim values (Qwen3, Gemma 3)      */
+#define LRT_QK_NORM_FULL 2 /* RMSNorm over the whole q / k projection (OLMo 2)            */
 
 /* Everything the forward pass needs to know, from config.json or GGUF metadata. */
 typedef struct lrt_config {
@@ -129,6 +144,27 @@ typedef struct lrt_config {
   int64_t sliding_window; /* 0: none; else attend to the last `sliding_window` positions */
   int tied;           /* LM head = token embedding                                       */
   int qkv_bias, o_bias, mlp_bias;
+  /* newer families (all 0 for llama / mistral / qwen2 / gpt2) */
+  int qk_norm;        /* LRT_QK_NORM_*                                                   */
+  int norm_plus_one;  /* Gemma: RMSNorm weight is (1 + w) (HF files store w; GGUF 1 + w)  */
+  int pre_norms;      /* 1: norms before attention and MLP (all but OLMo 2)              */
+  int post_norms;     /* 1: norms after attention and MLP, before the residual add        */
+  int geglu;          /* 1: gated MLP with tanh-GELU (Gemma) instead of SiLU              */
+  int fused_qkv;      /* Phi-3: one qkv_proj / gate_up_proj matrix in the files           */
+  float embed_scale;  /* 0: none; else embeddings multiplied by it (Gemma: sqrt(hidden))  */
+  float attn_softcap, final_softcap; /* 0: none; else cap * tanh(x / cap)                */
+  double attn_scalar; /* query_pre_attn_scalar (Gemma), reported only; 0: none          */
+  float attn_scale;   /* 0: scores scaled by 1/sqrtf(head_dim) (older families); else this */
+  int64_t rotary_dim; /* dimensions rotated per head (partial rotary); == head_dim else  */
+  double rope_local_theta; /* RoPE base of LRT_LAYER_LOCAL_ROPE layers                   */
+  double rope_linear; /* 0: none; else inv_freq / factor (rope_scaling linear; Gemma 3:
+                         global layers only)                                             */
+  int rope_longrope;  /* longrope / su scaling: short factors below rope_orig_ctx, long
+                         from it on (per position), cos/sin times rope_attn_factor        */
+  double rope_attn_factor;
+  double rope_short[LRT_MAX_ROPE_FACTORS], rope_long[LRT_MAX_ROPE_FACTORS];
+  int any_sliding;    /* some layer is LRT_LAYER_SLIDING                                 */
+  uint8_t layer_kind[LRT_MAX_LAYERS]; /* LRT_LAYER_* bits per layer                       */
   int32_t bos;        /* -1 when unknown */
   int32_t eos[LRT_MAX_EOS];
   int n_eos;

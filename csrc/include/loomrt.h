@@ -174,11 +174,15 @@ LRT_API int32_t lrt_model_eog_id(const lrt_model *model, int64_t index, int32_t 
 
 /* String facts about a model: pointers owned by the model, not NUL-terminated. */
 typedef enum lrt_model_str {
-  LRT_STR_ARCHITECTURE = 0, /* "llama", "mistral", "qwen2", "gpt2"                   */
+  LRT_STR_ARCHITECTURE = 0, /* "llama", "mistral", "qwen2", "gpt2", "qwen3", "gemma2",
+                               "gemma3", "smollm3", "olmo2", "phi3"                    */
   LRT_STR_DTYPE = 1,        /* stored weight format of the big matrices, e.g. "bf16" */
   LRT_STR_SOURCE = 2,       /* "safetensors" or "gguf"                               */
   LRT_STR_NAME = 3,         /* general.name / _name_or_path, "" when absent          */
-  LRT_STR_CHAT_TEMPLATE = 4 /* the model's Jinja chat template source, "" when none    */
+  LRT_STR_CHAT_TEMPLATE = 4, /* the model's Jinja chat template source, "" when none   */
+  LRT_STR_FEATURES = 5       /* the family's distinctive settings in words, e.g.
+                                "q/k RMSNorm per head; sliding window 512 on 5 of 6 layers";
+                                "" for plain Llama-style models (since 0.x)               */
 } lrt_model_str;
 LRT_API int32_t lrt_model_get_str(const lrt_model *model, int32_t key, const char **out,
                                   size_t *out_len);

@@ -251,7 +251,7 @@ static void norm_rows(const lrt_model *m, float *out, const float *x, int64_t M,
 
 /* cos/sin of position p for each frequency: the angle is rounded to float first (as HF
  * computes inv_freq * position in float32), then cos/sin are taken in double by loomrt's own
- * functions and rounded to float. */
+ * functions and rounded to float. The trainer's RoPE uses it too. */
 void lrt_rope_cs(const float *inv_freq, int64_t half, int64_t pos, float *cs) {
   for (int64_t i = 0; i < half; i++) {
     float angle = (float)pos * inv_freq[i];
@@ -262,9 +262,36 @@ void lrt_rope_cs(const float *inv_freq, int64_t half, int64_t pos, float *cs) {
   }
 }
 
-/* Rotate pairs (i, i + hd/2) of every head ("rotate_half" layout, as HF stores Q and K). */
-static void rope_apply(float *v, int64_t heads, int64_t hd, const float *cs) {
-  int64_t half = hd / 2;
+/* The model's table for position pos: the global one, or the local one (`local`, Gemma 3
+ * sliding layers). Longrope (Phi-3) takes the long factors' table from position rope_orig_ctx
+ * on (transformers' choice when it decodes token by token) and multiplies cos/sin by the
+ * attention factor, rounded to float. */
+static void rope_cs(const lrt_model *m, int64_t pos, float *cs, int local) {
+  const lrt_config *c = &m->cfg;
+  int64_t half = c->rotary_dim / 2;
+  const float *inv = local ? m->rope_inv_freq_local : m->rope_inv_freq;
+  if (!local && m->rope_inv_freq_long && (double)pos >= c->rope_orig_ctx) inv = m->rope_inv_freq_long;
+  lrt_rope_cs(inv, half, pos, cs);
+  if (!local && c->rope_longrope) {
+    float af = (float)c->rope_attn_factor;
+    for (int64_t i = 0; i < 2 * half; i++) cs[i] = cs[i] * af;
+  }
+}
+
+/* The cos/sin rows of positions pos0 .. pos0+M-1 into the session's tables (global, and
+ * local after the chunk's rows when the model has one). */
+static void rope_rows(lrt_session *s, int64_t pos0, int64_t M) {
+  const lrt_config *c = &s->m->cfg;
+  for (int64_t t = 0; t < M; t++) {
+    rope_cs(s->m, pos0 + t, s->rope_cs + t * c->head_dim, 0);
+    if (s->m->rope_inv_freq_local) rope_cs(s->m, pos0 + t, s->rope_cs + (s->chunk + t) * c->head_dim, 1);
+  }
+}
+
+/* Rotate pairs (i, i + rd/2) of every head ("rotate_half" layout, as HF stores Q and K) over
+ * the first rd (rotary) dimensions; the others pass through (partial rotary, Phi-4-mini). */
+static void rope_apply(float *v, int64_t heads, int64_t hd, int64_t rd, const float *cs) {
+  int64_t half = rd / 2;
   for (int64_t h = 0; h < heads; h++) {
     float *x = v + h * hd;
     for (int64_t i = 0; i < half; i++) {
@@ -275,6 +302,10 @@ static void rope_apply(float *v, int64_t heads, int64_t hd, const float *cs) {
     }
   }
 }
+
+/* cap * tanh(x / cap), in that order of roundings (transformers' soft-capping), with
+ * loomrt's own tanh (csrc/base/math.c). */
+static float softcap(float x, float cap) { return lrt_tanhf(x / cap) * cap; }
 
 /* ---- attention ------------------------------------------------------------------------- */
 
@@ -293,16 +324,21 @@ static void att_task(void *vctx, int64_t h, int thread) {
   const float *K = s->k_cache[a->layer] + kvh * hd;
   const float *V = s->v_cache[a->layer] + kvh * hd;
   float *sc = s->scores + (int64_t)thread * s->scores_cap;
-  float scale = 1.0f / sqrtf((float)hd);
+  float scale = c->attn_scale != 0.0f ? c->attn_scale : 1.0f / sqrtf((float)hd);
+  float cap = c->attn_softcap;
+  /* window: Mistral's applies to every layer; the newer families' to their sliding layers */
+  int64_t window = !c->any_sliding ? c->sliding_window
+                 : (c->layer_kind[a->layer] & LRT_LAYER_SLIDING) ? c->sliding_window : 0;
   for (int64_t t = 0; t < a->M; t++) {
     int64_t p = a->pos0 + t;
     int64_t lo = 0;
-    if (c->sliding_window > 0 && p - c->sliding_window + 1 > 0) lo = p - c->sliding_window + 1;
+    if (window > 0 && p - window + 1 > 0) lo = p - window + 1;
     int64_t n = p - lo + 1;
     const float *q = s->q + t * qd + h * hd;
     float mx = -3.402823466e38f;
     for (int64_t j = 0; j < n; j++) {
       float v = k->dot_f32(q, K + (lo + j) * kvd, hd) * scale;
+      if (cap != 0.0f) v = softcap(v, cap); /* Gemma 2 attention-logit soft-capping */
       sc[j] = v;
       if (v > mx) mx = v;
     }
@@ -432,20 +468,38 @@ static void forward_chunk(lrt_session *s, const int32_t *tok, int64_t M, int64_t
       lrt_mat_row(&m->pos_embd, pos0 + t, pe);
       for (int64_t i = 0; i < D; i++) s->x[t * D + i] = s->x[t * D + i] + pe[i];
     }
+    if (c->embed_scale != 0.0f) /* Gemma: embedding * sqrt(hidden) */
+      for (int64_t i = 0; i < D; i++) s->x[t * D + i] = s->x[t * D + i] * c->embed_scale;
   }
   CHECK_FINITE(s->x, M * D, WHERE_EMBEDDING);
+  const lrt_kernels *kr = lrt_kernels_get();
   for (int64_t l = 0; l < c->n_layers; l++) {
     const lrt_layer *L = &m->layers[l];
-    /* attention */
-    norm_rows(m, s->xb, s->x, M, L->attn_norm, L->attn_norm_b);
-    mm_job qkv[3] = {{&L->wq, s->xb, s->q, qd, L->bq, L->qk_perm_q},
-                     {&L->wk, s->xb, s->k, kvd, L->bk, L->qk_perm_k},
-                     {&L->wv, s->xb, s->v, kvd, L->bv, NULL}};
+    int kind = c->layer_kind[l];
+    /* attention: HF LlamaAttention / Qwen3Attention / Gemma2Attention / Olmo2Attention ...:
+     * x_in = norm(x) (OLMo 2: x itself); q, k, v = projections (+ bias); q/k norm; RoPE */
+    const float *ain = s->xb;
+    if (c->pre_norms) norm_rows(m, s->xb, s->x, M, L->attn_norm, L->attn_norm_b);
+    else ain = s->x;
+    mm_job qkv[3] = {{&L->wq, ain, s->q, qd, L->bq, L->qk_perm_q},
+                     {&L->wk, ain, s->k, kvd, L->bk, L->qk_perm_k},
+                     {&L->wv, ain, s->v, kvd, L->bv, NULL}};
     matmul(s, M, qkv, 3);
+    if (c->qk_norm == LRT_QK_NORM_HEAD) /* Qwen3 / Gemma 3: RMSNorm of each head (head_dim) */
+      for (int64_t t = 0; t < M; t++) {
+        for (int64_t h = 0; h < c->n_heads; h++) rmsnorm(kr, s->q + t * qd + h * hd, s->q + t * qd + h * hd, L->q_norm, hd, c->norm_eps);
+        for (int64_t h = 0; h < c->n_kv_heads; h++) rmsnorm(kr, s->k + t * kvd + h * hd, s->k + t * kvd + h * hd, L->k_norm, hd, c->norm_eps);
+      }
+    else if (c->qk_norm == LRT_QK_NORM_FULL) /* OLMo 2: RMSNorm of the whole projection */
+      for (int64_t t = 0; t < M; t++) {
+        rmsnorm(kr, s->q + t * qd, s->q + t * qd, L->q_norm, qd, c->norm_eps);
+        rmsnorm(kr, s->k + t * kvd, s->k + t * kvd, L->k_norm, kvd, c->norm_eps);
+      }
+    const float *cs = s->rope_cs + ((kind & LRT_LAYER_LOCAL_ROPE) ? s->chunk * hd : 0);
     for (int64_t t = 0; t < M; t++) {
-      if (!c->learned_pos) {
-        rope_apply(s->q + t * qd, c->n_heads, hd, s->rope_cs + t * hd);
-        rope_apply(s->k + t * kvd, c->n_kv_heads, hd, s->rope_cs + t * hd);
+      if (!c->learned_pos && !(kind & LRT_LAYER_NO_ROPE)) {
+        rope_apply(s->q + t * qd, c->n_heads, hd, c->rotary_dim, cs + t * hd);
+        rope_apply(s->k + t * kvd, c->n_kv_heads, hd, c->rotary_dim, cs + t * hd);
       }
       memcpy(s->k_cache[l] + (pos0 + t) * kvd, s->k + t * kvd, (size_t)kvd * 4);
       memcpy(s->v_cache[l] + (pos0 + t) * kvd, s->v + t * kvd, (size_t)kvd * 4);
@@ -454,22 +508,30 @@ static void forward_chunk(lrt_session *s, const int32_t *tok, int64_t M, int64_t
     lrt_pool_run(s->pool, att_task, &a, c->n_heads);
     mm_job o = {&L->wo, s->att, s->xb, D, L->bo, NULL};
     matmul(s, M, &o, 1);
+    if (L->attn_post_norm) norm_rows(m, s->xb, s->xb, M, L->attn_post_norm, NULL); /* Gemma / OLMo 2 */
     for (int64_t i = 0; i < M * D; i++) s->x[i] = s->x[i] + s->xb[i];
     CHECK_FINITE(s->x, M * D, 2 * l);
-    /* MLP */
-    norm_rows(m, s->xb, s->x, M, L->ffn_norm, L->ffn_norm_b);
+    /* MLP: SwiGLU down(silu(gate(x)) * up(x)) (Llama), GeGLU down(gelu_tanh(gate(x)) * up(x))
+     * (Gemma), or GPT-2's up / tanh-GELU / down */
+    const float *fin = s->xb;
+    if (c->pre_norms) norm_rows(m, s->xb, s->x, M, L->ffn_norm, L->ffn_norm_b);
+    else fin = s->x;
     int64_t F = c->ffn;
     if (c->gelu) {
-      mm_job up = {&L->w_up, s->xb, s->hb, F, L->b_up, NULL};
+      mm_job up = {&L->w_up, fin, s->hb, F, L->b_up, NULL};
       matmul(s, M, &up, 1);
       for (int64_t i = 0; i < M * F; i++) s->hb[i] = lrt_gelu_tanhf(s->hb[i]);
     } else {
-      mm_job gu[2] = {{&L->w_gate, s->xb, s->hb, F, NULL, NULL}, {&L->w_up, s->xb, s->hb2, F, L->b_up, NULL}};
+      mm_job gu[2] = {{&L->w_gate, fin, s->hb, F, NULL, NULL}, {&L->w_up, fin, s->hb2, F, L->b_up, NULL}};
       matmul(s, M, gu, 2);
-      for (int64_t i = 0; i < M * F; i++) s->hb[i] = lrt_siluf(s->hb[i]) * s->hb2[i];
+      if (c->geglu)
+        for (int64_t i = 0; i < M * F; i++) s->hb[i] = lrt_gelu_tanhf(s->hb[i]) * s->hb2[i];
+      else
+        for (int64_t i = 0; i < M * F; i++) s->hb[i] = lrt_siluf(s->hb[i]) * s->hb2[i];
     }
     mm_job down = {&L->w_down, s->hb, s->xb, D, L->b_down, NULL};
     matmul(s, M, &down, 1);
+    if (L->ffn_post_norm) norm_rows(m, s->xb, s->xb, M, L->ffn_post_norm, NULL);
     for (int64_t i = 0; i < M * D; i++) s->x[i] = s->x[i] + s->xb[i];
     CHECK_FINITE(s->x, M * D, 2 * l + 1);
   }
@@ -478,7 +540,9 @@ static void forward_chunk(lrt_session *s, const int32_t *tok, int64_t M, int64_t
   norm_rows(m, s->xb, s->x + first_logit_row * D, rows, m->out_norm, m->out_norm_b);
   mm_job head = {&m->lm_head, s->xb, logits, c->vocab, NULL, NULL};
   matmul(s, rows, &head, 1);
-  CHECK_FINITE(logits, rows * c->vocab, 2 * c->n_layers);
+  CHECK_FINITE(logits, rows * c->vocab, 2 * c->n_layers); /* before soft-capping, which would hide an infinity */
+  if (c->final_softcap != 0.0f) /* Gemma 2: final-logit soft-capping */
+    for (int64_t i = 0; i < rows * c->vocab; i++) logits[i] = softcap(logits[i], c->final_softcap);
   if (where) *where = WHERE_NONE;
 #undef CHECK_FINITE
 }
@@ -497,7 +561,7 @@ static int32_t numeric_error(lrt_session *s, const int32_t *tokens, int64_t from
   const lrt_config *c = &m->cfg;
   int64_t where = WHERE_NONE, p = from;
   for (; p <= bad_pos; p++) {
-    if (!c->learned_pos) lrt_rope_cs(m->rope_inv_freq, c->head_dim / 2, p, s->rope_cs);
+    if (!c->learned_pos) rope_rows(s, p, 1);
     forward_chunk(s, tokens + (p - s->pos), 1, p, s->logits, 0, &where);
     if (where != WHERE_NONE) break;
   }
@@ -565,7 +629,7 @@ int32_t lrt_forward(lrt_session *s, const int32_t *tokens, int64_t n, int all_lo
     int64_t M = n - start < LRT_CHUNK ? n - start : LRT_CHUNK;
     int64_t pos0 = s->pos + start;
     if (!c->learned_pos)
-      for (int64_t t = 0; t < M; t++) lrt_rope_cs(s->m->rope_inv_freq, c->head_dim / 2, pos0 + t, s->rope_cs + t * c->head_dim);
+      rope_rows(s, pos0, M);
     float *out = NULL;
     int64_t first = 0;
     if (all_logits) out = s->logits + start * c->vocab;

@@ -292,31 +292,16 @@ static int32_t make_perm(lrt_model *m, int64_t heads, int64_t hd, int32_t **out)
 
 /* ---- RoPE frequencies ---------------------------------------------------------------- */
 
-static int32_t rope_table(lrt_model *m) {
-  const lrt_config *c = &m->cfg;
-  int64_t half = c->head_dim / 2;
-  m->rope_inv_freq = (float *)own(m, (size_t)half * 4);
-  if (!m->rope_inv_freq) return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory");
-  const lrt_tensor_ref *rf = m->is_gguf ? find_tensor(m, "rope_freqs.weight") : NULL;
-  if (rf && (rf->n_dims != 1 || rf->shape[0] != half || rf->dtype != LRT_DT_F32))
-    return lrt_err(LRT_ERR_FORMAT, "tensor rope_freqs.weight must be F32 of length %lld", (long long)half);
-  mark_used(rf);
-  for (int64_t i = 0; i < half; i++) {
-    double f = lrt_rope_freq(c, i);
-    if (rf) f = f / (double)elem(rf, (uint64_t)i);
-    m->rope_inv_freq[i] = (float)f;
-  }
-  return LRT_OK;
-}
-
-/* Inverse frequency i (0 <= i < head_dim / 2) of a configuration's RoPE, in double:
- * theta^(-2i/d) with loomrt's own exp/log, Llama 3 scaling applied (the model rounds it to
- * float; GGUF rope_freqs divide it first). */
-double lrt_rope_freq(const lrt_config *c, int64_t i) {
-  double log_theta = lrt_log(c->rope_theta);
+/* Inverse frequency i (0 <= i < rotary_dim / 2) in double: theta^(-2i/d) (d = the rotary
+ * dimension) with loomrt's own exp/log, then the configured scaling. `kind`: 0 the global table
+ * (Llama 3 / linear / longrope short factors), 1 longrope's long factors, 2 the local table
+ * (Gemma 3 sliding layers: own base, no scaling). The model rounds it to float (GGUF
+ * rope_freqs divide it first). */
+static double rope_freq(const lrt_config *c, int kind, int64_t i) {
+  double log_theta = lrt_log(kind == 2 ? c->rope_local_theta : c->rope_theta);
   /* inv_freq = theta^(-2i/d) */
-  double f = lrt_exp(-(double)(2 * i) / (double)c->head_dim * log_theta);
-  if (c->rope_llama3) { /* Llama 3.1 frequency-dependent scaling */
+  double f = lrt_exp(-(double)(2 * i) / (double)c->rotary_dim * log_theta);
+  if (kind != 2 && c->rope_llama3) { /* Llama 3.1 frequency-dependent scaling */
     const double two_pi = 6.283185307179586;
     double wavelen = two_pi / f;
     double low_wl = c->rope_orig_ctx / c->rope_low_freq;
@@ -328,7 +313,63 @@ double lrt_rope_freq(const lrt_config *c, int64_t i) {
       f = (1.0 - smooth) * f / c->rope_factor + smooth * f;
     }
   }
+  if (kind != 2 && c->rope_linear > 0.0) f = f / c->rope_linear;
+  if (c->rope_longrope && kind != 2) f = f / (kind == 1 ? c->rope_long[i] : c->rope_short[i]);
   return f;
+}
+
+/* The global table's frequency i (the trainer's RoPE uses it too). */
+double lrt_rope_freq(const lrt_config *c, int64_t i) { return rope_freq(c, 0, i); }
+
+static void rope_freqs(const lrt_model *m, int kind, const lrt_tensor_ref *rf, float *out) {
+  const lrt_config *c = &m->cfg;
+  int64_t half = c->rotary_dim / 2;
+  for (int64_t i = 0; i < half; i++) {
+    double f = rope_freq(c, kind, i);
+    if (rf) f = f / (double)elem(rf, (uint64_t)i);
+    out[i] = (float)f;
+  }
+}
+
+/* GGUF longrope factors (tensors rope_factors_short / _long) into the config. */
+static int32_t gguf_rope_factors(lrt_model *m) {
+  lrt_config *c = &m->cfg;
+  int64_t half = c->rotary_dim / 2;
+  if (half > LRT_MAX_ROPE_FACTORS) return lrt_err(LRT_ERR_UNSUPPORTED, "GGUF: rotary dimension too large for longrope");
+  const char *names[2] = {"rope_factors_short.weight", "rope_factors_long.weight"};
+  for (int k = 0; k < 2; k++) {
+    const lrt_tensor_ref *t = find_tensor(m, names[k]);
+    if (!t || t->n_dims != 1 || t->shape[0] != half || t->dtype != LRT_DT_F32)
+      return lrt_err(LRT_ERR_FORMAT, "GGUF: tensor %s must be F32 of length %lld (rotary dimension / 2)", names[k], (long long)half);
+    mark_used(t);
+    for (int64_t i = 0; i < half; i++) {
+      double f = (double)elem(t, (uint64_t)i);
+      if (!(f > 0.0) || f > 1e9) return lrt_err(LRT_ERR_FORMAT, "GGUF: %s[%lld] must be a positive number", names[k], (long long)i);
+      (k ? c->rope_long : c->rope_short)[i] = f;
+    }
+  }
+  return LRT_OK;
+}
+
+static int32_t rope_table(lrt_model *m) {
+  const lrt_config *c = &m->cfg;
+  int64_t half = c->rotary_dim / 2;
+  m->rope_inv_freq = (float *)own(m, (size_t)half * 4);
+  if (!m->rope_inv_freq) return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory");
+  const lrt_tensor_ref *rf = m->is_gguf ? find_tensor(m, "rope_freqs.weight") : NULL;
+  if (rf && (rf->n_dims != 1 || rf->shape[0] != half || rf->dtype != LRT_DT_F32))
+    return lrt_err(LRT_ERR_FORMAT, "tensor rope_freqs.weight must be F32 of length %lld", (long long)half);
+  mark_used(rf);
+  rope_freqs(m, 0, rf, m->rope_inv_freq);
+  if (c->rope_longrope) {
+    if (!(m->rope_inv_freq_long = (float *)own(m, (size_t)half * 4))) return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory");
+    rope_freqs(m, 1, rf, m->rope_inv_freq_long);
+  }
+  if (c->rope_local_theta > 0.0) {
+    if (!(m->rope_inv_freq_local = (float *)own(m, (size_t)half * 4))) return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory");
+    rope_freqs(m, 2, NULL, m->rope_inv_freq_local);
+  }
+  return LRT_OK;
 }
 
 /* ---- opening ---------------------------------------------------------------------------- */
@@ -392,6 +433,22 @@ static int32_t open_safetensors(lrt_model *m, const char *folder) {
   return st;
 }
 
+/* Gemma's RMSNorm multiplies by (1 + w): HF files store w, so the owned copy becomes
+ * 1.0f + w (one float rounding, as transformers' `1.0 + self.weight.float()`). */
+static int32_t get_norm(lrt_model *m, const char *name, int64_t n, int optional, float **out) {
+  int32_t st = get_vec(m, name, n, optional, out);
+  if (st || !*out || !m->cfg.norm_plus_one) return st;
+  for (int64_t i = 0; i < n; i++) (*out)[i] = 1.0f + (*out)[i];
+  return LRT_OK;
+}
+
+/* Phi-3's fused matrices: wq / wk / wv (or gate / up) are row ranges of one matrix. */
+static void split_rows(const lrt_mat *all, int64_t r0, int64_t rows, lrt_mat *out) {
+  *out = *all;
+  out->rows = rows;
+  out->data = (const uint8_t *)all->data + (size_t)r0 * lrt_mat_row_bytes(all);
+}
+
 static void tensor_name(char *buf, size_t cap, const char *fmt, int64_t layer) {
   snprintf(buf, cap, fmt, (long long)layer);
 }
@@ -452,30 +509,58 @@ static int32_t bind_hf(lrt_model *m) {
     return LRT_OK;
   }
   if ((st = get_mat(m, "model.embed_tokens.weight", c->vocab, c->dim, 0, &m->tok_embd))) return st;
-  if ((st = get_vec(m, "model.norm.weight", c->dim, 0, &m->out_norm))) return st;
+  if ((st = get_norm(m, "model.norm.weight", c->dim, 0, &m->out_norm))) return st;
   if (c->tied) {
     m->lm_head = m->tok_embd;
     tied_head_copy(m, "lm_head.weight");
   } else if ((st = get_mat(m, "lm_head.weight", c->vocab, c->dim, 0, &m->lm_head))) {
     return st;
   }
+  int gemma = c->arch == LRT_ARCH_GEMMA2 || c->arch == LRT_ARCH_GEMMA3;
+  int64_t qn = c->qk_norm == LRT_QK_NORM_FULL ? qd : c->head_dim, kn = c->qk_norm == LRT_QK_NORM_FULL ? kvd : c->head_dim;
   for (int64_t l = 0; l < c->n_layers; l++) {
     lrt_layer *L = &m->layers[l];
 #define P(s) (tensor_name(n, sizeof n, "model.layers.%lld." s, l), n)
-    if ((st = get_vec(m, P("input_layernorm.weight"), c->dim, 0, &L->attn_norm))) return st;
-    if ((st = get_vec(m, P("post_attention_layernorm.weight"), c->dim, 0, &L->ffn_norm))) return st;
-    if ((st = get_mat(m, P("self_attn.q_proj.weight"), qd, c->dim, 0, &L->wq))) return st;
-    if ((st = get_mat(m, P("self_attn.k_proj.weight"), kvd, c->dim, 0, &L->wk))) return st;
-    if ((st = get_mat(m, P("self_attn.v_proj.weight"), kvd, c->dim, 0, &L->wv))) return st;
+    if (c->pre_norms && (st = get_norm(m, P("input_layernorm.weight"), c->dim, 0, &L->attn_norm))) return st;
+    if (gemma) { /* sandwich norms: post_attention_layernorm is the norm after attention */
+      if ((st = get_norm(m, P("post_attention_layernorm.weight"), c->dim, 0, &L->attn_post_norm))) return st;
+      if ((st = get_norm(m, P("pre_feedforward_layernorm.weight"), c->dim, 0, &L->ffn_norm))) return st;
+      if ((st = get_norm(m, P("post_feedforward_layernorm.weight"), c->dim, 0, &L->ffn_post_norm))) return st;
+    } else if (c->arch == LRT_ARCH_OLMO2) { /* norms after attention and MLP only */
+      if ((st = get_norm(m, P("post_attention_layernorm.weight"), c->dim, 0, &L->attn_post_norm))) return st;
+      if ((st = get_norm(m, P("post_feedforward_layernorm.weight"), c->dim, 0, &L->ffn_post_norm))) return st;
+    } else if ((st = get_vec(m, P("post_attention_layernorm.weight"), c->dim, 0, &L->ffn_norm))) {
+      return st;
+    }
+    if (c->fused_qkv) {
+      lrt_mat qkv, gu;
+      if ((st = get_mat(m, P("self_attn.qkv_proj.weight"), qd + 2 * kvd, c->dim, 0, &qkv))) return st;
+      split_rows(&qkv, 0, qd, &L->wq);
+      split_rows(&qkv, qd, kvd, &L->wk);
+      split_rows(&qkv, qd + kvd, kvd, &L->wv);
+      if ((st = get_mat(m, P("mlp.gate_up_proj.weight"), 2 * c->ffn, c->dim, 0, &gu))) return st;
+      split_rows(&gu, 0, c->ffn, &L->w_gate); /* transformers: gate, up = chunk(2) */
+      split_rows(&gu, c->ffn, c->ffn, &L->w_up);
+    } else {
+      if ((st = get_mat(m, P("self_attn.q_proj.weight"), qd, c->dim, 0, &L->wq))) return st;
+      if ((st = get_mat(m, P("self_attn.k_proj.weight"), kvd, c->dim, 0, &L->wk))) return st;
+      if ((st = get_mat(m, P("self_attn.v_proj.weight"), kvd, c->dim, 0, &L->wv))) return st;
+    }
     if ((st = get_mat(m, P("self_attn.o_proj.weight"), c->dim, qd, 0, &L->wo))) return st;
+    if (c->qk_norm) {
+      if ((st = get_norm(m, P("self_attn.q_norm.weight"), qn, 0, &L->q_norm))) return st;
+      if ((st = get_norm(m, P("self_attn.k_norm.weight"), kn, 0, &L->k_norm))) return st;
+    }
     if (c->qkv_bias) {
       if ((st = get_vec(m, P("self_attn.q_proj.bias"), qd, 0, &L->bq))) return st;
       if ((st = get_vec(m, P("self_attn.k_proj.bias"), kvd, 0, &L->bk))) return st;
       if ((st = get_vec(m, P("self_attn.v_proj.bias"), kvd, 0, &L->bv))) return st;
     }
     if (c->o_bias && (st = get_vec(m, P("self_attn.o_proj.bias"), c->dim, 0, &L->bo))) return st;
-    if ((st = get_mat(m, P("mlp.gate_proj.weight"), c->ffn, c->dim, 0, &L->w_gate))) return st;
-    if ((st = get_mat(m, P("mlp.up_proj.weight"), c->ffn, c->dim, 0, &L->w_up))) return st;
+    if (!c->fused_qkv) {
+      if ((st = get_mat(m, P("mlp.gate_proj.weight"), c->ffn, c->dim, 0, &L->w_gate))) return st;
+      if ((st = get_mat(m, P("mlp.up_proj.weight"), c->ffn, c->dim, 0, &L->w_up))) return st;
+    }
     if ((st = get_mat(m, P("mlp.down_proj.weight"), c->dim, c->ffn, 0, &L->w_down))) return st;
     if (c->mlp_bias) {
       if ((st = get_vec(m, P("mlp.up_proj.bias"), c->ffn, 0, &L->b_up))) return st;
@@ -501,23 +586,50 @@ static int32_t bind_gguf(lrt_model *m) {
   c->tied = find_tensor(m, "output.weight") == NULL;
   if (c->tied) m->lm_head = m->tok_embd;
   else if ((st = get_mat(m, "output.weight", c->vocab, c->dim, 0, &m->lm_head))) return st;
-  int permuted = c->arch == LRT_ARCH_LLAMA;
+  int permuted = c->arch == LRT_ARCH_LLAMA || c->arch == LRT_ARCH_SMOLLM3; /* llama.cpp's LlamaModel converter */
+  int64_t qn = c->qk_norm == LRT_QK_NORM_FULL ? qd : c->head_dim, kn = c->qk_norm == LRT_QK_NORM_FULL ? kvd : c->head_dim;
+  if (c->rope_longrope && (st = gguf_rope_factors(m))) return st;
   for (int64_t l = 0; l < c->n_layers; l++) {
     lrt_layer *L = &m->layers[l];
 #define P(s) (tensor_name(n, sizeof n, "blk.%lld." s, l), n)
-    if ((st = get_vec(m, P("attn_norm.weight"), c->dim, 0, &L->attn_norm))) return st;
-    if ((st = get_vec(m, P("ffn_norm.weight"), c->dim, 0, &L->ffn_norm))) return st;
-    if ((st = get_mat(m, P("attn_q.weight"), qd, c->dim, 0, &L->wq))) return st;
-    if ((st = get_mat(m, P("attn_k.weight"), kvd, c->dim, 0, &L->wk))) return st;
-    if ((st = get_mat(m, P("attn_v.weight"), kvd, c->dim, 0, &L->wv))) return st;
+    if (c->pre_norms) {
+      if ((st = get_vec(m, P("attn_norm.weight"), c->dim, 0, &L->attn_norm))) return st;
+      if ((st = get_vec(m, P("ffn_norm.weight"), c->dim, 0, &L->ffn_norm))) return st;
+    }
+    if (c->post_norms) {
+      if ((st = get_vec(m, P("post_attention_norm.weight"), c->dim, 0, &L->attn_post_norm))) return st;
+      if ((st = get_vec(m, P("post_ffw_norm.weight"), c->dim, 0, &L->ffn_post_norm))) return st;
+    }
+    if (c->fused_qkv && find_tensor(m, P("attn_qkv.weight"))) {
+      lrt_mat qkv;
+      if ((st = get_mat(m, P("attn_qkv.weight"), qd + 2 * kvd, c->dim, 0, &qkv))) return st;
+      split_rows(&qkv, 0, qd, &L->wq);
+      split_rows(&qkv, qd, kvd, &L->wk);
+      split_rows(&qkv, qd + kvd, kvd, &L->wv);
+    } else {
+      if ((st = get_mat(m, P("attn_q.weight"), qd, c->dim, 0, &L->wq))) return st;
+      if ((st = get_mat(m, P("attn_k.weight"), kvd, c->dim, 0, &L->wk))) return st;
+      if ((st = get_mat(m, P("attn_v.weight"), kvd, c->dim, 0, &L->wv))) return st;
+    }
     if ((st = get_mat(m, P("attn_output.weight"), c->dim, qd, 0, &L->wo))) return st;
+    if (c->qk_norm) {
+      if ((st = get_vec(m, P("attn_q_norm.weight"), qn, 0, &L->q_norm))) return st;
+      if ((st = get_vec(m, P("attn_k_norm.weight"), kn, 0, &L->k_norm))) return st;
+    }
     if (c->qkv_bias) {
       if ((st = get_vec(m, P("attn_q.bias"), qd, 0, &L->bq))) return st;
       if ((st = get_vec(m, P("attn_k.bias"), kvd, 0, &L->bk))) return st;
       if ((st = get_vec(m, P("attn_v.bias"), kvd, 0, &L->bv))) return st;
     }
-    if ((st = get_mat(m, P("ffn_gate.weight"), c->ffn, c->dim, 0, &L->w_gate))) return st;
-    if ((st = get_mat(m, P("ffn_up.weight"), c->ffn, c->dim, 0, &L->w_up))) return st;
+    if (c->fused_qkv && !find_tensor(m, P("ffn_gate.weight"))) { /* Phi-3: ffn_up holds gate then up */
+      lrt_mat gu;
+      if ((st = get_mat(m, P("ffn_up.weight"), 2 * c->ffn, c->dim, 0, &gu))) return st;
+      split_rows(&gu, 0, c->ffn, &L->w_gate);
+      split_rows(&gu, c->ffn, c->ffn, &L->w_up);
+    } else {
+      if ((st = get_mat(m, P("ffn_gate.weight"), c->ffn, c->dim, 0, &L->w_gate))) return st;
+      if ((st = get_mat(m, P("ffn_up.weight"), c->ffn, c->dim, 0, &L->w_up))) return st;
+    }
     if ((st = get_mat(m, P("ffn_down.weight"), c->dim, c->ffn, 0, &L->w_down))) return st;
 #undef P
     if (permuted) {
@@ -533,6 +645,7 @@ static const char *ext_of(const char *path, size_t len) {
 }
 
 static int32_t finish_load(lrt_model *m, const char *what);
+static void describe_features(lrt_model *m);
 static void gguf_name(lrt_model *m);
 
 int32_t lrt_model_load(const char *path, int32_t flags, lrt_model **out) {
@@ -654,6 +767,7 @@ static int32_t finish_load(lrt_model *m, const char *what) {
   if (!m->cfg.learned_pos && (st = rope_table(m))) return st;
   if ((st = check_unused(m, what))) return st;
   if ((m->open_flags & LRT_OPEN_QUANTIZE_Q8_0) && (st = quantize_all(m))) return st;
+  describe_features(m);
   { /* eos ids outside the vocabulary can never be sampled: drop them */
     int k = 0;
     for (int i = 0; i < m->cfg.n_eos; i++)
@@ -666,11 +780,51 @@ static int32_t finish_load(lrt_model *m, const char *what) {
     const lrt_tensor_ref *t = find_tensor(m, m->is_gguf ? "blk.0.ffn_up.weight"
                                              : m->cfg.arch == LRT_ARCH_GPT2 ? (find_tensor(m, "h.0.mlp.c_fc.weight") ? "h.0.mlp.c_fc.weight" : "transformer.h.0.mlp.c_fc.weight")
                                                                            : "model.layers.0.mlp.up_proj.weight");
+    if (!t && !m->is_gguf) t = find_tensor(m, "model.layers.0.mlp.gate_up_proj.weight"); /* Phi-3 */
     if (t) snprintf(m->dtype_name, sizeof m->dtype_name, "%s", m->is_gguf ? t->dtype_name : lrt_dtype_name(t->dtype));
     for (char *p = m->dtype_name; *p; p++) if (*p >= 'A' && *p <= 'Z') *p = (char)(*p - 'A' + 'a');
     if (m->quantized_at_load && m->layers[0].w_up.dtype == LRT_DT_Q8_0) snprintf(m->dtype_name, sizeof m->dtype_name, "%s", "q8_0");
   }
   return LRT_OK;
+}
+
+/* m->features: what this family computes beyond a Llama-style model, in words (loomrt info). */
+static void describe_features(lrt_model *m) {
+  const lrt_config *c = &m->cfg;
+  char *b = m->features;
+  size_t cap = sizeof m->features, n = 0;
+  b[0] = 0;
+#define ADD(...) do { if (n < cap) { int w_ = snprintf(b + n, cap - n, n ? "; " : "%s", ""); if (w_ > 0) n += (size_t)w_; } \
+                      if (n < cap) { int w_ = snprintf(b + n, cap - n, __VA_ARGS__); if (w_ > 0) n += (size_t)w_; } } while (0)
+  if (c->head_dim * c->n_heads != c->dim && !c->learned_pos) ADD("head_dim %lld (not hidden / heads)", (long long)c->head_dim);
+  if (c->qk_norm == LRT_QK_NORM_HEAD) ADD("q/k RMSNorm per head");
+  if (c->qk_norm == LRT_QK_NORM_FULL) ADD("q/k RMSNorm over the whole projection");
+  if (c->arch == LRT_ARCH_GEMMA2 || c->arch == LRT_ARCH_GEMMA3) ADD("RMSNorm weight 1 + w");
+  if (c->embed_scale != 0.0f) ADD("embeddings x %g", (double)c->embed_scale);
+  if (c->geglu) ADD("GeGLU (tanh GELU)");
+  if (c->post_norms) ADD(c->pre_norms ? "norms before and after attention and MLP" : "norms after attention and MLP (none before)");
+  if (c->fused_qkv) ADD("fused qkv and gate_up");
+  if (c->attn_scalar > 0.0 && c->attn_scalar != (double)c->head_dim) ADD("query_pre_attn_scalar %g", c->attn_scalar);
+  if (c->attn_softcap != 0.0f) ADD("attention soft-cap %g", (double)c->attn_softcap);
+  if (c->final_softcap != 0.0f) ADD("final-logit soft-cap %g", (double)c->final_softcap);
+  if (c->sliding_window > 0) {
+    int64_t k = 0;
+    for (int64_t l = 0; l < c->n_layers; l++) k += (c->layer_kind[l] & LRT_LAYER_SLIDING) != 0;
+    if (!c->any_sliding) k = c->n_layers;
+    ADD("sliding window %lld on %lld of %lld layers", (long long)c->sliding_window, (long long)k, (long long)c->n_layers);
+  }
+  if (c->rope_local_theta > 0.0) ADD("local RoPE base %g on sliding layers, global base %g", c->rope_local_theta, c->rope_theta);
+  if (c->rope_linear > 0.0) ADD("RoPE linear scaling / %g%s", c->rope_linear, c->rope_local_theta > 0.0 ? " (global layers)" : "");
+  if (c->rope_llama3) ADD("Llama 3 RoPE scaling (factor %g)", c->rope_factor);
+  {
+    int64_t k = 0;
+    for (int64_t l = 0; l < c->n_layers; l++) k += (c->layer_kind[l] & LRT_LAYER_NO_ROPE) != 0;
+    if (k) ADD("no RoPE on %lld of %lld layers", (long long)k, (long long)c->n_layers);
+  }
+  if (!c->learned_pos && c->rotary_dim != c->head_dim) ADD("partial rotary: %lld of %lld dims", (long long)c->rotary_dim, (long long)c->head_dim);
+  if (c->rope_longrope)
+    ADD("longrope: short factors below position %g, long from it, attention factor %g", c->rope_orig_ctx, c->rope_attn_factor);
+#undef ADD
 }
 
 static void gguf_name(lrt_model *m) {

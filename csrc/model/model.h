@@ -25,6 +25,8 @@ typedef struct lrt_layer {
   lrt_mat w_gate, w_up, w_down;   /* (ffn, dim) (ffn, dim) (dim, ffn); no gate for GELU */
   float *b_up, *b_down;
   int32_t *qk_perm_q, *qk_perm_k; /* GGUF llama: HF row of each file row of Q / K, or NULL */
+  float *attn_post_norm, *ffn_post_norm; /* (dim) norms after attention / MLP, or NULL (Gemma, OLMo 2) */
+  float *q_norm, *k_norm;         /* (head_dim) per head, or (q_dim) / (kv_dim) whole (OLMo 2), or NULL */
 } lrt_layer;
 
 struct lrt_model {
@@ -36,7 +38,9 @@ struct lrt_model {
   lrt_mat pos_embd;   /* (ctx, dim), GPT-2 only */
   lrt_mat lm_head;    /* (vocab, dim) */
   float *out_norm, *out_norm_b;
-  float *rope_inv_freq; /* (head_dim / 2) */
+  float *rope_inv_freq; /* (rotary_dim / 2); longrope: the short factors' */
+  float *rope_inv_freq_long;  /* (rotary_dim / 2) longrope: positions >= rope_orig_ctx, or NULL */
+  float *rope_inv_freq_local; /* (rotary_dim / 2) LRT_LAYER_LOCAL_ROPE layers, or NULL */
   lrt_layer *layers;
   /* storage */
   lrt_st_file *st_files;
@@ -48,6 +52,7 @@ struct lrt_model {
   uint64_t weight_bytes, resident_bytes, n_params;
   char dtype_name[16];
   char name[256];
+  char features[512]; /* the family's distinctive settings in words (LRT_STR_FEATURES) */
   /* Attached by api/ at open and freed by lrt_model_close (the model layer never reads them):
    * the text side (chat template, end-of-generation ids, copied buffers) and the tokenizer
    * (NULL when absent or unusable; tok_status / tok_msg say why). */
@@ -80,7 +85,8 @@ struct lrt_session {
   int32_t *tokens;   /* (cap) token history */
   /* scratch for one chunk of up to `chunk` tokens */
   int64_t chunk;
-  float *x, *xb, *q, *k, *v, *att, *hb, *hb2, *rope_cs;
+  float *x, *xb, *q, *k, *v, *att, *hb, *hb2;
+  float *rope_cs;    /* (2, chunk, head_dim): cos/sin per position, global then local RoPE */
   float *scores;     /* (threads, ctx) */
   float *wrow;       /* (threads, max_cols): one dequantized weight row per worker */
   int8_t *act_q;     /* LRT_OPEN_INT8_ACTIVATIONS: (chunk, max_cols) quantized activations, */

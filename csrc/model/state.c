@@ -170,7 +170,20 @@ static int32_t model_fingerprint(const lrt_model *m, uint64_t out[2]) {
   h_mat(&h, &m->lm_head, tmp);
   h_floats(&h, m->out_norm, c->dim);
   h_floats(&h, m->out_norm_b, c->dim);
-  h_floats(&h, m->rope_inv_freq, m->rope_inv_freq ? c->head_dim / 2 : 0);
+  h_floats(&h, m->rope_inv_freq, m->rope_inv_freq ? c->rotary_dim / 2 : 0);
+  if (c->arch >= LRT_ARCH_QWEN3) { /* the newer families' settings (mixed in only for them, so
+                                      older models' fingerprints stay as they were) */
+    int64_t more[] = {c->qk_norm, c->norm_plus_one, c->pre_norms, c->post_norms, c->geglu, c->fused_qkv,
+                      c->rotary_dim, c->rope_longrope, c->any_sliding};
+    for (size_t i = 0; i < sizeof more / sizeof more[0]; i++) h_word(&h, (uint64_t)more[i]);
+    float fl[] = {c->embed_scale, c->attn_softcap, c->final_softcap, c->attn_scale};
+    for (size_t i = 0; i < sizeof fl / sizeof fl[0]; i++) h_word(&h, f32_bits(fl[i]));
+    double db[] = {c->rope_local_theta, c->rope_linear, c->rope_attn_factor};
+    for (size_t i = 0; i < sizeof db / sizeof db[0]; i++) h_word(&h, f64_bits(db[i]));
+    h_bytes(&h, c->layer_kind, (size_t)c->n_layers);
+    h_floats(&h, m->rope_inv_freq_long, m->rope_inv_freq_long ? c->rotary_dim / 2 : 0);
+    h_floats(&h, m->rope_inv_freq_local, m->rope_inv_freq_local ? c->rotary_dim / 2 : 0);
+  }
   int64_t qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
   for (int64_t l = 0; l < c->n_layers; l++) {
     const lrt_layer *L = &m->layers[l];
@@ -183,6 +196,12 @@ static int32_t model_fingerprint(const lrt_model *m, uint64_t out[2]) {
     h_floats(&h, L->bk, kvd);
     h_floats(&h, L->bv, kvd);
     h_floats(&h, L->bo, c->dim);
+    if (c->arch >= LRT_ARCH_QWEN3) {
+      h_floats(&h, L->attn_post_norm, c->dim);
+      h_floats(&h, L->ffn_post_norm, c->dim);
+      h_floats(&h, L->q_norm, c->qk_norm == LRT_QK_NORM_FULL ? qd : c->head_dim);
+      h_floats(&h, L->k_norm, c->qk_norm == LRT_QK_NORM_FULL ? kvd : c->head_dim);
+    }
     h_floats(&h, L->b_up, c->ffn);
     h_floats(&h, L->b_down, c->dim);
     h_mat(&h, &L->wq, tmp);
