@@ -20,6 +20,7 @@ from .tokenizer import Tokenizer
 from .ctokenizer import CTokenizer
 from .trainer import Trainer
 from .train import Run, train
+from .weave import Weave, WeaveGeneration, WeaveTrace, weave
 
 __version__ = _lib.version()
 NUMERICS_VERSION = _lib.numerics_version()
@@ -51,4 +52,5 @@ __all__ = [
     "ContextFullError", "StateError", "OutOfMemoryError", "InternalError", "LoomrtIOError", "ArgumentTypeError",
     "__version__", "NUMERICS_VERSION", "ABI_VERSION", "library_path",
     "verify_receipt", "VerifyResult", "model_hash", "tokenizer_hash", "Trainer", "train", "Run",
+    "weave", "Weave", "WeaveGeneration", "WeaveTrace",
 ]
