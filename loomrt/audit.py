@@ -308,6 +308,11 @@ def _check_receipt(r: Any) -> None:
     def bad(msg: str) -> errors.FormatError:
         return errors.FormatError(f"not a valid loomrt receipt: {msg}")
 
+    if isinstance(r, dict) and r.get("format") == "loomrt-weave-receipt":  # loomrt.weave's receipts
+        from .weave import check_weave_receipt
+
+        check_weave_receipt(r)
+        return
     if not isinstance(r, dict) or r.get("format") != RECEIPT_FORMAT:
         raise bad(f'"format" must be "{RECEIPT_FORMAT}"')
     if r.get("version") != RECEIPT_VERSION:
@@ -434,6 +439,13 @@ def verify_receipt(receipt: Union[Dict[str, Any], str, os.PathLike, bytes], mode
     tokens, then one sampling draw (the sampler's random number depends only on the seed and
     the position)."""
     r = load_receipt(receipt)
+    if r["format"] == "loomrt-weave-receipt":  # models: a list of loaded models or paths (default: recorded)
+        from .weave import verify_weave_receipt
+
+        if step is not None:
+            raise errors.InvalidArgumentError("step= replays one step of a single-model receipt; a weave receipt is "
+                                              "replayed whole")
+        return verify_weave_receipt(r, model, threads=threads)
     if model is None:
         from .resolve import default_model_path
 

@@ -449,8 +449,11 @@ class Weave:
         step = 0
         while True:
             if self.callback is not None:
-                w = _weights_arg("weights callback result", self.callback(step, self), n)
-                self.set_weights(w)
+                w = _weights_arg(f"the weights callback's result at step {step}", self.callback(step, self), n)
+                try:
+                    self.set_weights(w)
+                except errors.InvalidArgumentError as exc:
+                    raise errors.InvalidArgumentError(f"the weights callback's result at step {step}: {exc}") from None
                 self.step_weights.append(w)
             _lib.check(lib.lrt_weave_step(self._h, tok, txt, tlen))
             piece = ffi.unpack(txt[0], tlen[0]).decode("utf-8", "replace") if tlen[0] else ""
