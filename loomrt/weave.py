@@ -200,7 +200,7 @@ def _html_page(tr: WeaveTrace, title: str) -> str:
         spans.append(f'<span class="tok" data-i="{k}" data-token="{r["token"]}" data-model="{d}" '
                      f'style="background:{bg}">{html.escape(shown)}</span>')
     # influence chart: one stacked column per token
-    cw = 6
+    cw = max(4, min(24, 720 // max(len(tr.rows), 1)))
     width = max(cw * len(tr.rows), 60)
     bars = []
     for k, r in enumerate(tr.rows):

@@ -335,7 +335,8 @@ def test_html_trace_renders_in_chromium(ms, tmp_path) -> None:
     page = tmp_path / "trace.html"
     g.trace.to_html(page)
     shot = tmp_path / "trace.png"
-    base = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--user-data-dir=" + str(tmp_path / "prof")]
+    base = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--user-data-dir=" + str(tmp_path / "prof"),
+            "--enable-logging=stderr", "--v=0"]
     dom = subprocess.run(base + ["--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
     assert f'data-ready="{len(g.token_ids)}"' in dom.stdout, dom.stderr[-2000:]
     assert "Uncaught" not in dom.stderr
