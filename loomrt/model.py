@@ -445,6 +445,14 @@ class Model:
         rendered with the model's chat template."""
         return self.generate(messages, max_tokens, chat=True, **kwargs)  # type: ignore[arg-type]
 
+    def inspect(self, prompt: PromptLike, top_k: int = 5, attention: bool = True) -> Any:
+        """Hidden states per layer, attention probabilities per layer and head, the logit lens
+        and per-token entropy / surprisal of a prompt (a :class:`loomrt.inspect.Inspection`;
+        docs/inspect.md)."""
+        from .inspect import inspect_model
+
+        return inspect_model(self, prompt, top_k=top_k, attention=attention)
+
 
 def _allowed_cpus() -> List[int]:
     try:

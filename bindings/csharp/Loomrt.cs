@@ -173,6 +173,9 @@ namespace Loomrt
         [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_weave_logits(IntPtr weave, out IntPtr logits, out long vocab);
         [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_weave_trace_row(IntPtr weave, long row, out int token, out int dominant, out double combined, out double sampled, double[] weights, double[] probs, long[] ranks, double[] shares, long nModels);
         [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_weave_trace_top(IntPtr weave, long row, long model, int[] ids, double[] probs, long capacity, out long count);
+        // inspection (docs/inspect.md): hidden states, attention, logit lens
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_session_inspect(IntPtr session, IntPtr hidden, IntPtr attn, long posLo, long nPos, long nKey);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_session_lens(IntPtr session, float[] hidden, long rows, float[] logits);
 
         /// <summary>Throw LoomrtException for a negative status.</summary>
         public static void Check(int status)

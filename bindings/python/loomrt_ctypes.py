@@ -148,6 +148,9 @@ SIGNATURES: Dict[str, Tuple[object, List[object]]] = {
     "lrt_weave_trace_row": (_i32, [_h, _i64, _P(_i32), _P(_i32), _P(c_double), _P(c_double), _P(c_double),
                                    _P(c_double), _P(_i64), _P(c_double), _i64]),
     "lrt_weave_trace_top": (_i32, [_h, _i64, _i64, _P(_i32), _P(c_double), _i64, _P(_i64)]),
+    # inspection (docs/inspect.md)
+    "lrt_session_inspect": (_i32, [_h, _P(c_float), _P(c_float), _i64, _i64, _i64]),
+    "lrt_session_lens": (_i32, [_h, _P(c_float), _i64, _P(c_float)]),
 }
 
 _STATUS_NAMES = {0: "LRT_OK", -1: "LRT_ERR_INVALID_ARGUMENT", -2: "LRT_ERR_NOT_FOUND", -3: "LRT_ERR_IO",

@@ -718,6 +718,25 @@ LRT_API int32_t lrt_weave_trace_row(const lrt_weave *weave, int64_t row, int32_t
 LRT_API int32_t lrt_weave_trace_top(const lrt_weave *weave, int64_t row, int64_t model, int32_t *ids, double *probs,
                                     int64_t capacity, int64_t *count);
 
+/* ---- inspection: what happens inside the model (docs/inspect.md) ----------------------- */
+
+/* Record, during the session's next evals, for every token evaluated at a position p in
+ * [pos_lo, pos_lo + n_pos): the residual stream after the embedding and after each layer,
+ *   hidden[((l * n_pos) + (p - pos_lo)) * dim + i]          l = 0 .. layers (0: embedding),
+ * and every head's attention probabilities over the key positions k <= p it attends to,
+ *   attn[(((l * heads + h) * n_pos) + (p - pos_lo)) * n_key + k]     for p < n_key
+ * (entries of keys outside the head's window are not written). Both buffers are the
+ * caller's (float32, either may be NULL) and must stay valid while recording is on. The
+ * values are copies of what the forward pass computes: logits do not change. Pass both
+ * NULL to stop; when off (the default) the hook costs one pointer test per layer. */
+LRT_API int32_t lrt_session_inspect(lrt_session *session, float *hidden, float *attn, int64_t pos_lo, int64_t n_pos,
+                                    int64_t n_key);
+/* The logit lens: final norm and LM head applied to rows x dim hidden states (e.g. a layer's
+ * residual stream from lrt_session_inspect), written to logits (rows x vocab). Applied to the
+ * last layer's states it gives the model's logits bit for bit. Uses the session's threads;
+ * does not change its tokens or logits. */
+LRT_API int32_t lrt_session_lens(lrt_session *session, const float *hidden, int64_t rows, float *logits);
+
 #ifdef __cplusplus
 }
 #endif
