@@ -105,6 +105,17 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--json", action="store_true", help="print the result as JSON")
     _add_model_args(v)
 
+    n = sub.add_parser("inspect", help="look inside a model on a prompt (hidden states, attention, logit lens)",
+                       description="Per-layer hidden states, attention per layer and head, the logit lens and "
+                       "per-token entropy / surprisal of a prompt (docs/inspect.md).")
+    n.add_argument("args", nargs="+", metavar="[MODEL] PROMPT", help="optional model, then the prompt")
+    n.add_argument("--ids", action="store_true", help="PROMPT is token ids separated by commas or spaces")
+    n.add_argument("--top-k", type=int, default=5, help="logit-lens tokens kept per layer and position (default 5)")
+    n.add_argument("--html", metavar="FILE", default=None, help="write the HTML report")
+    n.add_argument("--json", metavar="FILE", default=None, help="write the numbers as JSON")
+    _add_model_args(n)
+    n.set_defaults(_parser=n)
+
     w = sub.add_parser("weave", help="generate with several models woven together (docs/weaving.md)",
                        description="Weave models that share a vocabulary into one generator: their next-token "
                        "distributions are combined (mix, product, contrast, proxy) and the trace says which model "
@@ -521,6 +532,32 @@ def cmd_weave(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_inspect(args: argparse.Namespace) -> int:
+    model, prompt = _split_model_prompt(args, need_prompt=True)
+    m = _load(model, args)
+    ins = m.inspect(_parse_ids(prompt) if args.ids else prompt, top_k=args.top_k)
+    if args.html:
+        ins.to_html(args.html)
+    if args.json:
+        _write(args.json, ins.to_json())
+    L = ins.lens_top.shape[0] - 1
+    print("position  token                 entropy  surprisal  lens top-1 by layer (embedding, 1..L)")
+    for t, tok in enumerate(ins.tokens):
+        lens = " ".join(repr(ins.vocab_text.get(int(ins.lens_top[l, t, 0]), str(int(ins.lens_top[l, t, 0]))))
+                        for l in range(L + 1))
+        sur = "-" if ins.surprisal[t] != ins.surprisal[t] else f"{ins.surprisal[t]:.2f}"
+        print(f"{t:8d}  {repr(tok):20.20s}  {ins.entropy[t]:7.3f}  {sur:>9s}  {lens}")
+    return 0
+
+
+def _write(path: str, text: str) -> None:
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as exc:
+        raise errors.LoomrtIOError(f"cannot write {path}: {exc.strerror}") from None
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run_from_args
 
@@ -531,7 +568,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # `loomrt weave A B --mode mix "prompt" --trace t.html`: positionals between options
-        if args.command == "weave" and not any(x.startswith("-") and len(x) > 1 for x in extra):
+        if args.command in ("weave", "inspect") and not any(x.startswith("-") and len(x) > 1 for x in extra):
             args.args += extra
         else:
             args = parser.parse_args(argv)  # reports the unknown arguments
@@ -541,7 +578,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return {"generate": cmd_generate, "chat": cmd_chat, "info": cmd_info, "hash": cmd_hash,
                 "verify": cmd_verify, "bench": cmd_bench, "train": cmd_train,
-                "weave": cmd_weave}[args.command](args)
+                "weave": cmd_weave, "inspect": cmd_inspect}[args.command](args)
     except _UsageError as exc:
         args._parser.error(str(exc))  # the command's usage line, then the message; exits with status 2
         return 2
