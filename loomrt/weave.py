@@ -425,12 +425,12 @@ class Weave:
         """Yield ``(row, combined_logits)`` for every generated token: the trace row and the
         float32 logits the sampler drew it from (for analysis; :meth:`generate` is faster)."""
         box: List[np.ndarray] = []
-        for row in self._steps(prompt, max_tokens, chat, sampling, lambda r, lg: box.append(lg)):
+        for row in self._steps(prompt, max_tokens, chat, sampling, lambda r, lg: box.append(lg())):
             if "flush" not in row:
                 yield row, box.pop()
 
     def _steps(self, prompt: Any, max_tokens: int, chat: bool, sampling: Dict[str, Any],
-               on_row: Callable[[Dict[str, Any], np.ndarray], None]) -> Iterator[Dict[str, Any]]:
+               on_row: Callable[[Dict[str, Any], Callable[[], np.ndarray]], None]) -> Iterator[Dict[str, Any]]:
         """Run the generation; yield each trace row (text included) as it is made."""
         max_tokens = _lib.int_arg("max_tokens", max_tokens, 0, 1 << 62)
         self._configure(sampling)
@@ -472,7 +472,7 @@ class Weave:
             infl = [row["weights"][i] * row["probs"][i] for i in range(n)]
             tot = sum(infl)
             row["influence"] = [x / tot if tot > 0 else 0.0 for x in infl]
-            on_row(row, self.combined_logits())
+            on_row(row, self.combined_logits)  # a getter: the copy is made only when asked for
             yield row
             step += 1
 
@@ -494,10 +494,10 @@ class Weave:
         concat = hashlib.sha256()
         from .audit import canonical_logits_bytes
 
-        def on_row(row: Dict[str, Any], logits: np.ndarray) -> None:
+        def on_row(row: Dict[str, Any], logits: Callable[[], np.ndarray]) -> None:
             rows.append(row)
             if receipt:
-                b = canonical_logits_bytes(logits)
+                b = canonical_logits_bytes(logits())
                 digests.append(hashlib.sha256(b).hexdigest())
                 concat.update(b)
 
@@ -682,7 +682,7 @@ def verify_weave_receipt(r: Dict[str, Any], models: Any = None, *, threads: Opti
     got_digests: List[str] = []
     got: List[int] = []
     it = wv._steps(prompt, n, False, dict(r["sampling"]),
-                   lambda row, lg: got_digests.append(hashlib.sha256(_canon(lg)).hexdigest()))
+                   lambda row, lg: got_digests.append(hashlib.sha256(_canon(lg())).hexdigest()))
     for row in it:
         if "flush" in row:
             continue
