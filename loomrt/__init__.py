@@ -14,13 +14,15 @@ from ._library import library_path
 from .errors import (ArgumentTypeError, BusyError, ContextFullError, FormatError, InternalError,
                      InvalidArgumentError, LoomrtError, LoomrtIOError, NotFoundError, NumericError, OutOfMemoryError,
                      StateError, UnsupportedError)
-from .model import Generation, Model, Session, Timings, default_threads, load, verify_receipt
+from .model import Generation, Model, Session, Timings, default_threads, load
+from .receipts import verify_receipt
 from .sampling import SamplingParams
 from .audit import VerifyResult, model_hash, tokenizer_hash
 from .resolve import default_model_path, resolve_model_path
 from .tokenizer import Encoding, Tokenizer
 from .trainer import Trainer
 from .train import Run, train
+from .weave import Weave, WeaveGeneration, WeaveTrace, weave
 
 __version__ = _lib.version()
 NUMERICS_VERSION = _lib.numerics_version()
@@ -53,4 +55,5 @@ __all__ = [
     "LoomrtIOError", "ArgumentTypeError",
     "__version__", "NUMERICS_VERSION", "ABI_VERSION", "library_path",
     "verify_receipt", "VerifyResult", "model_hash", "tokenizer_hash", "Trainer", "train", "Run",
+    "weave", "Weave", "WeaveGeneration", "WeaveTrace",
 ]

@@ -18,7 +18,7 @@ HEADER = os.path.join(CSRC, "include", "loomrt.h")
 # The library's C sources: every .c file of the layer folders, lowest layer first (see
 # csrc/README.md). csrc/Makefile globs the same folders; tests/test_layout.py checks that the
 # two lists agree and that no file includes a layer above its own.
-LAYERS = ["base", "formats", "text", "kernels", "model", "train", "api"]
+LAYERS = ["base", "formats", "text", "kernels", "model", "train", "weave", "api"]
 
 
 def library_sources(csrc: str = CSRC) -> list[str]:

@@ -266,6 +266,9 @@ class VerifyResult:
 _SAMPLING_KEYS = {"temperature", "top_k", "top_p", "min_p", "repetition_penalty", "seed"}
 
 
+WEAVE_RECEIPT_FORMAT = "loomrt-weave-receipt"  # made and replayed by loomrt.weave
+
+
 def load_receipt(receipt: Union[Dict[str, Any], str, os.PathLike, bytes]) -> Dict[str, Any]:
     """A receipt as a dict from a dict, JSON text or a file path; checked for shape."""
     if isinstance(receipt, dict):
@@ -307,6 +310,8 @@ def _check_receipt(r: Any) -> None:
     def bad(msg: str) -> errors.FormatError:
         return errors.FormatError(f"not a valid loomrt receipt: {msg}")
 
+    if isinstance(r, dict) and r.get("format") == WEAVE_RECEIPT_FORMAT:
+        return  # loomrt.weave's receipts: checked by loomrt.weave (loomrt.receipts dispatches)
     if not isinstance(r, dict) or r.get("format") != RECEIPT_FORMAT:
         raise bad(f'"format" must be "{RECEIPT_FORMAT}"')
     if r.get("version") != RECEIPT_VERSION:
@@ -433,6 +438,8 @@ def verify_receipt(receipt: Union[Dict[str, Any], str, os.PathLike, bytes], mode
     tokens, then one sampling draw (the sampler's random number depends only on the seed and
     the position)."""
     r = load_receipt(receipt)
+    if r["format"] == WEAVE_RECEIPT_FORMAT:
+        raise errors.InvalidArgumentError("a weave receipt: replay it with loomrt.verify_receipt (loomrt.weave)")
     if model is None:
         from .resolve import default_model_path
 

@@ -109,6 +109,44 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--json", action="store_true", help="print the result as JSON")
     _add_model_args(v)
 
+    n = sub.add_parser("inspect", help="look inside a model on a prompt (hidden states, attention, logit lens)",
+                       description="Per-layer hidden states, attention per layer and head, the logit lens and "
+                       "per-token entropy / surprisal of a prompt (docs/inspect.md).")
+    n.add_argument("args", nargs="+", metavar="[MODEL] PROMPT", help="optional model, then the prompt")
+    n.add_argument("--ids", action="store_true", help="PROMPT is token ids separated by commas or spaces")
+    n.add_argument("--top-k", type=int, default=5, help="logit-lens tokens kept per layer and position (default 5)")
+    n.add_argument("--html", metavar="FILE", default=None, help="write the HTML report")
+    n.add_argument("--json", metavar="FILE", default=None, help="write the numbers as JSON")
+    _add_model_args(n)
+    n.set_defaults(_parser=n)
+
+    w = sub.add_parser("weave", help="generate with several models woven together (docs/weaving.md)",
+                       description="Weave models that share a vocabulary into one generator: their next-token "
+                       "distributions are combined (mix, product, contrast, proxy) and the trace says which model "
+                       "shaped each token.")
+    w.add_argument("args", nargs="+", metavar="MODEL... PROMPT", help="two or more models, then the prompt")
+    w.add_argument("--mode", choices=["mix", "product", "contrast", "proxy"], default="mix")
+    w.add_argument("--weights", default=None, metavar="W1,W2,...", help="one weight per model (default all 1)")
+    w.add_argument("--schedule", default=None, metavar="ROWS",
+                   help="weights per generated step, rows separated by ';' (e.g. '1,0;0.5,0.5;0,1'), the last row holds")
+    w.add_argument("--ramp", default=None, metavar="KNOTS",
+                   help="piecewise-linear weights: 'STEP:W1,W2;STEP:W1,W2' (e.g. '0:1,0;32:0,1')")
+    w.add_argument("--rule", choices=["none", "confidence", "route"], default=None,
+                   help="confidence: weight by how peaked each model is; route: --route-prose / --route-code weights")
+    w.add_argument("--route-prose", default=None, metavar="W1,W2,...", help="route: weights outside ``` code fences")
+    w.add_argument("--route-code", default=None, metavar="W1,W2,...", help="route: weights inside ``` code fences")
+    w.add_argument("--alpha", type=float, default=None, help="contrast: plausibility cut (0.1); proxy: expert scale (1)")
+    w.add_argument("--amateur-temperature", type=float, default=None, help="contrast: the amateur's temperature")
+    w.add_argument("--chat", action="store_true", help="render PROMPT as a user message with model 0's chat template")
+    w.add_argument("--trace", metavar="FILE", default=None,
+                   help="write the trace: .html (page), .jsonl (one object per token) or other (ANSI text)")
+    w.add_argument("--show-trace", action="store_true", help="print the text coloured by dominant model (rich)")
+    w.add_argument("--receipt", metavar="FILE", default=None, help="write a weave receipt (loomrt verify replays it)")
+    w.add_argument("-t", "--threads", type=int, default=None, help="worker threads per model")
+    w.add_argument("-c", "--context", type=int, default=None, help="context length (default: the smallest model's)")
+    _add_sampling_args(w, 128)
+    w.set_defaults(_parser=w)
+
     b = sub.add_parser("bench", help="benchmark loomrt against llama.cpp and transformers",
                        description="Measure decode and prefill speed, time to first token, load time and peak "
                        "memory of loomrt and, when installed, llama.cpp (llama-cpp-python, same GGUF) and HF "
@@ -310,9 +348,13 @@ def cmd_hash(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from .audit import load_receipt
-    from .model import verify_receipt
+    from .receipts import verify_receipt
 
     r = load_receipt(args.receipt)
+    if r["format"] == "loomrt-weave-receipt":  # the recorded model paths, or -m A,B,... in the receipt's order
+        res = verify_receipt(r, args.model.split(",") if args.model else None, step=args.step, threads=args.threads)
+        print(("OK: " if res.ok else "MISMATCH: ") + res.message)
+        return 0 if res.ok else 1
     if args.quantize is None:  # load the model as the receipt's was loaded
         args.quantize = r["model"].get("quantize")
     if not args.int8_activations:
@@ -446,6 +488,92 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 130 if run.interrupted else 0
 
 
+def _floats(opt: str, text: str) -> List[float]:
+    try:
+        return [float(x) for x in text.replace(" ", "").split(",") if x != ""]
+    except ValueError:
+        raise errors.InvalidArgumentError(f"{opt}: {text!r} is not a comma-separated list of numbers") from None
+
+
+def cmd_weave(args: argparse.Namespace) -> int:
+    from .weave import Weave
+
+    if len(args.args) < 2:
+        raise _UsageError("give the models, then the prompt: loomrt weave MODEL_A MODEL_B \"prompt\"")
+    paths, prompt = args.args[:-1], args.args[-1]
+    if os.path.exists(prompt):
+        raise _UsageError(f"no prompt given: {prompt!r} is a model; write loomrt weave A B \"your prompt\"")
+    ms = [load(p, threads=args.threads) for p in paths]
+    kw: Dict[str, object] = {}
+    if args.schedule:
+        kw["schedule"] = [_floats("--schedule", row) for row in args.schedule.split(";") if row.strip()]
+    if args.ramp:
+        knots = []
+        for part in args.ramp.split(";"):
+            if not part.strip():
+                continue
+            if ":" not in part:
+                raise errors.InvalidArgumentError(f"--ramp: knot {part!r} must be STEP:W1,W2,...")
+            st, ws = part.split(":", 1)
+            step = _floats("--ramp", st)
+            if len(step) != 1:
+                raise errors.InvalidArgumentError(f"--ramp: knot {part!r} must be STEP:W1,W2,...")
+            knots.append((step[0], _floats("--ramp", ws)))
+        kw["ramp"] = knots
+    if args.rule == "route":
+        if not args.route_prose or not args.route_code:
+            raise _UsageError("--rule route needs --route-prose and --route-code weights")
+        kw["route"] = {"prose": _floats("--route-prose", args.route_prose),
+                       "code": _floats("--route-code", args.route_code)}
+    wv = Weave(ms, _floats("--weights", args.weights) if args.weights else None, args.mode, rule=args.rule,
+               alpha=args.alpha, amateur_temperature=args.amateur_temperature, context=args.context,
+               threads=args.threads, **kw)  # type: ignore[arg-type]
+    g = wv.generate(prompt, args.max_tokens, stop=args.stop, chat=args.chat, receipt=bool(args.receipt),
+                    **_sampling(args))
+    if args.show_trace:
+        g.trace.print()
+    else:
+        sys.stdout.write(g.text + "\n")
+        sys.stdout.flush()
+    if args.trace:
+        g.trace.save(args.trace)
+    if args.receipt:
+        _write_json(args.receipt, g.receipt)
+    if not args.quiet:
+        n = len(g.token_ids)
+        shares = ", ".join(f"{name} {x * 100:.1f}%" for name, x in zip(wv.names, g.trace.influence_totals()))
+        print(f"[loomrt] weave {args.mode} of {len(ms)} models | {n} tokens in {g.seconds:.2f} s "
+              f"({n / g.seconds if g.seconds > 0 else 0:.1f} tok/s) | influence: {shares} | finish: {g.finish_reason}",
+              file=sys.stderr)
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    model, prompt = _split_model_prompt(args, need_prompt=True)
+    m = _load(model, args)
+    ins = m.inspect(_parse_ids(prompt) if args.ids else prompt, top_k=args.top_k)
+    if args.html:
+        ins.to_html(args.html)
+    if args.json:
+        _write(args.json, ins.to_json())
+    L = ins.lens_top.shape[0] - 1
+    print("position  token                 entropy  surprisal  lens top-1 by layer (embedding, 1..L)")
+    for t, tok in enumerate(ins.tokens):
+        lens = " ".join(repr(ins.vocab_text.get(int(ins.lens_top[l, t, 0]), str(int(ins.lens_top[l, t, 0]))))
+                        for l in range(L + 1))
+        sur = "-" if ins.surprisal[t] != ins.surprisal[t] else f"{ins.surprisal[t]:.2f}"
+        print(f"{t:8d}  {repr(tok):20.20s}  {ins.entropy[t]:7.3f}  {sur:>9s}  {lens}")
+    return 0
+
+
+def _write(path: str, text: str) -> None:
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as exc:
+        raise errors.LoomrtIOError(f"cannot write {path}: {exc.strerror}") from None
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run_from_args
 
@@ -454,13 +582,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # `loomrt weave A B --mode mix "prompt" --trace t.html`: positionals between options
+        if args.command in ("weave", "inspect") and not any(x.startswith("-") and len(x) > 1 for x in extra):
+            args.args += extra
+        else:
+            args = parser.parse_args(argv)  # reports the unknown arguments
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
     try:
         return {"generate": cmd_generate, "chat": cmd_chat, "info": cmd_info, "hash": cmd_hash,
-                "verify": cmd_verify, "bench": cmd_bench, "train": cmd_train}[args.command](args)
+                "verify": cmd_verify, "bench": cmd_bench, "train": cmd_train,
+                "weave": cmd_weave, "inspect": cmd_inspect}[args.command](args)
     except _UsageError as exc:
         args._parser.error(str(exc))  # the command's usage line, then the message; exits with status 2
         return 2

@@ -551,6 +551,14 @@ class Model:
         rendered with the model's chat template."""
         return self.generate(messages, max_tokens, chat=True, **kwargs)  # type: ignore[arg-type]
 
+    def inspect(self, prompt: PromptLike, top_k: int = 5, attention: bool = True) -> Any:
+        """Hidden states per layer, attention probabilities per layer and head, the logit lens
+        and per-token entropy / surprisal of a prompt (a :class:`loomrt.inspect.Inspection`;
+        docs/inspect.md)."""
+        from .inspect import inspect_model
+
+        return inspect_model(self, prompt, top_k=top_k, attention=attention)
+
 
 def _allowed_cpus() -> List[int]:
     try:
@@ -594,11 +602,3 @@ def load(path: Union[str, os.PathLike], threads: Optional[int] = None, context: 
     return Model(path, threads=threads, context=context, allow_unknown_config_keys=allow_unknown_config_keys,
                  quantize=quantize, int8_activations=int8_activations, allow_unused_tensors=allow_unused_tensors,
                  mmap=mmap)
-
-
-def verify_receipt(receipt: Union[Dict[str, Any], str, os.PathLike, bytes], model: Any = None, *,
-                   step: Optional[int] = None, threads: Optional[int] = None) -> "audit.VerifyResult":
-    """Replay a generation receipt (:func:`loomrt.audit.verify_receipt`); ``model`` is a
-    loaded :class:`Model` or a path, loaded the way the receipt's model was (quantize,
-    int8 activations). Default: the default model."""
-    return audit.verify_receipt(receipt, model, step=step, threads=threads, load=load)

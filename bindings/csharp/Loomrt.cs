@@ -164,6 +164,26 @@ namespace Loomrt
         [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_trainer_state_save(IntPtr trainer, byte[] buf, UIntPtr cap, out UIntPtr written);
         [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_trainer_state_load(IntPtr trainer, byte[] buf, UIntPtr len);
 
+        // weaving (docs/weaving.md): several sessions, one token stream; free with lrt_weave_free before the sessions
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_weave_new(IntPtr[] sessions, long n, out IntPtr weave);
+        [DllImport(Lib, CallingConvention = CC)] public static extern void lrt_weave_free(IntPtr weave);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_weave_set_mode(IntPtr weave, int mode);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_weave_set_weights(IntPtr weave, double[] weights, long n);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_weave_set_schedule(IntPtr weave, int kind, double[] values, long nValues);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_weave_set_rule(IntPtr weave, byte[] name, UIntPtr nameLen, double[] prms, long nParams);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_weave_set_float(IntPtr weave, int key, double value);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_weave_set_int(IntPtr weave, int key, long value);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_weave_get_int(IntPtr weave, int key, out long value);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_weave_prompt(IntPtr weave, byte[] text, UIntPtr len, int flags);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_weave_prompt_tokens(IntPtr weave, int[] ids, long n, int flags);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_weave_step(IntPtr weave, out int token, out IntPtr text, out UIntPtr textLen);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_weave_logits(IntPtr weave, out IntPtr logits, out long vocab);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_weave_trace_row(IntPtr weave, long row, out int token, out int dominant, out double combined, out double sampled, double[] weights, double[] probs, long[] ranks, double[] shares, long nModels);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_weave_trace_top(IntPtr weave, long row, long model, int[] ids, double[] probs, long capacity, out long count);
+        // inspection (docs/inspect.md): hidden states, attention, logit lens
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_session_inspect(IntPtr session, IntPtr hidden, IntPtr attn, long posLo, long nPos, long nKey);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_session_lens(IntPtr session, float[] hidden, long rows, float[] logits);
+
         /// <summary>Throw LoomrtException for a negative status.</summary>
         public static void Check(int status)
         {

@@ -138,6 +138,26 @@ SIGNATURES: Dict[str, Tuple[object, List[object]]] = {
     "lrt_trainer_state_size": (_i32, [_h, _P(_sz)]),
     "lrt_trainer_state_save": (_i32, [_h, c_void_p, _sz, _P(_sz)]),
     "lrt_trainer_state_load": (_i32, [_h, c_void_p, _sz]),
+    # weaving (docs/weaving.md)
+    "lrt_weave_new": (_i32, [_P(_h), _i64, _P(_h)]),
+    "lrt_weave_free": (None, [_h]),
+    "lrt_weave_set_mode": (_i32, [_h, _i32]),
+    "lrt_weave_set_weights": (_i32, [_h, _P(c_double), _i64]),
+    "lrt_weave_set_schedule": (_i32, [_h, _i32, _P(c_double), _i64]),
+    "lrt_weave_set_rule": (_i32, [_h, c_char_p, _sz, _P(c_double), _i64]),
+    "lrt_weave_set_float": (_i32, [_h, _i32, c_double]),
+    "lrt_weave_set_int": (_i32, [_h, _i32, _i64]),
+    "lrt_weave_get_int": (_i32, [_h, _i32, _P(_i64)]),
+    "lrt_weave_prompt": (_i32, [_h, c_char_p, _sz, _i32]),
+    "lrt_weave_prompt_tokens": (_i32, [_h, _P(_i32), _i64, _i32]),
+    "lrt_weave_step": (_i32, [_h, _P(_i32), _P(c_void_p), _P(_sz)]),
+    "lrt_weave_logits": (_i32, [_h, _P(_P(c_float)), _P(_i64)]),
+    "lrt_weave_trace_row": (_i32, [_h, _i64, _P(_i32), _P(_i32), _P(c_double), _P(c_double), _P(c_double),
+                                   _P(c_double), _P(_i64), _P(c_double), _i64]),
+    "lrt_weave_trace_top": (_i32, [_h, _i64, _i64, _P(_i32), _P(c_double), _i64, _P(_i64)]),
+    # inspection (docs/inspect.md)
+    "lrt_session_inspect": (_i32, [_h, _P(c_float), _P(c_float), _i64, _i64, _i64]),
+    "lrt_session_lens": (_i32, [_h, _P(c_float), _i64, _P(c_float)]),
 }
 
 _STATUS_NAMES = {0: "LRT_OK", -1: "LRT_ERR_INVALID_ARGUMENT", -2: "LRT_ERR_NOT_FOUND", -3: "LRT_ERR_IO",

@@ -314,6 +314,7 @@ void lrt_session_free(lrt_session *s) {
   free(s->act_q); free(s->act_d); free(s->act_s);
   free(s->cand_ids); free(s->cand_probs); free(s->cand_logits);
   lrt_gen_free(s->gen);
+  free(s->insp);
   free(s);
 }
 

@@ -78,5 +78,11 @@ void lrt_gen_free(lrt_gen *g);
 /* End the session's pull generation (if any): the next lrt_session_step fails with
  * LRT_ERR_STATE until a new prompt. For code that replaces a session's tokens. */
 void lrt_gen_stop(lrt_session *s);
+/* A stream decoder of its own for other generators (the weave): the text of each token as
+ * lrt_session_step gives it, decoded with the model of session s (which is not changed). */
+int32_t lrt_gen_decoder_new(lrt_gen **out);
+void lrt_gen_decoder_reset(lrt_gen *g);
+int32_t lrt_gen_decoder_add(lrt_session *s, lrt_gen *g, int32_t tok, const char **text, size_t *len);
+int32_t lrt_gen_decoder_flush(lrt_session *s, lrt_gen *g, const char **text, size_t *len);
 
 #endif

@@ -417,3 +417,32 @@ fail:
   free(vf);
   return st;
 }
+
+/* ---- stream decoding for other generators (api/weave_api.c) ------------------------------ */
+
+int32_t lrt_gen_decoder_new(lrt_gen **out) {
+  *out = (lrt_gen *)calloc(1, sizeof(lrt_gen));
+  if (!*out) return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory");
+  (*out)->pending = -1;
+  (*out)->call_limit = -1;
+  return LRT_OK;
+}
+
+void lrt_gen_decoder_reset(lrt_gen *g) {
+  g->n_win = g->read = 0;
+  g->out_len = 0;
+}
+
+int32_t lrt_gen_decoder_add(lrt_session *s, lrt_gen *g, int32_t tok, const char **text, size_t *len) {
+  int32_t st = decode_add(s, g, tok);
+  *text = g->out ? g->out : "";
+  *len = g->out_len;
+  return st;
+}
+
+int32_t lrt_gen_decoder_flush(lrt_session *s, lrt_gen *g, const char **text, size_t *len) {
+  int32_t st = decode_flush(s, g);
+  *text = g->out ? g->out : "";
+  *len = g->out_len;
+  return st;
+}

@@ -671,6 +671,132 @@ LRT_API int32_t lrt_trainer_state_size(const lrt_trainer *trainer, size_t *size)
 LRT_API int32_t lrt_trainer_state_save(const lrt_trainer *trainer, void *buf, size_t capacity, size_t *written);
 LRT_API int32_t lrt_trainer_state_load(lrt_trainer *trainer, const void *buf, size_t len);
 
+/* ---- weaving: several models write one token stream (docs/weaving.md) -----------------
+
+   A weave steps N sessions (N >= 1, each on its own model; the models must share token ids)
+   over the same token stream. At each step every session's next-token logits are combined
+   elementwise over the shared vocabulary by the mode's formula, in float32 with loomrt's own
+   exp/log and fixed orders (bit-identical across thread counts, kernel paths and machines),
+   and the weave's seeded sampler (the session sampler: temperature, top-k, top-p, min-p,
+   repetition penalty, seed) draws from the combined logits. Every given token leaves an
+   exact trace row: the weights in force, each model's probability, rank and top tokens, the
+   combined probability and each model's share.
+
+   Vocabulary: ids that every model has (the shared vocabulary, [0, S)) must be the same
+   tokens in every model that has a tokenizer (compared byte for byte); ids a model has
+   beyond S (a padded superset) are masked out of the combination. Anything else is refused
+   at lrt_weave_new with LRT_ERR_INVALID_ARGUMENT naming the first differing token.
+
+   The sessions are borrowed: they must outlive the weave, and must not be used by anyone
+   else while it generates (a session changed behind its back ends the generation with
+   LRT_ERR_STATE). Model 0 tokenizes text prompts, gives the text of tokens and decides the
+   end of generation (its end-of-generation ids). */
+typedef struct lrt_weave lrt_weave;
+
+typedef enum lrt_weave_mode {
+  LRT_WEAVE_MIX = 0,      /* p = sum_i w_i p_i, weights normalised to sum 1 (N >= 1)          */
+  LRT_WEAVE_PRODUCT = 1,  /* logits sum_i w_i z_i: log p = sum_i w_i log p_i - log Z (N >= 1) */
+  LRT_WEAVE_CONTRAST = 2, /* w_0 log p_0 - w_1 log p_1 over p_0 >= alpha max p_0 (N == 2:
+                             expert, amateur; Li et al. 2022)                                 */
+  LRT_WEAVE_PROXY = 3     /* w_0 z_0 + alpha (w_1 z_1 - w_2 z_2) (N == 3: base, expert,
+                             anti-expert; proxy-tuning / DExperts)                            */
+} lrt_weave_mode;
+
+/* Weave settings (lrt_weave_set_float / _int) besides the LRT_PARAM_* sampler settings. */
+#define LRT_WEAVE_ALPHA 100               /* contrast: plausibility cut (default 0.1); proxy:
+                                             expert scale (default 1); double >= 0          */
+#define LRT_WEAVE_AMATEUR_TEMPERATURE 101 /* contrast: the amateur's temperature, > 0 (1)   */
+#define LRT_WEAVE_TRACE_TOP_K 102         /* top tokens kept per model and step, 0..64 (5)  */
+
+/* Weight schedules (lrt_weave_set_schedule). */
+#define LRT_WEAVE_SCHEDULE_NONE 0 /* static weights (lrt_weave_set_weights)                  */
+#define LRT_WEAVE_SCHEDULE_LIST 1 /* rows of N weights: row k at generated step k, the last
+                                     row after the end                                       */
+#define LRT_WEAVE_SCHEDULE_RAMP 2 /* knots (step, w_0 .. w_N-1), steps increasing: piecewise
+                                     linear between knots, constant outside                 */
+
+/* Integer facts about a weave (lrt_weave_get_int). */
+#define LRT_WEAVE_INFO_FINISH_REASON 0 /* lrt_finish_reason of the last generation           */
+#define LRT_WEAVE_INFO_PROMPT_TOKENS 1
+#define LRT_WEAVE_INFO_GENERATED_TOKENS 2
+#define LRT_WEAVE_INFO_VOCAB 3         /* columns of the combined logits                     */
+#define LRT_WEAVE_INFO_SHARED_VOCAB 4  /* S: ids >= S are masked                             */
+#define LRT_WEAVE_INFO_MODELS 5
+#define LRT_WEAVE_INFO_TRACE_ROWS 6    /* trace rows since the last prompt                   */
+#define LRT_WEAVE_INFO_MODE 7
+#define LRT_WEAVE_INFO_TRACE_TOP_K 8
+
+/* A weave over sessions[0..n) (1 <= n <= 16, distinct sessions). Mode mix, weights all 1. */
+LRT_API int32_t lrt_weave_new(lrt_session *const *sessions, int64_t n, lrt_weave **out);
+LRT_API void lrt_weave_free(lrt_weave *weave);
+/* LRT_ERR_INVALID_ARGUMENT for a mode the number of models does not fit. */
+LRT_API int32_t lrt_weave_set_mode(lrt_weave *weave, int32_t mode);
+/* n == the number of models; every weight finite and >= 0, not all 0. */
+LRT_API int32_t lrt_weave_set_weights(lrt_weave *weave, const double *weights, int64_t n);
+/* kind LRT_WEAVE_SCHEDULE_*; values: LIST rows x N, RAMP knots x (N + 1). NONE clears. */
+LRT_API int32_t lrt_weave_set_schedule(lrt_weave *weave, int32_t kind, const double *values, int64_t n_values);
+/* A rule evaluated in C at every step on top of the static / scheduled weights:
+ *   "none"        no rule (params: none)
+ *   "confidence"  w_i <- w_i c_i * (sum_j w_j) / (sum_j w_j c_j), c_i = max_t p_i(t): a
+ *                 model counts more where its distribution is peaked (params: none)
+ *   "route"       params = 2N weights: the first N outside a fenced code block, the last N
+ *                 inside one (the stream so far, prompt included, has an odd number of
+ *                 "```" runs); needs model 0's tokenizer.
+ * LRT_ERR_NOT_FOUND for an unknown name (the message lists the rules). */
+LRT_API int32_t lrt_weave_set_rule(lrt_weave *weave, const char *name, size_t name_len, const double *params,
+                                   int64_t n_params);
+LRT_API int32_t lrt_weave_set_float(lrt_weave *weave, int32_t key, double value);
+LRT_API int32_t lrt_weave_set_int(lrt_weave *weave, int32_t key, int64_t value);
+LRT_API int32_t lrt_weave_get_int(const lrt_weave *weave, int32_t key, int64_t *out);
+/* Start a generation as lrt_session_prompt / lrt_session_prompt_tokens do, on every session
+ * (text is tokenized by model 0). Clears the trace. */
+LRT_API int32_t lrt_weave_prompt(lrt_weave *weave, const char *text, size_t len, int32_t flags);
+LRT_API int32_t lrt_weave_prompt_tokens(lrt_weave *weave, const int32_t *ids, int64_t n, int32_t flags);
+/* The next woven token, with the contract of lrt_session_step (token -1: over). */
+LRT_API int32_t lrt_weave_step(lrt_weave *weave, int32_t *token, const char **text, size_t *text_len);
+/* The combined logits the last step sampled from (*vocab floats; masked ids are -inf). */
+LRT_API int32_t lrt_weave_logits(const lrt_weave *weave, const float **out, int64_t *vocab);
+/* Trace row `row` (0 = the first token given since the last prompt). Arrays have n_models
+ * entries (n_models must equal the weave's). Any output pointer may be NULL.
+ *   weights:  the weights in force (mix: normalised to sum 1)
+ *   probs:    p_i(token), each model's own softmax at temperature 1 (contrast: the amateur's
+ *             at its temperature)
+ *   ranks:    1 + the tokens model i ranks above it (probability, then lower id)
+ *   shares:   mix: w_i p_i(t) / p(t) (sums to 1); product, contrast, proxy: model i's
+ *             additive contribution to the token's combined logit (product and contrast:
+ *             w_i log p_i(t), the amateur's negated; proxy: w_0 z_0(t), alpha w_1 z_1(t),
+ *             -alpha w_2 z_2(t))
+ *   combined: the combined distribution's p(t) before the sampler's temperature and filters
+ *   sampled:  the probability the sampler drew t with (after its filters; 1 when greedy)
+ *   dominant: argmax_i w_i p_i(t) (lowest i on ties) */
+LRT_API int32_t lrt_weave_trace_row(const lrt_weave *weave, int64_t row, int32_t *token, int32_t *dominant,
+                                    double *combined, double *sampled, double *weights, double *probs,
+                                    int64_t *ranks, double *shares, int64_t n_models);
+/* The top tokens of trace row `row` for model `model` (0..N-1) or the combined distribution
+ * (model = -1), most probable first (ties: lower id): up to capacity ids and probabilities;
+ * *count gets how many there are (at most LRT_WEAVE_TRACE_TOP_K). */
+LRT_API int32_t lrt_weave_trace_top(const lrt_weave *weave, int64_t row, int64_t model, int32_t *ids, double *probs,
+                                    int64_t capacity, int64_t *count);
+
+/* ---- inspection: what happens inside the model (docs/inspect.md) ----------------------- */
+
+/* Record, during the session's next evals, for every token evaluated at a position p in
+ * [pos_lo, pos_lo + n_pos): the residual stream after the embedding and after each layer,
+ *   hidden[((l * n_pos) + (p - pos_lo)) * dim + i]          l = 0 .. layers (0: embedding),
+ * and every head's attention probabilities over the key positions k <= p it attends to,
+ *   attn[(((l * heads + h) * n_pos) + (p - pos_lo)) * n_key + k]     for p < n_key
+ * (entries of keys outside the head's window are not written). Both buffers are the
+ * caller's (float32, either may be NULL) and must stay valid while recording is on. The
+ * values are copies of what the forward pass computes: logits do not change. Pass both
+ * NULL to stop; when off (the default) the hook costs one pointer test per layer. */
+LRT_API int32_t lrt_session_inspect(lrt_session *session, float *hidden, float *attn, int64_t pos_lo, int64_t n_pos,
+                                    int64_t n_key);
+/* The logit lens: final norm and LM head applied to rows x dim hidden states (e.g. a layer's
+ * residual stream from lrt_session_inspect), written to logits (rows x vocab). Applied to the
+ * last layer's states it gives the model's logits bit for bit. Uses the session's threads;
+ * does not change its tokens or logits. */
+LRT_API int32_t lrt_session_lens(lrt_session *session, const float *hidden, int64_t rows, float *logits);
+
 #ifdef __cplusplus
 }
 #endif

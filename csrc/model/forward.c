@@ -346,6 +346,9 @@ static void att_task(void *vctx, int64_t h, int thread) {
     k->exp_f32(sc, sc, n); /* = lrt_expf per element */
     float sum = k->sum_f32(sc, n);
     for (int64_t j = 0; j < n; j++) sc[j] = sc[j] / sum;
+    if (s->insp && s->insp->attn && p >= s->insp->pos_lo && p - s->insp->pos_lo < s->insp->n_pos && p < s->insp->n_key)
+      memcpy(s->insp->attn + ((a->layer * c->n_heads + h) * s->insp->n_pos + p - s->insp->pos_lo) * s->insp->n_key + lo,
+             sc, (size_t)n * sizeof(float));
     /* o[d] = sum over j in order of sc[j] * V[j][d], from 0: eight columns at a time in
      * registers (each column's chain is the plain sequential loop; columns are independent) */
     float *o = s->att + t * qd + h * hd;
@@ -449,6 +452,18 @@ static int all_finite(const float *a, int64_t n) {
 #define WHERE_EMBEDDING (-1) /* the embedded token (and position) rows              */
 /* 2*l: layer l's attention block, 2*l + 1: its MLP block, 2*n_layers: final norm + LM head */
 
+/* Inspection: copy the residual stream of rows at positions pos0.. (stage 0 = embedding). */
+static void insp_hidden(const lrt_session *s, int64_t stage, int64_t M, int64_t pos0) {
+  const lrt_inspect_hook *h = s->insp;
+  int64_t D = s->m->cfg.dim;
+  if (!h->hidden) return;
+  for (int64_t t = 0; t < M; t++) {
+    int64_t p = pos0 + t;
+    if (p >= h->pos_lo && p - h->pos_lo < h->n_pos)
+      memcpy(h->hidden + (stage * h->n_pos + p - h->pos_lo) * D, s->x + t * D, (size_t)D * sizeof(float));
+  }
+}
+
 /* Run M tokens at positions pos0.. through the model. If `logits` is not NULL, write the
  * logits of the rows from `first_logit_row` on into it ((M - first) x vocab). With `where`
  * (the failure path only: lrt_forward's diagnosis), check the residual stream after the
@@ -473,6 +488,7 @@ static void forward_chunk(lrt_session *s, const int32_t *tok, int64_t M, int64_t
   }
   CHECK_FINITE(s->x, M * D, WHERE_EMBEDDING);
   const lrt_kernels *kr = lrt_kernels_get();
+  if (s->insp) insp_hidden(s, 0, M, pos0);
   for (int64_t l = 0; l < c->n_layers; l++) {
     const lrt_layer *L = &m->layers[l];
     int kind = c->layer_kind[l];
@@ -534,6 +550,7 @@ static void forward_chunk(lrt_session *s, const int32_t *tok, int64_t M, int64_t
     if (L->ffn_post_norm) norm_rows(m, s->xb, s->xb, M, L->ffn_post_norm, NULL);
     for (int64_t i = 0; i < M * D; i++) s->x[i] = s->x[i] + s->xb[i];
     CHECK_FINITE(s->x, M * D, 2 * l + 1);
+    if (s->insp) insp_hidden(s, l + 1, M, pos0);
   }
   if (!logits) return;
   int64_t rows = M - first_logit_row;
@@ -647,4 +664,15 @@ int32_t lrt_forward(lrt_session *s, const int32_t *tokens, int64_t n, int all_lo
   s->pos += n;
   s->logits_rows = rows;
   return LRT_OK;
+}
+
+void lrt_forward_head(lrt_session *s, const float *hidden, int64_t rows, float *logits) {
+  const lrt_model *m = s->m;
+  int64_t D = m->cfg.dim, V = m->cfg.vocab;
+  for (int64_t r0 = 0; r0 < rows; r0 += LRT_CHUNK) {
+    int64_t M = rows - r0 < LRT_CHUNK ? rows - r0 : LRT_CHUNK;
+    norm_rows(m, s->xb, hidden + r0 * D, M, m->out_norm, m->out_norm_b);
+    mm_job head = {&m->lm_head, s->xb, logits + r0 * V, V, NULL, NULL};
+    matmul(s, M, &head, 1);
+  }
 }

@@ -109,6 +109,7 @@ struct lrt_session {
   uint64_t history_id; /* bumped when the token history is replaced (state load): a pull
                           generation started before it ends (api/generate.c) */
   lrt_atomic_int busy; /* 1 while an exported function runs on the session (lrt_session_enter) */
+  struct lrt_inspect_hook *insp; /* inspection (lrt_session_inspect): NULL = off, costs a test */
 };
 
 /* Concurrent-use detection (docs/threads.md): every exported function that takes a session
@@ -125,6 +126,18 @@ static inline void lrt_session_leave(const lrt_session *s) {
   lrt_atomic_store_int((lrt_atomic_int *)&s->busy, 0);
 }
 
+/* Inspection: while a session's `insp` is set, lrt_forward copies, for every evaluated token at
+ * a position p in [pos_lo, pos_lo + n_pos), the residual stream after the embedding and after
+ * each layer into hidden[(l * n_pos + p - pos_lo) * dim] (l = 0 embedding, l = 1.. layers), and
+ * each head's attention probabilities over key positions lo..p into
+ * attn[((l * n_heads + h) * n_pos + p - pos_lo) * n_key + j] (key position j; the rest of the
+ * row is left as the caller filled it). Buffers are the caller's. Nothing else changes: the
+ * values are copies of what the pass computes anyway. */
+typedef struct lrt_inspect_hook {
+  float *hidden, *attn; /* either may be NULL */
+  int64_t pos_lo, n_pos, n_key;
+} lrt_inspect_hook;
+
 /* forward.c */
 size_t lrt_mat_row_bytes(const lrt_mat *w);
 /* Row r of a matrix as float (block formats dequantized, F16/BF16 widened: exact). */
@@ -136,6 +149,10 @@ void lrt_rope_cs(const float *inv_freq, int64_t half, int64_t pos, float *cs);
 double lrt_rope_freq(const lrt_config *c, int64_t i);
 int32_t lrt_forward(lrt_session *s, const int32_t *tokens, int64_t n, int all_logits);
 int32_t lrt_session_reserve(lrt_session *s, int64_t positions);
+/* The LM head on rows x dim hidden states: final norm, then the output matrix (the same
+ * operations as the last step of lrt_forward, so the last layer's rows give the logits bits).
+ * Uses the session's scratch and threads; logits is rows x vocab. */
+void lrt_forward_head(lrt_session *s, const float *hidden, int64_t rows, float *logits);
 /* sampler.c */
 int32_t lrt_sample(lrt_session *s, int32_t *token);
 /* Allocate the candidate buffers (vocab entries) if not yet done. */
