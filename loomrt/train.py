@@ -20,6 +20,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 import numpy as np
 
 from . import errors
+from .tokenizer import Tokenizer as CTokenizer
 from .trainer import Trainer
 
 # ---- model configurations ----------------------------------------------------------------
@@ -304,9 +305,10 @@ def _bytes_to_unicode() -> Dict[int, str]:
 
 
 def build_tokenizer(spec: str, documents: Optional[Iterable[str]] = None) -> Tuple[Any, str]:
-    """A HF ``tokenizers.Tokenizer`` and its tokenizer.json text from a spec:
-    "byte" (256 byte tokens + <|endoftext|>), "bpe:VOCAB" (byte-level BPE trained on the
-    documents with HF tokenizers' trainer) or "from:MODEL" (a model folder's tokenizer.json)."""
+    """loomrt's (C) tokenizer and its tokenizer.json text from a spec: "byte" (256 byte tokens
+    + <|endoftext|>), "bpe:VOCAB" (byte-level BPE trained on the documents with HF tokenizers'
+    trainer, the one use of HF tokenizers here) or "from:MODEL" (a model folder's
+    tokenizer.json). The corpus is then encoded by the same C tokenizer that generation uses."""
     from tokenizers import Tokenizer
     if spec == "byte":
         tok = _byte_level_tokenizer()
@@ -325,11 +327,11 @@ def build_tokenizer(spec: str, documents: Optional[Iterable[str]] = None) -> Tup
             raise errors.NotFoundError(f"--tokenizer {spec}: no tokenizer.json at {tj}")
         with open(tj, encoding="utf-8") as f:
             text = f.read()
-        return Tokenizer.from_str(text), text
+        return CTokenizer.from_str(text), text
     else:
         raise errors.InvalidArgumentError(f"--tokenizer must be byte, bpe:VOCAB or from:MODEL, got {spec!r}")
     text = tok.to_str()
-    return Tokenizer.from_str(text), text
+    return CTokenizer.from_str(text), text
 
 
 def eos_id(tok: Any) -> int:
@@ -347,7 +349,7 @@ def write_token_cache(docs: Iterable[Tuple[str, bool, str]], tok: Any, eos: int,
     """Tokenize the documents once into folder/train.bin and folder/val.bin (uint16 or uint32
     ids, each document followed by EOS), written through temporary files and renamed."""
     os.makedirs(folder, exist_ok=True)
-    vocab = tok.get_vocab_size(with_added_tokens=True)
+    vocab = tok.vocab_size
     dtype = np.uint16 if vocab <= 65535 else np.uint32
     paths = {s: os.path.join(folder, f"{s}.bin") for s in ("train", "val")}
     outs = {s: open(p + ".tmp", "wb") for s, p in paths.items()}
@@ -671,8 +673,7 @@ def train(data: Sequence[str], out: str, *, resume: bool = False, overwrite: boo
             meta = json.load(f)
         with open(tok_path, encoding="utf-8") as f:
             tok_json = f.read()
-        from tokenizers import Tokenizer
-        tok = Tokenizer.from_str(tok_json)
+        tok = CTokenizer.from_str(tok_json)
     else:
         os.makedirs(data_dir, exist_ok=True)
         stats = CorpusStats()
@@ -702,7 +703,7 @@ def train(data: Sequence[str], out: str, *, resume: bool = False, overwrite: boo
                 + (f" (e.g. {stats.bad_jsonl_examples[0]})" if stats.bad_jsonl_examples else "")
                 + (f", {stats.val_documents} documents all in the validation split (lower --val-fraction)"
                    if stats.val_documents else ""))
-        meta = dict(counts, stats=asdict(stats), eos=eos, vocab=tok.get_vocab_size(with_added_tokens=True))
+        meta = dict(counts, stats=asdict(stats), eos=eos, vocab=tok.vocab_size)
         _atomic_write(tok_path, tok_json.encode("utf-8"))
         _atomic_write(meta_path, json.dumps(meta, indent=2, sort_keys=True).encode())
     eos = int(meta["eos"])
