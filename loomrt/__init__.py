@@ -14,6 +14,7 @@ from ._library import library_path
 from .errors import (ContextFullError, FormatError, InternalError, InvalidArgumentError, LoomrtError,
                      LoomrtIOError, NotFoundError, OutOfMemoryError, StateError, UnsupportedError)
 from .model import Generation, Model, SamplingParams, Session, Timings, default_threads, load
+from .batch import Batch
 from .audit import VerifyResult, model_hash, tokenizer_hash, verify_receipt
 from .resolve import default_model_path, resolve_model_path
 from .tokenizer import Tokenizer
@@ -42,6 +43,7 @@ def set_kernel_path(name: str) -> None:
 
 
 __all__ = [
+    "Batch",
     "load", "Model", "Session", "Generation", "SamplingParams", "Timings", "Tokenizer", "CTokenizer",
     "default_model_path", "resolve_model_path", "default_threads", "kernel_path",
     "kernel_paths", "set_kernel_path",

@@ -280,8 +280,10 @@ static void rope_apply(float *v, int64_t heads, int64_t hd, const float *cs) {
 /* ---- attention ------------------------------------------------------------------------- */
 
 typedef struct att_ctx {
-  lrt_session *s;
-  int64_t layer, M, pos0;
+  lrt_session *s;            /* scratch (q, att, scores) and pool                          */
+  lrt_session *const *own;   /* per row: the session whose KV cache it reads (NULL: all s) */
+  const int64_t *pos;        /* per row: its absolute position                             */
+  int64_t layer, M;
 } att_ctx;
 
 static void att_task(void *vctx, int64_t h, int thread) {
@@ -291,12 +293,13 @@ static void att_task(void *vctx, int64_t h, int thread) {
   const lrt_kernels *k = lrt_kernels_get();
   int64_t hd = c->head_dim, qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
   int64_t kvh = h / (c->n_heads / c->n_kv_heads);
-  const float *K = s->k_cache[a->layer] + kvh * hd;
-  const float *V = s->v_cache[a->layer] + kvh * hd;
   float *sc = s->scores + (int64_t)thread * s->scores_cap;
   float scale = 1.0f / sqrtf((float)hd);
   for (int64_t t = 0; t < a->M; t++) {
-    int64_t p = a->pos0 + t;
+    const lrt_session *kv = a->own ? a->own[t] : s;
+    const float *K = kv->k_cache[a->layer] + kvh * hd;
+    const float *V = kv->v_cache[a->layer] + kvh * hd;
+    int64_t p = a->pos[t];
     int64_t lo = 0;
     if (c->sliding_window > 0 && p - c->sliding_window + 1 > 0) lo = p - c->sliding_window + 1;
     int64_t n = p - lo + 1;
@@ -397,18 +400,34 @@ int32_t lrt_session_reserve(lrt_session *s, int64_t positions) {
 
 /* ---- one chunk --------------------------------------------------------------------------- */
 
-/* Run M tokens at positions pos0.. through the model. If `logits` is not NULL, write the
- * logits of the rows from `first_logit_row` on into it ((M - first) x vocab). */
-static void forward_chunk(lrt_session *s, const int32_t *tok, int64_t M, int64_t pos0,
-                          float *logits, int64_t first_logit_row) {
+/* The rows of one pass: row t is token tok[t] at absolute position pos[t] of the sequence
+ * whose KV cache is own[t] (own NULL: every row is the scratch session's own sequence).
+ * Rows of one sequence come in position order. */
+typedef struct fwd_rows {
+  const int32_t *tok;
+  const int64_t *pos;
+  lrt_session *const *own;
+  int64_t M;
+  const int64_t *lrows; /* rows whose logits are wanted, in order (n_lrows of them) */
+  int64_t n_lrows;
+} fwd_rows;
+
+/* Run M rows through the model with the scratch buffers and threads of `s`. If `logits` is
+ * not NULL, write the logits of the rows lrows[0..n_lrows) into it (n_lrows x vocab). Every
+ * value of a row is computed from that row's inputs and its own sequence's cache only, by
+ * the same code whatever the other rows are: one sequence's logits do not depend on what
+ * shares its pass (batch invariance, docs/numerics.md). */
+static void forward_chunk(lrt_session *s, const fwd_rows *r, float *logits) {
   const lrt_model *m = s->m;
   const lrt_config *c = &m->cfg;
+  int64_t M = r->M;
   int64_t D = c->dim, hd = c->head_dim, qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
   for (int64_t t = 0; t < M; t++) {
-    mat_row(&m->tok_embd, tok[t], s->x + t * D);
+    if (!c->learned_pos) rope_cs(m, r->pos[t], s->rope_cs + t * hd);
+    mat_row(&m->tok_embd, r->tok[t], s->x + t * D);
     if (c->learned_pos) {
       float *pe = s->xb;
-      mat_row(&m->pos_embd, pos0 + t, pe);
+      mat_row(&m->pos_embd, r->pos[t], pe);
       for (int64_t i = 0; i < D; i++) s->x[t * D + i] = s->x[t * D + i] + pe[i];
     }
   }
@@ -425,10 +444,11 @@ static void forward_chunk(lrt_session *s, const int32_t *tok, int64_t M, int64_t
         rope_apply(s->q + t * qd, c->n_heads, hd, s->rope_cs + t * hd);
         rope_apply(s->k + t * kvd, c->n_kv_heads, hd, s->rope_cs + t * hd);
       }
-      memcpy(s->k_cache[l] + (pos0 + t) * kvd, s->k + t * kvd, (size_t)kvd * 4);
-      memcpy(s->v_cache[l] + (pos0 + t) * kvd, s->v + t * kvd, (size_t)kvd * 4);
+      lrt_session *kv = r->own ? r->own[t] : s;
+      memcpy(kv->k_cache[l] + r->pos[t] * kvd, s->k + t * kvd, (size_t)kvd * 4);
+      memcpy(kv->v_cache[l] + r->pos[t] * kvd, s->v + t * kvd, (size_t)kvd * 4);
     }
-    att_ctx a = {s, l, M, pos0};
+    att_ctx a = {s, r->own, r->pos, l, M};
     lrt_pool_run(s->pool, att_task, &a, c->n_heads);
     mm_job o = {&L->wo, s->att, s->xb, D, L->bo, NULL};
     matmul(s, M, &o, 1);
@@ -449,47 +469,143 @@ static void forward_chunk(lrt_session *s, const int32_t *tok, int64_t M, int64_t
     matmul(s, M, &down, 1);
     for (int64_t i = 0; i < M * D; i++) s->x[i] = s->x[i] + s->xb[i];
   }
-  if (!logits) return;
-  int64_t rows = M - first_logit_row;
-  norm_rows(m, s->xb, s->x + first_logit_row * D, rows, m->out_norm, m->out_norm_b);
+  if (!logits || r->n_lrows < 1) return;
+  for (int64_t i = 0; i < r->n_lrows; i++)
+    norm_rows(m, s->xb + i * D, s->x + r->lrows[i] * D, 1, m->out_norm, m->out_norm_b);
   mm_job head = {&m->lm_head, s->xb, logits, c->vocab, NULL, NULL};
-  matmul(s, rows, &head, 1);
+  matmul(s, r->n_lrows, &head, 1);
+}
+
+static int32_t check_tokens(const lrt_config *c, const int32_t *tokens, int64_t n) {
+  for (int64_t i = 0; i < n; i++)
+    if (tokens[i] < 0 || tokens[i] >= c->vocab)
+      return lrt_err(LRT_ERR_INVALID_ARGUMENT, "token id %d at index %lld is outside the vocabulary [0, %lld)",
+                     tokens[i], (long long)i, (long long)c->vocab);
+  return LRT_OK;
+}
+
+static int32_t reserve_logits(lrt_session *s, int64_t rows) {
+  int64_t vocab = s->m->cfg.vocab;
+  if (rows * vocab <= s->logits_cap) return LRT_OK;
+  float *lg = (float *)realloc(s->logits, (size_t)(rows * vocab) * sizeof(float));
+  if (!lg) return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory for %lld x %lld logits", (long long)rows, (long long)vocab);
+  s->logits = lg;
+  s->logits_cap = rows * vocab;
+  return LRT_OK;
 }
 
 int32_t lrt_forward(lrt_session *s, const int32_t *tokens, int64_t n, int all_logits) {
   const lrt_config *c = &s->m->cfg;
   if (n <= 0) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "eval needs at least one token");
-  for (int64_t i = 0; i < n; i++)
-    if (tokens[i] < 0 || tokens[i] >= c->vocab)
-      return lrt_err(LRT_ERR_INVALID_ARGUMENT, "token id %d at index %lld is outside the vocabulary [0, %lld)",
-                     tokens[i], (long long)i, (long long)c->vocab);
+  int32_t st = check_tokens(c, tokens, n);
+  if (st) return st;
   if (n > s->ctx - s->pos)
     return lrt_err(LRT_ERR_CONTEXT_FULL, "context full: %lld tokens are in the session and %lld more do not fit in "
                    "the context of %lld; start a new session, truncate it, or open it with a larger context",
                    (long long)s->pos, (long long)n, (long long)s->ctx);
-  int32_t st = lrt_session_reserve(s, s->pos + n);
+  st = lrt_session_reserve(s, s->pos + n);
   if (st) return st;
   int64_t rows = all_logits ? n : 1;
-  if (rows * c->vocab > s->logits_cap) {
-    float *lg = (float *)realloc(s->logits, (size_t)(rows * c->vocab) * sizeof(float));
-    if (!lg) return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory for %lld x %lld logits", (long long)rows, (long long)c->vocab);
-    s->logits = lg;
-    s->logits_cap = rows * c->vocab;
-  }
+  st = reserve_logits(s, rows);
+  if (st) return st;
   s->logits_rows = 0; /* invalid until the pass completes */
+  int64_t pos[LRT_CHUNK], lrows[LRT_CHUNK];
   for (int64_t start = 0; start < n; start += LRT_CHUNK) {
     int64_t M = n - start < LRT_CHUNK ? n - start : LRT_CHUNK;
-    int64_t pos0 = s->pos + start;
-    if (!c->learned_pos)
-      for (int64_t t = 0; t < M; t++) rope_cs(s->m, pos0 + t, s->rope_cs + t * c->head_dim);
+    fwd_rows r = {tokens + start, pos, NULL, M, lrows, 0};
+    for (int64_t t = 0; t < M; t++) pos[t] = s->pos + start + t;
     float *out = NULL;
-    int64_t first = 0;
-    if (all_logits) out = s->logits + start * c->vocab;
-    else if (start + M == n) { out = s->logits; first = M - 1; }
-    forward_chunk(s, tokens + start, M, pos0, out, first);
+    if (all_logits) {
+      out = s->logits + start * c->vocab;
+      for (int64_t t = 0; t < M; t++) lrows[t] = t;
+      r.n_lrows = M;
+    } else if (start + M == n) {
+      out = s->logits;
+      lrows[0] = M - 1;
+      r.n_lrows = 1;
+    }
+    forward_chunk(s, &r, out);
   }
   memcpy(s->tokens + s->pos, tokens, (size_t)n * sizeof(int32_t));
   s->pos += n;
   s->logits_rows = rows;
+  return LRT_OK;
+}
+
+/* ---- many sequences in one pass ---------------------------------------------------------- */
+
+int32_t lrt_forward_batch(lrt_session *w, lrt_session *const *seqs, const int32_t *const *tokens,
+                          const int64_t *counts, int64_t n_seqs) {
+  const lrt_model *m = w->m;
+  const lrt_config *c = &m->cfg;
+  if (n_seqs < 1) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "the batch is empty: add sequences with lrt_batch_add first");
+  /* everything is checked and every buffer reserved before any cache row is written, so a
+   * failure leaves every session as it was */
+  int64_t total = 0, max_pos = 0;
+  for (int64_t i = 0; i < n_seqs; i++) {
+    lrt_session *s = seqs[i];
+    if (s->m != m)
+      return lrt_err(LRT_ERR_INVALID_ARGUMENT, "batch entry %lld: the session belongs to another model than the batch",
+                     (long long)i);
+    for (int64_t j = 0; j < i; j++)
+      if (seqs[j] == s)
+        return lrt_err(LRT_ERR_INVALID_ARGUMENT, "batch entries %lld and %lld are the same session: add each session "
+                       "once per step, with all its tokens", (long long)j, (long long)i);
+    if (counts[i] < 1) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "batch entry %lld has no tokens", (long long)i);
+    for (int64_t j = 0; j < counts[i]; j++)
+      if (tokens[i][j] < 0 || tokens[i][j] >= c->vocab)
+        return lrt_err(LRT_ERR_INVALID_ARGUMENT, "batch entry %lld: token id %d at index %lld is outside the "
+                       "vocabulary [0, %lld)", (long long)i, tokens[i][j], (long long)j, (long long)c->vocab);
+    if (counts[i] > s->ctx - s->pos)
+      return lrt_err(LRT_ERR_CONTEXT_FULL, "batch entry %lld: context full: %lld tokens are in the session and %lld "
+                     "more do not fit in its context of %lld", (long long)i, (long long)s->pos, (long long)counts[i],
+                     (long long)s->ctx);
+    total += counts[i];
+    if (s->pos + counts[i] > max_pos) max_pos = s->pos + counts[i];
+  }
+  for (int64_t i = 0; i < n_seqs; i++) {
+    int32_t st = lrt_session_reserve(seqs[i], seqs[i]->pos + counts[i]);
+    if (!st) st = reserve_logits(seqs[i], 1);
+    if (st) return st;
+  }
+  /* the scratch session: attention scores for the longest sequence, logits of one chunk */
+  if (max_pos > w->scores_cap) {
+    float *sc = (float *)realloc(w->scores, (size_t)max_pos * (size_t)lrt_pool_threads(w->pool) * sizeof(float));
+    if (!sc) return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory for attention scores");
+    w->scores = sc;
+    w->scores_cap = max_pos;
+  }
+  int64_t chunk = w->chunk < LRT_CHUNK ? w->chunk : LRT_CHUNK;
+  int32_t st = reserve_logits(w, n_seqs < chunk ? n_seqs : chunk);
+  if (st) return st;
+  int32_t tok[LRT_CHUNK];
+  int64_t pos[LRT_CHUNK], lrows[LRT_CHUNK], lseq[LRT_CHUNK];
+  lrt_session *own[LRT_CHUNK];
+  int64_t M = 0, nl = 0;
+  for (int64_t i = 0; i < n_seqs; i++) {
+    for (int64_t j = 0; j < counts[i]; j++) {
+      tok[M] = tokens[i][j];
+      pos[M] = seqs[i]->pos + j;
+      own[M] = seqs[i];
+      if (j == counts[i] - 1) { lrows[nl] = M; lseq[nl++] = i; }
+      M++;
+      int last = i == n_seqs - 1 && j == counts[i] - 1;
+      if (M == chunk || last) {
+        fwd_rows r = {tok, pos, own, M, lrows, nl};
+        forward_chunk(w, &r, w->logits);
+        for (int64_t k = 0; k < nl; k++) {
+          lrt_session *s = seqs[lseq[k]];
+          memcpy(s->logits, w->logits + k * c->vocab, (size_t)c->vocab * sizeof(float));
+        }
+        M = nl = 0;
+      }
+    }
+  }
+  for (int64_t i = 0; i < n_seqs; i++) {
+    lrt_session *s = seqs[i];
+    memcpy(s->tokens + s->pos, tokens[i], (size_t)counts[i] * sizeof(int32_t));
+    s->pos += counts[i];
+    s->logits_rows = 1;
+  }
   return LRT_OK;
 }
