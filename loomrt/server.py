@@ -153,10 +153,11 @@ class ModelWorker:
             if self.closing:
                 raise APIError(503, "the server is shutting down", type_="server_error", code="shutting_down",
                                headers={"Retry-After": "5"})
-            if len(self.waiting) + len(jobs) > self.cfg.max_queue:
+            free = max(0, self.cfg.max_sessions - len(self.active))
+            if len(self.waiting) + len(jobs) > self.cfg.max_queue + free:
                 raise APIError(429, f"the queue of model {self.name!r} is full ({len(self.waiting)} sequences waiting, "
-                               f"at most {self.cfg.max_queue}); retry later", type_="rate_limit_error",
-                               code="queue_full", headers={"Retry-After": "1"})
+                               f"at most {self.cfg.max_queue} beyond the {self.cfg.max_sessions} running); retry "
+                               "later", type_="rate_limit_error", code="queue_full", headers={"Retry-After": "1"})
             for j in jobs:
                 j.reserve = self.reserve_bytes(self.positions_needed(len(j.prompt_ids), j.max_tokens))
                 self.waiting.append(j)
