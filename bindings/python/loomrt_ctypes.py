@@ -114,6 +114,13 @@ SIGNATURES: Dict[str, Tuple[object, List[object]]] = {
     "lrt_kernel_path": (c_char_p, []),
     "lrt_kernels_available": (_i32, [_i32, _P(c_char_p), _P(_sz)]),
     "lrt_kernels_select": (_i32, [c_char_p, _sz]),
+    # batches
+    "lrt_batch_new": (_i32, [_h, _i32, _P(_h)]),
+    "lrt_batch_free": (None, [_h]),
+    "lrt_batch_add": (_i32, [_h, _h, _P(_i32), _i64]),
+    "lrt_batch_count": (_i64, [_h]),
+    "lrt_batch_clear": (_i32, [_h]),
+    "lrt_batch_eval": (_i32, [_h]),
 }
 
 _STATUS_NAMES = {0: "LRT_OK", -1: "LRT_ERR_INVALID_ARGUMENT", -2: "LRT_ERR_NOT_FOUND", -3: "LRT_ERR_IO",
