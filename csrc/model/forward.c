@@ -142,7 +142,7 @@ static void mm_task(void *vctx, int64_t task, int thread) {
       }
     }
   }
-  if (c->M >= 4 && !jb->dest && r1 - r0 >= 4) {
+  if (c->M >= 4 && r1 - r0 >= 4) {
     /* prefill: the task's rows as F32 (block formats dequantized, F16/BF16 widened: exact,
      * so the same floats as in the kernels' own loads), then register tiles of four rows x
      * a few tokens over blocks of tokens small enough to stay in cache while every group of
@@ -157,15 +157,30 @@ static void mm_task(void *vctx, int64_t task, int thread) {
     if (tb < 4) tb = 4;
     for (int64_t t0 = 0; t0 < c->M; t0 += tb) {
       int64_t mt = c->M - t0 < tb ? c->M - t0 : tb;
-      for (int64_t g = 0; g < nr; g += 4)
-        c->k->tile4_f32(wf + g * n, n, jb->in + t0 * n, n, mt, n, jb->out + t0 * ys + r0 + g, ys);
+      for (int64_t g = 0; g < nr; g += 4) {
+        if (!jb->dest) {
+          c->k->tile4_f32(wf + g * n, n, jb->in + t0 * n, n, mt, n, jb->out + t0 * ys + r0 + g, ys);
+          continue;
+        }
+        /* a row map (GGUF Q/K rows): the tile into a small buffer, then each row to its column */
+        float tmp[4 * LRT_CHUNK];
+        for (int64_t t1 = 0; t1 < mt; t1 += LRT_CHUNK) {
+          int64_t m1 = mt - t1 < LRT_CHUNK ? mt - t1 : LRT_CHUNK;
+          c->k->tile4_f32(wf + g * n, n, jb->in + (t0 + t1) * n, n, m1, n, tmp, 4);
+          for (int64_t t = 0; t < m1; t++)
+            for (int i = 0; i < 4; i++) jb->out[(t0 + t1 + t) * ys + jb->dest[r0 + g + i]] = tmp[t * 4 + i];
+        }
+      }
     }
     if (jb->bias)
       for (int64_t t = 0; t < c->M; t++)
-        for (int64_t i = r0; i < r0 + nr; i++) jb->out[t * ys + i] = jb->out[t * ys + i] + jb->bias[i];
+        for (int64_t i = r0; i < r0 + nr; i++) {
+          int64_t col = jb->dest ? jb->dest[i] : i;
+          jb->out[t * ys + col] = jb->out[t * ys + col] + jb->bias[i];
+        }
     r = r0 + nr;
   }
-  for (; r < r1; r++) { /* leftover rows (and prefill with a row map): one row against four tokens at a time */
+  for (; r < r1; r++) { /* leftover rows: one row against four tokens at a time */
     int64_t col = jb->dest ? jb->dest[r] : r;
     float *y = jb->out + col;
     const void *wr = (const uint8_t *)w->data + (size_t)r * row_bytes;
