@@ -415,3 +415,25 @@ def test_sigterm_drains_in_flight_requests(slow_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_slow_client_does_not_hold_others_up(server):
+    """A streaming client that reads one event a second does not slow the batch: another
+    request finishes meanwhile, and the slow one still gets every token in order."""
+    body = {"model": "slow", "prompt": "x", "max_tokens": 40, "temperature": 0, "stream": True}
+    with httpx.stream("POST", server.url + "/v1/completions", json=body, timeout=60) as r:
+        lines = r.iter_lines()
+        first = next(lines)
+        assert first.startswith("data: {")
+        t0 = time.time()
+        quick = _client(server).completions.create(model="tiny", prompt="hello", max_tokens=20, temperature=0)
+        assert quick.choices[0].finish_reason in ("length", "stop")
+        assert time.time() - t0 < 10
+        time.sleep(1.0)
+        rest = list(lines)
+    events = [json.loads(x[6:]) for x in [first] + rest if x.startswith("data: {")]
+    ext = events[-1]["choices"][0]["loomrt"]
+    assert len(ext["token_ids"]) == 40 and [x for x in rest if x][-1] == "data: [DONE]"
+    text = "".join(e["choices"][0]["text"] for e in events)
+    assert text == loomrt.load(server.app.state.workers["slow"].model.path, threads=1).generate(
+        "x", 40, temperature=0).text
