@@ -586,7 +586,8 @@ def create_app(models: Dict[str, Model], cfg: Optional[ServeConfig] = None) -> A
         for pi, ids in enumerate(ids_list):
             for k in range(p.n):
                 params = dataclasses.replace(p.params, seed=p.params.seed + k) if k else p.params
-                mt = p.max_tokens if p.max_tokens is not None else min(cfg.max_tokens_limit, worker.model.context_length - len(ids))
+                mt = p.max_tokens if p.max_tokens is not None else \
+                    max(1, min(cfg.max_tokens_limit, worker.model.context_length - len(ids)))
                 jobs.append(Job(len(jobs), ids, params, mt, p.stop, chat, emit))
         try:
             worker.submit(jobs)
