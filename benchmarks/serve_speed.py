@@ -210,9 +210,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"| {n} | " + " | ".join(cells) + ratio + " |")
     if "loomrt" in out["systems"]:
         lr = out["systems"]["loomrt"]
-        print(f"\nloomrt generate 1 stream: {base:.1f} tok/s; loomrt serve 1 stream / generate: "
-              f"{lr[0]['tok_per_s'] / base:.2f}; loomrt serve {args.streams[-1]} streams / 1 stream: "
-              f"{lr[-1]['tok_per_s'] / lr[0]['tok_per_s']:.2f}x; every answer identical to alone: {invariant}")
+        line = f"\nloomrt generate 1 stream: {base:.1f} tok/s"
+        if args.streams[0] == 1:
+            line += (f"; loomrt serve 1 stream / generate: {lr[0]['tok_per_s'] / base:.2f}; loomrt serve "
+                     f"{args.streams[-1]} streams / 1 stream: {lr[-1]['tok_per_s'] / lr[0]['tok_per_s']:.2f}x")
+        line += (f"; loomrt serve {args.streams[-1]} streams / generate: {lr[-1]['tok_per_s'] / base:.2f}x; "
+                 f"every answer identical to alone: {invariant}")
+        print(line)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(out, f, indent=1)
