@@ -46,7 +46,7 @@ def free_port() -> int:
 
 def start(system: str, model: str, threads: int, ctx: int, max_streams: int) -> Any:
     port = free_port()
-    env = dict(os.environ, PYTHONPATH=ROOT)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
     if system == "loomrt":
         cmd = [sys.executable, "-m", "loomrt", "serve", f"m={model}", "--port", str(port), "-t", str(threads),
                "--max-sessions", str(max_streams), "--context", str(ctx), "--log-level", "warning"]

@@ -325,6 +325,11 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise errors.NotFoundError(f"loomrt serve needs Starlette and uvicorn ({exc}): pip install 'loomrt[serve]'") from None
     from .server import ServeConfig, model_name_for, parse_bytes, serve
 
     specs = list(args.models) + ([args.model] if args.model else [])
