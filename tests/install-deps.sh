@@ -31,3 +31,6 @@ pip install ziglang==0.17.1 wasmtime==50.0.1
 # packaging (tests/test_packaging.py): cibuildwheel checks the wheel config offline, auditwheel
 # inspects the locally built wheel, build makes the sdist
 pip install cibuildwheel==4.3.3 auditwheel build pyyaml 'tomli; python_version < "3.11"'
+# server (tests/test_serve.py, benchmarks/serve_speed.py): the ASGI stack of `loomrt serve`, the
+# official OpenAI client that drives it, and llama-cpp-python's OpenAI server extras (the peer)
+pip install 'starlette>=0.37' 'uvicorn>=0.29' 'openai>=1.30' httpx fastapi sse-starlette starlette-context pydantic-settings

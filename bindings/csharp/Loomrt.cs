@@ -183,6 +183,13 @@ namespace Loomrt
         // inspection (docs/inspect.md): hidden states, attention, logit lens
         [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_session_inspect(IntPtr session, IntPtr hidden, IntPtr attn, long posLo, long nPos, long nKey);
         [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_session_lens(IntPtr session, float[] hidden, long rows, float[] logits);
+        // batches: many sessions of one model advanced in one pass (each session's logits as if alone)
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_batch_new(ModelHandle model, int threads, out BatchHandle batch);
+        [DllImport(Lib, CallingConvention = CC)] public static extern void lrt_batch_free(IntPtr batch);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_batch_add(BatchHandle batch, SessionHandle session, int[] tokens, long n);
+        [DllImport(Lib, CallingConvention = CC)] public static extern long lrt_batch_count(BatchHandle batch);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_batch_clear(BatchHandle batch);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_batch_eval(BatchHandle batch);
 
         /// <summary>Throw LoomrtException for a negative status.</summary>
         public static void Check(int status)
@@ -232,6 +239,13 @@ namespace Loomrt
         public SessionHandle() : base(IntPtr.Zero, true) { }
         public override bool IsInvalid { get { return handle == IntPtr.Zero; } }
         protected override bool ReleaseHandle() { Native.lrt_session_free(handle); return true; }
+    }
+
+    public sealed class BatchHandle : SafeHandle
+    {
+        public BatchHandle() : base(IntPtr.Zero, true) { }
+        public override bool IsInvalid { get { return handle == IntPtr.Zero; } }
+        protected override bool ReleaseHandle() { Native.lrt_batch_free(handle); return true; }
     }
 
     /// <summary>Library facts.</summary>

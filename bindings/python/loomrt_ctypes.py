@@ -158,6 +158,13 @@ SIGNATURES: Dict[str, Tuple[object, List[object]]] = {
     # inspection (docs/inspect.md)
     "lrt_session_inspect": (_i32, [_h, _P(c_float), _P(c_float), _i64, _i64, _i64]),
     "lrt_session_lens": (_i32, [_h, _P(c_float), _i64, _P(c_float)]),
+    # batches
+    "lrt_batch_new": (_i32, [_h, _i32, _P(_h)]),
+    "lrt_batch_free": (None, [_h]),
+    "lrt_batch_add": (_i32, [_h, _h, _P(_i32), _i64]),
+    "lrt_batch_count": (_i64, [_h]),
+    "lrt_batch_clear": (_i32, [_h]),
+    "lrt_batch_eval": (_i32, [_h]),
 }
 
 _STATUS_NAMES = {0: "LRT_OK", -1: "LRT_ERR_INVALID_ARGUMENT", -2: "LRT_ERR_NOT_FOUND", -3: "LRT_ERR_IO",

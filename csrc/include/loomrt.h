@@ -797,6 +797,40 @@ LRT_API int32_t lrt_session_inspect(lrt_session *session, float *hidden, float *
  * does not change its tokens or logits. */
 LRT_API int32_t lrt_session_lens(lrt_session *session, const float *hidden, int64_t rows, float *logits);
 
+/* ---- batches: many sessions advanced in one pass ------------------------------------
+
+   A batch advances several sessions of one model together: one pass reads each weight row
+   once for all of them (decoding is memory-bound, so a step of 8 sequences costs far less
+   than 8 steps of one). Each session's logits are bit-identical to those of
+   lrt_session_eval(session, tokens, n, 0) on that session alone: they do not depend on the
+   batch's size, its order, the other sessions' tokens or positions, nor on the thread
+   count (every output is the same dot product in the same order; attention reads only the
+   session's own cache). Sessions keep their own sampler settings: after lrt_batch_eval,
+   call lrt_session_sample (and lrt_session_logits) on each as after lrt_session_eval.
+
+   A batch owns scratch buffers and `threads` worker threads (0: the physical cores); the
+   sessions' own threads are not used by it. A batch and the sessions queued in it must not
+   be used by another thread during lrt_batch_eval. Sessions of the batch's model only. */
+typedef struct lrt_batch lrt_batch;
+LRT_API int32_t lrt_batch_new(lrt_model *model, int32_t threads, lrt_batch **out);
+/* NULL is allowed. Free batches before their model. */
+LRT_API void lrt_batch_free(lrt_batch *batch);
+/* Queue tokens[0..n) (n >= 1; copied) to be appended to `session` by the next
+ * lrt_batch_eval. A session may be queued once per eval (give all its tokens at once: a
+ * prompt chunk, or one sampled token). LRT_ERR_INVALID_ARGUMENT for a session already
+ * queued or of another model. */
+LRT_API int32_t lrt_batch_add(lrt_batch *batch, lrt_session *session, const int32_t *tokens,
+                              int64_t n);
+/* Number of sessions queued (-1 for NULL). */
+LRT_API int64_t lrt_batch_count(const lrt_batch *batch);
+/* Drop the queued entries. */
+LRT_API int32_t lrt_batch_clear(lrt_batch *batch);
+/* Run the queued entries and empty the queue (also on failure). Every session appends its
+ * tokens and keeps the logits of its last one (1 x vocab, lrt_session_logits). Token ids
+ * and room in each context are checked first: on failure (LRT_ERR_INVALID_ARGUMENT,
+ * LRT_ERR_CONTEXT_FULL naming the entry, LRT_ERR_OUT_OF_MEMORY) no session changes. */
+LRT_API int32_t lrt_batch_eval(lrt_batch *batch);
+
 #ifdef __cplusplus
 }
 #endif

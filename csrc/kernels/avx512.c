@@ -50,6 +50,7 @@ static inline z16 z16_splat(float v) { z16 r; for (int j = 0; j < 16; j++) r.f[j
 static inline void z16_store(float *p, z16 a) { memcpy(p, a.f, 64); }
 /* [lo | hi] */
 static inline z16 z16_pair(y8 lo, y8 hi) { z16 r; memcpy(r.f, lo.f, 32); memcpy(r.f + 8, hi.f, 32); return r; }
+static inline z16 z16_bcast8(const float *p) { z16 r; memcpy(r.f, p, 32); memcpy(r.f + 8, p, 32); return r; }
 static inline y8 z16_lo(z16 a) { y8 r; memcpy(r.f, a.f, 32); return r; }
 static inline y8 z16_hi(z16 a) { y8 r; memcpy(r.f, a.f + 8, 32); return r; }
 /* [a0..a7 | b0..b7] and [a8..a15 | b8..b15] */
@@ -129,6 +130,10 @@ LRT_AVX512 static inline z16 z16_splat(float v) { return _mm512_set1_ps(v); }
 LRT_AVX512 static inline void z16_store(float *p, z16 a) { _mm512_storeu_ps(p, a); }
 LRT_AVX512 static inline z16 z16_pair(y8 lo, y8 hi) {
   return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(lo)), _mm256_castps_pd(hi), 1));
+}
+/* the eight floats at p in both halves (one vbroadcastf64x4 load) */
+LRT_AVX512 static inline z16 z16_bcast8(const float *p) {
+  return _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_loadu_pd((const double *)p)));
 }
 LRT_AVX512 static inline y8 z16_lo(z16 a) { return _mm512_castps512_ps256(a); }
 LRT_AVX512 static inline y8 z16_hi(z16 a) { return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)); }
@@ -485,10 +490,72 @@ DEFINE_TAB5_DEQUANT(dequant_q5_1_vl, 24, TAB_Q5_1, 4)
 #undef TAB_Q4_0
 #undef TAB_Q4_1
 
+/* The prefill / batch tile at 512 bits: four F32 rows x six tokens per pass over n. Rows
+ * (0, 1) and (2, 3) share a ZMM (low half / high half), each token's eight x values are
+ * repeated in both halves (one broadcast load), so twelve accumulators hold 24 (row, token)
+ * products, each half the eight dot8 lanes of one of them, reduced by the reference tree
+ * (y8_hsum) and finished by the scalar tail in order: the bits of dot_f32. Leftover tokens
+ * one at a time with the same pairing. */
+LRT_AVX512 static void tile4_f32_z(const float *w, int64_t ws, const float *x, int64_t xs, int64_t M, int64_t n,
+                                   float *y, int64_t ys) {
+  const float *wr[4] = {w, w + ws, w + 2 * ws, w + 3 * ws};
+  int64_t t = 0;
+  for (; t + 6 <= M; t += 6) {
+    const float *xt[6];
+    for (int k = 0; k < 6; k++) xt[k] = x + (t + k) * xs;
+    z16 a00 = z16_zero(), a01 = a00, a02 = a00, a03 = a00, a04 = a00, a05 = a00;
+    z16 a10 = a00, a11 = a00, a12 = a00, a13 = a00, a14 = a00, a15 = a00;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      z16 w01 = z16_pair(y8_load(wr[0] + i), y8_load(wr[1] + i));
+      z16 w23 = z16_pair(y8_load(wr[2] + i), y8_load(wr[3] + i));
+      z16 xb = z16_bcast8(xt[0] + i);
+      a00 = z16_add(a00, z16_mul(w01, xb)); a10 = z16_add(a10, z16_mul(w23, xb));
+      xb = z16_bcast8(xt[1] + i);
+      a01 = z16_add(a01, z16_mul(w01, xb)); a11 = z16_add(a11, z16_mul(w23, xb));
+      xb = z16_bcast8(xt[2] + i);
+      a02 = z16_add(a02, z16_mul(w01, xb)); a12 = z16_add(a12, z16_mul(w23, xb));
+      xb = z16_bcast8(xt[3] + i);
+      a03 = z16_add(a03, z16_mul(w01, xb)); a13 = z16_add(a13, z16_mul(w23, xb));
+      xb = z16_bcast8(xt[4] + i);
+      a04 = z16_add(a04, z16_mul(w01, xb)); a14 = z16_add(a14, z16_mul(w23, xb));
+      xb = z16_bcast8(xt[5] + i);
+      a05 = z16_add(a05, z16_mul(w01, xb)); a15 = z16_add(a15, z16_mul(w23, xb));
+    }
+    z16 acc[2][6] = {{a00, a01, a02, a03, a04, a05}, {a10, a11, a12, a13, a14, a15}};
+    for (int k = 0; k < 6; k++)
+      for (int h = 0; h < 2; h++) {
+        float s0 = y8_hsum(z16_lo(acc[h][k])), s1 = y8_hsum(z16_hi(acc[h][k]));
+        for (int64_t j = i; j < n; j++) {
+          s0 = s0 + wr[2 * h][j] * xt[k][j];
+          s1 = s1 + wr[2 * h + 1][j] * xt[k][j];
+        }
+        y[(t + k) * ys + 2 * h] = s0;
+        y[(t + k) * ys + 2 * h + 1] = s1;
+      }
+  }
+  for (; t < M; t++) {
+    const float *x0 = x + t * xs;
+    z16 a0 = z16_zero(), a1 = a0;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      z16 xb = z16_bcast8(x0 + i);
+      a0 = z16_add(a0, z16_mul(z16_pair(y8_load(wr[0] + i), y8_load(wr[1] + i)), xb));
+      a1 = z16_add(a1, z16_mul(z16_pair(y8_load(wr[2] + i), y8_load(wr[3] + i)), xb));
+    }
+    float s[4] = {y8_hsum(z16_lo(a0)), y8_hsum(z16_hi(a0)), y8_hsum(z16_lo(a1)), y8_hsum(z16_hi(a1))};
+    for (int r = 0; r < 4; r++) {
+      for (int64_t j = i; j < n; j++) s[r] = s[r] + wr[r][j] * x0[j];
+      y[t * ys + r] = s[r];
+    }
+  }
+}
+
 /* Only the entries this path changes: dispatch.c fills the others from lrt_kernels_avx2 (the
  * reference where there is no AVX2 table, e.g. an LRT_AVX512_EMULATE build off x86). */
 const lrt_kernels lrt_kernels_avx2_avx512vl = {
     .name = "avx2-avx512vl",
+    .tile4_f32 = tile4_f32_z,
     .dot4_q4_0 = dot4_q4_0_vl, .dot4_q4_1 = dot4_q4_1_vl,
     .dequant_q5_0 = dequant_q5_0_vl, .dequant_q5_1 = dequant_q5_1_vl,
     .dot4_q5_0 = dot4_q5_0_vl, .dot4_q5_1 = dot4_q5_1_vl,

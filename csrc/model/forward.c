@@ -142,7 +142,7 @@ static void mm_task(void *vctx, int64_t task, int thread) {
       }
     }
   }
-  if (c->M >= 4 && !jb->dest && r1 - r0 >= 4) {
+  if (c->M >= 4 && r1 - r0 >= 4) {
     /* prefill: the task's rows as F32 (block formats dequantized, F16/BF16 widened: exact,
      * so the same floats as in the kernels' own loads), then register tiles of four rows x
      * a few tokens over blocks of tokens small enough to stay in cache while every group of
@@ -157,15 +157,30 @@ static void mm_task(void *vctx, int64_t task, int thread) {
     if (tb < 4) tb = 4;
     for (int64_t t0 = 0; t0 < c->M; t0 += tb) {
       int64_t mt = c->M - t0 < tb ? c->M - t0 : tb;
-      for (int64_t g = 0; g < nr; g += 4)
-        c->k->tile4_f32(wf + g * n, n, jb->in + t0 * n, n, mt, n, jb->out + t0 * ys + r0 + g, ys);
+      for (int64_t g = 0; g < nr; g += 4) {
+        if (!jb->dest) {
+          c->k->tile4_f32(wf + g * n, n, jb->in + t0 * n, n, mt, n, jb->out + t0 * ys + r0 + g, ys);
+          continue;
+        }
+        /* a row map (GGUF Q/K rows): the tile into a small buffer, then each row to its column */
+        float tmp[4 * LRT_CHUNK];
+        for (int64_t t1 = 0; t1 < mt; t1 += LRT_CHUNK) {
+          int64_t m1 = mt - t1 < LRT_CHUNK ? mt - t1 : LRT_CHUNK;
+          c->k->tile4_f32(wf + g * n, n, jb->in + (t0 + t1) * n, n, m1, n, tmp, 4);
+          for (int64_t t = 0; t < m1; t++)
+            for (int i = 0; i < 4; i++) jb->out[(t0 + t1 + t) * ys + jb->dest[r0 + g + i]] = tmp[t * 4 + i];
+        }
+      }
     }
     if (jb->bias)
       for (int64_t t = 0; t < c->M; t++)
-        for (int64_t i = r0; i < r0 + nr; i++) jb->out[t * ys + i] = jb->out[t * ys + i] + jb->bias[i];
+        for (int64_t i = r0; i < r0 + nr; i++) {
+          int64_t col = jb->dest ? jb->dest[i] : i;
+          jb->out[t * ys + col] = jb->out[t * ys + col] + jb->bias[i];
+        }
     r = r0 + nr;
   }
-  for (; r < r1; r++) { /* leftover rows (and prefill with a row map): one row against four tokens at a time */
+  for (; r < r1; r++) { /* leftover rows: one row against four tokens at a time */
     int64_t col = jb->dest ? jb->dest[r] : r;
     float *y = jb->out + col;
     const void *wr = (const uint8_t *)w->data + (size_t)r * row_bytes;
@@ -278,13 +293,13 @@ static void rope_cs(const lrt_model *m, int64_t pos, float *cs, int local) {
   }
 }
 
-/* The cos/sin rows of positions pos0 .. pos0+M-1 into the session's tables (global, and
- * local after the chunk's rows when the model has one). */
-static void rope_rows(lrt_session *s, int64_t pos0, int64_t M) {
+/* The cos/sin rows of positions pos[0..M) into the session's tables (global, and local after
+ * the chunk's rows when the model has one). */
+static void rope_rows(lrt_session *s, const int64_t *pos, int64_t M) {
   const lrt_config *c = &s->m->cfg;
   for (int64_t t = 0; t < M; t++) {
-    rope_cs(s->m, pos0 + t, s->rope_cs + t * c->head_dim, 0);
-    if (s->m->rope_inv_freq_local) rope_cs(s->m, pos0 + t, s->rope_cs + (s->chunk + t) * c->head_dim, 1);
+    rope_cs(s->m, pos[t], s->rope_cs + t * c->head_dim, 0);
+    if (s->m->rope_inv_freq_local) rope_cs(s->m, pos[t], s->rope_cs + (s->chunk + t) * c->head_dim, 1);
   }
 }
 
@@ -311,7 +326,9 @@ static float softcap(float x, float cap) { return lrt_tanhf(x / cap) * cap; }
 
 typedef struct att_ctx {
   lrt_session *s;
-  int64_t layer, M, pos0;
+  lrt_session *const *own;   /* per row: the session whose KV cache it reads (NULL: all s) */
+  const int64_t *pos;        /* per row: its absolute position                             */
+  int64_t layer, M;
 } att_ctx;
 
 static void att_task(void *vctx, int64_t h, int thread) {
@@ -321,8 +338,6 @@ static void att_task(void *vctx, int64_t h, int thread) {
   const lrt_kernels *k = lrt_kernels_get();
   int64_t hd = c->head_dim, qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
   int64_t kvh = h / (c->n_heads / c->n_kv_heads);
-  const float *K = s->k_cache[a->layer] + kvh * hd;
-  const float *V = s->v_cache[a->layer] + kvh * hd;
   float *sc = s->scores + (int64_t)thread * s->scores_cap;
   float scale = c->attn_scale != 0.0f ? c->attn_scale : 1.0f / sqrtf((float)hd);
   float cap = c->attn_softcap;
@@ -330,7 +345,10 @@ static void att_task(void *vctx, int64_t h, int thread) {
   int64_t window = !c->any_sliding ? c->sliding_window
                  : (c->layer_kind[a->layer] & LRT_LAYER_SLIDING) ? c->sliding_window : 0;
   for (int64_t t = 0; t < a->M; t++) {
-    int64_t p = a->pos0 + t;
+    const lrt_session *kv = a->own ? a->own[t] : s;
+    const float *K = kv->k_cache[a->layer] + kvh * hd;
+    const float *V = kv->v_cache[a->layer] + kvh * hd;
+    int64_t p = a->pos[t];
     int64_t lo = 0;
     if (window > 0 && p - window + 1 > 0) lo = p - window + 1;
     int64_t n = p - lo + 1;
@@ -452,35 +470,51 @@ static int all_finite(const float *a, int64_t n) {
 #define WHERE_EMBEDDING (-1) /* the embedded token (and position) rows              */
 /* 2*l: layer l's attention block, 2*l + 1: its MLP block, 2*n_layers: final norm + LM head */
 
-/* Inspection: copy the residual stream of rows at positions pos0.. (stage 0 = embedding). */
-static void insp_hidden(const lrt_session *s, int64_t stage, int64_t M, int64_t pos0) {
+/* Inspection: copy the residual stream of rows at positions pos[0..M) (stage 0 = embedding). */
+static void insp_hidden(const lrt_session *s, int64_t stage, int64_t M, const int64_t *pos) {
   const lrt_inspect_hook *h = s->insp;
   int64_t D = s->m->cfg.dim;
   if (!h->hidden) return;
   for (int64_t t = 0; t < M; t++) {
-    int64_t p = pos0 + t;
+    int64_t p = pos[t];
     if (p >= h->pos_lo && p - h->pos_lo < h->n_pos)
       memcpy(h->hidden + (stage * h->n_pos + p - h->pos_lo) * D, s->x + t * D, (size_t)D * sizeof(float));
   }
 }
 
-/* Run M tokens at positions pos0.. through the model. If `logits` is not NULL, write the
- * logits of the rows from `first_logit_row` on into it ((M - first) x vocab). With `where`
- * (the failure path only: lrt_forward's diagnosis), check the residual stream after the
- * embedding and after every attention and MLP block, and the logits, and stop at the first
- * non-finite value, setting *where (WHERE_*; WHERE_NONE when all are finite). */
-static void forward_chunk(lrt_session *s, const int32_t *tok, int64_t M, int64_t pos0,
-                          float *logits, int64_t first_logit_row, int64_t *where) {
+/* The rows of one pass: row t is token tok[t] at absolute position pos[t] of the sequence
+ * whose KV cache is own[t] (own NULL: every row is the scratch session's own sequence).
+ * Rows of one sequence come in position order. */
+typedef struct fwd_rows {
+  const int32_t *tok;
+  const int64_t *pos;
+  lrt_session *const *own;
+  int64_t M;
+  const int64_t *lrows; /* rows whose logits are wanted, in order (n_lrows of them) */
+  int64_t n_lrows;
+} fwd_rows;
+
+/* Run M rows through the model with the scratch buffers and threads of `s`. If `logits` is
+ * not NULL, write the logits of the rows lrows[0..n_lrows) into it (n_lrows x vocab). Every
+ * value of a row is computed from that row's inputs and its own sequence's cache only, by
+ * the same code whatever the other rows are: one sequence's logits do not depend on what
+ * shares its pass (batch invariance, docs/numerics.md). With `where` (the failure path only:
+ * lrt_forward's diagnosis), check the residual stream after the embedding and after every
+ * attention and MLP block, and the logits, and stop at the first non-finite value, setting
+ * *where (WHERE_*; WHERE_NONE when all are finite). */
+static void forward_chunk(lrt_session *s, const fwd_rows *r, float *logits, int64_t *where) {
 #define CHECK_FINITE(ptr, count, code) \
   if (where && !all_finite((ptr), (count))) { *where = (code); return; }
   const lrt_model *m = s->m;
   const lrt_config *c = &m->cfg;
+  int64_t M = r->M;
   int64_t D = c->dim, hd = c->head_dim, qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
+  if (!c->learned_pos) rope_rows(s, r->pos, M);
   for (int64_t t = 0; t < M; t++) {
-    lrt_mat_row(&m->tok_embd, tok[t], s->x + t * D);
+    lrt_mat_row(&m->tok_embd, r->tok[t], s->x + t * D);
     if (c->learned_pos) {
       float *pe = s->xb;
-      lrt_mat_row(&m->pos_embd, pos0 + t, pe);
+      lrt_mat_row(&m->pos_embd, r->pos[t], pe);
       for (int64_t i = 0; i < D; i++) s->x[t * D + i] = s->x[t * D + i] + pe[i];
     }
     if (c->embed_scale != 0.0f) /* Gemma: embedding * sqrt(hidden) */
@@ -488,7 +522,7 @@ static void forward_chunk(lrt_session *s, const int32_t *tok, int64_t M, int64_t
   }
   CHECK_FINITE(s->x, M * D, WHERE_EMBEDDING);
   const lrt_kernels *kr = lrt_kernels_get();
-  if (s->insp) insp_hidden(s, 0, M, pos0);
+  if (s->insp) insp_hidden(s, 0, M, r->pos);
   for (int64_t l = 0; l < c->n_layers; l++) {
     const lrt_layer *L = &m->layers[l];
     int kind = c->layer_kind[l];
@@ -517,10 +551,11 @@ static void forward_chunk(lrt_session *s, const int32_t *tok, int64_t M, int64_t
         rope_apply(s->q + t * qd, c->n_heads, hd, c->rotary_dim, cs + t * hd);
         rope_apply(s->k + t * kvd, c->n_kv_heads, hd, c->rotary_dim, cs + t * hd);
       }
-      memcpy(s->k_cache[l] + (pos0 + t) * kvd, s->k + t * kvd, (size_t)kvd * 4);
-      memcpy(s->v_cache[l] + (pos0 + t) * kvd, s->v + t * kvd, (size_t)kvd * 4);
+      lrt_session *kv = r->own ? r->own[t] : s;
+      memcpy(kv->k_cache[l] + r->pos[t] * kvd, s->k + t * kvd, (size_t)kvd * 4);
+      memcpy(kv->v_cache[l] + r->pos[t] * kvd, s->v + t * kvd, (size_t)kvd * 4);
     }
-    att_ctx a = {s, l, M, pos0};
+    att_ctx a = {s, r->own, r->pos, l, M};
     lrt_pool_run(s->pool, att_task, &a, c->n_heads);
     mm_job o = {&L->wo, s->att, s->xb, D, L->bo, NULL};
     matmul(s, M, &o, 1);
@@ -550,11 +585,12 @@ static void forward_chunk(lrt_session *s, const int32_t *tok, int64_t M, int64_t
     if (L->ffn_post_norm) norm_rows(m, s->xb, s->xb, M, L->ffn_post_norm, NULL);
     for (int64_t i = 0; i < M * D; i++) s->x[i] = s->x[i] + s->xb[i];
     CHECK_FINITE(s->x, M * D, 2 * l + 1);
-    if (s->insp) insp_hidden(s, l + 1, M, pos0);
+    if (s->insp) insp_hidden(s, l + 1, M, r->pos);
   }
-  if (!logits) return;
-  int64_t rows = M - first_logit_row;
-  norm_rows(m, s->xb, s->x + first_logit_row * D, rows, m->out_norm, m->out_norm_b);
+  if (!logits || r->n_lrows < 1) return;
+  int64_t rows = r->n_lrows;
+  for (int64_t i = 0; i < rows; i++)
+    norm_rows(m, s->xb + i * D, s->x + r->lrows[i] * D, 1, m->out_norm, m->out_norm_b);
   mm_job head = {&m->lm_head, s->xb, logits, c->vocab, NULL, NULL};
   matmul(s, rows, &head, 1);
   CHECK_FINITE(logits, rows * c->vocab, 2 * c->n_layers); /* before soft-capping, which would hide an infinity */
@@ -578,8 +614,9 @@ static int32_t numeric_error(lrt_session *s, const int32_t *tokens, int64_t from
   const lrt_config *c = &m->cfg;
   int64_t where = WHERE_NONE, p = from;
   for (; p <= bad_pos; p++) {
-    if (!c->learned_pos) rope_rows(s, p, 1);
-    forward_chunk(s, tokens + (p - s->pos), 1, p, s->logits, 0, &where);
+    int64_t row0 = 0;
+    fwd_rows r = {tokens + (p - s->pos), &p, NULL, 1, &row0, 1};
+    forward_chunk(s, &r, s->logits, &where);
     if (where != WHERE_NONE) break;
   }
   char at[96], what[400];
@@ -621,37 +658,55 @@ static int32_t numeric_error(lrt_session *s, const int32_t *tokens, int64_t from
                  "conversion of them) produce NaN or infinity. Nothing was added to the session", at, what);
 }
 
-int32_t lrt_forward(lrt_session *s, const int32_t *tokens, int64_t n, int all_logits) {
-  const lrt_config *c = &s->m->cfg;
-  if (n <= 0) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "eval needs at least one token");
+static int32_t check_tokens(const lrt_config *c, const int32_t *tokens, int64_t n) {
   for (int64_t i = 0; i < n; i++)
     if (tokens[i] < 0 || tokens[i] >= c->vocab)
       return lrt_err(LRT_ERR_INVALID_ARGUMENT, "token id %d at index %lld is outside the vocabulary [0, %lld)",
                      tokens[i], (long long)i, (long long)c->vocab);
+  return LRT_OK;
+}
+
+static int32_t reserve_logits(lrt_session *s, int64_t rows) {
+  int64_t vocab = s->m->cfg.vocab;
+  if (rows * vocab <= s->logits_cap) return LRT_OK;
+  float *lg = (float *)realloc(s->logits, (size_t)(rows * vocab) * sizeof(float));
+  if (!lg) return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory for %lld x %lld logits", (long long)rows, (long long)vocab);
+  s->logits = lg;
+  s->logits_cap = rows * vocab;
+  return LRT_OK;
+}
+
+int32_t lrt_forward(lrt_session *s, const int32_t *tokens, int64_t n, int all_logits) {
+  const lrt_config *c = &s->m->cfg;
+  if (n <= 0) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "eval needs at least one token");
+  int32_t st = check_tokens(c, tokens, n);
+  if (st) return st;
   if (n > s->ctx - s->pos)
     return lrt_err(LRT_ERR_CONTEXT_FULL, "context full: %lld tokens are in the session and %lld more do not fit in "
                    "the context of %lld; start a new session, truncate it, or open it with a larger context",
                    (long long)s->pos, (long long)n, (long long)s->ctx);
-  int32_t st = lrt_session_reserve(s, s->pos + n);
+  st = lrt_session_reserve(s, s->pos + n);
   if (st) return st;
   int64_t rows = all_logits ? n : 1;
-  if (rows * c->vocab > s->logits_cap) {
-    float *lg = (float *)realloc(s->logits, (size_t)(rows * c->vocab) * sizeof(float));
-    if (!lg) return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory for %lld x %lld logits", (long long)rows, (long long)c->vocab);
-    s->logits = lg;
-    s->logits_cap = rows * c->vocab;
-  }
+  st = reserve_logits(s, rows);
+  if (st) return st;
   s->logits_rows = 0; /* invalid until the pass completes */
+  int64_t pos[LRT_CHUNK], lrows[LRT_CHUNK];
   for (int64_t start = 0; start < n; start += LRT_CHUNK) {
     int64_t M = n - start < LRT_CHUNK ? n - start : LRT_CHUNK;
-    int64_t pos0 = s->pos + start;
-    if (!c->learned_pos)
-      rope_rows(s, pos0, M);
+    fwd_rows r = {tokens + start, pos, NULL, M, lrows, 0};
+    for (int64_t t = 0; t < M; t++) pos[t] = s->pos + start + t;
     float *out = NULL;
-    int64_t first = 0;
-    if (all_logits) out = s->logits + start * c->vocab;
-    else if (start + M == n) { out = s->logits; first = M - 1; }
-    forward_chunk(s, tokens + start, M, pos0, out, first, NULL);
+    if (all_logits) {
+      out = s->logits + start * c->vocab;
+      for (int64_t t = 0; t < M; t++) lrows[t] = t;
+      r.n_lrows = M;
+    } else if (start + M == n) {
+      out = s->logits;
+      lrows[0] = M - 1;
+      r.n_lrows = 1;
+    }
+    forward_chunk(s, &r, out, NULL);
   }
   /* non-finite logits are an error, never a token: find where they came from (the
    * diagnosis costs only on this path; the check is one pass over the logits) */
@@ -663,6 +718,84 @@ int32_t lrt_forward(lrt_session *s, const int32_t *tokens, int64_t n, int all_lo
   memcpy(s->tokens + s->pos, tokens, (size_t)n * sizeof(int32_t));
   s->pos += n;
   s->logits_rows = rows;
+  return LRT_OK;
+}
+
+/* ---- many sequences in one pass ---------------------------------------------------------- */
+
+int32_t lrt_forward_batch(lrt_session *w, lrt_session *const *seqs, const int32_t *const *tokens,
+                          const int64_t *counts, int64_t n_seqs) {
+  const lrt_model *m = w->m;
+  const lrt_config *c = &m->cfg;
+  if (n_seqs < 1) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "the batch is empty: add sequences with lrt_batch_add first");
+  /* everything is checked and every buffer reserved before any cache row is written, so a
+   * failure leaves every session as it was */
+  int64_t total = 0, max_pos = 0;
+  for (int64_t i = 0; i < n_seqs; i++) {
+    lrt_session *s = seqs[i];
+    if (s->m != m)
+      return lrt_err(LRT_ERR_INVALID_ARGUMENT, "batch entry %lld: the session belongs to another model than the batch",
+                     (long long)i);
+    for (int64_t j = 0; j < i; j++)
+      if (seqs[j] == s)
+        return lrt_err(LRT_ERR_INVALID_ARGUMENT, "batch entries %lld and %lld are the same session: add each session "
+                       "once per step, with all its tokens", (long long)j, (long long)i);
+    if (counts[i] < 1) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "batch entry %lld has no tokens", (long long)i);
+    for (int64_t j = 0; j < counts[i]; j++)
+      if (tokens[i][j] < 0 || tokens[i][j] >= c->vocab)
+        return lrt_err(LRT_ERR_INVALID_ARGUMENT, "batch entry %lld: token id %d at index %lld is outside the "
+                       "vocabulary [0, %lld)", (long long)i, tokens[i][j], (long long)j, (long long)c->vocab);
+    if (counts[i] > s->ctx - s->pos)
+      return lrt_err(LRT_ERR_CONTEXT_FULL, "batch entry %lld: context full: %lld tokens are in the session and %lld "
+                     "more do not fit in its context of %lld", (long long)i, (long long)s->pos, (long long)counts[i],
+                     (long long)s->ctx);
+    total += counts[i];
+    if (s->pos + counts[i] > max_pos) max_pos = s->pos + counts[i];
+  }
+  for (int64_t i = 0; i < n_seqs; i++) {
+    int32_t st = lrt_session_reserve(seqs[i], seqs[i]->pos + counts[i]);
+    if (!st) st = reserve_logits(seqs[i], 1);
+    if (st) return st;
+  }
+  /* the scratch session: attention scores for the longest sequence, logits of one chunk */
+  if (max_pos > w->scores_cap) {
+    float *sc = (float *)realloc(w->scores, (size_t)max_pos * (size_t)lrt_pool_threads(w->pool) * sizeof(float));
+    if (!sc) return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory for attention scores");
+    w->scores = sc;
+    w->scores_cap = max_pos;
+  }
+  int64_t chunk = w->chunk < LRT_CHUNK ? w->chunk : LRT_CHUNK;
+  int32_t st = reserve_logits(w, n_seqs < chunk ? n_seqs : chunk);
+  if (st) return st;
+  int32_t tok[LRT_CHUNK];
+  int64_t pos[LRT_CHUNK], lrows[LRT_CHUNK], lseq[LRT_CHUNK];
+  lrt_session *own[LRT_CHUNK];
+  int64_t M = 0, nl = 0;
+  for (int64_t i = 0; i < n_seqs; i++) {
+    for (int64_t j = 0; j < counts[i]; j++) {
+      tok[M] = tokens[i][j];
+      pos[M] = seqs[i]->pos + j;
+      own[M] = seqs[i];
+      if (j == counts[i] - 1) { lrows[nl] = M; lseq[nl++] = i; }
+      M++;
+      int last = i == n_seqs - 1 && j == counts[i] - 1;
+      if (M == chunk || last) {
+        fwd_rows r = {tok, pos, own, M, lrows, nl};
+        forward_chunk(w, &r, w->logits, NULL);
+        for (int64_t k = 0; k < nl; k++) {
+          lrt_session *s = seqs[lseq[k]];
+          memcpy(s->logits, w->logits + k * c->vocab, (size_t)c->vocab * sizeof(float));
+        }
+        M = nl = 0;
+      }
+    }
+  }
+  for (int64_t i = 0; i < n_seqs; i++) {
+    lrt_session *s = seqs[i];
+    memcpy(s->tokens + s->pos, tokens[i], (size_t)counts[i] * sizeof(int32_t));
+    s->pos += counts[i];
+    s->logits_rows = 1;
+  }
   return LRT_OK;
 }
 

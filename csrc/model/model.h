@@ -138,6 +138,11 @@ typedef struct lrt_inspect_hook {
   int64_t pos_lo, n_pos, n_key;
 } lrt_inspect_hook;
 
+/* session.c: a session with scratch for `chunk` tokens per pass and `threads` workers
+ * (context > 0: positions it may hold); destroy frees everything but s->gen (api/'s). */
+int32_t lrt_session_create(lrt_model *m, int64_t context, int32_t threads, int64_t chunk, lrt_session **out);
+void lrt_session_destroy(lrt_session *s);
+
 /* forward.c */
 size_t lrt_mat_row_bytes(const lrt_mat *w);
 /* Row r of a matrix as float (block formats dequantized, F16/BF16 widened: exact). */
@@ -148,6 +153,13 @@ void lrt_rope_cs(const float *inv_freq, int64_t half, int64_t pos, float *cs);
 /* model.c: RoPE inverse frequency i of a configuration, in double (see model.c). */
 double lrt_rope_freq(const lrt_config *c, int64_t i);
 int32_t lrt_forward(lrt_session *s, const int32_t *tokens, int64_t n, int all_logits);
+/* Advance n_seqs distinct sessions of w's model together: session i appends counts[i] >= 1
+ * tokens tokens[i] and gets the logits of its last one (as lrt_forward(.., 0) would give,
+ * bit for bit). Runs on w's scratch buffers and threads (w's own cache is not touched);
+ * every weight row is read once per pass of up to w->chunk rows for all sequences. On
+ * failure no session changes. */
+int32_t lrt_forward_batch(lrt_session *w, lrt_session *const *seqs, const int32_t *const *tokens,
+                          const int64_t *counts, int64_t n_seqs);
 int32_t lrt_session_reserve(lrt_session *s, int64_t positions);
 /* The LM head on rows x dim hidden states: final norm, then the output matrix (the same
  * operations as the last step of lrt_forward, so the last layer's rows give the logits bits).

