@@ -47,7 +47,18 @@ class Batch:
             items.append((s._h, _check_ids(ids, self.model.vocab_size)))
         if not items:
             raise errors.InvalidArgumentError("the batch is empty: give (session, token ids) pairs")
-        _lib.batch_eval(self._h, items)
+        # each session is held for the step like any Session call: one another thread (or an
+        # open stream over it) is using raises BusyError and nothing runs
+        held: List[Session] = []
+        try:
+            for s, _ in entries:
+                if not any(s is h for h in held):  # the same session twice: C refuses it clearly
+                    s._acquire("batch eval")
+                    held.append(s)
+            _lib.batch_eval(self._h, items)
+        finally:
+            for s in held:
+                s._release()
 
 
 def last_logits(session: Session) -> np.ndarray:

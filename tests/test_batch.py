@@ -131,3 +131,19 @@ def test_batch_errors_leave_sessions_unchanged(seeded_folder, micro_folder):
     assert np.array_equal(loomrt.batch.last_logits(a), before)
     b.eval([(a, [4]), (c, [4])])  # the batch still works
     assert a.position == 4 and c.position == 1
+
+
+def test_batch_refuses_a_session_in_use(seeded_folder):
+    """A session another user holds (here an open stream over it) makes the batch step raise
+    BusyError before anything runs; the batch then works once the session is free."""
+    m = loomrt.load(seeded_folder, threads=1)
+    busy, other = m.session(), m.session()
+    gen = m.stream_tokens([1, 2, 3], 5, session=busy)
+    next(gen)  # the stream now holds `busy`
+    pos = other.position
+    with pytest.raises(loomrt.BusyError, match="in use"):
+        loomrt.Batch(m, threads=1).eval([(other, [4, 5]), (busy, [6])])
+    assert other.position == pos  # nothing ran
+    gen.close()
+    loomrt.Batch(m, threads=1).eval([(other, [4, 5]), (busy, [6])])
+    assert other.position == pos + 2

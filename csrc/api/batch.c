@@ -101,9 +101,27 @@ int32_t lrt_batch_clear(lrt_batch *b) {
 int32_t lrt_batch_eval(lrt_batch *b) {
   CHECK_PTR(b, "batch");
   for (int64_t i = 0; i < b->n; i++) b->ptrs[i] = b->toks + b->offsets[i];
-  GUARD_ENTER;
-  int32_t st = lrt_forward_batch(b->work, b->seqs, b->ptrs, b->counts, b->n);
+  /* every queued session is entered like any exported session call (docs/threads.md): a
+   * session another thread is inside fails the whole step with LRT_ERR_BUSY, nothing run */
+  int64_t entered = 0;
+  int32_t st = LRT_OK;
+  for (; entered < b->n; entered++) {
+    int dup = 0; /* the same session twice: lrt_forward_batch refuses it with its own message */
+    for (int64_t j = 0; j < entered; j++) dup |= b->seqs[j] == b->seqs[entered];
+    if (dup) continue;
+    if ((st = lrt_session_enter(b->seqs[entered], "lrt_batch_eval"))) break;
+  }
+  if (!st) {
+    GUARD_ENTER;
+    st = lrt_forward_batch(b->work, b->seqs, b->ptrs, b->counts, b->n);
+    lrt_fpenv_leave(&fpenv_);
+  }
+  for (int64_t i = 0; i < entered; i++) {
+    int dup = 0;
+    for (int64_t j = 0; j < i; j++) dup |= b->seqs[j] == b->seqs[i];
+    if (!dup) lrt_session_leave(b->seqs[i]);
+  }
   b->n = 0;
   b->n_toks = 0;
-  GUARD_RETURN(st);
+  return st;
 }
