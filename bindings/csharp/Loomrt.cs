@@ -157,6 +157,14 @@ namespace Loomrt
         [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_trainer_state_save(IntPtr trainer, byte[] buf, UIntPtr cap, out UIntPtr written);
         [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_trainer_state_load(IntPtr trainer, byte[] buf, UIntPtr len);
 
+        // exact speculative decoding
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_spec_new(SessionHandle target, IntPtr draft, out IntPtr spec);
+        [DllImport(Lib, CallingConvention = CC)] public static extern void lrt_spec_free(IntPtr spec);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_spec_set_int(IntPtr spec, int key, long value);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_spec_get_int(IntPtr spec, int key, out long value);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_spec_start(IntPtr spec);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_spec_next(IntPtr spec, out int token, out IntPtr logits);
+
         /// <summary>Throw LoomrtException for a negative status.</summary>
         public static void Check(int status)
         {
