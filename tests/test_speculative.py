@@ -226,3 +226,23 @@ def test_real_model_draft_and_lookup(smol, sampling) -> None:
     want = copy.deepcopy(plain.receipt)
     assert replay.receipt["step_logits_sha256"] == want["step_logits_sha256"]
     assert replay.token_ids == want["output_token_ids"]
+
+
+def test_cli_flags_give_the_same_hashes(tiny) -> None:
+    """`loomrt hash` with --draft / --lookup prints the hashes of plain decoding."""
+    import json
+    import subprocess
+    import sys
+
+    t, _ = tiny
+    other = os.path.join(os.path.dirname(t.path), "other")
+    ids = ",".join(map(str, REPEAT_PROMPT))
+    base = [sys.executable, "-m", "loomrt", "hash", t.path, ids, "--ids", "-n", "24", "--temperature", "0.9",
+            "--seed", "4", "-t", "1", "--json"]
+    outs = []
+    for extra in ([], ["--lookup"], ["--draft", other, "--speculate-k", "3"], ["--lookup", "2", "--draft", other]):
+        r = subprocess.run(base + extra, capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+        assert r.returncode == 0, r.stderr
+        outs.append(json.loads(r.stdout))
+    assert all(o == outs[0] for o in outs)
+    assert len(outs[0]["output_hash"]) == 64
