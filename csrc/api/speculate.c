@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../base/lrt_math.h"
 #include "api_internal.h"
 
 #define GUARD_ENTER \
@@ -33,12 +34,24 @@
   if (!(p)) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "%s must not be NULL", name)
 
 #define SPEC_K_LIMIT 64
+#define SPEC_NGRAM_LIMIT 64
+/* Scheduling constants (they decide how many rows a chunk verifies, never a token):
+ * SPEC_COST, the cost of one more verified row relative to one decode step (measured 0.15 for
+ * an F32 target, 0.25-0.3 for BF16 and Q4_1 on one thread of an x86-64 server): prompt lookup
+ * proposes its i-th token while the estimated chance that tokens 1..i are all accepted is at
+ * least that; SPEC_DRAFT_P_MIN: the draft stops proposing when its own top probability falls
+ * below it (llama.cpp's speculative example uses 0.75 by default). */
+#define SPEC_COST 0.2
+#define SPEC_DRAFT_P_MIN 0.5f
 
 struct lrt_spec {
   lrt_session *t, *d;
   int64_t k_max, lookup_max, lookup_min, max_tokens;
   int adaptive;
-  int64_t k_lookup, k_draft; /* the adaptive k of each proposer */
+  int64_t k_draft; /* the draft's adaptive k */
+  /* prompt lookup's acceptance counts by matched n-gram length and proposal index */
+  int32_t lk_tried[SPEC_NGRAM_LIMIT + 1][SPEC_K_LIMIT], lk_ok[SPEC_NGRAM_LIMIT + 1][SPEC_K_LIMIT];
+  int64_t lk_n; /* n-gram length of this round's lookup proposal */
   /* generation */
   int started;
   int32_t pending;      /* last given token, not evaluated on the target; -1 before the first */
@@ -55,6 +68,8 @@ struct lrt_spec {
   /* counters */
   int64_t rounds, proposed, accepted, draft_evals;
 };
+
+static int32_t draft_sync(lrt_spec *sp, int64_t L);
 
 static int is_eog(const lrt_session *s, int32_t tok) { return lrt_text_is_eog(s->m->text, tok); }
 
@@ -115,7 +130,6 @@ int32_t lrt_spec_set_int(lrt_spec *sp, int32_t key, int64_t v) {
     case LRT_SPEC_K:
       if (v < 1 || v > SPEC_K_LIMIT) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "LRT_SPEC_K must be in [1, %d], got %lld", SPEC_K_LIMIT, (long long)v);
       sp->k_max = v;
-      if (sp->k_lookup > v) sp->k_lookup = v;
       if (sp->k_draft > v) sp->k_draft = v;
       return LRT_OK;
     case LRT_SPEC_ADAPTIVE:
@@ -123,11 +137,13 @@ int32_t lrt_spec_set_int(lrt_spec *sp, int32_t key, int64_t v) {
       sp->adaptive = (int)v;
       return LRT_OK;
     case LRT_SPEC_LOOKUP:
-      if (v < 0 || v > 64) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "LRT_SPEC_LOOKUP must be in [0, 64] (0 = off), got %lld", (long long)v);
+      if (v < 0 || v > SPEC_NGRAM_LIMIT)
+        return lrt_err(LRT_ERR_INVALID_ARGUMENT, "LRT_SPEC_LOOKUP must be in [0, %d] (0 = off), got %lld", SPEC_NGRAM_LIMIT, (long long)v);
       sp->lookup_max = v;
       return LRT_OK;
     case LRT_SPEC_LOOKUP_MIN:
-      if (v < 1 || v > 64) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "LRT_SPEC_LOOKUP_MIN must be in [1, 64], got %lld", (long long)v);
+      if (v < 1 || v > SPEC_NGRAM_LIMIT)
+        return lrt_err(LRT_ERR_INVALID_ARGUMENT, "LRT_SPEC_LOOKUP_MIN must be in [1, %d], got %lld", SPEC_NGRAM_LIMIT, (long long)v);
       sp->lookup_min = v;
       return LRT_OK;
     case LRT_SPEC_MAX_TOKENS:
@@ -182,8 +198,19 @@ int32_t lrt_spec_start(lrt_spec *sp) {
   sp->given = 0;
   sp->q_n = sp->q_head = 0;
   sp->rounds = sp->proposed = sp->accepted = sp->draft_evals = 0;
-  sp->k_lookup = sp->k_max;
   sp->k_draft = sp->k_max < 4 ? sp->k_max : 4;
+  memset(sp->lk_tried, 0, sizeof sp->lk_tried);
+  memset(sp->lk_ok, 0, sizeof sp->lk_ok);
+  int32_t st = LRT_OK;
+  if (sp->d) { /* the draft reads the prompt now, not in the first round */
+    GUARD_ENTER;
+    st = draft_sync(sp, t->pos);
+    lrt_fpenv_leave(&fpenv_);
+  }
+  if (st) {
+    sp->started = 0;
+    return st;
+  }
   mark(sp);
   return LRT_OK;
 }
@@ -202,6 +229,17 @@ static int64_t propose_lookup(lrt_spec *sp, int64_t k) {
       if (i < n) continue;
       int64_t c = L - (j + n);
       if (c > k) c = k;
+      sp->lk_n = n;
+      if (sp->adaptive) { /* while the estimated chance that all so far are accepted is worth a row */
+        double p = 1.0;
+        int64_t keep = 0;
+        while (keep < c) {
+          p *= (sp->lk_ok[n][keep] + 1.0) / (sp->lk_tried[n][keep] + 2.0);
+          if (p < SPEC_COST) break;
+          keep++;
+        }
+        c = keep;
+      }
       for (i = 0; i < c; i++) sp->prop[i] = hist(sp, j + n + i);
       return c;
     }
@@ -209,14 +247,11 @@ static int64_t propose_lookup(lrt_spec *sp, int64_t k) {
   return 0;
 }
 
-/* The draft session: bring it to history + pending (keep the common prefix, evaluate the
- * rest in one chunk), then sample k tokens with the target's settings, one eval each. */
-static int32_t propose_draft(lrt_spec *sp, int64_t k, int64_t *n_out) {
+/* Bring the draft session to the first L tokens of history + pending: keep the common
+ * prefix, evaluate the rest in one chunk (its last logits row then predicts token L). */
+static int32_t draft_sync(lrt_spec *sp, int64_t L) {
   lrt_session *d = sp->d;
-  *n_out = 0;
-  int64_t L = sp->t->pos + 1;
-  if (L + k - 1 > d->ctx) k = d->ctx - L + 1;
-  if (k < 1) return LRT_OK;
+  if (L < 1 || L > d->ctx) return LRT_OK;
   int64_t c = 0;
   while (c < d->pos && c < L && d->tokens[c] == hist(sp, c)) c++;
   if (c == L) c = L - 1; /* the last token must be evaluated again to get its logits */
@@ -236,9 +271,35 @@ static int32_t propose_draft(lrt_spec *sp, int64_t k, int64_t *n_out) {
   int32_t st = lrt_forward(d, sp->catchup, m, 0);
   if (st) return st;
   sp->draft_evals++;
-  int64_t n = 0;
+  return LRT_OK;
+}
+
+/* Probability of the most likely token of a logits row (softmax at temperature 1). */
+static float top_prob(const float *l, int64_t V) {
+  float mx = l[0];
+  for (int64_t i = 1; i < V; i++)
+    if (l[i] > mx) mx = l[i];
+  if (!(mx > -3.0e38f && mx < 3.0e38f)) return 1.0f;
+  float z = 0.0f;
+  for (int64_t i = 0; i < V; i++) z += lrt_expf(l[i] - mx);
+  return z > 0.0f ? 1.0f / z : 1.0f;
+}
+
+/* The draft session: synced to history + pending, it samples up to k tokens with the target's
+ * settings, one eval each, and stops early where its own top probability is low (adaptive
+ * mode) or it proposes an end-of-generation token. */
+static int32_t propose_draft(lrt_spec *sp, int64_t k, int64_t *n_out) {
+  lrt_session *d = sp->d;
+  *n_out = 0;
+  int64_t L = sp->t->pos + 1;
+  if (L + k - 1 > d->ctx) k = d->ctx - L + 1;
+  if (k < 1) return LRT_OK;
+  int32_t st = draft_sync(sp, L);
+  if (st) return st;
+  int64_t n = 0, V = d->m->cfg.vocab;
   for (;;) {
     int32_t x;
+    if (sp->adaptive && n > 0 && top_prob(d->logits + (d->logits_rows - 1) * V, V) < SPEC_DRAFT_P_MIN) break;
     if ((st = lrt_sample(d, &x))) return st;
     sp->prop[n++] = x;
     if (n == k || is_eog(sp->t, x)) break;
@@ -255,6 +316,14 @@ static void adapt(lrt_spec *sp, int64_t *kk, int64_t proposed, int64_t accepted)
   else *kk = *kk > 1 ? *kk - 1 : 1;
 }
 
+static void lookup_learn(lrt_spec *sp, int64_t proposed, int64_t accepted) {
+  for (int64_t i = 0; i < proposed; i++) {
+    sp->lk_tried[sp->lk_n][i]++;
+    if (i >= accepted) break;
+    sp->lk_ok[sp->lk_n][i]++;
+  }
+}
+
 /* One round: verify [pending, proposals] on the target and queue the sampled tokens. */
 static int32_t round_run(lrt_spec *sp) {
   lrt_session *t = sp->t;
@@ -269,11 +338,11 @@ static int32_t round_run(lrt_spec *sp) {
     if (left < lim) lim = left < 0 ? 0 : left;
   }
   int64_t k = 0, *kk = NULL;
+  int used_lookup = 0;
   int32_t st;
   if (lim > 0 && sp->lookup_max > 0) {
-    int64_t want = sp->adaptive ? sp->k_lookup : sp->k_max;
-    k = propose_lookup(sp, want < lim ? want : lim);
-    if (k > 0) kk = &sp->k_lookup;
+    k = propose_lookup(sp, sp->k_max < lim ? sp->k_max : lim);
+    used_lookup = k > 0;
   }
   if (lim > 0 && k == 0 && sp->d) {
     int64_t want = sp->adaptive ? sp->k_draft : sp->k_max;
@@ -313,6 +382,7 @@ static int32_t round_run(lrt_spec *sp) {
   sp->proposed += k;
   sp->accepted += acc;
   if (kk) adapt(sp, kk, k, acc);
+  if (used_lookup) lookup_learn(sp, k, acc);
   return LRT_OK;
 }
 
