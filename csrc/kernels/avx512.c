@@ -275,6 +275,51 @@ DEFINE_KERNELS(bf16, w8_bf16, w16_bf16, tail_bf16, ELEM_U16)
 #undef ELEM_U16
 #undef DEFINE_KERNELS
 
+/* tile4_f32 (prefill, and the verification chunks of speculative decoding): four weight rows
+ * x six tokens in twelve ZMM accumulators, each holding one row against a pair of tokens (the
+ * low half token 2p, the high half token 2p + 1, each half the eight dot8 lanes of its own dot
+ * product). A weight load serves six tokens, an x load four rows, and every multiply and add
+ * does sixteen lanes where the AVX2 tile does eight: the same operations per lane, so the same
+ * bits. Tails go through the scalar dot8 order (lrt_tile4_finish), tokens left over (M % 6)
+ * through dot4_f32. */
+#define TILE_MA(acc, b, xv) acc = z16_add(acc, z16_mul(b, xv))
+LRT_AVX512 static void tile4_f32(const float *w, int64_t ws, const float *x, int64_t xs, int64_t M, int64_t n,
+                                 float *y, int64_t ys) {
+  const float *w0 = w, *w1 = w + ws, *w2 = w1 + ws, *w3 = w2 + ws;
+  int64_t t = 0;
+  for (; t + 6 <= M; t += 6) {
+    const float *x0 = x + t * xs;
+    z16 a00 = z16_zero(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00;
+    z16 a20 = a00, a21 = a00, a22 = a00, a23 = a00;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      y8 r0 = y8_load(w0 + i), r1 = y8_load(w1 + i), r2 = y8_load(w2 + i), r3 = y8_load(w3 + i);
+      z16 b0 = z16_pair(r0, r0), b1 = z16_pair(r1, r1), b2 = z16_pair(r2, r2), b3 = z16_pair(r3, r3);
+      z16 xv = z16_pair(y8_load(x0 + i), y8_load(x0 + xs + i));
+      TILE_MA(a00, b0, xv); TILE_MA(a01, b1, xv); TILE_MA(a02, b2, xv); TILE_MA(a03, b3, xv);
+      xv = z16_pair(y8_load(x0 + 2 * xs + i), y8_load(x0 + 3 * xs + i));
+      TILE_MA(a10, b0, xv); TILE_MA(a11, b1, xv); TILE_MA(a12, b2, xv); TILE_MA(a13, b3, xv);
+      xv = z16_pair(y8_load(x0 + 4 * xs + i), y8_load(x0 + 5 * xs + i));
+      TILE_MA(a20, b0, xv); TILE_MA(a21, b1, xv); TILE_MA(a22, b2, xv); TILE_MA(a23, b3, xv);
+    }
+    /* tokens 0..2 then 3..5 of the group, s[4 * k + r] as lrt_tile4_finish wants them */
+    float s[12] = {y8_hsum(z16_lo(a00)), y8_hsum(z16_lo(a01)), y8_hsum(z16_lo(a02)), y8_hsum(z16_lo(a03)),
+                   y8_hsum(z16_hi(a00)), y8_hsum(z16_hi(a01)), y8_hsum(z16_hi(a02)), y8_hsum(z16_hi(a03)),
+                   y8_hsum(z16_lo(a10)), y8_hsum(z16_lo(a11)), y8_hsum(z16_lo(a12)), y8_hsum(z16_lo(a13))};
+    float u[12] = {y8_hsum(z16_hi(a10)), y8_hsum(z16_hi(a11)), y8_hsum(z16_hi(a12)), y8_hsum(z16_hi(a13)),
+                   y8_hsum(z16_lo(a20)), y8_hsum(z16_lo(a21)), y8_hsum(z16_lo(a22)), y8_hsum(z16_lo(a23)),
+                   y8_hsum(z16_hi(a20)), y8_hsum(z16_hi(a21)), y8_hsum(z16_hi(a22)), y8_hsum(z16_hi(a23))};
+    lrt_tile4_finish(w, ws, x0, xs, i, n, s, y + t * ys, ys);
+    lrt_tile4_finish(w, ws, x0 + 3 * xs, xs, i, n, u, y + (t + 3) * ys, ys);
+  }
+  for (; t < M; t++) {
+    float y4[4];
+    dot4_f32(w, ws, x + t * xs, n, y4);
+    for (int r = 0; r < 4; r++) y[t * ys + r] = y4[r];
+  }
+}
+#undef TILE_MA
+
 static float dot_f32_avx512(const float *w, const float *x, int64_t n) { return dot_f32(w, x, n); }
 static float dot_f16_avx512(const uint16_t *w, const float *x, int64_t n) { return dot_f16(w, x, n); }
 static float dot_bf16_avx512(const uint16_t *w, const float *x, int64_t n) { return dot_bf16(w, x, n); }
@@ -489,6 +534,7 @@ DEFINE_TAB5_DEQUANT(dequant_q5_1_vl, 24, TAB_Q5_1, 4)
  * reference where there is no AVX2 table, e.g. an LRT_AVX512_EMULATE build off x86). */
 const lrt_kernels lrt_kernels_avx2_avx512vl = {
     .name = "avx2-avx512vl",
+    .tile4_f32 = tile4_f32, /* 512-bit: two tokens per register (prefill, speculation's chunks) */
     .dot4_q4_0 = dot4_q4_0_vl, .dot4_q4_1 = dot4_q4_1_vl,
     .dequant_q5_0 = dequant_q5_0_vl, .dequant_q5_1 = dequant_q5_1_vl,
     .dot4_q5_0 = dot4_q5_0_vl, .dot4_q5_1 = dot4_q5_1_vl,
@@ -503,7 +549,7 @@ const lrt_kernels lrt_kernels_avx512 = {
     .dot4_q8_0 = dot4_q8_0_avx512, .dot4_q4_0 = dot4_q4_0_avx512, .dot4_q4_1 = dot4_q4_1_avx512,
 #if !defined(LRT_AVX512_EMULATE) /* elementwise math: the AVX2 versions (every AVX-512F CPU has AVX2) */
     .exp_f32 = lrt_exp_f32_avx2, .silu_mul_f32 = lrt_silu_mul_f32_avx2,
-    .tile4_f32 = lrt_tile4_f32_avx2, /* prefill tile: the AVX2 one (eight lanes per dot anyway) */
+    .tile4_f32 = tile4_f32,
     /* K-quants: the AVX2 kernels (eight lanes per dot product, 256-bit registers) */
     .dequant_q4_k = lrt_dequant_q4_k_avx2, .dequant_q5_k = lrt_dequant_q5_k_avx2, .dequant_q6_k = lrt_dequant_q6_k_avx2,
     .dot4_q4_k = lrt_dot4_q4_k_avx2, .dot4_q5_k = lrt_dot4_q5_k_avx2, .dot4_q6_k = lrt_dot4_q6_k_avx2,
