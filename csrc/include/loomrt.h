@@ -631,8 +631,12 @@ LRT_API int32_t lrt_trainer_state_load(lrt_trainer *trainer, const void *buf, si
        LRT_OPEN_INT8_ACTIVATIONS. It samples with the target's sampler settings and seed,
        so for sampled decoding it proposes what the target would pick whenever the two
        distributions agree closely. The draft session is used by the speculation only.
-   The number of proposed tokens adapts to the acceptance rate (LRT_SPEC_ADAPTIVE): +2 after
-   a round that accepted everything, -1 after one that did not, within [1, LRT_SPEC_K].
+   The number of proposed tokens adapts to the acceptance (LRT_SPEC_ADAPTIVE), within
+   [1, LRT_SPEC_K]: the draft's k grows by 2 after a round that accepted everything and
+   shrinks by 1 after one that did not, and the draft stops where its own top probability is
+   below 0.5; prompt lookup proposes its i-th token while the acceptance counts it keeps (by
+   n-gram length and index) estimate at least a 0.2 chance that tokens 1..i are all accepted.
+   These choices change the speed only.
 
    Use: evaluate the prompt on the target (lrt_session_eval, or lrt_session_prompt*), set the
    target's sampler, then lrt_spec_start and lrt_spec_next once per token. The caller
