@@ -432,3 +432,46 @@ def batch_eval(handle: Any, entries: List[Tuple[Any, List[int]]]) -> None:
             lib.lrt_batch_clear(handle)
             check(st)
     check(lib.lrt_batch_eval(handle))
+
+
+# ---- exact speculative decoding (lrt_spec_*) --------------------------------------------------
+
+SPEC_KEYS = {"k": 0, "adaptive": 1, "lookup": 2, "lookup_min": 3, "max_tokens": 4, "rounds": 5, "proposed": 6,
+             "accepted": 7, "draft_evals": 8}
+
+
+def spec_new(target: Any, draft: Any) -> Any:
+    """A speculation over the target session handle (draft: a session handle or None). Free it
+    with spec_free before the sessions go."""
+    out = ffi.new("lrt_spec **")
+    check(lib.lrt_spec_new(target, draft if draft is not None else ffi.NULL, out))
+    return out[0]
+
+
+def spec_free(handle: Any) -> None:
+    lib.lrt_spec_free(handle)
+
+
+def spec_set(handle: Any, **values: int) -> None:
+    for key, v in values.items():
+        check(lib.lrt_spec_set_int(handle, SPEC_KEYS[key], int(v)))
+
+
+def spec_get(handle: Any, key: str) -> int:
+    out = ffi.new("int64_t *")
+    check(lib.lrt_spec_get_int(handle, SPEC_KEYS[key], out))
+    return int(out[0])
+
+
+def spec_start(handle: Any) -> None:
+    check(lib.lrt_spec_start(handle))
+
+
+def spec_next(handle: Any, vocab: int, want_row: bool) -> Tuple[int, Optional[np.ndarray]]:
+    """The next token and (want_row) a copy of the logits row it was sampled from."""
+    tok = ffi.new("int32_t *")
+    row = ffi.new("const float **")
+    check(lib.lrt_spec_next(handle, tok, row))
+    if not want_row:
+        return int(tok[0]), None
+    return int(tok[0]), np.frombuffer(ffi.buffer(row[0], 4 * vocab), dtype=np.float32).copy()

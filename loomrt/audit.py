@@ -188,8 +188,9 @@ class StepRecorder:
         self.tokens: List[int] = []
         self._logits = hashlib.sha256()
 
-    def __call__(self, session: Any, token: int) -> None:
-        row = _lib.session_logits(session._h)[-1]
+    def __call__(self, session: Any, token: int, row: Any = None) -> None:
+        if row is None:  # plain decoding: the session's last row; speculation passes the row
+            row = _lib.session_logits(session._h)[-1]
         b = canonical_logits_bytes(row)
         self.digests.append(hashlib.sha256(b).hexdigest())
         self._logits.update(b)

@@ -62,6 +62,15 @@ def _add_sampling_args(p: argparse.ArgumentParser, default_max: int) -> None:
     g.add_argument("--repetition-penalty", "--repeat-penalty", type=float, default=1.0, help="1 = off")
     g.add_argument("-s", "--seed", type=int, default=0, help="random seed (same seed, same tokens)")
     g.add_argument("--stop", action="append", default=None, metavar="TEXT", help="stop string (repeatable)")
+    s = p.add_argument_group("exact speculative decoding (same tokens and logits as without; docs/speculative.md)")
+    s.add_argument("--draft", default=None, metavar="MODEL",
+                   help="draft model sharing the model's vocabulary (e.g. a Q4_1 GGUF of the same model)")
+    s.add_argument("--draft-int8-activations", action="store_true",
+                   help="open the draft in the int8 speed mode (Q8_0/Q4_0/Q4_1 drafts)")
+    s.add_argument("--lookup", type=int, nargs="?", const=3, default=0, metavar="N",
+                   help="prompt lookup: propose the continuation of n-grams (up to N, default 3) already in the text")
+    s.add_argument("--speculate-k", type=int, default=8, metavar="K",
+                   help="most tokens proposed per verification (1..64, default 8; adapts to the acceptance rate)")
     p.add_argument("-q", "--quiet", action="store_true", help="no statistics on stderr")
 
 
@@ -277,8 +286,18 @@ def _load(model: Optional[str], args: argparse.Namespace) -> Model:
 
 
 def _sampling(args: argparse.Namespace) -> Dict[str, object]:
-    return dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
-                repetition_penalty=args.repetition_penalty, seed=args.seed)
+    out: Dict[str, object] = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+                                  repetition_penalty=args.repetition_penalty, seed=args.seed)
+    draft = getattr(args, "draft", None)
+    lookup = getattr(args, "lookup", 0)
+    if draft is not None or lookup:
+        if draft is not None and getattr(args, "_draft_model", None) is None:
+            args._draft_model = load(draft, threads=args.threads, context=args.context,
+                                     int8_activations=args.draft_int8_activations)
+        out.update(draft=getattr(args, "_draft_model", None), lookup=lookup, speculate_k=args.speculate_k)
+    elif getattr(args, "draft_int8_activations", False):
+        raise _UsageError("--draft-int8-activations needs --draft MODEL")
+    return out
 
 
 def _report(m: Model, tm: Timings, quiet: bool) -> None:
@@ -288,6 +307,9 @@ def _report(m: Model, tm: Timings, quiet: bool) -> None:
           f"{tm.prompt_tokens_per_second:.1f} tok/s | generated {tm.generated_tokens} tokens "
           f"{tm.tokens_per_second:.1f} tok/s | {m.threads} threads | finish: {tm.finish_reason}",
           file=sys.stderr)
+    if tm.spec_rounds:
+        print(f"[loomrt] speculation: {tm.spec_rounds} verifications, {tm.accepted_tokens}/{tm.proposed_tokens} "
+              f"proposed tokens accepted ({100 * tm.acceptance_rate:.0f}%)", file=sys.stderr)
 
 
 def _stream(m: Model, prompt: object, args: argparse.Namespace, chat: bool) -> Timings:

@@ -33,6 +33,15 @@ class Timings:
     generated_tokens: int = 0
     generate_seconds: float = 0.0
     finish_reason: str = ""  # "stop" (eos or stop string), "length" (max_tokens), "context"
+    # speculation (draft= / lookup=): verification chunks, tokens proposed and accepted
+    spec_rounds: int = 0
+    proposed_tokens: int = 0
+    accepted_tokens: int = 0
+
+    @property
+    def acceptance_rate(self) -> float:
+        """Accepted / proposed tokens of a speculative generation (0 when none were proposed)."""
+        return self.accepted_tokens / self.proposed_tokens if self.proposed_tokens else 0.0
 
     @property
     def prompt_tokens_per_second(self) -> float:
@@ -416,13 +425,21 @@ class Model:
 
     def stream_tokens(self, prompt: PromptLike, max_tokens: int = 256, *, chat: bool = False,
                       session: Optional[Session] = None, timings: Optional[Timings] = None,
-                      _step_hook: Optional[Callable[[Session, int], None]] = None,
+                      draft: Optional[Union["Model", str, os.PathLike]] = None, lookup: Union[bool, int] = False,
+                      speculate_k: int = 8, _step_hook: Optional[Callable[..., None]] = None,
                       **sampling: Any) -> Iterator[int]:
         """Yield generated token ids (eos excluded). Sampling keywords: temperature, top_k,
-        top_p, min_p, repetition_penalty, seed."""
+        top_p, min_p, repetition_penalty, seed.
+
+        Exact speculative decoding (docs/speculative.md): ``draft=`` a model sharing this
+        model's vocabulary (a Model, or a path loaded with default settings) and/or
+        ``lookup=True`` (prompt lookup, n-grams up to 3; an int sets the longest n-gram)
+        propose up to ``speculate_k`` tokens that one chunked evaluation verifies. The tokens
+        and every step's logits are bit-identical to plain decoding; only the speed changes."""
         max_tokens = _lib.int_arg("max_tokens", max_tokens, 0, 1 << 62)
         _check_prompt_type(prompt, chat)
         params = sampling_params(sampling)
+        spec = _spec_settings(self, draft, lookup, speculate_k)
         ids = self._prompt_ids(prompt, chat)
         # A session of our own for the whole generation: the caller's (held, so that another
         # thread or stream using it meanwhile gets BusyError), or one from the model's pool.
@@ -430,7 +447,7 @@ class Model:
         try:
             s._acquire("stream_tokens")
             try:
-                yield from self._generate_on(s, ids, params, max_tokens, timings, _step_hook)
+                yield from self._generate_on(s, ids, params, max_tokens, timings, _step_hook, spec)
             finally:
                 s._release()
         finally:
@@ -438,7 +455,8 @@ class Model:
                 self._pool.give(s)
 
     def _generate_on(self, s: Session, ids: List[int], params: SamplingParams, max_tokens: int,
-                     timings: Optional[Timings], step_hook: Optional[Callable[[Session, int], None]]) -> Iterator[int]:
+                     timings: Optional[Timings], step_hook: Optional[Callable[[Session, int], None]],
+                     spec: Optional[Dict[str, Any]] = None) -> Iterator[int]:
         h = s._h
         _lib.session_reset(h)
         params.apply(h)
@@ -453,6 +471,9 @@ class Model:
         eos = set(self.eos_token_ids)
         t1 = time.perf_counter()
         tm.finish_reason = "length"
+        if spec is not None:
+            yield from self._spec_tokens(s, len(ids), max_tokens, spec, tm, t1, eos, step_hook)
+            return
         for i in range(max_tokens):
             tok = _lib.session_sample(h)
             if step_hook is not None:
@@ -471,10 +492,55 @@ class Model:
             _lib.session_eval(h, [tok], False)
         tm.generate_seconds = time.perf_counter() - t1
 
+    def _spec_tokens(self, s: Session, n_prompt: int, max_tokens: int, spec: Dict[str, Any], tm: Timings,
+                     t1: float, eos: set, hook: Optional[Callable[..., None]]) -> Iterator[int]:
+        """stream_tokens' loop with exact speculation: the same tokens, stops and hook rows."""
+        draft = spec["draft"]
+        ds = None
+        if draft is not None:  # a draft session of this generation's own (the draft model's pool)
+            ds = draft._pool.take()
+            ds._acquire("speculative draft")
+        try:
+            h = _lib.spec_new(s._h, ds._h if ds is not None else None)
+        except BaseException:
+            if ds is not None:
+                ds._release()
+                draft._pool.give(ds)
+            raise
+        try:
+            _lib.spec_set(h, k=spec["k"], lookup=spec["lookup"], max_tokens=max_tokens)
+            _lib.spec_start(h)
+            vocab = self.vocab_size
+            for i in range(max_tokens):
+                tok, row = _lib.spec_next(h, vocab, hook is not None)
+                if hook is not None:
+                    hook(s, tok, row)
+                if tok in eos:
+                    tm.finish_reason = "stop"
+                    break
+                tm.generated_tokens += 1
+                tm.generate_seconds = time.perf_counter() - t1
+                yield tok
+                if i + 1 == max_tokens:
+                    break
+                if n_prompt + i >= s.context:  # where plain decoding's session would stand
+                    tm.finish_reason = "context"
+                    break
+        finally:
+            tm.spec_rounds = _lib.spec_get(h, "rounds")
+            tm.proposed_tokens = _lib.spec_get(h, "proposed")
+            tm.accepted_tokens = _lib.spec_get(h, "accepted")
+            _lib.spec_free(h)
+            if ds is not None:
+                ds._release()
+                draft._pool.give(ds)
+            tm.generate_seconds = time.perf_counter() - t1
+
     def stream(self, prompt: PromptLike, max_tokens: int = 256, *, stop: Optional[Sequence[str]] = None,
                chat: bool = False, timings: Optional[Timings] = None, **sampling: Any) -> Iterator[str]:
         """Yield text pieces as they are generated. Only complete UTF-8 characters are
-        emitted; text is cut before the first stop string."""
+        emitted; text is cut before the first stop string. ``draft=``, ``lookup=`` and
+        ``speculate_k=``: exact speculative decoding (see :meth:`stream_tokens`)."""
         yield from self._stream_text(prompt, max_tokens, stop, chat, timings, None, sampling)
 
     def _stream_text(self, prompt: PromptLike, max_tokens: int, stop: Optional[Sequence[str]], chat: bool,
@@ -525,18 +591,21 @@ class Model:
         """Generate a completion; returns text, token ids, finish reason and timings. With
         ``receipt=True`` the result also carries a generation receipt (a JSON-ready dict:
         model and tokenizer hashes, settings, token ids and a digest of every step's logits)
-        that :func:`loomrt.verify_receipt` replays."""
+        that :func:`loomrt.verify_receipt` replays. ``draft=``, ``lookup=``, ``speculate_k=``:
+        exact speculative decoding (see :meth:`stream_tokens`): same tokens, same receipt."""
+        spec_kw = {k: sampling.pop(k) for k in ("draft", "lookup", "speculate_k") if k in sampling}
         timings = Timings()
         ids: List[int] = []
         rec = None
         if receipt:
             rec = audit.StepRecorder()
         if self.tokenizer is None and not isinstance(prompt, str):
-            for t in self.stream_tokens(prompt, max_tokens, chat=chat, timings=timings, _step_hook=rec, **sampling):
+            for t in self.stream_tokens(prompt, max_tokens, chat=chat, timings=timings, _step_hook=rec, **spec_kw,
+                                        **sampling):
                 ids.append(t)
             text = ""
         else:
-            text = "".join(self._stream_text(prompt, max_tokens, stop, chat, timings, ids, sampling, rec))
+            text = "".join(self._stream_text(prompt, max_tokens, stop, chat, timings, ids, {**sampling, **spec_kw}, rec))
         prompt_ids = self._prompt_ids(prompt, chat)
         made = None
         if rec is not None:
@@ -558,6 +627,32 @@ class Model:
         from .inspect import inspect_model
 
         return inspect_model(self, prompt, top_k=top_k, attention=attention)
+
+
+def _spec_settings(model: "Model", draft: Any, lookup: Any, k: Any) -> Optional[Dict[str, Any]]:
+    """Checked speculation settings of stream_tokens (None: plain decoding)."""
+    if draft is None and (lookup is False or lookup is None or lookup == 0):
+        return None
+    if isinstance(lookup, bool):
+        n = 3 if lookup else 0
+    elif lookup is None:
+        n = 0
+    else:
+        n = _lib.int_arg("lookup", lookup, 0, 64)
+    k = _lib.int_arg("speculate_k", k, 1, 64)
+    if draft is not None and not isinstance(draft, Model):
+        if isinstance(draft, (bytes, bytearray)) or not isinstance(draft, (str, os.PathLike)):
+            raise errors.ArgumentTypeError(f"draft must be a loomrt.Model or a model path, got {type(draft).__name__}")
+        path = resolve_model_path(os.fspath(draft))
+        cache = getattr(model, "_draft_models", None)
+        if cache is None or cache[0] != path:
+            cache = (path, Model(path, threads=model.threads))
+            model._draft_models = cache  # type: ignore[attr-defined]
+        draft = cache[1]
+    if draft is not None and draft.vocab_size != model.vocab_size:
+        raise errors.InvalidArgumentError(f"the draft model has {draft.vocab_size} tokens in its vocabulary, this model "
+                                          f"{model.vocab_size}: a draft must share the target's vocabulary")
+    return {"draft": draft, "lookup": n, "k": k}
 
 
 def _allowed_cpus() -> List[int]:

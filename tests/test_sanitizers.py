@@ -127,14 +127,18 @@ def test_session_freed_after_model_by_cyclic_gc(asan_tree, seeded_folder, tmp_pa
 
 def test_python_tests_under_asan_ubsan(asan_tree, tmp_path) -> None:
     """Parsers (bad-input and random-corruption tests, which also run child processes), the
-    forward pass / sampler (the golden-hash determinism tests), the non-finite diagnosis and the
-    friendly API from many threads on the sanitized extension."""
+    forward pass / sampler (the golden-hash determinism tests), the non-finite diagnosis, the
+    friendly API from many threads and exact speculation (KV roll-back, draft sync, logits rows;
+    the tiny-model tests) on the sanitized extension."""
     log = str(tmp_path / "san")
     tests = [os.path.join(ROOT, "tests", name)
-             for name in ("test_bad_input.py", "test_determinism.py", "test_numeric.py", "test_threads.py")]
+             for name in ("test_bad_input.py", "test_determinism.py", "test_numeric.py", "test_threads.py",
+                          "test_speculative.py")]
     # Not these: the first kills a child with SIGSEGV on purpose, which ASan reports as an
-    # error; the C race program builds its own sanitized binaries (test_threads.py).
-    deselect = "not test_corruption_harness_reports_crashes and not test_c_session_race"
+    # error; the C race program builds its own sanitized binaries (test_threads.py); SmolLM2 and
+    # the CLI's children are slow under ASan.
+    deselect = ("not test_corruption_harness_reports_crashes and not test_c_session_race and not real_model "
+                "and not cli")
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-k", deselect,
                         "--basetemp", str(tmp_path / "pt"), *tests],
                        cwd=asan_tree, env=_asan_env(asan_tree, log), capture_output=True, text=True, timeout=900)

@@ -190,6 +190,13 @@ namespace Loomrt
         [DllImport(Lib, CallingConvention = CC)] public static extern long lrt_batch_count(BatchHandle batch);
         [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_batch_clear(BatchHandle batch);
         [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_batch_eval(BatchHandle batch);
+        // exact speculative decoding
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_spec_new(SessionHandle target, IntPtr draft, out IntPtr spec);
+        [DllImport(Lib, CallingConvention = CC)] public static extern void lrt_spec_free(IntPtr spec);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_spec_set_int(IntPtr spec, int key, long value);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_spec_get_int(IntPtr spec, int key, out long value);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_spec_start(IntPtr spec);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_spec_next(IntPtr spec, out int token, out IntPtr logits);
 
         /// <summary>Throw LoomrtException for a negative status.</summary>
         public static void Check(int status)

@@ -831,6 +831,73 @@ LRT_API int32_t lrt_batch_clear(lrt_batch *batch);
  * LRT_ERR_CONTEXT_FULL naming the entry, LRT_ERR_OUT_OF_MEMORY) no session changes. */
 LRT_API int32_t lrt_batch_eval(lrt_batch *batch);
 
+/* ---- exact speculative decoding --------------------------------------------------------
+
+   Speculation proposes k tokens cheaply, evaluates them on the target session in one chunk
+   and keeps the longest prefix whose tokens equal what the target's own sampler picks at
+   each position; the KV cache is rolled back past the first rejection. Because the logits
+   of a position do not depend on how a sequence is chunked, and the sampler's random number
+   depends only on (seed, position), the tokens and the logits row behind each token are
+   bit-identical to plain decoding (lrt_session_sample, then lrt_session_eval of the token)
+   for every draft, k and sampler setting: speculation changes the speed, never the output
+   (docs/speculative.md). Receipts made with it verify without it.
+
+   Proposers, tried in this order each round:
+     - prompt lookup (LRT_SPEC_LOOKUP > 0): the tokens that followed the most recent earlier
+       occurrence of the sequence's last n tokens (n from LRT_SPEC_LOOKUP down to
+       LRT_SPEC_LOOKUP_MIN), searched in the prompt and the text so far; no second model;
+     - a draft session (lrt_spec_new's draft, may be NULL) on a model with the target's
+       vocabulary: a smaller model, or the same weights opened with
+       LRT_OPEN_INT8_ACTIVATIONS. It samples with the target's sampler settings and seed,
+       so for sampled decoding it proposes what the target would pick whenever the two
+       distributions agree closely. The draft session is used by the speculation only.
+   The number of proposed tokens adapts to the acceptance (LRT_SPEC_ADAPTIVE), within
+   [1, LRT_SPEC_K]: the draft's k grows by 2 after a round that accepted everything and
+   shrinks by 1 after one that did not, and the draft stops where its own top probability is
+   below 0.5; prompt lookup proposes its i-th token while the acceptance counts it keeps (by
+   n-gram length and index) estimate at least a 0.2 chance that tokens 1..i are all accepted.
+   These choices change the speed only.
+
+   Use: evaluate the prompt on the target (lrt_session_eval, or lrt_session_prompt*), set the
+   target's sampler, then lrt_spec_start and lrt_spec_next once per token. The caller
+   decides where the generation ends (end-of-sequence token, length); the target session's
+   position may then be ahead of the tokens taken (accepted tokens not taken yet). */
+
+typedef struct lrt_spec lrt_spec;
+/* A speculation over target (required) with an optional draft session (NULL: prompt
+ * lookup only). The draft must be another session, of a model with the same vocabulary
+ * size and, when both have tokenizers, the same token bytes for every id
+ * (LRT_ERR_INVALID_ARGUMENT otherwise). Free the speculation before either session. */
+LRT_API int32_t lrt_spec_new(lrt_session *target, lrt_session *draft, lrt_spec **out);
+LRT_API void lrt_spec_free(lrt_spec *spec);
+
+typedef enum lrt_spec_key {
+  LRT_SPEC_K = 0,          /* most tokens proposed per round, 1..64 (default 8)          */
+  LRT_SPEC_ADAPTIVE = 1,   /* 1: the round's k adapts within [1, K] (default); 0: always K */
+  LRT_SPEC_LOOKUP = 2,     /* prompt lookup: longest n-gram matched, 0 = off (default 0) */
+  LRT_SPEC_LOOKUP_MIN = 3, /* shortest n-gram matched, >= 1 (default 1)                  */
+  LRT_SPEC_MAX_TOKENS = 4, /* tokens the caller will take after lrt_spec_start, -1 = no
+                              limit (default -1): no work is spent past them             */
+  /* read-only, counted since lrt_spec_start */
+  LRT_SPEC_ROUNDS = 5,     /* target evaluations (chunks) after the prompt               */
+  LRT_SPEC_PROPOSED = 6,   /* tokens proposed                                            */
+  LRT_SPEC_ACCEPTED = 7,   /* proposed tokens accepted                                   */
+  LRT_SPEC_DRAFT_EVALS = 8 /* draft session evaluations                                  */
+} lrt_spec_key;
+LRT_API int32_t lrt_spec_set_int(lrt_spec *spec, int32_t key, int64_t value);
+LRT_API int32_t lrt_spec_get_int(const lrt_spec *spec, int32_t key, int64_t *out);
+
+/* Begin at the target's current state: its last eval's last logits row gives the first
+ * token. Copies the target's sampler settings (and seed) to the draft session and clears
+ * the counters. LRT_ERR_STATE when the target has no logits. */
+LRT_API int32_t lrt_spec_start(lrt_spec *spec);
+/* The next token, as plain decoding would give it, and (logits may be NULL) the logits row
+ * it was sampled from (vocab floats, valid until the next call on the speculation). Runs a
+ * round when no verified token is waiting. LRT_ERR_CONTEXT_FULL when the target's context
+ * has no room for the previous token; LRT_ERR_STATE before lrt_spec_start or when the target
+ * session was changed by another call since (start again). */
+LRT_API int32_t lrt_spec_next(lrt_spec *spec, int32_t *token, const float **logits);
+
 #ifdef __cplusplus
 }
 #endif

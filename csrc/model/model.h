@@ -167,6 +167,11 @@ int32_t lrt_session_reserve(lrt_session *s, int64_t positions);
 void lrt_forward_head(lrt_session *s, const float *hidden, int64_t rows, float *logits);
 /* sampler.c */
 int32_t lrt_sample(lrt_session *s, int32_t *token);
+/* The same for a given logits row (vocab floats) as if the session held pos tokens: the
+ * repetition penalty reads s->tokens[0..pos) and the draw is uniform(seed, pos). lrt_sample
+ * is lrt_sample_at(last row, s->pos); exact speculation (api/speculate.c) samples the rows of
+ * a verified chunk with it. pos <= s->pos, or the tokens up to pos must be in s->tokens. */
+int32_t lrt_sample_at(lrt_session *s, const float *row, int64_t pos, int32_t *token);
 /* Allocate the candidate buffers (vocab entries) if not yet done. */
 int32_t lrt_sampler_reserve(lrt_session *s);
 /* state.c: lrt_session_state_* (public) */

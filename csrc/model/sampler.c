@@ -62,25 +62,29 @@ static int32_t greedy(lrt_session *s, const float *l, int64_t V, int32_t *token)
 }
 
 int32_t lrt_sample(lrt_session *s, int32_t *token) {
-  const lrt_config *c = &s->m->cfg;
-  int64_t V = c->vocab;
   if (s->logits_rows < 1)
     return lrt_err(LRT_ERR_STATE, "no logits to sample from: call lrt_session_eval first");
+  return lrt_sample_at(s, s->logits + (s->logits_rows - 1) * s->m->cfg.vocab, s->pos, token);
+}
+
+int32_t lrt_sample_at(lrt_session *s, const float *row, int64_t pos, int32_t *token) {
+  const lrt_config *c = &s->m->cfg;
+  int64_t V = c->vocab;
   int32_t st = ensure_buffers(s, V);
   if (st) return st;
   float *l = s->cand_logits;
   cand *cs = (cand *)(void *)(s->cand_logits + V);
-  memcpy(l, s->logits + (s->logits_rows - 1) * V, (size_t)V * sizeof(float));
+  memcpy(l, row, (size_t)V * sizeof(float));
   for (int64_t i = 0; i < V; i++)
     if (l[i] != l[i]) l[i] = -3.402823466e38f; /* a NaN logit never wins */
 
   /* repetition penalty over the last repeat_last_n tokens (each id penalised once) */
   if (s->repeat_penalty != 1.0) {
     float pen = (float)s->repeat_penalty;
-    int64_t from = s->repeat_last_n < 0 || s->repeat_last_n > s->pos ? 0 : s->pos - s->repeat_last_n;
+    int64_t from = s->repeat_last_n < 0 || s->repeat_last_n > pos ? 0 : pos - s->repeat_last_n;
     uint8_t *seen = (uint8_t *)s->cand_probs; /* scratch: V bytes fit in V floats */
     memset(seen, 0, (size_t)V);
-    for (int64_t i = from; i < s->pos; i++) {
+    for (int64_t i = from; i < pos; i++) {
       int32_t t = s->tokens[i];
       if (seen[t]) continue;
       seen[t] = 1;
@@ -129,7 +133,7 @@ int32_t lrt_sample(lrt_session *s, int32_t *token) {
   }
   float total = 0.0f;
   for (int64_t i = 0; i < n; i++) total = total + cs[i].p;
-  float target = uniform(s->seed, s->pos) * total;
+  float target = uniform(s->seed, pos) * total;
   int64_t pick = n - 1;
   float cum = 0.0f;
   for (int64_t i = 0; i < n; i++) {
