@@ -185,3 +185,18 @@ def test_chromium_same_bits_as_native(wasm, seeded, tmp_path):
     path = smollm2_path()
     cases = SMOL_CASES[:1]
     assert_same(chromium_results(wasm, path, cases, tmp_path / "smol"), native_results(path, cases), cases)
+
+
+def test_node_example_prints_what_the_cli_prints(wasm, seeded):
+    """bindings/js/examples/generate.mjs prints the same bytes as `loomrt generate -q`."""
+    args = [seeded, "#$%& ()", "--max-tokens", "14", "--temperature", "1.1", "--top-p", "0.9", "--seed", "77"]
+    js = subprocess.run([NODE, str(JS / "examples" / "generate.mjs")] + args + ["--wasm", wasm, "-q"],
+                        capture_output=True, timeout=120)
+    assert js.returncode == 0, js.stderr.decode(errors="replace")
+    cli = subprocess.run([sys.executable, "-m", "loomrt", "generate"] + args + ["--threads", "1", "-q"],
+                         capture_output=True, timeout=120, cwd=str(ROOT))
+    assert cli.returncode == 0, cli.stderr.decode(errors="replace")
+    assert len(js.stdout) > 5 and js.stdout == cli.stdout
+    bad = subprocess.run([NODE, str(JS / "examples" / "generate.mjs"), seeded, "x", "--max-tokens", "many"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--max-tokens needs a number" in bad.stderr

@@ -12,7 +12,9 @@ export async function logitsSha256(logits) {
   for (let i = 0; i < logits.length; i++) if (Number.isNaN(logits[i])) bits[i] = 0x7fc00000;
   // Uint32Array is host-endian: every JS engine in use is little-endian (checked below)
   if (new Uint8Array(new Uint32Array([1]).buffer)[0] !== 1) throw new Error("big-endian host");
-  return hex(await crypto.subtle.digest("SHA-256", bits));
+  // Web Crypto: a global in browsers and Node >= 19; Node 18 (Debian 12's nodejs) has it in node:crypto
+  const subtle = globalThis.crypto?.subtle ?? (await import("node:crypto")).webcrypto.subtle;
+  return hex(await subtle.digest("SHA-256", bits));
 }
 
 export async function runCases(load, modelBytes, cases, wasm) {
