@@ -223,6 +223,7 @@ export class Model {
       : num({ context }, "context", 0, 1, Number(this._info(INFO_CONTEXT_LENGTH)), true);
     this._session = 0;
     this._busy = false;
+    this.lastFinishReason = "none";
   }
 
   _live(what) {
