@@ -72,7 +72,7 @@ def build(out: str = DEFAULT_OUT, opt: str = "-O2", timeout: int = 900) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=DEFAULT_OUT, help="output .wasm (default bindings/js/loomrt.wasm)")
-    ap.add_argument("--opt", default="-O2", help="optimisation flag (default -O2)")
+    ap.add_argument("--opt", default="-O2", help="optimisation flag (default -O2; write --opt=-O3)")
     a = ap.parse_args()
     out = build(a.out, a.opt)
     print(f"{out}: {os.path.getsize(out)} bytes, {len(api_functions())} API functions exported")
