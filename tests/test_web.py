@@ -47,6 +47,7 @@ SEEDED_CASES = [
 SMOL_CASES = [
     {"prompt": "The capital of France is", "maxTokens": 32},
     {"prompt": "Once upon a time", "maxTokens": 16, "temperature": 0.8, "seed": 42},
+    {"prompt": [{"role": "user", "content": "What is the capital of France?"}], "chat": True, "maxTokens": 12},
 ]
 
 
@@ -77,8 +78,10 @@ def native_results(path: str, cases: List[Dict[str, Any]]) -> List[Dict[str, Any
     m = loomrt.load(path, threads=1)
     out = []
     for c in cases:
-        g = m.generate(c["prompt"], c["maxTokens"], temperature=c.get("temperature", 0.0), seed=c.get("seed", 0))
-        prompt_ids = list(m.encode(c["prompt"]))
+        g = m.generate(c["prompt"], c["maxTokens"], temperature=c.get("temperature", 0.0), seed=c.get("seed", 0),
+                       chat=c.get("chat", False))
+        prompt_ids = (list(m.encode(m.apply_chat_template(c["prompt"]), add_special_tokens=False)) if c.get("chat")
+                      else list(m.encode(c["prompt"])))
         out.append({"promptIds": prompt_ids, "tokenIds": list(g.token_ids), "text": g.text,
                     "finishReason": g.finish_reason,
                     "logitsHash": models.logits_sha256(m.logits(prompt_ids + list(g.token_ids)))})
