@@ -150,32 +150,38 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def chromium_results(wasm: str, model: str, cases: List[Dict[str, Any]], serve: Path) -> List[Dict[str, Any]]:
-    serve.mkdir(parents=True, exist_ok=True)
-    for src in (JS / "loomrt.mjs", WEB / "cases.mjs", WEB / "page.html"):
-        shutil.copy(src, serve / src.name)
-    shutil.copy(wasm, serve / "loomrt.wasm")
-    os.symlink(model, serve / "model.gguf")
+def chromium_dom(serve: Path, page: str) -> str:
+    """Serve `serve` over http on a free port and return the DOM of `page` after headless
+    Chromium ran it (virtual time: the DOM is dumped once the page is idle, i.e. its work is
+    done, or the budget is spent)."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(serve)))
     t = threading.Thread(target=server.serve_forever, daemon=True)
     t.start()
     try:
-        url = (f"http://127.0.0.1:{server.server_address[1]}/page.html?model=model.gguf&cases="
-               + urllib.parse.quote(json.dumps(cases)))
-        # virtual time: the DOM is dumped once the page is idle (all cases done) or the budget is spent
         p = subprocess.run([CHROMIUM, "--headless", "--disable-gpu", "--no-sandbox", "--no-first-run",
-                            f"--user-data-dir={serve.parent / 'chromium-profile'}",
-                            "--virtual-time-budget=600000", "--dump-dom", url],
+                            f"--user-data-dir={serve.parent / (serve.name + '-chromium-profile')}",
+                            "--virtual-time-budget=600000", "--dump-dom",
+                            f"http://127.0.0.1:{server.server_address[1]}/{page}"],
                            capture_output=True, text=True, timeout=300)
     finally:
         server.shutdown()
         server.server_close()
         t.join()
     assert p.returncode == 0, p.stderr[-3000:]
-    status = re.search(r'<pre id="status">(.*?)</pre>', p.stdout, re.S)
-    assert status and html.unescape(status.group(1)) == "done", (status.group(1) if status else p.stdout[-3000:])
-    result = re.search(r'<pre id="result">(.*?)</pre>', p.stdout, re.S)
-    assert result, p.stdout[-3000:]
+    return p.stdout
+
+
+def chromium_results(wasm: str, model: str, cases: List[Dict[str, Any]], serve: Path) -> List[Dict[str, Any]]:
+    serve.mkdir(parents=True, exist_ok=True)
+    for src in (JS / "loomrt.mjs", WEB / "cases.mjs", WEB / "page.html"):
+        shutil.copy(src, serve / src.name)
+    shutil.copy(wasm, serve / "loomrt.wasm")
+    os.symlink(model, serve / "model.gguf")
+    dom = chromium_dom(serve, "page.html?model=model.gguf&cases=" + urllib.parse.quote(json.dumps(cases)))
+    status = re.search(r'<pre id="status">(.*?)</pre>', dom, re.S)
+    assert status and html.unescape(status.group(1)) == "done", (status.group(1) if status else dom[-3000:])
+    result = re.search(r'<pre id="result">(.*?)</pre>', dom, re.S)
+    assert result, dom[-3000:]
     return json.loads(html.unescape(result.group(1)))
 
 
@@ -203,3 +209,27 @@ def test_node_example_prints_what_the_cli_prints(wasm, seeded):
     bad = subprocess.run([NODE, str(JS / "examples" / "generate.mjs"), seeded, "x", "--max-tokens", "many"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--max-tokens needs a number" in bad.stderr
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium (tests/install-deps.sh) is not installed")
+def test_demo_page_in_chromium(wasm, tmp_path):
+    """bindings/js/demo/ driven by its query string: SmolLM2 chat, sampled with top-p and a seed,
+    streamed into the page; the ids it shows (and their SHA-256) equal native Model.chat's."""
+    path = smollm2_path()
+    serve = tmp_path / "site"
+    (serve / "demo").mkdir(parents=True)
+    shutil.copy(JS / "loomrt.mjs", serve / "loomrt.mjs")
+    shutil.copy(wasm, serve / "loomrt.wasm")
+    shutil.copy(JS / "demo" / "index.html", serve / "demo" / "index.html")
+    os.symlink(path, serve / "model.gguf")
+    q = {"model": "../model.gguf", "prompt": "Name three colours.", "chat": "1", "maxTokens": "20",
+         "temperature": "0.7", "topP": "0.9", "seed": "11", "autorun": "1"}
+    dom = chromium_dom(serve, "demo/index.html?" + urllib.parse.urlencode(q))
+    assert 'data-state="done"' in dom, re.sub(r"<script.*?</script>", "", dom, flags=re.S)[-3000:]
+    ids = json.loads(html.unescape(re.search(r'<pre id="ids"[^>]*>(.*?)</pre>', dom, re.S).group(1)))
+    digest = html.unescape(re.search(r'<pre id="hash"[^>]*>(.*?)</pre>', dom, re.S).group(1))
+    out = html.unescape(re.search(r'<div id="out">(.*?)</div>', dom, re.S).group(1))
+    g = loomrt.load(path, threads=1).chat("Name three colours.", 20, temperature=0.7, top_p=0.9, seed=11)
+    assert ids == list(g.token_ids) and len(ids) > 0
+    assert digest == models.tokens_sha256(g.token_ids)
+    assert out == g.text
