@@ -171,6 +171,43 @@ def chromium_dom(serve: Path, page: str) -> str:
     return p.stdout
 
 
+def chromium_post(serve: Path, page: str, timeout: float = 240) -> Dict[str, Any]:
+    """Open `page` in headless Chromium (served from `serve`) and return the JSON the page POSTs
+    to /result when it is done; then close Chromium."""
+    got: Dict[str, Any] = {}
+    done = threading.Event()
+
+    class Handler(_Quiet):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            got.update(json.loads(body))
+            self.send_response(204)
+            self.end_headers()
+            done.set()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(serve)))
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    proc = subprocess.Popen([CHROMIUM, "--headless", "--disable-gpu", "--no-sandbox", "--no-first-run",
+                             f"--user-data-dir={serve.parent / (serve.name + '-chromium-profile')}",
+                             f"http://127.0.0.1:{server.server_address[1]}/{page}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        finished = done.wait(timeout)
+    finally:
+        proc.terminate()
+        try:
+            _, err = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+        server.shutdown()
+        server.server_close()
+        t.join()
+    assert finished, f"the page did not report within {timeout} s:\n{err.decode(errors='replace')[-3000:]}"
+    return got
+
+
 def chromium_results(wasm: str, model: str, cases: List[Dict[str, Any]], serve: Path) -> List[Dict[str, Any]]:
     serve.mkdir(parents=True, exist_ok=True)
     for src in (JS / "loomrt.mjs", WEB / "cases.mjs", WEB / "page.html"):
@@ -233,3 +270,29 @@ def test_demo_page_in_chromium(wasm, tmp_path):
     assert ids == list(g.token_ids) and len(ids) > 0
     assert digest == models.tokens_sha256(g.token_ids)
     assert out == g.text
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium (tests/install-deps.sh) is not installed")
+def test_web_worker_in_chromium(wasm, seeded, tmp_path):
+    """LoomrtWorker (bindings/js/loomrt-worker.mjs): the model runs in a module Web Worker, the
+    bytes are transferred, generate and stream give native's ids; abort, bad input and dispose
+    reject with clear errors and the worker stays usable."""
+    serve = tmp_path / "site"
+    serve.mkdir()
+    for src in (JS / "loomrt.mjs", JS / "loomrt-worker.mjs", JS / "worker.mjs", WEB / "worker_page.html"):
+        shutil.copy(src, serve / src.name)
+    shutil.copy(wasm, serve / "loomrt.wasm")
+    os.symlink(seeded, serve / "model.gguf")
+    cases = SEEDED_CASES[:2]
+    posted = chromium_post(serve, "worker_page.html?model=model.gguf&cases=" + urllib.parse.quote(json.dumps(cases)))
+    assert posted["status"] == "done", posted["status"]
+    r = json.loads(posted["result"])
+    for got, want in zip(r["results"], native_results(seeded, cases)):
+        assert got["tokenIds"] == want["tokenIds"] == got["streamIds"]
+        assert got["text"] == want["text"] == got["streamText"]
+        assert got["finishReason"] == want["finishReason"]
+    assert r["transferred"] is True
+    assert r["pieces"] == 2 and "abort" in r["aborted"].lower(), r
+    assert len(r["after"]) == 3
+    assert r["badError"].startswith("LRT_ERR_INVALID_ARGUMENT: tokenize expects a string"), r["badError"]
+    assert r["disposedError"] == "LRT_ERR_STATE", r
