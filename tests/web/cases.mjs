@@ -23,8 +23,8 @@ export async function runCases(load, modelBytes, cases, wasm) {
   try {
     for (const c of cases) {
       // c.chat: c.prompt is messages, rendered with the model's chat template
-      const promptIds = c.chat ? model.tokenize(model.applyChatTemplate(c.prompt), { addSpecial: false })
-        : model.tokenize(c.prompt);
+      const promptIds = Array.isArray(c.prompt) && !c.chat ? c.prompt  // token ids
+        : c.chat ? model.tokenize(model.applyChatTemplate(c.prompt), { addSpecial: false }) : model.tokenize(c.prompt);
       const opts = { maxTokens: c.maxTokens, temperature: c.temperature ?? 0, seed: c.seed ?? 0, chat: !!c.chat };
       const t0 = performance.now();
       const g = model.generate(c.prompt, opts);
