@@ -307,3 +307,32 @@ def test_web_worker_in_chromium(wasm, seeded, tmp_path):
     assert len(r["after"]) == 3
     assert r["badError"].startswith("LRT_ERR_INVALID_ARGUMENT: tokenize expects a string"), r["badError"]
     assert r["disposedError"] == "LRT_ERR_STATE", r
+
+
+def test_wasm_inline_f16_scale_equals_reference(tmp_path):
+    """csrc/kernels/wasm_simd.c widens block scales with an inline f16_le; for all 65536
+    halves it must give lrt_f16_to_f32's bits (tests/web/f16_check.c, run under wasmtime)."""
+    wasmtime = pytest.importorskip("wasmtime")
+    out = str(tmp_path / "f16_check.wasm")
+    csrc = ROOT / "csrc"
+    cmd = ([sys.executable, "-m", "ziglang", "cc", "-target", "wasm32-wasi", "-msimd128", "-std=c11",
+            "-ffp-contract=off", "-fno-fast-math", "-O2", "-I", str(csrc), "-I", str(csrc / "include"), "-o", out,
+            str(WEB / "f16_check.c"), str(csrc / "kernels" / "ref.c")]
+           + sorted(str(p) for p in (csrc / "base").glob("*.c")) + ["-lm"])
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    engine = wasmtime.Engine()
+    store = wasmtime.Store(engine)
+    linker = wasmtime.Linker(engine)
+    linker.define_wasi()
+    cfg = wasmtime.WasiConfig()
+    cfg.stdout_file = str(tmp_path / "stdout.txt")
+    store.set_wasi(cfg)
+    inst = linker.instantiate(store, wasmtime.Module.from_file(engine, out))
+    code = 0
+    try:
+        inst.exports(store)["_start"](store)
+    except wasmtime.ExitTrap as e:
+        code = e.code
+    text = (tmp_path / "stdout.txt").read_text()
+    assert code == 0 and "checked 65536 halves, 0 differ" in text, text
