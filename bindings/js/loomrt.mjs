@@ -77,7 +77,10 @@ const runtimes = new Map(); // one instance per wasm source (the default: loomrt
 /** Instantiate loomrt.wasm (done by load(); call it yourself to pass another .wasm location). */
 export async function init(wasm) {
   const key = wasm ?? "default";
-  if (!runtimes.has(key)) runtimes.set(key, instantiate(wasm));
+  if (!runtimes.has(key)) {
+    // a failed fetch or compile is not remembered: the next call tries again
+    runtimes.set(key, instantiate(wasm).catch(e => { runtimes.delete(key); throw e; }));
+  }
   return runtimes.get(key);
 }
 

@@ -80,3 +80,11 @@ test("tokenize and detokenize round-trip; the seed changes sampled tokens, not g
   assert.deepEqual(m.generate("#$%&", { maxTokens: 8, seed: 1 }).tokenIds, m.generate("#$%&", { maxTokens: 8, seed: 2 }).tokenIds);
   m.dispose();
 });
+
+test("a wasm location that does not exist rejects, and loading works afterwards", async () => {
+  await assert.rejects(load(bytes, { wasm: "/nonexistent/loomrt.wasm" }), e => e.code === "ENOENT");
+  await assert.rejects(load(bytes, { wasm: "/nonexistent/loomrt.wasm" }), e => e.code === "ENOENT"); // not cached
+  const m = await load(bytes, opts);
+  assert.equal(m.kernelPath, "wasm_simd128");
+  m.dispose();
+});
