@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import urllib.error
 import urllib.parse
 from pathlib import Path
 from typing import Any, Dict, List
@@ -340,3 +341,73 @@ def test_wasm_inline_f16_scale_equals_reference(tmp_path):
         code = e.code
     text = (tmp_path / "stdout.txt").read_text()
     assert code == 0 and "checked 65536 halves, 0 differ" in text, text
+
+
+def web_site(wasm: str, folder: Path) -> Path:
+    """A copy of bindings/js with the test's loomrt.wasm (what `loomrt web --assets` serves)."""
+    (folder / "demo").mkdir(parents=True)
+    for f in ("loomrt.mjs", "loomrt-worker.mjs", "worker.mjs", "loomrt.d.ts"):
+        shutil.copy(JS / f, folder / f)
+    shutil.copy(JS / "demo" / "index.html", folder / "demo" / "index.html")
+    shutil.copy(wasm, folder / "loomrt.wasm")
+    return folder
+
+
+def test_loomrt_web_serves_the_demo(wasm, seeded, tmp_path):
+    """`loomrt web --port 0 --model M`: prints its address, redirects / to the demo, serves the
+    module, the wasm (application/wasm) and the model with cross-origin isolation headers; the
+    demo served by it generates native's tokens in Chromium (the headers do not break it)."""
+    import urllib.request
+
+    site = web_site(wasm, tmp_path / "site")
+    proc = subprocess.Popen([sys.executable, "-m", "loomrt", "web", "--port", "0", "--assets", str(site),
+                             "--model", seeded], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=str(ROOT))
+    try:
+        line = proc.stdout.readline()
+        m = re.match(r"loomrt web: serving (http://127\.0\.0\.1:(\d+))/demo/\?model=\.\./model\.gguf", line)
+        assert m, line
+        base = m.group(1)
+
+        class NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *a: Any) -> None:
+                return None
+
+        opener = urllib.request.build_opener(NoRedirect)
+        try:
+            opener.open(base + "/")
+            raise AssertionError("/ did not redirect")
+        except urllib.error.HTTPError as e:
+            assert e.code == 302 and e.headers["Location"] == "/demo/?model=../model.gguf"
+        with urllib.request.urlopen(base + "/loomrt.wasm") as r:
+            assert r.headers["Content-Type"] == "application/wasm"
+            assert r.headers["Cross-Origin-Opener-Policy"] == "same-origin"
+            assert r.headers["Cross-Origin-Embedder-Policy"] == "require-corp"
+            assert r.read() == Path(wasm).read_bytes()
+        with urllib.request.urlopen(base + "/loomrt.mjs") as r:
+            assert r.headers["Content-Type"] == "text/javascript"
+        with urllib.request.urlopen(base + "/model.gguf") as r:
+            assert r.read() == Path(seeded).read_bytes()
+        q = urllib.parse.urlencode({"model": "../model.gguf", "prompt": "#$%& ()", "chat": "0", "maxTokens": "9",
+                                    "temperature": "0.8", "seed": "3", "autorun": "1"})
+        p = subprocess.run([need(CHROMIUM, "chromium"), "--headless", "--disable-gpu", "--no-sandbox", "--no-first-run",
+                            f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=600000", "--dump-dom",
+                            f"{base}/demo/index.html?{q}"], capture_output=True, text=True, timeout=300)
+        assert 'data-state="done"' in p.stdout, p.stdout[-2000:] + p.stderr[-2000:]
+        ids = json.loads(html.unescape(re.search(r'<pre id="ids"[^>]*>(.*?)</pre>', p.stdout, re.S).group(1)))
+        g = loomrt.load(seeded, threads=1).generate("#$%& ()", 9, temperature=0.8, seed=3)
+        assert ids == list(g.token_ids) and ids
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def test_web_assets_says_how_to_build_the_wasm(tmp_path):
+    empty = tmp_path / "js"
+    empty.mkdir()
+    (empty / "loomrt.mjs").write_text("")
+    with pytest.raises(loomrt.NotFoundError, match=r"missing in .*loomrt\.wasm.*tools/build_wasm\.py"):
+        loomrt.web_assets(str(empty))
+    r = subprocess.run([sys.executable, "-m", "loomrt", "web", "--assets", str(empty)], capture_output=True,
+                       text=True, timeout=60, cwd=str(ROOT))
+    assert r.returncode == 1 and "build_wasm.py" in r.stderr
