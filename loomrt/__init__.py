@@ -24,6 +24,7 @@ from .tokenizer import Encoding, Tokenizer
 from .trainer import Trainer
 from .train import Run, train
 from .weave import Weave, WeaveGeneration, WeaveTrace, weave
+from .web import web_assets
 
 __version__ = _lib.version()
 NUMERICS_VERSION = _lib.numerics_version()
@@ -57,5 +58,5 @@ __all__ = [
     "LoomrtIOError", "ArgumentTypeError",
     "__version__", "NUMERICS_VERSION", "ABI_VERSION", "library_path",
     "verify_receipt", "VerifyResult", "model_hash", "tokenizer_hash", "Trainer", "train", "Run",
-    "weave", "Weave", "WeaveGeneration", "WeaveTrace",
+    "weave", "Weave", "WeaveGeneration", "WeaveTrace", "web_assets",
 ]

@@ -228,6 +228,16 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     _add_model_args(sv)
 
+    wb = sub.add_parser("web", help="serve the WebAssembly demo page locally (docs/web.md)",
+                        description="Serve bindings/js (loomrt.mjs, loomrt.wasm, the worker and the demo page) "
+                                    "over http with cross-origin isolation headers.")
+    wb.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free port)")
+    wb.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    wb.add_argument("--model", default=None, help="a .gguf file to serve as /model.gguf and open in the demo")
+    wb.add_argument("--assets", default=None, help="folder holding loomrt.mjs, loomrt.wasm and demo/ "
+                                                   "(default: loomrt.web_assets())")
+    wb.set_defaults(_parser=wb)
+
     i = sub.add_parser("info", help="describe a model", description="Architecture, parameters, dtype, context, memory.")
     i.add_argument("model_pos", nargs="?", metavar="MODEL")
     _add_model_args(i)
@@ -660,6 +670,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run_from_args(args)
 
 
+def cmd_web(args: argparse.Namespace) -> int:
+    from . import web
+
+    if not 0 <= args.port <= 65535:
+        raise _UsageError(f"--port must be in [0, 65535], got {args.port}")
+    web.serve(args.port, args.host, args.assets, args.model)
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -674,7 +693,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return {"generate": cmd_generate, "chat": cmd_chat, "info": cmd_info, "hash": cmd_hash,
                 "verify": cmd_verify, "bench": cmd_bench, "train": cmd_train,
-                "weave": cmd_weave, "inspect": cmd_inspect, "serve": cmd_serve}[args.command](args)
+                "weave": cmd_weave, "inspect": cmd_inspect, "serve": cmd_serve, "web": cmd_web}[args.command](args)
     except _UsageError as exc:
         args._parser.error(str(exc))  # the command's usage line, then the message; exits with status 2
         return 2

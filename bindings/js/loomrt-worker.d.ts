@@ -1,0 +1,24 @@
+// Types of loomrt-worker.mjs: loomrt.mjs in a Web Worker, every call a promise. See docs/web.md.
+import type { FileBytes, LoadOptions, SamplingOptions, Message, Step, Generation, FinishReason } from "./loomrt.js";
+
+export class LoomrtWorker {
+  /** Start a module worker (worker.mjs beside this file) and load the model in it; whole
+   * ArrayBuffers of the source are transferred (they become empty here). */
+  static load(source: FileBytes | Record<string, FileBytes>, options?: LoadOptions, workerUrl?: string | URL): Promise<LoomrtWorker>;
+  readonly vocabSize: number;
+  readonly contextLength: number;
+  readonly architecture: string;
+  readonly kernelPath: string;
+  readonly lastFinishReason: FinishReason;
+  tokenize(text: string, options?: { addSpecial?: boolean; parseSpecial?: boolean }): Promise<number[]>;
+  detokenize(ids: number[], options?: { skipSpecial?: boolean }): Promise<string>;
+  logits(ids: number[]): Promise<Float32Array>;
+  generate(prompt: string | number[] | Message[], options?: SamplingOptions): Promise<Generation>;
+  chat(messages: string | Message[], options?: SamplingOptions): Promise<Generation>;
+  /** Pieces as the worker generates them; options.signal aborts (the stream rejects at once). */
+  stream(prompt: string | number[] | Message[], options?: SamplingOptions): AsyncGenerator<Step, void, undefined>;
+  /** Free the model in the worker (the worker keeps running). */
+  dispose(): Promise<null>;
+  /** Stop the worker. */
+  terminate(): void;
+}

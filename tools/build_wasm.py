@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""Build loomrt.wasm: the C core for wasm32 with SIMD128 kernels, for the JavaScript module in
+bindings/js/ (browser and Node).
+
+    python tools/build_wasm.py [--out bindings/js/loomrt.wasm] [--opt -O2]
+
+The compiler is zig's clang from PyPI (``pip install ziglang``), the one the determinism matrix
+(tests/test_matrix.py) already uses for its wasm32-wasi driver. The module is a WASI *reactor*
+(no main; `_initialize` runs the C constructors) exporting every function of
+csrc/include/loomrt.h plus malloc / free and its memory. It imports a handful of
+wasi_snapshot_preview1 functions (clock, environment, fd_write for libc's stdio that the library
+never uses for output): bindings/js/loomrt.mjs provides them itself, so no WASI runtime is needed.
+
+Same numerics flags as every other build (no FMA contraction, no fast math): the module gives
+the same logits bits as the native library (docs/web.md)."""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+from typing import List
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CSRC = os.path.join(ROOT, "csrc")
+DEFAULT_OUT = os.path.join(ROOT, "bindings", "js", "loomrt.wasm")
+NUMERICS_FLAGS = ["-std=c11", "-ffp-contract=off", "-fno-fast-math"]
+# libc functions the JavaScript side calls (buffers it passes to the API)
+EXTRA_EXPORTS = ["malloc", "free"]
+
+
+def library_sources() -> List[str]:
+    """Every .c file of the folders on csrc/Makefile's LAYERS line (as the Makefile does)."""
+    with open(os.path.join(CSRC, "Makefile"), encoding="utf-8") as f:
+        m = re.search(r"^LAYERS\s*=(.*)$", f.read(), re.M)
+    if not m:
+        raise SystemExit("csrc/Makefile has no LAYERS line")
+    return sorted(os.path.join(CSRC, d, n) for d in m.group(1).split()
+                  for n in os.listdir(os.path.join(CSRC, d)) if n.endswith(".c"))
+
+
+def api_functions() -> List[str]:
+    """Names of the functions declared LRT_API in loomrt.h."""
+    with open(os.path.join(CSRC, "include", "loomrt.h"), encoding="utf-8") as f:
+        text = f.read()
+    names = re.findall(r"LRT_API\b[^;(]*?\b(lrt_[a-z0-9_]+)\s*\(", text)
+    if not names:
+        raise SystemExit("no LRT_API functions found in loomrt.h")
+    return sorted(set(names))
+
+
+def build_command(out: str, opt: str = "-O2") -> List[str]:
+    exports = [f"-Wl,--export={n}" for n in api_functions() + EXTRA_EXPORTS]
+    return ([sys.executable, "-m", "ziglang", "cc", "-target", "wasm32-wasi", "-msimd128",
+             "-mexec-model=reactor", "-DLOOMRT_BUILD_SHARED", "-I", os.path.join(CSRC, "include"), "-I", CSRC]
+            + NUMERICS_FLAGS + [opt, "-s"] + exports
+            # the model's weights live in the module's memory: let it grow to (almost) the 4 GiB wasm32 limit
+            + ["-Wl,--max-memory=4294901760", "-o", out]
+            + library_sources() + ["-lm"])
+
+
+def build(out: str = DEFAULT_OUT, opt: str = "-O2", timeout: int = 900) -> str:
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    cmd = build_command(out, opt)
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if p.returncode != 0:
+        raise RuntimeError(f"wasm build failed ({' '.join(cmd[:8])} ...):\n{p.stderr[-4000:]}")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default=DEFAULT_OUT, help="output .wasm (default bindings/js/loomrt.wasm)")
+    ap.add_argument("--opt", default="-O2", help="optimisation flag (default -O2; write --opt=-O3)")
+    a = ap.parse_args()
+    out = build(a.out, a.opt)
+    print(f"{out}: {os.path.getsize(out)} bytes, {len(api_functions())} API functions exported")
+
+
+if __name__ == "__main__":
+    main()
