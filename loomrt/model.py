@@ -622,9 +622,9 @@ class Model:
 
     def inspect(self, prompt: PromptLike, top_k: int = 5, attention: bool = True) -> Any:
         """Hidden states per layer, attention probabilities per layer and head, the logit lens
-        and per-token entropy / surprisal of a prompt (a :class:`loomrt.inspect.Inspection`;
+        and per-token entropy / surprisal of a prompt (a :class:`loomrt.inspection.Inspection`;
         docs/inspect.md)."""
-        from .inspect import inspect_model
+        from .inspection import inspect_model
 
         return inspect_model(self, prompt, top_k=top_k, attention=attention)
 

@@ -209,3 +209,14 @@ def test_the_import_checker_catches_a_circle(tmp_path) -> None:
     audit.write_text(text + "\n\ndef _late():\n    from . import __version__\n    return __version__\n",
                      encoding="utf-8")
     assert any(c[0] == "__init__" and "audit" in c for c in import_cycles(python_imports(str(pkg))))
+
+
+def test_no_package_module_shadows_the_standard_library():
+    """A module in loomrt/ named like a standard-library one (inspect.py did) is imported instead
+    of it when a script in that folder runs (`python loomrt/_build_ffi.py` puts loomrt/ first on
+    sys.path): numpy's `import inspect` then got loomrt's and the sanitizer build broke."""
+    import sys
+
+    pkg = os.path.join(os.path.dirname(CSRC), "loomrt")
+    names = {n[:-3] for n in os.listdir(pkg) if n.endswith(".py")}
+    assert not names & set(sys.stdlib_module_names), sorted(names & set(sys.stdlib_module_names))
