@@ -5,14 +5,6 @@
 
 #include "api_internal.h"
 
-#define GUARD_ENTER \
-  lrt_fpenv fpenv_; \
-  lrt_fpenv_enter(&fpenv_)
-#define GUARD_RETURN(x) \
-  do { int32_t r_ = (x); lrt_fpenv_leave(&fpenv_); return r_; } while (0)
-#define CHECK_PTR(p, name) \
-  if (!(p)) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "%s must not be NULL", name)
-
 struct lrt_batch {
   lrt_model *m;
   lrt_session *work;     /* scratch and thread pool (its own KV cache stays empty) */

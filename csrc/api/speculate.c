@@ -25,14 +25,6 @@
 #include "../base/lrt_math.h"
 #include "api_internal.h"
 
-#define GUARD_ENTER \
-  lrt_fpenv fpenv_; \
-  lrt_fpenv_enter(&fpenv_)
-#define GUARD_RETURN(x) \
-  do { int32_t r_ = (x); lrt_fpenv_leave(&fpenv_); return r_; } while (0)
-#define CHECK_PTR(p, name) \
-  if (!(p)) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "%s must not be NULL", name)
-
 #define SPEC_K_LIMIT 64
 #define SPEC_NGRAM_LIMIT 64
 /* Scheduling constants (they decide how many rows a chunk verifies, never a token):

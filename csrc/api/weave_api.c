@@ -9,9 +9,6 @@
 #include "../weave/weave.h"
 #include "api_internal.h"
 
-#define CHECK_PTR(p, name) \
-  if (!(p)) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "%s must not be NULL", name)
-
 /* A token's bytes for a message: printable ASCII as is, the rest as \xNN, at most 48 bytes. */
 static void show_bytes(const char *b, size_t n, char *out, size_t cap) {
   size_t o = 0;
