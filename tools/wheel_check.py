@@ -27,6 +27,7 @@ import os
 import platform
 import sys
 import tempfile
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -115,17 +116,26 @@ def ctypes_binding(out: dict, folder: str, model_path: str, n: int) -> None:
         out["ctypes model greedy ids"] = got
 
 
-def real_model(out: dict, path: str, n: int, receipt_in: str, receipt_out: str) -> None:
+def real_model(out: dict, path: str, n: int, receipt_in: str, receipt_out: str, quick: bool) -> None:
     m = loomrt.load(path, threads=2)
     ids = m.encode(PROMPT)
     out["model prompt ids"] = ids
-    out["model prompt logits sha256"] = models.logits_sha256(m.logits(ids))
-    out["model greedy ids"] = list(m.stream_tokens(PROMPT, n, temperature=0.0))
-    out["model sampled ids"] = list(m.stream_tokens(PROMPT, n, temperature=0.8, top_p=0.95, top_k=40, seed=7))
+    # the prompt's logits and the greedy continuation from one session (what stream_tokens does)
+    s = m.session()
+    s.configure(loomrt.SamplingParams(temperature=0.0))
+    out["model prompt logits sha256"] = models.logits_sha256(s.eval(ids, all_logits=True))
+    greedy = [s.sample()]
+    while len(greedy) < n:
+        s.eval([greedy[-1]])
+        greedy.append(s.sample())
+    out["model greedy ids"] = greedy
+    if not quick:  # --quick: the receipt's generation below is the sampled one
+        out["model sampled ids"] = list(m.stream_tokens(PROMPT, n, temperature=0.8, top_p=0.95, top_k=40, seed=7))
     if receipt_out:
-        g = m.generate(PROMPT, max_tokens=n, temperature=0.8, seed=11, receipt=True)
+        g = m.generate(PROMPT, max_tokens=n, temperature=0.8, top_p=0.95, top_k=40, seed=11, receipt=True)
         with open(receipt_out, "w", encoding="utf-8") as f:
             json.dump(g.receipt, f)
+        out["receipt sampled ids"] = list(g.token_ids)
         out["receipt text sha256"] = hashlib.sha256(g.text.encode("utf-8")).hexdigest()
     if receipt_in:
         res = loomrt.verify_receipt(receipt_in, m)
@@ -141,7 +151,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--replay-only", action="store_true")
     a = ap.parse_args()
-    n = 8 if a.quick else 16
+    n = 4 if a.quick else 16
     out = {"info.machine": platform.machine(), "info.byteorder": sys.byteorder, "info.python": platform.python_version(),
            "info.numpy": np.__version__, "info.loomrt": os.path.dirname(loomrt.__file__),
            "numerics version": loomrt.NUMERICS_VERSION}
@@ -150,10 +160,14 @@ def main() -> int:
             res = loomrt.verify_receipt(a.verify_receipt, loomrt.load(a.model, threads=2))
             out["receipt verified (other arch's)"] = bool(res.ok)
         else:
+            t0 = time.time()
             folder = golden(out, tmp, a.quick)
-            ctypes_binding(out, folder, a.model, n)
+            t1 = time.time()
+            ctypes_binding(out, folder, None if a.quick else a.model, n)
+            t2 = time.time()
             if a.model:
-                real_model(out, a.model, n, a.verify_receipt, a.make_receipt)
+                real_model(out, a.model, n, a.verify_receipt, a.make_receipt, a.quick)
+            out["info.seconds (golden, ctypes, model)"] = [round(t1 - t0, 1), round(t2 - t1, 1), round(time.time() - t2, 1)]
     with open(a.out, "w", encoding="utf-8") as f:
         json.dump(out, f, indent=1)
     return 0
