@@ -82,6 +82,14 @@ def test_aarch64_wheel_matches_x86_64(tmp_path):
     assert all(rows.get(k) == "yes" for k in need), {k: rows.get(k) for k in need}
     assert "NO" not in rows.values(), rows
     assert "values equal on x86_64 and aarch64" in out
+    if "model greedy ids" in rows:  # the sampled run really sampled (seed 7 leaves greedy at token 2)
+        assert values(out, "receipt sampled ids") != values(out, "model greedy ids")
+
+
+def values(out: str, key: str) -> str:
+    """The x86_64 column of a row (printed to 24 characters)."""
+    line = next(ln for ln in out.splitlines() if ln.startswith(key + "  "))
+    return line[len(key):].strip()[:24]
 
 
 def test_fma_contraction_changes_the_hashes(tmp_path):

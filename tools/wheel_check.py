@@ -132,7 +132,7 @@ def real_model(out: dict, path: str, n: int, receipt_in: str, receipt_out: str, 
     if not quick:  # --quick: the receipt's generation below is the sampled one
         out["model sampled ids"] = list(m.stream_tokens(PROMPT, n, temperature=0.8, top_p=0.95, top_k=40, seed=7))
     if receipt_out:
-        g = m.generate(PROMPT, max_tokens=n, temperature=0.8, top_p=0.95, top_k=40, seed=11, receipt=True)
+        g = m.generate(PROMPT, max_tokens=n, temperature=0.8, top_p=0.95, top_k=40, seed=7, receipt=True)
         with open(receipt_out, "w", encoding="utf-8") as f:
             json.dump(g.receipt, f)
         out["receipt sampled ids"] = list(g.token_ids)
