@@ -43,6 +43,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's loomrt
 import loomrt  # noqa: E402
 from loomrt._formats import format_file  # noqa: E402
+from loomrt.bench import llama_open  # noqa: E402
 
 CODE = '''import json
 import os
@@ -148,25 +149,6 @@ def llama_extra_bufts_work(path: str) -> bool:
             "m.eval([1, 2, 3, 4]); print('ok')")
     r = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, timeout=300)
     return r.returncode == 0 and r.stdout.strip() == "ok"
-
-
-def llama_open(path: str, extra_bufts: bool, **kw: Any) -> Any:
-    import llama_cpp
-    import llama_cpp.llama as L
-
-    orig = llama_cpp.llama_model_default_params
-
-    def params() -> Any:
-        p = orig()
-        if not extra_bufts:
-            p.use_extra_bufts = False
-        return p
-
-    L.llama_cpp.llama_model_default_params = params
-    try:
-        return llama_cpp.Llama(path, verbose=False, **kw)
-    finally:
-        L.llama_cpp.llama_model_default_params = orig
 
 
 def run_loomrt(m: Any, ids: List[int], n: int, spec: Dict[str, Any]) -> Dict[str, Any]:

@@ -230,12 +230,32 @@ class _Loomrt:
         return self.s.sample()
 
 
-class _LlamaCpp:
-    def __init__(self, path: str, threads: int, context: int):
-        from llama_cpp import Llama
+def llama_open(path: str, extra_bufts: bool = True, **kw: Any) -> Any:
+    """llama_cpp.Llama(path, **kw); ``extra_bufts=False`` turns off llama.cpp's extra buffer
+    types (weight repacking, AMX), with which llama-cpp-python 0.3.36 segfaults on Q8_0 / Q4_1
+    files on some CPUs (an AMX Xeon here)."""
+    import llama_cpp
+    import llama_cpp.llama as L
 
-        self.m = Llama(model_path=path, n_threads=threads, n_threads_batch=threads, n_ctx=context,
-                       n_batch=context, n_ubatch=context, verbose=False, logits_all=False)
+    orig = llama_cpp.llama_model_default_params
+
+    def params() -> Any:
+        p = orig()
+        if not extra_bufts:
+            p.use_extra_bufts = False
+        return p
+
+    L.llama_cpp.llama_model_default_params = params
+    try:
+        return llama_cpp.Llama(path, verbose=False, **kw)
+    finally:
+        L.llama_cpp.llama_model_default_params = orig
+
+
+class _LlamaCpp:
+    def __init__(self, path: str, threads: int, context: int, extra_bufts: bool = True):
+        self.m = llama_open(path, extra_bufts, n_threads=threads, n_threads_batch=threads, n_ctx=context,
+                            n_batch=context, n_ubatch=context, logits_all=False)
 
     def _last(self) -> int:
         return int(np.argmax(self.m.scores[self.m.n_tokens - 1]))
@@ -305,7 +325,8 @@ def measure(spec: Dict[str, Any]) -> Dict[str, Any]:
     short = prompt_ids(vocab, spec["prompt_tokens"])
     long_ = prompt_ids(vocab, spec["prefill_tokens"], seed=1)
     t = time.perf_counter()
-    r = _RUNNERS[spec["system"]](spec["path"], spec["threads"], ctx)
+    extra = {"extra_bufts": spec.get("extra_bufts", True)} if spec["system"] == "llama.cpp" else {}
+    r = _RUNNERS[spec["system"]](spec["path"], spec["threads"], ctx, **extra)
     load_s = time.perf_counter() - t
     tok = r.first_token(short)  # warm-up (touches the weights, fills caches)
     for _ in range(3):
@@ -392,6 +413,7 @@ def run_bench(model: str, formats: Optional[Sequence[str]] = None, threads: Sequ
     runs: Dict[tuple, List[Dict[str, Any]]] = {(s, f, t): [] for t in threads for s, f in plan}
     bandwidth: Dict[int, float] = {}
     bw_seen: Dict[int, List[float]] = {t: [] for t in threads}
+    no_bufts: set = set()  # formats llama.cpp runs without its extra buffer types (it crashes with them)
     start = machine_snapshot()
     for t in threads:
         for rep in range(settings.repeats):
@@ -404,7 +426,16 @@ def run_bench(model: str, formats: Optional[Sequence[str]] = None, threads: Sequ
                 spec = {"system": s, "path": files[f], "threads": t, "context": context,
                         "vocab": int(first["vocab_size"]), **dataclasses.asdict(settings)}
                 spec.pop("repeats")
+                if s == "llama.cpp" and f in no_bufts:
+                    spec["extra_bufts"] = False
                 r = _run_child(spec)
+                if s == "llama.cpp" and f not in no_bufts and str(r.get("error", "")).startswith("exit status -"):
+                    # killed by a signal: try once more without its weight repacking (see llama_open)
+                    r2 = _run_child(dict(spec, extra_bufts=False))
+                    if "error" not in r2:
+                        no_bufts.add(f)
+                        say(f"[bench] llama.cpp crashed on {f} ({r['error']}); running it with weight repacking off")
+                        r = r2
                 runs[(s, f, t)].append(r)
                 what = (f"error: {r['error']}" if "error" in r else
                         f"decode {r['decode_tok_s']:.1f} tok/s, prefill {r['prefill_tok_s']:.1f} tok/s, "
@@ -436,6 +467,7 @@ def run_bench(model: str, formats: Optional[Sequence[str]] = None, threads: Sequ
         "systems": list(systems), "transformers_formats": tf_formats if "transformers" in systems else [],
         "bandwidth_bytes_per_s": {str(t): b for t, b in bandwidth.items()},
         "conditions": conditions,
+        "llama_cpp_repacking_off": sorted(no_bufts),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "results": results,
     }
@@ -499,6 +531,9 @@ def format_table(res: Dict[str, Any]) -> str:
     lines.append("roofline: decode tok/s / (read bandwidth / bytes of weights read per token).")
     if shared_tf:
         lines.append("transformers*: one run on the weights dequantized to float32, shown against every format.")
+    if res.get("llama_cpp_repacking_off"):
+        lines.append(f"llama.cpp ran {', '.join(res['llama_cpp_repacking_off'])} with its weight repacking (extra buffer "
+                     "types) off: it crashed with them on this CPU.")
     fails = [r for r in res["results"] if r["errors"]]
     for r in fails:
         lines.append(f"errors in {r['system']} {r['format']} threads={r['threads']}: {'; '.join(r['errors'])}")
