@@ -17,7 +17,7 @@ import numpy as np
 
 from . import _lib, audit, errors
 from .resolve import resolve_model_path
-from .sampling import SamplingParams, sampling_params
+from .sampling import SamplingParams, StopScanner, sampling_params
 from .tokenizer import Tokenizer
 
 Messages = Sequence[Dict[str, str]]
@@ -554,37 +554,27 @@ class Model:
         stops = [s for s in (stop or []) if s]
         if stop is not None and (isinstance(stop, str) or not all(isinstance(s, str) for s in stop)):
             raise errors.InvalidArgumentError("stop must be a list of strings")
-        hold = max((len(s) for s in stops), default=1) - 1
+        scan = StopScanner(stops)
         decoder = tok.stream_decoder()
-        pending = ""
         gen = self.stream_tokens(prompt, max_tokens, chat=chat, timings=tm, _step_hook=step_hook, **sampling)
         for t in gen:
             if out_ids is not None:
                 out_ids.append(t)
-            if t < tok.vocab_size:  # ids beyond the tokenizer (padded embedding rows) have no text
-                pending += decoder.add(t)
-            if stops:
-                cut = min((i for i in (pending.find(s) for s in stops) if i >= 0), default=-1)
-                if cut >= 0:
-                    gen.close()
-                    tm.finish_reason = "stop"
-                    if cut:
-                        yield pending[:cut]
-                    return
-                if len(pending) > hold:
-                    emit, pending = pending[: len(pending) - hold], pending[len(pending) - hold:]
-                    yield emit
-            elif pending:
-                yield pending
-                pending = ""
-        pending += decoder.flush()
-        if stops:
-            cut = min((i for i in (pending.find(s) for s in stops) if i >= 0), default=-1)
-            if cut >= 0:
+            # ids beyond the tokenizer (padded embedding rows) have no text
+            text = scan.feed(decoder.add(t) if t < tok.vocab_size else "")
+            if scan.stopped:
+                gen.close()
                 tm.finish_reason = "stop"
-                pending = pending[:cut]
-        if pending:
-            yield pending
+                if text:
+                    yield text
+                return
+            if text:
+                yield text
+        text = scan.finish(decoder.flush())
+        if scan.stopped:
+            tm.finish_reason = "stop"
+        if text:
+            yield text
 
     def generate(self, prompt: PromptLike, max_tokens: int = 256, *, stop: Optional[Sequence[str]] = None,
                  chat: bool = False, receipt: bool = False, **sampling: Any) -> Generation:

@@ -30,7 +30,7 @@ from . import __version__, _lib, errors
 from .audit import StepRecorder, make_receipt, model_hash, tokenizer_hash
 from .batch import Batch
 from .model import Model, Session
-from .sampling import SamplingParams
+from .sampling import SamplingParams, StopScanner
 
 # ---- configuration --------------------------------------------------------------------------
 
@@ -84,8 +84,7 @@ class Job:
         self.params = params
         self.max_tokens = max_tokens
         self.stop = stop
-        self.stops = [s for s in stop if s]
-        self.hold = max((len(s) for s in self.stops), default=1) - 1
+        self.scan = StopScanner(stop)  # holds back text that may start a stop string
         self.chat = chat
         self.emit = emit  # thread-safe: puts an event into the request's asyncio queue
         self.cancelled = False
@@ -95,7 +94,6 @@ class Job:
         self.token_ids: List[int] = []
         self.rec = StepRecorder()
         self.decoder: Any = None
-        self.pending = ""
         self.reserve = 0
         self.t_submit = time.perf_counter()
         self.t_first: Optional[float] = None
@@ -270,20 +268,12 @@ class ModelWorker:
             return 0
         j.token_ids.append(tok)
         tokenizer = self.model.tokenizer
-        if j.decoder is not None and tok < tokenizer.vocab_size:
-            j.pending += j.decoder.add(tok)
-        if j.stops:
-            cut = min((i for i in (j.pending.find(x) for x in j.stops) if i >= 0), default=-1)
-            if cut >= 0:
-                j.pending = j.pending[:cut]
-                self._finish(j, "stop", flushed=True)
-                return 1
-            if len(j.pending) > j.hold:
-                emit, j.pending = j.pending[: len(j.pending) - j.hold], j.pending[len(j.pending) - j.hold:]
-                j.emit(("text", j.index, emit))
-        elif j.pending:
-            j.emit(("text", j.index, j.pending))
-            j.pending = ""
+        text = j.scan.feed(j.decoder.add(tok) if j.decoder is not None and tok < tokenizer.vocab_size else "")
+        if text:
+            j.emit(("text", j.index, text))
+        if j.scan.stopped:
+            self._finish(j, "stop", flushed=True)
+            return 1
         if len(j.token_ids) == j.max_tokens:
             self._finish(j, "length")
         elif s.position >= s.context:
@@ -299,16 +289,12 @@ class ModelWorker:
             self.reserved -= j.reserve
         session, j.session = j.session, None
         if reason is not None and error is None and not j.cancelled:
-            if not flushed and j.decoder is not None:
-                j.pending += j.decoder.flush()
-                if j.stops:
-                    cut = min((i for i in (j.pending.find(x) for x in j.stops) if i >= 0), default=-1)
-                    if cut >= 0:
-                        reason = "stop"
-                        j.pending = j.pending[:cut]
-            if j.pending:
-                j.emit(("text", j.index, j.pending))
-                j.pending = ""
+            if not flushed:
+                text = j.scan.finish(j.decoder.flush() if j.decoder is not None else "")
+                if j.scan.stopped:
+                    reason = "stop"
+                if text:
+                    j.emit(("text", j.index, text))
             receipt = make_receipt(self.model, j.prompt_ids, j.rec, reason, j.max_tokens, dataclasses.asdict(j.params),
                                    self.model.context_length, stop=j.stop, chat=j.chat)
             self.m_finished[reason] += 1

@@ -32,6 +32,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Unio
 import numpy as np
 
 from . import _lib, errors
+from .sampling import StopScanner
 from ._lib import ffi, lib
 
 MODES = {"mix": 0, "product": 1, "contrast": 2, "proxy": 3}
@@ -487,8 +488,7 @@ class Weave:
              sampling: Dict[str, Any], receipt: bool, out: Optional[Dict[str, Any]] = None) -> Iterator[str]:
         if stop is not None and (isinstance(stop, str) or not all(isinstance(s, str) for s in stop)):
             raise errors.InvalidArgumentError("stop must be a list of strings")
-        stops = [s for s in (stop or []) if s]
-        hold = max((len(s) for s in stops), default=1) - 1
+        scan = StopScanner(stop or [])
         rows: List[Dict[str, Any]] = []
         digests: List[str] = []
         concat = hashlib.sha256()
@@ -503,26 +503,22 @@ class Weave:
 
         prompt_text = prompt if isinstance(prompt, str) and not chat else ""
         self.trace = WeaveTrace(list(self.names), self.mode, rows, prompt_text)
-        pending = ""
         t0 = time.perf_counter()
         try:
             for r in self._steps(prompt, max_tokens, chat, sampling, on_row):
-                pending += r["flush"] if "flush" in r else r["text"]
-                if stops:
-                    cut = min((i for i in (pending.find(s) for s in stops) if i >= 0), default=-1)
-                    if cut >= 0:
-                        self.finish_reason = "stop"
-                        if cut:
-                            yield pending[:cut]
-                        return
-                    if len(pending) > hold:
-                        emit, pending = pending[: len(pending) - hold], pending[len(pending) - hold:]
-                        yield emit
-                elif pending:
-                    yield pending
-                    pending = ""
-            if pending:
-                yield pending
+                text = scan.feed(r["flush"] if "flush" in r else r["text"])
+                if scan.stopped:
+                    self.finish_reason = "stop"
+                    if text:
+                        yield text
+                    return
+                if text:
+                    yield text
+            text = scan.finish()
+            if scan.stopped:
+                self.finish_reason = "stop"
+            if text:
+                yield text
         finally:
             if out is not None:
                 out["seconds"] = time.perf_counter() - t0
