@@ -357,8 +357,9 @@ static void att_fwd_task(void *vc, int64_t task, int thread) {
     const float *q = Q + (s * T + i) * qd + h * hd;
     float *sc = P + i * T + lo;
     float mx = -3.402823466e38f;
+    k->rows_f32(q, K + (s * T + lo) * kvd + kvh * hd, kvd, n, hd, sc, 1); /* each the dot_f32 */
     for (int64_t j = 0; j < n; j++) {
-      float v = k->dot_f32(q, K + (s * T + lo + j) * kvd + kvh * hd, hd) * scale;
+      float v = sc[j] * scale;
       sc[j] = v;
       if (v > mx) mx = v;
     }
@@ -369,11 +370,7 @@ static void att_fwd_task(void *vc, int64_t task, int thread) {
     float *o = O + (s * T + i) * qd + h * hd;
     const float *vb = Vv + (s * T + lo) * kvd + kvh * hd;
     for (int64_t d = 0; d < hd; d++) o[d] = 0.0f;
-    for (int64_t j = 0; j < n; j++) { /* each column its own chain over j in order */
-      float pj = sc[j];
-      const float *vr = vb + j * kvd;
-      for (int64_t d = 0; d < hd; d++) o[d] = o[d] + pj * vr[d];
-    }
+    k->lincomb_f32(sc, vb, kvd, n, hd, o); /* each column its own chain over j in order */
   }
 }
 
@@ -400,21 +397,17 @@ static void att_bwd_task(void *vc, int64_t task, int thread) {
       int64_t lo = att_lo(c, i), n = i - lo + 1;
       const float *pr = P + i * T + lo;
       const float *dO = a->datt + (s * T + i) * qd + h * hd, *q = Q + (s * T + i) * qd + h * hd;
-      for (int64_t j = 0; j < n; j++) dp[j] = k->dot_f32(dO, Vv + (s * T + lo + j) * kvd + kvh * hd, hd);
+      int64_t kv0 = (s * T + lo) * kvd + kvh * hd; /* key / value row lo of this kv head */
+      k->rows_f32(dO, Vv + kv0, kvd, n, hd, dp, 1); /* dp[j] = dot_f32(dO, v_j) */
       float rd = k->dot_f32(pr, dp, n);
       for (int64_t j = 0; j < n; j++) ds[j] = (pr[j] * (dp[j] - rd)) * scale;
       float *dq = a->dq + (s * T + i) * qd + h * hd;
       for (int64_t d = 0; d < hd; d++) dq[d] = 0.0f;
-      for (int64_t j = 0; j < n; j++) {
-        const float *kr = K + (s * T + lo + j) * kvd + kvh * hd;
-        float *dk = a->dk + (s * T + lo + j) * kvd + kvh * hd, *dv = a->dv + (s * T + lo + j) * kvd + kvh * hd;
-        float dsj = ds[j], pj = pr[j];
-        for (int64_t d = 0; d < hd; d++) {
-          dq[d] = dq[d] + dsj * kr[d];
-          dk[d] = dk[d] + dsj * q[d];
-          dv[d] = dv[d] + pj * dO[d];
-        }
-      }
+      /* dq[d] chains over j in order; dk[j][d], dv[j][d] get one term per (head, query), in
+       * the order of the loops above */
+      k->lincomb_f32(ds, K + kv0, kvd, n, hd, dq);
+      k->rank1_f32(ds, q, n, hd, a->dk + kv0, kvd);
+      k->rank1_f32(pr, dO, n, hd, a->dv + kv0, kvd);
     }
   }
 }
