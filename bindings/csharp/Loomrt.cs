@@ -197,6 +197,8 @@ namespace Loomrt
         [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_spec_get_int(IntPtr spec, int key, out long value);
         [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_spec_start(IntPtr spec);
         [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_spec_next(IntPtr spec, out int token, out IntPtr logits);
+        // log-probabilities: log softmax of the last logits row (vocab floats), fixed order
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_session_log_softmax(SessionHandle session, float[] output);
 
         /// <summary>Throw LoomrtException for a negative status.</summary>
         public static void Check(int status)

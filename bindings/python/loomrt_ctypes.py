@@ -171,6 +171,8 @@ SIGNATURES: Dict[str, Tuple[object, List[object]]] = {
     "lrt_spec_get_int": (_i32, [_h, _i32, _P(_i64)]),
     "lrt_spec_start": (_i32, [_h]),
     "lrt_spec_next": (_i32, [_h, _P(_i32), _P(_P(c_float))]),
+    # log-probabilities
+    "lrt_session_log_softmax": (_i32, [_h, _P(c_float)]),
 }
 
 _STATUS_NAMES = {0: "LRT_OK", -1: "LRT_ERR_INVALID_ARGUMENT", -2: "LRT_ERR_NOT_FOUND", -3: "LRT_ERR_IO",

@@ -898,6 +898,15 @@ LRT_API int32_t lrt_spec_start(lrt_spec *spec);
  * session was changed by another call since (start again). */
 LRT_API int32_t lrt_spec_next(lrt_spec *spec, int32_t *token, const float **logits);
 
+/* ---- log-probabilities ------------------------------------------------------------------ */
+
+/* out (vocab floats) = the log softmax of the last row of the last eval's logits: the
+ * model's own distribution, before the sampler's penalty, temperature and filters. One
+ * fixed order with loomrt's own exp and log (docs/numerics.md, "Log-probabilities"), so
+ * the bits are the same on every platform and, like the logits, whatever else shared a
+ * batch. LRT_ERR_STATE before the first eval. */
+LRT_API int32_t lrt_session_log_softmax(const lrt_session *session, float *out);
+
 #ifdef __cplusplus
 }
 #endif
