@@ -293,7 +293,7 @@ class Weave:
                  route: Optional[Dict[str, Sequence[float]]] = None, alpha: Optional[float] = None,
                  amateur_temperature: Optional[float] = None, trace_top_k: int = 5,
                  context: Optional[int] = None, threads: Optional[int] = None,
-                 names: Optional[Sequence[str]] = None):
+                 parallel: Optional[bool] = None, names: Optional[Sequence[str]] = None):
         from .model import Model
 
         if isinstance(models, (str, bytes, os.PathLike)) or not isinstance(models, Sequence):
@@ -305,7 +305,18 @@ class Weave:
         n = len(self.models)
         if context is None:
             context = min(m.context_length for m in self.models)
-        self.sessions = [m.session(context=min(context, m.context_length), threads=threads) for m in self.models]
+        total = _lib.int_arg("threads", threads, 1, 1024) if threads is not None else min(m.threads for m in self.models)
+        if parallel is not None and not isinstance(parallel, bool):
+            raise errors.ArgumentTypeError(f"parallel must be True, False or None, got {type(parallel).__name__}")
+        # parallel: the models step at once, each on its own thread with its share of the
+        # threads (None: when there are at least as many threads as models). No bit changes.
+        self.parallel = (total >= n >= 2) if parallel is None else (parallel and n >= 2)
+        if self.parallel:
+            per = [max(1, total // n + (1 if i < total % n else 0)) for i in range(n)]
+        else:
+            per = [total] * n
+        self.session_threads = per
+        self.sessions = [m.session(context=min(context, m.context_length), threads=t) for m, t in zip(self.models, per)]
         self.names = list(names) if names is not None else _short_names(self.models)
         if len(self.names) != n:
             raise errors.InvalidArgumentError(f"names must hold one name per model ({n})")
@@ -314,6 +325,8 @@ class Weave:
         _lib.check(lib.lrt_weave_new(arr, n, out))
         self._h = ffi.gc(out[0], lib.lrt_weave_free)
         self._arr = arr
+        if self.parallel:
+            _lib.check(lib.lrt_weave_set_int(self._h, lib.LRT_WEAVE_PARALLEL, min(n, total)))
         if mode not in MODES:
             raise errors.InvalidArgumentError(f"unknown weave mode {mode!r}; the modes are {', '.join(MODES)}")
         _lib.check(lib.lrt_weave_set_mode(self._h, MODES[mode]))
