@@ -64,25 +64,36 @@ def _doubles(vals: Sequence[float]) -> Any:
     return ffi.new("double[]", [float(v) for v in vals])
 
 
-def _trace_row(h: Any, row: int, n: int, top_k: int) -> Dict[str, Any]:
-    tok = ffi.new("int32_t *")
-    dom = ffi.new("int32_t *")
-    comb = ffi.new("double *")
-    samp = ffi.new("double *")
-    wt, pr, sh = ffi.new("double[]", n), ffi.new("double[]", n), ffi.new("double[]", n)
-    rk = ffi.new("int64_t[]", n)
-    _lib.check(lib.lrt_weave_trace_row(h, row, tok, dom, comb, samp, wt, pr, rk, sh, n))
-    ids = ffi.new("int32_t[]", max(top_k, 1))
-    ps = ffi.new("double[]", max(top_k, 1))
-    cnt = ffi.new("int64_t *")
-    tops = []
-    for m in list(range(n)) + [-1]:
-        _lib.check(lib.lrt_weave_trace_top(h, row, m, ids, ps, top_k, cnt))
-        tops.append([[int(ids[j]), float(ps[j])] for j in range(min(cnt[0], top_k))])
-    return {"token": int(tok[0]), "dominant": int(dom[0]), "combined": float(comb[0]), "sampled": float(samp[0]),
-            "weights": [float(wt[i]) for i in range(n)], "probs": [float(pr[i]) for i in range(n)],
-            "ranks": [int(rk[i]) for i in range(n)], "shares": [float(sh[i]) for i in range(n)],
-            "top": tops[:n], "combined_top": tops[n]}
+class _RowReader:
+    """Reads trace rows through buffers allocated once per generation (one row per step)."""
+
+    def __init__(self, n: int, top_k: int):
+        self.n, self.top_k = n, top_k
+        self.tok, self.dom = ffi.new("int32_t *"), ffi.new("int32_t *")
+        self.comb, self.samp = ffi.new("double *"), ffi.new("double *")
+        self.wt, self.pr, self.sh = ffi.new("double[]", n), ffi.new("double[]", n), ffi.new("double[]", n)
+        self.rk = ffi.new("int64_t[]", n)
+        self.ids = ffi.new("int32_t[]", max(top_k, 1))
+        self.ps = ffi.new("double[]", max(top_k, 1))
+        self.cnt = ffi.new("int64_t *")
+
+    def read(self, h: Any, row: int) -> Dict[str, Any]:
+        n, top_k = self.n, self.top_k
+        _lib.check(lib.lrt_weave_trace_row(h, row, self.tok, self.dom, self.comb, self.samp, self.wt, self.pr,
+                                           self.rk, self.sh, n))
+        tops = []
+        ids, ps, cnt = self.ids, self.ps, self.cnt
+        for m in list(range(n)) + [-1]:
+            if top_k == 0:
+                tops.append([])
+                continue
+            _lib.check(lib.lrt_weave_trace_top(h, row, m, ids, ps, top_k, cnt))
+            k = min(cnt[0], top_k)
+            tops.append([[a, b] for a, b in zip(ffi.unpack(ids, k), ffi.unpack(ps, k))])
+        return {"token": int(self.tok[0]), "dominant": int(self.dom[0]), "combined": float(self.comb[0]),
+                "sampled": float(self.samp[0]), "weights": ffi.unpack(self.wt, n), "probs": ffi.unpack(self.pr, n),
+                "ranks": ffi.unpack(self.rk, n), "shares": ffi.unpack(self.sh, n), "top": tops[:n],
+                "combined_top": tops[n]}
 
 
 def _combined_logits(h: Any) -> np.ndarray:
@@ -460,6 +471,7 @@ class Weave:
         tlen = ffi.new("size_t *")
         n = len(self.models)
         tk0 = self.models[0].tokenizer
+        reader = _RowReader(n, self.trace_top_k)
         step = 0
         while True:
             if self.callback is not None:
@@ -478,7 +490,7 @@ class Weave:
                 if piece:
                     yield {"flush": piece}
                 return
-            row = _trace_row(self._h, step, n, self.trace_top_k)
+            row = reader.read(self._h, step)
             row["step"] = step
             row["text"] = piece
             t = row["token"]

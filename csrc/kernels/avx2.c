@@ -743,5 +743,6 @@ const lrt_kernels lrt_kernels_avx2 = {"avx2", dot_f32_avx2, dot_f16_avx2, dot_bf
                                       lrt_tile4_f32_avx2, widen_f16_avx2, widen_bf16_avx2,
                                       dot_q8_0_i8_avx2, dot_q4_0_i8_avx2, dot_q4_1_i8_avx2,
                                       rows_q8_0_i8_avx2, rows_q4_0_i8_avx2, rows_q4_1_i8_avx2,
-                                      dequant_q5_0_avx2, dequant_q5_1_avx2, dot4_q5_0_avx2, dot4_q5_1_avx2};
+                                      dequant_q5_0_avx2, dequant_q5_1_avx2, dot4_q5_0_avx2, dot4_q5_1_avx2,
+                                      lrt_log_f32_avx2 /* avx2_math.c */};
 #endif

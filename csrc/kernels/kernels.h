@@ -111,6 +111,9 @@ typedef struct lrt_kernels {
   void (*dequant_q5_1)(const void *row, float *y, int64_t n);
   void (*dot4_q5_0)(const void *w, int64_t row_bytes, const float *x, int64_t n, float *y);
   void (*dot4_q5_1)(const void *w, int64_t row_bytes, const float *x, int64_t n, float *y);
+  /* Own log of probabilities (the weave's mix): y[i] = x[i] > 0 ? (float)lrt_log((double)x[i])
+   * : -inf (NaN too), the scalar function's double operations lane for lane. y may equal x. */
+  void (*log_f32)(const float *x, float *y, int64_t n);
 } lrt_kernels;
 
 /* Shared by the tile4_f32 paths: finish a tile of four rows (w + r*ws) x three tokens
@@ -162,6 +165,7 @@ extern const lrt_kernels lrt_kernels_avx2; /* needs AVX2 + F16C, checked at run 
 /* avx2_math.c: exp_f32 / silu_mul_f32 for AVX2 (also used by the avx512 table) */
 void lrt_exp_f32_avx2(const float *x, float *y, int64_t n);
 void lrt_silu_mul_f32_avx2(const float *g, const float *u, float *y, int64_t n);
+void lrt_log_f32_avx2(const float *x, float *y, int64_t n);
 /* avx2.c: the prefill tile (also used by the avx512 table) */
 void lrt_tile4_f32_avx2(const float *w, int64_t ws, const float *x, int64_t xs, int64_t M, int64_t n, float *y,
                         int64_t ys);

@@ -122,7 +122,7 @@ int32_t lrt_wv_combine(lrt_weave *w, int64_t step) {
       if (nonzero == 1) { /* one model at weight 1: its logits unchanged (same distribution) */
         memcpy(c, w->z + only * vm, (size_t)S * sizeof(float));
       } else {
-        for (int64_t t = 0; t < S; t++) c[t] = q[t] > 0.0f ? (float)lrt_log((double)q[t]) : ninf;
+        lrt_kernels_get()->log_f32(q, c, S); /* q > 0 ? (float)lrt_log(q) : -inf */
       }
       for (int64_t t = S; t < V; t++) c[t] = ninf;
       break;
