@@ -176,6 +176,11 @@ void lrt_dequant_q6_k_avx2(const void *row, float *y, int64_t n);
 void lrt_dot4_q4_k_avx2(const void *w, int64_t row_bytes, const float *x, int64_t n, float *y);
 void lrt_dot4_q5_k_avx2(const void *w, int64_t row_bytes, const float *x, int64_t n, float *y);
 void lrt_dot4_q6_k_avx2(const void *w, int64_t row_bytes, const float *x, int64_t n, float *y);
+/* avx2.c: set the six int8-activation entries (dot_*_i8, rows_*_i8) of a table to the VNNI
+ * kernels (vpdpbusd; same integer sums, so the bits of the AVX2 ones): AVX512-VNNI + VL on
+ * 256-bit registers, or AVX-VNNI */
+void lrt_i8_kernels_avx512vnni(lrt_kernels *t);
+void lrt_i8_kernels_avxvnni(lrt_kernels *t);
 #endif
 #if defined(__x86_64__) || defined(_M_X64) || defined(LRT_AVX512_EMULATE)
 extern const lrt_kernels lrt_kernels_avx512; /* AVX-512F + AVX2 + F16C; opt-in, see avx512.c */
