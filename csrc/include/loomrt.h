@@ -707,6 +707,11 @@ typedef enum lrt_weave_mode {
                                              expert scale (default 1); double >= 0          */
 #define LRT_WEAVE_AMATEUR_TEMPERATURE 101 /* contrast: the amateur's temperature, > 0 (1)   */
 #define LRT_WEAVE_TRACE_TOP_K 102         /* top tokens kept per model and step, 0..64 (5)  */
+#define LRT_WEAVE_PARALLEL 103            /* int: step up to this many models at once, each
+                                             on its own thread (its eval uses its session's
+                                             threads); 0 or 1: one after another (default 0).
+                                             Changes no bit: each model's values are computed
+                                             by the same code on whichever thread.          */
 
 /* Weight schedules (lrt_weave_set_schedule). */
 #define LRT_WEAVE_SCHEDULE_NONE 0 /* static weights (lrt_weave_set_weights)                  */
@@ -725,6 +730,7 @@ typedef enum lrt_weave_mode {
 #define LRT_WEAVE_INFO_TRACE_ROWS 6    /* trace rows since the last prompt                   */
 #define LRT_WEAVE_INFO_MODE 7
 #define LRT_WEAVE_INFO_TRACE_TOP_K 8
+#define LRT_WEAVE_INFO_PARALLEL 9      /* threads stepping models at once (0: none)          */
 
 /* A weave over sessions[0..n) (1 <= n <= 16, distinct sessions). Mode mix, weights all 1. */
 LRT_API int32_t lrt_weave_new(lrt_session *const *sessions, int64_t n, lrt_weave **out);
