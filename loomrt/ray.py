@@ -150,7 +150,8 @@ def ray_executor(address: Optional[str] = "local", actors: int = 1, threads: Opt
         ds = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // batch_size)))
         sett = dataclasses.replace(settings, threads=t)
         out = ds.map_batches(_RowActor, fn_constructor_kwargs={"settings": dataclasses.asdict(sett), "fault": _fault},
-                             batch_size=batch_size, concurrency=actors, num_cpus=t, batch_format="numpy")
+                             batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=t,
+                             batch_format="numpy")
         for batch in out.iter_batches(batch_size=None, batch_format="numpy"):
             for text in batch["out"]:
                 yield json.loads(text)
