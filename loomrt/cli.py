@@ -721,8 +721,11 @@ def cmd_batch(args: argparse.Namespace) -> int:
     executor = batchjob.local_executor
     where = "here"
     if args.ray is not None:
+        import logging
+
         from . import ray as lray
 
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # the progress line is ours
         executor = lray.ray_executor(args.ray, actors=args.actors, threads=args.threads, batch_size=args.batch_size)
         where = f"on Ray ({args.ray}, {args.actors} actor(s))"
     elif args.actors != 1:
