@@ -941,6 +941,33 @@ LRT_API int32_t lrt_session_log_softmax(const lrt_session *session, float *out);
 LRT_API int32_t lrt_session_kv_rows(const lrt_session *session, int64_t layer, int64_t *allocated,
                                     int64_t *limit);
 
+/* ---- training across processes (data parallelism; docs/scale-out.md) ---------------------
+
+   The gradient accumulators of a trainer as one flat buffer of raw sums, so that processes
+   can compute the gradients of parts of a global batch and one of them add the parts in the
+   global batch's order. Every gradient sum is per sequence first (its tokens in order), then
+   sequences added to the accumulator in order (csrc/train/train.h). So the gradient of one
+   sequence, accumulated alone on a cleared trainer and read, then added with
+   lrt_trainer_grad_add in sequence order on another trainer, gives the accumulator bits of
+   accumulating all those sequences there: N workers, one process, same bits.
+
+   The buffer is lrt_trainer_grad_size floats: the parameters' sums in tensor order, then
+   (tied LM head only) the embedding lookup's separate sums (vocab x dim). */
+LRT_API int32_t lrt_trainer_grad_size(const lrt_trainer *trainer, int64_t *n);
+/* Copy the raw sums (not divided by the count) into out[0..n) (n = grad_size); *loss_sum
+ * (may be NULL) gets the pending loss sum, *count (may be NULL) the pending target count. */
+LRT_API int32_t lrt_trainer_grad_read(const lrt_trainer *trainer, float *out, int64_t n, double *loss_sum,
+                                      int64_t *count);
+/* Add a buffer read from a trainer of the same config: acc[i] = acc[i] + in[i] (one float
+ * addition per element), loss = loss + loss_sum (double), targets += count (> 0). */
+LRT_API int32_t lrt_trainer_grad_add(lrt_trainer *trainer, const float *in, int64_t n, double loss_sum,
+                                     int64_t count);
+/* Clear the accumulators (gradients, loss, count): a step that is not applied. */
+LRT_API int32_t lrt_trainer_grad_clear(lrt_trainer *trainer);
+/* All weights as one flat buffer of n = LRT_TRAIN_PARAMETERS floats in tensor order. */
+LRT_API int32_t lrt_trainer_weights_read(const lrt_trainer *trainer, float *out, int64_t n);
+LRT_API int32_t lrt_trainer_weights_write(lrt_trainer *trainer, const float *in, int64_t n);
+
 #ifdef __cplusplus
 }
 #endif
