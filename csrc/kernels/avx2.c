@@ -131,6 +131,43 @@ LRT_AVX2 void lrt_tile4_f32_avx2(const float *w, int64_t ws, const float *x, int
 }
 #undef TILE_MA
 
+/* Training chains (kernels.h): vectorized across e only; each y element is one chain over j in
+ * order, a separate multiply then add per step, as the reference. */
+LRT_AVX2 void lrt_lincomb_f32_avx2(const float *a, const float *X, int64_t xs, int64_t n, int64_t d, float *y) {
+  int64_t e = 0;
+  for (; e + 32 <= d; e += 32) {
+    __m256 y0 = _mm256_loadu_ps(y + e), y1 = _mm256_loadu_ps(y + e + 8), y2 = _mm256_loadu_ps(y + e + 16),
+           y3 = _mm256_loadu_ps(y + e + 24);
+    for (int64_t j = 0; j < n; j++) {
+      const float *xr = X + j * xs + e;
+      __m256 av = _mm256_broadcast_ss(a + j);
+      y0 = _mm256_add_ps(y0, _mm256_mul_ps(av, _mm256_loadu_ps(xr)));
+      y1 = _mm256_add_ps(y1, _mm256_mul_ps(av, _mm256_loadu_ps(xr + 8)));
+      y2 = _mm256_add_ps(y2, _mm256_mul_ps(av, _mm256_loadu_ps(xr + 16)));
+      y3 = _mm256_add_ps(y3, _mm256_mul_ps(av, _mm256_loadu_ps(xr + 24)));
+    }
+    _mm256_storeu_ps(y + e, y0); _mm256_storeu_ps(y + e + 8, y1);
+    _mm256_storeu_ps(y + e + 16, y2); _mm256_storeu_ps(y + e + 24, y3);
+  }
+  for (; e + 8 <= d; e += 8) {
+    __m256 y0 = _mm256_loadu_ps(y + e);
+    for (int64_t j = 0; j < n; j++) y0 = _mm256_add_ps(y0, _mm256_mul_ps(_mm256_broadcast_ss(a + j), _mm256_loadu_ps(X + j * xs + e)));
+    _mm256_storeu_ps(y + e, y0);
+  }
+  for (; e < d; e++)
+    for (int64_t j = 0; j < n; j++) y[e] = y[e] + a[j] * X[j * xs + e];
+}
+
+LRT_AVX2 void lrt_rank1_f32_avx2(const float *a, const float *x, int64_t n, int64_t d, float *Y, int64_t ys) {
+  for (int64_t j = 0; j < n; j++) {
+    float *yr = Y + j * ys;
+    __m256 av = _mm256_broadcast_ss(a + j);
+    int64_t e = 0;
+    for (; e + 8 <= d; e += 8) _mm256_storeu_ps(yr + e, _mm256_add_ps(_mm256_loadu_ps(yr + e), _mm256_mul_ps(av, _mm256_loadu_ps(x + e))));
+    for (; e < d; e++) yr[e] = yr[e] + a[j] * x[e];
+  }
+}
+
 LRT_AVX2 static void widen_f16_avx2(const uint16_t *h, float *y, int64_t n) {
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, load_f16(h, i));
@@ -804,5 +841,6 @@ const lrt_kernels lrt_kernels_avx2 = {"avx2", dot_f32_avx2, dot_f16_avx2, dot_bf
                                       dot_q8_0_i8_avx2, dot_q4_0_i8_avx2, dot_q4_1_i8_avx2,
                                       rows_q8_0_i8_avx2, rows_q4_0_i8_avx2, rows_q4_1_i8_avx2,
                                       dequant_q5_0_avx2, dequant_q5_1_avx2, dot4_q5_0_avx2, dot4_q5_1_avx2,
-                                      lrt_log_f32_avx2 /* avx2_math.c */};
+                                       lrt_lincomb_f32_avx2, lrt_rank1_f32_avx2,
+                                       lrt_log_f32_avx2 /* avx2_math.c */};
 #endif

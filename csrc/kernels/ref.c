@@ -257,6 +257,15 @@ static void tile4_f32_ref(const float *w, int64_t ws, const float *x, int64_t xs
     for (int64_t i = 0; i < 4; i++) y[t * ys + i] = dot_f32_ref(w + i * ws, x + t * xs, n);
 }
 
+static void lincomb_f32_ref(const float *a, const float *X, int64_t xs, int64_t n, int64_t d, float *y) {
+  for (int64_t j = 0; j < n; j++)
+    for (int64_t e = 0; e < d; e++) y[e] = y[e] + a[j] * X[j * xs + e];
+}
+static void rank1_f32_ref(const float *a, const float *x, int64_t n, int64_t d, float *Y, int64_t ys) {
+  for (int64_t j = 0; j < n; j++)
+    for (int64_t e = 0; e < d; e++) Y[j * ys + e] = Y[j * ys + e] + a[j] * x[e];
+}
+
 static void widen_f16_ref(const uint16_t *h, float *y, int64_t n) {
   for (int64_t i = 0; i < n; i++) y[i] = lrt_f16_to_f32(h[i]);
 }
@@ -319,4 +328,4 @@ const lrt_kernels lrt_kernels_ref = {"reference", dot_f32_ref, dot_f16_ref, dot_
                                      dot_q8_0_i8_ref, dot_q4_0_i8_ref, dot_q4_1_i8_ref,
                                      rows_q8_0_i8_ref, rows_q4_0_i8_ref, rows_q4_1_i8_ref,
                                      dequant_q5_0_ref, dequant_q5_1_ref, dot4_q5_0_ref, dot4_q5_1_ref,
-                                     log_f32_ref};
+                                     lincomb_f32_ref, rank1_f32_ref, log_f32_ref};
