@@ -269,14 +269,19 @@ static int32_t draft_sync(lrt_spec *sp, int64_t L) {
   return LRT_OK;
 }
 
-/* Probability of the most likely token of a logits row (softmax at temperature 1). */
+/* Probability of the most likely token of a logits row (softmax at temperature 1), leaving
+ * out the logits more than 24 below the top: each adds under exp(-24) = 3.8e-11 (under 2e-6
+ * for a 49152-token vocabulary), which cannot move a comparison with SPEC_DRAFT_P_MIN that
+ * matters, and skipping their exp saves most of the 0.5 ms a full pass costs (3% of an
+ * int8-mode draft step of SmolLM2-135M). Scheduling only: no output reads it. */
 static float top_prob(const float *l, int64_t V) {
   float mx = l[0];
   for (int64_t i = 1; i < V; i++)
     if (l[i] > mx) mx = l[i];
   if (!(mx > -3.0e38f && mx < 3.0e38f)) return 1.0f;
-  float z = 0.0f;
-  for (int64_t i = 0; i < V; i++) z += lrt_expf(l[i] - mx);
+  float lim = mx - 24.0f, z = 0.0f;
+  for (int64_t i = 0; i < V; i++)
+    if (l[i] > lim) z += lrt_expf(l[i] - mx);
   return z > 0.0f ? 1.0f / z : 1.0f;
 }
 
