@@ -182,8 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("dim", "layers", "heads", "kv-heads", "context", "ffn"):
         t.add_argument(f"--{name}", type=int, default=None, help=f"override the preset's {name}")
     t.add_argument("--untied", action="store_true", help="separate LM head (default: tied to the embedding)")
-    t.add_argument("--tokenizer", default="byte", help="byte, bpe:VOCAB (trained on the data) or from:MODEL")
-    t.add_argument("--init-from", default=None, metavar="MODEL", help="fine-tune: start from this HF model folder")
+    t.add_argument("--tokenizer", default=None,
+                   help="byte (default), bpe:VOCAB (trained on the data) or from:MODEL (a folder or .gguf)")
+    t.add_argument("--init-from", "--init", dest="init_from", default=None, metavar="MODEL",
+                   help="fine-tune: start from this model's weights (HF folder, or .gguf dequantized to float32); "
+                        "implies --tokenizer from:MODEL, and --context sets the training window (default 256)")
     t.add_argument("--steps", type=int, default=None, help="optimizer steps (default: --epochs 1)")
     t.add_argument("--epochs", type=float, default=None, help="passes over the training tokens")
     t.add_argument("--batch", type=int, default=8, help="sequences per step (default 8)")
@@ -562,6 +565,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         uni = f"{run.unigram_val:.4f}" if run.unigram_val is not None else "n/a"
         why = " (interrupted)" if run.interrupted else " (early stop)" if run.early_stopped else ""
         print(f"step {run.step}{why}: best val loss {best} (unigram baseline {uni}); checkpoint {run.checkpoint}",
+              file=sys.stderr)
+    if run.interrupted:
+        print(f"interrupted: checkpoint {run.checkpoint} written; continue with: loomrt train --resume -o {args.out}",
               file=sys.stderr)
     return 130 if run.interrupted else 0
 

@@ -6,7 +6,8 @@ set -euo pipefail
 
 # --- system packages (Debian's apt; skipped when not root or apt is missing) ------------
 # debootstrap: tests/test_arm_wheel.py makes an arm64 Debian root filesystem (tools/arm_wheel.py)
-APT_PACKAGES="make gcc clang qemu-user debootstrap wine64 libclang-rt-14-dev binutils mono-mcs mono-runtime chromium nodejs"
+# fortunes, fortunes-min: Debian's fortune files, the English prose corpus of tests/test_train_runs.py
+APT_PACKAGES="make gcc clang qemu-user debootstrap wine64 libclang-rt-14-dev binutils mono-mcs mono-runtime chromium nodejs fortunes fortunes-min"
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   missing=""
   for p in $APT_PACKAGES; do
