@@ -164,13 +164,6 @@ namespace Loomrt
         [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_trainer_state_size(IntPtr trainer, out UIntPtr size);
         [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_trainer_state_save(IntPtr trainer, byte[] buf, UIntPtr cap, out UIntPtr written);
         [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_trainer_state_load(IntPtr trainer, byte[] buf, UIntPtr len);
-        // data-parallel training (docs/scale-out.md): gradient accumulators and weights as flat buffers
-        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_trainer_grad_size(IntPtr trainer, out long n);
-        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_trainer_grad_read(IntPtr trainer, float[] output, long n, out double lossSum, out long count);
-        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_trainer_grad_add(IntPtr trainer, float[] input, long n, double lossSum, long count);
-        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_trainer_grad_clear(IntPtr trainer);
-        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_trainer_weights_read(IntPtr trainer, float[] output, long n);
-        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_trainer_weights_write(IntPtr trainer, float[] input, long n);
 
         // weaving (docs/weaving.md): several sessions, one token stream; free with lrt_weave_free before the sessions
         [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_weave_new(IntPtr[] sessions, long n, out IntPtr weave);
@@ -214,6 +207,8 @@ namespace Loomrt
         [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_trainer_grad_clear(IntPtr trainer);
         [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_trainer_weights_read(IntPtr trainer, float[] output, long n);
         [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_trainer_weights_write(IntPtr trainer, float[] input, long n);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_trainer_accumulate_rows(IntPtr trainer, int[] tokens, long batch, long seqLen, float[] rows, long capacity, out double loss);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_trainer_lookup_add(IntPtr trainer, int[] tokens, long batch, long seqLen, float[] rows, long n);
 
         /// <summary>Throw LoomrtException for a negative status.</summary>
         public static void Check(int status)
