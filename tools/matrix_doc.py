@@ -90,7 +90,7 @@ def render() -> str:
         "session state saved and loaded into a fresh session, 16 more: they must equal the uninterrupted "
         "run). Runs marked `--train` also print, per kernel path and thread count, `train weights` and "
         "`train losses`: a trainer made from the model's weights (`lrt_trainer_open`) takes three AdamW "
-        "steps (warmup 1, cosine, weight decay 0.1, clipping at norm 1) on fixed batches of 4 x 24 tokens, "
+        "steps (warmup 1, cosine, weight decay 0.1, clipping at norm 1) on fixed batches of 4 x 24 tokens (tokens repeat within and across rows), "
         "the second accumulated from two micro-batches of 2; the hashes cover every tensor's final weights "
         "and the three losses (float64 bits), and `tests/test_matrix.py::test_train_golden_equals_python` "
         "computes the same through `loomrt.Trainer`. "

@@ -18,7 +18,8 @@
  *                    state saved, loaded into a fresh session, 16 more: must equal sampled
  *   train            (--train) a trainer made from MODEL's weights (lrt_trainer_open) takes
  *                    three AdamW steps (warmup 1, cosine over 3, weight decay 0.1, clipping
- *                    at norm 1) on fixed batches of 4 x 24 tokens, the second step
+ *                    at norm 1) on fixed batches of 4 x 24 tokens (rows with repeated
+ *                    tokens), the second step
  *                    accumulated from two micro-batches of 2: hash of every tensor's final
  *                    weights in tensor order ("train weights"), and of the three step losses
  *                    as little-endian float64 bits ("train losses")
@@ -247,11 +248,14 @@ static void run_resume(lrt_model *m, int threads, char ids_out[65], char lg_out[
 #define TR_T 24
 
 static void train_batch(int step, int64_t vocab, int32_t *tok) {
+  /* row b follows x -> (3x + 1) mod 13, plus 3, from a start that depends on the step and
+   * the row: a period of at most 12, so tokens repeat within a row and across rows (the
+   * embedding rows' per-sequence sums, then sequences in order, are exercised) */
   for (int b = 0; b < TR_B; b++) {
-    int64_t x = (37 * step + 11 * b + 5) % vocab; /* each row follows x -> (3x + 1) mod vocab */
+    int64_t x = (37 * step + 11 * b + 5) % 13;
     for (int i = 0; i <= TR_T; i++) {
-      tok[b * (TR_T + 1) + i] = (int32_t)x;
-      x = (3 * x + 1) % vocab;
+      tok[b * (TR_T + 1) + i] = (int32_t)((x + 3) % vocab);
+      x = (3 * x + 1) % 13;
     }
   }
 }
