@@ -1,7 +1,7 @@
 """The published chat templates of the families, rendered by loomrt as transformers renders them.
 
 tests/data/chat_templates/ holds the chat templates of Qwen3, Qwen2.5, Gemma 2, Phi-3, Phi-4-mini,
-OLMo 2, Mistral, Llama 3.2 and SmolLM2 as published in their model repositories
+OLMo 2, Mistral, Llama 3.2, SmolLM2 and SmolLM3 as published in their model repositories
 (tokenizer_config.json "chat_template" / chat_template.jinja), each with its source in
 SOURCES.json: the hub repository and commit, and the public copy it was read from, whose
 SHA-256 equals the one its own manifest lists. (No network at test time.)
@@ -36,7 +36,8 @@ SOURCES: Dict[str, Dict[str, Any]] = json.load(open(os.path.join(HERE, "SOURCES.
 FAMILIES_COVERED = {"qwen3-0.6b": "Qwen3", "qwen2.5-0.5b-instruct": "Qwen2.5", "gemma-2-2b-it": "Gemma 2",
                     "phi-3-mini-4k-instruct": "Phi-3", "phi-4-mini-instruct": "Phi-4-mini",
                     "olmo-2-0425-1b-instruct": "OLMo 2", "mistral-7b-instruct-v0.2": "Mistral",
-                    "llama-3.2-1b-instruct": "Llama 3.2", "smollm2-1.7b-instruct": "SmolLM2"}
+                    "llama-3.2-1b-instruct": "Llama 3.2", "smollm2-1.7b-instruct": "SmolLM2",
+                    "smollm3-3b": "SmolLM3"}
 
 
 def template(name: str) -> str:
@@ -151,13 +152,15 @@ def test_published_template_renders_as_transformers(name, conv):
 
 def test_every_template_renders_the_plain_conversations():
     """The comparison above is not all 'both raise': every template renders the plain and the
-    multi-turn conversations, and the date-stamping one (Llama 3.2) writes today's date
+    multi-turn conversations, and the date-stamping ones (Llama 3.2, SmolLM3) write today's date
     unless pinned with date=."""
     for name, src in SOURCES.items():
         tok = tokenizer(template(name), src["bos_token"], src["eos_token"])
         for conv in ("plain", "multi-turn"):
             messages, kw = CONVERSATIONS[conv]
             assert "2+2" in tok.apply_chat_template(messages, **kw) or conv != "plain", name
+    smol3 = tokenizer(template("smollm3-3b"), None, None)
+    assert "Today Date: 09 March 2025" in smol3.apply_chat_template(CONVERSATIONS["plain"][0], date=datetime.date(2025, 3, 9))
     llama = tokenizer(template("llama-3.2-1b-instruct"), "<|begin_of_text|>", "<|eot_id|>")
     out = llama.apply_chat_template(CONVERSATIONS["plain"][0], date=datetime.date(2025, 3, 9))
     assert "Today Date: 09 Mar 2025" in out
