@@ -1,7 +1,7 @@
 """The published chat templates of the families, rendered by loomrt as transformers renders them.
 
-tests/data/chat_templates/ holds the chat templates of Qwen3, Qwen2.5, Gemma 2, Phi-3, Phi-4-mini,
-OLMo 2, Mistral, Llama 3.2, SmolLM2 and SmolLM3 as published in their model repositories
+tests/data/chat_templates/ holds the chat templates of Qwen3, Qwen2.5, Gemma 2, Gemma 3, Phi-3, Phi-4-mini,
+OLMo 2, Mistral, Llama 3.1, Llama 3.2, SmolLM2 and SmolLM3 as published in their model repositories
 (tokenizer_config.json "chat_template" / chat_template.jinja), each with its source in
 SOURCES.json: the hub repository and commit, and the public copy it was read from, whose
 SHA-256 equals the one its own manifest lists. (No network at test time.)
@@ -37,7 +37,8 @@ FAMILIES_COVERED = {"qwen3-0.6b": "Qwen3", "qwen2.5-0.5b-instruct": "Qwen2.5", "
                     "phi-3-mini-4k-instruct": "Phi-3", "phi-4-mini-instruct": "Phi-4-mini",
                     "olmo-2-0425-1b-instruct": "OLMo 2", "mistral-7b-instruct-v0.2": "Mistral",
                     "llama-3.2-1b-instruct": "Llama 3.2", "smollm2-1.7b-instruct": "SmolLM2",
-                    "smollm3-3b": "SmolLM3"}
+                    "smollm3-3b": "SmolLM3", "gemma-3-1b-it": "Gemma 3",
+                    "llama-3.1-8b-instruct": "Llama 3.1"}
 
 
 def template(name: str) -> str:
