@@ -218,6 +218,14 @@ def session_logits(handle: Any) -> np.ndarray:
     return np.frombuffer(buf, dtype=np.float32).reshape(int(rows[0]), int(vocab[0])).copy()
 
 
+def session_log_softmax(handle: Any, vocab: int) -> np.ndarray:
+    """Log softmax of the last eval's last logits row (vocab float32, loomrt's own fixed-order
+    exp and log: the same bits everywhere)."""
+    out = np.empty(vocab, dtype=np.float32)
+    check(lib.lrt_session_log_softmax(handle, ffi.cast("float *", ffi.from_buffer(out))))
+    return out
+
+
 def session_sample(handle: Any) -> int:
     t = ffi.new("int32_t *")
     check(lib.lrt_session_sample(handle, t))

@@ -173,6 +173,16 @@ class Session:
         finally:
             self._release()
 
+    def log_softmax(self) -> np.ndarray:
+        """Log-probabilities of the next token (vocab float32): the log softmax of the last
+        evaluated position's logits, before the sampler's penalty, temperature and filters,
+        computed in one fixed order with loomrt's own exp and log (same bits everywhere)."""
+        self._acquire("log_softmax")
+        try:
+            return _lib.session_log_softmax(self._h, self.model.vocab_size)
+        finally:
+            self._release()
+
     def candidates(self) -> tuple:
         """(ids, probabilities) the last :meth:`sample` chose from, after all filters."""
         self._acquire("candidates")

@@ -198,6 +198,15 @@ namespace Loomrt
         [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_spec_get_int(IntPtr spec, int key, out long value);
         [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_spec_start(IntPtr spec);
         [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_spec_next(IntPtr spec, out int token, out IntPtr logits);
+        // log-probabilities: log softmax of the last logits row (vocab floats), fixed order
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_session_log_softmax(SessionHandle session, float[] output);
+        // training across processes: flat gradient sums and weights (docs/scale-out.md)
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_trainer_grad_size(IntPtr trainer, out long n);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_trainer_grad_read(IntPtr trainer, float[] output, long n, out double lossSum, out long count);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_trainer_grad_add(IntPtr trainer, float[] input, long n, double lossSum, long count);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_trainer_grad_clear(IntPtr trainer);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_trainer_weights_read(IntPtr trainer, float[] output, long n);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_trainer_weights_write(IntPtr trainer, float[] input, long n);
 
         /// <summary>Throw LoomrtException for a negative status.</summary>
         public static void Check(int status)

@@ -432,3 +432,15 @@ int32_t lrt_session_candidates(const lrt_session *s, const int32_t **ids, const 
                                int64_t *count) {
   SESSION_CALL(s, "lrt_session_candidates", candidates_in(s, ids, probs, count));
 }
+
+static int32_t log_softmax_in(const lrt_session *s, float *out) {
+  CHECK_PTR(out, "out");
+  if (s->logits_rows < 1) return lrt_err(LRT_ERR_STATE, "no logits yet: call lrt_session_eval first");
+  int64_t v = s->m->cfg.vocab;
+  lrt_log_softmax_row(s->logits + (s->logits_rows - 1) * v, v, out);
+  return LRT_OK;
+}
+
+int32_t lrt_session_log_softmax(const lrt_session *s, float *out) {
+  SESSION_CALL(s, "lrt_session_log_softmax", log_softmax_in(s, out));
+}

@@ -725,6 +725,11 @@ typedef enum lrt_weave_mode {
                                              expert scale (default 1); double >= 0          */
 #define LRT_WEAVE_AMATEUR_TEMPERATURE 101 /* contrast: the amateur's temperature, > 0 (1)   */
 #define LRT_WEAVE_TRACE_TOP_K 102         /* top tokens kept per model and step, 0..64 (5)  */
+#define LRT_WEAVE_PARALLEL 103            /* int: step up to this many models at once, each
+                                             on its own thread (its eval uses its session's
+                                             threads); 0 or 1: one after another (default 0).
+                                             Changes no bit: each model's values are computed
+                                             by the same code on whichever thread.          */
 
 /* Weight schedules (lrt_weave_set_schedule). */
 #define LRT_WEAVE_SCHEDULE_NONE 0 /* static weights (lrt_weave_set_weights)                  */
@@ -743,6 +748,7 @@ typedef enum lrt_weave_mode {
 #define LRT_WEAVE_INFO_TRACE_ROWS 6    /* trace rows since the last prompt                   */
 #define LRT_WEAVE_INFO_MODE 7
 #define LRT_WEAVE_INFO_TRACE_TOP_K 8
+#define LRT_WEAVE_INFO_PARALLEL 9      /* threads stepping models at once (0: none)          */
 
 /* A weave over sessions[0..n) (1 <= n <= 16, distinct sessions). Mode mix, weights all 1. */
 LRT_API int32_t lrt_weave_new(lrt_session *const *sessions, int64_t n, lrt_weave **out);
@@ -916,6 +922,15 @@ LRT_API int32_t lrt_spec_start(lrt_spec *spec);
  * session was changed by another call since (start again). */
 LRT_API int32_t lrt_spec_next(lrt_spec *spec, int32_t *token, const float **logits);
 
+/* ---- log-probabilities ------------------------------------------------------------------ */
+
+/* out (vocab floats) = the log softmax of the last row of the last eval's logits: the
+ * model's own distribution, before the sampler's penalty, temperature and filters. One
+ * fixed order with loomrt's own exp and log (docs/numerics.md, "Log-probabilities"), so
+ * the bits are the same on every platform and, like the logits, whatever else shared a
+ * batch. LRT_ERR_STATE before the first eval. */
+LRT_API int32_t lrt_session_log_softmax(const lrt_session *session, float *out);
+
 /* ---- KV cache memory ------------------------------------------------------------------ */
 
 /* The KV cache of layer `layer` of a session: *allocated positions of keys and values held
@@ -925,6 +940,33 @@ LRT_API int32_t lrt_spec_next(lrt_spec *spec, int32_t *token, const float **logi
  * the sums over all layers. Either output may be NULL. */
 LRT_API int32_t lrt_session_kv_rows(const lrt_session *session, int64_t layer, int64_t *allocated,
                                     int64_t *limit);
+
+/* ---- training across processes (data parallelism; docs/scale-out.md) ---------------------
+
+   The gradient accumulators of a trainer as one flat buffer of raw sums, so that processes
+   can compute the gradients of parts of a global batch and one of them add the parts in the
+   global batch's order. Every gradient sum is per sequence first (its tokens in order), then
+   sequences added to the accumulator in order (csrc/train/train.h). So the gradient of one
+   sequence, accumulated alone on a cleared trainer and read, then added with
+   lrt_trainer_grad_add in sequence order on another trainer, gives the accumulator bits of
+   accumulating all those sequences there: N workers, one process, same bits.
+
+   The buffer is lrt_trainer_grad_size floats: the parameters' sums in tensor order, then
+   (tied LM head only) the embedding lookup's separate sums (vocab x dim). */
+LRT_API int32_t lrt_trainer_grad_size(const lrt_trainer *trainer, int64_t *n);
+/* Copy the raw sums (not divided by the count) into out[0..n) (n = grad_size); *loss_sum
+ * (may be NULL) gets the pending loss sum, *count (may be NULL) the pending target count. */
+LRT_API int32_t lrt_trainer_grad_read(const lrt_trainer *trainer, float *out, int64_t n, double *loss_sum,
+                                      int64_t *count);
+/* Add a buffer read from a trainer of the same config: acc[i] = acc[i] + in[i] (one float
+ * addition per element), loss = loss + loss_sum (double), targets += count (> 0). */
+LRT_API int32_t lrt_trainer_grad_add(lrt_trainer *trainer, const float *in, int64_t n, double loss_sum,
+                                     int64_t count);
+/* Clear the accumulators (gradients, loss, count): a step that is not applied. */
+LRT_API int32_t lrt_trainer_grad_clear(lrt_trainer *trainer);
+/* All weights as one flat buffer of n = LRT_TRAIN_PARAMETERS floats in tensor order. */
+LRT_API int32_t lrt_trainer_weights_read(const lrt_trainer *trainer, float *out, int64_t n);
+LRT_API int32_t lrt_trainer_weights_write(lrt_trainer *trainer, const float *in, int64_t n);
 
 #ifdef __cplusplus
 }

@@ -212,6 +212,8 @@ int32_t lrt_sample(lrt_session *s, int32_t *token);
 int32_t lrt_sample_at(lrt_session *s, const float *row, int64_t pos, int32_t *token);
 /* Allocate the candidate buffers (vocab entries) if not yet done. */
 int32_t lrt_sampler_reserve(lrt_session *s);
+/* out[i] = log softmax(logits)[i] over n entries, in one fixed order (out may equal logits). */
+void lrt_log_softmax_row(const float *logits, int64_t n, float *out);
 /* state.c: lrt_session_state_* (public) */
 
 #endif
