@@ -36,3 +36,6 @@ pip install cibuildwheel==4.3.3 auditwheel build pyyaml 'tomli; python_version <
 # server (tests/test_serve.py, benchmarks/serve_speed.py): the ASGI stack of `loomrt serve`, the
 # official OpenAI client that drives it, and llama-cpp-python's OpenAI server extras (the peer)
 pip install 'starlette>=0.37' 'uvicorn>=0.29' 'openai>=1.30' httpx fastapi sse-starlette starlette-context pydantic-settings
+# Ray (tests/test_ray.py, benchmarks/ray_batch.py): loomrt.ray's batch jobs (Ray Data: pyarrow,
+# pandas) and data-parallel training on a local cluster started inside the tests
+pip install "ray[data]==2.60.0"
