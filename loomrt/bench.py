@@ -725,6 +725,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "runs; loomrt-int8, the opt-in int8-activation mode, only on q8_0 q4_0 q4_1)")
     p.add_argument("--repeats", type=int, default=None, help="repeats per measurement (default 3, --quick 1)")
     p.add_argument("--quick", action="store_true", help="few tokens and one repeat: a smoke run")
+    p.add_argument("--decode-tokens", type=int, default=None, help="tokens generated per decode measurement (default 128)")
+    p.add_argument("--prefill-tokens", type=int, default=None, help="prompt tokens of the prefill measurement (default 512)")
     p.add_argument("--transformers-all-formats", action="store_true",
                    help="run transformers on every format (default: once per thread count, on the F32 copy: "
                    "its weights are the same float values for every format)")
@@ -754,6 +756,12 @@ def run_from_args(args: argparse.Namespace) -> int:
     if any(t < 1 for t in args.threads):
         raise errors.InvalidArgumentError("--threads must be positive")
     settings = BenchSettings.quick() if args.quick else BenchSettings()
+    for name in ("decode_tokens", "prefill_tokens"):
+        v = getattr(args, name, None)
+        if v is not None:
+            if v < 2:
+                raise errors.InvalidArgumentError(f"--{name.replace('_', '-')} must be at least 2")
+            setattr(settings, name, v)
     if args.repeats is not None:
         if args.repeats < 1:
             raise errors.InvalidArgumentError("--repeats must be positive")
