@@ -208,3 +208,59 @@ class Trainer:
 
     def load_state(self, blob: bytes) -> None:
         check(lib.lrt_trainer_state_load(self._h, ffi.from_buffer(blob), len(blob)))
+
+    # ---- gradient buffers (data parallelism: loomrt.ray, docs/scale-out.md) ----------------
+
+    def grad_size(self) -> int:
+        """Floats in the flat gradient buffer (the parameters; the embedding lookup's part travels
+        as per-token rows: :meth:`accumulate_rows`, :meth:`lookup_add`)."""
+        n = ffi.new("int64_t *")
+        check(lib.lrt_trainer_grad_size(self._h, n))
+        return int(n[0])
+
+    def grad_read(self) -> Tuple[np.ndarray, float, int]:
+        """The pending accumulation: (raw gradient sums (float32), loss sum, target count)."""
+        out = np.empty(self.grad_size(), dtype=np.float32)
+        loss = ffi.new("double *")
+        cnt = ffi.new("int64_t *")
+        check(lib.lrt_trainer_grad_read(self._h, ffi.from_buffer("float[]", out), out.size, loss, cnt))
+        return out, float(loss[0]), int(cnt[0])
+
+    def grad_add(self, grad: Any, loss_sum: float, count: int) -> None:
+        """Add a part read by :meth:`grad_read` (of a trainer of the same config) to the
+        accumulators: one float addition per element, in the order of the calls."""
+        arr = np.ascontiguousarray(np.asarray(grad, dtype=np.float32).reshape(-1))
+        check(lib.lrt_trainer_grad_add(self._h, ffi.from_buffer("float[]", arr), arr.size, float(loss_sum),
+                                       int(count)))
+
+    def accumulate_rows(self, tokens: Any) -> Tuple[float, np.ndarray]:
+        """:meth:`accumulate`, also returning the gradient at each input position's embedding
+        row, (batch * seq_len, dim) float32: what the lookup adds to tok_embd, token after token."""
+        arr, b, t = _tokens(tokens)
+        d = self._shapes["tok_embd"][1]
+        rows = np.empty((b * t, d), dtype=np.float32)
+        loss = ffi.new("double *")
+        check(lib.lrt_trainer_accumulate_rows(self._h, ffi.from_buffer("int32_t[]", arr), b, t,
+                                              ffi.from_buffer("float[]", rows), rows.size, loss))
+        return float(loss[0]), rows
+
+    def lookup_add(self, tokens: Any, rows: Any) -> None:
+        """Add rows from :meth:`accumulate_rows` of the same tokens to the lookup's accumulator."""
+        arr, b, t = _tokens(tokens)
+        r = np.ascontiguousarray(np.asarray(rows, dtype=np.float32))
+        check(lib.lrt_trainer_lookup_add(self._h, ffi.from_buffer("int32_t[]", arr), b, t,
+                                         ffi.from_buffer("float[]", r), r.size))
+
+    def grad_clear(self) -> None:
+        """Drop the pending accumulation."""
+        check(lib.lrt_trainer_grad_clear(self._h))
+
+    def flat_weights(self) -> np.ndarray:
+        """All weights as one float32 vector, in tensor order."""
+        out = np.empty(self.n_params, dtype=np.float32)
+        check(lib.lrt_trainer_weights_read(self._h, ffi.from_buffer("float[]", out), out.size))
+        return out
+
+    def set_flat_weights(self, flat: Any) -> None:
+        arr = np.ascontiguousarray(np.asarray(flat, dtype=np.float32).reshape(-1))
+        check(lib.lrt_trainer_weights_write(self._h, ffi.from_buffer("float[]", arr), arr.size))
