@@ -22,6 +22,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #if defined(__wasi__)
 /* WASI has no mmap (and, without the threads proposal, no threads): files are read into
@@ -221,9 +222,38 @@ int lrt_is_file(const char *path) {
   return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
-/* Read size bytes of an open file into a new heap buffer (the file read into memory). */
-static int32_t read_all(int fd, const char *path, uint64_t size, uint8_t **out) {
-  uint8_t *p = (uint8_t *)malloc((size_t)size);
+/* Files of at least HUGE_MIN bytes read into memory go into an anonymous mapping aligned to
+ * 2 MiB and advised MADV_HUGEPAGE (Linux; where transparent huge pages are "madvise" or
+ * "always"): decode streams every weight once per token, and with 4 KiB pages that is one
+ * page-table walk per 4 KiB. Only advice: without huge pages the buffer works the same. */
+#if defined(__linux__) && defined(MADV_HUGEPAGE) && !defined(LRT_NO_MMAP)
+#define LRT_HUGE_READ 1
+#define HUGE_ALIGN ((size_t)2 << 20)
+#define HUGE_MIN ((uint64_t)8 << 20)
+static size_t huge_span(uint64_t size) { return ((size_t)size + HUGE_ALIGN - 1) / HUGE_ALIGN * HUGE_ALIGN + HUGE_ALIGN; }
+#endif
+
+/* Read size bytes of an open file into new memory (the file read into memory); *base and
+ * *kind are what lrt_unmap_file needs to release it. */
+static int32_t read_all(int fd, const char *path, uint64_t size, uint8_t **out, void **base, void **kind) {
+  uint8_t *p = NULL;
+  *kind = LRT_MAP_HEAP;
+#if defined(LRT_HUGE_READ)
+  if (size >= HUGE_MIN) {
+    void *m = mmap(NULL, huge_span(size), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m != MAP_FAILED) {
+      uintptr_t a = ((uintptr_t)m + HUGE_ALIGN - 1) / HUGE_ALIGN * HUGE_ALIGN;
+      (void)madvise((void *)a, huge_span(size) - HUGE_ALIGN, MADV_HUGEPAGE);
+      p = (uint8_t *)a;
+      *base = m;
+      *kind = LRT_MAP_HUGE;
+    }
+  }
+#endif
+  if (!p) {
+    p = (uint8_t *)malloc((size_t)size);
+    *base = p;
+  }
   if (!p)
     return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory reading %s into memory (%llu bytes)", path,
                    (unsigned long long)size);
@@ -232,7 +262,8 @@ static int32_t read_all(int fd, const char *path, uint64_t size, uint8_t **out) 
     ssize_t r = read(fd, p + got, (size_t)size - got);
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) {
-      free(p);
+      lrt_mapped_file tmp = {p, size, {*base, *kind}};
+      lrt_unmap_file(&tmp);
       return lrt_err(LRT_ERR_IO, "cannot read %s: %s", path, r < 0 ? strerror(errno) : "file shrank");
     }
     got += (size_t)r;
@@ -273,15 +304,16 @@ int32_t lrt_read_whole_file(const char *path, lrt_mapped_file *out) {
   int32_t st = open_regular(path, &fd, &size);
   if (st != LRT_OK) return st;
   uint8_t *p = NULL;
-  if (size > 0 && (st = read_all(fd, path, size, &p)) != LRT_OK) {
+  void *base = NULL, *kind = LRT_MAP_HEAP;
+  if (size > 0 && (st = read_all(fd, path, size, &p, &base, &kind)) != LRT_OK) {
     close(fd);
     return st;
   }
   close(fd);
   out->size = size;
   out->data = p;
-  out->priv[0] = p;
-  out->priv[1] = LRT_MAP_HEAP;
+  out->priv[0] = base;
+  out->priv[1] = kind;
   return LRT_OK;
 }
 
@@ -313,6 +345,9 @@ int32_t lrt_map_file(const char *path, lrt_mapped_file *out) {
 
 void lrt_unmap_file(lrt_mapped_file *f) {
   if (f->data && f->priv[1] == LRT_MAP_HEAP) free(f->priv[0]);
+#if defined(LRT_HUGE_READ)
+  else if (f->data && f->priv[1] == LRT_MAP_HUGE) munmap(f->priv[0], huge_span(f->size));
+#endif
 #if !defined(LRT_NO_MMAP)
   else if (f->data && f->priv[0]) munmap((void *)f->data, (size_t)f->size);
 #endif
@@ -324,7 +359,7 @@ void lrt_map_release(const lrt_mapped_file *f, const void *p, uint64_t n) {
   (void)f; (void)p; (void)n;
 #else
   const uint8_t *b = (const uint8_t *)p;
-  if (!f->data || !f->priv[0] || f->priv[1] == LRT_MAP_HEAP || b < f->data || n > f->size || (uint64_t)(b - f->data) > f->size - n) return;
+  if (!f->data || !f->priv[0] || f->priv[1] == LRT_MAP_HEAP || f->priv[1] == LRT_MAP_HUGE || b < f->data || n > f->size || (uint64_t)(b - f->data) > f->size - n) return;
   long page = sysconf(_SC_PAGESIZE);
   if (page <= 0) return;
   uintptr_t lo = ((uintptr_t)b + (uintptr_t)page - 1) / (uintptr_t)page * (uintptr_t)page;
@@ -467,6 +502,19 @@ int32_t lrt_thread_start(lrt_thread **out, lrt_thread_fn fn, void *arg) {
 #endif
   *out = t;
   return LRT_OK;
+}
+
+uint64_t lrt_now_ns(void) {
+#if defined(_WIN32)
+  LARGE_INTEGER f, c;
+  QueryPerformanceFrequency(&f);
+  QueryPerformanceCounter(&c);
+  return (uint64_t)((double)c.QuadPart * (1e9 / (double)f.QuadPart));
+#else
+  struct timespec ts;
+  if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) return 0;
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+#endif
 }
 
 void lrt_thread_join(lrt_thread *t) {
