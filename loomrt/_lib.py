@@ -116,6 +116,9 @@ INFO_KEYS = {
     "bos_token_id": lib.LRT_INFO_BOS_ID,
     "tied_embeddings": lib.LRT_INFO_TIED_EMBEDDINGS,
     "is_gguf": lib.LRT_INFO_IS_GGUF,
+    "sliding_window": lib.LRT_INFO_SLIDING_WINDOW,
+    "sliding_layers": lib.LRT_INFO_SLIDING_LAYERS,
+    "kv_window_rows": lib.LRT_INFO_KV_WINDOW_ROWS,
 }
 STR_KEYS = {
     "architecture": lib.LRT_STR_ARCHITECTURE,
@@ -271,6 +274,13 @@ def session_reset(handle: Any) -> None:
 
 def session_truncate(handle: Any, pos: int) -> None:
     check(lib.lrt_session_truncate(handle, pos))
+
+
+def session_kv_rows(handle: Any, layer: int) -> Tuple[int, int]:
+    a = ffi.new("int64_t *")
+    b = ffi.new("int64_t *")
+    check(lib.lrt_session_kv_rows(handle, int_arg("layer", layer, -1, 1 << 30), a, b))
+    return int(a[0]), int(b[0])
 
 
 def session_position(handle: Any) -> int:
