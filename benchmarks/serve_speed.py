@@ -145,7 +145,7 @@ def run_system(system: str, model: str, args: Any, out: Dict[str, Any]) -> List[
     rows: List[Dict[str, Any]] = []
     try:
         asyncio.run(run_streams(url, 1, 8))  # warm up
-        for n in args.streams:
+        for n in (args.llama_streams or args.streams) if system == "llama.cpp" else args.streams:
             r = asyncio.run(run_streams(url, n, args.max_tokens))
             if system == "loomrt" and n > 1:
                 # every prompt's ids must equal its answer when it runs alone on the idle server
@@ -185,15 +185,17 @@ def print_run(out: Dict[str, Any], run: Dict[str, Any], streams: List[int], base
     print("| streams | " + " | ".join(f"{s} tok/s | {s} TTFT p50 / p99 ms" for s in systems)
           + (" | loomrt / llama.cpp |" if len(systems) == 2 else " |"))
     print("|---" * (1 + 2 * len(systems) + (1 if len(systems) == 2 else 0)) + "|")
-    for i, n in enumerate(streams):
-        cells = []
+    for n in streams:
+        cells, got = [], {}
         for s in systems:
-            r = run["systems"][s][i]
-            cells += [f"{r['tok_per_s']:.1f}", f"{r['ttft_median_s'] * 1000:.0f} / {r['ttft_p99_s'] * 1000:.0f}"]
+            r = next((x for x in run["systems"][s] if x["streams"] == n), None)
+            got[s] = r
+            cells += ["-", "-"] if r is None else \
+                [f"{r['tok_per_s']:.1f}", f"{r['ttft_median_s'] * 1000:.0f} / {r['ttft_p99_s'] * 1000:.0f}"]
         ratio = ""
         if len(systems) == 2:
-            a, b = (run["systems"][s][i]["tok_per_s"] for s in systems)
-            ratio = f" | {a / b:.2f}x"
+            ratio = " | -" if None in got.values() else \
+                f" | {got['loomrt']['tok_per_s'] / got['llama.cpp']['tok_per_s']:.2f}x"
         print(f"| {n} | " + " | ".join(cells) + ratio + " |")
     if "loomrt" in run["systems"]:
         lr = run["systems"]["loomrt"]
@@ -215,6 +217,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--context", type=int, default=2048)
     ap.add_argument("--systems", nargs="+", default=["loomrt", "llama.cpp"], choices=["loomrt", "llama.cpp"])
     ap.add_argument("--runs", type=int, default=1, help="repeat the side-by-side pair this many times")
+    ap.add_argument("--llama-streams", type=int, nargs="+", default=None,
+                    help="stream counts for llama.cpp's server (default: --streams; it answers one request at a "
+                         "time, so 64 streams take 64 single requests' time)")
     ap.add_argument("--llama-repack", choices=["off", "on"], default="off",
                     help="llama.cpp's weight repacking (extra buffer types) in its server; off by default "
                          "(llama-cpp-python 0.3.36 crashes with it on Q8_0 / Q4_1 on AMX Xeons)")
@@ -254,9 +259,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         print_run(out, run, args.streams, base)
     invariant &= out.get("soak", {}).get("mismatches", 0) == 0
     if len(out["runs"]) > 1 and all("llama.cpp" in r["systems"] and "loomrt" in r["systems"] for r in out["runs"]):
-        print("\nloomrt / llama.cpp aggregate tok/s per run: " + "; ".join(
-            f"{n} streams " + ", ".join(f"{r['systems']['loomrt'][i]['tok_per_s'] / r['systems']['llama.cpp'][i]['tok_per_s']:.2f}"
-                                        for r in out["runs"]) for i, n in enumerate(args.streams)))
+        def tps(r: Dict[str, Any], s: str, n: int) -> Optional[float]:
+            return next((x["tok_per_s"] for x in r["systems"][s] if x["streams"] == n), None)
+        parts = []
+        for n in args.streams:
+            vals = [(tps(r, "loomrt", n), tps(r, "llama.cpp", n)) for r in out["runs"]]
+            if all(a and b for a, b in vals):
+                parts.append(f"{n} streams " + ", ".join(f"{a / b:.2f}" for a, b in vals))
+        print("\nloomrt / llama.cpp aggregate tok/s per run: " + "; ".join(parts))
     print(f"every loomrt answer identical to the same request alone: {invariant}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
