@@ -6,6 +6,7 @@ standalone C driver built with several compilers and targets) follows.
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 import os
 import platform
 import re
@@ -86,6 +87,12 @@ GOLDEN = {
 # a run saved after 8 sampled tokens and resumed in a fresh session gives the same 24 tokens
 GOLDEN["resume ids"] = GOLDEN["sampled ids"]
 GOLDEN["resume logits"] = GOLDEN["sampled logits"]
+# training (the driver's --train cells, docs/training.md "Numerics"): three AdamW steps from the
+# seeded model's weights; test_train_golden_equals_python computes the same through loomrt.Trainer.
+# A change to the training numerics (csrc/train/) that alters these bits must say so in
+# docs/numerics.md and docs/training.md and update them in the same commit.
+GOLDEN["train weights"] = "af97d30c8b0280a89a8f32c1db32377479b14ab0495a3a6c0d26f3714b949c0f"
+GOLDEN["train losses"] = "78f456b2372fc598dbb0bde19e47aeaf43320359df63d5b4b7966d8f0a17f85a"
 NUMERICS_VERSION = 1
 
 # LOOMRT_MATRIX_CSRC builds the matrix from another copy of csrc/ (e.g. a release tree)
@@ -174,7 +181,7 @@ NATIVE = [("gcc", "-O0"), ("gcc", "-O2"), ("gcc", "-O3"), ("clang", "-O0"), ("cl
 
 # Every x86-64 kernel path of this build, best first: a CPU with AVX-512 (and VL) runs them all.
 # test_x86_paths_are_listed keeps the list honest; docs/determinism.md counts cells with it.
-X86_PATHS = ["avx2-avx512vl", "avx2", "avx512", "reference"]
+X86_PATHS = ["avx2-avx512vnni", "avx2-avx512vl", "avx2-vnni", "avx2", "avx512", "reference"]
 
 
 def has_source(name: str) -> bool:
@@ -188,27 +195,29 @@ def native_runs(opt: str) -> List[tuple]:
     """(model, driver args) of one native build: every thread count 1..8 on the -O2 builds,
     1, 2, 5, 8 on the others (CI time); the GGUF copy; the hostile FP environment."""
     threads = ALL_THREADS if opt.split()[0] == "-O2" else "1,2,5,8"
-    return [("st", ["--threads", threads, "--chunks", ALL_CHUNKS]),
-            ("gguf", ["--threads", "1,4", "--chunks", "3,0"]),
-            ("st", ["--threads", "1,3,8", "--chunks", "1,16", "--hostile"])]
+    return [("st", ["--threads", threads, "--chunks", ALL_CHUNKS, "--train"]),
+            ("gguf", ["--threads", "1,4", "--chunks", "3,0", "--train"]),
+            ("st", ["--threads", "1,3,8", "--chunks", "1,16", "--hostile", "--train"])]
 
 
 def foreign_runs(args: Sequence[str]) -> List[tuple]:
     """(model, driver args) of one foreign target: the safetensors folder with the target's
     args, the GGUF file, and the hostile FP environment."""
     threads = args[list(args).index("--threads") + 1]
-    return [("st", list(args)), ("gguf", ["--threads", threads.split(",")[-1], "--chunks", "3"]),
-            ("st", ["--threads", threads, "--chunks", "16", "--hostile"])]
+    return [("st", list(args) + ["--train"]), ("gguf", ["--threads", threads.split(",")[-1], "--chunks", "3"]),
+            ("st", ["--threads", threads, "--chunks", "16", "--hostile", "--train"])]
 
 
 def driver_cells(args: Sequence[str]) -> int:
     """Result lines matrix_driver prints per kernel path for these args: per thread count, one
-    logits hash per chunking, then greedy, sampled and resumed ids + logits (6)."""
+    logits hash per chunking, the training weights and losses (2, with --train), then greedy,
+    sampled and resumed ids + logits (6)."""
     a = list(args)
     n_threads = len(a[a.index("--threads") + 1].split(",")) if "--threads" in a else 1
     n_chunks = len(a[a.index("--chunks") + 1].split(",")) if "--chunks" in a else 4
     gen = 0 if "--no-gen" in a else 6 if driver_defines() else 4
-    return n_threads * (n_chunks + gen)
+    train = 2 if "--train" in a else 0
+    return n_threads * (n_chunks + train + gen)
 
 
 @pytest.mark.parametrize("compiler,opt", NATIVE, ids=[f"{c}{o.replace(' ', '')}" for c, o in NATIVE])
@@ -228,6 +237,38 @@ def test_native_matrix(compiler, opt, matrix_models, build_dir, foreign_builds, 
         n += cells
     CELLS[request.node.name] = n
     print(f"\n{request.node.name}: {n} cells")
+
+
+def test_train_golden_equals_python(tmp_path):
+    """The driver's training schedule through the Python binding (loomrt.Trainer) gives the
+    pinned "train weights" / "train losses" hashes: C driver, binding and every matrix cell
+    agree. The same three steps without the two-micro-batch split of step 2 give the same
+    bits; a different learning rate gives different ones (the cells can fail)."""
+    from loomrt.trainer import Trainer
+
+    folder = models.write_seeded_folder(str(tmp_path / "m"))
+
+    def batch(step, vocab):  # matrix_driver.c train_batch
+        rows = []
+        for b in range(4):
+            x, row = (37 * step + 11 * b + 5) % 13, []
+            for _ in range(25):
+                row.append((x + 3) % vocab)
+                x = (3 * x + 1) % 13
+            rows.append(row)
+        return np.array(rows, dtype=np.int32)
+
+    def run(threads, split, lr=1e-2):
+        tr = Trainer.from_pretrained(folder, threads=threads)
+        tr.set(lr=lr, warmup=1, total_steps=3, schedule="cosine", weight_decay=0.1, clip=1.0)
+        vocab = tr.shape("tok_embd")[0]
+        losses = [tr.train_step(batch(s, vocab), accum=2 if (split and s == 1) else 1) for s in range(3)]
+        return (hashlib.sha256(tr.weights_bytes()).hexdigest(),
+                hashlib.sha256(np.array(losses, dtype="<f8").tobytes()).hexdigest())
+
+    assert run(2, True) == (GOLDEN["train weights"], GOLDEN["train losses"])
+    assert run(3, False) == (GOLDEN["train weights"], GOLDEN["train losses"])
+    assert run(1, True, lr=2e-2)[0] != GOLDEN["train weights"]
 
 
 # ---- the newer families -------------------------------------------------------------------------

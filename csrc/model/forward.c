@@ -117,6 +117,8 @@ static void mm_task(void *vctx, int64_t task, int thread) {
         w->dtype == LRT_DT_Q8_0 ? c->k->rows_q8_0_i8 : w->dtype == LRT_DT_Q4_0 ? c->k->rows_q4_0_i8 : c->k->rows_q4_1_i8;
     for (r = r0; r < r1; r++) {
       int64_t col = jb->dest ? jb->dest[r] : r;
+      /* decode reads each row once: fetch the row four ahead while this one is computed */
+      if (c->M < 4 && r + 4 < w->rows) prefetch_bytes((const uint8_t *)w->data + (size_t)(r + 4) * row_bytes, row_bytes);
       rows_i8((const uint8_t *)w->data + (size_t)r * row_bytes, c->qx, c->dx, c->sx, c->M, n, jb->out + col, ys);
       if (jb->bias)
         for (int64_t t = 0; t < c->M; t++) jb->out[t * ys + col] = jb->out[t * ys + col] + jb->bias[r];
