@@ -72,7 +72,11 @@ def wasm(tmp_path_factory) -> str:
     spec = importlib.util.spec_from_file_location("build_wasm", ROOT / "tools" / "build_wasm.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod.build(str(tmp_path_factory.mktemp("wasm") / "loomrt.wasm"))
+    return mod.build_all(str(tmp_path_factory.mktemp("wasm")))[0]  # loomrt.wasm, loomrt-threads.wasm beside it
+
+
+def threads_wasm(wasm: str) -> str:
+    return os.path.join(os.path.dirname(wasm), "loomrt-threads.wasm")
 
 
 @pytest.fixture(scope="module")
@@ -95,9 +99,10 @@ def native_results(path: str, cases: List[Dict[str, Any]]) -> List[Dict[str, Any
     return out
 
 
-def node_results(wasm: str, model: str, cases: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    p = subprocess.run([NODE, str(WEB / "node_run.mjs"), str(JS / "loomrt.mjs"), wasm, model, json.dumps(cases)],
-                       capture_output=True, text=True, timeout=300)
+def node_results(wasm: str, model: str, cases: List[Dict[str, Any]], threads: int = 1) -> List[Dict[str, Any]]:
+    options = {"threads": threads, "threadsWasm": threads_wasm(wasm)} if threads > 1 else {}
+    p = subprocess.run([NODE, str(WEB / "node_run.mjs"), str(JS / "loomrt.mjs"), wasm, model, json.dumps(cases),
+                        json.dumps(options)], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, f"node failed (rc {p.returncode}):\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}"
     return json.loads(p.stdout)
 
@@ -157,6 +162,19 @@ def test_node_hf_folder_from_files_same_bits_as_native(wasm, seeded_folder):
 def test_node_smollm2_same_bits_as_native(wasm):
     path = smollm2_path()
     assert_same(node_results(wasm, path, SMOL_CASES), native_results(path, SMOL_CASES), SMOL_CASES)
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_node_threads_same_bits_as_one_thread_and_native(wasm, seeded, threads):
+    """loomrt-threads.wasm on Node worker threads over a shared memory: the thread pool splits
+    outputs only, so 2 and 3 threads give one thread's and native's ids, text and logits bits;
+    models are loaded and disposed one after another on the same workers."""
+    path = smollm2_path()
+    got = node_results(wasm, path, SMOL_CASES[:2], threads=threads)
+    assert all(g["threads"] == threads and g["threadsFallback"] is None for g in got), got
+    assert_same(got, native_results(path, SMOL_CASES[:2]), SMOL_CASES[:2])
+    got = node_results(wasm, seeded, SEEDED_CASES, threads=threads)
+    assert_same(got, native_results(seeded, SEEDED_CASES), SEEDED_CASES)
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
