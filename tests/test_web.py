@@ -207,14 +207,23 @@ def chromium_dom(serve: Path, page: str) -> str:
     return p.stdout
 
 
-def chromium_post(serve: Path, page: str, timeout: float = 240) -> Dict[str, Any]:
-    """Open `page` in headless Chromium (served from `serve`) and return the JSON the page POSTs
-    to /result when it is done; then close Chromium."""
+class _Isolated(_Quiet):
+    """Cross-origin isolation headers (what `loomrt web` sends): SharedArrayBuffer for threads."""
+
+    def end_headers(self) -> None:
+        self.send_header("Cross-Origin-Opener-Policy", "same-origin")
+        self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
+        super().end_headers()
+
+
+def chromium_post(serve: Path, page: str, timeout: float = 240, isolated: bool = False) -> Dict[str, Any]:
+    """Open `page` in headless Chromium (served from `serve`, with COOP/COEP headers when
+    `isolated`) and return the JSON the page POSTs to /result when it is done; then close Chromium."""
     chrome = need(CHROMIUM, "chromium")
     got: Dict[str, Any] = {}
     done = threading.Event()
 
-    class Handler(_Quiet):
+    class Handler(_Isolated if isolated else _Quiet):
         def do_POST(self) -> None:  # noqa: N802 (http.server's name)
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             got.update(json.loads(body))
@@ -330,6 +339,35 @@ def test_web_worker_in_chromium(wasm, seeded, tmp_path):
     assert len(r["after"]) == 3
     assert r["badError"].startswith("LRT_ERR_INVALID_ARGUMENT: tokenize expects a string"), r["badError"]
     assert r["disposedError"] == "LRT_ERR_STATE", r
+
+
+@pytest.mark.parametrize("isolated", [True, False])
+def test_threads_in_chromium_worker(wasm, seeded, tmp_path, isolated):
+    """LoomrtWorker.load(bytes, {threads: 2}) in headless Chromium. Cross-origin isolated page
+    (COOP/COEP): the worker runs loomrt-threads.wasm with a nested Web Worker as its second
+    thread, and the ids, text and logits hashes equal native one-thread loomrt's. Without the
+    headers: the documented fallback to one thread (threadsFallback says why), same bits."""
+    serve = tmp_path / "site"
+    serve.mkdir()
+    for src in (JS / "loomrt.mjs", JS / "loomrt-worker.mjs", JS / "worker.mjs", JS / "loomrt-thread.mjs",
+                WEB / "cases.mjs", WEB / "threads_page.html"):
+        shutil.copy(src, serve / src.name)
+    shutil.copy(wasm, serve / "loomrt.wasm")
+    shutil.copy(threads_wasm(wasm), serve / "loomrt-threads.wasm")
+    path = smollm2_path()
+    os.symlink(path, serve / "model.gguf")
+    cases = SMOL_CASES[:2]
+    posted = chromium_post(serve, "threads_page.html?threads=2&model=model.gguf&cases=" +
+                           urllib.parse.quote(json.dumps(cases)), isolated=isolated)
+    assert posted["status"] == "done", posted
+    assert posted["crossOriginIsolated"] is isolated
+    if isolated:
+        assert posted["threads"] == 2 and posted["threadsFallback"] is None, posted
+    else:
+        assert posted["threads"] == 1 and "cross-origin isolated" in posted["threadsFallback"], posted
+    for got, want, c in zip(posted["results"], native_results(path, cases), cases):
+        for key in ("promptIds", "tokenIds", "text", "finishReason", "logitsHash"):
+            assert got[key] == want[key], f"{key} differs for {c}"
 
 
 def test_wasm_inline_f16_scale_equals_reference(tmp_path):
