@@ -402,10 +402,11 @@ def test_wasm_inline_f16_scale_equals_reference(tmp_path):
 def web_site(wasm: str, folder: Path) -> Path:
     """A copy of bindings/js with the test's loomrt.wasm (what `loomrt web --assets` serves)."""
     (folder / "demo").mkdir(parents=True)
-    for f in ("loomrt.mjs", "loomrt-worker.mjs", "worker.mjs", "loomrt.d.ts"):
+    for f in ("loomrt.mjs", "loomrt-worker.mjs", "worker.mjs", "loomrt-thread.mjs", "loomrt.d.ts"):
         shutil.copy(JS / f, folder / f)
     shutil.copy(JS / "demo" / "index.html", folder / "demo" / "index.html")
     shutil.copy(wasm, folder / "loomrt.wasm")
+    shutil.copy(threads_wasm(wasm), folder / "loomrt-threads.wasm")
     return folder
 
 
