@@ -314,6 +314,45 @@ def test_demo_page_in_chromium(wasm, tmp_path):
     assert ids == list(g.token_ids) and len(ids) > 0
     assert digest == models.tokens_sha256(g.token_ids)
     assert out == g.text
+    # the same run once more, kept as a screenshot artifact (LOOMRT_ARTIFACTS or tests/artifacts/)
+    shot = demo_screenshot(serve, "demo/index.html?" + urllib.parse.urlencode(q), "web-demo-chromium.png")
+    print(f"demo screenshot: {shot}")
+
+
+def demo_screenshot(serve: Path, page: str, name: str) -> Path:
+    """Headless Chromium's screenshot of `page` (served from `serve`) once it is idle, written to
+    $LOOMRT_ARTIFACTS/name (default tests/artifacts/); checked to be a PNG that is not blank."""
+    from PIL import Image  # pillow: a matplotlib dependency (tests/install-deps.sh)
+
+    folder = Path(os.environ.get("LOOMRT_ARTIFACTS") or ROOT / "tests" / "artifacts")
+    folder.mkdir(parents=True, exist_ok=True)
+    shot = folder / name
+    if shot.exists():
+        shot.unlink()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(serve)))
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    try:
+        p = subprocess.run([need(CHROMIUM, "chromium"), "--headless", "--disable-gpu", "--no-sandbox", "--no-first-run",
+                            f"--user-data-dir={serve.parent / (serve.name + '-shot-profile')}", "--hide-scrollbars",
+                            "--window-size=1000,800", "--virtual-time-budget=600000", f"--screenshot={shot}",
+                            f"http://127.0.0.1:{server.server_address[1]}/{page}"],
+                           capture_output=True, text=True, timeout=300)
+    finally:
+        server.shutdown()
+        server.server_close()
+        t.join()
+    assert p.returncode == 0 and shot.is_file(), p.stderr[-3000:]
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(shot) as im:
+        assert im.size == (1000, 800), im.size
+        rgb = im.convert("RGB")
+        colours = rgb.getcolors(maxcolors=1 << 20) or []
+        # text and controls on the page: many colours, and no single colour covers everything
+        assert len(colours) > 16 and max(n for n, _ in colours) < 0.99 * 1000 * 800, len(colours)
+        # the generated text is there: the output area is not empty (a dark glyph somewhere)
+        assert min(sum(c) for _, c in colours) < 200
+    return shot
 
 
 def test_web_worker_in_chromium(wasm, seeded, tmp_path):
