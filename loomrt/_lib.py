@@ -116,6 +116,9 @@ INFO_KEYS = {
     "bos_token_id": lib.LRT_INFO_BOS_ID,
     "tied_embeddings": lib.LRT_INFO_TIED_EMBEDDINGS,
     "is_gguf": lib.LRT_INFO_IS_GGUF,
+    "sliding_window": lib.LRT_INFO_SLIDING_WINDOW,
+    "sliding_layers": lib.LRT_INFO_SLIDING_LAYERS,
+    "kv_window_rows": lib.LRT_INFO_KV_WINDOW_ROWS,
 }
 STR_KEYS = {
     "architecture": lib.LRT_STR_ARCHITECTURE,
@@ -215,6 +218,14 @@ def session_logits(handle: Any) -> np.ndarray:
     return np.frombuffer(buf, dtype=np.float32).reshape(int(rows[0]), int(vocab[0])).copy()
 
 
+def session_log_softmax(handle: Any, vocab: int) -> np.ndarray:
+    """Log softmax of the last eval's last logits row (vocab float32, loomrt's own fixed-order
+    exp and log: the same bits everywhere)."""
+    out = np.empty(vocab, dtype=np.float32)
+    check(lib.lrt_session_log_softmax(handle, ffi.cast("float *", ffi.from_buffer(out))))
+    return out
+
+
 def session_sample(handle: Any) -> int:
     t = ffi.new("int32_t *")
     check(lib.lrt_session_sample(handle, t))
@@ -263,6 +274,13 @@ def session_reset(handle: Any) -> None:
 
 def session_truncate(handle: Any, pos: int) -> None:
     check(lib.lrt_session_truncate(handle, pos))
+
+
+def session_kv_rows(handle: Any, layer: int) -> Tuple[int, int]:
+    a = ffi.new("int64_t *")
+    b = ffi.new("int64_t *")
+    check(lib.lrt_session_kv_rows(handle, int_arg("layer", layer, -1, 1 << 30), a, b))
+    return int(a[0]), int(b[0])
 
 
 def session_position(handle: Any) -> int:

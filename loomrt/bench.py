@@ -204,6 +204,114 @@ def weight_bytes_per_token(info: Dict[str, Any], fmt: Optional[str] = None) -> f
     return total
 
 
+# ---- defined load on the other cores (--contention) ------------------------------------------------
+# A shared host's neighbours read memory and burn cores. ``--contention`` measures every
+# (system, format, threads) also under two defined loads, each made by child processes this run
+# starts before the measurement and stops after it (so the systems see the same load in turn):
+#   membw:   each hog copies a 256 MiB buffer into another over and over (a streaming read and
+#            write, far larger than the caches: it competes for memory bandwidth);
+#   compute: each hog runs an integer loop in registers (it competes for the core only).
+# One hog per CPU the measurement leaves free, at least one (so on 2 CPUs at 2 threads, the hog
+# shares a core with the measurement: the oversubscribed case). Each hog reports the work it did
+# when stopped (GB copied / loop turns per second), recorded with the result.
+
+CONDITIONS = ("none", "membw", "compute")
+HOG_MIB = 256
+_HOG_CODE = {
+    "membw": (
+        "import signal, sys, time\n"
+        "n = {mib} << 20\n"
+        "a = bytearray(b'\\x01') * n\n"
+        "b = bytearray(n)\n"
+        "src, dst = memoryview(a), memoryview(b)\n"
+        "k = 0\n"
+        "stop = []\n"
+        "signal.signal(signal.SIGTERM, lambda *_: stop.append(1))\n"
+        "print('ready', flush=True)\n"
+        "t = time.perf_counter()\n"
+        "while not stop:\n"
+        "    dst[:] = src\n"
+        "    k += 1\n"
+        "print(k * n / (time.perf_counter() - t), flush=True)\n"),
+    "compute": (
+        "import signal, sys, time\n"
+        "stop = []\n"
+        "signal.signal(signal.SIGTERM, lambda *_: stop.append(1))\n"
+        "print('ready', flush=True)\n"
+        "k = 0\n"
+        "x = 1\n"
+        "t = time.perf_counter()\n"
+        "while not stop:\n"
+        "    for _ in range(10000):\n"
+        "        x = (x * 1103515245 + 12345) & 0xFFFFFFFF\n"
+        "    k += 10000\n"
+        "print(k / (time.perf_counter() - t), flush=True)\n"),
+}
+
+
+def hog_count(threads: int, cpus: Optional[int] = None) -> int:
+    """Hog processes for a measurement at ``threads`` threads: one per CPU left free, at least one."""
+    cpus = cpus or os.cpu_count() or 1
+    return max(1, cpus - threads)
+
+
+class Hogs:
+    """Start ``n`` hog processes of ``kind`` ("membw" or "compute"; "none" starts none) as a
+    context manager; on exit they are stopped (SIGTERM, then killed if they linger) and
+    :attr:`rates` holds what each did per second (bytes copied, or loop turns)."""
+
+    def __init__(self, kind: str, n: int, mib: int = HOG_MIB):
+        if kind not in CONDITIONS:
+            raise ValueError(f"unknown contention kind {kind!r} (one of {', '.join(CONDITIONS)})")
+        self.kind, self.n, self.mib = kind, (0 if kind == "none" else n), mib
+        self.procs: List[subprocess.Popen] = []
+        self.rates: List[Optional[float]] = []
+
+    def __enter__(self) -> "Hogs":
+        code = _HOG_CODE.get(self.kind, "").format(mib=self.mib)
+        try:
+            for _ in range(self.n):
+                p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True)
+                self.procs.append(p)
+            for p in self.procs:  # running (buffers allocated and touched) before the measurement starts
+                if p.stdout is None or p.stdout.readline().strip() != "ready":
+                    raise RuntimeError(f"a {self.kind} hog did not start (exit status {p.poll()})")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def pids(self) -> List[int]:
+        return [p.pid for p in self.procs]
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in self.procs:
+            rate = None
+            try:
+                out, _ = p.communicate(timeout=10)
+                rate = float(out.strip().splitlines()[-1])
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.communicate()
+            except (ValueError, IndexError):
+                pass
+            self.rates.append(rate)
+        self.procs = []
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def record(self) -> Dict[str, Any]:
+        """What the hogs were and did, for the JSON."""
+        unit = "bytes_copied_per_s" if self.kind == "membw" else "loop_turns_per_s"
+        return {"kind": self.kind, "procs": self.n, **({"buffer_mib": self.mib} if self.kind == "membw" else {}),
+                unit: self.rates}
+
+
 # ---- the measuring subprocess -------------------------------------------------------------------
 
 
@@ -381,11 +489,13 @@ METRICS = ("decode_tok_s", "prefill_tok_s", "ttft_s", "load_s", "peak_rss_bytes"
 def run_bench(model: str, formats: Optional[Sequence[str]] = None, threads: Sequence[int] = (1, 2),
               systems: Sequence[str] = SYSTEMS, settings: Optional[BenchSettings] = None,
               transformers_all_formats: bool = False, log: Optional[Log] = None,
-              bandwidth_mib: int = 256) -> Dict[str, Any]:
+              bandwidth_mib: int = 256, contention: bool = False) -> Dict[str, Any]:
     """Run the benchmark and return a JSON-ready dict (see :func:`format_table`).
 
     ``formats`` None measures ``model`` as it is; otherwise each format's file comes from
     :func:`loomrt._formats.format_file` (``model`` itself when it is in that format).
+    ``contention`` measures everything also under each defined load (:class:`Hogs`): within a
+    repeat, for each load, the systems take turns with the same hogs running.
     """
     from . import NUMERICS_VERSION, __version__, kernel_path
     from ._formats import file_format, format_file
@@ -410,7 +520,8 @@ def run_bench(model: str, formats: Optional[Sequence[str]] = None, threads: Sequ
             if s != "transformers" and (s != "loomrt-int8" or f in INT8_FORMATS)]
     if "transformers" in systems:
         plan += [("transformers", f) for f in tf_formats]
-    runs: Dict[tuple, List[Dict[str, Any]]] = {(s, f, t): [] for t in threads for s, f in plan}
+    conds = list(CONDITIONS) if contention else ["none"]
+    runs: Dict[tuple, List[Dict[str, Any]]] = {(s, f, t, c): [] for t in threads for c in conds for s, f in plan}
     bandwidth: Dict[int, float] = {}
     bw_seen: Dict[int, List[float]] = {t: [] for t in threads}
     no_bufts: set = set()  # formats llama.cpp runs without its extra buffer types (it crashes with them)
@@ -422,25 +533,31 @@ def run_bench(model: str, formats: Optional[Sequence[str]] = None, threads: Sequ
             bandwidth[t] = max(bw_seen[t])
             say(f"[bench] threads={t} read bandwidth {bw_seen[t][-1] / 1e9:.1f} GB/s (best so far "
                 f"{bandwidth[t] / 1e9:.1f})")
-            for s, f in plan:  # the systems take turns within each repeat
-                spec = {"system": s, "path": files[f], "threads": t, "context": context,
-                        "vocab": int(first["vocab_size"]), **dataclasses.asdict(settings)}
-                spec.pop("repeats")
-                if s == "llama.cpp" and f in no_bufts:
-                    spec["extra_bufts"] = False
-                r = _run_child(spec)
-                if s == "llama.cpp" and f not in no_bufts and str(r.get("error", "")).startswith("exit status -"):
-                    # killed by a signal: try once more without its weight repacking (see llama_open)
-                    r2 = _run_child(dict(spec, extra_bufts=False))
-                    if "error" not in r2:
-                        no_bufts.add(f)
-                        say(f"[bench] llama.cpp crashed on {f} ({r['error']}); running it with weight repacking off")
-                        r = r2
-                runs[(s, f, t)].append(r)
-                what = (f"error: {r['error']}" if "error" in r else
-                        f"decode {r['decode_tok_s']:.1f} tok/s, prefill {r['prefill_tok_s']:.1f} tok/s, "
-                        f"ttft {r['ttft_s'] * 1e3:.1f} ms, load {r['load_s']:.2f} s")
-                say(f"[bench] threads={t} repeat {rep + 1}/{settings.repeats} {f:<5} {s:<12} {what}")
+            for c in conds:
+                for s, f in plan:  # the systems take turns within each repeat and load
+                    spec = {"system": s, "path": files[f], "threads": t, "context": context,
+                            "vocab": int(first["vocab_size"]), **dataclasses.asdict(settings)}
+                    spec.pop("repeats")
+                    if s == "llama.cpp" and f in no_bufts:
+                        spec["extra_bufts"] = False
+                    with Hogs(c, hog_count(t)) as hogs:
+                        r = _run_child(spec)
+                        if s == "llama.cpp" and f not in no_bufts and str(r.get("error", "")).startswith("exit status -"):
+                            # killed by a signal: try once more without its weight repacking (see llama_open)
+                            r2 = _run_child(dict(spec, extra_bufts=False))
+                            if "error" not in r2:
+                                no_bufts.add(f)
+                                say(f"[bench] llama.cpp crashed on {f} ({r['error']}); running it with weight "
+                                    "repacking off")
+                                r = r2
+                    if c != "none":
+                        r["load"] = hogs.record()
+                    runs[(s, f, t, c)].append(r)
+                    what = (f"error: {r['error']}" if "error" in r else
+                            f"decode {r['decode_tok_s']:.1f} tok/s, prefill {r['prefill_tok_s']:.1f} tok/s, "
+                            f"ttft {r['ttft_s'] * 1e3:.1f} ms, load {r['load_s']:.2f} s")
+                    say(f"[bench] threads={t} repeat {rep + 1}/{settings.repeats} {f:<5} {s:<12} "
+                        f"{'' if c == 'none' else 'load ' + c + ' '}{what}")
     for t in threads:  # and once more at the end: did the machine change during the run?
         bw_seen[t].append(read_bandwidth(t, bandwidth_mib))
         say(f"[bench] threads={t} read bandwidth at the end {bw_seen[t][-1] / 1e9:.1f} GB/s")
@@ -449,13 +566,13 @@ def run_bench(model: str, formats: Optional[Sequence[str]] = None, threads: Sequ
                   "bandwidth_all": {str(t): v for t, v in bw_seen.items()},
                   "machine": conditions_between(start, machine_snapshot())}
     results = []
-    for (s, f, t), rs in runs.items():
+    for (s, f, t, c), rs in runs.items():
         ok = [r for r in rs if "error" not in r]
         med = {k: statistics.median([r[k] for r in ok]) for k in METRICS if ok and all(r[k] is not None for r in ok)}
         bpt = weight_bytes_per_token(infos[f], "f32" if s == "transformers" else None)
         if med:
             med["roofline_fraction"] = med["decode_tok_s"] / (bandwidth[t] / bpt)
-        results.append({"system": s, "format": f, "threads": t, "path": files[f], "bytes_per_token": bpt,
+        results.append({"system": s, "format": f, "threads": t, "condition": c, "path": files[f], "bytes_per_token": bpt,
                         "median": med, "runs": rs,
                         "errors": sorted({r["error"] for r in rs if "error" in r})})
     return {
@@ -467,6 +584,8 @@ def run_bench(model: str, formats: Optional[Sequence[str]] = None, threads: Sequ
         "systems": list(systems), "transformers_formats": tf_formats if "transformers" in systems else [],
         "bandwidth_bytes_per_s": {str(t): b for t, b in bandwidth.items()},
         "conditions": conditions,
+        "contention": ({"conditions": conds, "hog_mib": HOG_MIB, "hogs_per_threads": {str(t): hog_count(t) for t in threads}}
+                       if contention else None),
         "llama_cpp_repacking_off": sorted(no_bufts),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "results": results,
@@ -490,31 +609,33 @@ def format_table(res: Dict[str, Any]) -> str:
              f"{st['prefill_tokens']}-token prompt; medians of {st['repeats']} repeat(s), each in a fresh process",
              *describe_conditions(res),
              ""]
-    by = {(r["system"], r["format"], r["threads"]): r for r in res["results"]}
-    head = (f"{'format':<7}{'system':<15}{'thr':>3}{'decode tok/s':>14}{'prefill tok/s':>15}{'ttft ms':>9}"
+    conds = (res.get("contention") or {}).get("conditions") or ["none"]
+    by = {(r["system"], r["format"], r["threads"], r.get("condition", "none")): r for r in res["results"]}
+    lc = len(conds) > 1  # a load column only when the run measured under load
+    head = (f"{'format':<7}{'system':<15}{'thr':>3}" + (f"  {'load':<8}" if lc else "") + f"{'decode tok/s':>14}{'prefill tok/s':>15}{'ttft ms':>9}"
             f"{'load s':>8}{'peak RSS MiB':>14}{'decode x':>10}{'prefill x':>11}{'roofline':>10}")
     lines += [head, "-" * len(head)]
     tf_fmt = res["transformers_formats"]
     shared_tf = bool(tf_fmt) and tf_fmt == ["f32"] and res["formats"] != ["f32"]
     for t in res["threads"]:
         bw = res["bandwidth_bytes_per_s"][str(t)]
-        for f in res["formats"]:
-            base = by.get(("loomrt", f, t), {}).get("median") or {}
+        for f, c in [(f, c) for f in res["formats"] for c in conds]:
+            base = by.get(("loomrt", f, t, c), {}).get("median") or {}
             for s in res["systems"]:
-                r = by.get((s, f, t))
+                r = by.get((s, f, t, c))
                 label = s
                 if r is None and s == "transformers" and shared_tf:
-                    r, label = by.get((s, "f32", t)), "transformers*"
+                    r, label = by.get((s, "f32", t, c)), "transformers*"
                 if r is None:
                     continue
                 m = r["median"]
                 if not m:
-                    lines.append(f"{f:<7}{label:<15}{t:>3}  failed: {'; '.join(r['errors'])[:80]}")
+                    lines.append(f"{f:<7}{label:<15}{t:>3}" + (f"  {c:<8}" if lc else "") + f"  failed: {'; '.join(r['errors'])[:80]}")
                     continue
                 rss = f"{m['peak_rss_bytes'] / 2**20:.0f}" if m.get("peak_rss_bytes") else "-"
-                line = (f"{f:<7}{label:<15}{t:>3}{m['decode_tok_s']:>14.1f}{m['prefill_tok_s']:>15.1f}"
+                line = (f"{f:<7}{label:<15}{t:>3}" + (f"  {c:<8}" if lc else "") + f"{m['decode_tok_s']:>14.1f}{m['prefill_tok_s']:>15.1f}"
                         f"{_num(m['ttft_s'] * 1e3, 1):>9}{_num(m['load_s'], 2):>8}{rss:>14}")
-                peer = (by.get(("llama.cpp", f, t), {}).get("median") or {})
+                peer = (by.get(("llama.cpp", f, t, c), {}).get("median") or {})
                 if s == "loomrt-int8" and peer:  # the int8 mode against llama.cpp, which also runs int8
                     line += f"{m['decode_tok_s'] / peer['decode_tok_s']:>10.2f}{m['prefill_tok_s'] / peer['prefill_tok_s']:>11.2f}"
                 elif s not in ("loomrt", "loomrt-int8") and base:
@@ -531,12 +652,26 @@ def format_table(res: Dict[str, Any]) -> str:
     lines.append("roofline: decode tok/s / (read bandwidth / bytes of weights read per token).")
     if shared_tf:
         lines.append("transformers*: one run on the weights dequantized to float32, shown against every format.")
+    if lc:
+        ct = res["contention"]
+        hogs = ", ".join(f"{n} at {t} thread{'s' if t != '1' else ''}" for t, n in ct["hogs_per_threads"].items())
+        lines.append(f"load: none = no load started by this run (other users' work still counts: see conditions); "
+                     f"membw = hog processes each copying a {ct['hog_mib']} MiB buffer; compute = hog processes "
+                     f"each running an integer loop; hogs: {hogs} (one per CPU left free, at least one). "
+                     "'x' compares systems under the same load.")
+        for r in res["results"]:
+            if r["system"] == "loomrt" and r.get("condition", "none") != "none":
+                rates = [x for run in r["runs"] for x in (run.get("load") or {}).get("bytes_copied_per_s") or []
+                         if x is not None]
+                if rates and r["condition"] == "membw":
+                    lines.append(f"membw hogs beside loomrt {r['format']} {r['threads']}T copied "
+                                 f"{min(rates) / 1e9:.1f}-{max(rates) / 1e9:.1f} GB/s each")
     if res.get("llama_cpp_repacking_off"):
         lines.append(f"llama.cpp ran {', '.join(res['llama_cpp_repacking_off'])} with its weight repacking (extra buffer "
                      "types) off: it crashed with them on this CPU.")
     fails = [r for r in res["results"] if r["errors"]]
     for r in fails:
-        lines.append(f"errors in {r['system']} {r['format']} threads={r['threads']}: {'; '.join(r['errors'])}")
+        lines.append(f"errors in {r['system']} {r['format']} threads={r['threads']}" + (f" load {r['condition']}" if lc else "") + f": {'; '.join(r['errors'])}")
     return "\n".join(lines)
 
 
@@ -561,6 +696,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--transformers-all-formats", action="store_true",
                    help="run transformers on every format (default: once per thread count, on the F32 copy: "
                    "its weights are the same float values for every format)")
+    p.add_argument("--contention", action="store_true",
+                   help="measure everything also under a defined load on the other CPUs: memory-bandwidth hogs "
+                   "(processes copying a 256 MiB buffer) and compute hogs (integer loops), started before and "
+                   "stopped after each measurement; the table gets a load column")
     p.add_argument("--json", metavar="FILE", default=None, help="also save the results as JSON")
 
 
@@ -594,7 +733,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         raise errors.InvalidArgumentError("--formats needs the gguf package to convert the model (pip install gguf)")
     res = run_bench(model, args.formats, args.threads, systems, settings,
                     transformers_all_formats=args.transformers_all_formats, log=say,
-                    bandwidth_mib=64 if args.quick else 256)
+                    bandwidth_mib=64 if args.quick else 256, contention=args.contention)
     print(format_table(res), flush=True)
     if args.json:
         try:

@@ -11,6 +11,7 @@
     loomrt train my_notes/ -o runs/notes --size tiny --steps 2000  # train a tiny GPT on a folder
     loomrt generate runs/notes "Once upon a time"                  # a run folder = its latest checkpoint
     loomrt serve model.gguf --port 8000 --kv-memory 2G             # OpenAI-compatible server, batched
+    loomrt batch prompts.jsonl -o out.jsonl -m model.gguf --ray auto --actors 8   # JSONL batch job on Ray
 
 Generated text goes to stdout; load time, speeds and errors go to stderr.
 """
@@ -181,8 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("dim", "layers", "heads", "kv-heads", "context", "ffn"):
         t.add_argument(f"--{name}", type=int, default=None, help=f"override the preset's {name}")
     t.add_argument("--untied", action="store_true", help="separate LM head (default: tied to the embedding)")
-    t.add_argument("--tokenizer", default="byte", help="byte, bpe:VOCAB (trained on the data) or from:MODEL")
-    t.add_argument("--init-from", default=None, metavar="MODEL", help="fine-tune: start from this HF model folder")
+    t.add_argument("--tokenizer", default=None,
+                   help="byte (default), bpe:VOCAB (trained on the data) or from:MODEL (a folder or .gguf)")
+    t.add_argument("--init-from", "--init", dest="init_from", default=None, metavar="MODEL",
+                   help="fine-tune: start from this model's weights (HF folder, or .gguf dequantized to float32); "
+                        "implies --tokenizer from:MODEL, and --context sets the training window (default 256)")
     t.add_argument("--steps", type=int, default=None, help="optimizer steps (default: --epochs 1)")
     t.add_argument("--epochs", type=float, default=None, help="passes over the training tokens")
     t.add_argument("--batch", type=int, default=8, help="sequences per step (default 8)")
@@ -237,6 +241,28 @@ def build_parser() -> argparse.ArgumentParser:
     wb.add_argument("--assets", default=None, help="folder holding loomrt.mjs, loomrt.wasm and demo/ "
                                                    "(default: loomrt.web_assets())")
     wb.set_defaults(_parser=wb)
+
+    bt = sub.add_parser("batch", help="generate for every row of a JSONL file, here or on a Ray cluster",
+                        description="Generate a completion for every row of INPUT.jsonl (prompt, prompt_ids or "
+                        "messages, per-row sampling settings and seed; see loomrt/batchjob.py and docs/scale-out.md) "
+                        "into OUTPUT.jsonl, in input order. Running the same command again resumes: rows already "
+                        "written are not redone. Rows are the same bits here and on any cluster.")
+    bt.add_argument("input", metavar="INPUT.jsonl")
+    bt.add_argument("-o", "--output", required=True, metavar="OUTPUT.jsonl")
+    bt.add_argument("-m", "--model", required=True, help="model folder or .gguf file (the same path on every Ray node)")
+    bt.add_argument("-n", "--max-tokens", type=int, default=64, help="tokens per row unless the row says (default 64)")
+    bt.add_argument("-t", "--threads", type=int, default=None,
+                    help="threads per runner: this process, or each Ray actor (default: the cores here; 1 on Ray)")
+    bt.add_argument("-c", "--context", type=int, default=None, help="context length (default: the model's)")
+    bt.add_argument("--ray", default=None, metavar="ADDRESS",
+                    help="run on Ray: a cluster address (auto, ray://host:10001, host:6379) or 'local' to start one here")
+    bt.add_argument("--actors", type=int, default=1, help="Ray actors, each loading the model once (default 1)")
+    bt.add_argument("--batch-size", type=int, default=16, help="rows per Ray task (default 16)")
+    bt.add_argument("--receipts", action="store_true", help="a generation receipt on every row")
+    bt.add_argument("--date", default=None, metavar="YYYY-MM-DD", help="the date chat templates see (default: today)")
+    bt.add_argument("--overwrite", action="store_true", help="start again instead of resuming OUTPUT")
+    bt.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    bt.set_defaults(_parser=bt)
 
     i = sub.add_parser("info", help="describe a model", description="Architecture, parameters, dtype, context, memory.")
     i.add_argument("model_pos", nargs="?", metavar="MODEL")
@@ -540,6 +566,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         why = " (interrupted)" if run.interrupted else " (early stop)" if run.early_stopped else ""
         print(f"step {run.step}{why}: best val loss {best} (unigram baseline {uni}); checkpoint {run.checkpoint}",
               file=sys.stderr)
+    if run.interrupted:
+        print(f"interrupted: checkpoint {run.checkpoint} written; continue with: loomrt train --resume -o {args.out}",
+              file=sys.stderr)
     return 130 if run.interrupted else 0
 
 
@@ -679,6 +708,48 @@ def cmd_web(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_batch(args: argparse.Namespace) -> int:
+    from . import batchjob
+
+    for name in ("max_tokens", "actors", "batch_size"):
+        v = getattr(args, name)
+        if v < (0 if name == "max_tokens" else 1):
+            raise _UsageError(f"--{name.replace('_', '-')} must be >= {0 if name == 'max_tokens' else 1}")
+    if args.date is not None:
+        import datetime
+
+        try:
+            datetime.date.fromisoformat(args.date)
+        except ValueError:
+            raise _UsageError(f"--date: {args.date!r} is not a date like 2025-03-09") from None
+    settings = batchjob.JobSettings(model=args.model, max_tokens=args.max_tokens, threads=args.threads,
+                                    context=args.context, date=args.date, receipts=args.receipts)
+    executor = batchjob.local_executor
+    where = "here"
+    if args.ray is not None:
+        import logging
+
+        from . import ray as lray
+
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # the progress line is ours
+        executor = lray.ray_executor(args.ray, actors=args.actors, threads=args.threads, batch_size=args.batch_size)
+        where = f"on Ray ({args.ray}, {args.actors} actor(s))"
+    elif args.actors != 1:
+        raise _UsageError("--actors needs --ray ADDRESS (or --ray local)")
+    progress = None if args.quiet else batchjob.Progress(0)
+    rep = batchjob.run_job(args.input, args.output, settings, executor, overwrite=args.overwrite, progress=progress)
+    if not args.quiet:
+        print(f"[loomrt] batch {where}: {rep.rows} rows, {rep.skipped} already done, {rep.written} written "
+              f"({rep.failed} failed) in {rep.seconds:.1f} s, {rep.rows_per_second:.1f} rows/s -> {args.output}",
+              file=sys.stderr)
+    for line, msg in rep.failures:
+        print(f"loomrt: row failed: {msg if msg.startswith('line ') else f'line {line}: {msg}'}", file=sys.stderr)
+    if rep.failed > len(rep.failures):
+        print(f"loomrt: ... and {rep.failed - len(rep.failures)} more failed rows (status \"failed\" in the output)",
+              file=sys.stderr)
+    return 1 if rep.failed else 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -693,7 +764,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return {"generate": cmd_generate, "chat": cmd_chat, "info": cmd_info, "hash": cmd_hash,
                 "verify": cmd_verify, "bench": cmd_bench, "train": cmd_train,
-                "weave": cmd_weave, "inspect": cmd_inspect, "serve": cmd_serve, "web": cmd_web}[args.command](args)
+                "weave": cmd_weave, "inspect": cmd_inspect, "serve": cmd_serve, "web": cmd_web,
+                "batch": cmd_batch}[args.command](args)
     except _UsageError as exc:
         args._parser.error(str(exc))  # the command's usage line, then the message; exits with status 2
         return 2

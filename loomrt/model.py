@@ -11,7 +11,7 @@ import dataclasses
 import os
 import threading
 import time
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -119,7 +119,26 @@ class Session:
         finally:
             self._release()
 
+    def kv_rows(self, layer: int = -1) -> Tuple[int, int]:
+        """(allocated, limit): positions of keys and values the KV cache of ``layer`` (-1: all
+        layers, summed) holds now and the most it will hold: the context for a full-attention
+        layer, window + 127 for a sliding-window layer (a ring; unless ``full_kv=True``). Each
+        position costs ``2 * kv_heads * head_dim * 4`` bytes (``kv_bytes``)."""
+        self._acquire("kv_rows")
+        try:
+            return _lib.session_kv_rows(self._h, layer)
+        finally:
+            self._release()
+
+    def kv_bytes(self) -> int:
+        """Bytes of keys and values the session holds now (all layers)."""
+        i = self.model.info
+        return self.kv_rows(-1)[0] * 2 * i["kv_heads"] * i["head_dim"] * 4
+
     def truncate(self, position: int) -> None:
+        """Drop the tokens from ``position`` on. With sliding-window layers (ring KV cache,
+        see ``full_kv`` of :class:`Model`) it may step back at most 128 positions from the
+        furthest one evaluated, or to 0; further raises StateError."""
         self._acquire("truncate")
         try:
             _lib.session_truncate(self._h, position)
@@ -151,6 +170,16 @@ class Session:
         self._acquire("sample")
         try:
             return _lib.session_sample(self._h)
+        finally:
+            self._release()
+
+    def log_softmax(self) -> np.ndarray:
+        """Log-probabilities of the next token (vocab float32): the log softmax of the last
+        evaluated position's logits, before the sampler's penalty, temperature and filters,
+        computed in one fixed order with loomrt's own exp and log (same bits everywhere)."""
+        self._acquire("log_softmax")
+        try:
+            return _lib.session_log_softmax(self._h, self.model.vocab_size)
         finally:
             self._release()
 
@@ -257,7 +286,8 @@ class Model:
     def __init__(self, path: Union[str, os.PathLike], threads: Optional[int] = None,
                  context: Optional[int] = None, allow_unknown_config_keys: bool = False,
                  tokenizer: Optional[Tokenizer] = None, quantize: Optional[str] = None,
-                 int8_activations: bool = False, allow_unused_tensors: bool = False, mmap: bool = True):
+                 int8_activations: bool = False, allow_unused_tensors: bool = False, mmap: bool = True,
+                 full_kv: bool = False):
         """``quantize="q8_0"`` quantizes the F32/F16/BF16 weight matrices to Q8_0 at load
         (the rule in docs/numerics.md, the bytes gguf-py writes): about half the memory of
         BF16 and faster decode, with outputs equal to a Q8_0 GGUF of the same weights.
@@ -275,7 +305,13 @@ class Model:
         ``mmap=False`` reads the weight files into memory at load instead of memory-mapping
         them (same results): the process then no longer depends on the files, so one that is
         truncated or replaced in place while the model is loaded (``cp new.gguf model.gguf``
-        under a running server) cannot kill it with SIGBUS or change its weights."""
+        under a running server) cannot kill it with SIGBUS or change its weights.
+
+        ``full_kv=True`` keeps every position in the KV cache of sliding-window layers. By
+        default such a layer (Gemma 2/3 local layers, Mistral, Phi-3) keeps a ring of its
+        last window + 127 positions, so its memory is bounded by the window rather than the
+        context (the same logits bits); the ring's one limit is that ``Session.truncate``
+        can step back at most 128 positions from the furthest one evaluated (or to 0)."""
         t0 = time.perf_counter()
         if quantize is not None and quantize not in QUANTIZE_TYPES:
             raise errors.InvalidArgumentError(f"quantize must be None or one of {', '.join(QUANTIZE_TYPES)}, got {quantize!r}")
@@ -292,6 +328,9 @@ class Model:
         self.quantize = quantize
         self.int8_activations = bool(int8_activations)
         self.mmap = mmap
+        if not isinstance(full_kv, bool):
+            raise errors.InvalidArgumentError(f"full_kv must be True or False, got {full_kv!r}")
+        self.full_kv = full_kv
         # what chat templates' strftime_now sees when a chat prompt is rendered (None: now);
         # set it (a datetime.date) to render dated templates reproducibly (CLI: --date)
         self.chat_date: Any = None
@@ -299,7 +338,8 @@ class Model:
             (_lib.lib.LRT_OPEN_QUANTIZE_Q8_0 if quantize == "q8_0" else 0) | \
             (_lib.lib.LRT_OPEN_INT8_ACTIVATIONS if int8_activations else 0) | \
             (_lib.lib.LRT_OPEN_ALLOW_UNUSED_TENSORS if allow_unused_tensors else 0) | \
-            (0 if mmap else _lib.lib.LRT_OPEN_NO_MMAP)
+            (0 if mmap else _lib.lib.LRT_OPEN_NO_MMAP) | \
+            (_lib.lib.LRT_OPEN_FULL_KV if full_kv else 0)
         self._h = _lib.model_open(self.path, flags)
         self.info: Dict[str, Any] = _lib.model_info(self._h)
         self.metadata: Dict[str, Any] = _lib.model_metadata(self._h) if self.info["is_gguf"] else {}
@@ -677,13 +717,14 @@ def default_threads() -> int:
 
 def load(path: Union[str, os.PathLike], threads: Optional[int] = None, context: Optional[int] = None,
          allow_unknown_config_keys: bool = False, quantize: Optional[str] = None,
-         int8_activations: bool = False, allow_unused_tensors: bool = False, mmap: bool = True) -> Model:
+         int8_activations: bool = False, allow_unused_tensors: bool = False, mmap: bool = True,
+         full_kv: bool = False) -> Model:
     """Load a model from a HuggingFace folder, a ``.gguf`` file or a hub id in the local cache
     (``quantize="q8_0"``: quantize its float weight matrices to Q8_0 at load;
     ``int8_activations=True``: the opt-in integer-dot speed mode; ``allow_unused_tensors=True``:
     accept tensors the model does not use; ``mmap=False``: read the weights into memory instead of
-    mapping the files, so that replacing a file under a running process cannot crash it; see
-    :class:`Model`)."""
+    mapping the files, so that replacing a file under a running process cannot crash it;
+    ``full_kv=True``: keep every position in sliding-window layers' KV cache; see :class:`Model`)."""
     return Model(path, threads=threads, context=context, allow_unknown_config_keys=allow_unknown_config_keys,
                  quantize=quantize, int8_activations=int8_activations, allow_unused_tensors=allow_unused_tensors,
-                 mmap=mmap)
+                 mmap=mmap, full_kv=full_kv)

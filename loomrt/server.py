@@ -78,8 +78,11 @@ class Job:
     except ``cancelled`` (set by the event loop when the client goes away)."""
 
     def __init__(self, index: int, prompt_ids: List[int], params: SamplingParams, max_tokens: int,
-                 stop: List[str], chat: bool, emit: Any):
+                 stop: List[str], chat: bool, emit: Any, logprobs: Optional[int] = None):
         self.index = index
+        self.logprobs = logprobs  # None: off; k: each token's log-probability and the k most likely
+        self.lp_pending: List[Tuple[int, float, List[Tuple[int, float]], int]] = []  # not yet sent
+        self.text_chars = 0      # characters decoded so far (text_offset of the next token)
         self.prompt_ids = prompt_ids
         self.params = params
         self.max_tokens = max_tokens
@@ -97,6 +100,25 @@ class Job:
         self.reserve = 0
         self.t_submit = time.perf_counter()
         self.t_first: Optional[float] = None
+
+    def take_logprobs(self) -> List[Tuple[int, float, List[Tuple[int, float]], int]]:
+        """The log-probability entries of the tokens sampled since the last event."""
+        out, self.lp_pending = self.lp_pending, []
+        return out
+
+
+def top_logprobs(lp: Any, k: int) -> List[Tuple[int, float]]:
+    """The k largest log-probabilities as (id, value), ordered by value then lower id (a total
+    order: ties at the k-th value are cut by id, never by a sort's whim)."""
+    if k <= 0:
+        return []
+    import numpy as np
+
+    k = min(k, lp.shape[0])
+    kth = np.partition(lp, lp.shape[0] - k)[lp.shape[0] - k]  # the k-th largest value
+    ids = np.flatnonzero(lp >= kth)
+    order = np.lexsort((ids, -lp[ids]))[:k]
+    return [(int(ids[i]), float(lp[ids[i]])) for i in order]
 
 
 # ---- one model: queue, budget and the scheduler thread -----------------------------------------
@@ -198,7 +220,7 @@ class ModelWorker:
                     self.cv.wait()
                 if self.closing and not self.active:
                     for j in self.waiting:
-                        j.emit(("error", j.index, APIError(503, "the server is shutting down", type_="server_error")))
+                        j.emit(("error", j.index, APIError(503, "the server is shutting down", type_="server_error"), []))
                     self.waiting.clear()
                     return
                 self._admit()
@@ -258,6 +280,7 @@ class ModelWorker:
         """One sampling step of a sequence, as Model.stream_tokens / Model._stream_text do it."""
         s = j.session
         assert s is not None
+        lp = s.log_softmax() if j.logprobs is not None else None
         tok = s.sample()
         j.rec(s, tok)
         if j.t_first is None:
@@ -268,9 +291,13 @@ class ModelWorker:
             return 0
         j.token_ids.append(tok)
         tokenizer = self.model.tokenizer
-        text = j.scan.feed(j.decoder.add(tok) if j.decoder is not None and tok < tokenizer.vocab_size else "")
+        piece = j.decoder.add(tok) if j.decoder is not None and tok < tokenizer.vocab_size else ""
+        if lp is not None:
+            j.lp_pending.append((tok, float(lp[tok]), top_logprobs(lp, j.logprobs or 0), j.text_chars))
+        j.text_chars += len(piece)
+        text = j.scan.feed(piece)
         if text:
-            j.emit(("text", j.index, text))
+            j.emit(("text", j.index, text, j.take_logprobs()))
         if j.scan.stopped:
             self._finish(j, "stop", flushed=True)
             return 1
@@ -294,17 +321,17 @@ class ModelWorker:
                 if j.scan.stopped:
                     reason = "stop"
                 if text:
-                    j.emit(("text", j.index, text))
+                    j.emit(("text", j.index, text, j.take_logprobs()))
             receipt = make_receipt(self.model, j.prompt_ids, j.rec, reason, j.max_tokens, dataclasses.asdict(j.params),
                                    self.model.context_length, stop=j.stop, chat=j.chat)
             self.m_finished[reason] += 1
             j.emit(("done", j.index, {"finish_reason": "length" if reason == "context" else reason,
                                       "loomrt_finish_reason": reason, "token_ids": list(j.token_ids),
                                       "prompt_tokens": len(j.prompt_ids), "completion_tokens": len(j.token_ids),
-                                      "receipt": receipt}))
+                                      "receipt": receipt}, j.take_logprobs()))
         elif error is not None:
             self.m_finished["error"] += 1
-            j.emit(("error", j.index, error))
+            j.emit(("error", j.index, error, []))
         else:
             self.m_finished["cancelled"] += 1
         del session  # frees the KV cache now (the last reference)
@@ -370,6 +397,7 @@ class Parsed:
     n: int
     stream: bool
     include_usage: bool
+    logprobs: Optional[int] = None  # None: off; k >= 0: each token's log-probability and the k most likely
 
 
 def parse_request(body: Any, chat: bool, workers: Dict[str, ModelWorker], cfg: ServeConfig) -> Parsed:
@@ -393,7 +421,6 @@ def parse_request(body: Any, chat: bool, workers: Dict[str, ModelWorker], cfg: S
                     ("suffix", lambda v: v is None), ("tools", lambda v: v in (None, [])),
                     ("tool_choice", lambda v: v in (None, "none")), ("functions", lambda v: v in (None, [])),
                     ("function_call", lambda v: v in (None, "none")), ("parallel_tool_calls", lambda v: v is None or isinstance(v, bool)),
-                    ("logprobs", lambda v: v in (None, False)), ("top_logprobs", lambda v: v in (None, 0)),
                     ("response_format", lambda v: v is None or v == {"type": "text"})):
         if key in body and not ok(body[key]):
             raise _bad(f"'{key}' is not supported by loomrt serve (only its default is accepted); the alternatives "
@@ -437,6 +464,7 @@ def parse_request(body: Any, chat: bool, workers: Dict[str, ModelWorker], cfg: S
         if not stream:
             raise _bad("'stream_options' is only allowed with stream = true", param="stream_options")
         include_usage = bool(so.get("include_usage", False))
+    logprobs = _logprobs(body, chat)
     params = SamplingParams(temperature=temperature, top_k=int(top_k or 0), top_p=top_p, min_p=min_p,
                             repetition_penalty=rep, seed=int(seed or 0))
     if chat:
@@ -471,7 +499,27 @@ def parse_request(body: Any, chat: bool, workers: Dict[str, ModelWorker], cfg: S
             raise _bad("'prompt' must be a non-empty string, a list of token ids, or a list of those", param="prompt")
         if len(prompts) * n > cfg.max_n:
             raise _bad(f"{len(prompts)} prompts x n = {n} is more than {cfg.max_n} choices per request", param="n")
-    return Parsed(worker, prompts, chat, params, max_tokens, stop, n, stream, include_usage)
+    return Parsed(worker, prompts, chat, params, max_tokens, stop, n, stream, include_usage, logprobs)
+
+
+MAX_TOP_LOGPROBS = 20
+
+
+def _logprobs(body: Dict[str, Any], chat: bool) -> Optional[int]:
+    """Completions: 'logprobs' = k (0-20) -> each token's log-probability and the k most likely.
+    Chat: 'logprobs' = true, 'top_logprobs' = k (0-20)."""
+    if not chat:
+        if body.get("logprobs") is False:
+            return None
+        return _int(body, "logprobs", None, 0, MAX_TOP_LOGPROBS)
+    on = body.get("logprobs")
+    if on is not None and not isinstance(on, bool):
+        raise _bad(f"'logprobs' must be a boolean (then 'top_logprobs' = 0-{MAX_TOP_LOGPROBS} sets how many "
+                   f"alternatives), got {json.dumps(on)[:40]}", param="logprobs")
+    k = _int(body, "top_logprobs", None, 0, MAX_TOP_LOGPROBS)
+    if k is not None and not on:
+        raise _bad("'top_logprobs' needs 'logprobs': true", param="top_logprobs")
+    return (k or 0) if on else None
 
 
 def tokenize_prompts(p: Parsed, cfg: ServeConfig) -> List[List[int]]:
@@ -575,7 +623,7 @@ def create_app(models: Dict[str, Model], cfg: Optional[ServeConfig] = None) -> A
                 params = dataclasses.replace(p.params, seed=p.params.seed + k) if k else p.params
                 mt = p.max_tokens if p.max_tokens is not None else \
                     max(1, min(cfg.max_tokens_limit, worker.model.context_length - len(ids)))
-                jobs.append(Job(len(jobs), ids, params, mt, p.stop, chat, emit))
+                jobs.append(Job(len(jobs), ids, params, mt, p.stop, chat, emit, p.logprobs))
         try:
             worker.submit(jobs)
         except APIError as e:
@@ -586,6 +634,27 @@ def create_app(models: Dict[str, Model], cfg: Optional[ServeConfig] = None) -> A
         model_name = worker.name
         obj = "chat.completion" if chat else "text_completion"
         prompt_tokens = sum(len(ids_list[i // p.n]) for i in range(len(jobs)))
+
+        def logprobs_json(entries: List[Any]) -> Optional[Dict[str, Any]]:
+            """OpenAI's logprobs object for entries (token, logprob, top, text offset); None when
+            the request did not ask for log-probabilities."""
+            if p.logprobs is None:
+                return None
+            tok = worker.model.tokenizer
+            if chat:
+                def one(t: int, v: float) -> Dict[str, Any]:
+                    b = _token_bytes(tok, t)
+                    return {"token": _token_str(b), "logprob": v, "bytes": list(b)}
+                return {"content": [dict(one(t, v), top_logprobs=[one(a, w) for a, w in top]) for t, v, top, _ in entries],
+                        "refusal": None}
+            tops = []
+            for t, v, top, _ in entries:
+                d = {_token_str(_token_bytes(tok, a)): w for a, w in top}
+                d.setdefault(_token_str(_token_bytes(tok, t)), v)  # the sampled token is always listed
+                tops.append(d)
+            return {"tokens": [_token_str(_token_bytes(tok, t)) for t, _, _, _ in entries],
+                    "token_logprobs": [v for _, v, _, _ in entries], "top_logprobs": tops,
+                    "text_offset": [o for _, _, _, o in entries]}
 
         if p.stream:
             async def events() -> Any:
@@ -599,21 +668,22 @@ def create_app(models: Dict[str, Model], cfg: Optional[ServeConfig] = None) -> A
                                         "choices": [{"index": j.index, "delta": {"role": "assistant", "content": ""},
                                                      "logprobs": None, "finish_reason": None}]})
                     while done < len(jobs):
-                        kind, idx, data = await queue.get()
+                        kind, idx, data, lps = await queue.get()
                         if kind == "error":
                             yield _sse(data.body())
                             return
+                        lp_obj = logprobs_json(lps)
                         if kind == "text":
-                            choice = ({"index": idx, "delta": {"content": data}, "logprobs": None, "finish_reason": None}
-                                      if chat else {"index": idx, "text": data, "logprobs": None, "finish_reason": None})
+                            choice = ({"index": idx, "delta": {"content": data}, "logprobs": lp_obj, "finish_reason": None}
+                                      if chat else {"index": idx, "text": data, "logprobs": lp_obj, "finish_reason": None})
                         else:
                             done += 1
                             completion += data["completion_tokens"]
                             ext = {"receipt": data["receipt"], "token_ids": data["token_ids"],
                                    "finish_reason": data["loomrt_finish_reason"]}
-                            choice = ({"index": idx, "delta": {}, "logprobs": None, "finish_reason": data["finish_reason"],
+                            choice = ({"index": idx, "delta": {}, "logprobs": lp_obj, "finish_reason": data["finish_reason"],
                                        "loomrt": ext} if chat else
-                                      {"index": idx, "text": "", "logprobs": None, "finish_reason": data["finish_reason"],
+                                      {"index": idx, "text": "", "logprobs": lp_obj, "finish_reason": data["finish_reason"],
                                        "loomrt": ext})
                         yield _sse({"id": rid, "object": obj + ".chunk" if chat else obj, "created": created,
                                     "model": model_name, "system_fingerprint": _fingerprint(), "choices": [choice]})
@@ -629,11 +699,12 @@ def create_app(models: Dict[str, Model], cfg: Optional[ServeConfig] = None) -> A
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
         texts = [""] * len(jobs)
+        all_lps: List[List[Any]] = [[] for _ in jobs]
         results: Dict[int, Dict[str, Any]] = {}
         try:
             while len(results) < len(jobs):
                 try:
-                    kind, idx, data = await asyncio.wait_for(queue.get(), timeout=0.5)
+                    kind, idx, data, lps = await asyncio.wait_for(queue.get(), timeout=0.5)
                 except asyncio.TimeoutError:
                     if await request.is_disconnected():
                         worker.cancel(jobs)
@@ -642,6 +713,7 @@ def create_app(models: Dict[str, Model], cfg: Optional[ServeConfig] = None) -> A
                 if kind == "error":
                     worker.cancel(jobs)
                     return err(data)
+                all_lps[idx] += lps
                 if kind == "text":
                     texts[idx] += data
                 else:
@@ -654,9 +726,10 @@ def create_app(models: Dict[str, Model], cfg: Optional[ServeConfig] = None) -> A
             ext = {"receipt": d["receipt"], "token_ids": d["token_ids"], "finish_reason": d["loomrt_finish_reason"]}
             if chat:
                 choices.append({"index": j.index, "message": {"role": "assistant", "content": texts[j.index]},
-                                "logprobs": None, "finish_reason": d["finish_reason"], "loomrt": ext})
+                                "logprobs": logprobs_json(all_lps[j.index]), "finish_reason": d["finish_reason"],
+                                "loomrt": ext})
             else:
-                choices.append({"index": j.index, "text": texts[j.index], "logprobs": None,
+                choices.append({"index": j.index, "text": texts[j.index], "logprobs": logprobs_json(all_lps[j.index]),
                                 "finish_reason": d["finish_reason"], "loomrt": ext})
         completion = sum(results[i]["completion_tokens"] for i in results)
         return JSONResponse({"id": rid, "object": obj, "created": created, "model": model_name,
@@ -736,6 +809,21 @@ def create_app(models: Dict[str, Model], cfg: Optional[ServeConfig] = None) -> A
                     exception_handlers={HTTPException: http_error, Exception: server_error})
     app.state.workers = workers
     return app
+
+
+def _token_bytes(tokenizer: Any, token: int) -> bytes:
+    if tokenizer is None or token >= tokenizer.vocab_size:
+        return f"<token {token}>".encode()
+    return tokenizer.token_bytes(token)
+
+
+def _token_str(b: bytes) -> str:
+    """A token's text; a token that is not whole UTF-8 (part of a character) is written
+    'bytes:\\xNN...' as OpenAI does."""
+    try:
+        return b.decode("utf-8")
+    except UnicodeDecodeError:
+        return "bytes:" + "".join(f"\\x{c:02x}" for c in b)
 
 
 def _sse(obj: Any) -> bytes:

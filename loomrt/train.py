@@ -188,7 +188,8 @@ class CorpusStats:
 
 def list_files(paths: Sequence[str]) -> List[str]:
     """Every file under the given files / folders, recursively, hidden names skipped, sorted
-    by their path's bytes (the same order on every OS and file system)."""
+    by their path's bytes (the same order on every OS and file system); a file reached twice
+    (a symbolic link to a file already listed) is listed once, under its first name."""
     out: List[str] = []
     for p in paths:
         if os.path.isfile(p):
@@ -199,7 +200,15 @@ def list_files(paths: Sequence[str]) -> List[str]:
                 out += [os.path.abspath(os.path.join(root, f)) for f in files if not f.startswith(".")]
         else:
             raise errors.NotFoundError(f"data path not found: {p!r} (pass folders or files of text)")
-    return sorted(set(out), key=os.fsencode)
+    seen = set()
+    unique = []
+    for path in sorted(set(out), key=os.fsencode):
+        real = os.path.realpath(path)
+        if real in seen:  # a link to a file already listed (e.g. fortune's art.u8 -> art) is read once
+            continue
+        seen.add(real)
+        unique.append(path)
+    return unique
 
 
 def _is_binary(head: bytes) -> bool:
@@ -308,7 +317,7 @@ def build_tokenizer(spec: str, documents: Optional[Iterable[str]] = None) -> Tup
     """loomrt's (C) tokenizer and its tokenizer.json text from a spec: "byte" (256 byte tokens
     + <|endoftext|>), "bpe:VOCAB" (byte-level BPE trained on the documents with HF tokenizers'
     trainer, the one use of HF tokenizers here) or "from:MODEL" (a model folder's
-    tokenizer.json). The corpus is then encoded by the same C tokenizer that generation uses."""
+    tokenizer.json, or one written from a GGUF file's metadata: loomrt.gguf_hf). The corpus is then encoded by the same C tokenizer that generation uses."""
     from tokenizers import Tokenizer
     if spec == "byte":
         tok = _byte_level_tokenizer()
@@ -322,6 +331,10 @@ def build_tokenizer(spec: str, documents: Optional[Iterable[str]] = None) -> Tup
         tok = _byte_level_tokenizer(documents or [], size)
     elif spec.startswith("from:"):
         path = spec[5:]
+        if os.path.isfile(path) and _is_gguf(path):  # tokenizer.json written from the GGUF metadata, checked
+            from .gguf_hf import tokenizer_json_from_gguf
+            text = tokenizer_json_from_gguf(path)
+            return CTokenizer.from_str(text), text
         tj = path if path.endswith(".json") else os.path.join(path, "tokenizer.json")
         if not os.path.isfile(tj):
             raise errors.NotFoundError(f"--tokenizer {spec}: no tokenizer.json at {tj}")
@@ -332,6 +345,11 @@ def build_tokenizer(spec: str, documents: Optional[Iterable[str]] = None) -> Tup
         raise errors.InvalidArgumentError(f"--tokenizer must be byte, bpe:VOCAB or from:MODEL, got {spec!r}")
     text = tok.to_str()
     return CTokenizer.from_str(text), text
+
+
+def _is_gguf(path: str) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == b"GGUF"
 
 
 def eos_id(tok: Any) -> int:
@@ -447,17 +465,29 @@ def load_safetensors(path: str) -> Dict[str, np.ndarray]:
     return out
 
 
+def default_tokenizer_config(config: Dict[str, Any]) -> Dict[str, Any]:
+    """tokenizer_config.json of a model trained from scratch (byte or BPE tokenizer)."""
+    return {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": EOS_TEXT, "bos_token": EOS_TEXT,
+            "model_max_length": int(config.get("max_position_embeddings", config.get("n_positions", 1024)))}
+
+
 def write_checkpoint(folder: str, trainer: Trainer, config: Dict[str, Any], tokenizer_json: str,
-                     state: Dict[str, Any]) -> None:
+                     state: Dict[str, Any], tokenizer_config: Optional[Dict[str, Any]] = None) -> None:
     """An HF model folder (config.json, model.safetensors, tokenizer.json, tokenizer_config.json,
     generation_config.json) plus optimizer.bin and trainer_state.json for an exact resume.
-    Written into folder + '.tmp' and renamed, so a folder is complete or absent."""
+    Written into folder + '.tmp' and renamed, so a folder is complete or absent. Raises
+    NumericError (and writes nothing) when a weight is not finite."""
+    weights = trainer.weights()
+    for name, w in weights.items():
+        if not np.isfinite(w).all():
+            raise errors.NumericError(
+                f"weight {name} holds non-finite values after step {trainer.step}: training diverged")
     tmp = folder + ".tmp"
     if os.path.isdir(tmp):
         import shutil
         shutil.rmtree(tmp)
     os.makedirs(tmp)
-    hf = to_hf(trainer.weights(), config)
+    hf = to_hf(weights, config)
     save_safetensors(os.path.join(tmp, "model.safetensors"), hf, {"format": "pt"})
     cfg = dict(config)
     cfg["transformers_version"] = cfg.get("transformers_version", "4.45.0")
@@ -466,8 +496,7 @@ def write_checkpoint(folder: str, trainer: Trainer, config: Dict[str, Any], toke
            "do_sample": True, "temperature": 0.8, "top_k": 40}
     _atomic_write(os.path.join(tmp, "generation_config.json"), json.dumps(gen, indent=2, sort_keys=True).encode())
     _atomic_write(os.path.join(tmp, "tokenizer.json"), tokenizer_json.encode("utf-8"))
-    tc = {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": EOS_TEXT, "bos_token": EOS_TEXT,
-          "model_max_length": int(config.get("max_position_embeddings", config.get("n_positions", 1024)))}
+    tc = dict(tokenizer_config) if tokenizer_config is not None else default_tokenizer_config(config)
     _atomic_write(os.path.join(tmp, "tokenizer_config.json"), json.dumps(tc, indent=2, sort_keys=True).encode())
     _atomic_write(os.path.join(tmp, "optimizer.bin"), trainer.state_bytes())
     _atomic_write(os.path.join(tmp, "trainer_state.json"), json.dumps(state, indent=2, sort_keys=True).encode())
@@ -477,7 +506,23 @@ def write_checkpoint(folder: str, trainer: Trainer, config: Dict[str, Any], toke
     os.replace(tmp, folder)
 
 
+_SHAPE_KEYS = ("model_type", "vocab_size", "hidden_size", "n_embd", "num_hidden_layers", "n_layer",
+               "num_attention_heads", "n_head", "num_key_value_heads", "intermediate_size", "n_inner",
+               "tie_word_embeddings")
+
+
 def load_checkpoint_weights(trainer: Trainer, folder: str, config: Dict[str, Any]) -> None:
+    """Write a checkpoint's weights into the trainer. Raises InvalidArgumentError naming the
+    first differing setting when the checkpoint was saved with another configuration."""
+    cfg_path = os.path.join(folder, "config.json")
+    if os.path.isfile(cfg_path):
+        with open(cfg_path, encoding="utf-8") as f:
+            saved = json.load(f)
+        for key in _SHAPE_KEYS:
+            if saved.get(key) != config.get(key):
+                raise errors.InvalidArgumentError(
+                    f"checkpoint {folder} was saved with another configuration ({key} {saved.get(key)!r}, this run "
+                    f"{config.get(key)!r}); resume it from its own run folder, or start a new run (--overwrite)")
     weights = from_hf(load_safetensors(os.path.join(folder, "model.safetensors")), config)
     names = set(trainer.names)
     if set(weights) != names:
@@ -505,8 +550,8 @@ class TrainOptions:
     context: Optional[int] = None
     ffn: Optional[int] = None
     tied: bool = True
-    tokenizer: str = "byte"
-    init_from: Optional[str] = None
+    tokenizer: Optional[str] = None  # byte, bpe:VOCAB, from:MODEL; default byte (from:INIT with init_from)
+    init_from: Optional[str] = None  # fine-tune: an HF folder or GGUF file whose weights the run starts from
     steps: Optional[int] = None
     epochs: Optional[float] = None
     batch: int = 8
@@ -607,7 +652,30 @@ def sample_text(trainer: Trainer, tok: Any, prompt_ids: List[int], n: int, seq_l
     return tok.decode(out, skip_special_tokens=False)
 
 
-def _resolve_options(o: TrainOptions) -> Dict[str, int]:
+def _source_tokenizer_config(source: str) -> Dict[str, Any]:
+    """The tokenizer_config.json fields of a model a run takes its tokenizer from (its eos /
+    bos text and chat template, so the fine-tune chats like its base): a folder's own file, or
+    the fields a GGUF's metadata gives."""
+    if os.path.isfile(source) and _is_gguf(source):
+        from .gguf_hf import read_metadata, tokenizer_config
+        return tokenizer_config(read_metadata(source))
+    folder = os.path.dirname(source) if source.endswith(".json") else source
+    path = os.path.join(folder, "tokenizer_config.json")
+    tc: Dict[str, Any] = {}
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            tc = json.load(f)
+    tc.pop("auto_map", None)
+    tc.setdefault("tokenizer_class", "PreTrainedTokenizerFast")
+    return tc
+
+
+# Debug hook (docs/training.md): LOOMRT_TRAIN_DEBUG_NAN_STEP=N writes a NaN into the final norm's
+# weights just before step N's forward pass, so the non-finite-loss stop can be exercised.
+DEBUG_NAN_ENV = "LOOMRT_TRAIN_DEBUG_NAN_STEP"
+
+
+def _resolve_options(o: TrainOptions, resume: bool = False) -> Dict[str, int]:
     if o.size not in SIZES:
         raise errors.InvalidArgumentError(f"--size must be one of {', '.join(SIZES)}, got {o.size!r}")
     dims = dict(SIZES[o.size])
@@ -621,6 +689,17 @@ def _resolve_options(o: TrainOptions) -> Dict[str, int]:
         raise errors.InvalidArgumentError("--val-fraction must be in [0, 1)")
     if o.schedule not in ("cosine", "constant"):
         raise errors.InvalidArgumentError("--schedule must be cosine or constant")
+    if o.init_from:
+        if not resume and not os.path.exists(o.init_from):
+            raise errors.NotFoundError(f"--init-from: {o.init_from!r} not found (pass an HF model folder or a .gguf file)")
+        shaped = [k for k in ("dim", "layers", "heads", "kv_heads", "ffn") if getattr(o, k) is not None]
+        if shaped:
+            raise errors.InvalidArgumentError(
+                f"--init-from {o.init_from} fine-tunes that model as it is; drop --{shaped[0].replace('_', '-')} "
+                "(only --context, the training window, may be set)")
+        if o.tokenizer is not None and not o.tokenizer.startswith("from:"):
+            raise errors.InvalidArgumentError(
+                f"--init-from {o.init_from} trains with the model's own tokenizer; drop --tokenizer {o.tokenizer}")
     return dims
 
 
@@ -660,11 +739,12 @@ def train(data: Sequence[str], out: str, *, resume: bool = False, overwrite: boo
                     "to replace it, or choose another -o folder")
             shutil.rmtree(out)
         o = TrainOptions(**{k: v for k, v in options.items() if v is not None})
-    dims = _resolve_options(o)
+    dims = _resolve_options(o, resume)
     os.makedirs(out, exist_ok=True)
     data_dir = os.path.join(out, "data")
     meta_path = os.path.join(data_dir, "meta.json")
     tok_path = os.path.join(data_dir, "tokenizer.json")
+    tok_cfg_path = os.path.join(data_dir, "tokenizer_config.json")
     data = [os.path.abspath(p) for p in data]
 
     # 1. data and tokenizer (once per run; a resume reuses them)
@@ -677,9 +757,7 @@ def train(data: Sequence[str], out: str, *, resume: bool = False, overwrite: boo
     else:
         os.makedirs(data_dir, exist_ok=True)
         stats = CorpusStats()
-        spec = o.tokenizer
-        if o.init_from and spec == "byte" and os.path.isfile(os.path.join(o.init_from, "tokenizer.json")):
-            spec = "from:" + o.init_from
+        spec = o.tokenizer or ("from:" + o.init_from if o.init_from else "byte")
         if spec.startswith("bpe:"):
             budget = [o.bpe_train_bytes]
 
@@ -704,6 +782,9 @@ def train(data: Sequence[str], out: str, *, resume: bool = False, overwrite: boo
                 + (f", {stats.val_documents} documents all in the validation split (lower --val-fraction)"
                    if stats.val_documents else ""))
         meta = dict(counts, stats=asdict(stats), eos=eos, vocab=tok.vocab_size)
+        if spec.startswith("from:"):  # the source's tokenizer_config.json (eos text, chat template) for checkpoints
+            _atomic_write(tok_cfg_path, json.dumps(_source_tokenizer_config(spec[5:]), indent=2,
+                                                   sort_keys=True).encode())
         _atomic_write(tok_path, tok_json.encode("utf-8"))
         _atomic_write(meta_path, json.dumps(meta, indent=2, sort_keys=True).encode())
     eos = int(meta["eos"])
@@ -712,15 +793,20 @@ def train(data: Sequence[str], out: str, *, resume: bool = False, overwrite: boo
     train_tok = np.memmap(os.path.join(data_dir, "train.bin"), dtype=dtype, mode="r")
     val_path = os.path.join(data_dir, "val.bin")
     val_tok = np.memmap(val_path, dtype=dtype, mode="r") if meta["val_tokens"] else np.zeros(0, dtype=dtype)
-    seq_len = min(dims["context"], len(train_tok) - 1)
-    if seq_len < 1:
-        raise errors.InvalidArgumentError("the training text is shorter than two tokens")
-
     # 2. model
-    if o.init_from:
+    if o.init_from and resume:  # the weights come from the checkpoint; the model need not be there any more
+        config = saved["config"]
+        trainer = Trainer(config, seed=o.seed, threads=o.threads)
+    elif o.init_from:  # fine-tune: the model's weights (a GGUF's dequantized to float32)
         trainer = Trainer.from_pretrained(o.init_from, threads=o.threads)
-        with open(os.path.join(o.init_from, "config.json"), encoding="utf-8") as f:
-            config = json.load(f)
+        if os.path.isfile(o.init_from) and _is_gguf(o.init_from):
+            from .gguf_hf import hf_config, read_metadata
+            config = hf_config(read_metadata(o.init_from), tied="lm_head" not in trainer.names)
+        else:
+            with open(os.path.join(o.init_from, "config.json"), encoding="utf-8") as f:
+                config = dict(json.load(f), torch_dtype="float32")  # checkpoints are float32
+            for k in ("quantization_config", "auto_map"):
+                config.pop(k, None)
         if int(config.get("vocab_size", 0)) < vocab:
             raise errors.InvalidArgumentError(f"the tokenizer has {vocab} ids, the model {config.get('vocab_size')}")
     else:
@@ -728,6 +814,14 @@ def train(data: Sequence[str], out: str, *, resume: bool = False, overwrite: boo
                               kv_heads=dims["kv_heads"], context=dims["context"], ffn=o.ffn, tied=o.tied,
                               bos=eos, eos=eos)
         trainer = Trainer(config, seed=o.seed, threads=o.threads)
+    model_ctx = int(config.get("max_position_embeddings", config.get("n_positions", dims["context"])))
+    seq_len = min(dims["context"], model_ctx, len(train_tok) - 1)
+    if seq_len < 1:
+        raise errors.InvalidArgumentError("the training text is shorter than two tokens")
+    tok_cfg = default_tokenizer_config(config)
+    if os.path.isfile(tok_cfg_path):
+        with open(tok_cfg_path, encoding="utf-8") as f:
+            tok_cfg = json.load(f)
     steps = o.steps
     if steps is None:
         epochs = o.epochs if o.epochs is not None else 1.0
@@ -791,11 +885,21 @@ def train(data: Sequence[str], out: str, *, resume: bool = False, overwrite: boo
     save_every = o.save_every or o.eval_every or steps
     stop = {"flag": False}
     old_handler = None
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if stop["flag"]:  # a second Ctrl-C: stop now, without the checkpoint of the current step
+            raise KeyboardInterrupt
+        stop["flag"] = True  # the first: finish this step, write a checkpoint, return
+
     if hasattr(signal, "SIGINT"):
         try:
-            old_handler = signal.signal(signal.SIGINT, lambda *_: stop.update(flag=True))
+            old_handler = signal.signal(signal.SIGINT, on_sigint)
         except ValueError:  # not the main thread
             old_handler = None
+    try:
+        debug_nan_step = int(os.environ.get(DEBUG_NAN_ENV, "0") or 0)
+    except ValueError:
+        raise errors.InvalidArgumentError(f"{DEBUG_NAN_ENV} must be a step number") from None
     metrics = open(metrics_path, "a", encoding="utf-8")
     interrupted = early = False
     t_start = time.perf_counter()
@@ -803,11 +907,20 @@ def train(data: Sequence[str], out: str, *, resume: bool = False, overwrite: boo
     step0 = trainer.step
     tokens_per_step = o.batch * seq_len
 
+    def diverged(what: str) -> errors.NumericError:
+        return errors.NumericError(
+            f"{what}: training diverged, the run stopped. Its last good checkpoint is "
+            f"{checkpoint or 'none (no step was saved yet)'}. Start again with a lower --lr (now {o.lr:g}), a longer "
+            f"--warmup (now {o.warmup}) or --clip (now {o.clip:g})")
+
     def save() -> str:
         name = f"step_{trainer.step:07d}"
         path = os.path.join(ck_root, name)
         os.makedirs(ck_root, exist_ok=True)
-        write_checkpoint(path, trainer, config, tok_json, dict(st))
+        try:
+            write_checkpoint(path, trainer, config, tok_json, dict(st), tokenizer_config=tok_cfg)
+        except errors.NumericError as exc:
+            raise diverged(str(exc)) from None
         _atomic_write(latest_file, name.encode())
         return path
 
@@ -816,16 +929,20 @@ def train(data: Sequence[str], out: str, *, resume: bool = False, overwrite: boo
             step = trainer.step + 1
             offs = batch_offsets(o.seed, step, o.batch, len(train_tok), seq_len)
             rows = np.stack([train_tok[s:s + seq_len + 1] for s in offs]).astype(np.int32)
+            if step == debug_nan_step:
+                w = trainer.read("out_norm")
+                w[0] = np.nan
+                trainer.write("out_norm", w)
             mb = o.batch // o.accum
             loss_sum = 0.0
             for i in range(o.accum):
                 loss_sum += trainer.accumulate(rows[i * mb:(i + 1) * mb])
             loss = loss_sum / o.accum
             if not math.isfinite(loss):
-                raise errors.StateError(
-                    f"the loss became {loss} at step {step}: training diverged. Lower --lr (now {o.lr:g}), raise "
-                    f"--warmup or --clip; the last good checkpoint is {checkpoint or 'none (no step was saved yet)'}")
+                raise diverged(f"the loss became {loss} at step {step}")
             trainer.apply()
+            if not math.isfinite(trainer.grad_norm):
+                raise diverged(f"the gradient norm became {trainer.grad_norm} at step {step}")
             loss = trainer.loss
             losses.append(loss)
             st["step"] = trainer.step

@@ -208,3 +208,40 @@ class Trainer:
 
     def load_state(self, blob: bytes) -> None:
         check(lib.lrt_trainer_state_load(self._h, ffi.from_buffer(blob), len(blob)))
+
+    # ---- gradient buffers (data parallelism: loomrt.ray, docs/scale-out.md) ----------------
+
+    def grad_size(self) -> int:
+        """Floats in the flat gradient buffer (parameters, then a tied head's lookup part)."""
+        n = ffi.new("int64_t *")
+        check(lib.lrt_trainer_grad_size(self._h, n))
+        return int(n[0])
+
+    def grad_read(self) -> Tuple[np.ndarray, float, int]:
+        """The pending accumulation: (raw gradient sums (float32), loss sum, target count)."""
+        out = np.empty(self.grad_size(), dtype=np.float32)
+        loss = ffi.new("double *")
+        cnt = ffi.new("int64_t *")
+        check(lib.lrt_trainer_grad_read(self._h, ffi.from_buffer("float[]", out), out.size, loss, cnt))
+        return out, float(loss[0]), int(cnt[0])
+
+    def grad_add(self, grad: Any, loss_sum: float, count: int) -> None:
+        """Add a part read by :meth:`grad_read` (of a trainer of the same config) to the
+        accumulators: one float addition per element, in the order of the calls."""
+        arr = np.ascontiguousarray(np.asarray(grad, dtype=np.float32).reshape(-1))
+        check(lib.lrt_trainer_grad_add(self._h, ffi.from_buffer("float[]", arr), arr.size, float(loss_sum),
+                                       int(count)))
+
+    def grad_clear(self) -> None:
+        """Drop the pending accumulation."""
+        check(lib.lrt_trainer_grad_clear(self._h))
+
+    def flat_weights(self) -> np.ndarray:
+        """All weights as one float32 vector, in tensor order."""
+        out = np.empty(self.n_params, dtype=np.float32)
+        check(lib.lrt_trainer_weights_read(self._h, ffi.from_buffer("float[]", out), out.size))
+        return out
+
+    def set_flat_weights(self, flat: Any) -> None:
+        arr = np.ascontiguousarray(np.asarray(flat, dtype=np.float32).reshape(-1))
+        check(lib.lrt_trainer_weights_write(self._h, ffi.from_buffer("float[]", arr), arr.size))

@@ -64,25 +64,36 @@ def _doubles(vals: Sequence[float]) -> Any:
     return ffi.new("double[]", [float(v) for v in vals])
 
 
-def _trace_row(h: Any, row: int, n: int, top_k: int) -> Dict[str, Any]:
-    tok = ffi.new("int32_t *")
-    dom = ffi.new("int32_t *")
-    comb = ffi.new("double *")
-    samp = ffi.new("double *")
-    wt, pr, sh = ffi.new("double[]", n), ffi.new("double[]", n), ffi.new("double[]", n)
-    rk = ffi.new("int64_t[]", n)
-    _lib.check(lib.lrt_weave_trace_row(h, row, tok, dom, comb, samp, wt, pr, rk, sh, n))
-    ids = ffi.new("int32_t[]", max(top_k, 1))
-    ps = ffi.new("double[]", max(top_k, 1))
-    cnt = ffi.new("int64_t *")
-    tops = []
-    for m in list(range(n)) + [-1]:
-        _lib.check(lib.lrt_weave_trace_top(h, row, m, ids, ps, top_k, cnt))
-        tops.append([[int(ids[j]), float(ps[j])] for j in range(min(cnt[0], top_k))])
-    return {"token": int(tok[0]), "dominant": int(dom[0]), "combined": float(comb[0]), "sampled": float(samp[0]),
-            "weights": [float(wt[i]) for i in range(n)], "probs": [float(pr[i]) for i in range(n)],
-            "ranks": [int(rk[i]) for i in range(n)], "shares": [float(sh[i]) for i in range(n)],
-            "top": tops[:n], "combined_top": tops[n]}
+class _RowReader:
+    """Reads trace rows through buffers allocated once per generation (one row per step)."""
+
+    def __init__(self, n: int, top_k: int):
+        self.n, self.top_k = n, top_k
+        self.tok, self.dom = ffi.new("int32_t *"), ffi.new("int32_t *")
+        self.comb, self.samp = ffi.new("double *"), ffi.new("double *")
+        self.wt, self.pr, self.sh = ffi.new("double[]", n), ffi.new("double[]", n), ffi.new("double[]", n)
+        self.rk = ffi.new("int64_t[]", n)
+        self.ids = ffi.new("int32_t[]", max(top_k, 1))
+        self.ps = ffi.new("double[]", max(top_k, 1))
+        self.cnt = ffi.new("int64_t *")
+
+    def read(self, h: Any, row: int) -> Dict[str, Any]:
+        n, top_k = self.n, self.top_k
+        _lib.check(lib.lrt_weave_trace_row(h, row, self.tok, self.dom, self.comb, self.samp, self.wt, self.pr,
+                                           self.rk, self.sh, n))
+        tops = []
+        ids, ps, cnt = self.ids, self.ps, self.cnt
+        for m in list(range(n)) + [-1]:
+            if top_k == 0:
+                tops.append([])
+                continue
+            _lib.check(lib.lrt_weave_trace_top(h, row, m, ids, ps, top_k, cnt))
+            k = min(cnt[0], top_k)
+            tops.append([[a, b] for a, b in zip(ffi.unpack(ids, k), ffi.unpack(ps, k))])
+        return {"token": int(self.tok[0]), "dominant": int(self.dom[0]), "combined": float(self.comb[0]),
+                "sampled": float(self.samp[0]), "weights": ffi.unpack(self.wt, n), "probs": ffi.unpack(self.pr, n),
+                "ranks": ffi.unpack(self.rk, n), "shares": ffi.unpack(self.sh, n), "top": tops[:n],
+                "combined_top": tops[n]}
 
 
 def _combined_logits(h: Any) -> np.ndarray:
@@ -293,7 +304,7 @@ class Weave:
                  route: Optional[Dict[str, Sequence[float]]] = None, alpha: Optional[float] = None,
                  amateur_temperature: Optional[float] = None, trace_top_k: int = 5,
                  context: Optional[int] = None, threads: Optional[int] = None,
-                 names: Optional[Sequence[str]] = None):
+                 parallel: Optional[bool] = None, names: Optional[Sequence[str]] = None):
         from .model import Model
 
         if isinstance(models, (str, bytes, os.PathLike)) or not isinstance(models, Sequence):
@@ -305,7 +316,18 @@ class Weave:
         n = len(self.models)
         if context is None:
             context = min(m.context_length for m in self.models)
-        self.sessions = [m.session(context=min(context, m.context_length), threads=threads) for m in self.models]
+        total = _lib.int_arg("threads", threads, 1, 1024) if threads is not None else min(m.threads for m in self.models)
+        if parallel is not None and not isinstance(parallel, bool):
+            raise errors.ArgumentTypeError(f"parallel must be True, False or None, got {type(parallel).__name__}")
+        # parallel: the models step at once, each on its own thread with its share of the
+        # threads (None: when there are at least as many threads as models). No bit changes.
+        self.parallel = (total >= n >= 2) if parallel is None else (parallel and n >= 2)
+        if self.parallel:
+            per = [max(1, total // n + (1 if i < total % n else 0)) for i in range(n)]
+        else:
+            per = [total] * n
+        self.session_threads = per
+        self.sessions = [m.session(context=min(context, m.context_length), threads=t) for m, t in zip(self.models, per)]
         self.names = list(names) if names is not None else _short_names(self.models)
         if len(self.names) != n:
             raise errors.InvalidArgumentError(f"names must hold one name per model ({n})")
@@ -314,6 +336,8 @@ class Weave:
         _lib.check(lib.lrt_weave_new(arr, n, out))
         self._h = ffi.gc(out[0], lib.lrt_weave_free)
         self._arr = arr
+        if self.parallel:
+            _lib.check(lib.lrt_weave_set_int(self._h, lib.LRT_WEAVE_PARALLEL, min(n, total)))
         if mode not in MODES:
             raise errors.InvalidArgumentError(f"unknown weave mode {mode!r}; the modes are {', '.join(MODES)}")
         _lib.check(lib.lrt_weave_set_mode(self._h, MODES[mode]))
@@ -447,6 +471,7 @@ class Weave:
         tlen = ffi.new("size_t *")
         n = len(self.models)
         tk0 = self.models[0].tokenizer
+        reader = _RowReader(n, self.trace_top_k)
         step = 0
         while True:
             if self.callback is not None:
@@ -465,7 +490,7 @@ class Weave:
                 if piece:
                     yield {"flush": piece}
                 return
-            row = _trace_row(self._h, step, n, self.trace_top_k)
+            row = reader.read(self._h, step)
             row["step"] = step
             row["text"] = piece
             t = row["token"]

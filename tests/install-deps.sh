@@ -6,7 +6,8 @@ set -euo pipefail
 
 # --- system packages (Debian's apt; skipped when not root or apt is missing) ------------
 # debootstrap: tests/test_arm_wheel.py makes an arm64 Debian root filesystem (tools/arm_wheel.py)
-APT_PACKAGES="make gcc clang qemu-user debootstrap wine64 libclang-rt-14-dev binutils mono-mcs mono-runtime chromium nodejs"
+# fortunes, fortunes-min: Debian's fortune files, the English prose corpus of tests/test_train_runs.py
+APT_PACKAGES="make gcc clang qemu-user debootstrap wine64 libclang-rt-14-dev binutils mono-mcs mono-runtime chromium nodejs fortunes fortunes-min"
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   missing=""
   for p in $APT_PACKAGES; do
@@ -35,3 +36,6 @@ pip install cibuildwheel==4.3.3 auditwheel build pyyaml 'tomli; python_version <
 # server (tests/test_serve.py, benchmarks/serve_speed.py): the ASGI stack of `loomrt serve`, the
 # official OpenAI client that drives it, and llama-cpp-python's OpenAI server extras (the peer)
 pip install 'starlette>=0.37' 'uvicorn>=0.29' 'openai>=1.30' httpx fastapi sse-starlette starlette-context pydantic-settings
+# Ray (tests/test_ray.py, benchmarks/ray_batch.py): loomrt.ray's batch jobs (Ray Data: pyarrow,
+# pandas) and data-parallel training on a local cluster started inside the tests
+pip install "ray[data]==2.60.0"

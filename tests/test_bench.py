@@ -101,3 +101,76 @@ def test_bench_says_when_a_peer_is_missing(tiny_gguf: str, monkeypatch, capsys) 
     assert "skipping llama.cpp: llama_cpp not installed (pip install llama-cpp-python)" in err
     assert not [line for line in out.splitlines() if line.split()[1:2] == ["llama.cpp"]]  # no llama.cpp row
     assert any(line.startswith("f32") and "loomrt" in line for line in out.splitlines())  # loomrt always runs
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("kind", ["membw", "compute"])
+def test_hogs_start_work_and_stop(kind: str) -> None:
+    """A hog runs while its context is open, is gone after it, and reports the work it did."""
+    import time
+
+    from loomrt import bench
+
+    if not os.path.isdir("/proc/self"):
+        pytest.skip("no /proc on this OS")
+    with bench.Hogs(kind, 2, mib=8) as h:
+        pids = h.pids()
+        assert len(pids) == 2 and all(_alive(p) for p in pids)
+        time.sleep(0.3)
+    assert not any(_alive(p) for p in pids)
+    rec = h.record()
+    unit = "bytes_copied_per_s" if kind == "membw" else "loop_turns_per_s"
+    assert rec["kind"] == kind and rec["procs"] == 2 and len(rec[unit]) == 2
+    assert all(r is not None and r > 0 for r in rec[unit]), rec
+    with bench.Hogs("none", 3) as h:
+        assert h.pids() == []
+    with pytest.raises(ValueError):
+        bench.Hogs("disk", 1)
+
+
+def test_bench_contention_records_and_stops_its_load(tiny_gguf: str, tmp_path, monkeypatch, capsys) -> None:
+    """--contention measures under no load, a bandwidth hog and a compute hog: each result says its
+    condition and the hogs beside it, the table has a load column, and no hog outlives the run."""
+    from loomrt import bench
+
+    started: list = []
+    real = bench.Hogs
+
+    class Spy(real):  # type: ignore[misc,valid-type]
+        def __enter__(self):
+            out = super().__enter__()
+            started.append((self.kind, self.pids()))
+            return out
+
+    monkeypatch.setattr(bench, "Hogs", Spy)
+    out_json = str(tmp_path / "bench.json")
+    rc = cli.main(["bench", tiny_gguf, "--quick", "--systems", "loomrt", "--threads", "1", "--contention",
+                   "--json", out_json])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert [k for k, _ in started] == ["none", "membw", "compute"]
+    ncpu = os.cpu_count() or 1
+    for kind, pids in started:
+        assert len(pids) == (0 if kind == "none" else max(1, ncpu - 1))
+        assert not any(_alive(p) for p in pids)
+    with open(out_json, encoding="utf-8") as f:
+        res = json.load(f)
+    assert res["contention"]["conditions"] == ["none", "membw", "compute"]
+    by = {r["condition"]: r for r in res["results"]}
+    assert set(by) == {"none", "membw", "compute"}
+    assert "load" not in by["none"]["runs"][0]
+    assert by["membw"]["runs"][0]["load"]["kind"] == "membw"
+    assert by["membw"]["runs"][0]["load"]["bytes_copied_per_s"][0] > 0
+    assert by["compute"]["runs"][0]["load"]["loop_turns_per_s"][0] > 0
+    rows = [line.split() for line in out.splitlines() if line.startswith("f32 ") and "loomrt" in line]
+    assert [r[3] for r in rows] == ["none", "membw", "compute"]
+    assert all(float(r[4]) > 0 for r in rows)
+    assert "load: none = no load started by this run" in out

@@ -174,7 +174,7 @@ NATIVE = [("gcc", "-O0"), ("gcc", "-O2"), ("gcc", "-O3"), ("clang", "-O0"), ("cl
 
 # Every x86-64 kernel path of this build, best first: a CPU with AVX-512 (and VL) runs them all.
 # test_x86_paths_are_listed keeps the list honest; docs/determinism.md counts cells with it.
-X86_PATHS = ["avx2-avx512vl", "avx2", "avx512", "reference"]
+X86_PATHS = ["avx2-avx512vnni", "avx2-avx512vl", "avx2-vnni", "avx2", "avx512", "reference"]
 
 
 def has_source(name: str) -> bool:

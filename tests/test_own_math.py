@@ -1,5 +1,5 @@
 """Own math (csrc/base/math.c) checked over the float inputs by csrc/tests/test_math_exhaustive.c:
-vector exp/silu kernels bit-identical to the scalar functions on every kernel path, and the
+vector exp/silu/log kernels bit-identical to the scalar functions on every kernel path, and the
 accuracy of lrt_expf / lrt_tanhf / lrt_siluf / lrt_gelu_tanhf against a double reference.
 
 The full run (every one of the 2^32 inputs, `test_math_exhaustive 2 1`) costs about five
@@ -51,7 +51,7 @@ def check(text: str, paths):
         for p in paths:
             if f"vector {p}: no vector" in text:
                 continue
-            for k in ("exp_f32", "silu_mul_f32"):
+            for k in ("exp_f32", "silu_mul_f32", "log_f32"):
                 assert re.search(rf"^vector {p} {k} inputs=\d+ mismatches=0 ok$", text, re.M), (p, k, text)
 
 

@@ -130,6 +130,8 @@ def _specs(rng: np.random.Generator, count: int):
                 "seed": int(rng.integers(0, 1 << 40)), "n": int(rng.choice([1, 1, 1, 2]))}
         if rng.random() < 0.3:
             spec["stop"] = [chr(int(rng.integers(35, 100)))]
+        if rng.random() < 0.3:
+            spec["logprobs"] = int(rng.choice([0, 1, 4]))
         p = PROMPTS[int(rng.integers(len(PROMPTS)))]
         spec["prompt"] = [{"role": "user", "content": p}] if spec["chat"] else p
         out.append(spec)
@@ -141,6 +143,11 @@ def _kwargs(spec):
               seed=spec["seed"], n=spec["n"], stream=spec["stream"])
     if "stop" in spec:
         kw["stop"] = spec["stop"]
+    if "logprobs" in spec:
+        if spec["chat"]:
+            kw["logprobs"], kw["top_logprobs"] = True, spec["logprobs"]
+        else:
+            kw["logprobs"] = spec["logprobs"]
     if spec["chat"]:
         kw["messages"] = spec["prompt"]
     else:
@@ -148,15 +155,30 @@ def _kwargs(spec):
     return kw
 
 
+def _logprob_rows(chat, lp):
+    """A choice's (or chunk's) logprobs object as rows (token, logprob, top alternatives, ...)."""
+    if lp is None:
+        return None
+    if chat:
+        return [(e.token, e.logprob, tuple(e.bytes), tuple((t.token, t.logprob, tuple(t.bytes)) for t in e.top_logprobs))
+                for e in lp.content]
+    return [(t, v, tuple(sorted(top.items())), o) for t, v, top, o in
+            zip(lp.tokens, lp.token_logprobs, lp.top_logprobs, lp.text_offset)]
+
+
 def _collect(spec, resp):
-    """[(text, loomrt extension)] per choice from a response or a stream."""
+    """[(text, loomrt extension, finish reason, logprob rows)] per choice from a response or a
+    stream (a stream's logprobs are the concatenation of its chunks')."""
     n = spec["n"]
-    texts, exts, finish = [""] * n, [None] * n, [None] * n
+    texts, exts, finish, lps = [""] * n, [None] * n, [None] * n, [None] * n
     if spec["stream"]:
         for chunk in resp:
             for c in chunk.choices:
                 piece = c.delta.content if spec["chat"] else c.text
                 texts[c.index] += piece or ""
+                rows = _logprob_rows(spec["chat"], c.logprobs)
+                if rows is not None:
+                    lps[c.index] = (lps[c.index] or []) + rows
                 if c.finish_reason is not None:
                     exts[c.index] = c.model_extra["loomrt"]
                     finish[c.index] = c.finish_reason
@@ -165,7 +187,8 @@ def _collect(spec, resp):
             texts[c.index] = c.message.content if spec["chat"] else c.text
             exts[c.index] = c.model_extra["loomrt"]
             finish[c.index] = c.finish_reason
-    return [(texts[i], exts[i], finish[i]) for i in range(n)]
+            lps[c.index] = _logprob_rows(spec["chat"], c.logprobs)
+    return [(texts[i], exts[i], finish[i], lps[i]) for i in range(n)]
 
 
 async def _acall(client, spec):
@@ -186,8 +209,32 @@ def _call(client, spec):
     return _collect(spec, resp)
 
 
-def test_concurrent_requests_equal_alone_and_generate(server, refs):
-    specs = _specs(np.random.default_rng(2024), 40)
+def _cli_generate(path, spec, k, prompt_ids, out_path):
+    """`loomrt generate` (the CLI, in this process) with the spec's settings; its receipt.
+    Chat prompts go in as the rendered prompt's ids (the CLI's generate takes raw text)."""
+    from loomrt import cli
+
+    args = ["generate", path]
+    args += [",".join(map(str, prompt_ids)), "--ids"] if spec["chat"] else [spec["prompt"]]
+    args += ["-n", str(spec["max_tokens"]), "--temperature", repr(spec["temperature"]), "--top-p",
+             repr(spec["top_p"]), "--seed", str(spec["seed"] + k), "--receipt", str(out_path), "-q", "-t", "1"]
+    for st in spec.get("stop", []):
+        args.append("--stop=" + st)
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert cli.main(args) == 0
+    return json.loads(out_path.read_text())
+
+
+def test_concurrent_requests_equal_alone_and_generate(server, refs, tiny_paths, tmp_path):
+    """Issue 13's invariance check at its size: 64 concurrent requests (completions and chat,
+    streaming and not, temperatures, top_p, seeds, stop strings, n = 2, log-probabilities);
+    every choice equals the same request sent alone to the idle server, Model.generate and
+    `loomrt generate` (token ids and receipt)."""
+    specs = _specs(np.random.default_rng(2024), 64)
+    assert sum("logprobs" in s for s in specs) >= 10 and sum(s["stream"] for s in specs) >= 20
 
     async def all_at_once():
         client = _client(server, openai.AsyncOpenAI)
@@ -197,15 +244,26 @@ def test_concurrent_requests_equal_alone_and_generate(server, refs):
     together = asyncio.run(all_at_once())
     # the requests really shared steps: fewer batched steps than tokens generated
     steps = server.metric("loomrt_steps_total", model="tiny") - steps_before
-    made = sum(len(e["token_ids"]) + 1 for got, s in zip(together, specs) if s["model"] == "tiny" for _, e, _ in got)
+    made = sum(len(e["token_ids"]) + 1 for got, s in zip(together, specs) if s["model"] == "tiny" for _, e, _, _ in got)
     assert steps < made, (steps, made)
     client = _client(server)
-    for spec, got in zip(specs, together):
+    paths = {"tiny": tiny_paths[0], "other": tiny_paths[1]}
+    for si, (spec, got) in enumerate(zip(specs, together)):
         alone = _call(client, spec)
         m = refs[spec["model"]]
-        for k, ((text, ext, finish), (text1, ext1, finish1)) in enumerate(zip(got, alone)):
+        for k, ((text, ext, finish, lps), (text1, ext1, finish1, lps1)) in enumerate(zip(got, alone)):
             assert ext["token_ids"] == ext1["token_ids"] and text == text1 and finish == finish1, spec
             assert _strip(ext["receipt"]) == _strip(ext1["receipt"])
+            assert lps == lps1, spec  # log-probabilities: the same bits under load as alone
+            if "logprobs" in spec:
+                assert len(lps) == len(ext["token_ids"])
+            else:
+                assert lps is None
+            cli = _cli_generate(paths[spec["model"]], spec, k, ext["receipt"]["prompt_token_ids"],
+                                tmp_path / f"cli-{si}-{k}.json")
+            assert cli["output_token_ids"] == ext["receipt"]["output_token_ids"], spec
+            if not spec["chat"]:
+                assert _strip(cli) == _strip(ext["receipt"])
             g = m.generate(spec["prompt"], spec["max_tokens"], stop=spec.get("stop"), chat=spec["chat"], receipt=True,
                            temperature=spec["temperature"], top_p=spec["top_p"], seed=spec["seed"] + k)
             assert g.token_ids == ext["token_ids"], spec
@@ -234,6 +292,109 @@ def test_receipt_verifies_and_matches_cli(server, refs, tiny_paths, tmp_path):
     # an edited receipt fails
     receipt["output_token_ids"][0] ^= 1
     assert not loomrt.verify_receipt(receipt, refs["tiny"]).ok
+
+
+# ---- log-probabilities ----------------------------------------------------------------------------
+
+
+def _ref_logprobs(model, prompt_ids, token_ids):
+    """Session.log_softmax at each generated position of a fresh session (one token at a time)."""
+    s = model.session()
+    s.eval(prompt_ids)
+    rows = []
+    for t in token_ids:
+        rows.append(s.log_softmax())
+        s.eval([t])
+    return rows
+
+
+def _top(lp, k):
+    order = sorted(range(len(lp)), key=lambda i: (-lp[i], i))
+    return order[:k]
+
+
+def test_logprobs_exact_in_openai_shapes(server, refs):
+    """logprobs / top_logprobs for completions and chat, streaming and not: each value is the
+    float32 log softmax of the exact logits, bit for bit (Session.log_softmax of a fresh
+    session), within 1e-6 of torch's float64 log_softmax, and the alternatives are the k most
+    likely tokens in order; streaming chunks concatenate to the non-streaming answer."""
+    import torch
+
+    client = _client(server)
+    m = refs["tiny"]
+    tok = m.tokenizer
+    for chat in (False, True):
+        for stream in (False, True):
+            spec = {"model": "tiny", "chat": chat, "stream": stream, "max_tokens": 12, "temperature": 0.9, "top_p": 1.0,
+                    "seed": 5, "n": 2, "logprobs": 5,
+                    "prompt": [{"role": "user", "content": "Once upon"}] if chat else "Once upon"}
+            got = _call(client, spec)
+            for k, (text, ext, finish, rows) in enumerate(got):
+                ids = ext["token_ids"]
+                assert len(rows) == len(ids) >= 1
+                ref = _ref_logprobs(m, ext["receipt"]["prompt_token_ids"], ids)
+                # logits of the same positions, for torch's float64 log_softmax
+                logits = m.logits(ext["receipt"]["prompt_token_ids"] + ids)[len(ext["receipt"]["prompt_token_ids"]) - 1:-1]
+                want64 = torch.log_softmax(torch.from_numpy(logits).double(), dim=-1).numpy()
+                for i, (t, row, lp) in enumerate(zip(ids, rows, ref)):
+                    value = row[1]
+                    assert np.float32(value) == lp[t] and float(lp[t]) == value  # the same bits
+                    assert abs(value - want64[i, t]) <= 1e-6 * max(1.0, abs(want64[i, t]))
+                    top = _top(lp, 5)
+                    assert abs(np.exp(lp.astype(np.float64)).sum() - 1) < 1e-5
+                    if chat:
+                        assert row[0] == tok.token_bytes(t).decode("utf-8", "replace") or row[0].startswith("bytes:")
+                        assert list(row[2]) == list(tok.token_bytes(t))
+                        assert [bytes(b) for _, _, b in row[3]] == [tok.token_bytes(a) for a in top]
+                        assert [v for _, v, _ in row[3]] == [float(lp[a]) for a in top]
+                    else:
+                        alts = dict(row[2])
+                        for a in top:
+                            assert alts[server_token_str(tok, a)] == float(lp[a])
+                        assert alts[row[0]] == value  # the sampled token is always listed
+                        assert len(alts) in (5, 6)
+                if not chat:
+                    offsets = [r[3] for r in rows]  # where each token's text starts in the completion
+                    assert offsets[0] == 0 and offsets == sorted(offsets) and offsets[-1] <= len(tok.decode(ids))
+                    full = tok.decode(ids)
+                    for i, o in enumerate(offsets):  # where the split falls between whole characters
+                        head = tok.decode(ids[:i])
+                        if "\ufffd" not in head and head + tok.decode(ids[i:]) == full:
+                            assert o == len(head)
+    # top_logprobs = 0 in chat: the token's own log-probability, no alternatives; off: None
+    r = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=3,
+                                       logprobs=True, top_logprobs=0, temperature=0)
+    assert all(e.top_logprobs == [] for e in r.choices[0].logprobs.content) and r.choices[0].logprobs.content
+    r = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=3)
+    assert r.choices[0].logprobs is None
+
+
+def server_token_str(tok, t):
+    from loomrt.server import _token_str
+
+    return _token_str(tok.token_bytes(t))
+
+
+def test_session_log_softmax_is_fixed_order(refs):
+    """Session.log_softmax (lrt_session_log_softmax): the same bits at 1 and 3 threads and from
+    a batched step; exp of it sums to 1; equals the float64 reference within 1e-6."""
+    m = refs["tiny"]
+    ids = m.encode("The quick brown fox")
+    out = []
+    for threads in (1, 3):
+        s = m.session(threads=threads)
+        s.eval(ids)
+        out.append(s.log_softmax())
+    b = loomrt.Batch(m, threads=2)
+    s1, s2 = m.session(), m.session()
+    b.eval([(s2, m.encode("other text here")), (s1, ids)])
+    out.append(s1.log_softmax())
+    assert out[0].tobytes() == out[1].tobytes() == out[2].tobytes()
+    logits = m.logits(ids)[-1].astype(np.float64)
+    ref = logits - (logits.max() + np.log(np.exp(logits - logits.max()).sum()))
+    assert np.max(np.abs(out[0] - ref)) < 1e-6
+    with pytest.raises(loomrt.errors.StateError):
+        m.session().log_softmax()
 
 
 def test_models_health_metrics(server):
@@ -278,7 +439,18 @@ BAD = [
     ({"model": "tiny", "prompt": "a", "n": 100}, "/v1/completions", 400, "n", "[1, 16]"),
     ({"model": "tiny", "prompt": "a", "stream": "yes"}, "/v1/completions", 400, "stream", "boolean"),
     ({"model": "tiny", "prompt": "a", "frobnicate": 1}, "/v1/completions", 400, "frobnicate", "unknown field"),
-    ({"model": "tiny", "prompt": "a", "logprobs": 2}, "/v1/completions", 400, "logprobs", "not supported"),
+    ({"model": "tiny", "prompt": "a", "logprobs": 21}, "/v1/completions", 400, "logprobs", "[0, 20]"),
+    ({"model": "tiny", "prompt": "a", "logprobs": "5"}, "/v1/completions", 400, "logprobs", "integer"),
+    ({"model": "tiny", "prompt": "a", "n": "two"}, "/v1/completions", 400, "n", "integer"),
+    ({"model": "tiny", "prompt": "a", "max_tokens": -3}, "/v1/completions", 400, "max_tokens", "[1,"),
+    ({"model": "tiny", "prompt": "a", "top_p": 1.5}, "/v1/completions", 400, "top_p", "(0, 1]"),
+    ({"model": "tiny", "prompt": "a", "temperature": 1e308 * 10}, "/v1/completions", 400, None, "not valid JSON"),
+    ({"model": "tiny", "prompt": "a", "max_tokens": 5.0}, "/v1/completions", 400, "max_tokens", "integer"),
+    ({"model": "tiny", "prompt": ["a", 5]}, "/v1/completions", 400, "prompt", "'prompt' must be"),
+    (b'{"model": "tiny", "prompt": "a"', "/v1/completions", 400, None, "not valid JSON"),
+    (b"\xff\xfe{}", "/v1/completions", 400, None, "not valid JSON"),
+    (b"", "/v1/completions", 400, None, "not valid JSON"),
+    (b'"just a string"', "/v1/chat/completions", 400, None, "JSON object"),
     ({"model": "tiny", "prompt": "a", "presence_penalty": 0.5}, "/v1/completions", 400, "presence_penalty", "not supported"),
     ({"model": "tiny", "prompt": "a", "echo": True}, "/v1/completions", 400, "echo", "not supported"),
     ({"model": "tiny", "prompt": "ab" * 1000}, "/v1/completions", 400, "prompt", "context holds 1024"),
@@ -287,7 +459,19 @@ BAD = [
     ({"model": "tiny", "messages": [{"role": "wizard", "content": "x"}]}, "/v1/chat/completions", 400, "messages", "role"),
     ({"model": "tiny", "messages": [{"role": "user", "content": 3}]}, "/v1/chat/completions", 400, "messages", "content"),
     ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "top_logprobs": 3}, "/v1/chat/completions",
-     400, "top_logprobs", "not supported"),
+     400, "top_logprobs", "needs 'logprobs': true"),
+    ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "logprobs": 3}, "/v1/chat/completions",
+     400, "logprobs", "must be a boolean"),
+    ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "logprobs": True, "top_logprobs": 50},
+     "/v1/chat/completions", 400, "top_logprobs", "[0, 20]"),
+    ({"model": "tiny", "messages": [{"role": "user", "content": "x" * 3000}]}, "/v1/chat/completions", 400,
+     "messages", "context holds 1024"),
+    ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "max_completion_tokens": 10 ** 6},
+     "/v1/chat/completions", 400, "max_completion_tokens", "--max-tokens-limit"),
+    ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "temperature": -0.1}, "/v1/chat/completions",
+     400, "temperature", "[0, 2]"),
+    ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "colour": "red"}, "/v1/chat/completions",
+     400, "colour", "unknown field"),
     ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]},
      "/v1/chat/completions", 400, "tools", "not supported"),
     ({"model": "tiny", "prompt": "a", "stream_options": {"include_usage": True}}, "/v1/completions", 400,
@@ -302,6 +486,9 @@ def test_malformed_requests(server, body, path, status, param, text):
     e = r.json()["error"]
     assert text in e["message"], e
     assert e["param"] == param and e["type"]
+    # and the server keeps serving
+    ok = _post(server, "/v1/completions", {"model": "tiny", "prompt": "ok", "max_tokens": 1})
+    assert ok.status_code == 200 and ok.json()["choices"][0]["loomrt"]["token_ids"] is not None
 
 
 def test_transport_level_errors_and_still_serving(server):

@@ -185,10 +185,21 @@ def _digests(w, **kw):
 
 def test_bit_identical_across_threads_and_kernel_paths(paths) -> None:
     runs = []
-    for threads in (1, 2):
+    for threads in (1, 2, 3):
         mods = [loomrt.load(paths[k], threads=threads) for k in ("a", "b", "c")]
         for mode, wts in (("mix", [0.5, 0.3, 0.2]), ("product", [0.5, 0.3, 0.2]), ("proxy", [1, 1, 1])):
-            runs.append(((threads, mode), _digests(loomrt.weave(mods, weights=wts, mode=mode))))
+            for par in (False, True):  # models one after another, or stepped at once on threads
+                w = loomrt.weave(mods, weights=wts, mode=mode, parallel=par)
+                assert w.parallel == par and w._info(loomrt._lib.lib.LRT_WEAVE_INFO_PARALLEL) == (
+                    min(threads, 3) if par and threads > 1 else 0)
+                runs.append((((threads, par), mode), _digests(w)))
+    # two models on two threads: each session on its own thread by default
+    two = [loomrt.load(paths[k], threads=2) for k in ("a", "b")]
+    w = loomrt.weave(two, weights=[0.5, 0.3], mode="mix")
+    assert w.parallel and w.session_threads == [1, 1]
+    seq = loomrt.weave(two, weights=[0.5, 0.3], mode="mix", parallel=False)
+    assert _digests(w) == _digests(seq)
+    assert _digests(loomrt.weave(two, weights=[0.5, 0.3], mode="mix", threads=4)) == _digests(seq)
     base = loomrt.kernel_path()
     try:
         for path in loomrt.kernel_paths():
@@ -294,6 +305,62 @@ def test_bad_input_is_refused(ms) -> None:
     w.sessions[1].reset()
     with pytest.raises(loomrt.StateError, match="tokens changed"):
         next(it)
+
+
+def test_a_model_dropped_or_changed_mid_generation(paths) -> None:
+    """One model "closed" mid-generation: the weave keeps its models and sessions alive (the
+    generation goes on, equal to an undisturbed one); a session reset, truncated or used by
+    another thread gives a typed error, never a crash, and the next prompt starts cleanly."""
+    import gc
+    import threading
+
+    a, b = loomrt.load(paths["a"], threads=1), loomrt.load(paths["b"], threads=1)
+    want = loomrt.weave([a, b], weights=[0.5, 0.5]).generate(PROMPT, 12, temperature=0.9, seed=3).token_ids
+    w = loomrt.weave([a, loomrt.load(paths["b"], threads=1)], weights=[0.5, 0.5])
+    it = w.iter_steps(PROMPT, 12, temperature=0.9, seed=3)
+    got = [next(it)[0]["token"] for _ in range(4)]
+    w.models[1] = None  # the caller's last reference to model 1 is gone
+    gc.collect()
+    got += [r["token"] for r, _ in it]
+    assert got == want
+    # a session truncated mid-generation
+    w = loomrt.weave([a, b], weights=[0.5, 0.5])
+    it = w.iter_steps(PROMPT, 10)
+    next(it)
+    w.sessions[0].truncate(2)
+    with pytest.raises(loomrt.StateError, match="tokens changed since the last step"):
+        next(it)
+    assert len(w.generate(PROMPT, 3).token_ids) == 3  # a new prompt works again
+    # another thread evaluating on a woven session while the weave steps: BusyError or
+    # StateError on either side, no crash, no mixed result
+    w = loomrt.weave([a, b], weights=[0.5, 0.5])
+    errs, stop = [], threading.Event()
+
+    def other() -> None:
+        while not stop.is_set():
+            try:
+                w.sessions[1].reset()
+                w.sessions[1].eval([5, 6])
+            except loomrt.BusyError as exc:
+                errs.append(exc)
+
+    th = threading.Thread(target=other)
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    th.start()
+    caught = []
+    try:
+        for _ in range(40):
+            try:
+                w.generate(PROMPT, 24)
+            except (loomrt.BusyError, loomrt.StateError) as exc:
+                caught.append(exc)
+    finally:
+        stop.set()
+        th.join()
+        sys.setswitchinterval(old)
+    assert caught, "the weave never noticed the other thread"
+    assert all(isinstance(e, (loomrt.BusyError, loomrt.StateError)) for e in caught + errs)
 
 
 class _Spans(html.parser.HTMLParser):

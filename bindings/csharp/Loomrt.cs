@@ -43,7 +43,7 @@ namespace Loomrt
         VocabSize = 0, ContextLength = 1, HiddenSize = 2, Layers = 3, Heads = 4, KvHeads = 5, HeadDim = 6,
         FfnSize = 7, Parameters = 8, WeightBytes = 9, ResidentBytes = 10, BosId = 11, EosCount = 12,
         TiedEmbeddings = 13, IsGguf = 14, TokenizerSize = 15, TokenizerBosId = 16, TokenizerEosId = 17,
-        EogCount = 18,
+        EogCount = 18, SlidingWindow = 19, SlidingLayers = 20, KvWindowRows = 21,
     }
 
     public enum ModelString { Architecture = 0, Dtype = 1, Source = 2, Name = 3, ChatTemplate = 4 }
@@ -114,6 +114,7 @@ namespace Loomrt
         [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_session_reset(SessionHandle session);
         [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_session_truncate(SessionHandle session, long pos);
         [DllImport(Lib, CallingConvention = CC)] public static extern long lrt_session_position(SessionHandle session);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_session_kv_rows(SessionHandle session, long layer, out long allocated, out long limit);
         [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_session_eval(SessionHandle session, int[] tokens, long n, int allLogits);
         [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_session_logits(SessionHandle session, out IntPtr logits, out long rows, out long vocab);
         [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_session_set_float(SessionHandle session, int param, double value);
@@ -197,6 +198,15 @@ namespace Loomrt
         [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_spec_get_int(IntPtr spec, int key, out long value);
         [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_spec_start(IntPtr spec);
         [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_spec_next(IntPtr spec, out int token, out IntPtr logits);
+        // log-probabilities: log softmax of the last logits row (vocab floats), fixed order
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_session_log_softmax(SessionHandle session, float[] output);
+        // training across processes: flat gradient sums and weights (docs/scale-out.md)
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_trainer_grad_size(IntPtr trainer, out long n);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_trainer_grad_read(IntPtr trainer, float[] output, long n, out double lossSum, out long count);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_trainer_grad_add(IntPtr trainer, float[] input, long n, double lossSum, long count);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_trainer_grad_clear(IntPtr trainer);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_trainer_weights_read(IntPtr trainer, float[] output, long n);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_trainer_weights_write(IntPtr trainer, float[] input, long n);
 
         /// <summary>Throw LoomrtException for a negative status.</summary>
         public static void Check(int status)

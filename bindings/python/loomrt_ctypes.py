@@ -92,6 +92,7 @@ SIGNATURES: Dict[str, Tuple[object, List[object]]] = {
     "lrt_session_reset": (_i32, [_h]),
     "lrt_session_truncate": (_i32, [_h, _i64]),
     "lrt_session_position": (_i64, [_h]),
+    "lrt_session_kv_rows": (_i32, [_h, _i64, _P(_i64), _P(_i64)]),
     "lrt_session_eval": (_i32, [_h, _P(_i32), _i64, _i32]),
     "lrt_session_logits": (_i32, [_h, _P(_P(c_float)), _P(_i64), _P(_i64)]),
     "lrt_session_set_float": (_i32, [_h, _i32, c_double]),
@@ -171,6 +172,15 @@ SIGNATURES: Dict[str, Tuple[object, List[object]]] = {
     "lrt_spec_get_int": (_i32, [_h, _i32, _P(_i64)]),
     "lrt_spec_start": (_i32, [_h]),
     "lrt_spec_next": (_i32, [_h, _P(_i32), _P(_P(c_float))]),
+    # log-probabilities
+    "lrt_session_log_softmax": (_i32, [_h, _P(c_float)]),
+    # training across processes (docs/scale-out.md)
+    "lrt_trainer_grad_size": (_i32, [_h, _P(_i64)]),
+    "lrt_trainer_grad_read": (_i32, [_h, _P(c_float), _i64, _P(c_double), _P(_i64)]),
+    "lrt_trainer_grad_add": (_i32, [_h, _P(c_float), _i64, c_double, _i64]),
+    "lrt_trainer_grad_clear": (_i32, [_h]),
+    "lrt_trainer_weights_read": (_i32, [_h, _P(c_float), _i64]),
+    "lrt_trainer_weights_write": (_i32, [_h, _P(c_float), _i64]),
 }
 
 _STATUS_NAMES = {0: "LRT_OK", -1: "LRT_ERR_INVALID_ARGUMENT", -2: "LRT_ERR_NOT_FOUND", -3: "LRT_ERR_IO",

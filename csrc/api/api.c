@@ -26,7 +26,7 @@ int32_t lrt_model_open(const char *path, size_t path_len, int32_t flags, lrt_mod
   if (!lrt_utf8_valid(path, path_len)) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "the model path is not valid UTF-8");
   if (path_len > 4000) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "the model path is too long");
   if (flags & ~(LRT_OPEN_ALLOW_UNKNOWN_CONFIG_KEYS | LRT_OPEN_COPY_BUFFERS | LRT_OPEN_QUANTIZE_Q8_0 | LRT_OPEN_INT8_ACTIVATIONS |
-                LRT_OPEN_ALLOW_UNUSED_TENSORS | LRT_OPEN_NO_MMAP | LRT_OPEN_TOKENIZER_ONLY))
+                LRT_OPEN_ALLOW_UNUSED_TENSORS | LRT_OPEN_NO_MMAP | LRT_OPEN_TOKENIZER_ONLY | LRT_OPEN_FULL_KV))
     return lrt_err(LRT_ERR_INVALID_ARGUMENT, "lrt_model_open: unknown flags 0x%x", (unsigned)flags);
   char buf[4096];
   memcpy(buf, path, path_len);
@@ -83,6 +83,14 @@ int32_t lrt_model_get_int(const lrt_model *m, int32_t key, int64_t *out) {
     case LRT_INFO_TOKENIZER_BOS_ID: *out = lrt_text_token(m->text, 0); break;
     case LRT_INFO_TOKENIZER_EOS_ID: *out = lrt_text_token(m->text, 1); break;
     case LRT_INFO_EOG_COUNT: *out = lrt_text_eog_count(m->text); break;
+    case LRT_INFO_SLIDING_WINDOW: *out = c->sliding_window > 0 ? c->sliding_window : 0; break;
+    case LRT_INFO_SLIDING_LAYERS: {
+      int64_t k = 0;
+      for (int64_t l = 0; l < c->n_layers; l++) k += lrt_layer_window(c, l) > 0;
+      *out = k;
+      break;
+    }
+    case LRT_INFO_KV_WINDOW_ROWS: *out = lrt_kv_ring_rows(m, INT64_MAX); break;
     default: return lrt_err(LRT_ERR_INVALID_ARGUMENT, "unknown model info key %d", key);
   }
   return LRT_OK;
@@ -277,6 +285,7 @@ void lrt_session_free(lrt_session *s) {
 int32_t lrt_session_reset_in(lrt_session *s) {
   lrt_gen_stop(s);
   s->pos = 0;
+  s->kv_lo = 0;
   s->logits_rows = 0;
   s->n_cand = 0;
   return LRT_OK;
@@ -287,8 +296,10 @@ int32_t lrt_session_reset(lrt_session *s) { SESSION_CALL(s, "lrt_session_reset",
 static int32_t truncate_in(lrt_session *s, int64_t pos) {
   if (pos < 0 || pos > s->pos)
     return lrt_err(LRT_ERR_INVALID_ARGUMENT, "truncate position %lld is outside [0, %lld]", (long long)pos, (long long)s->pos);
+  if (!lrt_session_can_rewind(s, pos)) return lrt_rewind_error(s, pos, "lrt_session_truncate");
   if (pos != s->pos) lrt_gen_stop(s);
   s->pos = pos;
+  if (pos == 0) s->kv_lo = 0;
   s->logits_rows = 0;
   s->n_cand = 0;
   return LRT_OK;
@@ -296,6 +307,24 @@ static int32_t truncate_in(lrt_session *s, int64_t pos) {
 
 int32_t lrt_session_truncate(lrt_session *s, int64_t pos) {
   SESSION_CALL(s, "lrt_session_truncate", truncate_in(s, pos));
+}
+
+static int32_t kv_rows_in(const lrt_session *s, int64_t layer, int64_t *allocated, int64_t *limit) {
+  int64_t L = s->m->cfg.n_layers;
+  if (layer < -1 || layer >= L)
+    return lrt_err(LRT_ERR_INVALID_ARGUMENT, "layer %lld is outside [-1, %lld)", (long long)layer, (long long)L);
+  int64_t a = 0, b = 0;
+  for (int64_t l = layer < 0 ? 0 : layer; l < (layer < 0 ? L : layer + 1); l++) {
+    a += lrt_kv_layer_rows(s, l, s->cap);
+    b += lrt_kv_layer_rows(s, l, s->ctx);
+  }
+  if (allocated) *allocated = a;
+  if (limit) *limit = b;
+  return LRT_OK;
+}
+
+int32_t lrt_session_kv_rows(const lrt_session *s, int64_t layer, int64_t *allocated, int64_t *limit) {
+  SESSION_CALL(s, "lrt_session_kv_rows", kv_rows_in(s, layer, allocated, limit));
 }
 
 int64_t lrt_session_position(const lrt_session *s) {
@@ -402,4 +431,16 @@ static int32_t candidates_in(const lrt_session *s, const int32_t **ids, const fl
 int32_t lrt_session_candidates(const lrt_session *s, const int32_t **ids, const float **probs,
                                int64_t *count) {
   SESSION_CALL(s, "lrt_session_candidates", candidates_in(s, ids, probs, count));
+}
+
+static int32_t log_softmax_in(const lrt_session *s, float *out) {
+  CHECK_PTR(out, "out");
+  if (s->logits_rows < 1) return lrt_err(LRT_ERR_STATE, "no logits yet: call lrt_session_eval first");
+  int64_t v = s->m->cfg.vocab;
+  lrt_log_softmax_row(s->logits + (s->logits_rows - 1) * v, v, out);
+  return LRT_OK;
+}
+
+int32_t lrt_session_log_softmax(const lrt_session *s, float *out) {
+  SESSION_CALL(s, "lrt_session_log_softmax", log_softmax_in(s, out));
 }

@@ -368,7 +368,7 @@ int32_t lrt_model_open_memory(int64_t n_files, const char *const *names, const s
   if (!names || !names_lens || !data || !sizes)
     return lrt_err(LRT_ERR_INVALID_ARGUMENT, "names, names_lens, data and sizes must not be NULL");
   if (flags & ~(LRT_OPEN_ALLOW_UNKNOWN_CONFIG_KEYS | LRT_OPEN_COPY_BUFFERS | LRT_OPEN_QUANTIZE_Q8_0 | LRT_OPEN_INT8_ACTIVATIONS |
-                LRT_OPEN_ALLOW_UNUSED_TENSORS | LRT_OPEN_NO_MMAP | LRT_OPEN_TOKENIZER_ONLY))
+                LRT_OPEN_ALLOW_UNUSED_TENSORS | LRT_OPEN_NO_MMAP | LRT_OPEN_TOKENIZER_ONLY | LRT_OPEN_FULL_KV))
     return lrt_err(LRT_ERR_INVALID_ARGUMENT, "unknown open flags 0x%x", (unsigned)flags);
   for (int64_t i = 0; i < n_files; i++) {
     if (!names[i] || names_lens[i] == 0 || names_lens[i] > 1024)

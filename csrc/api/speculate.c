@@ -26,6 +26,8 @@
 #include "api_internal.h"
 
 #define SPEC_K_LIMIT 64
+/* the target steps back at most SPEC_K_LIMIT + 1 positions: sliding-window rings hold that */
+typedef char spec_rollback_fits_the_kv_ring[(SPEC_K_LIMIT + 1 <= LRT_CHUNK) ? 1 : -1];
 #define SPEC_NGRAM_LIMIT 64
 /* Scheduling constants (they decide how many rows a chunk verifies, never a token):
  * SPEC_COST, the cost of one more verified row relative to one decode step (measured 0.15 for
@@ -247,6 +249,7 @@ static int32_t draft_sync(lrt_spec *sp, int64_t L) {
   int64_t c = 0;
   while (c < d->pos && c < L && d->tokens[c] == hist(sp, c)) c++;
   if (c == L) c = L - 1; /* the last token must be evaluated again to get its logits */
+  if (!lrt_session_can_rewind(d, c)) c = 0; /* its rings no longer hold c's window: from the start */
   int64_t m = L - c;
   if (m > sp->catchup_cap) {
     int32_t *b = (int32_t *)realloc(sp->catchup, (size_t)m * sizeof(int32_t));
@@ -365,7 +368,8 @@ static int32_t round_run(lrt_spec *sp) {
     }
     break;
   }
-  /* keep pending + the accepted drafts; the last sampled token is the new pending one */
+  /* keep pending + the accepted drafts; the last sampled token is the new pending one (a
+   * step back of at most SPEC_K_LIMIT positions: sliding-window rings hold it, model.h) */
   t->pos = pos + 1 + acc;
   if (acc) memmove(t->logits, t->logits + acc * V, (size_t)V * sizeof(float));
   t->logits_rows = 1;

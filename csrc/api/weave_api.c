@@ -208,8 +208,9 @@ int32_t lrt_weave_set_float(lrt_weave *w, int32_t key, double v) {
       if (!(v > 0.0 && v <= 1e6)) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "the amateur temperature must be > 0, got %g", v);
       w->amateur_temp = v;
       return LRT_OK;
-    case LRT_WEAVE_TRACE_TOP_K:
-      if (v != (double)(int64_t)v) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "trace top-k must be an integer");
+    case LRT_WEAVE_TRACE_TOP_K: case LRT_WEAVE_PARALLEL:
+      if (!(v >= -1e18 && v <= 1e18) || v != (double)(int64_t)v)
+        return lrt_err(LRT_ERR_INVALID_ARGUMENT, "%s must be an integer", key == LRT_WEAVE_PARALLEL ? "LRT_WEAVE_PARALLEL" : "trace top-k");
       return lrt_weave_set_int(w, key, (int64_t)v);
     default:
       return lrt_session_set_float(&w->carrier, key, v);
@@ -219,6 +220,9 @@ int32_t lrt_weave_set_float(lrt_weave *w, int32_t key, double v) {
 int32_t lrt_weave_set_int(lrt_weave *w, int32_t key, int64_t v) {
   CHECK_PTR(w, "weave");
   switch (key) {
+    case LRT_WEAVE_PARALLEL:
+      if (v < 0 || v > 1024) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "LRT_WEAVE_PARALLEL must be in [0, 1024], got %lld", (long long)v);
+      return lrt_wv_set_parallel(w, (int32_t)v);
     case LRT_WEAVE_TRACE_TOP_K:
       if (v < 0 || v > LRT_WEAVE_MAX_TOP_K)
         return lrt_err(LRT_ERR_INVALID_ARGUMENT, "trace top-k must be in [0, %d], got %lld", LRT_WEAVE_MAX_TOP_K, (long long)v);
@@ -244,6 +248,7 @@ int32_t lrt_weave_get_int(const lrt_weave *w, int32_t key, int64_t *out) {
     case LRT_WEAVE_INFO_TRACE_ROWS: *out = w->n_rows; return LRT_OK;
     case LRT_WEAVE_INFO_MODE: *out = w->mode; return LRT_OK;
     case LRT_WEAVE_INFO_TRACE_TOP_K: *out = w->row_top_k; return LRT_OK;
+    case LRT_WEAVE_INFO_PARALLEL: *out = w->parallel; return LRT_OK;
     default: return lrt_err(LRT_ERR_INVALID_ARGUMENT, "unknown weave info key %d", key);
   }
 }
@@ -257,19 +262,40 @@ static int64_t min_ctx(const lrt_weave *w) {
   return c;
 }
 
-/* Evaluate ids on every session (each keeps its own KV cache), under the guard. */
+/* Model i's eval of the step's ids on its own session (a pool task when models run at once;
+ * the error message is thread-local, so a worker's is kept beside its status). */
+static void eval_model(void *ctx, int64_t i, int thread) {
+  (void)thread;
+  lrt_weave *w = (lrt_weave *)ctx;
+  int32_t st = lrt_forward(w->s[i], w->task_ids, w->task_n, 0);
+  w->task_st[i] = st;
+  if (st) snprintf(w->task_msg[i], sizeof w->task_msg[i], "%s", lrt_last_error());
+}
+
+/* Evaluate ids on every session (each keeps its own KV cache), under the guard; with
+ * LRT_WEAVE_PARALLEL the models run at once. The error reported is the first failing
+ * model's, in model order, whichever thread ran it. */
 static int32_t eval_all(lrt_weave *w, const int32_t *ids, int64_t n) {
   lrt_fpenv env;
   lrt_fpenv_enter(&env);
+  w->task_ids = ids;
+  w->task_n = n;
   int32_t st = LRT_OK;
-  for (int64_t i = 0; i < w->n && st == LRT_OK; i++) {
-    st = lrt_forward(w->s[i], ids, n, 0);
-    if (st) {
-      char msg[64];
-      snprintf(msg, sizeof msg, "weave: model %lld", (long long)i);
-      st = lrt_err_prefix(st, msg);
+  if (w->pool) {
+    lrt_wv_each_model(w, eval_model, w);
+  } else {
+    for (int64_t i = 0; i < w->n; i++) {
+      eval_model(w, i, 0);
+      if (w->task_st[i]) break; /* the later models are not run */
     }
   }
+  for (int64_t i = 0; i < w->n && st == LRT_OK; i++) {
+    if (!w->task_st[i]) continue;
+    char pre[64];
+    snprintf(pre, sizeof pre, "weave: model %lld", (long long)i);
+    st = lrt_err(w->task_st[i], "%s: %s", pre, w->task_msg[i]);
+  }
+  for (int64_t i = 0; i < w->n; i++) w->task_st[i] = LRT_OK;
   lrt_fpenv_leave(&env);
   return st;
 }
@@ -295,9 +321,38 @@ static void observe_tokens(lrt_weave *w, const int32_t *ids, int64_t n) {
   }
 }
 
+/* Enter every session as an exported session call does (docs/threads.md): a session another
+ * thread is inside fails the call with LRT_ERR_BUSY before anything runs. */
+static int32_t enter_all(lrt_weave *w, const char *fn) {
+  for (int64_t i = 0; i < w->n; i++) {
+    int32_t st = lrt_session_enter(w->s[i], fn);
+    if (st) {
+      while (i-- > 0) lrt_session_leave(w->s[i]);
+      char pre[64];
+      snprintf(pre, sizeof pre, "weave: model %lld", (long long)i);
+      return lrt_err_prefix(st, pre);
+    }
+  }
+  return LRT_OK;
+}
+
+static void leave_all(lrt_weave *w) {
+  for (int64_t i = 0; i < w->n; i++) lrt_session_leave(w->s[i]);
+}
+
+static int32_t prompt_tokens(lrt_weave *w, const int32_t *ids, int64_t n, int32_t flags);
+
 int32_t lrt_weave_prompt_tokens(lrt_weave *w, const int32_t *ids, int64_t n, int32_t flags) {
   CHECK_PTR(w, "weave");
   CHECK_PTR(ids, "ids");
+  int32_t st = enter_all(w, "lrt_weave_prompt");
+  if (st) return st;
+  st = prompt_tokens(w, ids, n, flags);
+  leave_all(w);
+  return st;
+}
+
+static int32_t prompt_tokens(lrt_weave *w, const int32_t *ids, int64_t n, int32_t flags) {
   if (n < 1) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "the prompt is empty: give at least one token");
   if (flags & ~(LRT_PROMPT_ADD_SPECIAL | LRT_PROMPT_PARSE_SPECIAL | LRT_PROMPT_KEEP))
     return lrt_err(LRT_ERR_INVALID_ARGUMENT, "unknown prompt flags 0x%x", (unsigned)flags);
@@ -327,7 +382,7 @@ int32_t lrt_weave_prompt_tokens(lrt_weave *w, const int32_t *ids, int64_t n, int
   if (keep) { w->in_code = in_code; w->backticks = backticks; }
   lrt_gen_decoder_reset(w->dec);
   for (int64_t i = 0; i < w->n; i++) {
-    if (!keep) lrt_session_reset(w->s[i]);
+    if (!keep) lrt_session_reset_in(w->s[i]);
     else lrt_gen_stop(w->s[i]);
   }
   int32_t st;
@@ -373,9 +428,19 @@ static int32_t finish(lrt_weave *w, int32_t reason, int32_t *token, const char *
   return lrt_gen_decoder_flush(w->s[0], w->dec, text, len);
 }
 
+static int32_t step(lrt_weave *w, int32_t *token, const char **text, size_t *text_len);
+
 int32_t lrt_weave_step(lrt_weave *w, int32_t *token, const char **text, size_t *text_len) {
   CHECK_PTR(w, "weave");
   if (!token || !text || !text_len) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "token, text and text_len must not be NULL");
+  int32_t st = enter_all(w, "lrt_weave_step");
+  if (st) return st;
+  st = step(w, token, text, text_len);
+  leave_all(w);
+  return st;
+}
+
+static int32_t step(lrt_weave *w, int32_t *token, const char **text, size_t *text_len) {
   *token = -1;
   *text = "";
   *text_len = 0;

@@ -125,6 +125,14 @@ typedef struct lrt_model lrt_model;
  * the cost of the file's size in private memory and a full read at open. Same results.
  * (lrt_model_open_memory accepts the flag and ignores it: its buffers are the caller's.) */
 #define LRT_OPEN_NO_MMAP 32
+/* Keep every position in the KV cache of sliding-window layers. By default a layer whose
+ * attention is limited to a window of W positions keeps only its last W + 127 positions (a
+ * ring buffer: memory bounded by the window, not the context; same logits bits). The price
+ * of the ring: lrt_session_truncate can move back at most 128 positions from the furthest
+ * position evaluated since the last reset (LRT_ERR_STATE otherwise; back to 0 always
+ * works). With this flag every position is kept (the memory of a full-attention layer) and
+ * truncation may go anywhere. Same results either way. */
+#define LRT_OPEN_FULL_KV 128
 
 /* Open a model: a HuggingFace folder (config.json + *.safetensors) or a .gguf file.
  * path is UTF-8 with explicit length. Weights are memory-mapped (or read into memory with
@@ -160,7 +168,17 @@ typedef enum lrt_model_info {
   LRT_INFO_TOKENIZER_EOS_ID = 17,/* its eos, the one chat templates write: GGUF eos (else
                                     eot, eom, an end-of-turn token), "eos_token" of the
                                     folder's files (else config.json's first eos); -1   */
-  LRT_INFO_EOG_COUNT = 18        /* ids that end a generation (lrt_model_eog_id)      */
+  LRT_INFO_EOG_COUNT = 18,       /* ids that end a generation (lrt_model_eog_id)      */
+  /* Sliding-window attention (Mistral, Gemma 2/3 local layers, Phi-3, Qwen3 with
+   * use_sliding_window): */
+  LRT_INFO_SLIDING_WINDOW = 19,  /* positions a windowed layer attends to; 0 when none  */
+  LRT_INFO_SLIDING_LAYERS = 20,  /* layers whose attention is limited to the window     */
+  LRT_INFO_KV_WINDOW_ROWS = 21   /* positions the KV cache of a windowed layer keeps at
+                                    most (a ring: window + 127, enough for a chunk of 128
+                                    new tokens or a rollback of 128); 0 when no layer is
+                                    windowed or the model was opened with LRT_OPEN_FULL_KV.
+                                    A session's windowed layer holds min(this, its
+                                    context) positions, however long the sequence grows */
 } lrt_model_info;
 LRT_API int32_t lrt_model_get_int(const lrt_model *model, int32_t key, int64_t *out);
 
@@ -707,6 +725,11 @@ typedef enum lrt_weave_mode {
                                              expert scale (default 1); double >= 0          */
 #define LRT_WEAVE_AMATEUR_TEMPERATURE 101 /* contrast: the amateur's temperature, > 0 (1)   */
 #define LRT_WEAVE_TRACE_TOP_K 102         /* top tokens kept per model and step, 0..64 (5)  */
+#define LRT_WEAVE_PARALLEL 103            /* int: step up to this many models at once, each
+                                             on its own thread (its eval uses its session's
+                                             threads); 0 or 1: one after another (default 0).
+                                             Changes no bit: each model's values are computed
+                                             by the same code on whichever thread.          */
 
 /* Weight schedules (lrt_weave_set_schedule). */
 #define LRT_WEAVE_SCHEDULE_NONE 0 /* static weights (lrt_weave_set_weights)                  */
@@ -725,6 +748,7 @@ typedef enum lrt_weave_mode {
 #define LRT_WEAVE_INFO_TRACE_ROWS 6    /* trace rows since the last prompt                   */
 #define LRT_WEAVE_INFO_MODE 7
 #define LRT_WEAVE_INFO_TRACE_TOP_K 8
+#define LRT_WEAVE_INFO_PARALLEL 9      /* threads stepping models at once (0: none)          */
 
 /* A weave over sessions[0..n) (1 <= n <= 16, distinct sessions). Mode mix, weights all 1. */
 LRT_API int32_t lrt_weave_new(lrt_session *const *sessions, int64_t n, lrt_weave **out);
@@ -897,6 +921,52 @@ LRT_API int32_t lrt_spec_start(lrt_spec *spec);
  * has no room for the previous token; LRT_ERR_STATE before lrt_spec_start or when the target
  * session was changed by another call since (start again). */
 LRT_API int32_t lrt_spec_next(lrt_spec *spec, int32_t *token, const float **logits);
+
+/* ---- log-probabilities ------------------------------------------------------------------ */
+
+/* out (vocab floats) = the log softmax of the last row of the last eval's logits: the
+ * model's own distribution, before the sampler's penalty, temperature and filters. One
+ * fixed order with loomrt's own exp and log (docs/numerics.md, "Log-probabilities"), so
+ * the bits are the same on every platform and, like the logits, whatever else shared a
+ * batch. LRT_ERR_STATE before the first eval. */
+LRT_API int32_t lrt_session_log_softmax(const lrt_session *session, float *out);
+
+/* ---- KV cache memory ------------------------------------------------------------------ */
+
+/* The KV cache of layer `layer` of a session: *allocated positions of keys and values held
+ * now (it grows on demand) and *limit, the most it will ever hold: the session's context
+ * for a full-attention layer, min(LRT_INFO_KV_WINDOW_ROWS, context) for a sliding-window
+ * layer (a ring buffer). Each position costs 2 x kv_heads x head_dim x 4 bytes. layer -1:
+ * the sums over all layers. Either output may be NULL. */
+LRT_API int32_t lrt_session_kv_rows(const lrt_session *session, int64_t layer, int64_t *allocated,
+                                    int64_t *limit);
+
+/* ---- training across processes (data parallelism; docs/scale-out.md) ---------------------
+
+   The gradient accumulators of a trainer as one flat buffer of raw sums, so that processes
+   can compute the gradients of parts of a global batch and one of them add the parts in the
+   global batch's order. Every gradient sum is per sequence first (its tokens in order), then
+   sequences added to the accumulator in order (csrc/train/train.h). So the gradient of one
+   sequence, accumulated alone on a cleared trainer and read, then added with
+   lrt_trainer_grad_add in sequence order on another trainer, gives the accumulator bits of
+   accumulating all those sequences there: N workers, one process, same bits.
+
+   The buffer is lrt_trainer_grad_size floats: the parameters' sums in tensor order, then
+   (tied LM head only) the embedding lookup's separate sums (vocab x dim). */
+LRT_API int32_t lrt_trainer_grad_size(const lrt_trainer *trainer, int64_t *n);
+/* Copy the raw sums (not divided by the count) into out[0..n) (n = grad_size); *loss_sum
+ * (may be NULL) gets the pending loss sum, *count (may be NULL) the pending target count. */
+LRT_API int32_t lrt_trainer_grad_read(const lrt_trainer *trainer, float *out, int64_t n, double *loss_sum,
+                                      int64_t *count);
+/* Add a buffer read from a trainer of the same config: acc[i] = acc[i] + in[i] (one float
+ * addition per element), loss = loss + loss_sum (double), targets += count (> 0). */
+LRT_API int32_t lrt_trainer_grad_add(lrt_trainer *trainer, const float *in, int64_t n, double loss_sum,
+                                     int64_t count);
+/* Clear the accumulators (gradients, loss, count): a step that is not applied. */
+LRT_API int32_t lrt_trainer_grad_clear(lrt_trainer *trainer);
+/* All weights as one flat buffer of n = LRT_TRAIN_PARAMETERS floats in tensor order. */
+LRT_API int32_t lrt_trainer_weights_read(const lrt_trainer *trainer, float *out, int64_t n);
+LRT_API int32_t lrt_trainer_weights_write(lrt_trainer *trainer, const float *in, int64_t n);
 
 #ifdef __cplusplus
 }

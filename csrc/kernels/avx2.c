@@ -131,6 +131,43 @@ LRT_AVX2 void lrt_tile4_f32_avx2(const float *w, int64_t ws, const float *x, int
 }
 #undef TILE_MA
 
+/* Training chains (kernels.h): vectorized across e only; each y element is one chain over j in
+ * order, a separate multiply then add per step, as the reference. */
+LRT_AVX2 void lrt_lincomb_f32_avx2(const float *a, const float *X, int64_t xs, int64_t n, int64_t d, float *y) {
+  int64_t e = 0;
+  for (; e + 32 <= d; e += 32) {
+    __m256 y0 = _mm256_loadu_ps(y + e), y1 = _mm256_loadu_ps(y + e + 8), y2 = _mm256_loadu_ps(y + e + 16),
+           y3 = _mm256_loadu_ps(y + e + 24);
+    for (int64_t j = 0; j < n; j++) {
+      const float *xr = X + j * xs + e;
+      __m256 av = _mm256_broadcast_ss(a + j);
+      y0 = _mm256_add_ps(y0, _mm256_mul_ps(av, _mm256_loadu_ps(xr)));
+      y1 = _mm256_add_ps(y1, _mm256_mul_ps(av, _mm256_loadu_ps(xr + 8)));
+      y2 = _mm256_add_ps(y2, _mm256_mul_ps(av, _mm256_loadu_ps(xr + 16)));
+      y3 = _mm256_add_ps(y3, _mm256_mul_ps(av, _mm256_loadu_ps(xr + 24)));
+    }
+    _mm256_storeu_ps(y + e, y0); _mm256_storeu_ps(y + e + 8, y1);
+    _mm256_storeu_ps(y + e + 16, y2); _mm256_storeu_ps(y + e + 24, y3);
+  }
+  for (; e + 8 <= d; e += 8) {
+    __m256 y0 = _mm256_loadu_ps(y + e);
+    for (int64_t j = 0; j < n; j++) y0 = _mm256_add_ps(y0, _mm256_mul_ps(_mm256_broadcast_ss(a + j), _mm256_loadu_ps(X + j * xs + e)));
+    _mm256_storeu_ps(y + e, y0);
+  }
+  for (; e < d; e++)
+    for (int64_t j = 0; j < n; j++) y[e] = y[e] + a[j] * X[j * xs + e];
+}
+
+LRT_AVX2 void lrt_rank1_f32_avx2(const float *a, const float *x, int64_t n, int64_t d, float *Y, int64_t ys) {
+  for (int64_t j = 0; j < n; j++) {
+    float *yr = Y + j * ys;
+    __m256 av = _mm256_broadcast_ss(a + j);
+    int64_t e = 0;
+    for (; e + 8 <= d; e += 8) _mm256_storeu_ps(yr + e, _mm256_add_ps(_mm256_loadu_ps(yr + e), _mm256_mul_ps(av, _mm256_loadu_ps(x + e))));
+    for (; e < d; e++) yr[e] = yr[e] + a[j] * x[e];
+  }
+}
+
 LRT_AVX2 static void widen_f16_avx2(const uint16_t *h, float *y, int64_t n) {
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, load_f16(h, i));
@@ -633,8 +670,8 @@ LRT_AVX2 static inline float i8_tail_q4_1(const uint8_t *p, const int8_t *qx, co
 
 /* one row, one token: S_b of eight blocks at a time, their float steps in the dot8 lanes, the
  * tail blocks one by one */
-#define DEFINE_I8_DOT(NAME, SUMS, BB, QO, HAS_M, F8, TAIL)                                      \
-  LRT_AVX2 static float NAME(const void *w, const int8_t *qx, const float *dx, const int32_t *sx, int64_t n) { \
+#define DEFINE_I8_DOT(ATTR, NAME, SUMS, BB, QO, HAS_M, F8, TAIL)                                \
+  ATTR static float NAME(const void *w, const int8_t *qx, const float *dx, const int32_t *sx, int64_t n) { \
     const uint8_t *p = (const uint8_t *)w;                                                    \
     int64_t nb = n / 32, b = 0;                                                               \
     __m256 acc = _mm256_setzero_ps();                                                         \
@@ -650,11 +687,9 @@ LRT_AVX2 static inline float i8_tail_q4_1(const uint8_t *p, const int8_t *qx, co
     return s;                                                                                 \
   }
 
-DEFINE_I8_DOT(dot_q8_0_i8_avx2, i8_sums_q8_0, 34, 0, 0, I8_F8_Q8_0, i8_tail_q8_0)
-DEFINE_I8_DOT(dot_q4_0_i8_avx2, i8_sums_q4, 18, 2, 0, I8_F8_Q4_0, i8_tail_q4_0)
-DEFINE_I8_DOT(dot_q4_1_i8_avx2, i8_sums_q4, 20, 4, 1, I8_F8_Q4_1, i8_tail_q4_1)
-#undef DEFINE_I8_DOT
-#undef I8_SUMS8
+DEFINE_I8_DOT(LRT_AVX2, dot_q8_0_i8_avx2, i8_sums_q8_0, 34, 0, 0, I8_F8_Q8_0, i8_tail_q8_0)
+DEFINE_I8_DOT(LRT_AVX2, dot_q4_0_i8_avx2, i8_sums_q4, 18, 2, 0, I8_F8_Q4_0, i8_tail_q4_0)
+DEFINE_I8_DOT(LRT_AVX2, dot_q4_1_i8_avx2, i8_sums_q4, 20, 4, 1, I8_F8_Q4_1, i8_tail_q4_1)
 
 /* One weight row against M tokens (prefill): two tokens at a time share the weight loads,
  * the unpacking and the scale gathers; each token's S_b and float steps are those of the
@@ -696,8 +731,8 @@ LRT_AVX2 static inline void i8_pair_q4(const uint8_t *qs, const int8_t *x0, cons
     S1 = _mm256_add_epi32(_mm256_permute2x128_si256(C0_, C1_, 0x20), _mm256_permute2x128_si256(C0_, C1_, 0x31)); \
   }
 
-#define DEFINE_I8_ROWS(NAME, DOT1, PAIR, BB, QO, HAS_M, F8, TAIL)                               \
-  LRT_AVX2 static void NAME(const void *w, const int8_t *qx, const float *dx, const int32_t *sx, int64_t M, \
+#define DEFINE_I8_ROWS(ATTR, NAME, DOT1, PAIR, BB, QO, HAS_M, F8, TAIL)                         \
+  ATTR static void NAME(const void *w, const int8_t *qx, const float *dx, const int32_t *sx, int64_t M, \
                             int64_t n, float *y, int64_t ys) {                                 \
     const uint8_t *p = (const uint8_t *)w;                                                    \
     int64_t nb = n / 32, t = 0;                                                               \
@@ -727,10 +762,72 @@ LRT_AVX2 static inline void i8_pair_q4(const uint8_t *qs, const int8_t *x0, cons
     for (; t < M; t++) y[t * ys] = DOT1(w, qx + t * n, dx + t * nb, sx + t * nb, n);          \
   }
 
-DEFINE_I8_ROWS(rows_q8_0_i8_avx2, dot_q8_0_i8_avx2, i8_pair_q8_0, 34, 0, 0, I8_F8_Q8_0, i8_tail_q8_0)
-DEFINE_I8_ROWS(rows_q4_0_i8_avx2, dot_q4_0_i8_avx2, i8_pair_q4, 18, 2, 0, I8_F8_Q4_0, i8_tail_q4_0)
-DEFINE_I8_ROWS(rows_q4_1_i8_avx2, dot_q4_1_i8_avx2, i8_pair_q4, 20, 4, 1, I8_F8_Q4_1, i8_tail_q4_1)
+DEFINE_I8_ROWS(LRT_AVX2, rows_q8_0_i8_avx2, dot_q8_0_i8_avx2, i8_pair_q8_0, 34, 0, 0, I8_F8_Q8_0, i8_tail_q8_0)
+DEFINE_I8_ROWS(LRT_AVX2, rows_q4_0_i8_avx2, dot_q4_0_i8_avx2, i8_pair_q4, 18, 2, 0, I8_F8_Q4_0, i8_tail_q4_0)
+DEFINE_I8_ROWS(LRT_AVX2, rows_q4_1_i8_avx2, dot_q4_1_i8_avx2, i8_pair_q4, 20, 4, 1, I8_F8_Q4_1, i8_tail_q4_1)
+
+/* ---- int8 activations with VNNI ----------------------------------------------------------
+ * vpdpbusd multiplies unsigned by signed bytes and adds each group of four products into an
+ * int32 lane, exactly (no int16 step, no saturation): it replaces maddubs + madd above. The
+ * lanes then hold the same partial sums as the AVX2 kernels' (elements 4j..4j+3 of the block),
+ * so every S_b, the float steps and the results are those of the kernels above, bit for bit.
+ * Two encodings of the same instruction: AVX512-VNNI with AVX512VL on 256-bit registers (Ice
+ * Lake and later Xeons, Zen 4) and AVX-VNNI (Alder Lake and later cores without AVX-512);
+ * dispatch.c checks cpuid for each. */
+#define DEFINE_I8_VNNI(SFX, ATTR, DPBUSD)                                                       \
+  ATTR static inline __m256i i8_sums_q8_0_##SFX(const uint8_t *p, const int8_t *qx) {          \
+    __m256i w = _mm256_loadu_si256((const __m256i *)(p + 2));                                 \
+    __m256i x = _mm256_loadu_si256((const __m256i *)qx);                                      \
+    return DPBUSD(_mm256_setzero_si256(), _mm256_abs_epi8(w), _mm256_sign_epi8(x, w));        \
+  }                                                                                           \
+  ATTR static inline __m256i i8_sums_q4_##SFX(const uint8_t *qs, const int8_t *qx) {            \
+    __m128i v = _mm_loadu_si128((const __m128i *)qs), m4 = _mm_set1_epi8(15);                 \
+    __m256i w = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m4), _mm_and_si128(v, m4)); \
+    return DPBUSD(_mm256_setzero_si256(), w, _mm256_loadu_si256((const __m256i *)qx));        \
+  }                                                                                           \
+  ATTR static inline void i8_pair_q8_0_##SFX(const uint8_t *p, const int8_t *x0, const int8_t *x1, __m256i *m0, \
+                                             __m256i *m1) {                                   \
+    __m256i w = _mm256_loadu_si256((const __m256i *)(p + 2)), a = _mm256_abs_epi8(w);         \
+    *m0 = DPBUSD(_mm256_setzero_si256(), a, _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)x0), w)); \
+    *m1 = DPBUSD(_mm256_setzero_si256(), a, _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)x1), w)); \
+  }                                                                                           \
+  ATTR static inline void i8_pair_q4_##SFX(const uint8_t *qs, const int8_t *x0, const int8_t *x1, __m256i *m0, \
+                                           __m256i *m1) {                                     \
+    __m128i v = _mm_loadu_si128((const __m128i *)qs), m4 = _mm_set1_epi8(15);                 \
+    __m256i w = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m4), _mm_and_si128(v, m4)); \
+    *m0 = DPBUSD(_mm256_setzero_si256(), w, _mm256_loadu_si256((const __m256i *)x0));         \
+    *m1 = DPBUSD(_mm256_setzero_si256(), w, _mm256_loadu_si256((const __m256i *)x1));         \
+  }                                                                                           \
+  DEFINE_I8_DOT(ATTR, dot_q8_0_i8_##SFX, i8_sums_q8_0_##SFX, 34, 0, 0, I8_F8_Q8_0, i8_tail_q8_0) \
+  DEFINE_I8_DOT(ATTR, dot_q4_0_i8_##SFX, i8_sums_q4_##SFX, 18, 2, 0, I8_F8_Q4_0, i8_tail_q4_0)   \
+  DEFINE_I8_DOT(ATTR, dot_q4_1_i8_##SFX, i8_sums_q4_##SFX, 20, 4, 1, I8_F8_Q4_1, i8_tail_q4_1)   \
+  DEFINE_I8_ROWS(ATTR, rows_q8_0_i8_##SFX, dot_q8_0_i8_##SFX, i8_pair_q8_0_##SFX, 34, 0, 0, I8_F8_Q8_0, i8_tail_q8_0) \
+  DEFINE_I8_ROWS(ATTR, rows_q4_0_i8_##SFX, dot_q4_0_i8_##SFX, i8_pair_q4_##SFX, 18, 2, 0, I8_F8_Q4_0, i8_tail_q4_0) \
+  DEFINE_I8_ROWS(ATTR, rows_q4_1_i8_##SFX, dot_q4_1_i8_##SFX, i8_pair_q4_##SFX, 20, 4, 1, I8_F8_Q4_1, i8_tail_q4_1) \
+  void lrt_i8_kernels_##SFX(lrt_kernels *t) {                                                 \
+    t->dot_q8_0_i8 = dot_q8_0_i8_##SFX;                                                       \
+    t->dot_q4_0_i8 = dot_q4_0_i8_##SFX;                                                       \
+    t->dot_q4_1_i8 = dot_q4_1_i8_##SFX;                                                       \
+    t->rows_q8_0_i8 = rows_q8_0_i8_##SFX;                                                     \
+    t->rows_q4_0_i8 = rows_q4_0_i8_##SFX;                                                     \
+    t->rows_q4_1_i8 = rows_q4_1_i8_##SFX;                                                     \
+  }
+
+#if defined(__GNUC__) || defined(__clang__)
+#define LRT_AVX512VNNI __attribute__((target("avx2,f16c,avx512f,avx512vl,avx512vnni")))
+#define LRT_AVXVNNI __attribute__((target("avx2,f16c,avxvnni")))
+#define LRT_DPBUSD_AVX(a, b, c) _mm256_dpbusd_avx_epi32(a, b, c)
+#else
+#define LRT_AVX512VNNI
+#define LRT_AVXVNNI
+#define LRT_DPBUSD_AVX(a, b, c) _mm256_dpbusd_avx_epi32(a, b, c)
+#endif
+DEFINE_I8_VNNI(avx512vnni, LRT_AVX512VNNI, _mm256_dpbusd_epi32)
+DEFINE_I8_VNNI(avxvnni, LRT_AVXVNNI, LRT_DPBUSD_AVX)
+#undef DEFINE_I8_VNNI
 #undef DEFINE_I8_ROWS
+#undef DEFINE_I8_DOT
+#undef I8_SUMS8
 #undef I8_PAIR8
 
 const lrt_kernels lrt_kernels_avx2 = {"avx2", dot_f32_avx2, dot_f16_avx2, dot_bf16_avx2, sum_f32_avx2,
@@ -743,5 +840,7 @@ const lrt_kernels lrt_kernels_avx2 = {"avx2", dot_f32_avx2, dot_f16_avx2, dot_bf
                                       lrt_tile4_f32_avx2, widen_f16_avx2, widen_bf16_avx2,
                                       dot_q8_0_i8_avx2, dot_q4_0_i8_avx2, dot_q4_1_i8_avx2,
                                       rows_q8_0_i8_avx2, rows_q4_0_i8_avx2, rows_q4_1_i8_avx2,
-                                      dequant_q5_0_avx2, dequant_q5_1_avx2, dot4_q5_0_avx2, dot4_q5_1_avx2};
+                                      dequant_q5_0_avx2, dequant_q5_1_avx2, dot4_q5_0_avx2, dot4_q5_1_avx2,
+                                       lrt_lincomb_f32_avx2, lrt_rank1_f32_avx2,
+                                       lrt_log_f32_avx2 /* avx2_math.c */};
 #endif

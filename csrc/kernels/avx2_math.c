@@ -58,4 +58,51 @@ LRT_AVX2 void lrt_silu_mul_f32_avx2(const float *g, const float *u, float *y, in
   }
   for (; i < n; i++) y[i] = lrt_siluf(g[i]) * u[i];
 }
+/* lrt_log of four doubles that are floats widened (m in [1, 2), e its exponent, both exact):
+ * the scalar function's operations from its mantissa reduction on, lane for lane. */
+LRT_AVX2 static inline __m256d log4_reduced(__m256d m, __m256d e) {
+  const __m256d one = _mm256_set1_pd(1.0);
+  __m256d big = _mm256_cmp_pd(m, _mm256_set1_pd(1.4142135623730951), _CMP_GT_OQ);
+  m = _mm256_blendv_pd(m, _mm256_mul_pd(m, _mm256_set1_pd(0.5)), big);
+  e = _mm256_add_pd(e, _mm256_and_pd(big, one));
+  __m256d f = _mm256_div_pd(_mm256_sub_pd(m, one), _mm256_add_pd(m, one));
+  __m256d f2 = _mm256_mul_pd(f, f);
+  __m256d s = _mm256_set1_pd(1.0 / 25.0);
+  static const double inv[11] = {1.0 / 23.0, 1.0 / 21.0, 1.0 / 19.0, 1.0 / 17.0, 1.0 / 15.0, 1.0 / 13.0,
+                                 1.0 / 11.0, 1.0 / 9.0,  1.0 / 7.0,  1.0 / 5.0,  1.0 / 3.0};
+  for (int k = 0; k < 11; k++) s = _mm256_add_pd(_mm256_set1_pd(inv[k]), _mm256_mul_pd(f2, s));
+  __m256d f2x = _mm256_mul_pd(_mm256_set1_pd(2.0), f);
+  __m256d logm = _mm256_add_pd(f2x, _mm256_mul_pd(f2x, _mm256_mul_pd(f2, s)));
+  __m256d hi = _mm256_add_pd(_mm256_mul_pd(e, _mm256_set1_pd(6.93147180369123816490e-01)), logm);
+  return _mm256_add_pd(hi, _mm256_mul_pd(e, _mm256_set1_pd(1.90821492927058770002e-10)));
+}
+
+/* y = x > 0 ? (float)lrt_log((double)x) : -inf. A float widened to double is never
+ * subnormal, so the scalar function's subnormal step is not taken; a subnormal float is
+ * scaled by 2^24 (exact) to read its normalised mantissa and exponent from float bits. */
+LRT_AVX2 void lrt_log_f32_avx2(const float *x, float *y, int64_t n) {
+  int64_t i = 0;
+  const __m256 ninf = _mm256_castsi256_ps(_mm256_set1_epi32((int)0xff800000u));
+  const __m256 pinf = _mm256_castsi256_ps(_mm256_set1_epi32(0x7f800000));
+  for (; i + 8 <= n; i += 8) {
+    __m256 v = _mm256_loadu_ps(x + i);
+    __m256 sub = _mm256_cmp_ps(v, _mm256_set1_ps(1.17549435e-38f), _CMP_LT_OQ);
+    __m256 vs = _mm256_blendv_ps(v, _mm256_mul_ps(v, _mm256_set1_ps(16777216.0f)), sub);
+    __m256i u = _mm256_castps_si256(vs);
+    __m256i e = _mm256_sub_epi32(_mm256_and_si256(_mm256_srli_epi32(u, 23), _mm256_set1_epi32(0xff)),
+                                 _mm256_set1_epi32(127));
+    e = _mm256_sub_epi32(e, _mm256_and_si256(_mm256_castps_si256(sub), _mm256_set1_epi32(24)));
+    __m256 mf = _mm256_castsi256_ps(_mm256_or_si256(_mm256_and_si256(u, _mm256_set1_epi32(0x7fffff)),
+                                                    _mm256_set1_epi32(0x3f800000)));
+    __m256d lo = log4_reduced(_mm256_cvtps_pd(_mm256_castps256_ps128(mf)),
+                              _mm256_cvtepi32_pd(_mm256_castsi256_si128(e)));
+    __m256d hi = log4_reduced(_mm256_cvtps_pd(_mm256_extractf128_ps(mf, 1)),
+                              _mm256_cvtepi32_pd(_mm256_extracti128_si256(e, 1)));
+    __m256 r = _mm256_set_m128(_mm256_cvtpd_ps(hi), _mm256_cvtpd_ps(lo));
+    r = _mm256_blendv_ps(r, pinf, _mm256_cmp_ps(v, pinf, _CMP_EQ_OQ));
+    r = _mm256_blendv_ps(r, ninf, _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_NGT_UQ)); /* <= 0 or NaN */
+    _mm256_storeu_ps(y + i, r);
+  }
+  for (; i < n; i++) y[i] = x[i] > 0.0f ? (float)lrt_log((double)x[i]) : _mm256_cvtss_f32(ninf);
+}
 #endif

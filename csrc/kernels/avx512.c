@@ -569,8 +569,9 @@ const lrt_kernels lrt_kernels_avx512 = {
     .dequant_q8_0 = dequant_q8_0_avx512, .dequant_q4_0 = dequant_q4_0_avx512, .dequant_q4_1 = dequant_q4_1_avx512,
     .dot4_q8_0 = dot4_q8_0_avx512, .dot4_q4_0 = dot4_q4_0_avx512, .dot4_q4_1 = dot4_q4_1_avx512,
 #if !defined(LRT_AVX512_EMULATE) /* elementwise math: the AVX2 versions (every AVX-512F CPU has AVX2) */
-    .exp_f32 = lrt_exp_f32_avx2, .silu_mul_f32 = lrt_silu_mul_f32_avx2,
+    .exp_f32 = lrt_exp_f32_avx2, .silu_mul_f32 = lrt_silu_mul_f32_avx2, .log_f32 = lrt_log_f32_avx2,
     .tile4_f32 = tile4_f32_z, /* 512-bit prefill / batch / speculation tile, same bits as the AVX2 one */
+    .lincomb_f32 = lrt_lincomb_f32_avx2, .rank1_f32 = lrt_rank1_f32_avx2, /* training chains */
     /* K-quants: the AVX2 kernels (eight lanes per dot product, 256-bit registers) */
     .dequant_q4_k = lrt_dequant_q4_k_avx2, .dequant_q5_k = lrt_dequant_q5_k_avx2, .dequant_q6_k = lrt_dequant_q6_k_avx2,
     .dot4_q4_k = lrt_dot4_q4_k_avx2, .dot4_q5_k = lrt_dot4_q5_k_avx2, .dot4_q6_k = lrt_dot4_q6_k_avx2,

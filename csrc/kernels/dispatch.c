@@ -91,6 +91,36 @@ static int cpu_has_avx512vl(void) {
 }
 #endif
 
+/* VNNI for the int8-activation kernels (avx2.c): AVX512-VNNI (cpuid 7.0 ECX bit 11) with
+ * AVX-512VL as above, or AVX-VNNI (cpuid 7.1 EAX bit 4) with AVX2. Real CPUs only (an
+ * LRT_AVX512_EMULATE build has no VNNI paths). */
+#if (defined(__x86_64__) || defined(_M_X64)) && !defined(LRT_AVX512_EMULATE)
+#define LRT_HAVE_VNNI_PATHS 1
+static void cpuid_regs(unsigned leaf, unsigned sub, unsigned r[4]) {
+#if defined(_MSC_VER)
+  int q[4];
+  __cpuidex(q, (int)leaf, (int)sub);
+  for (int i = 0; i < 4; i++) r[i] = (unsigned)q[i];
+#else
+  __cpuid_count(leaf, sub, r[0], r[1], r[2], r[3]);
+#endif
+}
+static int cpu_has_avx512vnni(void) {
+  if (!cpu_has_avx512vl()) return 0;
+  unsigned r[4];
+  cpuid_regs(7, 0, r);
+  return (r[2] >> 11) & 1;
+}
+static int cpu_has_avxvnni(void) {
+  if (!cpu_has_avx2()) return 0;
+  unsigned r[4];
+  cpuid_regs(7, 0, r);
+  if (r[0] < 1) return 0; /* no subleaf 1 */
+  cpuid_regs(7, 1, r);
+  return (r[0] >> 4) & 1;
+}
+#endif
+
 /* Every kernel path compiled into this build, best first, the reference last. `supported`
  * says whether this CPU and OS can run it (cpuid + xgetbv on x86). A new path adds one line
  * here (and its table to kernels.h). */
@@ -98,6 +128,8 @@ typedef struct lrt_path {
   const lrt_kernels *table;
   int (*supported)(void);
   const lrt_kernels *base; /* entries `table` leaves NULL come from here (then the reference) */
+  void (*patch)(lrt_kernels *t); /* optional: replaces entries of the completed table ...   */
+  const char *name;              /* ... which then has this name                            */
 } lrt_path;
 
 static int always(void) { return 1; }
@@ -109,9 +141,16 @@ static int always(void) { return 1; }
 #endif
 
 static const lrt_path g_paths[] = {
+#if defined(LRT_HAVE_VNNI_PATHS)
+    /* avx2-avx512vl with the int8-activation kernels on vpdpbusd (same bits) */
+    {&lrt_kernels_avx2_avx512vl, cpu_has_avx512vnni, LRT_AVX2_BASE, lrt_i8_kernels_avx512vnni, "avx2-avx512vnni"},
+#endif
 #if defined(__x86_64__) || defined(_M_X64) || defined(LRT_AVX512_EMULATE)
     /* the default where AVX-512VL exists: AVX2 except the Q4_0 / Q4_1 decode kernels */
     {&lrt_kernels_avx2_avx512vl, cpu_has_avx512vl, LRT_AVX2_BASE},
+#endif
+#if defined(LRT_HAVE_VNNI_PATHS)
+    {&lrt_kernels_avx2, cpu_has_avxvnni, NULL, lrt_i8_kernels_avxvnni, "avx2-vnni"},
 #endif
 #if defined(__x86_64__) || defined(_M_X64)
     {&lrt_kernels_avx2, cpu_has_avx2, NULL},
@@ -152,6 +191,7 @@ static void complete(const lrt_kernels *k, const lrt_kernels *base, lrt_kernels 
   LRT_FILL(rows_q8_0_i8); LRT_FILL(rows_q4_0_i8); LRT_FILL(rows_q4_1_i8);
   LRT_FILL(dequant_q5_0); LRT_FILL(dequant_q5_1); LRT_FILL(dot4_q5_0); LRT_FILL(dot4_q5_1);
   LRT_FILL(tile4_f32); LRT_FILL(widen_f16); LRT_FILL(widen_bf16);
+  LRT_FILL(lincomb_f32); LRT_FILL(rank1_f32); LRT_FILL(log_f32);
 #undef LRT_FILL
   *out = t;
 }
@@ -185,6 +225,10 @@ static void init_once(void) {
   if (lrt_atomic_cas_int(&g_state, &expected, 1)) {
     for (int i = 0; i < LRT_N_PATHS; i++) {
       complete(g_paths[i].table, g_paths[i].base, &g_tables[i]);
+      if (g_paths[i].patch) {
+        g_paths[i].patch(&g_tables[i]);
+        g_tables[i].name = g_paths[i].name;
+      }
       g_runnable[i] = g_paths[i].supported();
     }
     /* LOOMRT_KERNELS=<name> forces a path when it is runnable here; anything else (unset,
@@ -245,7 +289,7 @@ int32_t lrt_kernels_select(const char *name, size_t len) {
       }
       int known = 0;
       for (int i = 0; i < LRT_N_PATHS; i++)
-        if (strlen(g_paths[i].table->name) == len && memcmp(g_paths[i].table->name, name, len) == 0) known = 1;
+        if (strlen(g_tables[i].name) == len && memcmp(g_tables[i].name, name, len) == 0) known = 1;
       return lrt_err(known ? LRT_ERR_UNSUPPORTED : LRT_ERR_NOT_FOUND,
                      "kernel path \"%.*s\" %s; this machine runs: %s, or \"auto\"",
                      (int)(len > 64 ? 64 : len), name,

@@ -111,6 +111,18 @@ typedef struct lrt_kernels {
   void (*dequant_q5_1)(const void *row, float *y, int64_t n);
   void (*dot4_q5_0)(const void *w, int64_t row_bytes, const float *x, int64_t n, float *y);
   void (*dot4_q5_1)(const void *w, int64_t row_bytes, const float *x, int64_t n, float *y);
+  /* Training (csrc/train/): elementwise chains that SIMD paths vectorize across e, never
+   * across j, so every output keeps its one chain of roundings in the order of j:
+   *   lincomb_f32: y[e] = y[e] + a[j] * X[j * xs + e]   for j = 0, 1, ..., n-1, e < d
+   *                (attention's P V and dQ = dS K: the caller zeroes y first)
+   *   rank1_f32:   Y[j * ys + e] = Y[j * ys + e] + a[j] * x[e]   for j < n, e < d
+   *                (attention's dK += dS^T q, dV += P^T dO, one query row per call)
+   * Each product is rounded, then the sum (no FMA). */
+  void (*lincomb_f32)(const float *a, const float *X, int64_t xs, int64_t n, int64_t d, float *y);
+  void (*rank1_f32)(const float *a, const float *x, int64_t n, int64_t d, float *Y, int64_t ys);
+  /* Own log of probabilities (the weave's mix): y[i] = x[i] > 0 ? (float)lrt_log((double)x[i])
+   * : -inf (NaN too), the scalar function's double operations lane for lane. y may equal x. */
+  void (*log_f32)(const float *x, float *y, int64_t n);
 } lrt_kernels;
 
 /* Shared by the tile4_f32 paths: finish a tile of four rows (w + r*ws) x three tokens
@@ -162,9 +174,13 @@ extern const lrt_kernels lrt_kernels_avx2; /* needs AVX2 + F16C, checked at run 
 /* avx2_math.c: exp_f32 / silu_mul_f32 for AVX2 (also used by the avx512 table) */
 void lrt_exp_f32_avx2(const float *x, float *y, int64_t n);
 void lrt_silu_mul_f32_avx2(const float *g, const float *u, float *y, int64_t n);
+void lrt_log_f32_avx2(const float *x, float *y, int64_t n);
 /* avx2.c: the prefill tile (also used by the avx512 table) */
 void lrt_tile4_f32_avx2(const float *w, int64_t ws, const float *x, int64_t xs, int64_t M, int64_t n, float *y,
                         int64_t ys);
+/* avx2.c: the training chains (also used by the avx512 table) */
+void lrt_lincomb_f32_avx2(const float *a, const float *X, int64_t xs, int64_t n, int64_t d, float *y);
+void lrt_rank1_f32_avx2(const float *a, const float *x, int64_t n, int64_t d, float *Y, int64_t ys);
 /* avx2.c: the K-quant kernels (also used by the avx512 table: eight lanes per dot anyway) */
 void lrt_dequant_q4_k_avx2(const void *row, float *y, int64_t n);
 void lrt_dequant_q5_k_avx2(const void *row, float *y, int64_t n);
@@ -172,6 +188,11 @@ void lrt_dequant_q6_k_avx2(const void *row, float *y, int64_t n);
 void lrt_dot4_q4_k_avx2(const void *w, int64_t row_bytes, const float *x, int64_t n, float *y);
 void lrt_dot4_q5_k_avx2(const void *w, int64_t row_bytes, const float *x, int64_t n, float *y);
 void lrt_dot4_q6_k_avx2(const void *w, int64_t row_bytes, const float *x, int64_t n, float *y);
+/* avx2.c: set the six int8-activation entries (dot_*_i8, rows_*_i8) of a table to the VNNI
+ * kernels (vpdpbusd; same integer sums, so the bits of the AVX2 ones): AVX512-VNNI + VL on
+ * 256-bit registers, or AVX-VNNI */
+void lrt_i8_kernels_avx512vnni(lrt_kernels *t);
+void lrt_i8_kernels_avxvnni(lrt_kernels *t);
 #endif
 #if defined(__x86_64__) || defined(_M_X64) || defined(LRT_AVX512_EMULATE)
 extern const lrt_kernels lrt_kernels_avx512; /* AVX-512F + AVX2 + F16C; opt-in, see avx512.c */

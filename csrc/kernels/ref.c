@@ -1,4 +1,6 @@
 /* ref.c -- the scalar reference kernels: plain C, the numerics spec (see kernels.h). */
+#include <string.h>
+
 #include "../base/base.h"
 #include "../base/lrt_math.h"
 #include "kernels.h"
@@ -242,10 +244,26 @@ static void silu_mul_f32_ref(const float *g, const float *u, float *y, int64_t n
   for (int64_t i = 0; i < n; i++) y[i] = lrt_siluf(g[i]) * u[i];
 }
 
+static void log_f32_ref(const float *x, float *y, int64_t n) {
+  const uint32_t nb = 0xff800000u;
+  float ninf;
+  memcpy(&ninf, &nb, sizeof ninf);
+  for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? (float)lrt_log((double)x[i]) : ninf;
+}
+
 static void tile4_f32_ref(const float *w, int64_t ws, const float *x, int64_t xs, int64_t M, int64_t n, float *y,
                           int64_t ys) {
   for (int64_t t = 0; t < M; t++)
     for (int64_t i = 0; i < 4; i++) y[t * ys + i] = dot_f32_ref(w + i * ws, x + t * xs, n);
+}
+
+static void lincomb_f32_ref(const float *a, const float *X, int64_t xs, int64_t n, int64_t d, float *y) {
+  for (int64_t j = 0; j < n; j++)
+    for (int64_t e = 0; e < d; e++) y[e] = y[e] + a[j] * X[j * xs + e];
+}
+static void rank1_f32_ref(const float *a, const float *x, int64_t n, int64_t d, float *Y, int64_t ys) {
+  for (int64_t j = 0; j < n; j++)
+    for (int64_t e = 0; e < d; e++) Y[j * ys + e] = Y[j * ys + e] + a[j] * x[e];
 }
 
 static void widen_f16_ref(const uint16_t *h, float *y, int64_t n) {
@@ -309,4 +327,5 @@ const lrt_kernels lrt_kernels_ref = {"reference", dot_f32_ref, dot_f16_ref, dot_
                                      widen_f16_ref, widen_bf16_ref,
                                      dot_q8_0_i8_ref, dot_q4_0_i8_ref, dot_q4_1_i8_ref,
                                      rows_q8_0_i8_ref, rows_q4_0_i8_ref, rows_q4_1_i8_ref,
-                                     dequant_q5_0_ref, dequant_q5_1_ref, dot4_q5_0_ref, dot4_q5_1_ref};
+                                     dequant_q5_0_ref, dequant_q5_1_ref, dot4_q5_0_ref, dot4_q5_1_ref,
+                                     lincomb_f32_ref, rank1_f32_ref, log_f32_ref};

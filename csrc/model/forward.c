@@ -5,7 +5,8 @@
  *   q, att  (M, H*hd)     queries and attention output
  *   k, v    (M, KVH*hd)   new keys / values (copied into the cache)
  *   hb, hb2 (M, F)        MLP hidden
- *   cache   (cap, KVH*hd) per layer, keys and values at absolute positions
+ *   cache   (cap, KVH*hd) per layer, keys and values at absolute positions (a windowed
+ *           layer's: a ring of kv_ring rows, position p in row p % kv_ring; model.h)
  *
  * Batch invariance: every output element is one dot product in the dot8 order over the same
  * inputs, whatever M is; attention for a query at position p reduces over positions in
@@ -116,6 +117,8 @@ static void mm_task(void *vctx, int64_t task, int thread) {
         w->dtype == LRT_DT_Q8_0 ? c->k->rows_q8_0_i8 : w->dtype == LRT_DT_Q4_0 ? c->k->rows_q4_0_i8 : c->k->rows_q4_1_i8;
     for (r = r0; r < r1; r++) {
       int64_t col = jb->dest ? jb->dest[r] : r;
+      /* decode reads each row once: fetch the row four ahead while this one is computed */
+      if (c->M < 4 && r + 4 < w->rows) prefetch_bytes((const uint8_t *)w->data + (size_t)(r + 4) * row_bytes, row_bytes);
       rows_i8((const uint8_t *)w->data + (size_t)r * row_bytes, c->qx, c->dx, c->sx, c->M, n, jb->out + col, ys);
       if (jb->bias)
         for (int64_t t = 0; t < c->M; t++) jb->out[t * ys + col] = jb->out[t * ys + col] + jb->bias[r];
@@ -352,10 +355,14 @@ static void att_task(void *vctx, int64_t h, int thread) {
     int64_t lo = 0;
     if (window > 0 && p - window + 1 > 0) lo = p - window + 1;
     int64_t n = p - lo + 1;
+    /* key positions lo..p are rows r0..r0+n1-1, then (a ring that wrapped) rows 0..n-n1-1:
+     * the same values in the same order as a full cache */
+    int64_t r0 = lrt_kv_row(kv, a->layer, lo), n1 = n;
+    if (kv->kv_ring && window > 0 && n > kv->kv_ring - r0) n1 = kv->kv_ring - r0;
     const float *q = s->q + t * qd + h * hd;
     float mx = -3.402823466e38f;
     for (int64_t j = 0; j < n; j++) {
-      float v = k->dot_f32(q, K + (lo + j) * kvd, hd) * scale;
+      float v = k->dot_f32(q, K + (j < n1 ? r0 + j : j - n1) * kvd, hd) * scale;
       if (cap != 0.0f) v = softcap(v, cap); /* Gemma 2 attention-logit soft-capping */
       sc[j] = v;
       if (v > mx) mx = v;
@@ -370,23 +377,28 @@ static void att_task(void *vctx, int64_t h, int thread) {
     /* o[d] = sum over j in order of sc[j] * V[j][d], from 0: eight columns at a time in
      * registers (each column's chain is the plain sequential loop; columns are independent) */
     float *o = s->att + t * qd + h * hd;
-    const float *Vlo = V + lo * kvd;
     int64_t d = 0;
     for (; d + 8 <= hd; d += 8) {
       float o0 = 0.0f, o1 = 0.0f, o2 = 0.0f, o3 = 0.0f, o4 = 0.0f, o5 = 0.0f, o6 = 0.0f, o7 = 0.0f;
-      const float *vr = Vlo + d;
-      for (int64_t j = 0; j < n; j++, vr += kvd) {
-        float pj = sc[j];
-        o0 = o0 + pj * vr[0]; o1 = o1 + pj * vr[1]; o2 = o2 + pj * vr[2]; o3 = o3 + pj * vr[3];
-        o4 = o4 + pj * vr[4]; o5 = o5 + pj * vr[5]; o6 = o6 + pj * vr[6]; o7 = o7 + pj * vr[7];
+      for (int seg = 0; seg < 2; seg++) { /* rows r0.. then (wrapped ring) 0..: j stays in order */
+        int64_t j = seg ? n1 : 0, j1 = seg ? n : n1;
+        const float *vr = V + (seg ? 0 : r0) * kvd + d;
+        for (; j < j1; j++, vr += kvd) {
+          float pj = sc[j];
+          o0 = o0 + pj * vr[0]; o1 = o1 + pj * vr[1]; o2 = o2 + pj * vr[2]; o3 = o3 + pj * vr[3];
+          o4 = o4 + pj * vr[4]; o5 = o5 + pj * vr[5]; o6 = o6 + pj * vr[6]; o7 = o7 + pj * vr[7];
+        }
       }
       o[d] = o0; o[d + 1] = o1; o[d + 2] = o2; o[d + 3] = o3;
       o[d + 4] = o4; o[d + 5] = o5; o[d + 6] = o6; o[d + 7] = o7;
     }
     for (; d < hd; d++) {
       float od = 0.0f;
-      const float *vr = Vlo + d;
-      for (int64_t j = 0; j < n; j++, vr += kvd) od = od + sc[j] * vr[0];
+      for (int seg = 0; seg < 2; seg++) {
+        int64_t j = seg ? n1 : 0, j1 = seg ? n : n1;
+        const float *vr = V + (seg ? 0 : r0) * kvd + d;
+        for (; j < j1; j++, vr += kvd) od = od + sc[j] * vr[0];
+      }
       o[d] = od;
     }
   }
@@ -433,10 +445,12 @@ int32_t lrt_session_reserve(lrt_session *s, int64_t positions) {
   const lrt_config *c = &s->m->cfg;
   size_t row = (size_t)(c->n_kv_heads * c->head_dim) * sizeof(float);
   for (int64_t l = 0; l < c->n_layers; l++) {
-    float *k = (float *)realloc(s->k_cache[l], (size_t)cap * row);
+    int64_t rows = lrt_kv_layer_rows(s, l, cap); /* a windowed layer's ring stops growing */
+    if (rows == lrt_kv_layer_rows(s, l, s->cap) && s->k_cache[l]) continue;
+    float *k = (float *)realloc(s->k_cache[l], (size_t)rows * row);
     if (!k) return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory growing the KV cache to %lld positions", (long long)cap);
     s->k_cache[l] = k;
-    float *v = (float *)realloc(s->v_cache[l], (size_t)cap * row);
+    float *v = (float *)realloc(s->v_cache[l], (size_t)rows * row);
     if (!v) return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory growing the KV cache to %lld positions", (long long)cap);
     s->v_cache[l] = v;
   }
@@ -449,6 +463,22 @@ int32_t lrt_session_reserve(lrt_session *s, int64_t positions) {
   s->scores_cap = cap;
   s->cap = cap;
   return LRT_OK;
+}
+
+int lrt_session_can_rewind(const lrt_session *s, int64_t pos) {
+  if (s->kv_lo == 0 || pos <= 0) return 1;
+  int64_t need = pos - s->m->cfg.sliding_window + 1;
+  return (need > 0 ? need : 0) >= s->kv_lo;
+}
+
+int32_t lrt_rewind_error(const lrt_session *s, int64_t pos, const char *fn) {
+  return lrt_err(LRT_ERR_STATE, "%s: cannot continue from position %lld: the sliding-window layers' KV cache is a "
+                 "ring of the last window + %d positions and no longer holds positions %lld..%lld that it needs "
+                 "(it holds %lld on); move back at most %d positions from the furthest one evaluated, reset the "
+                 "session (or truncate to 0), or open the model with LRT_OPEN_FULL_KV (Python: full_kv=True) to "
+                 "keep every position", fn, (long long)pos, LRT_CHUNK - 1,
+                 (long long)(pos - s->m->cfg.sliding_window + 1 > 0 ? pos - s->m->cfg.sliding_window + 1 : 0),
+                 (long long)(s->kv_lo - 1), (long long)s->kv_lo, LRT_CHUNK);
 }
 
 /* ---- one chunk --------------------------------------------------------------------------- */
@@ -509,6 +539,10 @@ static void forward_chunk(lrt_session *s, const fwd_rows *r, float *logits, int6
   const lrt_config *c = &m->cfg;
   int64_t M = r->M;
   int64_t D = c->dim, hd = c->head_dim, qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
+  for (int64_t t = 0; t < M; t++) { /* the rows written below overwrite the rings' oldest */
+    lrt_session *kv = r->own ? r->own[t] : s;
+    if (kv->kv_ring && r->pos[t] + 1 - kv->kv_ring > kv->kv_lo) kv->kv_lo = r->pos[t] + 1 - kv->kv_ring;
+  }
   if (!c->learned_pos) rope_rows(s, r->pos, M);
   for (int64_t t = 0; t < M; t++) {
     lrt_mat_row(&m->tok_embd, r->tok[t], s->x + t * D);
@@ -552,8 +586,9 @@ static void forward_chunk(lrt_session *s, const fwd_rows *r, float *logits, int6
         rope_apply(s->k + t * kvd, c->n_kv_heads, hd, c->rotary_dim, cs + t * hd);
       }
       lrt_session *kv = r->own ? r->own[t] : s;
-      memcpy(kv->k_cache[l] + r->pos[t] * kvd, s->k + t * kvd, (size_t)kvd * 4);
-      memcpy(kv->v_cache[l] + r->pos[t] * kvd, s->v + t * kvd, (size_t)kvd * 4);
+      int64_t row = lrt_kv_row(kv, l, r->pos[t]);
+      memcpy(kv->k_cache[l] + row * kvd, s->k + t * kvd, (size_t)kvd * 4);
+      memcpy(kv->v_cache[l] + row * kvd, s->v + t * kvd, (size_t)kvd * 4);
     }
     att_ctx a = {s, r->own, r->pos, l, M};
     lrt_pool_run(s->pool, att_task, &a, c->n_heads);
@@ -609,16 +644,37 @@ static void forward_chunk(lrt_session *s, const fwd_rows *r, float *logits, int6
  * results do not depend on chunking) and leave nothing behind (the eval fails and the
  * session's position does not move). Costs nothing unless an eval produced a non-finite
  * logit. */
+/* Re-run positions [0, to) (history s->tokens below s->pos, then `tokens`) without logits:
+ * refills the rings of windowed layers (the same values: results do not depend on chunking)
+ * after an eval of more than LRT_CHUNK tokens that failed overwrote rows the session needs. */
+static void kv_replay(lrt_session *s, const int32_t *tokens, int64_t to) {
+  int32_t tok[LRT_CHUNK];
+  int64_t pos[LRT_CHUNK];
+  s->kv_lo = 0;
+  for (int64_t p0 = 0; p0 < to; p0 += LRT_CHUNK) {
+    int64_t M = to - p0 < LRT_CHUNK ? to - p0 : LRT_CHUNK;
+    for (int64_t t = 0; t < M; t++) {
+      pos[t] = p0 + t;
+      tok[t] = pos[t] < s->pos ? s->tokens[pos[t]] : tokens[pos[t] - s->pos];
+    }
+    fwd_rows r = {tok, pos, NULL, M, NULL, 0};
+    forward_chunk(s, &r, NULL, NULL);
+  }
+}
+
 static int32_t numeric_error(lrt_session *s, const int32_t *tokens, int64_t from, int64_t bad_pos) {
   const lrt_model *m = s->m;
   const lrt_config *c = &m->cfg;
   int64_t where = WHERE_NONE, p = from;
+  if (!lrt_session_can_rewind(s, from)) kv_replay(s, tokens, from);
   for (; p <= bad_pos; p++) {
     int64_t row0 = 0;
     fwd_rows r = {tokens + (p - s->pos), &p, NULL, 1, &row0, 1};
     forward_chunk(s, &r, s->logits, &where);
     if (where != WHERE_NONE) break;
   }
+  /* the session stays as it was: its windowed layers hold its window again */
+  if (!lrt_session_can_rewind(s, s->pos)) kv_replay(s, tokens, s->pos);
   char at[96], what[400];
   if (where == WHERE_NONE) {
     return lrt_err(LRT_ERR_NUMERIC, "non-finite logits (NaN or infinity) at position %lld, but a re-run of "
@@ -681,6 +737,8 @@ int32_t lrt_forward(lrt_session *s, const int32_t *tokens, int64_t n, int all_lo
   if (n <= 0) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "eval needs at least one token");
   int32_t st = check_tokens(c, tokens, n);
   if (st) return st;
+  if (s->pos == 0) s->kv_lo = 0;
+  if (!lrt_session_can_rewind(s, s->pos)) return lrt_rewind_error(s, s->pos, "eval");
   if (n > s->ctx - s->pos)
     return lrt_err(LRT_ERR_CONTEXT_FULL, "context full: %lld tokens are in the session and %lld more do not fit in "
                    "the context of %lld; start a new session, truncate it, or open it with a larger context",
@@ -741,6 +799,8 @@ int32_t lrt_forward_batch(lrt_session *w, lrt_session *const *seqs, const int32_
         return lrt_err(LRT_ERR_INVALID_ARGUMENT, "batch entries %lld and %lld are the same session: add each session "
                        "once per step, with all its tokens", (long long)j, (long long)i);
     if (counts[i] < 1) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "batch entry %lld has no tokens", (long long)i);
+    if (s->pos == 0) s->kv_lo = 0;
+    if (!lrt_session_can_rewind(s, s->pos)) return lrt_rewind_error(s, s->pos, "batch entry");
     for (int64_t j = 0; j < counts[i]; j++)
       if (tokens[i][j] < 0 || tokens[i][j] >= c->vocab)
         return lrt_err(LRT_ERR_INVALID_ARGUMENT, "batch entry %lld: token id %d at index %lld is outside the "

@@ -80,8 +80,10 @@ struct lrt_session {
   int64_t ctx;       /* max positions */
   int64_t cap;       /* positions allocated in the KV cache */
   int64_t pos;       /* tokens in the cache */
-  float **k_cache;   /* per layer (cap, kv_dim) */
-  float **v_cache;
+  float **k_cache;   /* per layer (rows, kv_dim): position p in row p, or in row p % kv_ring */
+  float **v_cache;   /* for a windowed layer when kv_ring > 0 (lrt_kv_row)                    */
+  int64_t kv_ring;   /* rows of a windowed layer's ring (lrt_kv_ring_rows); 0: no ring      */
+  int64_t kv_lo;     /* windowed layers hold positions [kv_lo, pos) (0 without a ring)      */
   int32_t *tokens;   /* (cap) token history */
   /* scratch for one chunk of up to `chunk` tokens */
   int64_t chunk;
@@ -138,6 +140,42 @@ typedef struct lrt_inspect_hook {
   int64_t pos_lo, n_pos, n_key;
 } lrt_inspect_hook;
 
+/* ---- the KV cache of sliding-window layers: a ring ------------------------------------
+ *
+ * A layer whose attention is limited to the last W positions (lrt_layer_window) keeps K/V
+ * of position p in row p % R of a ring of R = W + LRT_CHUNK - 1 rows (when R is less than the
+ * session's context and the model was not opened with LRT_OPEN_FULL_KV). A pass writes the
+ * rows of its (at most LRT_CHUNK) new positions before its attention reads them, so the
+ * query at the chunk's first position p0 still finds p0 - W + 1 (written rows reach
+ * p0 + LRT_CHUNK - 1 = p0 - W + 1 + R - 1). The values and the order they are read in are
+ * those of a full cache: the same bits. kv_lo tracks the oldest position the rings still
+ * hold; moving the position back (truncate, speculation's rollback, a state load) is exact
+ * while the window of the new position, [pos - W + 1, pos), is at or above kv_lo
+ * (lrt_session_can_rewind): always for a step back of up to LRT_CHUNK positions. */
+
+/* The window of layer l (positions it attends to), 0 for full attention. */
+static inline int64_t lrt_layer_window(const lrt_config *c, int64_t l) {
+  if (c->sliding_window <= 0) return 0;
+  if (!c->any_sliding) return c->sliding_window; /* Mistral-style: every layer */
+  return (c->layer_kind[l] & LRT_LAYER_SLIDING) ? c->sliding_window : 0;
+}
+/* Ring rows of a windowed layer of model m in a session of `context` positions; 0: no ring
+ * (no windowed layer, LRT_OPEN_FULL_KV, or the context is not longer than the ring). */
+int64_t lrt_kv_ring_rows(const lrt_model *m, int64_t context);
+/* The cache row of position p in layer l. */
+static inline int64_t lrt_kv_row(const lrt_session *s, int64_t l, int64_t p) {
+  return (s->kv_ring && lrt_layer_window(&s->m->cfg, l)) ? p % s->kv_ring : p;
+}
+/* Rows allocated for layer l when the session has room for `cap` positions. */
+static inline int64_t lrt_kv_layer_rows(const lrt_session *s, int64_t l, int64_t cap) {
+  return (s->kv_ring && lrt_layer_window(&s->m->cfg, l) && cap > s->kv_ring) ? s->kv_ring : cap;
+}
+/* 1 when the session may continue from position pos <= s->pos: every windowed layer still
+ * holds the positions a query at pos reads. */
+int lrt_session_can_rewind(const lrt_session *s, int64_t pos);
+/* The LRT_ERR_STATE error for a step back to pos that the rings cannot serve. */
+int32_t lrt_rewind_error(const lrt_session *s, int64_t pos, const char *fn);
+
 /* session.c: a session with scratch for `chunk` tokens per pass and `threads` workers
  * (context > 0: positions it may hold); destroy frees everything but s->gen (api/'s). */
 int32_t lrt_session_create(lrt_model *m, int64_t context, int32_t threads, int64_t chunk, lrt_session **out);
@@ -174,6 +212,8 @@ int32_t lrt_sample(lrt_session *s, int32_t *token);
 int32_t lrt_sample_at(lrt_session *s, const float *row, int64_t pos, int32_t *token);
 /* Allocate the candidate buffers (vocab entries) if not yet done. */
 int32_t lrt_sampler_reserve(lrt_session *s);
+/* out[i] = log softmax(logits)[i] over n entries, in one fixed order (out may equal logits). */
+void lrt_log_softmax_row(const float *logits, int64_t n, float *out);
 /* state.c: lrt_session_state_* (public) */
 
 #endif

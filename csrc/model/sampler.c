@@ -148,3 +148,19 @@ int32_t lrt_sample_at(lrt_session *s, const float *row, int64_t pos, int32_t *to
   *token = cs[pick].id;
   return LRT_OK;
 }
+
+/* log softmax of one logits row (docs/numerics.md, "Log-probabilities"): m = the largest
+ * logit; s = sum over i in index order of exp(l_i - m) in double (lrt_exp); out_i =
+ * (float)(l_i - (m + log s)) with the difference taken in double. One fixed order, own exp
+ * and log, so the bits are the same everywhere. -inf logits give -inf; no NaN reaches here
+ * (a session's logits are checked finite). */
+void lrt_log_softmax_row(const float *logits, int64_t n, float *out) {
+  float m = logits[0];
+  for (int64_t i = 1; i < n; i++)
+    if (logits[i] > m) m = logits[i];
+  double md = (double)m;
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; i++) sum = sum + lrt_exp((double)logits[i] - md);
+  double lse = md + lrt_log(sum);
+  for (int64_t i = 0; i < n; i++) out[i] = (float)((double)logits[i] - lse);
+}

@@ -4,6 +4,15 @@
 
 #include "model.h"
 
+int64_t lrt_kv_ring_rows(const lrt_model *m, int64_t context) {
+  const lrt_config *c = &m->cfg;
+  if (c->sliding_window <= 0 || (m->open_flags & LRT_OPEN_FULL_KV)) return 0;
+  int64_t any = 0;
+  for (int64_t l = 0; l < c->n_layers; l++) any |= lrt_layer_window(c, l) > 0;
+  int64_t rows = c->sliding_window + LRT_CHUNK - 1;
+  return any && rows < context ? rows : 0;
+}
+
 int32_t lrt_session_create(lrt_model *m, int64_t context, int32_t threads, int64_t chunk, lrt_session **out) {
   *out = NULL;
   lrt_session *s = (lrt_session *)calloc(1, sizeof *s);
@@ -12,6 +21,7 @@ int32_t lrt_session_create(lrt_model *m, int64_t context, int32_t threads, int64
   s->m = m;
   s->n_layers = c->n_layers;
   s->ctx = context;
+  s->kv_ring = lrt_kv_ring_rows(m, context);
   s->temperature = 0.0;
   s->top_p = 1.0;
   s->repeat_penalty = 1.0;

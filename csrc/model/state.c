@@ -5,7 +5,7 @@
  *
  *   off  size  field
  *     0     8  magic "LRTSTATE"
- *     8     4  u32 blob format version (LRT_STATE_FORMAT, 1)
+ *     8     4  u32 blob format version (1, or 2 for a session with sliding-window rings)
  *    12     4  u32 numerics version (LRT_NUMERICS_VERSION of the writer)
  *    16     8  u64 total length of the blob in bytes (trailer included)
  *    24    16  model fingerprint (two u64, see model_fingerprint below)
@@ -18,11 +18,18 @@
  *    88    32  f64 temperature, top_p, min_p, repeat_penalty (IEEE bits)
  *   120    24  i64 top_k, i64 repeat_last_n, u64 seed
  *   144     8  i64 max_tokens (LRT_PARAM_MAX_TOKENS, -1 = none)
- *   152        i32 token history [P]
+ *  (version 2 only:)
+ *   152     8  i64 Q: the oldest position the sliding-window layers hold (0 <= Q <= P)
+ *   152/160    i32 token history [P]
  *              f32 logits [R x vocab]
  *              i32 candidate ids [C], f32 candidate probabilities [C]
- *              per layer: f32 K rows [P x kv], f32 V rows [P x kv]
+ *              per layer: f32 K rows [N x kv], f32 V rows [N x kv] of positions P - N .. P - 1
+ *                         (N = P; version 2: N = P - Q for a sliding-window layer)
  *   len-16 16  checksum (two u64) of bytes [0, len - 16)
+ *
+ * A session whose windowed layers keep a ring (model.h) writes version 2 and only the
+ * positions its rings hold; every other session writes version 1, as before. Both load into
+ * any session of the model: a ring takes the newest positions that fit it.
  *
  * The loader treats the blob as untrusted: every field is range-checked before anything in
  * the session changes, so a rejected blob leaves the session as it was. */
@@ -32,8 +39,8 @@
 #include "../kernels/kernels.h"
 #include "model.h"
 
-#define LRT_STATE_FORMAT 1u
-#define HEADER_BYTES 152u
+#define LRT_STATE_FORMAT 2u /* the newest version read and written */
+#define HEADER_BYTES 152u    /* version 1; version 2 has 8 more */
 #define TRAILER_BYTES 16u
 static const char MAGIC[8] = {'L', 'R', 'T', 'S', 'T', 'A', 'T', 'E'};
 
@@ -221,27 +228,48 @@ static int32_t model_fingerprint(const lrt_model *m, uint64_t out[2]) {
 
 /* ---- size ---------------------------------------------------------------------------------- */
 
-/* Bytes of a blob for the given counts; 0 on overflow. */
-static uint64_t blob_size(int64_t P, int64_t R, int64_t C, int64_t V, int64_t layers, int64_t kvd) {
-  uint64_t t = 0, x = 0, kv = 0;
+/* Bytes of a blob for the given counts (`windowed` of the layers hold P - Q positions, the
+ * others P; version 2 when v2); 0 on overflow. */
+static uint64_t blob_size(int64_t P, int64_t R, int64_t C, int64_t V, int64_t layers, int64_t kvd,
+                          int64_t windowed, int64_t Q, int v2) {
+  uint64_t t = 0, x = 0, kv = 0, rows = 0, wrows = 0;
   if (!lrt_mul_u64((uint64_t)R, (uint64_t)V, &x)) return 0;
   if (!lrt_add_u64(x, (uint64_t)P, &x)) return 0;                   /* tokens + logits */
   if (!lrt_add_u64(x, 2 * (uint64_t)C, &x)) return 0;               /* candidates      */
-  if (!lrt_mul_u64((uint64_t)P, (uint64_t)kvd, &kv)) return 0;
-  if (!lrt_mul_u64(kv, 2 * (uint64_t)layers, &kv)) return 0;        /* K and V         */
+  if (!lrt_mul_u64((uint64_t)P, (uint64_t)(layers - windowed), &rows)) return 0;
+  if (!lrt_mul_u64((uint64_t)(P - Q), (uint64_t)windowed, &wrows)) return 0;
+  if (!lrt_add_u64(rows, wrows, &rows)) return 0;                  /* positions kept  */
+  if (!lrt_mul_u64(rows, (uint64_t)kvd, &kv)) return 0;
+  if (!lrt_mul_u64(kv, 2, &kv)) return 0;                           /* K and V         */
   if (!lrt_add_u64(x, kv, &x)) return 0;
   if (!lrt_mul_u64(x, 4, &x)) return 0;                             /* 4-byte values   */
-  if (!lrt_add_u64(x, HEADER_BYTES + TRAILER_BYTES, &t)) return 0;
+  if (!lrt_add_u64(x, HEADER_BYTES + (v2 ? 8u : 0u) + TRAILER_BYTES, &t)) return 0;
   if (t > (uint64_t)SIZE_MAX) return 0;
   return t;
 }
 
 static int64_t kv_dim(const lrt_model *m) { return m->cfg.n_kv_heads * m->cfg.head_dim; }
 
+static int64_t windowed_layers(const lrt_config *c) {
+  int64_t k = 0;
+  for (int64_t l = 0; l < c->n_layers; l++) k += lrt_layer_window(c, l) > 0;
+  return k;
+}
+
+/* Version 2 (and Q, the oldest position the windowed layers hold) for a session with rings
+ * or one that loaded such a blob; version 1 (Q = 0) otherwise. */
+static int save_v2(const lrt_session *s, int64_t *Q) {
+  *Q = s->kv_lo < s->pos ? s->kv_lo : s->pos;
+  return s->kv_ring > 0 || s->kv_lo > 0;
+}
+
 static int32_t state_size(const lrt_session *s, size_t *size) {
   if (!size) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "size must not be NULL");
   const lrt_config *c = &s->m->cfg;
-  uint64_t n = blob_size(s->pos, s->logits_rows, s->n_cand, c->vocab, c->n_layers, kv_dim(s->m));
+  int64_t Q;
+  int v2 = save_v2(s, &Q);
+  uint64_t n = blob_size(s->pos, s->logits_rows, s->n_cand, c->vocab, c->n_layers, kv_dim(s->m),
+                         windowed_layers(c), Q, v2);
   if (!n) return lrt_err(LRT_ERR_OUT_OF_MEMORY, "the session state is too large to serialise on this platform");
   *size = (size_t)n;
   return LRT_OK;
@@ -285,10 +313,11 @@ static int32_t state_save(const lrt_session *s, void *buf, size_t cap, size_t *w
   const lrt_config *c = &m->cfg;
   uint64_t fp[2];
   if ((st = model_fingerprint(m, fp))) return st;
-  int64_t kvd = kv_dim(m), P = s->pos, R = s->logits_rows, C = s->n_cand;
+  int64_t kvd = kv_dim(m), P = s->pos, R = s->logits_rows, C = s->n_cand, Q;
+  int v2 = save_v2(s, &Q);
   uint8_t *p = (uint8_t *)buf;
   memcpy(p, MAGIC, 8);
-  p = put_u32(p + 8, LRT_STATE_FORMAT);
+  p = put_u32(p + 8, v2 ? 2u : 1u);
   p = put_u32(p, LRT_NUMERICS_VERSION);
   p = put_u64(p, (uint64_t)need);
   p = put_u64(p, fp[0]);
@@ -307,13 +336,15 @@ static int32_t state_save(const lrt_session *s, void *buf, size_t cap, size_t *w
   p = put_u64(p, (uint64_t)s->repeat_last_n);
   p = put_u64(p, s->seed);
   p = put_u64(p, (uint64_t)s->max_tokens);
+  if (v2) p = put_u64(p, (uint64_t)Q);
   p = put_i32s(p, s->tokens, P);
   p = put_f32s(p, s->logits, R * c->vocab);
   p = put_i32s(p, s->cand_ids, C);
   p = put_f32s(p, s->cand_probs, C);
   for (int64_t l = 0; l < c->n_layers; l++) {
-    p = put_f32s(p, s->k_cache[l], P * kvd);
-    p = put_f32s(p, s->v_cache[l], P * kvd);
+    int64_t lo = lrt_layer_window(c, l) ? Q : 0;
+    for (int64_t q = lo; q < P; q++) p = put_f32s(p, s->k_cache[l] + lrt_kv_row(s, l, q) * kvd, kvd);
+    for (int64_t q = lo; q < P; q++) p = put_f32s(p, s->v_cache[l] + lrt_kv_row(s, l, q) * kvd, kvd);
   }
   uint64_t sum[2];
   checksum((const uint8_t *)buf, need - TRAILER_BYTES, sum);
@@ -372,9 +403,14 @@ static int32_t state_load(lrt_session *s, const uint8_t *b, size_t len) {
   if (memcmp(b, MAGIC, 8) != 0)
     return lrt_err(LRT_ERR_FORMAT, "session state: bad magic (not a loomrt session state blob)");
   uint32_t fmt = get_u32(b + 8), numerics = get_u32(b + 12);
-  if (fmt != LRT_STATE_FORMAT)
-    return lrt_err(LRT_ERR_UNSUPPORTED, "session state: blob format version %u, this loomrt reads version %u",
+  if (fmt < 1 || fmt > LRT_STATE_FORMAT)
+    return lrt_err(LRT_ERR_UNSUPPORTED, "session state: blob format version %u, this loomrt reads versions 1 to %u",
                    fmt, LRT_STATE_FORMAT);
+  int v2 = fmt == 2;
+  size_t header = HEADER_BYTES + (v2 ? 8u : 0u);
+  if (len < header + TRAILER_BYTES)
+    return lrt_err(LRT_ERR_FORMAT, "session state: %llu bytes is too short for a version %u blob",
+                   (unsigned long long)len, fmt);
   if (get_u64(b + 16) != (uint64_t)len)
     return lrt_err(LRT_ERR_FORMAT, "session state: the blob says it is %llu bytes long but %llu were given "
                    "(truncated or padded)", (unsigned long long)get_u64(b + 16), (unsigned long long)len);
@@ -398,10 +434,15 @@ static int32_t state_load(lrt_session *s, const uint8_t *b, size_t len) {
     return lrt_err(LRT_ERR_INVALID_ARGUMENT, "session state: saved from a different model (same shape, "
                    "different weights or configuration); load it on a session of the model that saved it");
   int64_t P = (int64_t)get_u64(b + 64), R = (int64_t)get_u64(b + 72), C = (int64_t)get_u64(b + 80);
-  if (P < 0 || R < 0 || C < 0 || C > V || R > P)
+  int64_t Q = v2 ? (int64_t)get_u64(b + 152) : 0;
+  if (P < 0 || R < 0 || C < 0 || C > V || R > P || Q < 0 || Q > P)
     return lrt_err(LRT_ERR_FORMAT, "session state: inconsistent counts (position %lld, logits rows %lld, "
-                   "candidates %lld)", (long long)P, (long long)R, (long long)C);
-  uint64_t need = blob_size(P, R, C, V, layers, kvd);
+                   "candidates %lld, oldest windowed position %lld)", (long long)P, (long long)R, (long long)C,
+                   (long long)Q);
+  if (Q > 0 && Q > P - c->sliding_window + 1)
+    return lrt_err(LRT_ERR_FORMAT, "session state: the sliding-window layers' rows start at position %lld, after "
+                   "the start of the window of position %lld (the blob was altered)", (long long)Q, (long long)P);
+  uint64_t need = blob_size(P, R, C, V, layers, kvd, windowed_layers(c), Q, v2);
   if (!need)
     return lrt_err(LRT_ERR_FORMAT, "session state: the counts are too large (position %lld, logits rows %lld)",
                    (long long)P, (long long)R);
@@ -424,7 +465,7 @@ static int32_t state_load(lrt_session *s, const uint8_t *b, size_t len) {
       (st = lrt_session_set_int(&tmp, LRT_PARAM_MAX_TOKENS, (int64_t)get_u64(b + 144))))
     return lrt_err_prefix(LRT_ERR_FORMAT, "session state: bad sampler setting");
   uint64_t seed = get_u64(b + 136);
-  const uint8_t *tok = b + HEADER_BYTES;
+  const uint8_t *tok = b + header;
   const uint8_t *lg = tok + 4 * (size_t)P;
   const uint8_t *cid = lg + 4 * (size_t)(R * V);
   const uint8_t *cpr = cid + 4 * (size_t)C;
@@ -459,13 +500,21 @@ static int32_t state_load(lrt_session *s, const uint8_t *b, size_t len) {
   get_f32s(lg, s->logits, R * V);
   for (int64_t i = 0; i < C; i++) s->cand_ids[i] = (int32_t)get_u32(cid + 4 * i);
   get_f32s(cpr, s->cand_probs, C);
-  size_t rowbytes = 4 * (size_t)(P * kvd);
+  /* windowed layers take the newest positions their ring holds (all of the blob's when the
+   * session has no ring): [Qn, P) */
+  int64_t Qn = Q;
+  if (s->kv_ring && P - Qn > s->kv_ring) Qn = P - s->kv_ring;
   for (int64_t l = 0; l < layers; l++) {
-    get_f32s(kv, s->k_cache[l], P * kvd);
-    get_f32s(kv + rowbytes, s->v_cache[l], P * kvd);
+    int64_t lo = lrt_layer_window(c, l) ? Q : 0, keep = lrt_layer_window(c, l) ? Qn : 0;
+    size_t rowbytes = 4 * (size_t)((P - lo) * kvd);
+    for (int64_t q = keep; q < P; q++) {
+      get_f32s(kv + 4 * (size_t)((q - lo) * kvd), s->k_cache[l] + lrt_kv_row(s, l, q) * kvd, kvd);
+      get_f32s(kv + rowbytes + 4 * (size_t)((q - lo) * kvd), s->v_cache[l] + lrt_kv_row(s, l, q) * kvd, kvd);
+    }
     kv += 2 * rowbytes;
   }
   s->pos = P;
+  s->kv_lo = windowed_layers(c) ? Qn : 0;
   s->logits_rows = R;
   s->n_cand = C;
   s->temperature = tmp.temperature;

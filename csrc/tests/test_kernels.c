@@ -338,6 +338,39 @@ static void rows_q4_1_i8_other_tree(const void *w, const int8_t *qx, const float
   }
 }
 
+/* the training chains (lincomb_f32, rank1_f32): every element against the reference, with
+ * lengths that cover the 32-, 8-wide and scalar parts, strides wider than d, and the gaps of
+ * the output left untouched */
+static void compare_train(const lrt_kernels *k, const lrt_kernels *ref) {
+  enum { MAXJ = 70, MAXD = 90, PAD = 5 };
+  static float a[MAXJ], X[MAXJ * (MAXD + PAD)], y1[MAXJ * (MAXD + PAD)], y2[MAXJ * (MAXD + PAD)], xv[MAXD];
+  for (int iter = 0; iter < 600; iter++) {
+    int64_t n = (int64_t)(next32() % MAXJ), d = (int64_t)(next32() % MAXD) + 1;
+    int64_t xs = d + (int64_t)(next32() % PAD);
+    for (int64_t j = 0; j < n; j++) a[j] = rand_float();
+    for (int64_t i = 0; i < MAXJ * (MAXD + PAD); i++) X[i] = rand_float();
+    for (int64_t e = 0; e < d; e++) xv[e] = rand_float();
+    for (int64_t i = 0; i < MAXJ * (MAXD + PAD); i++) y1[i] = y2[i] = rand_float();
+    k->lincomb_f32(a, X, xs, n, d, y1);
+    ref->lincomb_f32(a, X, xs, n, d, y2);
+    for (int64_t e = 0; e < d + PAD; e++)
+      CHECK(bits(y1[e]) == bits(y2[e]), "%s lincomb_f32 n=%lld d=%lld e=%lld", k->name, (long long)n, (long long)d, (long long)e);
+    k->rank1_f32(a, xv, n, d, y1, xs);
+    ref->rank1_f32(a, xv, n, d, y2, xs);
+    for (int64_t i = 0; i < MAXJ * (MAXD + PAD); i++)
+      CHECK(bits(y1[i]) == bits(y2[i]), "%s rank1_f32 n=%lld d=%lld i=%lld", k->name, (long long)n, (long long)d, (long long)i);
+  }
+}
+
+/* lincomb_f32 with the pairs of rows added first (a reassociated chain): must be caught */
+static void lincomb_f32_pairs(const float *a, const float *X, int64_t xs, int64_t n, int64_t d, float *y) {
+  int64_t j = 0;
+  for (; j + 2 <= n; j += 2)
+    for (int64_t e = 0; e < d; e++) y[e] = y[e] + (a[j] * X[j * xs + e] + a[j + 1] * X[(j + 1) * xs + e]);
+  for (; j < n; j++)
+    for (int64_t e = 0; e < d; e++) y[e] = y[e] + a[j] * X[j * xs + e];
+}
+
 static int compare_path(const lrt_kernels *k, const lrt_kernels *ref) {
   enum { MAXN = 300, MAXM = 9, PAD = 8 };
   static float w[MAXN + PAD], x[MAXM * (MAXN + PAD)], y1[MAXM], y2[MAXM];
@@ -496,6 +529,7 @@ static int compare_path(const lrt_kernels *k, const lrt_kernels *ref) {
   compare_q4_scales(k, ref);
   compare_math(k, ref);
   compare_widen(k, ref);
+  compare_train(k, ref);
   return failures == before;
 }
 
@@ -537,6 +571,16 @@ int main(void) {
   failures = saved;
   CHECK(caught, "an exp with a different association was not detected");
   if (caught) printf("a perturbed exp is detected, as it must be\n");
+  wrong = lrt_kernels_ref;
+  wrong.name = "wrong-lincomb";
+  wrong.lincomb_f32 = lincomb_f32_pairs;
+  quiet = 1;
+  compare_train(&wrong, &lrt_kernels_ref);
+  caught = failures > saved;
+  quiet = 0;
+  failures = saved;
+  CHECK(caught, "a lincomb_f32 with pairs added first was not detected");
+  if (caught) printf("a perturbed training chain is detected, as it must be\n");
   /* int8 activations: each wrong entry alone must be caught by compare_i8 */
   {
     const char *what[2] = {"dot_q8_0_i8 with blocks summed in order", "rows_q4_1_i8 with another lane tree"};

@@ -8,7 +8,7 @@
  *    where it happens, and the maximum absolute error; fails when a documented bound
  *    (docs/numerics.md) is exceeded or a special value (NaN, +-inf, +-0, overflow) is wrong.
  * 2. Identity (built with -DLRT_TEST_VECTOR_MATH when kernels.h has the elementwise math
- *    entries): for every kernel path this machine runs, the vector exp_f32 and silu_mul_f32
+ *    entries): for every kernel path this machine runs, the vector exp_f32, silu_mul_f32 and log_f32
  *    return the same bits as the scalar reference for every input (NaNs: any NaN).
  *
  *   test_math_exhaustive [threads] [stride]     stride > 1 checks every stride-th input only
@@ -195,8 +195,8 @@ static int run_accuracy(int nthreads, uint64_t stride) {
 typedef struct vjob {
   const lrt_kernels *k, *ref;
   int tid, nthreads;
-  uint64_t stride, bad_exp, bad_silu;
-  uint32_t bad_exp_at, bad_silu_at;
+  uint64_t stride, bad_exp, bad_silu, bad_log;
+  uint32_t bad_exp_at, bad_silu_at, bad_log_at;
 } vjob;
 
 static int same(float a, float b) { return (isnan(a) && isnan(b)) || f2u(a) == f2u(b); }
@@ -230,6 +230,14 @@ static void *vec_worker(void *arg) {
         j->bad_silu++;
         j->bad_silu_at = f2u(x[i]);
       }
+    j->k->log_f32(x, y, n - 5); /* the weave's log of probabilities: every float input */
+    j->k->log_f32(x + n - 5, y + n - 5, 5);
+    j->ref->log_f32(x, z, n);
+    for (int64_t i = 0; i < n; i++)
+      if (!same(y[i], z[i])) {
+        j->bad_log++;
+        j->bad_log_at = f2u(x[i]);
+      }
   }
   return NULL;
 }
@@ -242,7 +250,7 @@ static int run_vectors(int nthreads, uint64_t stride) {
   for (int32_t p = 0; lrt_kernels_available(p, &name, &len) == LRT_OK; p++) {
     if (lrt_kernels_select(name, len) != LRT_OK) return 1;
     const lrt_kernels *k = lrt_kernels_get();
-    if (k->exp_f32 == ref->exp_f32 && k->silu_mul_f32 == ref->silu_mul_f32) {
+    if (k->exp_f32 == ref->exp_f32 && k->silu_mul_f32 == ref->silu_mul_f32 && k->log_f32 == ref->log_f32) {
       printf("vector %s: no vector exp_f32 / silu_mul_f32 (uses the scalar reference)\n", name);
       continue;
     }
@@ -253,21 +261,26 @@ static int run_vectors(int nthreads, uint64_t stride) {
       jobs[t].k = k; jobs[t].ref = ref; jobs[t].tid = t; jobs[t].nthreads = nthreads; jobs[t].stride = stride;
       pthread_create(&th[t], NULL, vec_worker, &jobs[t]);
     }
-    uint64_t be = 0, bs = 0;
-    uint32_t ae = 0, as = 0;
+    uint64_t be = 0, bs = 0, bl = 0;
+    uint32_t ae = 0, as = 0, al = 0;
     for (int t = 0; t < nthreads; t++) {
       pthread_join(th[t], NULL);
       be += jobs[t].bad_exp; bs += jobs[t].bad_silu;
       if (jobs[t].bad_exp) ae = jobs[t].bad_exp_at;
       if (jobs[t].bad_silu) as = jobs[t].bad_silu_at;
+      bl += jobs[t].bad_log;
+      if (jobs[t].bad_log) al = jobs[t].bad_log_at;
     }
     printf("vector %s exp_f32 inputs=%llu mismatches=%llu%s\n", name, (unsigned long long)((1ull << 32) / stride),
            (unsigned long long)be, be ? "" : " ok");
     printf("vector %s silu_mul_f32 inputs=%llu mismatches=%llu%s\n", name, (unsigned long long)((1ull << 32) / stride),
            (unsigned long long)bs, bs ? "" : " ok");
+    printf("vector %s log_f32 inputs=%llu mismatches=%llu%s\n", name, (unsigned long long)((1ull << 32) / stride),
+           (unsigned long long)bl, bl ? "" : " ok");
     if (be) printf("  first exp mismatch at 0x%08x\n", ae);
     if (bs) printf("  first silu mismatch at 0x%08x\n", as);
-    fails += (be != 0) + (bs != 0);
+    if (bl) printf("  first log mismatch at 0x%08x\n", al);
+    fails += (be != 0) + (bs != 0) + (bl != 0);
   }
   lrt_kernels_select("auto", 4);
   return fails;

@@ -97,35 +97,51 @@ static int32_t reserve(lrt_trainer *t, int64_t B, int64_t T) {
 
 /* ---- matrix products ----------------------------------------------------------------------- */
 
-/* Y[t * ys + r] = dot8(W[r, :], X[t, :]) (+ b[r]) for r < R, t < M; W is (R, K), X (M, K). */
+/* Y[t * ys + r] = dot8(W[r, :], X[t, :]) (+ b[r]) for r < R, t < M; W is (R, K), X (M, K).
+ * A task is a block of TOK_TASK tokens times a block of rows (all rows when there are enough
+ * token blocks to share among the threads): its tokens (at most about 100 KiB) stay in cache
+ * while every row of W passes over them, four rows by six tokens at a time (tile4_f32). Each
+ * output is one dot8 computed by one task, so neither the split nor the thread count changes
+ * a bit. */
+#define TOK_TASK 48 /* a multiple of the six tokens of the widest tile */
 typedef struct mm_arg {
   const float *W, *b, *X;
   int64_t R, K, M, ys;
   float *Y;
+  int64_t tb, rb, nrb; /* tokens per task, rows per task, row blocks */
 } mm_arg;
 
 static void mm_task(void *vc, int64_t task, int thread) {
   (void)thread;
   const mm_arg *a = (const mm_arg *)vc;
   const lrt_kernels *k = lrt_kernels_get();
-  int64_t r0 = task * ROWS_TASK, r1 = MIN64(r0 + ROWS_TASK, a->R), K = a->K, ys = a->ys;
-  int64_t tb = (256 * 1024) / (K * 4); /* tokens per block: about 256 KiB of activations */
-  if (tb < 4) tb = 4;
-  for (int64_t t0 = 0; t0 < a->M; t0 += tb) {
-    int64_t mt = MIN64(tb, a->M - t0), r = r0;
-    for (; r + 4 <= r1; r += 4) k->tile4_f32(a->W + r * K, K, a->X + t0 * K, K, mt, K, a->Y + t0 * ys + r, ys);
-    for (; r < r1; r++)
-      for (int64_t t = t0; t < t0 + mt; t++) a->Y[t * ys + r] = k->dot_f32(a->W + r * K, a->X + t * K, K);
-  }
+  int64_t K = a->K, ys = a->ys;
+  int64_t t0 = (task / a->nrb) * a->tb, mt = MIN64(a->tb, a->M - t0);
+  int64_t r0 = (task % a->nrb) * a->rb, r1 = MIN64(r0 + a->rb, a->R), r = r0;
+  for (; r + 4 <= r1; r += 4) k->tile4_f32(a->W + r * K, K, a->X + t0 * K, K, mt, K, a->Y + t0 * ys + r, ys);
+  for (; r < r1; r++)
+    for (int64_t t = t0; t < t0 + mt; t++) a->Y[t * ys + r] = k->dot_f32(a->W + r * K, a->X + t * K, K);
   if (a->b)
-    for (int64_t t = 0; t < a->M; t++)
-      for (int64_t r = r0; r < r1; r++) a->Y[t * ys + r] = a->Y[t * ys + r] + a->b[r];
+    for (int64_t t = t0; t < t0 + mt; t++)
+      for (int64_t rr = r0; rr < r1; rr++) a->Y[t * ys + rr] = a->Y[t * ys + rr] + a->b[rr];
+}
+
+static void mm_run(lrt_pool *pool, const float *W, int64_t R, int64_t K, const float *b, const float *X, int64_t M,
+                   float *Y, int64_t ys) {
+  mm_arg a = {W, b, X, R, K, M, ys, Y, TOK_TASK, R, 1};
+  int64_t ntb = (M + TOK_TASK - 1) / TOK_TASK;
+  if (ntb < 8) { /* few tokens: split the rows too */
+    a.tb = M;
+    ntb = 1;
+    a.rb = ROWS_TASK;
+    a.nrb = (R + ROWS_TASK - 1) / ROWS_TASK;
+  }
+  lrt_pool_run(pool, mm_task, &a, ntb * a.nrb);
 }
 
 static void matmul(lrt_trainer *t, const float *W, int64_t R, int64_t K, const float *b, const float *X, int64_t M,
                    float *Y) {
-  mm_arg a = {W, b, X, R, K, M, R, Y};
-  lrt_pool_run(t->pool, mm_task, &a, (R + ROWS_TASK - 1) / ROWS_TASK);
+  mm_run(t->pool, W, R, K, b, X, M, Y, R);
 }
 
 /* dst (C, R) = src (R, C) transposed; per sequence when `seq` > 0: src rows s*T.. form
@@ -153,36 +169,42 @@ static void transpose(lrt_trainer *t, const float *src, int64_t R, int64_t C, in
 }
 
 /* Weight gradient: G[r][k] += sum_t dY[t][r] X[t][k], per sequence s in order (dyt (B, R, T),
- * xt (B, K, T)); gb[r] += sum_f32 of dY[., r] per sequence. Tasks split rows r. */
+ * xt (B, K, T)); gb[r] += sum_f32 of dY[., r] per sequence. A task owns a block of TOK_TASK
+ * columns k times a block of rows r (all rows when there are enough column blocks) and runs
+ * the sequences in order over them: its slice of X^T stays in cache while every row of dY^T
+ * passes. Each G element gets its per-sequence dot8 sums in sequence order, whatever the split. */
 typedef struct wg_arg {
   lrt_trainer *t;
   const float *dyt, *xt;
   int64_t R, K, T, B;
   float *G, *gb;
+  int64_t rb, nrb; /* rows per task, row blocks */
 } wg_arg;
 
 static void wg_task(void *vc, int64_t task, int thread) {
   const wg_arg *a = (const wg_arg *)vc;
   const lrt_kernels *k = lrt_kernels_get();
-  int64_t r0 = task * ROWS_TASK, r1 = MIN64(r0 + ROWS_TASK, a->R), K = a->K, T = a->T;
+  int64_t K = a->K, T = a->T, R = a->R;
+  int64_t k0 = (task / a->nrb) * TOK_TASK, kn = MIN64(TOK_TASK, K - k0);
+  int64_t r0 = (task % a->nrb) * a->rb, r1 = MIN64(r0 + a->rb, R);
   float *tmp = a->t->act.thr + (int64_t)thread * a->t->act.thr_stride;
   for (int64_t s = 0; s < a->B; s++) {
-    const float *dy = a->dyt + s * a->R * T, *x = a->xt + s * K * T;
-    if (a->G) {
+    const float *dy = a->dyt + s * R * T, *x = a->xt + s * K * T + k0 * T;
+    if (a->G && kn > 0) {
       int64_t r = r0;
       for (; r + 4 <= r1; r += 4) {
-        k->tile4_f32(dy + r * T, T, x, T, K, T, tmp, 4); /* tmp[kk * 4 + i] = dot(dy[r + i], x[kk]) */
+        k->tile4_f32(dy + r * T, T, x, T, kn, T, tmp, 4); /* tmp[kk * 4 + i] = dot(dy[r + i], x[kk]) */
         for (int64_t i = 0; i < 4; i++) {
-          float *g = a->G + (r + i) * K;
-          for (int64_t kk = 0; kk < K; kk++) g[kk] = g[kk] + tmp[kk * 4 + i];
+          float *g = a->G + (r + i) * K + k0;
+          for (int64_t kk = 0; kk < kn; kk++) g[kk] = g[kk] + tmp[kk * 4 + i];
         }
       }
       for (; r < r1; r++) {
-        float *g = a->G + r * K;
-        for (int64_t kk = 0; kk < K; kk++) g[kk] = g[kk] + k->dot_f32(dy + r * T, x + kk * T, T);
+        float *g = a->G + r * K + k0;
+        for (int64_t kk = 0; kk < kn; kk++) g[kk] = g[kk] + k->dot_f32(dy + r * T, x + kk * T, T);
       }
     }
-    if (a->gb)
+    if (a->gb && k0 == 0)
       for (int64_t r = r0; r < r1; r++) a->gb[r] = a->gb[r] + k->sum_f32(dy + r * T, T);
   }
 }
@@ -195,8 +217,13 @@ static void wgrad(lrt_trainer *t, const float *dY, int64_t R, const float *X, in
   int64_t M = a->B * a->T;
   transpose(t, dY, M, R, a->T, a->dyt);
   if (!xt_ready && G) transpose(t, X, M, K, a->T, a->xt);
-  wg_arg w = {t, a->dyt, a->xt, R, K, a->T, a->B, G, gb};
-  lrt_pool_run(t->pool, wg_task, &w, (R + ROWS_TASK - 1) / ROWS_TASK);
+  int64_t nkb = G ? (K + TOK_TASK - 1) / TOK_TASK : 1;
+  wg_arg w = {t, a->dyt, a->xt, R, K, a->T, a->B, G, gb, R, 1};
+  if (nkb < 8) { /* few columns: split the rows too */
+    w.rb = ROWS_TASK;
+    w.nrb = (R + ROWS_TASK - 1) / ROWS_TASK;
+  }
+  lrt_pool_run(t->pool, wg_task, &w, nkb * w.nrb);
 }
 
 /* dX (M, K) = dY (M, R) W (R, K): W transposed into act.wt, then dot8 products over R. */
@@ -357,8 +384,9 @@ static void att_fwd_task(void *vc, int64_t task, int thread) {
     const float *q = Q + (s * T + i) * qd + h * hd;
     float *sc = P + i * T + lo;
     float mx = -3.402823466e38f;
+    k->rows_f32(q, K + (s * T + lo) * kvd + kvh * hd, kvd, n, hd, sc, 1); /* each the dot_f32 */
     for (int64_t j = 0; j < n; j++) {
-      float v = k->dot_f32(q, K + (s * T + lo + j) * kvd + kvh * hd, hd) * scale;
+      float v = sc[j] * scale;
       sc[j] = v;
       if (v > mx) mx = v;
     }
@@ -369,11 +397,7 @@ static void att_fwd_task(void *vc, int64_t task, int thread) {
     float *o = O + (s * T + i) * qd + h * hd;
     const float *vb = Vv + (s * T + lo) * kvd + kvh * hd;
     for (int64_t d = 0; d < hd; d++) o[d] = 0.0f;
-    for (int64_t j = 0; j < n; j++) { /* each column its own chain over j in order */
-      float pj = sc[j];
-      const float *vr = vb + j * kvd;
-      for (int64_t d = 0; d < hd; d++) o[d] = o[d] + pj * vr[d];
-    }
+    k->lincomb_f32(sc, vb, kvd, n, hd, o); /* each column its own chain over j in order */
   }
 }
 
@@ -400,21 +424,17 @@ static void att_bwd_task(void *vc, int64_t task, int thread) {
       int64_t lo = att_lo(c, i), n = i - lo + 1;
       const float *pr = P + i * T + lo;
       const float *dO = a->datt + (s * T + i) * qd + h * hd, *q = Q + (s * T + i) * qd + h * hd;
-      for (int64_t j = 0; j < n; j++) dp[j] = k->dot_f32(dO, Vv + (s * T + lo + j) * kvd + kvh * hd, hd);
+      int64_t kv0 = (s * T + lo) * kvd + kvh * hd; /* key / value row lo of this kv head */
+      k->rows_f32(dO, Vv + kv0, kvd, n, hd, dp, 1); /* dp[j] = dot_f32(dO, v_j) */
       float rd = k->dot_f32(pr, dp, n);
       for (int64_t j = 0; j < n; j++) ds[j] = (pr[j] * (dp[j] - rd)) * scale;
       float *dq = a->dq + (s * T + i) * qd + h * hd;
       for (int64_t d = 0; d < hd; d++) dq[d] = 0.0f;
-      for (int64_t j = 0; j < n; j++) {
-        const float *kr = K + (s * T + lo + j) * kvd + kvh * hd;
-        float *dk = a->dk + (s * T + lo + j) * kvd + kvh * hd, *dv = a->dv + (s * T + lo + j) * kvd + kvh * hd;
-        float dsj = ds[j], pj = pr[j];
-        for (int64_t d = 0; d < hd; d++) {
-          dq[d] = dq[d] + dsj * kr[d];
-          dk[d] = dk[d] + dsj * q[d];
-          dv[d] = dv[d] + pj * dO[d];
-        }
-      }
+      /* dq[d] chains over j in order; dk[j][d], dv[j][d] get one term per (head, query), in
+       * the order of the loops above */
+      k->lincomb_f32(ds, K + kv0, kvd, n, hd, dq);
+      k->rank1_f32(ds, q, n, hd, a->dk + kv0, kvd);
+      k->rank1_f32(pr, dO, n, hd, a->dv + kv0, kvd);
     }
   }
 }
@@ -606,15 +626,40 @@ static void backward(lrt_trainer *t) {
              GOPT(t, Ly->attn_norm_b));
     add_into(a->dx, a->dxm, a->dn2, M * D); /* d xin */
   }
-  /* embeddings: rows added token after token, in order */
+  /* embeddings: per sequence, each token row's sum over that sequence's tokens in order (a
+   * token repeated in the sequence sums in the scratch row first), then each row added to the
+   * accumulator once, sequences in order: the rule of every other gradient, so a sequence's
+   * gradient computed alone and added later (loomrt.ray's data-parallel fold) gives the same
+   * bits. A position row occurs once per sequence and is added directly. */
   float *ge = t->g_lookup ? t->g_lookup : G_(t, t->tok_embd);
-  for (int64_t r = 0; r < M; r++) {
-    float *g = ge + (int64_t)a->tok[r] * D;
-    const float *d = a->dx + r * D;
-    for (int64_t i = 0; i < D; i++) g[i] = g[i] + d[i];
-    if (c->learned_pos) {
-      float *gp = G_(t, t->pos_embd) + (r % T) * D;
-      for (int64_t i = 0; i < D; i++) gp[i] = gp[i] + d[i];
+  float *part = a->tmpd;              /* (T, D): free after the last layer */
+  int32_t *slot = (int32_t *)a->dyt;  /* (V): token -> row of part, -1; dyt holds >= V floats */
+  for (int64_t v = 0; v < V; v++) slot[v] = -1;
+  for (int64_t s = 0; s < a->B; s++) {
+    int32_t used = 0;
+    for (int64_t tt = 0; tt < T; tt++) {
+      int64_t r = s * T + tt;
+      int32_t tok = a->tok[r];
+      const float *d = a->dx + r * D;
+      if (slot[tok] < 0) {
+        slot[tok] = used++;
+        memcpy(part + (int64_t)slot[tok] * D, d, (size_t)D * sizeof(float));
+      } else {
+        float *p = part + (int64_t)slot[tok] * D;
+        for (int64_t i = 0; i < D; i++) p[i] = p[i] + d[i];
+      }
+      if (c->learned_pos) {
+        float *gp = G_(t, t->pos_embd) + tt * D;
+        for (int64_t i = 0; i < D; i++) gp[i] = gp[i] + d[i];
+      }
+    }
+    for (int64_t tt = 0; tt < T; tt++) { /* each distinct row once (first-occurrence order) */
+      int32_t tok = a->tok[s * T + tt];
+      if (slot[tok] < 0) continue;
+      float *g = ge + (int64_t)tok * D;
+      const float *p = part + (int64_t)slot[tok] * D;
+      for (int64_t i = 0; i < D; i++) g[i] = g[i] + p[i];
+      slot[tok] = -1;
     }
   }
 }
@@ -685,7 +730,6 @@ int32_t lrt_tr_last_logits(lrt_trainer *t, const int32_t *tokens, int64_t n, flo
     for (int64_t i = 0; i < D; i++) xn[i] = w[i] * (x[i] * scale);
   }
   const float *head = t->lm_head >= 0 ? W_(t, t->lm_head) : W_(t, t->tok_embd);
-  mm_arg m = {head, NULL, xn, c->vocab, D, 1, c->vocab, out};
-  lrt_pool_run(t->pool, mm_task, &m, (c->vocab + ROWS_TASK - 1) / ROWS_TASK);
+  mm_run(t->pool, head, c->vocab, D, NULL, xn, 1, out, c->vocab);
   return LRT_OK;
 }

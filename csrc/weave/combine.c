@@ -45,6 +45,25 @@ static void softmax_row(const float *z, int64_t n, float *p, float *zmax, float 
   *pmax = 1.0f / Z;
 }
 
+/* Step 1 of a combination for model i: its last logits row (NaN -> -FLT_MAX, as the sampler
+ * does; the contrast amateur divided by its temperature) and its softmax. A pool task: it
+ * writes model i's slices only. */
+static void model_softmax(void *ctx, int64_t i, int thread) {
+  (void)thread;
+  lrt_weave *w = (lrt_weave *)ctx;
+  lrt_session *s = w->s[i];
+  int64_t vm = w->vmax;
+  const float *row = s->logits + (s->logits_rows - 1) * w->vocab[i];
+  float *z = w->z + i * vm;
+  int amateur = w->mode == LRT_WEAVE_CONTRAST && i == 1 && w->amateur_temp != 1.0;
+  float tau = (float)w->amateur_temp;
+  for (int64_t t = 0; t < w->vocab[i]; t++) {
+    float v = row[t] != row[t] ? -3.402823466e38f : row[t];
+    z[t] = amateur ? v / tau : v;
+  }
+  softmax_row(z, w->vocab[i], w->p + i * vm, &w->zmax[i], &w->lz[i], &w->pmax[i]);
+}
+
 /* The weights in force at step `step`: static or scheduled, then the rule; mix normalises. */
 static void step_weights(lrt_weave *w, int64_t step) {
   int64_t n = w->n;
@@ -81,19 +100,9 @@ int32_t lrt_wv_combine(lrt_weave *w, int64_t step) {
   int64_t n = w->n, V = w->V, S = w->S, vm = w->vmax;
   const float ninf = neg_inf();
   /* 1. each model's logits (NaN -> -FLT_MAX, as the sampler does) and softmax */
-  for (int64_t i = 0; i < n; i++) {
-    lrt_session *s = w->s[i];
-    if (s->logits_rows < 1) return lrt_err(LRT_ERR_STATE, "weave: session %lld has no logits", (long long)i);
-    const float *row = s->logits + (s->logits_rows - 1) * w->vocab[i];
-    float *z = w->z + i * vm;
-    int amateur = w->mode == LRT_WEAVE_CONTRAST && i == 1 && w->amateur_temp != 1.0;
-    float tau = (float)w->amateur_temp;
-    for (int64_t t = 0; t < w->vocab[i]; t++) {
-      float v = row[t] != row[t] ? -3.402823466e38f : row[t];
-      z[t] = amateur ? v / tau : v;
-    }
-    softmax_row(z, w->vocab[i], w->p + i * vm, &w->zmax[i], &w->lz[i], &w->pmax[i]);
-  }
+  for (int64_t i = 0; i < n; i++)
+    if (w->s[i]->logits_rows < 1) return lrt_err(LRT_ERR_STATE, "weave: session %lld has no logits", (long long)i);
+  lrt_wv_each_model(w, model_softmax, w);
   /* 2. the weights in force */
   step_weights(w, step);
   /* 3. the mode's combination over the shared ids; masked ids are -inf */
@@ -113,7 +122,7 @@ int32_t lrt_wv_combine(lrt_weave *w, int64_t step) {
       if (nonzero == 1) { /* one model at weight 1: its logits unchanged (same distribution) */
         memcpy(c, w->z + only * vm, (size_t)S * sizeof(float));
       } else {
-        for (int64_t t = 0; t < S; t++) c[t] = q[t] > 0.0f ? (float)lrt_log((double)q[t]) : ninf;
+        lrt_kernels_get()->log_f32(q, c, S); /* q > 0 ? (float)lrt_log(q) : -inf */
       }
       for (int64_t t = S; t < V; t++) c[t] = ninf;
       break;

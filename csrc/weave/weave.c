@@ -37,10 +37,34 @@ int32_t lrt_wv_init(lrt_weave *w) {
 }
 
 void lrt_wv_release(lrt_weave *w) {
+  lrt_pool_free(w->pool);
+  w->pool = NULL;
   free(w->z); free(w->p); free(w->comb); free(w->cp); free(w->sched);
   free(w->carrier.cand_ids); free(w->carrier.cand_probs); free(w->carrier.cand_logits);
   free(w->row_tok); free(w->row_dom); free(w->row_d); free(w->row_rank); free(w->row_top_id); free(w->row_top_p);
   free(w->ids);
+}
+
+int32_t lrt_wv_set_parallel(lrt_weave *w, int32_t threads) {
+  if (threads > w->n) threads = (int32_t)w->n;
+  if (threads < 2) threads = 0;
+  if (threads == w->parallel) return LRT_OK;
+  lrt_pool_free(w->pool);
+  w->pool = NULL;
+  w->parallel = 0;
+  if (threads == 0) return LRT_OK;
+  int32_t st = lrt_pool_new(threads, &w->pool);
+  if (st) return st;
+  w->parallel = threads;
+  return LRT_OK;
+}
+
+void lrt_wv_each_model(lrt_weave *w, lrt_task_fn fn, void *ctx) {
+  if (w->pool) {
+    lrt_pool_run(w->pool, fn, ctx, w->n);
+    return;
+  }
+  for (int64_t i = 0; i < w->n; i++) fn(ctx, i, 0);
 }
 
 int32_t lrt_wv_check_mode(int32_t mode, int64_t n) {
@@ -167,6 +191,23 @@ static int64_t rank_of(const float *p, int64_t n, int32_t t) {
   return r;
 }
 
+typedef struct {
+  lrt_weave *w;
+  int32_t t;
+  int64_t r;
+} record_ctx;
+
+/* Model i's part of a trace row: its rank of t and its own top tokens (a pool task). */
+static void record_model(void *ctx, int64_t i, int thread) {
+  (void)thread;
+  const record_ctx *c = (const record_ctx *)ctx;
+  lrt_weave *w = c->w;
+  int64_t n = w->n, r = c->r, k = w->row_top_k;
+  const float *p = w->p + i * w->vmax;
+  w->row_rank[r * n + i] = rank_of(p, w->vocab[i], c->t);
+  if (k > 0) top_k(p, w->vocab[i], (int32_t)k, w->row_top_id + (r * (n + 1) + i) * k, w->row_top_p + (r * (n + 1) + i) * k);
+}
+
 int32_t lrt_wv_record(lrt_weave *w, int32_t t) {
   if (!grow_rows(w)) return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory for the weave trace");
   int64_t n = w->n, vm = w->vmax, r = w->n_rows, k = w->row_top_k;
@@ -177,6 +218,8 @@ int32_t lrt_wv_record(lrt_weave *w, int32_t t) {
     if (w->carrier.cand_ids[j] == t) { sampled = (double)w->carrier.cand_probs[j]; break; }
   d[0] = (double)w->cp[t];
   d[1] = sampled;
+  record_ctx rc = {w, t, r};
+  lrt_wv_each_model(w, record_model, &rc);
   double alpha = w->alpha >= 0.0 ? w->alpha : (w->mode == LRT_WEAVE_CONTRAST ? 0.1 : 1.0);
   int32_t dom = 0;
   double best = -1.0, mix_sum = 0.0;
@@ -184,7 +227,6 @@ int32_t lrt_wv_record(lrt_weave *w, int32_t t) {
     const float *p = w->p + i * vm;
     wt[i] = w->w_now[i];
     pr[i] = (double)p[t];
-    w->row_rank[r * n + i] = rank_of(p, w->vocab[i], t);
     double lp = (double)((w->z[i * vm + t] - w->zmax[i]) - w->lz[i]);
     switch (w->mode) {
       case LRT_WEAVE_MIX: sh[i] = (double)(w->wf[i] * p[t]); mix_sum = mix_sum + sh[i]; break;
@@ -197,7 +239,6 @@ int32_t lrt_wv_record(lrt_weave *w, int32_t t) {
     }
     double infl = w->w_now[i] * (double)p[t];
     if (infl > best) { best = infl; dom = (int32_t)i; }
-    if (k > 0) top_k(p, w->vocab[i], (int32_t)k, w->row_top_id + (r * (n + 1) + i) * k, w->row_top_p + (r * (n + 1) + i) * k);
   }
   if (w->mode == LRT_WEAVE_MIX)
     for (int64_t i = 0; i < n; i++) sh[i] = mix_sum > 0.0 ? sh[i] / mix_sum : 0.0;

@@ -61,6 +61,15 @@ struct lrt_weave {
   struct lrt_gen *dec;                     /* stream decoder of model 0's text (api/)        */
   int32_t *ids;                            /* tokenization buffer                            */
   int64_t cap_ids;
+  /* models stepped at once (LRT_WEAVE_PARALLEL): NULL = one after another on the caller's
+     thread; else a pool whose task i runs model i (its eval on its own session and threads,
+     then its softmax). Each model's values are computed by the same code either way. */
+  lrt_pool *pool;
+  int32_t parallel;
+  const int32_t *task_ids;                 /* the eval of a parallel step                    */
+  int64_t task_n;
+  int32_t task_st[LRT_WEAVE_MAX_MODELS];
+  char task_msg[LRT_WEAVE_MAX_MODELS][256];/* a worker's error message (thread-local there)  */
 };
 
 /* Allocate the buffers of a weave whose n, s[], vocab[], V, S are set; defaults. */
@@ -77,6 +86,11 @@ void lrt_wv_base_weights(const lrt_weave *w, int64_t step, double *out);
 void lrt_wv_observe(lrt_weave *w, const char *bytes, size_t len);
 /* Reset the fence state and the trace (a new prompt). */
 void lrt_wv_restart(lrt_weave *w);
+/* Step models at once with a pool of `threads` (<= 1: one after another). */
+int32_t lrt_wv_set_parallel(lrt_weave *w, int32_t threads);
+/* Run fn(ctx, i) for every model i, on the pool when there is one (task i always computes
+ * model i's outputs, so nothing depends on which thread runs it). */
+void lrt_wv_each_model(lrt_weave *w, lrt_task_fn fn, void *ctx);
 /* Combine the sessions' last logits rows for generated step `step`: fills z, p, w_now,
  * comb, cp. Call under the floating-point guard. */
 int32_t lrt_wv_combine(lrt_weave *w, int64_t step);
