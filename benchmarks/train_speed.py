@@ -10,6 +10,9 @@ process (measured in a fresh subprocess per system so one does not hide the othe
     python benchmarks/train_speed.py --threads 2 --steps 8 --dim 128 --layers 4
 
 Speeds on a shared machine move with the host's load: compare the two columns of one run.
+Each row also gives the 1-minute load average at its start and the ratio of CPU-time rates
+(tokens per second of process CPU time, all threads together), which a busy host distorts
+less than wall-clock rates. --repeat N measures N rounds (each system alternately).
 """
 from __future__ import annotations
 
@@ -49,11 +52,12 @@ def run_loomrt(a):
     tr.set(lr=1e-3, weight_decay=0.1, clip=1.0)
     data = batches(a, a.steps + 1)
     tr.train_step(data[0])  # warm-up (allocates the activations)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for b in data[1:]:
         tr.train_step(b)
-    dt = time.perf_counter() - t0
-    return {"tokens_per_s": a.steps * a.batch * a.context / dt, "peak_mib": rss_mib() - base, "params": tr.n_params,
+    dt, dc = time.perf_counter() - t0, time.process_time() - c0
+    n = a.steps * a.batch * a.context
+    return {"tokens_per_s": n / dt, "cpu_tokens_per_s": n / dc, "peak_mib": rss_mib() - base, "params": tr.n_params,
             "loss": tr.loss}
 
 
@@ -80,11 +84,12 @@ def run_torch(a):
         return loss.item()
 
     step(data[0])
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for b in data[1:]:
         loss = step(b)
-    dt = time.perf_counter() - t0
-    return {"tokens_per_s": a.steps * a.batch * a.context / dt, "peak_mib": rss_mib() - base,
+    dt, dc = time.perf_counter() - t0, time.process_time() - c0
+    n = a.steps * a.batch * a.context
+    return {"tokens_per_s": n / dt, "cpu_tokens_per_s": n / dc, "peak_mib": rss_mib() - base,
             "params": sum(p.numel() for p in model.parameters()), "loss": loss}
 
 
@@ -99,6 +104,7 @@ def main(argv=None):
     p.add_argument("--context", type=int, default=256)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--vocab", type=int, default=257)
+    p.add_argument("--repeat", type=int, default=1, help="rounds per thread count")
     p.add_argument("--child", choices=["loomrt", "torch"], help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.child:
@@ -107,22 +113,27 @@ def main(argv=None):
         return 0
     print(f"Llama-style dim {a.dim}, {a.layers} layers, {a.heads}/{a.kv_heads} heads, context {a.context}, "
           f"batch {a.batch}, vocab {a.vocab}; {a.steps} timed steps (forward + backward + AdamW)")
-    print(f"{'threads':>7} | {'loomrt tok/s':>12} {'MiB':>7} | {'torch tok/s':>11} {'MiB':>7} | {'ratio':>5}")
+    print(f"{'threads':>7} {'load':>5} | {'loomrt tok/s':>12} {'MiB':>7} | {'torch tok/s':>11} {'MiB':>7} | "
+          f"{'ratio':>5} {'cpu ratio':>9}")
     base = [sys.executable, os.path.abspath(__file__), "--steps", str(a.steps), "--dim", str(a.dim), "--layers",
             str(a.layers), "--heads", str(a.heads), "--kv-heads", str(a.kv_heads), "--context", str(a.context),
             "--batch", str(a.batch), "--vocab", str(a.vocab)]
     for t in a.threads:
-        res = {}
-        for who in ("loomrt", "torch"):
-            env = dict(os.environ, OMP_NUM_THREADS=str(t), MKL_NUM_THREADS=str(t))
-            out = subprocess.run(base + ["--threads", str(t), "--child", who], capture_output=True, text=True, env=env)
-            if out.returncode:
-                print(out.stderr, file=sys.stderr)
-                return 1
-            res[who] = json.loads(out.stdout.strip().splitlines()[-1])
-        lo, to = res["loomrt"], res["torch"]
-        print(f"{t:>7} | {lo['tokens_per_s']:>12,.0f} {lo['peak_mib']:>7.0f} | {to['tokens_per_s']:>11,.0f} "
-              f"{to['peak_mib']:>7.0f} | {lo['tokens_per_s'] / to['tokens_per_s']:>5.2f}")
+        for _ in range(a.repeat):
+            load = os.getloadavg()[0]
+            res = {}
+            for who in ("loomrt", "torch"):
+                env = dict(os.environ, OMP_NUM_THREADS=str(t), MKL_NUM_THREADS=str(t))
+                out = subprocess.run(base + ["--threads", str(t), "--child", who], capture_output=True, text=True,
+                                     env=env)
+                if out.returncode:
+                    print(out.stderr, file=sys.stderr)
+                    return 1
+                res[who] = json.loads(out.stdout.strip().splitlines()[-1])
+            lo, to = res["loomrt"], res["torch"]
+            print(f"{t:>7} {load:>5.1f} | {lo['tokens_per_s']:>12,.0f} {lo['peak_mib']:>7.0f} | "
+                  f"{to['tokens_per_s']:>11,.0f} {to['peak_mib']:>7.0f} | {lo['tokens_per_s'] / to['tokens_per_s']:>5.2f} "
+                  f"{lo['cpu_tokens_per_s'] / to['cpu_tokens_per_s']:>9.2f}", flush=True)
     print(f"parameters: loomrt {lo['params']:,}, torch {to['params']:,}")
     return 0
 

@@ -6,6 +6,7 @@ standalone C driver built with several compilers and targets) follows.
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 import os
 import platform
 import re
@@ -86,6 +87,12 @@ GOLDEN = {
 # a run saved after 8 sampled tokens and resumed in a fresh session gives the same 24 tokens
 GOLDEN["resume ids"] = GOLDEN["sampled ids"]
 GOLDEN["resume logits"] = GOLDEN["sampled logits"]
+# training (the driver's --train cells, docs/training.md "Numerics"): three AdamW steps from the
+# seeded model's weights; test_train_golden_equals_python computes the same through loomrt.Trainer.
+# A change to the training numerics (csrc/train/) that alters these bits must say so in
+# docs/numerics.md and docs/training.md and update them in the same commit.
+GOLDEN["train weights"] = "810e54fe14a3e2c23b61cb010c03cdd6662655a7004b854fd73da3d452a8d87d"
+GOLDEN["train losses"] = "ae6515efb0d2c3a64d80e021dad5f35739d64a3fa69e019056cd00c2efabeadc"
 NUMERICS_VERSION = 1
 
 # LOOMRT_MATRIX_CSRC builds the matrix from another copy of csrc/ (e.g. a release tree)
@@ -177,6 +184,12 @@ NATIVE = [("gcc", "-O0"), ("gcc", "-O2"), ("gcc", "-O3"), ("clang", "-O0"), ("cl
 X86_PATHS = ["avx2-avx512vnni", "avx2-avx512vl", "avx2-vnni", "avx2", "avx512", "reference"]
 
 
+def native_paths(opt: str) -> List[str]:
+    """The x86 paths a native build with these flags has on a CPU with AVX-512VL and VNNI: an
+    LRT_AVX512_EMULATE build (avx512.c as portable C) compiles no VNNI paths (dispatch.c)."""
+    return [p for p in X86_PATHS if not ("-DLRT_AVX512_EMULATE" in opt and "vnni" in p)]
+
+
 def has_source(name: str) -> bool:
     return name in library_sources()
 
@@ -188,27 +201,29 @@ def native_runs(opt: str) -> List[tuple]:
     """(model, driver args) of one native build: every thread count 1..8 on the -O2 builds,
     1, 2, 5, 8 on the others (CI time); the GGUF copy; the hostile FP environment."""
     threads = ALL_THREADS if opt.split()[0] == "-O2" else "1,2,5,8"
-    return [("st", ["--threads", threads, "--chunks", ALL_CHUNKS]),
-            ("gguf", ["--threads", "1,4", "--chunks", "3,0"]),
-            ("st", ["--threads", "1,3,8", "--chunks", "1,16", "--hostile"])]
+    return [("st", ["--threads", threads, "--chunks", ALL_CHUNKS, "--train"]),
+            ("gguf", ["--threads", "1,4", "--chunks", "3,0", "--train"]),
+            ("st", ["--threads", "1,3,8", "--chunks", "1,16", "--hostile", "--train"])]
 
 
 def foreign_runs(args: Sequence[str]) -> List[tuple]:
     """(model, driver args) of one foreign target: the safetensors folder with the target's
     args, the GGUF file, and the hostile FP environment."""
     threads = args[list(args).index("--threads") + 1]
-    return [("st", list(args)), ("gguf", ["--threads", threads.split(",")[-1], "--chunks", "3"]),
-            ("st", ["--threads", threads, "--chunks", "16", "--hostile"])]
+    return [("st", list(args) + ["--train"]), ("gguf", ["--threads", threads.split(",")[-1], "--chunks", "3"]),
+            ("st", ["--threads", threads, "--chunks", "16", "--hostile", "--train"])]
 
 
 def driver_cells(args: Sequence[str]) -> int:
     """Result lines matrix_driver prints per kernel path for these args: per thread count, one
-    logits hash per chunking, then greedy, sampled and resumed ids + logits (6)."""
+    logits hash per chunking, the training weights and losses (2, with --train), then greedy,
+    sampled and resumed ids + logits (6)."""
     a = list(args)
     n_threads = len(a[a.index("--threads") + 1].split(",")) if "--threads" in a else 1
     n_chunks = len(a[a.index("--chunks") + 1].split(",")) if "--chunks" in a else 4
     gen = 0 if "--no-gen" in a else 6 if driver_defines() else 4
-    return n_threads * (n_chunks + gen)
+    train = 2 if "--train" in a else 0
+    return n_threads * (n_chunks + train + gen)
 
 
 @pytest.mark.parametrize("compiler,opt", NATIVE, ids=[f"{c}{o.replace(' ', '')}" for c, o in NATIVE])
@@ -220,7 +235,7 @@ def test_native_matrix(compiler, opt, matrix_models, build_dir, foreign_builds, 
     paths = loomrt.kernel_paths()
     if "-DLRT_AVX512_EMULATE" in flags:
         assert has_source("kernels/avx512.c")
-        paths = sorted(set(paths) | {"avx512"})
+        paths = sorted((set(paths) & set(native_paths(opt))) | {"avx512"})
     n = 0
     for model, args in native_runs(opt):
         cells = check_output(run_driver([exe], matrix_models[model], args), paths)
@@ -228,6 +243,38 @@ def test_native_matrix(compiler, opt, matrix_models, build_dir, foreign_builds, 
         n += cells
     CELLS[request.node.name] = n
     print(f"\n{request.node.name}: {n} cells")
+
+
+def test_train_golden_equals_python(tmp_path):
+    """The driver's training schedule through the Python binding (loomrt.Trainer) gives the
+    pinned "train weights" / "train losses" hashes: C driver, binding and every matrix cell
+    agree. The same three steps without the two-micro-batch split of step 2 give the same
+    bits; a different learning rate gives different ones (the cells can fail)."""
+    from loomrt.trainer import Trainer
+
+    folder = models.write_seeded_folder(str(tmp_path / "m"))
+
+    def batch(step, vocab):  # matrix_driver.c train_batch
+        rows = []
+        for b in range(4):
+            x, row = (37 * step + 11 * b + 5) % 13, []
+            for _ in range(25):
+                row.append((x + 3) % vocab)
+                x = (3 * x + 1) % 13
+            rows.append(row)
+        return np.array(rows, dtype=np.int32)
+
+    def run(threads, split, lr=1e-2):
+        tr = Trainer.from_pretrained(folder, threads=threads)
+        tr.set(lr=lr, warmup=1, total_steps=3, schedule="cosine", weight_decay=0.1, clip=1.0)
+        vocab = tr.shape("tok_embd")[0]
+        losses = [tr.train_step(batch(s, vocab), accum=2 if (split and s == 1) else 1) for s in range(3)]
+        return (hashlib.sha256(tr.weights_bytes()).hexdigest(),
+                hashlib.sha256(np.array(losses, dtype="<f8").tobytes()).hexdigest())
+
+    assert run(2, True) == (GOLDEN["train weights"], GOLDEN["train losses"])
+    assert run(3, False) == (GOLDEN["train weights"], GOLDEN["train losses"])
+    assert run(1, True, lr=2e-2)[0] != GOLDEN["train weights"]
 
 
 # ---- the newer families -------------------------------------------------------------------------
@@ -445,7 +492,7 @@ def test_matrix_doc_is_current():
     assert section == doc.render(), "docs/determinism.md's Matrix section is out of date: run python tools/matrix_doc.py"
     for digest in set(GOLDEN.values()):
         assert digest in section
-    total = sum(driver_cells(a) * len(X86_PATHS) for _, o in NATIVE for _, a in native_runs(o))
+    total = sum(driver_cells(a) * len(native_paths(o)) for _, o in NATIVE for _, a in native_runs(o))
     total += sum(driver_cells(a) * len(X86_PATHS if t.startswith("x86_64") else expected_paths(t))
                  for t, _, _, args in FOREIGN for _, a in foreign_runs(args))
     assert f"**{total} cells** in all" in section

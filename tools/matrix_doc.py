@@ -49,7 +49,8 @@ def _row(tm, test: str, build: str, where: str, model: str, args: Sequence[str],
     threads = _arg(args, "--threads", "1").replace(",", ", ")
     env = "hostile (FTZ, DAZ, round toward zero)" if "--hostile" in args else "IEEE default"
     name = {"st": "safetensors", "gguf": "GGUF"}[model]
-    line = (f"| `{test}` | {build} | {where} | {name} | {threads} | {_chunks(args)} | {env} | "
+    train = "yes" if "--train" in args else "no"
+    line = (f"| `{test}` | {build} | {where} | {name} | {threads} | {_chunks(args)} | {train} | {env} | "
             f"{', '.join(paths)} | {per_path} x {len(paths)} = {cells} |")
     return line, cells
 
@@ -65,7 +66,7 @@ def render() -> str:
         test = f"test_native_matrix[{compiler}{opt.replace(' ', '')}]"
         build = f"{compiler} {opt}".replace("-DLRT_AVX512_EMULATE", "(avx512.c as portable C)")
         for model, args in tm.native_runs(opt):
-            line, n = _row(tm, test, build, "x86-64, natively", model, args, tm.X86_PATHS)
+            line, n = _row(tm, test, build, "x86-64, natively", model, args, tm.native_paths(opt))
             rows.append(line)
             native_total += n
     for target, extra, runner, args in tm.FOREIGN:
@@ -87,7 +88,13 @@ def render() -> str:
         "`greedy logits` (16 greedy tokens), `sampled ids` and `sampled logits` (24 tokens at temperature "
         "0.8, top-k 40, top-p 0.95, seed 7) and `resume ids` and `resume logits` (8 sampled tokens, the "
         "session state saved and loaded into a fresh session, 16 more: they must equal the uninterrupted "
-        "run). The hostile environment sets flush-to-zero, denormals-are-zero and round-toward-zero "
+        "run). Runs marked `--train` also print, per kernel path and thread count, `train weights` and "
+        "`train losses`: a trainer made from the model's weights (`lrt_trainer_open`) takes three AdamW "
+        "steps (warmup 1, cosine, weight decay 0.1, clipping at norm 1) on fixed batches of 4 x 24 tokens (tokens repeat within and across rows), "
+        "the second accumulated from two micro-batches of 2; the hashes cover every tensor's final weights "
+        "and the three losses (float64 bits), and `tests/test_matrix.py::test_train_golden_equals_python` "
+        "computes the same through `loomrt.Trainer`. "
+        "The hostile environment sets flush-to-zero, denormals-are-zero and round-toward-zero "
         "before every library call and checks that the library leaves it as it found it.",
         "",
         f"The model is the seeded llama of `tests/models.py` (`SEEDED_CONFIG`: vocabulary {cfg['vocab_size']}, "
@@ -96,8 +103,8 @@ def render() -> str:
         "same bytes on every platform) as a safetensors folder and as an F32 GGUF file with llama.cpp's "
         "Q/K row order.",
         "",
-        "| test | build | runs | model | threads | chunkings | FP environment | kernel paths | cells |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| test | build | runs | model | threads | chunkings | training | FP environment | kernel paths | cells |",
+        "|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
         f"**{native_total + foreign_total} cells** in all: {native_total} native and {foreign_total} foreign "

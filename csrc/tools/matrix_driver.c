@@ -6,7 +6,7 @@
  * under wasmtime) and checks that every configuration prints the pinned golden hashes.
  *
  *   matrix_driver MODEL [--threads 1,2,8] [--chunks 1,3,16,0] [--kernels all|NAME]
- *                 [--hostile] [--gen 16]
+ *                 [--hostile] [--no-gen] [--train]
  *
  * Schedule, for every kernel path (all runnable ones, or NAME) and every thread count:
  *   logits chunk=C   the 40-token sequence SEQ40 evaluated in pieces of C tokens (0: all at
@@ -16,6 +16,13 @@
  *   sampled          SEQ40, then 24 tokens at temperature 0.8, top-k 40, top-p 0.95, seed 7
  *   resume           (when the library has lrt_session_state_*) SEQ40 + 8 sampled tokens,
  *                    state saved, loaded into a fresh session, 16 more: must equal sampled
+ *   train            (--train) a trainer made from MODEL's weights (lrt_trainer_open) takes
+ *                    three AdamW steps (warmup 1, cosine over 3, weight decay 0.1, clipping
+ *                    at norm 1) on fixed batches of 4 x 24 tokens (rows with repeated
+ *                    tokens), the second step
+ *                    accumulated from two micro-batches of 2: hash of every tensor's final
+ *                    weights in tensor order ("train weights"), and of the three step losses
+ *                    as little-endian float64 bits ("train losses")
  * --hostile: before every library call the driver sets flush-to-zero, denormals-are-zero
  * (x86 MXCSR / aarch64 FPCR where available) and round-toward-zero (fesetround), and after
  * every call checks that the library left that environment exactly as it found it. The
@@ -235,6 +242,83 @@ static void run_resume(lrt_model *m, int threads, char ids_out[65], char lg_out[
 }
 #endif
 
+/* ---- training ------------------------------------------------------------------------ */
+
+#define TR_B 4
+#define TR_T 24
+
+static void train_batch(int step, int64_t vocab, int32_t *tok) {
+  /* row b follows x -> (3x + 1) mod 13, plus 3, from a start that depends on the step and
+   * the row: a period of at most 12, so tokens repeat within a row and across rows (the
+   * embedding rows' per-sequence sums, then sequences in order, are exercised) */
+  for (int b = 0; b < TR_B; b++) {
+    int64_t x = (37 * step + 11 * b + 5) % 13;
+    for (int i = 0; i <= TR_T; i++) {
+      tok[b * (TR_T + 1) + i] = (int32_t)((x + 3) % vocab);
+      x = (3 * x + 1) % 13;
+    }
+  }
+}
+
+static void run_train(const char *path, int threads, char w_out[65], char l_out[65]) {
+  lrt_trainer *t = NULL;
+  CALL(lrt_trainer_open(path, strlen(path), threads, &t));
+  CALL(lrt_trainer_set(t, LRT_TRAIN_LR, 1e-2));
+  CALL(lrt_trainer_set(t, LRT_TRAIN_WARMUP_STEPS, 1));
+  CALL(lrt_trainer_set(t, LRT_TRAIN_TOTAL_STEPS, 3));
+  CALL(lrt_trainer_set(t, LRT_TRAIN_SCHEDULE, LRT_SCHEDULE_COSINE));
+  CALL(lrt_trainer_set(t, LRT_TRAIN_WEIGHT_DECAY, 0.1));
+  CALL(lrt_trainer_set(t, LRT_TRAIN_CLIP_NORM, 1.0));
+  int64_t count = 0, vocab = 0;
+  CALL(lrt_trainer_tensor_count(t, &count));
+  for (int64_t i = 0; i < count; i++) { /* the vocabulary: rows of tok_embd */
+    const char *name;
+    size_t len;
+    int64_t rows, cols;
+    CALL(lrt_trainer_tensor_info(t, i, &name, &len, &rows, &cols));
+    if (len == 8 && !memcmp(name, "tok_embd", 8)) vocab = rows;
+  }
+  if (vocab < 2) fail("tok_embd", LRT_ERR_INTERNAL);
+  int32_t tok[TR_B * (TR_T + 1)];
+  lrt_sha256 hl;
+  lrt_sha256_init(&hl);
+  for (int step = 0; step < 3; step++) {
+    train_batch(step, vocab, tok);
+    if (step == 1) { /* two micro-batches of two sequences: the bits of one batch of four */
+      CALL(lrt_trainer_accumulate(t, tok, 2, TR_T, NULL));
+      CALL(lrt_trainer_accumulate(t, tok + 2 * (TR_T + 1), 2, TR_T, NULL));
+    } else {
+      CALL(lrt_trainer_accumulate(t, tok, TR_B, TR_T, NULL));
+    }
+    CALL(lrt_trainer_apply(t));
+    double loss;
+    CALL(lrt_trainer_get(t, LRT_TRAIN_LOSS, &loss));
+    uint64_t u;
+    memcpy(&u, &loss, 8);
+    uint8_t b[8];
+    for (int k = 0; k < 8; k++) b[k] = (uint8_t)(u >> (8 * k));
+    lrt_sha256_update(&hl, b, 8);
+  }
+  finish(&hl, l_out);
+  lrt_sha256 hw;
+  lrt_sha256_init(&hw);
+  for (int64_t i = 0; i < count; i++) {
+    const char *name;
+    size_t len;
+    int64_t rows, cols;
+    CALL(lrt_trainer_tensor_info(t, i, &name, &len, &rows, &cols));
+    float *w = (float *)malloc((size_t)(rows * cols) * sizeof(float));
+    if (!w) fail("malloc", LRT_ERR_OUT_OF_MEMORY);
+    CALL(lrt_trainer_tensor_read(t, i, LRT_TENSOR_WEIGHT, w, rows * cols));
+    hash_floats(&hw, w, rows * cols);
+    free(w);
+  }
+  finish(&hw, w_out);
+  hostile_set();
+  lrt_trainer_free(t);
+  hostile_check("lrt_trainer_free");
+}
+
 static int parse_list(const char *s, int *out, int cap) {
   int n = 0;
   while (*s && n < cap) {
@@ -248,20 +332,21 @@ static int parse_list(const char *s, int *out, int cap) {
 
 int main(int argc, char **argv) {
   if (argc < 2) {
-    fprintf(stderr, "usage: %s MODEL [--threads 1,2] [--chunks 1,3,16,0] [--kernels all|NAME] [--hostile] [--gen N]\n", argv[0]);
+    fprintf(stderr, "usage: %s MODEL [--threads 1,2] [--chunks 1,3,16,0] [--kernels all|NAME] [--hostile] [--no-gen] [--train]\n", argv[0]);
     return 2;
   }
   const char *model_path = argv[1];
   int threads[16] = {1}, n_threads = 1;
   int chunks[16] = {1, 3, 16, 0}, n_chunks = 4;
   const char *kernels = "all";
-  int gen = 1;
+  int gen = 1, train = 0;
   for (int i = 2; i < argc; i++) {
     if (!strcmp(argv[i], "--threads") && i + 1 < argc) n_threads = parse_list(argv[++i], threads, 16);
     else if (!strcmp(argv[i], "--chunks") && i + 1 < argc) n_chunks = parse_list(argv[++i], chunks, 16);
     else if (!strcmp(argv[i], "--kernels") && i + 1 < argc) kernels = argv[++i];
     else if (!strcmp(argv[i], "--hostile")) g_hostile = 1;
     else if (!strcmp(argv[i], "--no-gen")) gen = 0;
+    else if (!strcmp(argv[i], "--train")) train = 1;
     else {
       fprintf(stderr, "unknown argument %s\n", argv[i]);
       return 2;
@@ -291,6 +376,10 @@ int main(int argc, char **argv) {
         logits_chunked(m, threads[t], chunks[c], a);
         if (chunks[c] > 0) printf("%s t=%d logits chunk=%d %s\n", k, threads[t], chunks[c], a);
         else printf("%s t=%d logits chunk=all %s\n", k, threads[t], a);
+      }
+      if (train) {
+        run_train(model_path, threads[t], a, b);
+        printf("%s t=%d train weights %s\n%s t=%d train losses %s\n", k, threads[t], a, k, threads[t], b);
       }
       if (!gen) continue;
       run_gen(m, threads[t], 0, 16, a, b);
