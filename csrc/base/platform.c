@@ -27,9 +27,13 @@
 #if defined(__wasi__)
 /* WASI has no mmap (and, without the threads proposal, no threads): files are read into
  * memory and the library runs single-threaded (lrt_cpu_count() == 1, lrt_thread_start
- * fails). */
+ * fails). The browser/Node build with atomics and a shared memory (tools/build_wasm.py,
+ * loomrt-threads.wasm) runs its threads on Web Workers that bindings/js/loomrt.mjs keeps
+ * (LRT_WASM_THREADS below); its thread count comes from the caller, never from the CPU. */
 #define LRT_NO_MMAP 1
-#if !defined(_REENTRANT)
+#if defined(__wasm_atomics__)
+#define LRT_WASM_THREADS 1
+#elif !defined(_REENTRANT)
 #define LRT_NO_THREADS 1
 #endif
 #else
@@ -369,7 +373,7 @@ void lrt_map_release(const lrt_mapped_file *f, const void *p, uint64_t n) {
 }
 
 int lrt_cpu_count(void) {
-#if defined(LRT_NO_THREADS)
+#if defined(LRT_NO_THREADS) || defined(LRT_WASM_THREADS)
   return 1;
 #else
   long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -399,7 +403,7 @@ static int first_sibling(int cpu) {
  * siblings of one core counted once (sysfs topology); on macOS hw.physicalcpu; elsewhere,
  * or when the topology cannot be read, the online CPUs. */
 int lrt_physical_cores(void) {
-#if defined(LRT_NO_THREADS)
+#if defined(LRT_NO_THREADS) || defined(LRT_WASM_THREADS)
   return 1;
 #elif defined(__linux__)
   cpu_set_t set;
@@ -455,15 +459,40 @@ int32_t lrt_read_file(const char *path, uint64_t max_size, char **out, size_t *o
 
 /* ---- threads -------------------------------------------------------------------------- */
 
+#if defined(LRT_WASM_THREADS)
+#include "lrt_atomic.h"
+/* A thread of the wasm build is a Web Worker (a Node worker thread) holding its own instance
+ * of the module over the shared memory. lrt_wasm_thread_spawn (provided by loomrt.mjs) hands
+ * the thread to an idle worker without waiting for it; the worker points its instance's stack
+ * pointer at stack_top, initialises its thread-local block at tls and calls
+ * lrt_wasm_thread_main(thread). It returns nonzero when no worker is free. */
+__attribute__((import_module("env"), import_name("lrt_wasm_thread_spawn")))
+int32_t lrt_wasm_thread_spawn(void *thread, void *stack_top, void *tls);
+#define LRT_WASM_THREAD_STACK (1u << 20) /* pool tasks use a few KB of stack */
+#endif
+
 struct lrt_thread {
 #if defined(_WIN32)
   HANDLE h;
+#elif defined(LRT_WASM_THREADS)
+  unsigned char *stack;
+  void *tls;
+  lrt_atomic_int done; /* set by the thread when fn returns; lrt_thread_join waits on it */
 #else
   pthread_t t;
 #endif
   lrt_thread_fn fn;
   void *arg;
 };
+
+#if defined(LRT_WASM_THREADS)
+void lrt_wasm_thread_main(lrt_thread *t);
+__attribute__((export_name("lrt_wasm_thread_main"))) void lrt_wasm_thread_main(lrt_thread *t) {
+  t->fn(t->arg);
+  lrt_atomic_store_int(&t->done, 1);
+  (void)__builtin_wasm_memory_atomic_notify((int *)&t->done, 1u);
+}
+#endif
 
 #if defined(_WIN32)
 static DWORD WINAPI thread_main(LPVOID p) {
@@ -489,6 +518,26 @@ int32_t lrt_thread_start(lrt_thread **out, lrt_thread_fn fn, void *arg) {
   if (!t->h) {
     free(t);
     return lrt_err(LRT_ERR_INTERNAL, "cannot create a thread");
+  }
+#elif defined(LRT_WASM_THREADS)
+  (void)thread_main;
+  size_t align = __builtin_wasm_tls_align(), tls_size = __builtin_wasm_tls_size();
+  t->stack = (unsigned char *)malloc(LRT_WASM_THREAD_STACK);
+  t->tls = tls_size ? aligned_alloc(align < sizeof(void *) ? sizeof(void *) : align,
+                                    (tls_size + align - 1) / align * align) : NULL;
+  if (!t->stack || (tls_size && !t->tls)) {
+    free(t->stack);
+    free(t->tls);
+    free(t);
+    return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory creating a thread");
+  }
+  lrt_atomic_store_int(&t->done, 0);
+  if (lrt_wasm_thread_spawn(t, t->stack + LRT_WASM_THREAD_STACK, t->tls) != 0) {
+    free(t->stack);
+    free(t->tls);
+    free(t);
+    return lrt_err(LRT_ERR_UNSUPPORTED, "no Web Worker is free for another thread (loomrt.mjs starts them before "
+                   "the session: load the model with the thread count you use)");
   }
 #elif defined(LRT_NO_THREADS)
   (void)thread_main;
@@ -522,6 +571,11 @@ void lrt_thread_join(lrt_thread *t) {
 #if defined(_WIN32)
   WaitForSingleObject(t->h, INFINITE);
   CloseHandle(t->h);
+#elif defined(LRT_WASM_THREADS)
+  /* bounded waits (1 ms): a missed wake-up costs a millisecond, never a hang */
+  while (lrt_atomic_load_int(&t->done) == 0) (void)__builtin_wasm_memory_atomic_wait32((int *)&t->done, 0, 1000000);
+  free(t->stack);
+  free(t->tls);
 #elif defined(LRT_NO_THREADS)
   (void)0; /* never started */
 #else

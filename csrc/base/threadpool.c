@@ -20,6 +20,46 @@ typedef CONDITION_VARIABLE lrt_cond;
 #define cond_free(c) ((void)0)
 #define cond_wait(c, m) SleepConditionVariableCS(c, m, INFINITE)
 #define cond_broadcast(c) WakeAllConditionVariable(c)
+#elif defined(__wasi__) && defined(__wasm_atomics__)
+/* The threaded wasm build (its threads are Web Workers: platform.c): wasi-libc as zig ships it
+ * has no pthreads, so a futex mutex (0 free, 1 locked, 2 locked with waiters) and a sequence
+ * condition variable on memory.atomic.wait32 / notify. Waiting is not allowed on a browser's
+ * main thread: loomrt.mjs uses threads only where it is (workers, Node). */
+typedef int lrt_mutex;
+typedef int lrt_cond;
+static void wasm_mutex_lock(lrt_mutex *m) {
+  int c = 0;
+  if (__atomic_compare_exchange_n(m, &c, 1, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) return;
+  if (c != 2) c = __atomic_exchange_n(m, 2, __ATOMIC_SEQ_CST);
+  while (c != 0) {
+    (void)__builtin_wasm_memory_atomic_wait32(m, 2, -1);
+    c = __atomic_exchange_n(m, 2, __ATOMIC_SEQ_CST);
+  }
+}
+static void wasm_mutex_unlock(lrt_mutex *m) {
+  if (__atomic_fetch_sub(m, 1, __ATOMIC_SEQ_CST) != 1) {
+    __atomic_store_n(m, 0, __ATOMIC_SEQ_CST);
+    (void)__builtin_wasm_memory_atomic_notify(m, 1u);
+  }
+}
+static void wasm_cond_wait(lrt_cond *c, lrt_mutex *m) {
+  int seq = __atomic_load_n(c, __ATOMIC_SEQ_CST);
+  wasm_mutex_unlock(m);
+  (void)__builtin_wasm_memory_atomic_wait32(c, seq, -1);
+  wasm_mutex_lock(m);
+}
+static void wasm_cond_broadcast(lrt_cond *c) {
+  (void)__atomic_fetch_add(c, 1, __ATOMIC_SEQ_CST);
+  (void)__builtin_wasm_memory_atomic_notify(c, 0xffffffffu);
+}
+#define mutex_init(m) (__atomic_store_n(m, 0, __ATOMIC_SEQ_CST), 0)
+#define mutex_free(m) ((void)0)
+#define mutex_lock(m) wasm_mutex_lock(m)
+#define mutex_unlock(m) wasm_mutex_unlock(m)
+#define cond_init(c) (__atomic_store_n(c, 0, __ATOMIC_SEQ_CST), 0)
+#define cond_free(c) ((void)0)
+#define cond_wait(c, m) wasm_cond_wait(c, m)
+#define cond_broadcast(c) wasm_cond_broadcast(c)
 #else
 #include <pthread.h>
 typedef pthread_mutex_t lrt_mutex;
