@@ -6,6 +6,13 @@
   no Python symbols that exports exactly the ``lrt_*`` functions of csrc/include/loomrt.h,
   for ctypes, C# (P/Invoke) and C users: ``loomrt.library_path()`` returns its path.
 
+* ``loomrt/web/``: the WebAssembly build and its JavaScript module and demo (bindings/js/;
+  ``loomrt.web_assets()``, ``loomrt web``). The two ``.wasm`` files are taken from bindings/js/
+  when `python tools/build_wasm.py` made them there after the last C change; else they are built
+  with zig's clang when the ``ziglang`` package is importable at build time; else the wheel has
+  no web assets (``loomrt.web_assets()`` then says how to build them). LOOMRT_BUILD_WASM=0 skips
+  them, LOOMRT_BUILD_WASM=1 makes a missing toolchain an error.
+
 Why not ship the cffi module as the C library: on Windows a .pyd exports only PyInit_*, and on
 Linux/macOS the extension leaves Python's C API symbols undefined, so a program that is not
 Python (mono, a game engine) cannot load it. The second build costs one more compile.
@@ -19,6 +26,7 @@ import sysconfig
 
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -105,6 +113,68 @@ class BuildExtWithLibrary(build_ext):
             os.replace(tmp, dest)
 
 
+# bindings/js files shipped in the package as loomrt/web/ (loomrt/web.py ASSETS must be among them)
+WEB_FILES = ["loomrt.mjs", "loomrt.d.ts", "loomrt-worker.mjs", "loomrt-worker.d.ts", "worker.mjs",
+             "loomrt-thread.mjs", "package.json", "demo/index.html"]
+WASM_FILES = ["loomrt.wasm", "loomrt-threads.wasm"]
+
+
+def _newest_c_source() -> float:
+    newest = 0.0
+    for d, _, names in os.walk(os.path.join(HERE, "csrc")):
+        for n in names:
+            if n.endswith((".c", ".h")):
+                newest = max(newest, os.path.getmtime(os.path.join(d, n)))
+    return newest
+
+
+class BuildPyWithWeb(build_py):
+    """build_py that also puts the web assets (bindings/js + the .wasm files) in loomrt/web/."""
+
+    def run(self) -> None:
+        super().run()
+        self.copy_web_assets()
+
+    def _wasm_folder(self) -> "str | None":
+        js = os.path.join(HERE, "bindings", "js")
+        mode = os.environ.get("LOOMRT_BUILD_WASM", "auto")
+        if mode == "0":
+            return None
+        prebuilt = [os.path.join(js, w) for w in WASM_FILES]
+        if all(os.path.isfile(p) for p in prebuilt) and min(map(os.path.getmtime, prebuilt)) >= _newest_c_source():
+            return js
+        try:
+            import ziglang  # noqa: F401  (zig's clang from PyPI)
+        except ImportError:
+            if mode == "1":
+                raise RuntimeError("LOOMRT_BUILD_WASM=1 but ziglang is not installed (pip install ziglang), and "
+                                   "bindings/js has no up-to-date loomrt.wasm (python tools/build_wasm.py)")
+            self.announce("loomrt: no web assets in this build (no up-to-date bindings/js/*.wasm, no ziglang)", level=3)
+            return None
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("_loomrt_build_wasm", os.path.join(HERE, "tools", "build_wasm.py"))
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        out = os.path.join(HERE, "build", "wasm")
+        mod.build_all(out)
+        return out
+
+    def copy_web_assets(self) -> None:
+        js = os.path.join(HERE, "bindings", "js")
+        if not os.path.isdir(js):
+            return
+        wasm_dir = self._wasm_folder()
+        if wasm_dir is None:
+            return
+        dest = os.path.join(self.build_lib, "loomrt", "web")
+        for rel in WEB_FILES:
+            os.makedirs(os.path.dirname(os.path.join(dest, rel)), exist_ok=True)
+            shutil.copyfile(os.path.join(js, rel), os.path.join(dest, rel))
+        for w in WASM_FILES:
+            shutil.copyfile(os.path.join(wasm_dir, w), os.path.join(dest, w))
+
+
 def _bdist_wheel_options() -> dict:
     """Tag the wheel abi3 (cp39) where cffi builds the extension against the limited API:
     CPython release builds, not the free-threaded ones."""
@@ -117,6 +187,6 @@ def _bdist_wheel_options() -> dict:
 
 setup(
     cffi_modules=["loomrt/_build_ffi.py:ffibuilder"],
-    cmdclass={"build_ext": BuildExtWithLibrary},
+    cmdclass={"build_ext": BuildExtWithLibrary, "build_py": BuildPyWithWeb},
     options=_bdist_wheel_options(),
 )

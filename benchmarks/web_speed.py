@@ -7,7 +7,10 @@ headless Chromium (the wasm_simd128 path; Chromium only when installed), interle
 (tokens after the first, over the time after the first: the prompt is not counted) and checks
 that all give the same token ids.
 
-    python benchmarks/web_speed.py [MODEL] [--tokens 64] [--rounds 3] [--wasm FILE]
+    python benchmarks/web_speed.py [MODEL] [--tokens 64] [--rounds 3] [--wasm FILE] [--threads N]
+
+--threads N adds native loomrt on N threads and loomrt-threads.wasm under Node on N threads
+(Node worker threads over a shared memory; the same token ids are checked).
 """
 from __future__ import annotations
 
@@ -32,9 +35,10 @@ PROMPT = "Once upon a time, in a small village by the sea, there lived"
 NODE_BENCH = r"""
 import { readFile } from "node:fs/promises";
 import { pathToFileURL } from "node:url";
-const [mod, wasm, model, prompt, n, rounds] = process.argv.slice(2);
+const [mod, wasm, model, prompt, n, rounds, threads, threadsWasm] = process.argv.slice(2);
 const { load } = await import(pathToFileURL(mod).href);
-const m = await load(await readFile(model), { wasm });
+const m = await load(await readFile(model), { wasm, threads: Number(threads ?? 1), threadsWasm });
+if (m.threads !== Number(threads ?? 1)) throw new Error(`threads: ${m.threadsFallback}`);
 const out = [];
 for (let r = 0; r < Number(rounds); r++) {
   const ids = []; let tFirst = 0;
@@ -117,9 +121,9 @@ def chromium(chrome: str, wasm: str, path: str, n: int, tmp: str) -> dict:
     return got
 
 
-def native(path: str, n: int, kernels: str) -> dict:
+def native(path: str, n: int, kernels: str, threads: int = 1) -> dict:
     assert loomrt.kernel_path() == kernels, (loomrt.kernel_path(), kernels)  # LOOMRT_KERNELS took effect
-    m = loomrt.load(path, threads=1)
+    m = loomrt.load(path, threads=threads)
     ids, t_first = [], 0.0
     for t in m.stream_tokens(PROMPT, n):
         ids.append(t)
@@ -133,7 +137,9 @@ def main() -> None:
     ap.add_argument("model", nargs="?", default=None)
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--wasm", default=None, help="loomrt.wasm (default: build it with tools/build_wasm.py)")
+    ap.add_argument("--wasm", default=None, help="loomrt.wasm, loomrt-threads.wasm beside it (default: build both "
+                    "with tools/build_wasm.py)")
+    ap.add_argument("--threads", type=int, default=0, help="also N threads: native and wasm under Node (N >= 2)")
     args = ap.parse_args()
     path = args.model or loomrt.default_model_path()
     node = shutil.which("node") or shutil.which("nodejs")
@@ -145,7 +151,8 @@ def main() -> None:
         sys.path.insert(0, os.path.join(ROOT, "tools"))
         import build_wasm
 
-        wasm = build_wasm.build(os.path.join(tmp, "loomrt.wasm"))
+        wasm = build_wasm.build_all(tmp)[0]
+    threads_wasm = os.path.join(os.path.dirname(os.path.abspath(wasm)), "loomrt-threads.wasm")
     script = os.path.join(tmp, "bench.mjs")
     with open(script, "w", encoding="utf-8") as f:
         f.write(NODE_BENCH)
@@ -153,6 +160,8 @@ def main() -> None:
     best = {"native best path": 0.0, "native reference": 0.0, "wasm (node)": 0.0}
     if chrome:
         best["wasm (chromium)"] = 0.0
+    if args.threads > 1:
+        best[f"native {args.threads} threads"] = best[f"wasm (node) {args.threads} threads"] = 0.0
     ids_seen = {}
     paths = loomrt.kernel_paths()
     for _ in range(args.rounds):
@@ -170,6 +179,23 @@ def main() -> None:
         res = json.loads(r.stdout)[0]
         best["wasm (node)"] = max(best["wasm (node)"], res["tps"])
         ids_seen["wasm (node)"] = res["ids"]
+        if args.threads > 1:
+            kern = paths[0]
+            r = subprocess.run([sys.executable, "-c", f"import sys, json; sys.path.insert(0, {ROOT!r}); "
+                                f"sys.path.insert(0, {os.path.join(ROOT, 'benchmarks')!r}); import web_speed; "
+                                f"print(json.dumps(web_speed.native({path!r}, {args.tokens}, {kern!r}, {args.threads})))"],
+                               capture_output=True, text=True, check=True, env=dict(os.environ, LOOMRT_KERNELS=kern))
+            res = json.loads(r.stdout)
+            name = f"native {args.threads} threads"
+            best[name] = max(best[name], res["tps"])
+            ids_seen[name] = res["ids"]
+            r = subprocess.run([node, script, os.path.join(ROOT, "bindings", "js", "loomrt.mjs"), wasm, path, PROMPT,
+                                str(args.tokens), "1", str(args.threads), threads_wasm],
+                               capture_output=True, text=True, check=True)
+            res = json.loads(r.stdout)[0]
+            name = f"wasm (node) {args.threads} threads"
+            best[name] = max(best[name], res["tps"])
+            ids_seen[name] = res["ids"]
         if chrome:
             res = chromium(chrome, wasm, path, args.tokens, tmp)
             best["wasm (chromium)"] = max(best["wasm (chromium)"], res["tps"])
@@ -185,6 +211,12 @@ def main() -> None:
     if chrome:
         print(f"  wasm_simd128 ({ua.group(0) if ua else 'chromium'}, headless) {best['wasm (chromium)']:7.1f} tok/s = "
               f"{100 * best['wasm (chromium)'] / best['native best path']:.0f}% of native")
+    if args.threads > 1:
+        n = args.threads
+        print(f"  native {paths[0]:<14} {best[f'native {n} threads']:7.1f} tok/s on {n} threads")
+        print(f"  wasm threads (node)   {best[f'wasm (node) {n} threads']:7.1f} tok/s on {n} threads = "
+              f"{100 * best[f'wasm (node) {n} threads'] / best[f'native {n} threads']:.0f}% of native on {n}, "
+              f"{100 * best[f'wasm (node) {n} threads'] / best['native best path']:.0f}% of native on 1")
     shutil.rmtree(tmp, ignore_errors=True)
     if not same:
         raise SystemExit("token ids differ: " + json.dumps(ids_seen))

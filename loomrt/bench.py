@@ -318,10 +318,10 @@ class Hogs:
 class _Loomrt:
     int8 = False
 
-    def __init__(self, path: str, threads: int, context: int):
+    def __init__(self, path: str, threads: int, context: int, mmap: bool = True):
         from .model import load
 
-        self.m = load(path, threads=threads, context=context, int8_activations=self.int8)
+        self.m = load(path, threads=threads, context=context, int8_activations=self.int8, mmap=mmap)
         self.s = self.m.session()
 
     def first_token(self, ids: List[int]) -> int:
@@ -433,7 +433,8 @@ def measure(spec: Dict[str, Any]) -> Dict[str, Any]:
     short = prompt_ids(vocab, spec["prompt_tokens"])
     long_ = prompt_ids(vocab, spec["prefill_tokens"], seed=1)
     t = time.perf_counter()
-    extra = {"extra_bufts": spec.get("extra_bufts", True)} if spec["system"] == "llama.cpp" else {}
+    extra = ({"extra_bufts": spec.get("extra_bufts", True)} if spec["system"] == "llama.cpp" else
+             {"mmap": spec.get("mmap", True)} if spec["system"].startswith("loomrt") else {})
     r = _RUNNERS[spec["system"]](spec["path"], spec["threads"], ctx, **extra)
     load_s = time.perf_counter() - t
     tok = r.first_token(short)  # warm-up (touches the weights, fills caches)
@@ -446,12 +447,29 @@ def measure(spec: Dict[str, Any]) -> Dict[str, Any]:
     tok = r.first_token(short)
     ttft_s = time.perf_counter() - t
     n = spec["decode_tokens"] - 1
+    u0 = _usage()
     t = time.perf_counter()
     for _ in range(n):
         tok = r.step(tok)
     decode_s = time.perf_counter() - t
-    return {"load_s": load_s, "prefill_tok_s": len(long_) / prefill_s, "ttft_s": ttft_s,
-            "decode_tok_s": n / decode_s, "peak_rss_bytes": peak_rss_bytes()}
+    u1 = _usage()
+    out = {"load_s": load_s, "prefill_tok_s": len(long_) / prefill_s, "ttft_s": ttft_s,
+           "decode_tok_s": n / decode_s, "peak_rss_bytes": peak_rss_bytes()}
+    if u0 and u1:  # CPU time of all this process's threads over the decode, and its context switches
+        out["decode_cpu_s_per_wall_s"] = (u1[0] - u0[0]) / decode_s
+        out["decode_tok_per_cpu_s"] = n / max(u1[0] - u0[0], 1e-9)
+        out["decode_ctx_switches"] = {"voluntary": u1[1] - u0[1], "involuntary": u1[2] - u0[2]}
+    return out
+
+
+def _usage() -> Optional[tuple]:
+    """(CPU seconds, voluntary, involuntary context switches) of this process, or None."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    return (u.ru_utime + u.ru_stime, u.ru_nvcsw, u.ru_nivcsw)
 
 
 def _child_main() -> int:
@@ -466,6 +484,9 @@ def _run_child(spec: Dict[str, Any], timeout: float = 1800.0) -> Dict[str, Any]:
     env = dict(os.environ)
     env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env["OMP_NUM_THREADS"] = str(spec["threads"])
+    # numpy (imported by every child) must not start BLAS server threads beside the measured ones:
+    # no system computes with numpy's BLAS here
+    env["OPENBLAS_NUM_THREADS"] = env["MKL_NUM_THREADS"] = "1"
     code = "import sys; from loomrt.bench import _child_main; sys.exit(_child_main())"
     try:
         p = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True,
@@ -483,19 +504,21 @@ def _run_child(spec: Dict[str, Any], timeout: float = 1800.0) -> Dict[str, Any]:
 
 # ---- the run --------------------------------------------------------------------------------------
 
-METRICS = ("decode_tok_s", "prefill_tok_s", "ttft_s", "load_s", "peak_rss_bytes")
+METRICS = ("decode_tok_s", "prefill_tok_s", "ttft_s", "load_s", "peak_rss_bytes", "decode_tok_per_cpu_s",
+           "decode_cpu_s_per_wall_s")
 
 
 def run_bench(model: str, formats: Optional[Sequence[str]] = None, threads: Sequence[int] = (1, 2),
               systems: Sequence[str] = SYSTEMS, settings: Optional[BenchSettings] = None,
               transformers_all_formats: bool = False, log: Optional[Log] = None,
-              bandwidth_mib: int = 256, contention: bool = False) -> Dict[str, Any]:
+              bandwidth_mib: int = 256, contention: bool = False, mmap: bool = True) -> Dict[str, Any]:
     """Run the benchmark and return a JSON-ready dict (see :func:`format_table`).
 
     ``formats`` None measures ``model`` as it is; otherwise each format's file comes from
     :func:`loomrt._formats.format_file` (``model`` itself when it is in that format).
     ``contention`` measures everything also under each defined load (:class:`Hogs`): within a
-    repeat, for each load, the systems take turns with the same hogs running.
+    repeat, for each load, the systems take turns with the same hogs running. ``mmap`` False
+    loads loomrt with ``mmap=False`` (weights read into memory: huge pages on Linux).
     """
     from . import NUMERICS_VERSION, __version__, kernel_path
     from ._formats import file_format, format_file
@@ -538,6 +561,8 @@ def run_bench(model: str, formats: Optional[Sequence[str]] = None, threads: Sequ
                     spec = {"system": s, "path": files[f], "threads": t, "context": context,
                             "vocab": int(first["vocab_size"]), **dataclasses.asdict(settings)}
                     spec.pop("repeats")
+                    if not mmap:
+                        spec["mmap"] = False
                     if s == "llama.cpp" and f in no_bufts:
                         spec["extra_bufts"] = False
                     with Hogs(c, hog_count(t)) as hogs:
@@ -568,7 +593,7 @@ def run_bench(model: str, formats: Optional[Sequence[str]] = None, threads: Sequ
     results = []
     for (s, f, t, c), rs in runs.items():
         ok = [r for r in rs if "error" not in r]
-        med = {k: statistics.median([r[k] for r in ok]) for k in METRICS if ok and all(r[k] is not None for r in ok)}
+        med = {k: statistics.median([r[k] for r in ok]) for k in METRICS if ok and all(r.get(k) is not None for r in ok)}
         bpt = weight_bytes_per_token(infos[f], "f32" if s == "transformers" else None)
         if med:
             med["roofline_fraction"] = med["decode_tok_s"] / (bandwidth[t] / bpt)
@@ -587,6 +612,7 @@ def run_bench(model: str, formats: Optional[Sequence[str]] = None, threads: Sequ
         "contention": ({"conditions": conds, "hog_mib": HOG_MIB, "hogs_per_threads": {str(t): hog_count(t) for t in threads}}
                        if contention else None),
         "llama_cpp_repacking_off": sorted(no_bufts),
+        "loomrt_mmap": mmap,
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "results": results,
     }
@@ -613,7 +639,7 @@ def format_table(res: Dict[str, Any]) -> str:
     by = {(r["system"], r["format"], r["threads"], r.get("condition", "none")): r for r in res["results"]}
     lc = len(conds) > 1  # a load column only when the run measured under load
     head = (f"{'format':<7}{'system':<15}{'thr':>3}" + (f"  {'load':<8}" if lc else "") + f"{'decode tok/s':>14}{'prefill tok/s':>15}{'ttft ms':>9}"
-            f"{'load s':>8}{'peak RSS MiB':>14}{'decode x':>10}{'prefill x':>11}{'roofline':>10}")
+            f"{'load s':>8}{'peak RSS MiB':>14}{'decode x':>10}{'prefill x':>11}{'roofline':>10}{'tok/CPU s':>11}")
     lines += [head, "-" * len(head)]
     tf_fmt = res["transformers_formats"]
     shared_tf = bool(tf_fmt) and tf_fmt == ["f32"] and res["formats"] != ["f32"]
@@ -643,6 +669,7 @@ def format_table(res: Dict[str, Any]) -> str:
                 else:
                     line += " " * 21
                 line += f"{_num(m['roofline_fraction'] * 100, 0) + '%':>10}"
+                line += f"{m['decode_tok_per_cpu_s']:>11.1f}" if m.get("decode_tok_per_cpu_s") else f"{'-':>11}"
                 lines.append(line)
         lines.append(f"{'':<7}{'':<15}{t:>3}  read bandwidth {bw / 1e9:.1f} GB/s; roofline = bandwidth / "
                      f"weight bytes read per token")
@@ -650,8 +677,13 @@ def format_table(res: Dict[str, Any]) -> str:
     lines.append("'x' columns: loomrt speed / peer speed on the same format (above 1: loomrt is faster); on "
                  "loomrt-int8 rows (the opt-in int8-activation mode): its speed / llama.cpp's.")
     lines.append("roofline: decode tok/s / (read bandwidth / bytes of weights read per token).")
+    lines.append("tok/CPU s: decode tokens per second of CPU time of all the process's threads (spinning included): "
+                 "on a busy host, what the wall-clock speed hides.")
     if shared_tf:
         lines.append("transformers*: one run on the weights dequantized to float32, shown against every format.")
+    if res.get("loomrt_mmap") is False:
+        lines.append("loomrt read its weights into memory (--no-mmap: 2 MiB-aligned, advised for huge pages on Linux); "
+                     "llama.cpp memory-maps them.")
     if lc:
         ct = res["contention"]
         hogs = ", ".join(f"{n} at {t} thread{'s' if t != '1' else ''}" for t, n in ct["hogs_per_threads"].items())
@@ -693,6 +725,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "runs; loomrt-int8, the opt-in int8-activation mode, only on q8_0 q4_0 q4_1)")
     p.add_argument("--repeats", type=int, default=None, help="repeats per measurement (default 3, --quick 1)")
     p.add_argument("--quick", action="store_true", help="few tokens and one repeat: a smoke run")
+    p.add_argument("--decode-tokens", type=int, default=None, help="tokens generated per decode measurement (default 128)")
+    p.add_argument("--prefill-tokens", type=int, default=None, help="prompt tokens of the prefill measurement (default 512)")
     p.add_argument("--transformers-all-formats", action="store_true",
                    help="run transformers on every format (default: once per thread count, on the F32 copy: "
                    "its weights are the same float values for every format)")
@@ -700,6 +734,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="measure everything also under a defined load on the other CPUs: memory-bandwidth hogs "
                    "(processes copying a 256 MiB buffer) and compute hogs (integer loops), started before and "
                    "stopped after each measurement; the table gets a load column")
+    p.add_argument("--no-mmap", action="store_true",
+                   help="load loomrt with its weights read into memory (on Linux into memory advised for huge "
+                   "pages) instead of memory-mapped")
     p.add_argument("--json", metavar="FILE", default=None, help="also save the results as JSON")
 
 
@@ -719,6 +756,12 @@ def run_from_args(args: argparse.Namespace) -> int:
     if any(t < 1 for t in args.threads):
         raise errors.InvalidArgumentError("--threads must be positive")
     settings = BenchSettings.quick() if args.quick else BenchSettings()
+    for name in ("decode_tokens", "prefill_tokens"):
+        v = getattr(args, name, None)
+        if v is not None:
+            if v < 2:
+                raise errors.InvalidArgumentError(f"--{name.replace('_', '-')} must be at least 2")
+            setattr(settings, name, v)
     if args.repeats is not None:
         if args.repeats < 1:
             raise errors.InvalidArgumentError("--repeats must be positive")
@@ -733,7 +776,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         raise errors.InvalidArgumentError("--formats needs the gguf package to convert the model (pip install gguf)")
     res = run_bench(model, args.formats, args.threads, systems, settings,
                     transformers_all_formats=args.transformers_all_formats, log=say,
-                    bandwidth_mib=64 if args.quick else 256, contention=args.contention)
+                    bandwidth_mib=64 if args.quick else 256, contention=args.contention,
+                    mmap=not args.no_mmap)
     print(format_table(res), flush=True)
     if args.json:
         try:

@@ -21,6 +21,7 @@ import hmac
 import json
 import math
 import os
+import queue
 import threading
 import time
 import uuid
@@ -151,6 +152,12 @@ class ModelWorker:
         self.m_ttft: Deque[float] = collections.deque(maxlen=1000)
         model_hash(model)       # hash the files now, not in the first request
         tokenizer_hash(model)
+        # receipts: each sampled step's logits row is hashed (SHA-256 of its canonical bytes)
+        # by a second thread, in order, while the scheduler runs the next batched step; a
+        # finished sequence's receipt and "done" event come from there after its last row
+        self.receipts: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
+        self.receipt_thread = threading.Thread(target=self._receipts_loop, name=f"loomrt-receipts-{name}", daemon=True)
+        self.receipt_thread.start()
         self.thread = threading.Thread(target=self._run, name=f"loomrt-serve-{name}", daemon=True)
         self.thread.start()
 
@@ -195,6 +202,21 @@ class ModelWorker:
             self.closing = True
             self.cv.notify()
         self.thread.join(timeout=30)
+        self.receipts.put(None)
+        self.receipt_thread.join(timeout=30)
+
+    def _receipts_loop(self) -> None:
+        while True:
+            task = self.receipts.get()
+            if task is None:
+                return
+            try:
+                task()
+            except Exception as exc:  # noqa: BLE001 - a failed receipt fails its request, not the server
+                emit, index = getattr(task, "job_emit", None), getattr(task, "job_index", 0)
+                if emit is not None:
+                    emit(("error", index, APIError(500, f"internal error making the receipt: {exc}",
+                                                   type_="server_error"), []))
 
     # -- the scheduler thread --
 
@@ -282,7 +304,9 @@ class ModelWorker:
         assert s is not None
         lp = s.log_softmax() if j.logprobs is not None else None
         tok = s.sample()
-        j.rec(s, tok)
+        row = _lib.session_logits(s._h)[-1]  # a copy: the next step overwrites the session's
+        rec = j.rec
+        self.receipts.put(lambda: rec(None, tok, row))
         if j.t_first is None:
             j.t_first = time.perf_counter()
             self.m_ttft.append(j.t_first - j.t_submit)
@@ -322,13 +346,23 @@ class ModelWorker:
                     reason = "stop"
                 if text:
                     j.emit(("text", j.index, text, j.take_logprobs()))
-            receipt = make_receipt(self.model, j.prompt_ids, j.rec, reason, j.max_tokens, dataclasses.asdict(j.params),
-                                   self.model.context_length, stop=j.stop, chat=j.chat)
             self.m_finished[reason] += 1
-            j.emit(("done", j.index, {"finish_reason": "length" if reason == "context" else reason,
-                                      "loomrt_finish_reason": reason, "token_ids": list(j.token_ids),
-                                      "prompt_tokens": len(j.prompt_ids), "completion_tokens": len(j.token_ids),
-                                      "receipt": receipt}, j.take_logprobs()))
+            done = {"finish_reason": "length" if reason == "context" else reason, "loomrt_finish_reason": reason,
+                    "token_ids": list(j.token_ids), "prompt_tokens": len(j.prompt_ids),
+                    "completion_tokens": len(j.token_ids)}
+            lps = j.take_logprobs()
+            model, rec, emit, index = self.model, j.rec, j.emit, j.index
+            args = (j.prompt_ids, reason, j.max_tokens, dataclasses.asdict(j.params), self.model.context_length,
+                    j.stop, j.chat)
+
+            def send() -> None:  # on the receipts thread, after this sequence's last row
+                prompt_ids, why, max_tokens, params, context, stop, chat = args
+                done["receipt"] = make_receipt(model, prompt_ids, rec, why, max_tokens, params, context, stop=stop,
+                                               chat=chat)
+                emit(("done", index, done, lps))
+
+            send.job_emit, send.job_index = emit, index  # type: ignore[attr-defined]
+            self.receipts.put(send)
         elif error is not None:
             self.m_finished["error"] += 1
             j.emit(("error", j.index, error, []))

@@ -11,7 +11,8 @@ from typing import Any, Optional
 from . import errors
 
 # what a folder of web assets must hold
-ASSETS = ("loomrt.mjs", "loomrt.wasm", "loomrt-worker.mjs", "worker.mjs", "demo/index.html")
+ASSETS = ("loomrt.mjs", "loomrt.wasm", "loomrt-threads.wasm", "loomrt-thread.mjs", "loomrt-worker.mjs", "worker.mjs",
+          "demo/index.html")
 
 
 def _missing(folder: str) -> list:
@@ -19,8 +20,9 @@ def _missing(folder: str) -> list:
 
 
 def web_assets(folder: Optional[str] = None) -> str:
-    """The folder holding loomrt.mjs, loomrt.wasm, the worker and demo/: ``folder`` when given,
-    else the environment variable LOOMRT_WEB_ASSETS, else ``loomrt/web/`` inside the package,
+    """The folder holding loomrt.mjs, loomrt.wasm (and loomrt-threads.wasm), the workers and
+    demo/: ``folder`` when given, else the environment variable LOOMRT_WEB_ASSETS, else
+    ``loomrt/web/`` inside the package (the wheel ships it: setup.py),
     else ``bindings/js/`` of the source checkout the package runs from. Raises NotFoundError
     saying how to build loomrt.wasm when none is complete."""
     here = os.path.dirname(os.path.abspath(__file__))

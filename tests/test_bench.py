@@ -174,3 +174,16 @@ def test_bench_contention_records_and_stops_its_load(tiny_gguf: str, tmp_path, m
     assert [r[3] for r in rows] == ["none", "membw", "compute"]
     assert all(float(r[4]) > 0 for r in rows)
     assert "load: none = no load started by this run" in out
+
+
+def test_bench_no_mmap_is_recorded(tiny_gguf: str, tmp_path, capsys) -> None:
+    out_json = str(tmp_path / "bench.json")
+    rc = cli.main(["bench", tiny_gguf, "--quick", "--systems", "loomrt", "--threads", "1", "--no-mmap", "--json", out_json])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    with open(out_json, encoding="utf-8") as f:
+        res = json.load(f)
+    assert res["loomrt_mmap"] is False and res["results"][0]["median"]["decode_tok_s"] > 0
+    assert "loomrt read its weights into memory (--no-mmap" in out
+    m = res["results"][0]["median"]  # CPU time over the decode: tokens per CPU second, and CPUs busy per wall second
+    assert m["decode_tok_per_cpu_s"] > 0 and m["decode_cpu_s_per_wall_s"] > 0

@@ -101,6 +101,12 @@ def test_sdist_contents(sdist) -> None:
                  "tests/install-deps.sh"]:
         assert path in names, path
     assert not [n for n in names if n.endswith((".o", ".so", ".a", ".dll", ".dylib"))]
+    # the web build's sources: a wheel built from the sdist can make loomrt/web/ (setup.py)
+    for path in ["tools/build_wasm.py", "bindings/js/loomrt.mjs", "bindings/js/loomrt-thread.mjs",
+                 "bindings/js/worker.mjs", "bindings/js/demo/index.html"]:
+        assert path in names, path
+    for w in ("loomrt.wasm", "loomrt-threads.wasm"):  # prebuilt by tools/build_wasm.py: shipped as made
+        assert (f"bindings/js/{w}" in names) == os.path.isfile(os.path.join(ROOT, "bindings", "js", w)), w
 
 
 @pytest.mark.slow
@@ -116,6 +122,13 @@ def test_wheel_tags_and_contents(wheel) -> None:
     assert "loomrt/py.typed" in files and "loomrt/_library.py" in files
     assert [f for f in files if re.fullmatch(r"loomrt/_loomrt_cffi\..*(so|pyd)", f)]
     assert not [f for f in files if f.startswith(("csrc/", "tests/"))]
+    # the web assets (ziglang is installed by tests/install-deps.sh, so setup.py builds the wasm)
+    for f in ("loomrt.wasm", "loomrt-threads.wasm", "loomrt.mjs", "loomrt-thread.mjs", "loomrt-worker.mjs",
+              "worker.mjs", "loomrt.d.ts", "demo/index.html"):
+        assert f"loomrt/web/{f}" in files, f
+    with zipfile.ZipFile(wheel) as zf:
+        wasm = zf.read("loomrt/web/loomrt.wasm")
+    assert wasm[:4] == b"\0asm" and len(wasm) > 100_000
 
 
 @pytest.mark.slow
@@ -155,6 +168,13 @@ def test_installed_wheel_library_path_and_ctypes(wheel, tmp_path) -> None:
     pkg, path, version = r.stdout.split("\n")[:3]
     assert pkg == str(target / "loomrt")  # the installed wheel, not the source tree
     assert os.path.dirname(path) == pkg and version == "0.1.0"
+    # pip install is enough to serve the demo: web_assets() is the installed loomrt/web/
+    code = "import loomrt; print(loomrt.web_assets())"
+    r = subprocess.run([sys.executable, "-c", code], cwd=str(tmp_path), env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.strip() == str(target / "loomrt" / "web")
+    assert (target / "loomrt" / "web" / "loomrt-threads.wasm").read_bytes()[:4] == b"\0asm"
 
 
 @pytest.mark.parametrize("platform,identifier,torch,full_tests", [

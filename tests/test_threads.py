@@ -14,6 +14,7 @@ import os
 import random
 import shutil
 import subprocess
+import sys
 import threading
 from typing import Any, Dict, List, Tuple
 
@@ -287,3 +288,37 @@ def test_c_generate_callback_into_same_session_is_refused(tiny_path) -> None:
     prompt = b"Once upon a time"
     _lib.check(lib.lrt_generate(s._h, prompt, len(prompt), lib.LRT_PROMPT_ADD_SPECIAL, 6, cb, ffi.NULL))
     assert seen and all(p == -1 and st == lib.LRT_ERR_BUSY for p, st in seen), seen
+
+
+def test_pool_stats_are_off_unless_asked(tiny_path, tmp_path) -> None:
+    """LRT_POOL_STATS=FILE makes every thread pool append one JSON line of its counters to FILE
+    when it is freed (jobs, the caller's tasks and waits, each worker's tasks, joins, sleeps);
+    without it nothing is written. The counters add up: every task was run by someone."""
+    import json
+
+    code = ("import gc, sys, loomrt\n"
+            "m = loomrt.load(sys.argv[1], threads=2)\n"
+            "s = m.session()\n"
+            "s.eval(list(range(1, 9)))\n"
+            "for _ in range(4): s.eval([s.sample()])\n"
+            "del s, m\n"
+            "gc.collect()\n")
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    out = tmp_path / "pool.jsonl"
+    r = subprocess.run([sys.executable, "-c", code, tiny_path], env=dict(env, LRT_POOL_STATS=str(out)),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    two = [d for d in lines if d["threads"] == 2 and d["jobs"] > 0]
+    assert two, lines
+    d = two[0]
+    assert len(d["workers"]) == 1
+    w = d["workers"][0]
+    assert d["caller_tasks"] + w["tasks"] >= d["jobs"]  # every job has at least one task
+    assert 0 <= w["joined"] <= d["jobs"] and w["join_after_post_s"] >= 0
+    assert 0 <= d["caller_wait_s"] <= d["caller_run_s"]
+    out.unlink()
+    r = subprocess.run([sys.executable, "-c", code, tiny_path], env={k: v for k, v in env.items() if k != "LRT_POOL_STATS"},
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert not out.exists()

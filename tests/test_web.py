@@ -72,7 +72,11 @@ def wasm(tmp_path_factory) -> str:
     spec = importlib.util.spec_from_file_location("build_wasm", ROOT / "tools" / "build_wasm.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod.build(str(tmp_path_factory.mktemp("wasm") / "loomrt.wasm"))
+    return mod.build_all(str(tmp_path_factory.mktemp("wasm")))[0]  # loomrt.wasm, loomrt-threads.wasm beside it
+
+
+def threads_wasm(wasm: str) -> str:
+    return os.path.join(os.path.dirname(wasm), "loomrt-threads.wasm")
 
 
 @pytest.fixture(scope="module")
@@ -95,9 +99,10 @@ def native_results(path: str, cases: List[Dict[str, Any]]) -> List[Dict[str, Any
     return out
 
 
-def node_results(wasm: str, model: str, cases: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    p = subprocess.run([NODE, str(WEB / "node_run.mjs"), str(JS / "loomrt.mjs"), wasm, model, json.dumps(cases)],
-                       capture_output=True, text=True, timeout=300)
+def node_results(wasm: str, model: str, cases: List[Dict[str, Any]], threads: int = 1) -> List[Dict[str, Any]]:
+    options = {"threads": threads, "threadsWasm": threads_wasm(wasm)} if threads > 1 else {}
+    p = subprocess.run([NODE, str(WEB / "node_run.mjs"), str(JS / "loomrt.mjs"), wasm, model, json.dumps(cases),
+                        json.dumps(options)], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, f"node failed (rc {p.returncode}):\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}"
     return json.loads(p.stdout)
 
@@ -159,6 +164,19 @@ def test_node_smollm2_same_bits_as_native(wasm):
     assert_same(node_results(wasm, path, SMOL_CASES), native_results(path, SMOL_CASES), SMOL_CASES)
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_node_threads_same_bits_as_one_thread_and_native(wasm, seeded, threads):
+    """loomrt-threads.wasm on Node worker threads over a shared memory: the thread pool splits
+    outputs only, so 2 and 3 threads give one thread's and native's ids, text and logits bits;
+    models are loaded and disposed one after another on the same workers."""
+    path = smollm2_path()
+    got = node_results(wasm, path, SMOL_CASES[:2], threads=threads)
+    assert all(g["threads"] == threads and g["threadsFallback"] is None for g in got), got
+    assert_same(got, native_results(path, SMOL_CASES[:2]), SMOL_CASES[:2])
+    got = node_results(wasm, seeded, SEEDED_CASES, threads=threads)
+    assert_same(got, native_results(seeded, SEEDED_CASES), SEEDED_CASES)
+
+
 class _Quiet(http.server.SimpleHTTPRequestHandler):
     extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map,
                       ".mjs": "text/javascript", ".js": "text/javascript", ".wasm": "application/wasm"}
@@ -189,14 +207,23 @@ def chromium_dom(serve: Path, page: str) -> str:
     return p.stdout
 
 
-def chromium_post(serve: Path, page: str, timeout: float = 240) -> Dict[str, Any]:
-    """Open `page` in headless Chromium (served from `serve`) and return the JSON the page POSTs
-    to /result when it is done; then close Chromium."""
+class _Isolated(_Quiet):
+    """Cross-origin isolation headers (what `loomrt web` sends): SharedArrayBuffer for threads."""
+
+    def end_headers(self) -> None:
+        self.send_header("Cross-Origin-Opener-Policy", "same-origin")
+        self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
+        super().end_headers()
+
+
+def chromium_post(serve: Path, page: str, timeout: float = 240, isolated: bool = False) -> Dict[str, Any]:
+    """Open `page` in headless Chromium (served from `serve`, with COOP/COEP headers when
+    `isolated`) and return the JSON the page POSTs to /result when it is done; then close Chromium."""
     chrome = need(CHROMIUM, "chromium")
     got: Dict[str, Any] = {}
     done = threading.Event()
 
-    class Handler(_Quiet):
+    class Handler(_Isolated if isolated else _Quiet):
         def do_POST(self) -> None:  # noqa: N802 (http.server's name)
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             got.update(json.loads(body))
@@ -287,6 +314,45 @@ def test_demo_page_in_chromium(wasm, tmp_path):
     assert ids == list(g.token_ids) and len(ids) > 0
     assert digest == models.tokens_sha256(g.token_ids)
     assert out == g.text
+    # the same run once more, kept as a screenshot artifact (LOOMRT_ARTIFACTS or tests/artifacts/)
+    shot = demo_screenshot(serve, "demo/index.html?" + urllib.parse.urlencode(q), "web-demo-chromium.png")
+    print(f"demo screenshot: {shot}")
+
+
+def demo_screenshot(serve: Path, page: str, name: str) -> Path:
+    """Headless Chromium's screenshot of `page` (served from `serve`) once it is idle, written to
+    $LOOMRT_ARTIFACTS/name (default tests/artifacts/); checked to be a PNG that is not blank."""
+    from PIL import Image  # pillow: a matplotlib dependency (tests/install-deps.sh)
+
+    folder = Path(os.environ.get("LOOMRT_ARTIFACTS") or ROOT / "tests" / "artifacts")
+    folder.mkdir(parents=True, exist_ok=True)
+    shot = folder / name
+    if shot.exists():
+        shot.unlink()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(serve)))
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    try:
+        p = subprocess.run([need(CHROMIUM, "chromium"), "--headless", "--disable-gpu", "--no-sandbox", "--no-first-run",
+                            f"--user-data-dir={serve.parent / (serve.name + '-shot-profile')}", "--hide-scrollbars",
+                            "--window-size=1000,800", "--virtual-time-budget=600000", f"--screenshot={shot}",
+                            f"http://127.0.0.1:{server.server_address[1]}/{page}"],
+                           capture_output=True, text=True, timeout=300)
+    finally:
+        server.shutdown()
+        server.server_close()
+        t.join()
+    assert p.returncode == 0 and shot.is_file(), p.stderr[-3000:]
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(shot) as im:
+        assert im.size == (1000, 800), im.size
+        rgb = im.convert("RGB")
+        colours = rgb.getcolors(maxcolors=1 << 20) or []
+        # text and controls on the page: many colours, and no single colour covers everything
+        assert len(colours) > 16 and max(n for n, _ in colours) < 0.99 * 1000 * 800, len(colours)
+        # the generated text is there: the output area is not empty (a dark glyph somewhere)
+        assert min(sum(c) for _, c in colours) < 200
+    return shot
 
 
 def test_web_worker_in_chromium(wasm, seeded, tmp_path):
@@ -312,6 +378,35 @@ def test_web_worker_in_chromium(wasm, seeded, tmp_path):
     assert len(r["after"]) == 3
     assert r["badError"].startswith("LRT_ERR_INVALID_ARGUMENT: tokenize expects a string"), r["badError"]
     assert r["disposedError"] == "LRT_ERR_STATE", r
+
+
+@pytest.mark.parametrize("isolated", [True, False])
+def test_threads_in_chromium_worker(wasm, seeded, tmp_path, isolated):
+    """LoomrtWorker.load(bytes, {threads: 2}) in headless Chromium. Cross-origin isolated page
+    (COOP/COEP): the worker runs loomrt-threads.wasm with a nested Web Worker as its second
+    thread, and the ids, text and logits hashes equal native one-thread loomrt's. Without the
+    headers: the documented fallback to one thread (threadsFallback says why), same bits."""
+    serve = tmp_path / "site"
+    serve.mkdir()
+    for src in (JS / "loomrt.mjs", JS / "loomrt-worker.mjs", JS / "worker.mjs", JS / "loomrt-thread.mjs",
+                WEB / "cases.mjs", WEB / "threads_page.html"):
+        shutil.copy(src, serve / src.name)
+    shutil.copy(wasm, serve / "loomrt.wasm")
+    shutil.copy(threads_wasm(wasm), serve / "loomrt-threads.wasm")
+    path = smollm2_path()
+    os.symlink(path, serve / "model.gguf")
+    cases = SMOL_CASES[:2]
+    posted = chromium_post(serve, "threads_page.html?threads=2&model=model.gguf&cases=" +
+                           urllib.parse.quote(json.dumps(cases)), isolated=isolated)
+    assert posted["status"] == "done", posted
+    assert posted["crossOriginIsolated"] is isolated
+    if isolated:
+        assert posted["threads"] == 2 and posted["threadsFallback"] is None, posted
+    else:
+        assert posted["threads"] == 1 and "cross-origin isolated" in posted["threadsFallback"], posted
+    for got, want, c in zip(posted["results"], native_results(path, cases), cases):
+        for key in ("promptIds", "tokenIds", "text", "finishReason", "logitsHash"):
+            assert got[key] == want[key], f"{key} differs for {c}"
 
 
 def test_wasm_inline_f16_scale_equals_reference(tmp_path):
@@ -346,10 +441,11 @@ def test_wasm_inline_f16_scale_equals_reference(tmp_path):
 def web_site(wasm: str, folder: Path) -> Path:
     """A copy of bindings/js with the test's loomrt.wasm (what `loomrt web --assets` serves)."""
     (folder / "demo").mkdir(parents=True)
-    for f in ("loomrt.mjs", "loomrt-worker.mjs", "worker.mjs", "loomrt.d.ts"):
+    for f in ("loomrt.mjs", "loomrt-worker.mjs", "worker.mjs", "loomrt-thread.mjs", "loomrt.d.ts"):
         shutil.copy(JS / f, folder / f)
     shutil.copy(JS / "demo" / "index.html", folder / "demo" / "index.html")
     shutil.copy(wasm, folder / "loomrt.wasm")
+    shutil.copy(threads_wasm(wasm), folder / "loomrt-threads.wasm")
     return folder
 
 

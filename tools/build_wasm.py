@@ -2,7 +2,11 @@
 """Build loomrt.wasm: the C core for wasm32 with SIMD128 kernels, for the JavaScript module in
 bindings/js/ (browser and Node).
 
-    python tools/build_wasm.py [--out bindings/js/loomrt.wasm] [--opt -O2]
+    python tools/build_wasm.py [--out-dir bindings/js] [--opt -O2]
+
+writes two modules: loomrt.wasm (one thread; runs anywhere) and loomrt-threads.wasm (threads on
+Web Workers over a shared memory: wasm atomics and bulk memory, for cross-origin isolated pages
+and Node; docs/web.md "Threads").
 
 The compiler is zig's clang from PyPI (``pip install ziglang``), the one the determinism matrix
 (tests/test_matrix.py) already uses for its wasm32-wasi driver. The module is a WASI *reactor*
@@ -24,7 +28,13 @@ from typing import List
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CSRC = os.path.join(ROOT, "csrc")
-DEFAULT_OUT = os.path.join(ROOT, "bindings", "js", "loomrt.wasm")
+DEFAULT_DIR = os.path.join(ROOT, "bindings", "js")
+DEFAULT_OUT = os.path.join(DEFAULT_DIR, "loomrt.wasm")
+THREADS_NAME = "loomrt-threads.wasm"
+# the threaded module imports its memory (shared between the workers' instances): its initial
+# size is fixed here and in bindings/js/loomrt.mjs (THREADS_INITIAL_PAGES), 64 KiB pages
+THREADS_INITIAL_PAGES = 512
+MAX_PAGES = 65535  # just under the 4 GiB wasm32 limit
 NUMERICS_FLAGS = ["-std=c11", "-ffp-contract=off", "-fno-fast-math"]
 # libc functions the JavaScript side calls (buffers it passes to the API)
 EXTRA_EXPORTS = ["malloc", "free"]
@@ -50,32 +60,49 @@ def api_functions() -> List[str]:
     return sorted(set(names))
 
 
-def build_command(out: str, opt: str = "-O2") -> List[str]:
+def build_command(out: str, opt: str = "-O2", threads: bool = False) -> List[str]:
     exports = [f"-Wl,--export={n}" for n in api_functions() + EXTRA_EXPORTS]
-    return ([sys.executable, "-m", "ziglang", "cc", "-target", "wasm32-wasi", "-msimd128",
-             "-mexec-model=reactor", "-DLOOMRT_BUILD_SHARED", "-I", os.path.join(CSRC, "include"), "-I", CSRC]
-            + NUMERICS_FLAGS + [opt, "-s"] + exports
+    if threads:
+        # atomics + a shared, imported memory: each Web Worker instantiates the module over the
+        # same memory, sets its own stack pointer and thread-local block (exported for that) and
+        # runs lrt_wasm_thread_main (csrc/base/platform.c)
+        target = ["-mcpu=generic+simd128+atomics+bulk_memory"]
+        memory = ["-Wl,--import-memory", "-Wl,--shared-memory",
+                  f"-Wl,--initial-memory={THREADS_INITIAL_PAGES * 65536}",
+                  "-Wl,--export=__stack_pointer", "-Wl,--export=__wasm_init_tls"]
+    else:
+        target = ["-msimd128"]
+        memory = []
+    return ([sys.executable, "-m", "ziglang", "cc", "-target", "wasm32-wasi"] + target +
+            ["-mexec-model=reactor", "-DLOOMRT_BUILD_SHARED", "-I", os.path.join(CSRC, "include"), "-I", CSRC]
+            + NUMERICS_FLAGS + [opt, "-s"] + exports + memory
             # the model's weights live in the module's memory: let it grow to (almost) the 4 GiB wasm32 limit
-            + ["-Wl,--max-memory=4294901760", "-o", out]
+            + [f"-Wl,--max-memory={MAX_PAGES * 65536}", "-o", out]
             + library_sources() + ["-lm"])
 
 
-def build(out: str = DEFAULT_OUT, opt: str = "-O2", timeout: int = 900) -> str:
+def build(out: str = DEFAULT_OUT, opt: str = "-O2", timeout: int = 900, threads: bool = False) -> str:
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    cmd = build_command(out, opt)
+    cmd = build_command(out, opt, threads)
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if p.returncode != 0:
         raise RuntimeError(f"wasm build failed ({' '.join(cmd[:8])} ...):\n{p.stderr[-4000:]}")
     return out
 
 
+def build_all(out_dir: str = DEFAULT_DIR, opt: str = "-O2", timeout: int = 900) -> List[str]:
+    """loomrt.wasm and loomrt-threads.wasm in out_dir."""
+    return [build(os.path.join(out_dir, "loomrt.wasm"), opt, timeout),
+            build(os.path.join(out_dir, THREADS_NAME), opt, timeout, threads=True)]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", default=DEFAULT_OUT, help="output .wasm (default bindings/js/loomrt.wasm)")
+    ap.add_argument("--out-dir", default=DEFAULT_DIR, help="output folder (default bindings/js)")
     ap.add_argument("--opt", default="-O2", help="optimisation flag (default -O2; write --opt=-O3)")
     a = ap.parse_args()
-    out = build(a.out, a.opt)
-    print(f"{out}: {os.path.getsize(out)} bytes, {len(api_functions())} API functions exported")
+    for out in build_all(a.out_dir, a.opt):
+        print(f"{out}: {os.path.getsize(out)} bytes, {len(api_functions())} API functions exported")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ export class LoomrtWorker {
   readonly contextLength: number;
   readonly architecture: string;
   readonly kernelPath: string;
+  readonly threads: number;
+  readonly threadsFallback: string | null;
   readonly lastFinishReason: FinishReason;
   tokenize(text: string, options?: { addSpecial?: boolean; parseSpecial?: boolean }): Promise<number[]>;
   detokenize(ids: number[], options?: { skipSpecial?: boolean }): Promise<string>;

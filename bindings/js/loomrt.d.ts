@@ -14,6 +14,11 @@ export interface LoadOptions {
   context?: number;
   /** Where loomrt.wasm is: a URL, a path (Node), its bytes or a compiled module (default: beside loomrt.mjs). */
   wasm?: string | URL | ArrayBuffer | ArrayBufferView | WebAssembly.Module;
+  /** Threads for the model's session (default 1): Web Workers / Node worker threads over a
+   * shared memory where threadSupport() allows, else one thread (see Model.threadsFallback). */
+  threads?: number;
+  /** Where loomrt-threads.wasm is (default: beside loomrt.mjs). */
+  threadsWasm?: string | URL | ArrayBuffer | ArrayBufferView | WebAssembly.Module;
   /** Name given to a single .gguf buffer (default "model.gguf"). */
   filename?: string;
   /** Quantize F32/F16/BF16 weight matrices to Q8_0 at load. */
@@ -61,6 +66,10 @@ export class Model {
   readonly architecture: string;
   /** "wasm_simd128" */
   readonly kernelPath: string;
+  /** Threads the session runs on (1 where threads were asked for but are not available). */
+  readonly threads: number;
+  /** Why threads were not used (null when they were, or were not asked for). */
+  readonly threadsFallback: string | null;
   /** Finish reason of the last generation. */
   readonly lastFinishReason: FinishReason;
   tokenize(text: string, options?: { addSpecial?: boolean; parseSpecial?: boolean }): number[];
@@ -78,7 +87,10 @@ export class Model {
 /** Load a model from the bytes of a .gguf file, or from a Hugging Face folder's files by name. */
 export function load(source: FileBytes | Record<string, FileBytes>, options?: LoadOptions): Promise<Model>;
 /** Instantiate loomrt.wasm ahead of load() (optional). */
-export function init(wasm?: LoadOptions["wasm"]): Promise<unknown>;
+export function init(wasm?: LoadOptions["wasm"], options?: { threads?: boolean }): Promise<unknown>;
+/** Whether threads can run here: SharedArrayBuffer (a cross-origin isolated page) and a thread
+ * that may wait (Node, a worker). */
+export function threadSupport(): { ok: boolean; reason: string };
 
 declare const Loomrt: { load: typeof load; init: typeof init; LoomrtError: typeof LoomrtError };
 export default Loomrt;

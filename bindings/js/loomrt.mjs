@@ -12,6 +12,10 @@
 // imports (it never opens files or prints) are provided here.
 
 const WASM_URL = new URL("./loomrt.wasm", import.meta.url);
+// the threaded build (wasm atomics, a shared memory imported from here) and its worker script
+const THREADS_WASM_URL = new URL("./loomrt-threads.wasm", import.meta.url);
+const THREAD_WORKER_URL = new URL("./loomrt-thread.mjs", import.meta.url);
+const THREADS_INITIAL_PAGES = 512, MAX_PAGES = 65535; // as tools/build_wasm.py
 const IS_NODE = typeof process !== "undefined" && process.versions != null && process.versions.node != null;
 
 // ---- constants of csrc/include/loomrt.h (pinned, append-only) ----------------------------------
@@ -59,10 +63,10 @@ function wasiImports(getMemory) {
   };
 }
 
-async function wasmBytes(source) {
+async function wasmBytes(source, defaultUrl = WASM_URL) {
   if (source instanceof WebAssembly.Module) return source;
   if (source instanceof ArrayBuffer || ArrayBuffer.isView(source)) return source;
-  const url = source ?? WASM_URL;
+  const url = source ?? defaultUrl;
   if (IS_NODE && (typeof url === "string" ? !/^https?:/.test(url) : url.protocol === "file:")) {
     const { readFile } = await import("node:fs/promises");
     return readFile(url);
@@ -74,14 +78,129 @@ async function wasmBytes(source) {
 
 const runtimes = new Map(); // one instance per wasm source (the default: loomrt.wasm beside this file)
 
-/** Instantiate loomrt.wasm (done by load(); call it yourself to pass another .wasm location). */
-export async function init(wasm) {
-  const key = wasm ?? "default";
+/** Instantiate loomrt.wasm (done by load(); call it yourself to pass another .wasm location).
+ * With {threads: true}: loomrt-threads.wasm (or `wasm`) over a shared memory, for threadSupport() places. */
+export async function init(wasm, { threads = false } = {}) {
+  const key = (threads ? "threads:" : "") + (wasm ?? "default");
   if (!runtimes.has(key)) {
     // a failed fetch or compile is not remembered: the next call tries again
-    runtimes.set(key, instantiate(wasm).catch(e => { runtimes.delete(key); throw e; }));
+    runtimes.set(key, (threads ? instantiateThreads(wasm) : instantiate(wasm)).catch(e => { runtimes.delete(key); throw e; }));
   }
   return runtimes.get(key);
+}
+
+/**
+ * Whether this place can run loomrt with threads: {ok: true} or {ok: false, reason}. Threads are
+ * Web Workers sharing the module's memory (a SharedArrayBuffer), which a browser gives only to a
+ * cross-origin isolated page (served with Cross-Origin-Opener-Policy: same-origin and
+ * Cross-Origin-Embedder-Policy: require-corp); and the thread that calls loomrt must be allowed
+ * to wait (Atomics.wait): Node's threads and a browser's workers (LoomrtWorker), not a page's main
+ * thread. Elsewhere load() falls back to one thread (model.threadsFallback says why).
+ */
+export function threadSupport() {
+  if (typeof SharedArrayBuffer !== "function" || typeof Atomics !== "object")
+    return { ok: false, reason: "SharedArrayBuffer is not available here" + (IS_NODE ? "" : " (the page is not cross-origin isolated: serve it with Cross-Origin-Opener-Policy: same-origin and Cross-Origin-Embedder-Policy: require-corp)") };
+  if (!IS_NODE) {
+    if (globalThis.crossOriginIsolated !== true)
+      return { ok: false, reason: "the page is not cross-origin isolated: serve it with Cross-Origin-Opener-Policy: same-origin and Cross-Origin-Embedder-Policy: require-corp" };
+    if (typeof WorkerGlobalScope === "undefined")
+      return { ok: false, reason: "a page's main thread may not wait for other threads (Atomics.wait): run the model in a worker (LoomrtWorker) to use threads" };
+  }
+  return { ok: true, reason: "" };
+}
+
+// ---- threads: Web Workers (Node worker threads) over the shared memory --------------------------
+// Each worker instantiates the threaded module over the same memory and waits on its mailbox
+// slot (a small SharedArrayBuffer: [changes, then per worker: state, thread, stackTop, tls]).
+// lrt_wasm_thread_spawn (called by the C thread pool, csrc/base/platform.c) claims an idle
+// worker and wakes it; the worker runs lrt_wasm_thread_main(thread) on its own stack and
+// thread-local block and goes back to idle when the pool stops the thread.
+const IDLE = 0, CLAIMED = 1, RUN = 2, MAX_WORKERS = 256;
+
+class ThreadWorkers {
+  constructor(module, memory) {
+    this.module = module;
+    this.memory = memory;
+    this.mailbox = new Int32Array(new SharedArrayBuffer(4 * (1 + 4 * MAX_WORKERS)));
+    this.workers = [];
+    this.reserved = 0; // threads the open models' sessions may hold (workers beyond the caller)
+    this._starting = Promise.resolve();
+  }
+
+  /** Start workers until there are n (each ready to run a thread). */
+  ensure(n) {
+    if (n > MAX_WORKERS) return Promise.reject(new LoomrtError(`at most ${MAX_WORKERS + 1} threads`));
+    this._starting = this._starting.then(async () => { while (this.workers.length < n) this.workers.push(await this._start(this.workers.length)); });
+    return this._starting;
+  }
+
+  async _start(index) {
+    const data = { module: this.module, memory: this.memory, mailbox: this.mailbox, index };
+    if (IS_NODE) {
+      const { Worker } = await import("node:worker_threads");
+      const w = new Worker(THREAD_WORKER_URL, { workerData: data });
+      await new Promise((resolve, reject) => {
+        w.once("message", m => m === "ready" ? resolve() : reject(new LoomrtError(`thread worker: ${m}`, -9, "LRT_ERR_INTERNAL")));
+        w.once("error", e => reject(new LoomrtError(`could not start a thread worker: ${e.message}`, -9, "LRT_ERR_INTERNAL")));
+      });
+      w.on("message", m => console.error(`loomrt thread worker ${index}: ${m}`));
+      w.unref(); // an idle worker does not keep the process alive
+      return w;
+    }
+    const w = new Worker(THREAD_WORKER_URL, { type: "module" });
+    await new Promise((resolve, reject) => {
+      w.onmessage = ({ data: m }) => m === "ready" ? resolve() : reject(new LoomrtError(`thread worker: ${m}`, -9, "LRT_ERR_INTERNAL"));
+      w.onerror = e => reject(new LoomrtError(`could not start a thread worker (${THREAD_WORKER_URL}): ${e.message ?? "error"}`, -9, "LRT_ERR_INTERNAL"));
+      w.postMessage(data);
+    });
+    w.onmessage = ({ data: m }) => console.error(`loomrt thread worker ${index}: ${m}`);
+    return w;
+  }
+
+  // synchronous, on the thread inside the C call (which may wait: threadSupport())
+  spawn(thread, stackTop, tls) {
+    const mb = this.mailbox, t0 = now();
+    if (this.workers.length === 0) return -1;
+    for (;;) {
+      const seen = Atomics.load(mb, 0);
+      for (let i = 0; i < this.workers.length; i++) {
+        const b = 1 + 4 * i;
+        if (Atomics.compareExchange(mb, b, IDLE, CLAIMED) === IDLE) {
+          mb[b + 1] = thread; mb[b + 2] = stackTop; mb[b + 3] = tls;
+          Atomics.store(mb, b, RUN);
+          Atomics.notify(mb, b);
+          return 0;
+        }
+      }
+      // every worker busy: one may be finishing a thread of a session just freed
+      if (now() - t0 > 5000) return -1;
+      Atomics.wait(mb, 0, seen, 50);
+    }
+  }
+}
+
+async function instantiateThreads(wasm) {
+  const support = threadSupport();
+  if (!support.ok) throw new LoomrtError(`threads are not available: ${support.reason}`, -7, "LRT_ERR_UNSUPPORTED");
+  if (IS_NODE) {
+    // Node 20's V8 (11.3): with its baseline compiler (Liftoff) the thread that joins a worker
+    // intermittently never sees the worker's store to the shared memory and waits forever
+    // (reproduced: session free hung in about half the runs; none with Liftoff off). V8's flags
+    // are per process: this affects WebAssembly compiled from now on (optimised at once instead
+    // of tiered; same results, slower start).
+    (await import("node:v8")).setFlagsFromString("--no-liftoff");
+  }
+  const src = await wasmBytes(wasm, THREADS_WASM_URL);
+  const module = src instanceof WebAssembly.Module ? src : await WebAssembly.compile(src);
+  const memory = new WebAssembly.Memory({ initial: THREADS_INITIAL_PAGES, maximum: MAX_PAGES, shared: true });
+  const pool = new ThreadWorkers(module, memory);
+  const imports = { wasi_snapshot_preview1: wasiImports(() => memory),
+    env: { memory, lrt_wasm_thread_spawn: (thread, stackTop, tls) => pool.spawn(thread, stackTop, tls) } };
+  const inst = await WebAssembly.instantiate(module, imports);
+  inst.exports._initialize();
+  const rt = new Runtime(inst.exports, memory);
+  rt.pool = pool;
+  return rt;
 }
 
 async function instantiate(wasm) {
@@ -92,19 +211,25 @@ async function instantiate(wasm) {
     : (await WebAssembly.instantiate(src, imports)).instance;
   memory = inst.exports.memory;
   if (inst.exports._initialize) inst.exports._initialize();
-  return new Runtime(inst.exports);
+  return new Runtime(inst.exports, memory);
 }
 
 const utf8enc = new TextEncoder();
 const utf8dec = new TextDecoder("utf-8");
 
 class Runtime {
-  constructor(x) { this.x = x; }
-  get u8() { return new Uint8Array(this.x.memory.buffer); }
-  get i32() { return new Int32Array(this.x.memory.buffer); }
-  get u32() { return new Uint32Array(this.x.memory.buffer); }
-  get i64() { return new BigInt64Array(this.x.memory.buffer); }
-  get f32() { return new Float32Array(this.x.memory.buffer); }
+  constructor(x, memory) {
+    this.x = x;
+    this.memory = memory;
+    this.pool = null; // ThreadWorkers of the threaded build
+    // TextDecoder refuses views of a SharedArrayBuffer: copy those bytes first
+    this.shared = typeof SharedArrayBuffer === "function" && memory.buffer instanceof SharedArrayBuffer;
+  }
+  get u8() { return new Uint8Array(this.memory.buffer); }
+  get i32() { return new Int32Array(this.memory.buffer); }
+  get u32() { return new Uint32Array(this.memory.buffer); }
+  get i64() { return new BigInt64Array(this.memory.buffer); }
+  get f32() { return new Float32Array(this.memory.buffer); }
   alloc(n) {
     const p = this.x.malloc(Math.max(8, n)) >>> 0;
     if (!p) throw new LoomrtError(`out of memory: could not allocate ${n} bytes in the WebAssembly memory`, -6, "LRT_ERR_OUT_OF_MEMORY");
@@ -113,8 +238,9 @@ class Runtime {
   free(p) { if (p) this.x.free(p); }
   // a scratch block of n bytes for the duration of fn(ptr)
   with(n, fn) { const p = this.alloc(n); try { return fn(p); } finally { this.free(p); } }
-  cstr(p) { const u = this.u8; let e = p; while (u[e]) e++; return utf8dec.decode(u.subarray(p, e)); }
-  str(p, n) { return utf8dec.decode(this.u8.subarray(p, p + n)); }
+  cstr(p) { const u = this.u8; let e = p; while (u[e]) e++; return this._decode(u, p, e); }
+  str(p, n) { return this._decode(this.u8, p, p + n); }
+  _decode(u, a, b) { return utf8dec.decode(this.shared ? u.slice(a, b) : u.subarray(a, b)); }
   putBytes(bytes) { const p = this.alloc(bytes.length); this.u8.set(bytes, p); return p; }
   check(status, what) {
     if (status === 0) return;
@@ -174,7 +300,12 @@ function samplingOptions(opts) {
  * options: { context, wasm, quantize: "q8_0", int8Activations, allowUnknownConfigKeys }.
  */
 export async function load(source, options = {}) {
-  const rt = await init(options.wasm);
+  const threads = options.threads ?? 1;
+  if (!Number.isInteger(threads) || threads < 1 || threads > MAX_WORKERS + 1)
+    throw new LoomrtError(`threads must be an integer in [1, ${MAX_WORKERS + 1}], got ${threads}`);
+  const support = threads > 1 ? threadSupport() : { ok: true, reason: "" };
+  const useThreads = threads > 1 && support.ok;
+  const rt = useThreads ? await init(options.threadsWasm, { threads: true }) : await init(options.wasm);
   let files;
   if (source instanceof Uint8Array || source instanceof ArrayBuffer || ArrayBuffer.isView(source)) {
     files = [[options.filename ?? "model.gguf", asBytes(source, "the model")]];
@@ -188,12 +319,18 @@ export async function load(source, options = {}) {
     throw new LoomrtError(`quantize must be undefined or "q8_0", got ${JSON.stringify(options.quantize)}`);
   const flags = (options.allowUnknownConfigKeys ? OPEN_ALLOW_UNKNOWN_CONFIG_KEYS : 0) |
     (options.quantize === "q8_0" ? OPEN_QUANTIZE_Q8_0 : 0) | (options.int8Activations ? OPEN_INT8_ACTIVATIONS : 0);
-  return new Model(rt, files, flags, options.context);
+  const model = new Model(rt, files, flags, options.context, useThreads ? threads : 1);
+  if (useThreads) await rt.pool.ensure(rt.pool.reserved + threads - 1);
+  if (useThreads) rt.pool.reserved += threads - 1;
+  model.threadsFallback = threads > 1 && !useThreads ? support.reason : null;
+  return model;
 }
 
 export class Model {
-  constructor(rt, files, flags, context) {
+  constructor(rt, files, flags, context, threads = 1) {
     this.rt = rt;
+    /** Threads its session runs on (1 where threadSupport() says no: see threadsFallback). */
+    this.threads = threads;
     const n = files.length;
     // the files stay in wasm memory while the model is open: the weights are used in place
     this._buffers = [];
@@ -340,7 +477,7 @@ export class Model {
     if (!this._session) {
       const rt = this.rt;
       this._session = rt.with(4, p => {
-        rt.check(rt.x.lrt_session_new(this._h, BigInt(this.contextLength), 1, p), "could not create a session");
+        rt.check(rt.x.lrt_session_new(this._h, BigInt(this.contextLength), this.threads, p), "could not create a session");
         return rt.u32[p >>> 2];
       });
     }
@@ -462,6 +599,7 @@ export class Model {
     this.rt.x.lrt_model_close(this._h);
     for (const p of this._buffers) this.rt.free(p);
     this._session = 0; this._h = 0; this._buffers = [];
+    if (this.rt.pool) this.rt.pool.reserved -= this.threads - 1;
   }
 }
 
@@ -476,5 +614,5 @@ function yieldToEventLoop() {
   return new Promise(r => setTimeout(r, 0));
 }
 
-export const Loomrt = { load, init, LoomrtError };
+export const Loomrt = { load, init, threadSupport, LoomrtError };
 export default Loomrt;

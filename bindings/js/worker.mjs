@@ -21,7 +21,8 @@ const ops = {
     if (model) model.dispose();
     model = null;
     model = await load(bytes, options ?? {});
-    return { vocabSize: model.vocabSize, contextLength: model.contextLength, architecture: model.architecture, kernelPath: model.kernelPath };
+    return { vocabSize: model.vocabSize, contextLength: model.contextLength, architecture: model.architecture, kernelPath: model.kernelPath,
+             threads: model.threads, threadsFallback: model.threadsFallback };
   },
   tokenize([text, o]) { return need().tokenize(text, o); },
   detokenize([ids, o]) { return need().detokenize(ids, o); },

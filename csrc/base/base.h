@@ -74,11 +74,14 @@ typedef struct lrt_mapped_file {
  * mapped, a touched page past the new end raises SIGBUS (POSIX), which no library can catch
  * safely -- lrt_read_whole_file is the robust alternative (LRT_OPEN_NO_MMAP). */
 int32_t lrt_map_file(const char *path, lrt_mapped_file *out);
-/* The same interface for a file read into a heap buffer (priv[1] == LRT_MAP_HEAP): the
+/* The same interface for a file read into a heap buffer (priv[1] == LRT_MAP_HEAP, or, for a
+ * file of 8 MiB or more on Linux, LRT_MAP_HUGE: memory advised for transparent huge pages): the
  * process no longer depends on the file afterwards. Errors as lrt_map_file, and
  * LRT_ERR_OUT_OF_MEMORY. */
 int32_t lrt_read_whole_file(const char *path, lrt_mapped_file *out);
 #define LRT_MAP_HEAP ((void *)(uintptr_t)1) /* priv[1] of a read-in file (never an OS handle) */
+/* priv[1] of a large read-in file in a 2 MiB-aligned anonymous mapping advised for huge pages */
+#define LRT_MAP_HUGE ((void *)(uintptr_t)2)
 /* Unmap or free a file from lrt_map_file / lrt_read_whole_file (caller buffers, priv all
  * NULL, are left alone). */
 void lrt_unmap_file(lrt_mapped_file *f);
@@ -100,6 +103,8 @@ typedef struct lrt_thread lrt_thread;
 typedef void (*lrt_thread_fn)(void *arg);
 int32_t lrt_thread_start(lrt_thread **out, lrt_thread_fn fn, void *arg);
 void lrt_thread_join(lrt_thread *t);
+/* A monotonic clock in nanoseconds (diagnostics only: never feeds a computed value). */
+uint64_t lrt_now_ns(void);
 
 /* Floating-point environment guard (MXCSR / FPCR): set the IEEE default, return the old. */
 typedef struct { uint64_t saved; } lrt_fpenv;

@@ -22,13 +22,18 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #if defined(__wasi__)
 /* WASI has no mmap (and, without the threads proposal, no threads): files are read into
  * memory and the library runs single-threaded (lrt_cpu_count() == 1, lrt_thread_start
- * fails). */
+ * fails). The browser/Node build with atomics and a shared memory (tools/build_wasm.py,
+ * loomrt-threads.wasm) runs its threads on Web Workers that bindings/js/loomrt.mjs keeps
+ * (LRT_WASM_THREADS below); its thread count comes from the caller, never from the CPU. */
 #define LRT_NO_MMAP 1
-#if !defined(_REENTRANT)
+#if defined(__wasm_atomics__)
+#define LRT_WASM_THREADS 1
+#elif !defined(_REENTRANT)
 #define LRT_NO_THREADS 1
 #endif
 #else
@@ -221,9 +226,38 @@ int lrt_is_file(const char *path) {
   return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
-/* Read size bytes of an open file into a new heap buffer (the file read into memory). */
-static int32_t read_all(int fd, const char *path, uint64_t size, uint8_t **out) {
-  uint8_t *p = (uint8_t *)malloc((size_t)size);
+/* Files of at least HUGE_MIN bytes read into memory go into an anonymous mapping aligned to
+ * 2 MiB and advised MADV_HUGEPAGE (Linux; where transparent huge pages are "madvise" or
+ * "always"): decode streams every weight once per token, and with 4 KiB pages that is one
+ * page-table walk per 4 KiB. Only advice: without huge pages the buffer works the same. */
+#if defined(__linux__) && defined(MADV_HUGEPAGE) && !defined(LRT_NO_MMAP)
+#define LRT_HUGE_READ 1
+#define HUGE_ALIGN ((size_t)2 << 20)
+#define HUGE_MIN ((uint64_t)8 << 20)
+static size_t huge_span(uint64_t size) { return ((size_t)size + HUGE_ALIGN - 1) / HUGE_ALIGN * HUGE_ALIGN + HUGE_ALIGN; }
+#endif
+
+/* Read size bytes of an open file into new memory (the file read into memory); *base and
+ * *kind are what lrt_unmap_file needs to release it. */
+static int32_t read_all(int fd, const char *path, uint64_t size, uint8_t **out, void **base, void **kind) {
+  uint8_t *p = NULL;
+  *kind = LRT_MAP_HEAP;
+#if defined(LRT_HUGE_READ)
+  if (size >= HUGE_MIN) {
+    void *m = mmap(NULL, huge_span(size), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m != MAP_FAILED) {
+      uintptr_t a = ((uintptr_t)m + HUGE_ALIGN - 1) / HUGE_ALIGN * HUGE_ALIGN;
+      (void)madvise((void *)a, huge_span(size) - HUGE_ALIGN, MADV_HUGEPAGE);
+      p = (uint8_t *)a;
+      *base = m;
+      *kind = LRT_MAP_HUGE;
+    }
+  }
+#endif
+  if (!p) {
+    p = (uint8_t *)malloc((size_t)size);
+    *base = p;
+  }
   if (!p)
     return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory reading %s into memory (%llu bytes)", path,
                    (unsigned long long)size);
@@ -232,7 +266,8 @@ static int32_t read_all(int fd, const char *path, uint64_t size, uint8_t **out) 
     ssize_t r = read(fd, p + got, (size_t)size - got);
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) {
-      free(p);
+      lrt_mapped_file tmp = {p, size, {*base, *kind}};
+      lrt_unmap_file(&tmp);
       return lrt_err(LRT_ERR_IO, "cannot read %s: %s", path, r < 0 ? strerror(errno) : "file shrank");
     }
     got += (size_t)r;
@@ -273,15 +308,16 @@ int32_t lrt_read_whole_file(const char *path, lrt_mapped_file *out) {
   int32_t st = open_regular(path, &fd, &size);
   if (st != LRT_OK) return st;
   uint8_t *p = NULL;
-  if (size > 0 && (st = read_all(fd, path, size, &p)) != LRT_OK) {
+  void *base = NULL, *kind = LRT_MAP_HEAP;
+  if (size > 0 && (st = read_all(fd, path, size, &p, &base, &kind)) != LRT_OK) {
     close(fd);
     return st;
   }
   close(fd);
   out->size = size;
   out->data = p;
-  out->priv[0] = p;
-  out->priv[1] = LRT_MAP_HEAP;
+  out->priv[0] = base;
+  out->priv[1] = kind;
   return LRT_OK;
 }
 
@@ -313,6 +349,9 @@ int32_t lrt_map_file(const char *path, lrt_mapped_file *out) {
 
 void lrt_unmap_file(lrt_mapped_file *f) {
   if (f->data && f->priv[1] == LRT_MAP_HEAP) free(f->priv[0]);
+#if defined(LRT_HUGE_READ)
+  else if (f->data && f->priv[1] == LRT_MAP_HUGE) munmap(f->priv[0], huge_span(f->size));
+#endif
 #if !defined(LRT_NO_MMAP)
   else if (f->data && f->priv[0]) munmap((void *)f->data, (size_t)f->size);
 #endif
@@ -324,7 +363,7 @@ void lrt_map_release(const lrt_mapped_file *f, const void *p, uint64_t n) {
   (void)f; (void)p; (void)n;
 #else
   const uint8_t *b = (const uint8_t *)p;
-  if (!f->data || !f->priv[0] || f->priv[1] == LRT_MAP_HEAP || b < f->data || n > f->size || (uint64_t)(b - f->data) > f->size - n) return;
+  if (!f->data || !f->priv[0] || f->priv[1] == LRT_MAP_HEAP || f->priv[1] == LRT_MAP_HUGE || b < f->data || n > f->size || (uint64_t)(b - f->data) > f->size - n) return;
   long page = sysconf(_SC_PAGESIZE);
   if (page <= 0) return;
   uintptr_t lo = ((uintptr_t)b + (uintptr_t)page - 1) / (uintptr_t)page * (uintptr_t)page;
@@ -334,7 +373,7 @@ void lrt_map_release(const lrt_mapped_file *f, const void *p, uint64_t n) {
 }
 
 int lrt_cpu_count(void) {
-#if defined(LRT_NO_THREADS)
+#if defined(LRT_NO_THREADS) || defined(LRT_WASM_THREADS)
   return 1;
 #else
   long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -364,7 +403,7 @@ static int first_sibling(int cpu) {
  * siblings of one core counted once (sysfs topology); on macOS hw.physicalcpu; elsewhere,
  * or when the topology cannot be read, the online CPUs. */
 int lrt_physical_cores(void) {
-#if defined(LRT_NO_THREADS)
+#if defined(LRT_NO_THREADS) || defined(LRT_WASM_THREADS)
   return 1;
 #elif defined(__linux__)
   cpu_set_t set;
@@ -420,15 +459,40 @@ int32_t lrt_read_file(const char *path, uint64_t max_size, char **out, size_t *o
 
 /* ---- threads -------------------------------------------------------------------------- */
 
+#if defined(LRT_WASM_THREADS)
+#include "lrt_atomic.h"
+/* A thread of the wasm build is a Web Worker (a Node worker thread) holding its own instance
+ * of the module over the shared memory. lrt_wasm_thread_spawn (provided by loomrt.mjs) hands
+ * the thread to an idle worker without waiting for it; the worker points its instance's stack
+ * pointer at stack_top, initialises its thread-local block at tls and calls
+ * lrt_wasm_thread_main(thread). It returns nonzero when no worker is free. */
+__attribute__((import_module("env"), import_name("lrt_wasm_thread_spawn")))
+int32_t lrt_wasm_thread_spawn(void *thread, void *stack_top, void *tls);
+#define LRT_WASM_THREAD_STACK (1u << 20) /* pool tasks use a few KB of stack */
+#endif
+
 struct lrt_thread {
 #if defined(_WIN32)
   HANDLE h;
+#elif defined(LRT_WASM_THREADS)
+  unsigned char *stack;
+  void *tls;
+  lrt_atomic_int done; /* set by the thread when fn returns; lrt_thread_join waits on it */
 #else
   pthread_t t;
 #endif
   lrt_thread_fn fn;
   void *arg;
 };
+
+#if defined(LRT_WASM_THREADS)
+void lrt_wasm_thread_main(lrt_thread *t);
+__attribute__((export_name("lrt_wasm_thread_main"))) void lrt_wasm_thread_main(lrt_thread *t) {
+  t->fn(t->arg);
+  lrt_atomic_store_int(&t->done, 1);
+  (void)__builtin_wasm_memory_atomic_notify((int *)&t->done, 1u);
+}
+#endif
 
 #if defined(_WIN32)
 static DWORD WINAPI thread_main(LPVOID p) {
@@ -455,6 +519,26 @@ int32_t lrt_thread_start(lrt_thread **out, lrt_thread_fn fn, void *arg) {
     free(t);
     return lrt_err(LRT_ERR_INTERNAL, "cannot create a thread");
   }
+#elif defined(LRT_WASM_THREADS)
+  (void)thread_main;
+  size_t align = __builtin_wasm_tls_align(), tls_size = __builtin_wasm_tls_size();
+  t->stack = (unsigned char *)malloc(LRT_WASM_THREAD_STACK);
+  t->tls = tls_size ? aligned_alloc(align < sizeof(void *) ? sizeof(void *) : align,
+                                    (tls_size + align - 1) / align * align) : NULL;
+  if (!t->stack || (tls_size && !t->tls)) {
+    free(t->stack);
+    free(t->tls);
+    free(t);
+    return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory creating a thread");
+  }
+  lrt_atomic_store_int(&t->done, 0);
+  if (lrt_wasm_thread_spawn(t, t->stack + LRT_WASM_THREAD_STACK, t->tls) != 0) {
+    free(t->stack);
+    free(t->tls);
+    free(t);
+    return lrt_err(LRT_ERR_UNSUPPORTED, "no Web Worker is free for another thread (loomrt.mjs starts them before "
+                   "the session: load the model with the thread count you use)");
+  }
 #elif defined(LRT_NO_THREADS)
   (void)thread_main;
   free(t);
@@ -469,11 +553,29 @@ int32_t lrt_thread_start(lrt_thread **out, lrt_thread_fn fn, void *arg) {
   return LRT_OK;
 }
 
+uint64_t lrt_now_ns(void) {
+#if defined(_WIN32)
+  LARGE_INTEGER f, c;
+  QueryPerformanceFrequency(&f);
+  QueryPerformanceCounter(&c);
+  return (uint64_t)((double)c.QuadPart * (1e9 / (double)f.QuadPart));
+#else
+  struct timespec ts;
+  if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) return 0;
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+#endif
+}
+
 void lrt_thread_join(lrt_thread *t) {
   if (!t) return;
 #if defined(_WIN32)
   WaitForSingleObject(t->h, INFINITE);
   CloseHandle(t->h);
+#elif defined(LRT_WASM_THREADS)
+  /* bounded waits (1 ms): a missed wake-up costs a millisecond, never a hang */
+  while (lrt_atomic_load_int(&t->done) == 0) (void)__builtin_wasm_memory_atomic_wait32((int *)&t->done, 0, 1000000);
+  free(t->stack);
+  free(t->tls);
 #elif defined(LRT_NO_THREADS)
   (void)0; /* never started */
 #else

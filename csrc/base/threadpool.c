@@ -2,6 +2,7 @@
 #if !defined(_WIN32)
 #define _POSIX_C_SOURCE 200809L
 #endif
+#include <stdio.h>  /* the LRT_POOL_STATS file only */
 #include <stdlib.h>
 
 #include "base.h"
@@ -19,6 +20,46 @@ typedef CONDITION_VARIABLE lrt_cond;
 #define cond_free(c) ((void)0)
 #define cond_wait(c, m) SleepConditionVariableCS(c, m, INFINITE)
 #define cond_broadcast(c) WakeAllConditionVariable(c)
+#elif defined(__wasi__) && defined(__wasm_atomics__)
+/* The threaded wasm build (its threads are Web Workers: platform.c): wasi-libc as zig ships it
+ * has no pthreads, so a futex mutex (0 free, 1 locked, 2 locked with waiters) and a sequence
+ * condition variable on memory.atomic.wait32 / notify. Waiting is not allowed on a browser's
+ * main thread: loomrt.mjs uses threads only where it is (workers, Node). */
+typedef int lrt_mutex;
+typedef int lrt_cond;
+static void wasm_mutex_lock(lrt_mutex *m) {
+  int c = 0;
+  if (__atomic_compare_exchange_n(m, &c, 1, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) return;
+  if (c != 2) c = __atomic_exchange_n(m, 2, __ATOMIC_SEQ_CST);
+  while (c != 0) {
+    (void)__builtin_wasm_memory_atomic_wait32(m, 2, -1);
+    c = __atomic_exchange_n(m, 2, __ATOMIC_SEQ_CST);
+  }
+}
+static void wasm_mutex_unlock(lrt_mutex *m) {
+  if (__atomic_fetch_sub(m, 1, __ATOMIC_SEQ_CST) != 1) {
+    __atomic_store_n(m, 0, __ATOMIC_SEQ_CST);
+    (void)__builtin_wasm_memory_atomic_notify(m, 1u);
+  }
+}
+static void wasm_cond_wait(lrt_cond *c, lrt_mutex *m) {
+  int seq = __atomic_load_n(c, __ATOMIC_SEQ_CST);
+  wasm_mutex_unlock(m);
+  (void)__builtin_wasm_memory_atomic_wait32(c, seq, -1);
+  wasm_mutex_lock(m);
+}
+static void wasm_cond_broadcast(lrt_cond *c) {
+  (void)__atomic_fetch_add(c, 1, __ATOMIC_SEQ_CST);
+  (void)__builtin_wasm_memory_atomic_notify(c, 0xffffffffu);
+}
+#define mutex_init(m) (__atomic_store_n(m, 0, __ATOMIC_SEQ_CST), 0)
+#define mutex_free(m) ((void)0)
+#define mutex_lock(m) wasm_mutex_lock(m)
+#define mutex_unlock(m) wasm_mutex_unlock(m)
+#define cond_init(c) (__atomic_store_n(c, 0, __ATOMIC_SEQ_CST), 0)
+#define cond_free(c) ((void)0)
+#define cond_wait(c, m) wasm_cond_wait(c, m)
+#define cond_broadcast(c) wasm_cond_broadcast(c)
 #else
 #include <pthread.h>
 typedef pthread_mutex_t lrt_mutex;
@@ -36,7 +77,7 @@ typedef pthread_cond_t lrt_cond;
 /* Workers spin briefly on the generation counter before sleeping, so the many short
  * dispatches of one forward pass (several per layer) do not pay a futex wake-up each. */
 #include "lrt_atomic.h" /* C11 atomics, MSVC Interlocked intrinsics or GNU builtins */
-#define LRT_SPIN_ITERS 4000
+#define LRT_SPIN_ITERS 4000 /* about 43 us of pause on an Intel Xeon (AMX) VM */
 typedef lrt_atomic_u64 gen_t;
 typedef lrt_atomic_int pending_t;
 #define GEN_LOAD(x) lrt_atomic_load_u64(&(x))
@@ -52,10 +93,23 @@ typedef lrt_atomic_int pending_t;
 #define cpu_relax() ((void)0)
 #endif
 
+/* Diagnostics (off unless the environment names a file in LRT_POOL_STATS when the pool is
+ * made; then one JSON line per pool is appended to it when the pool is freed): how many jobs
+ * ran, how long the caller spent in them and waiting for others' tasks after its own share,
+ * how often it slept, and per worker the tasks it ran, how often it woke, how long after a
+ * job was posted it joined it, and how often it slept. Each counter is written by one thread
+ * only (workers' own slots; the caller's under its own control) and read after the join.
+ * Off, it costs one predictable branch per job and per wake. */
+typedef struct pool_stats {
+  uint64_t jobs, tasks, run_ns, wait_ns, sleeps; /* caller: jobs, its tasks, time in run, waiting */
+  uint64_t wakes, join_ns, worker_sleeps;        /* a worker: jobs joined, post-to-join time, sleeps */
+} pool_stats;
+
 typedef struct worker {
   lrt_pool *pool;
   int id;
   lrt_thread *thread;
+  pool_stats st;
 } worker;
 
 struct lrt_pool {
@@ -71,6 +125,9 @@ struct lrt_pool {
   void *ctx;
   int64_t n_tasks;
   lrt_atomic_int *cursor; /* n entries: next task of each thread's range */
+  int stats_on;           /* LRT_POOL_STATS was set when the pool was made */
+  uint64_t posted_ns;     /* when the current job was posted (under mu; stats only) */
+  pool_stats st;          /* the caller's counters */
 };
 
 /* Thread id owns one contiguous range of the tasks, [id*N/n, (id+1)*N/n), and takes them
@@ -87,7 +144,7 @@ struct lrt_pool {
  * joined (with exhausted cursors) or none. */
 static int64_t range_end(const lrt_pool *p, int k) { return p->n_tasks * (k + 1) / p->n; }
 
-static void run_share(lrt_pool *p, int id) {
+static int run_share(lrt_pool *p, int id) {
   int done = 0;
   for (int j = 0; j < p->n; j++) {
     int k = (id + j) % p->n;
@@ -104,6 +161,7 @@ static void run_share(lrt_pool *p, int id) {
     cond_broadcast(&p->done);
     mutex_unlock(&p->mu);
   }
+  return done;
 }
 
 static void worker_main(void *arg) {
@@ -114,6 +172,7 @@ static void worker_main(void *arg) {
     for (int i = 0; i < LRT_SPIN_ITERS && GEN_LOAD(p->generation) == seen && !lrt_atomic_load_int(&p->stop); i++)
       cpu_relax();
     mutex_lock(&p->mu);
+    if (p->stats_on && GEN_LOAD(p->generation) == seen && !lrt_atomic_load_int(&p->stop)) w->st.worker_sleeps++;
     while (GEN_LOAD(p->generation) == seen && !lrt_atomic_load_int(&p->stop)) cond_wait(&p->wake, &p->mu);
     if (lrt_atomic_load_int(&p->stop)) {
       mutex_unlock(&p->mu);
@@ -121,11 +180,17 @@ static void worker_main(void *arg) {
     }
     seen = GEN_LOAD(p->generation);
     p->active++;
+    if (p->stats_on) {
+      uint64_t now = lrt_now_ns();
+      w->st.wakes++;
+      w->st.join_ns += now > p->posted_ns ? now - p->posted_ns : 0;
+    }
     mutex_unlock(&p->mu);
 
     lrt_fpenv env; /* workers inherit the host's MXCSR/FPCR: guard them too */
     lrt_fpenv_enter(&env);
-    run_share(p, w->id);
+    int done = run_share(p, w->id);
+    if (p->stats_on) w->st.tasks += (uint64_t)done;
     lrt_fpenv_leave(&env);
 
     mutex_lock(&p->mu);
@@ -140,6 +205,10 @@ int32_t lrt_pool_new(int threads, lrt_pool **out) {
   lrt_pool *p = (lrt_pool *)calloc(1, sizeof *p);
   if (!p) return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory creating the thread pool");
   p->n = threads;
+  {
+    const char *e = getenv("LRT_POOL_STATS");
+    p->stats_on = e && *e;
+  }
   p->cursor = (lrt_atomic_int *)calloc((size_t)threads, sizeof(lrt_atomic_int));
   if (!p->cursor) {
     free(p);
@@ -170,6 +239,24 @@ int32_t lrt_pool_new(int threads, lrt_pool **out) {
   return LRT_OK;
 }
 
+static void write_stats(const lrt_pool *p) {
+  const char *path = getenv("LRT_POOL_STATS");
+  FILE *f = path && *path ? fopen(path, "a") : NULL;
+  if (!f) return; /* diagnostics only: a file that cannot be opened is not an error */
+  fprintf(f, "{\"threads\": %d, \"jobs\": %llu, \"caller_tasks\": %llu, \"caller_run_s\": %.6f, "
+          "\"caller_wait_s\": %.6f, \"caller_sleeps\": %llu, \"workers\": [", p->n,
+          (unsigned long long)p->st.jobs, (unsigned long long)p->st.tasks, p->st.run_ns * 1e-9,
+          p->st.wait_ns * 1e-9, (unsigned long long)p->st.sleeps);
+  for (int i = 0; i < p->n - 1; i++) {
+    const pool_stats *w = &p->workers[i].st;
+    fprintf(f, "%s{\"tasks\": %llu, \"joined\": %llu, \"join_after_post_s\": %.6f, \"sleeps\": %llu}",
+            i ? ", " : "", (unsigned long long)w->tasks, (unsigned long long)w->wakes, w->join_ns * 1e-9,
+            (unsigned long long)w->worker_sleeps);
+  }
+  fprintf(f, "]}\n");
+  fclose(f);
+}
+
 void lrt_pool_free(lrt_pool *p) {
   if (!p) return;
   if (p->workers) {
@@ -178,8 +265,9 @@ void lrt_pool_free(lrt_pool *p) {
     cond_broadcast(&p->wake);
     mutex_unlock(&p->mu);
     for (int i = 0; i < p->n - 1; i++) lrt_thread_join(p->workers[i].thread);
-    free(p->workers);
   }
+  if (p->stats_on) write_stats(p);
+  if (p->workers) free(p->workers);
   cond_free(&p->wake);
   cond_free(&p->done);
   mutex_free(&p->mu);
@@ -191,8 +279,14 @@ int lrt_pool_threads(const lrt_pool *p) { return p->n; }
 
 void lrt_pool_run(lrt_pool *p, lrt_task_fn fn, void *ctx, int64_t n_tasks) {
   if (n_tasks <= 0) return;
+  uint64_t t0 = p->stats_on ? lrt_now_ns() : 0;
   if (p->n == 1 || n_tasks == 1) { /* nothing to share */
     for (int64_t t = 0; t < n_tasks; t++) fn(ctx, t, 0);
+    if (p->stats_on) {
+      p->st.jobs++;
+      p->st.tasks += (uint64_t)n_tasks;
+      p->st.run_ns += lrt_now_ns() - t0;
+    }
     return;
   }
   mutex_lock(&p->mu);
@@ -202,14 +296,24 @@ void lrt_pool_run(lrt_pool *p, lrt_task_fn fn, void *ctx, int64_t n_tasks) {
   p->n_tasks = n_tasks;
   PENDING_STORE(p->finished, 0);
   for (int k = 0; k < p->n; k++) lrt_atomic_store_int(&p->cursor[k], (int)(n_tasks * k / p->n));
+  if (p->stats_on) p->posted_ns = lrt_now_ns();
   GEN_STORE(p->generation, GEN_LOAD(p->generation) + 1);
   cond_broadcast(&p->wake);
   mutex_unlock(&p->mu);
-  run_share(p, 0);
+  int done = run_share(p, 0);
+  uint64_t t1 = p->stats_on ? lrt_now_ns() : 0;
   for (int i = 0; i < LRT_SPIN_ITERS && PENDING_LOAD(p->finished) < n_tasks; i++) cpu_relax();
   if (PENDING_LOAD(p->finished) < n_tasks) {
     mutex_lock(&p->mu);
+    if (p->stats_on) p->st.sleeps++;
     while (PENDING_LOAD(p->finished) < n_tasks) cond_wait(&p->done, &p->mu);
     mutex_unlock(&p->mu);
+  }
+  if (p->stats_on) {
+    uint64_t t2 = lrt_now_ns();
+    p->st.jobs++;
+    p->st.tasks += (uint64_t)done;
+    p->st.wait_ns += t2 - t1;
+    p->st.run_ns += t2 - t0;
   }
 }

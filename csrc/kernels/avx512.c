@@ -413,6 +413,37 @@ static const float q4_tab_k8[16] = {-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 
 DEFINE_TAB_DOT4(dot4_q4_0_vl, 18, TAB_Q4_0, 2)
 DEFINE_TAB_DOT4(dot4_q4_1_vl, 20, TAB_Q4_1, 4)
 
+/* Row dequantization by the same table: per block one table (one multiply, + one add for
+ * Q4_1) and two lookups of 16 weights, stored. The prefill / batch path dequantizes every
+ * weight row once per pass into F32 for its register tiles (forward.c mm_task); at 16
+ * sequences of SmolLM2-135M Q4_1 the AVX2 dequantizer (convert, multiply, add and store per
+ * 8 weights) was 15-19% of a batched step (perf, Intel Xeon). Same values as the reference:
+ * each weight is the table entry the reference's own operations give for its k. */
+#define DEFINE_TAB_DEQUANT(NAME, BYTES, TAB, QOFF)                                            \
+  LRT_AVX512VL static void NAME(const void *row, float *y, int64_t n) {                       \
+    const uint8_t *p = (const uint8_t *)row;                                                  \
+    for (int64_t b = 0; b < n / 32; b++, p += BYTES, y += 32) {                               \
+      TAB(p, t_);                                                                             \
+      z16i i0_ = z16i_from_u8(p + (QOFF));                                                    \
+      z16_store(y, z16_lookup16(t_, i0_));                /* elements 0-15: low nibbles  */   \
+      z16_store(y + 16, z16_lookup16(t_, z16i_srl4(i0_))); /* 16-31: high nibbles        */   \
+    }                                                                                         \
+  }
+
+DEFINE_TAB_DEQUANT(dequant_q4_0_vl, 18, TAB_Q4_0, 2)
+DEFINE_TAB_DEQUANT(dequant_q4_1_vl, 20, TAB_Q4_1, 4)
+
+/* Q8_0 rows: the scale widened by F16C (exact) and splat, 16 weights per convert and
+ * multiply (the reference's d * q, one rounding). */
+LRT_AVX512VL static void dequant_q8_0_vl(const void *row, float *y, int64_t n) {
+  const uint8_t *p = (const uint8_t *)row;
+  for (int64_t b = 0; b < n / 32; b++, p += 34, y += 32) {
+    z16 d = z16_splat_f16(p);
+    z16_store(y, z16_mul(d, z16_from_i8(p + 2)));
+    z16_store(y + 16, z16_mul(d, z16_from_i8(p + 18)));
+  }
+}
+
 /* ---- Q5_0 / Q5_1 decode by table lookup: the same idea with two 16-entry tables per block,
  * one for each value of the fifth bit (bit j of the block's qh for element j). Q5_0:
  * T0[k] = d * (k - 16), T1[k] = d * k (the reference's d * (q - 16) for q = k and q = k + 16,
@@ -490,66 +521,80 @@ DEFINE_TAB5_DEQUANT(dequant_q5_1_vl, 24, TAB_Q5_1, 4)
 #undef TAB_Q4_0
 #undef TAB_Q4_1
 
-/* The prefill / batch tile at 512 bits: four F32 rows x six tokens per pass over n. Rows
- * (0, 1) and (2, 3) share a ZMM (low half / high half), each token's eight x values are
- * repeated in both halves (one broadcast load), so twelve accumulators hold 24 (row, token)
+/* The prefill / batch tile at 512 bits: four F32 rows x up to eight tokens per pass over n.
+ * Rows (0, 1) and (2, 3) share a ZMM (low half / high half), each token's eight x values are
+ * repeated in both halves (one broadcast load), so each accumulator holds two (row, token)
  * products, each half the eight dot8 lanes of one of them, reduced by the reference tree
- * (y8_hsum) and finished by the scalar tail in order: the bits of dot_f32. Leftover tokens
- * one at a time with the same pairing. */
+ * (y8_hsum) and finished by the scalar tail in order: the bits of dot_f32. (Six tokens per
+ * block before: a 16-sequence batch step then ran 4 of its 16 tokens one at a time.) */
+/* One token of a tile: products of the row pair (0, 1) in a, (2, 3) in c. */
+#define TILE_STEP(a, c, xp)                                                                   \
+  {                                                                                           \
+    z16 xb_ = z16_bcast8((xp) + i);                                                           \
+    a = z16_add(a, z16_mul(w01, xb_));                                                        \
+    c = z16_add(c, z16_mul(w23, xb_));                                                        \
+  }
+/* y[(t + k) * ys + 0..3] from the tile's accumulators of token k: each half summed with the
+ * reference tree, then the scalar tail in order */
+LRT_AVX512 static inline void tile_out(const float *const *wr, const float *xk, int64_t i, int64_t n, z16 a, z16 c,
+                                       float *y) {
+  float s[4] = {y8_hsum(z16_lo(a)), y8_hsum(z16_hi(a)), y8_hsum(z16_lo(c)), y8_hsum(z16_hi(c))};
+  for (int r = 0; r < 4; r++) {
+    for (int64_t j = i; j < n; j++) s[r] = s[r] + wr[r][j] * xk[j];
+    y[r] = s[r];
+  }
+}
+
+/* Four weight rows x eight tokens (16 accumulators of the 32 ZMM registers: each weight load
+ * and pairing serves eight tokens), then four, then one at a time. Which block a token falls
+ * in changes nothing in its arithmetic: each output is the same lanes, tree and tail. */
 LRT_AVX512 static void tile4_f32_z(const float *w, int64_t ws, const float *x, int64_t xs, int64_t M, int64_t n,
                                    float *y, int64_t ys) {
   const float *wr[4] = {w, w + ws, w + 2 * ws, w + 3 * ws};
   int64_t t = 0;
-  for (; t + 6 <= M; t += 6) {
-    const float *xt[6];
-    for (int k = 0; k < 6; k++) xt[k] = x + (t + k) * xs;
-    z16 a00 = z16_zero(), a01 = a00, a02 = a00, a03 = a00, a04 = a00, a05 = a00;
-    z16 a10 = a00, a11 = a00, a12 = a00, a13 = a00, a14 = a00, a15 = a00;
+  for (; t + 8 <= M; t += 8) {
+    const float *xt[8];
+    for (int k = 0; k < 8; k++) xt[k] = x + (t + k) * xs;
+    z16 a0 = z16_zero(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+    z16 c0 = a0, c1 = a0, c2 = a0, c3 = a0, c4 = a0, c5 = a0, c6 = a0, c7 = a0;
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
       z16 w01 = z16_pair(y8_load(wr[0] + i), y8_load(wr[1] + i));
       z16 w23 = z16_pair(y8_load(wr[2] + i), y8_load(wr[3] + i));
-      z16 xb = z16_bcast8(xt[0] + i);
-      a00 = z16_add(a00, z16_mul(w01, xb)); a10 = z16_add(a10, z16_mul(w23, xb));
-      xb = z16_bcast8(xt[1] + i);
-      a01 = z16_add(a01, z16_mul(w01, xb)); a11 = z16_add(a11, z16_mul(w23, xb));
-      xb = z16_bcast8(xt[2] + i);
-      a02 = z16_add(a02, z16_mul(w01, xb)); a12 = z16_add(a12, z16_mul(w23, xb));
-      xb = z16_bcast8(xt[3] + i);
-      a03 = z16_add(a03, z16_mul(w01, xb)); a13 = z16_add(a13, z16_mul(w23, xb));
-      xb = z16_bcast8(xt[4] + i);
-      a04 = z16_add(a04, z16_mul(w01, xb)); a14 = z16_add(a14, z16_mul(w23, xb));
-      xb = z16_bcast8(xt[5] + i);
-      a05 = z16_add(a05, z16_mul(w01, xb)); a15 = z16_add(a15, z16_mul(w23, xb));
+      TILE_STEP(a0, c0, xt[0]) TILE_STEP(a1, c1, xt[1]) TILE_STEP(a2, c2, xt[2]) TILE_STEP(a3, c3, xt[3])
+      TILE_STEP(a4, c4, xt[4]) TILE_STEP(a5, c5, xt[5]) TILE_STEP(a6, c6, xt[6]) TILE_STEP(a7, c7, xt[7])
     }
-    z16 acc[2][6] = {{a00, a01, a02, a03, a04, a05}, {a10, a11, a12, a13, a14, a15}};
-    for (int k = 0; k < 6; k++)
-      for (int h = 0; h < 2; h++) {
-        float s0 = y8_hsum(z16_lo(acc[h][k])), s1 = y8_hsum(z16_hi(acc[h][k]));
-        for (int64_t j = i; j < n; j++) {
-          s0 = s0 + wr[2 * h][j] * xt[k][j];
-          s1 = s1 + wr[2 * h + 1][j] * xt[k][j];
-        }
-        y[(t + k) * ys + 2 * h] = s0;
-        y[(t + k) * ys + 2 * h + 1] = s1;
-      }
+    tile_out(wr, xt[0], i, n, a0, c0, y + (t + 0) * ys); tile_out(wr, xt[1], i, n, a1, c1, y + (t + 1) * ys);
+    tile_out(wr, xt[2], i, n, a2, c2, y + (t + 2) * ys); tile_out(wr, xt[3], i, n, a3, c3, y + (t + 3) * ys);
+    tile_out(wr, xt[4], i, n, a4, c4, y + (t + 4) * ys); tile_out(wr, xt[5], i, n, a5, c5, y + (t + 5) * ys);
+    tile_out(wr, xt[6], i, n, a6, c6, y + (t + 6) * ys); tile_out(wr, xt[7], i, n, a7, c7, y + (t + 7) * ys);
+  }
+  for (; t + 4 <= M; t += 4) {
+    const float *xt[4];
+    for (int k = 0; k < 4; k++) xt[k] = x + (t + k) * xs;
+    z16 a0 = z16_zero(), a1 = a0, a2 = a0, a3 = a0, c0 = a0, c1 = a0, c2 = a0, c3 = a0;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      z16 w01 = z16_pair(y8_load(wr[0] + i), y8_load(wr[1] + i));
+      z16 w23 = z16_pair(y8_load(wr[2] + i), y8_load(wr[3] + i));
+      TILE_STEP(a0, c0, xt[0]) TILE_STEP(a1, c1, xt[1]) TILE_STEP(a2, c2, xt[2]) TILE_STEP(a3, c3, xt[3])
+    }
+    tile_out(wr, xt[0], i, n, a0, c0, y + (t + 0) * ys); tile_out(wr, xt[1], i, n, a1, c1, y + (t + 1) * ys);
+    tile_out(wr, xt[2], i, n, a2, c2, y + (t + 2) * ys); tile_out(wr, xt[3], i, n, a3, c3, y + (t + 3) * ys);
   }
   for (; t < M; t++) {
     const float *x0 = x + t * xs;
-    z16 a0 = z16_zero(), a1 = a0;
+    z16 a0 = z16_zero(), c0 = a0;
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
-      z16 xb = z16_bcast8(x0 + i);
-      a0 = z16_add(a0, z16_mul(z16_pair(y8_load(wr[0] + i), y8_load(wr[1] + i)), xb));
-      a1 = z16_add(a1, z16_mul(z16_pair(y8_load(wr[2] + i), y8_load(wr[3] + i)), xb));
+      z16 w01 = z16_pair(y8_load(wr[0] + i), y8_load(wr[1] + i));
+      z16 w23 = z16_pair(y8_load(wr[2] + i), y8_load(wr[3] + i));
+      TILE_STEP(a0, c0, x0)
     }
-    float s[4] = {y8_hsum(z16_lo(a0)), y8_hsum(z16_hi(a0)), y8_hsum(z16_lo(a1)), y8_hsum(z16_hi(a1))};
-    for (int r = 0; r < 4; r++) {
-      for (int64_t j = i; j < n; j++) s[r] = s[r] + wr[r][j] * x0[j];
-      y[t * ys + r] = s[r];
-    }
+    tile_out(wr, x0, i, n, a0, c0, y + t * ys);
   }
 }
+#undef TILE_STEP
 
 /* Only the entries this path changes: dispatch.c fills the others from lrt_kernels_avx2 (the
  * reference where there is no AVX2 table, e.g. an LRT_AVX512_EMULATE build off x86). */
@@ -557,6 +602,7 @@ const lrt_kernels lrt_kernels_avx2_avx512vl = {
     .name = "avx2-avx512vl",
     .tile4_f32 = tile4_f32_z,
     .dot4_q4_0 = dot4_q4_0_vl, .dot4_q4_1 = dot4_q4_1_vl,
+    .dequant_q8_0 = dequant_q8_0_vl, .dequant_q4_0 = dequant_q4_0_vl, .dequant_q4_1 = dequant_q4_1_vl,
     .dequant_q5_0 = dequant_q5_0_vl, .dequant_q5_1 = dequant_q5_1_vl,
     .dot4_q5_0 = dot4_q5_0_vl, .dot4_q5_1 = dot4_q5_1_vl,
 };

@@ -257,15 +257,18 @@ static inline blk32 block_q5_1(const uint8_t *p) {
 }
 
 /* DEQUANT: one row to float. DOT4Q: four rows against one x, each block dequantized in
- * registers and accumulated into the dot8 lanes in order (n % 32 == 0: no tail). */
-#define DEFINE_BLOCK_KERNELS(FMT, BLOCK, BYTES)                                               \
+ * registers and accumulated into the dot8 lanes in order (n % 32 == 0: no tail). Q8_0 and
+ * Q4_1 have their own dot4 (below): row by row, a quarter block at a time. */
+#define DEFINE_BLOCK_DEQUANT(FMT, BLOCK, BYTES)                                               \
   static void dequant_##FMT##_wasm(const void *row, float *y, int64_t n) {                    \
     const uint8_t *p = (const uint8_t *)row;                                                  \
     for (int64_t b = 0; b < n / 32; b++, p += BYTES, y += 32) {                               \
       blk32 q = BLOCK(p);                                                                     \
       for (int k = 0; k < 8; k++) wasm_v128_store(y + 4 * k, q.v[k]);                        \
     }                                                                                         \
-  }                                                                                           \
+  }
+#define DEFINE_BLOCK_KERNELS(FMT, BLOCK, BYTES)                                               \
+  DEFINE_BLOCK_DEQUANT(FMT, BLOCK, BYTES)                                                     \
   static void dot4_##FMT##_wasm(const void *w, int64_t row_bytes, const float *x, int64_t n, float *y) { \
     const uint8_t *p[4];                                                                      \
     v8 a[4];                                                                                  \
@@ -287,12 +290,95 @@ static inline blk32 block_q5_1(const uint8_t *p) {
     for (int r = 0; r < 4; r++) y[r] = hsum8(a[r]);                                           \
   }
 
-DEFINE_BLOCK_KERNELS(q8_0, block_q8_0, 34)
+/* Q4_1 (the format of the web demo's model), four rows: one row at a time over the whole row
+ * (x, a few KB, stays in L1) and half a block at a time (the 16 low, then the 16 high nibbles),
+ * so the live vectors fit the 16 SIMD registers of x86-64: the generic dot4 above keeps eight
+ * accumulators, eight x vectors and a decoded block live and spills. Per row the lanes add the
+ * same products in the same order as the generic kernel (chunk k of block b, k = 0..3, blocks
+ * in order), and each weight is d * q + m as block_q4_1 computes it: the same bits. */
+static inline void q4_1_quarter(v128_t q16, v128_t d, v128_t m, v128_t *w) {
+  w[0] = wasm_f32x4_add(wasm_f32x4_mul(d, wasm_f32x4_convert_i32x4(wasm_i32x4_extend_low_i16x8(q16))), m);
+  w[1] = wasm_f32x4_add(wasm_f32x4_mul(d, wasm_f32x4_convert_i32x4(wasm_i32x4_extend_high_i16x8(q16))), m);
+}
+static void dot4_q4_1_rowwise_wasm(const void *w, int64_t row_bytes, const float *x, int64_t n, float *y) {
+  const v128_t low4 = wasm_i8x16_splat(0x0f);
+  for (int r = 0; r < 4; r++) {
+    const uint8_t *p = (const uint8_t *)w + r * row_bytes;
+    const float *xb = x;
+    v8 a = v8_zero();
+    for (int64_t b = 0; b < n / 32; b++, p += 20, xb += 32) {
+      v128_t d = wasm_f32x4_splat(f16_le(p)), m = wasm_f32x4_splat(f16_le(p + 2));
+      v128_t v = wasm_v128_load(p + 4);
+      v128_t lo = wasm_v128_and(v, low4), hi = wasm_u8x16_shr(v, 4);
+      v8 wv;
+      {
+        v128_t t[2];
+        q4_1_quarter(wasm_i16x8_extend_low_i8x16(lo), d, m, t); /* weights 0..7: wv = {0-3, 4-7} */
+        wv.lo = t[0];
+        wv.hi = t[1];
+      }
+      a = v8_macc(a, wv, load_x(xb, 0));
+      {
+        v128_t t[2];
+        q4_1_quarter(wasm_i16x8_extend_high_i8x16(lo), d, m, t); /* weights 8..15 */
+        wv.lo = t[0];
+        wv.hi = t[1];
+      }
+      a = v8_macc(a, wv, load_x(xb, 8));
+      {
+        v128_t t[2];
+        q4_1_quarter(wasm_i16x8_extend_low_i8x16(hi), d, m, t); /* weights 16..23 */
+        wv.lo = t[0];
+        wv.hi = t[1];
+      }
+      a = v8_macc(a, wv, load_x(xb, 16));
+      {
+        v128_t t[2];
+        q4_1_quarter(wasm_i16x8_extend_high_i8x16(hi), d, m, t); /* weights 24..31 */
+        wv.lo = t[0];
+        wv.hi = t[1];
+      }
+      a = v8_macc(a, wv, load_x(xb, 24));
+    }
+    y[r] = hsum8(a);
+  }
+}
+
+/* Q8_0 (the demo model's embedding / LM head), four rows, the same way: one row at a time, a
+ * quarter block (8 weights: d * q, as block_q8_0) per step. */
+static inline void q8_0_quarter(v128_t q16, v128_t d, v8 *wv) {
+  wv->lo = wasm_f32x4_mul(d, wasm_f32x4_convert_i32x4(wasm_i32x4_extend_low_i16x8(q16)));
+  wv->hi = wasm_f32x4_mul(d, wasm_f32x4_convert_i32x4(wasm_i32x4_extend_high_i16x8(q16)));
+}
+static void dot4_q8_0_rowwise_wasm(const void *w, int64_t row_bytes, const float *x, int64_t n, float *y) {
+  for (int r = 0; r < 4; r++) {
+    const uint8_t *p = (const uint8_t *)w + r * row_bytes;
+    const float *xb = x;
+    v8 a = v8_zero();
+    for (int64_t b = 0; b < n / 32; b++, p += 34, xb += 32) {
+      v128_t d = wasm_f32x4_splat(f16_le(p));
+      v128_t q0 = wasm_v128_load(p + 2), q1 = wasm_v128_load(p + 18);
+      v8 wv;
+      q8_0_quarter(wasm_i16x8_extend_low_i8x16(q0), d, &wv);
+      a = v8_macc(a, wv, load_x(xb, 0));
+      q8_0_quarter(wasm_i16x8_extend_high_i8x16(q0), d, &wv);
+      a = v8_macc(a, wv, load_x(xb, 8));
+      q8_0_quarter(wasm_i16x8_extend_low_i8x16(q1), d, &wv);
+      a = v8_macc(a, wv, load_x(xb, 16));
+      q8_0_quarter(wasm_i16x8_extend_high_i8x16(q1), d, &wv);
+      a = v8_macc(a, wv, load_x(xb, 24));
+    }
+    y[r] = hsum8(a);
+  }
+}
+
+DEFINE_BLOCK_DEQUANT(q8_0, block_q8_0, 34) /* dot4: dot4_q8_0_rowwise_wasm */
 DEFINE_BLOCK_KERNELS(q4_0, block_q4_0, 18)
-DEFINE_BLOCK_KERNELS(q4_1, block_q4_1, 20)
+DEFINE_BLOCK_DEQUANT(q4_1, block_q4_1, 20) /* dot4: dot4_q4_1_rowwise_wasm */
 DEFINE_BLOCK_KERNELS(q5_0, block_q5_0, 22)
 DEFINE_BLOCK_KERNELS(q5_1, block_q5_1, 24)
 #undef DEFINE_BLOCK_KERNELS
+#undef DEFINE_BLOCK_DEQUANT
 
 /* ---- K-quants: 256-element super-blocks (docs/numerics.md, ref.c) ---------------------------
  * Per row and super-block the float scales are computed as the reference does (ds = d * sc,
@@ -674,7 +760,7 @@ const lrt_kernels lrt_kernels_wasm_simd128 = {
     .rows_f32 = rows_f32, .rows_f16 = rows_f16, .rows_bf16 = rows_bf16,
     .dot4_f32 = dot4_f32, .dot4_f16 = dot4_f16, .dot4_bf16 = dot4_bf16,
     .dequant_q8_0 = dequant_q8_0_wasm, .dequant_q4_0 = dequant_q4_0_wasm, .dequant_q4_1 = dequant_q4_1_wasm,
-    .dot4_q8_0 = dot4_q8_0_wasm, .dot4_q4_0 = dot4_q4_0_wasm, .dot4_q4_1 = dot4_q4_1_wasm,
+    .dot4_q8_0 = dot4_q8_0_rowwise_wasm, .dot4_q4_0 = dot4_q4_0_wasm, .dot4_q4_1 = dot4_q4_1_rowwise_wasm,
     .exp_f32 = exp_f32_wasm, .silu_mul_f32 = silu_mul_f32_wasm,
     .dequant_q4_k = dequant_q4_k_wasm, .dequant_q5_k = dequant_q5_k_wasm, .dequant_q6_k = dequant_q6_k_wasm,
     .dot4_q4_k = dot4_q4_k_wasm, .dot4_q5_k = dot4_q5_k_wasm, .dot4_q6_k = dot4_q6_k_wasm,

@@ -128,7 +128,7 @@ static void compare_widen(const lrt_kernels *k, const lrt_kernels *ref) {
   }
 }
 
-/* Q4_0 / Q4_1 / Q5_0 / Q5_1 fused decode (and Q5 row dequantization) for every F16 scale:
+/* Q4_0 / Q4_1 / Q5_0 / Q5_1 fused decode (and row dequantization) for every F16 scale:
  * each of the 65536 half patterns as d (with a varying F16 m for Q4_1 / Q5_1, both blocks of
  * a row), quants that take all 16 values in both nibbles, x in [0.5, 2) so that no product
  * is lost in the sum. Q5: one block has qh = 0, one qh = all ones (so each d meets all 32
@@ -183,6 +183,14 @@ static void compare_q4_scales(const lrt_kernels *k, const lrt_kernels *ref) {
     ref->dot4_q5_1(q51, NB * 24, x, N, yb);
     for (int i = 0; i < 4; i++)
       CHECK(same_or_nan(ya[i], yb[i]), "%s dot4_q5_1 d=0x%04x row %d: %a vs %a", k->name, (unsigned)h, i, (double)ya[i], (double)yb[i]);
+    k->dequant_q4_0(q0, da, 4 * N);
+    ref->dequant_q4_0(q0, db, 4 * N);
+    for (int i = 0; i < 4 * N; i++)
+      CHECK(same_or_nan(da[i], db[i]), "%s dequant_q4_0 d=0x%04x i=%d: %a vs %a", k->name, (unsigned)h, i, (double)da[i], (double)db[i]);
+    k->dequant_q4_1(q1, da, 4 * N);
+    ref->dequant_q4_1(q1, db, 4 * N);
+    for (int i = 0; i < 4 * N; i++)
+      CHECK(same_or_nan(da[i], db[i]), "%s dequant_q4_1 d=0x%04x i=%d: %a vs %a", k->name, (unsigned)h, i, (double)da[i], (double)db[i]);
     k->dequant_q5_0(q50, da, 4 * N);
     ref->dequant_q5_0(q50, db, 4 * N);
     for (int i = 0; i < 4 * N; i++)
@@ -372,7 +380,7 @@ static void lincomb_f32_pairs(const float *a, const float *X, int64_t xs, int64_
 }
 
 static int compare_path(const lrt_kernels *k, const lrt_kernels *ref) {
-  enum { MAXN = 300, MAXM = 9, PAD = 8 };
+  enum { MAXN = 300, MAXM = 21, PAD = 8 }; /* M up to 21: the tile's 8- and 4-token blocks and single tokens */
   static float w[MAXN + PAD], x[MAXM * (MAXN + PAD)], y1[MAXM], y2[MAXM];
   static uint16_t wh[MAXN + PAD], wb[MAXN + PAD];
   int before = failures;

@@ -17,8 +17,8 @@ export async function logitsSha256(logits) {
   return hex(await subtle.digest("SHA-256", bits));
 }
 
-export async function runCases(load, modelBytes, cases, wasm) {
-  const model = await load(modelBytes, wasm ? { wasm } : {});
+export async function runCases(load, modelBytes, cases, wasm, options = {}) {
+  const model = await load(modelBytes, { ...(wasm ? { wasm } : {}), ...options });
   const results = [];
   try {
     for (const c of cases) {
@@ -38,7 +38,8 @@ export async function runCases(load, modelBytes, cases, wasm) {
       }
       const logitsHash = await logitsSha256(model.logits(promptIds.concat(g.tokenIds)));
       results.push({ promptIds, tokenIds: g.tokenIds, text: g.text, finishReason: g.finishReason,
-                     streamIds: streamed, streamText, logitsHash, seconds, kernelPath: model.kernelPath });
+                     streamIds: streamed, streamText, logitsHash, seconds, kernelPath: model.kernelPath,
+                     threads: model.threads, threadsFallback: model.threadsFallback ?? null });
     }
   } finally {
     model.dispose();
