@@ -125,6 +125,21 @@ def top_logprobs(lp: Any, k: int) -> List[Tuple[int, float]]:
 # ---- one model: queue, budget and the scheduler thread -----------------------------------------
 
 
+def kv_reserve_bytes(info: Dict[str, int], context: int, positions: int) -> int:
+    """KV bytes a session of `context` positions holding `positions` allocates: its cache
+    grows by doubling from 256 positions up to the context, except that a sliding-window
+    layer's ring stops at ``kv_window_rows`` (window + 127; 0 when the model keeps every
+    position: no window, ``full_kv=True``, or a context not longer than the ring)."""
+    cap = 256
+    while cap < positions:
+        cap *= 2
+    cap = min(cap, context)
+    ring = info.get("kv_window_rows", 0)
+    windowed = info.get("sliding_layers", 0) if ring else 0
+    rows = (info["layers"] - windowed) * cap + windowed * min(cap, ring)
+    return rows * info["kv_heads"] * info["head_dim"] * 2 * 4
+
+
 class ModelWorker:
     """Continuous batching for one model."""
 
@@ -134,7 +149,7 @@ class ModelWorker:
         self.cfg = cfg
         self.batch = Batch(model, threads=model.threads)
         i = model.info
-        self.kv_bytes_per_position = i["layers"] * i["kv_heads"] * i["head_dim"] * 2 * 4
+        self.kv_info = {k: i.get(k, 0) for k in ("layers", "kv_heads", "head_dim", "sliding_layers", "kv_window_rows")}
         self.eos = set(model.eos_token_ids)
         self.created = int(time.time())
         self.waiting: Deque[Job] = collections.deque()
@@ -167,12 +182,7 @@ class ModelWorker:
         return min(self.model.context_length, prompt_len + max_tokens)
 
     def reserve_bytes(self, positions: int) -> int:
-        """KV bytes a session holding `positions` positions allocates (its cache grows by
-        doubling from 256 positions, up to the context)."""
-        cap = 256
-        while cap < positions:
-            cap *= 2
-        return min(cap, self.model.context_length) * self.kv_bytes_per_position
+        return kv_reserve_bytes(self.kv_info, self.model.context_length, positions)
 
     # -- submission (event loop thread) --
 

@@ -303,3 +303,22 @@ def test_failed_long_eval_leaves_the_ring_as_it_was(pair, tmp_path, all_logits):
         s.eval(LONG[100:] + [255], all_logits=all_logits)
     assert s.position == 100
     assert np.array_equal(s.eval(LONG[100:], all_logits=True), p.ref[100:])
+
+
+@pytest.mark.parametrize("family", ["gemma3", "mistral"])
+def test_serve_budget_counts_the_ring(pair, family):
+    """loomrt serve reserves KV memory per request from kv_reserve_bytes: never less than a
+    session really allocates, and with rings smaller than the full-cache reservation."""
+    from loomrt.server import kv_reserve_bytes
+
+    p = pair(family)
+    for n in (40, 300, len(LONG)):
+        s, f = p.ring.session(), p.full.session()
+        s.eval(LONG[:n])
+        f.eval(LONG[:n])
+        ring_budget = kv_reserve_bytes(p.ring.info, CTX, n)
+        full_budget = kv_reserve_bytes(p.full.info, CTX, n)
+        assert s.kv_bytes() <= ring_budget and f.kv_bytes() <= full_budget, n
+        assert ring_budget == s.kv_bytes() and full_budget == f.kv_bytes(), n  # the same growth rule
+        if n > _ring_rows(p):
+            assert ring_budget < full_budget, n
