@@ -147,27 +147,27 @@ static const lrt_path g_paths[] = {
 #endif
 #if defined(__x86_64__) || defined(_M_X64) || defined(LRT_AVX512_EMULATE)
     /* the default where AVX-512VL exists: AVX2 except the Q4_0 / Q4_1 decode kernels */
-    {&lrt_kernels_avx2_avx512vl, cpu_has_avx512vl, LRT_AVX2_BASE},
+    {&lrt_kernels_avx2_avx512vl, cpu_has_avx512vl, LRT_AVX2_BASE, NULL, NULL},
 #endif
 #if defined(LRT_HAVE_VNNI_PATHS)
     {&lrt_kernels_avx2, cpu_has_avxvnni, NULL, lrt_i8_kernels_avxvnni, "avx2-vnni"},
 #endif
 #if defined(__x86_64__) || defined(_M_X64)
-    {&lrt_kernels_avx2, cpu_has_avx2, NULL},
+    {&lrt_kernels_avx2, cpu_has_avx2, NULL, NULL, NULL},
 #endif
 #if defined(__x86_64__) || defined(_M_X64) || defined(LRT_AVX512_EMULATE)
     /* after avx2 on purpose: its 512-bit kernels were slower than AVX2 for the quantized
      * formats on the one AVX-512 CPU measured (Zen 4, 512-bit ops as two halves), so only
      * taken when asked for by name (LOOMRT_KERNELS=avx512, lrt_kernels_select) */
-    {&lrt_kernels_avx512, cpu_has_avx512, NULL},
+    {&lrt_kernels_avx512, cpu_has_avx512, NULL, NULL, NULL},
 #endif
 #if defined(__aarch64__) || defined(_M_ARM64)
-    {&lrt_kernels_neon, always, NULL}, /* NEON is part of the aarch64 baseline */
+    {&lrt_kernels_neon, always, NULL, NULL, NULL}, /* NEON is part of the aarch64 baseline */
 #endif
 #if defined(__wasm_simd128__)
-    {&lrt_kernels_wasm_simd128, always, NULL}, /* compiled for SIMD128: the engine validated it */
+    {&lrt_kernels_wasm_simd128, always, NULL, NULL, NULL}, /* compiled for SIMD128: the engine validated it */
 #endif
-    {&lrt_kernels_ref, always, NULL},
+    {&lrt_kernels_ref, always, NULL, NULL, NULL},
 };
 #define LRT_N_PATHS ((int)(sizeof g_paths / sizeof g_paths[0]))
 
