@@ -45,6 +45,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-mmap", action="store_true",
                    help="read the weights into memory instead of memory-mapping the file, so that replacing the "
                         "file while loomrt runs cannot crash it (SIGBUS); costs the file's size in RAM")
+    p.add_argument("--full-kv", action="store_true",
+                   help="keep every position in the KV cache of sliding-window layers (default: a ring of "
+                        "window + 127 positions, same results; the full cache lets a session truncate anywhere)")
     p.add_argument("--quantize", choices=["q8_0"], default=None,
                    help="quantize F32/F16/BF16 weight matrices to Q8_0 at load (about half of BF16's memory, "
                         "faster decode; outputs equal a Q8_0 GGUF of the same weights)")
@@ -316,7 +319,7 @@ def _load(model: Optional[str], args: argparse.Namespace) -> Model:
              allow_unknown_config_keys=args.allow_unknown_config_keys, quantize=getattr(args, "quantize", None),
              int8_activations=getattr(args, "int8_activations", False),
              allow_unused_tensors=getattr(args, "allow_unused_tensors", False),
-             mmap=not getattr(args, "no_mmap", False))
+             mmap=not getattr(args, "no_mmap", False), full_kv=getattr(args, "full_kv", False))
     m.chat_date = date
     return m
 
@@ -505,6 +508,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         ("weights in memory", f"{i['resident_bytes'] / 2**20:.1f} MiB allocated "
          + ("(the rest is memory-mapped)" if m.mmap else "(the files read into memory: --no-mmap)")),
         ("KV cache per token", f"{2 * i['layers'] * i['kv_heads'] * i['head_dim'] * 4 / 1024:.1f} KiB"),
+        ("KV cache at full context", _kv_at_context(m)),
         ("tokenizer", "yes" if m.tokenizer is not None else "none (token ids only)"),
         ("chat template", "yes" if m.tokenizer is not None and m.tokenizer.chat_template else "no"),
         ("load time", f"{m.load_seconds * 1000:.0f} ms"),
@@ -513,6 +517,22 @@ def cmd_info(args: argparse.Namespace) -> int:
     for k, v in rows:
         print(f"{k:<{width}}  {v}")
     return 0
+
+
+def _kv_at_context(m: Model) -> str:
+    """KV bytes of a session filled to the context: windowed layers hold their ring only."""
+    i = m.info
+    ctx, per_pos = m.context_length, 2 * i["kv_heads"] * i["head_dim"] * 4
+    full = i["layers"] * ctx * per_pos
+    text = f"{full / 2**20:.1f} MiB ({ctx} positions)"
+    if i["sliding_layers"] and i["kv_window_rows"] and i["kv_window_rows"] < ctx:
+        ring = ((i["layers"] - i["sliding_layers"]) * ctx + i["sliding_layers"] * i["kv_window_rows"]) * per_pos
+        text = (f"{ring / 2**20:.1f} MiB ({ctx} positions; {i['sliding_layers']} sliding-window layers keep "
+                f"{i['kv_window_rows']} each, --full-kv: {full / 2**20:.1f} MiB)")
+    elif i["sliding_layers"]:
+        text += f"; {i['sliding_layers']} sliding-window layers (window {i['sliding_window']})" + \
+            (" keep every position (--full-kv)" if m.full_kv else "")
+    return text
 
 
 def _fmt_time(s: float) -> str:

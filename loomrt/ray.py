@@ -9,14 +9,15 @@ that runs the same job locally. Every output row is the bits it would be on a la
                                       address="auto", actors=8, threads=4)
 
 Data-parallel training: :class:`DataParallelTrainer` keeps the optimizer and the weights here
-(the lead) and gives each Ray actor a contiguous shard of every global batch. A worker returns
-the gradient sums of each of its groups of ``group`` sequences (each group summed from zero on
-that worker); the lead adds the parts in the global batch's order and applies AdamW. With
-``group=1`` (the default) that is exactly how one process accumulates a batch (each sequence's
-sums are added to the accumulator in order: csrc/train/train.h), so 1, 2, N workers give the
-weights of :meth:`loomrt.trainer.Trainer.train_step`, bit for bit, at any accumulation. A larger
-``group`` sends fewer buffers (global batch / group per step) and gives the bits of any other
-run with the same group (``workers=0`` runs it in this process).
+(the lead) and gives each Ray actor a contiguous shard of every global batch. A worker returns,
+for each of its groups of ``group`` sequences, the gradient sums (the group summed from zero on
+that worker) and the per-token embedding rows; the lead adds the sums in the global batch's
+order and the rows token after token, then applies AdamW. With ``group=1`` (the default) those
+are exactly the additions one process makes when it accumulates the batch (each sequence's sums
+added in order, the lookup's rows token by token: csrc/train/train.h), so 1, 2, N workers give
+the weights of :meth:`loomrt.trainer.Trainer.train_step`, bit for bit, at any accumulation. A
+larger ``group`` sends fewer buffers (global batch / group per step) and gives the bits of any
+other run with the same group (``workers=0`` runs it in this process).
 
 Plain Ray actors rather than Ray Train: Ray Train's reductions are torch.distributed /
 collective all-reduces (ring or tree orders that depend on the topology), a gather in a
@@ -185,13 +186,15 @@ class _GradWorker:
     def __init__(self, spec: Dict[str, Any]):
         self.t = _spec_trainer(spec)
 
-    def grads(self, weights: np.ndarray, tokens: np.ndarray, group: int) -> List[Tuple[np.ndarray, float, int]]:
+    def grads(self, weights: np.ndarray, tokens: np.ndarray, group: int) -> List[Tuple[Any, ...]]:
+        """(gradient sums, loss sum, targets, embedding rows) of each group of sequences."""
         self.t.set_flat_weights(weights)
         parts = []
         for i in range(0, tokens.shape[0], group):
             self.t.grad_clear()
-            self.t.accumulate(tokens[i:i + group])
-            parts.append(self.t.grad_read())
+            _, rows = self.t.accumulate_rows(tokens[i:i + group])
+            grad, loss_sum, count = self.t.grad_read()
+            parts.append((grad, loss_sum, count, rows))
         self.t.grad_clear()
         return parts
 
@@ -272,9 +275,12 @@ class DataParallelTrainer:
             parts = ray.get(refs)
         # the fold: every part added in the global batch's order (worker order = sequence order)
         self.lead.grad_clear()
+        i = 0
         for wparts in parts:
-            for grad, loss_sum, count in wparts:
+            for grad, loss_sum, count, rows in wparts:
                 self.lead.grad_add(grad, loss_sum, count)
+                self.lead.lookup_add(arr[i:i + g], rows)
+                i += g
         self.lead.apply()
         return self.lead.loss
 

@@ -212,7 +212,8 @@ class Trainer:
     # ---- gradient buffers (data parallelism: loomrt.ray, docs/scale-out.md) ----------------
 
     def grad_size(self) -> int:
-        """Floats in the flat gradient buffer (parameters, then a tied head's lookup part)."""
+        """Floats in the flat gradient buffer (the parameters; the embedding lookup's part travels
+        as per-token rows: :meth:`accumulate_rows`, :meth:`lookup_add`)."""
         n = ffi.new("int64_t *")
         check(lib.lrt_trainer_grad_size(self._h, n))
         return int(n[0])
@@ -231,6 +232,24 @@ class Trainer:
         arr = np.ascontiguousarray(np.asarray(grad, dtype=np.float32).reshape(-1))
         check(lib.lrt_trainer_grad_add(self._h, ffi.from_buffer("float[]", arr), arr.size, float(loss_sum),
                                        int(count)))
+
+    def accumulate_rows(self, tokens: Any) -> Tuple[float, np.ndarray]:
+        """:meth:`accumulate`, also returning the gradient at each input position's embedding
+        row, (batch * seq_len, dim) float32: what the lookup adds to tok_embd, token after token."""
+        arr, b, t = _tokens(tokens)
+        d = self._shapes["tok_embd"][1]
+        rows = np.empty((b * t, d), dtype=np.float32)
+        loss = ffi.new("double *")
+        check(lib.lrt_trainer_accumulate_rows(self._h, ffi.from_buffer("int32_t[]", arr), b, t,
+                                              ffi.from_buffer("float[]", rows), rows.size, loss))
+        return float(loss[0]), rows
+
+    def lookup_add(self, tokens: Any, rows: Any) -> None:
+        """Add rows from :meth:`accumulate_rows` of the same tokens to the lookup's accumulator."""
+        arr, b, t = _tokens(tokens)
+        r = np.ascontiguousarray(np.asarray(rows, dtype=np.float32))
+        check(lib.lrt_trainer_lookup_add(self._h, ffi.from_buffer("int32_t[]", arr), b, t,
+                                         ffi.from_buffer("float[]", r), r.size))
 
     def grad_clear(self) -> None:
         """Drop the pending accumulation."""

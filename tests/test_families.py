@@ -292,9 +292,31 @@ def test_unsupported_settings_are_errors(fam, tmp_path, family, edit):
         loomrt.load(folder)
 
 
-def test_info_cli_shows_family_settings(fam, capsys):
+INFO_SETTINGS = {
+    "qwen3": ["head_dim 32 (not hidden / heads)", "q/k RMSNorm per head", "no q/k/v bias"],
+    "gemma2": ["head_dim 32", "RMSNorm weight 1 + w", "embeddings x 8", "GeGLU (tanh GELU)",
+               "norms before and after attention and MLP", "query_pre_attn_scalar 24", "attention soft-cap 3",
+               "final-logit soft-cap 4", "sliding window 8 on 2 of 4 layers"],
+    "gemma3": ["q/k RMSNorm per head", "RMSNorm weight 1 + w", "GeGLU (tanh GELU)", "sliding window 8 on 5 of 6 layers",
+               "local RoPE base 10000 on sliding layers, global base 1e+06", "RoPE linear scaling / 8 (global layers)"],
+    "smollm3": ["no RoPE on 1 of 4 layers"],
+    "olmo2": ["q/k RMSNorm over the whole projection", "norms after attention and MLP (none before)"],
+    "phi3": ["fused qkv and gate_up", "sliding window 24 on 4 of 4 layers", "partial rotary: 12 of 16 dims",
+             "longrope: short factors below position 32, long from it, attention factor 1.18322"],
+}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_info_cli_shows_family_settings(fam, capsys, family):
+    """`loomrt info` names every distinctive setting of each family (read from its config),
+    for the HF folder and the GGUF copy alike, and the KV memory at full context."""
     from loomrt.cli import main
 
-    assert main(["info", fam("gemma2").folder]) == 0
-    out = capsys.readouterr().out
-    assert "family settings" in out and "sliding window 8 on 2 of 4 layers" in out and "soft-cap" in out
+    f = fam(family)
+    for path in (f.folder, f.gguf):
+        assert main(["info", path]) == 0
+        out = capsys.readouterr().out
+        line = next(l for l in out.splitlines() if l.startswith("family settings"))
+        for want in INFO_SETTINGS[family]:
+            assert want in line, (path, want, line)
+        assert "KV cache at full context" in out

@@ -276,3 +276,30 @@ def test_inspection_attention_equals_the_full_cache(pair):
     b = p.full.inspect(LONG[:200], attention=True)
     assert np.array_equal(a.attentions, b.attentions)
     assert np.array_equal(a.hidden, b.hidden) and np.array_equal(a.logits, b.logits)
+
+
+@pytest.mark.parametrize("all_logits", [False, True])
+def test_failed_long_eval_leaves_the_ring_as_it_was(pair, tmp_path, all_logits):
+    """An eval of 301 tokens whose last one has a NaN embedding row: its rows overwrote the
+    rings (more than 128 positions), the diagnosis re-runs what it needs, names the position,
+    and the session still continues bit-identically from where it was."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    p = pair("mistral")  # untied: the LM head's row 255 stays finite
+    folder = tmp_path / "poisoned"
+    shutil.copytree(p.folder, folder)
+    t = load_file(str(folder / "model.safetensors"))
+    emb = t["model.embed_tokens.weight"].copy()
+    assert 255 not in LONG
+    emb[255] = np.nan
+    t["model.embed_tokens.weight"] = emb
+    save_file(t, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    m = loomrt.load(str(folder), threads=2)
+    s = m.session()
+    s.eval(LONG[:100])
+    with pytest.raises(loomrt.NumericError, match=r"position 400 \(token 255\).*token embedding"):
+        s.eval(LONG[100:] + [255], all_logits=all_logits)
+    assert s.position == 100
+    assert np.array_equal(s.eval(LONG[100:], all_logits=True), p.ref[100:])

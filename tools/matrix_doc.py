@@ -66,7 +66,7 @@ def render() -> str:
         test = f"test_native_matrix[{compiler}{opt.replace(' ', '')}]"
         build = f"{compiler} {opt}".replace("-DLRT_AVX512_EMULATE", "(avx512.c as portable C)")
         for model, args in tm.native_runs(opt):
-            line, n = _row(tm, test, build, "x86-64, natively", model, args, tm.X86_PATHS)
+            line, n = _row(tm, test, build, "x86-64, natively", model, args, tm.native_paths(opt))
             rows.append(line)
             native_total += n
     for target, extra, runner, args in tm.FOREIGN:

@@ -207,6 +207,8 @@ namespace Loomrt
         [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_trainer_grad_clear(IntPtr trainer);
         [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_trainer_weights_read(IntPtr trainer, float[] output, long n);
         [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_trainer_weights_write(IntPtr trainer, float[] input, long n);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_trainer_accumulate_rows(IntPtr trainer, int[] tokens, long batch, long seqLen, float[] rows, long capacity, out double loss);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_trainer_lookup_add(IntPtr trainer, int[] tokens, long batch, long seqLen, float[] rows, long n);
 
         /// <summary>Throw LoomrtException for a negative status.</summary>
         public static void Check(int status)

@@ -181,6 +181,8 @@ SIGNATURES: Dict[str, Tuple[object, List[object]]] = {
     "lrt_trainer_grad_clear": (_i32, [_h]),
     "lrt_trainer_weights_read": (_i32, [_h, _P(c_float), _i64]),
     "lrt_trainer_weights_write": (_i32, [_h, _P(c_float), _i64]),
+    "lrt_trainer_accumulate_rows": (_i32, [_h, _P(_i32), _i64, _i64, _P(c_float), _i64, _P(c_double)]),
+    "lrt_trainer_lookup_add": (_i32, [_h, _P(_i32), _i64, _i64, _P(c_float), _i64]),
 }
 
 _STATUS_NAMES = {0: "LRT_OK", -1: "LRT_ERR_INVALID_ARGUMENT", -2: "LRT_ERR_NOT_FOUND", -3: "LRT_ERR_IO",

@@ -943,16 +943,18 @@ LRT_API int32_t lrt_session_kv_rows(const lrt_session *session, int64_t layer, i
 
 /* ---- training across processes (data parallelism; docs/scale-out.md) ---------------------
 
-   The gradient accumulators of a trainer as one flat buffer of raw sums, so that processes
-   can compute the gradients of parts of a global batch and one of them add the parts in the
-   global batch's order. Every gradient sum is per sequence first (its tokens in order), then
-   sequences added to the accumulator in order (csrc/train/train.h). So the gradient of one
-   sequence, accumulated alone on a cleared trainer and read, then added with
-   lrt_trainer_grad_add in sequence order on another trainer, gives the accumulator bits of
-   accumulating all those sequences there: N workers, one process, same bits.
-
-   The buffer is lrt_trainer_grad_size floats: the parameters' sums in tensor order, then
-   (tied LM head only) the embedding lookup's separate sums (vocab x dim). */
+   The gradient accumulators of a trainer as flat buffers, so that processes can compute the
+   gradients of parts of a global batch and one of them add the parts in the global batch's
+   order with the bits of one process accumulating the whole batch (csrc/train/train.h):
+     - every weight, bias and norm gradient is a per-sequence sum (its tokens in order) added
+       to the accumulator sequence after sequence: a sequence's sums, accumulated alone on a
+       cleared trainer (lrt_trainer_grad_read), added with lrt_trainer_grad_add in sequence
+       order give the same bits;
+     - the embedding lookup's gradient is added token after token: it travels as per-token
+       rows (lrt_trainer_accumulate_rows) that lrt_trainer_lookup_add adds in token order.
+   The gradient buffer is lrt_trainer_grad_size floats (the parameters in tensor order)
+   without the lookup's part: an untied tok_embd reads as zeros and is skipped by grad_add;
+   a tied head's tok_embd holds the head's part. */
 LRT_API int32_t lrt_trainer_grad_size(const lrt_trainer *trainer, int64_t *n);
 /* Copy the raw sums (not divided by the count) into out[0..n) (n = grad_size); *loss_sum
  * (may be NULL) gets the pending loss sum, *count (may be NULL) the pending target count. */
@@ -967,6 +969,15 @@ LRT_API int32_t lrt_trainer_grad_clear(lrt_trainer *trainer);
 /* All weights as one flat buffer of n = LRT_TRAIN_PARAMETERS floats in tensor order. */
 LRT_API int32_t lrt_trainer_weights_read(const lrt_trainer *trainer, float *out, int64_t n);
 LRT_API int32_t lrt_trainer_weights_write(lrt_trainer *trainer, const float *in, int64_t n);
+/* lrt_trainer_accumulate, and the gradient of the loss sum at each input position's
+   embedding row into rows[0..capacity) (batch * seq_len * dim floats, position order): the
+   rows the lookup adds to tok_embd row tokens[b][i] (GPT-2: also to pos_embd row i). */
+LRT_API int32_t lrt_trainer_accumulate_rows(lrt_trainer *trainer, const int32_t *tokens, int64_t batch,
+                                            int64_t seq_len, float *rows, int64_t capacity, double *loss);
+/* Add rows from lrt_trainer_accumulate_rows of the same tokens (same layout) to the lookup's
+   accumulator, token after token: what accumulating those tokens here adds to it. */
+LRT_API int32_t lrt_trainer_lookup_add(lrt_trainer *trainer, const int32_t *tokens, int64_t batch, int64_t seq_len,
+                                       const float *rows, int64_t n);
 
 #ifdef __cplusplus
 }

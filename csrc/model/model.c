@@ -798,6 +798,8 @@ static void describe_features(lrt_model *m) {
                       if (n < cap) { int w_ = snprintf(b + n, cap - n, __VA_ARGS__); if (w_ > 0) n += (size_t)w_; } } while (0)
   if (c->head_dim * c->n_heads != c->dim && !c->learned_pos) ADD("head_dim %lld (not hidden / heads)", (long long)c->head_dim);
   if (c->qk_norm == LRT_QK_NORM_HEAD) ADD("q/k RMSNorm per head");
+  if (c->arch == LRT_ARCH_QWEN3 && !c->qkv_bias) ADD("no q/k/v bias (Qwen2 has them)");
+  if (c->qkv_bias && c->arch != LRT_ARCH_GPT2) ADD("q/k/v biases");
   if (c->qk_norm == LRT_QK_NORM_FULL) ADD("q/k RMSNorm over the whole projection");
   if (c->arch == LRT_ARCH_GEMMA2 || c->arch == LRT_ARCH_GEMMA3) ADD("RMSNorm weight 1 + w");
   if (c->embed_scale != 0.0f) ADD("embeddings x %g", (double)c->embed_scale);

@@ -626,40 +626,15 @@ static void backward(lrt_trainer *t) {
              GOPT(t, Ly->attn_norm_b));
     add_into(a->dx, a->dxm, a->dn2, M * D); /* d xin */
   }
-  /* embeddings: per sequence, each token row's sum over that sequence's tokens in order (a
-   * token repeated in the sequence sums in the scratch row first), then each row added to the
-   * accumulator once, sequences in order: the rule of every other gradient, so a sequence's
-   * gradient computed alone and added later (loomrt.ray's data-parallel fold) gives the same
-   * bits. A position row occurs once per sequence and is added directly. */
+  /* embeddings: rows added token after token, in order */
   float *ge = t->g_lookup ? t->g_lookup : G_(t, t->tok_embd);
-  float *part = a->tmpd;              /* (T, D): free after the last layer */
-  int32_t *slot = (int32_t *)a->dyt;  /* (V): token -> row of part, -1; dyt holds >= V floats */
-  for (int64_t v = 0; v < V; v++) slot[v] = -1;
-  for (int64_t s = 0; s < a->B; s++) {
-    int32_t used = 0;
-    for (int64_t tt = 0; tt < T; tt++) {
-      int64_t r = s * T + tt;
-      int32_t tok = a->tok[r];
-      const float *d = a->dx + r * D;
-      if (slot[tok] < 0) {
-        slot[tok] = used++;
-        memcpy(part + (int64_t)slot[tok] * D, d, (size_t)D * sizeof(float));
-      } else {
-        float *p = part + (int64_t)slot[tok] * D;
-        for (int64_t i = 0; i < D; i++) p[i] = p[i] + d[i];
-      }
-      if (c->learned_pos) {
-        float *gp = G_(t, t->pos_embd) + tt * D;
-        for (int64_t i = 0; i < D; i++) gp[i] = gp[i] + d[i];
-      }
-    }
-    for (int64_t tt = 0; tt < T; tt++) { /* each distinct row once (first-occurrence order) */
-      int32_t tok = a->tok[s * T + tt];
-      if (slot[tok] < 0) continue;
-      float *g = ge + (int64_t)tok * D;
-      const float *p = part + (int64_t)slot[tok] * D;
-      for (int64_t i = 0; i < D; i++) g[i] = g[i] + p[i];
-      slot[tok] = -1;
+  for (int64_t r = 0; r < M; r++) {
+    float *g = ge + (int64_t)a->tok[r] * D;
+    const float *d = a->dx + r * D;
+    for (int64_t i = 0; i < D; i++) g[i] = g[i] + d[i];
+    if (c->learned_pos) {
+      float *gp = G_(t, t->pos_embd) + (r % T) * D;
+      for (int64_t i = 0; i < D; i++) gp[i] = gp[i] + d[i];
     }
   }
 }

@@ -12,10 +12,11 @@
  *     added one after the other in the order the sequences were given, starting from the
  *     accumulator of the previous micro-batch. So k micro-batches of b sequences accumulate
  *     exactly the bits of one batch of k*b sequences;
- *   - vector gradients (norm weights, biases) and embedding rows follow the same rule
- *     (per-sequence partial sums over its tokens in order, then sequences in order); the
- *     embedding rows of a tied LM head keep their lookup part in a separate accumulator,
- *     added to the head part once, when the step is applied;
+ *   - vector gradients (norm weights, biases) follow the same rule (per-sequence partial
+ *     sums over its tokens in order, then sequences in order); the embedding lookup adds its
+ *     rows to the accumulator token after token, in order (api/train_grad.c exchanges them
+ *     as rows for data parallelism); the embedding rows of a tied LM head keep their lookup
+ *     part in a separate accumulator, added to the head part once, when the step is applied;
  *   - transcendental functions are loomrt's own (lrt_expf, lrt_log, lrt_sincos, ...). */
 #ifndef LOOMRT_TRAIN_H
 #define LOOMRT_TRAIN_H
