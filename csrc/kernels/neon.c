@@ -639,7 +639,16 @@ DEFINE_I8_KERNELS(q4_0, 18, i8_w_q4_0, 0)
 DEFINE_I8_KERNELS(q4_1, 20, i8_w_q4_1, 1)
 #undef DEFINE_I8_KERNELS
 
+static inline v8 v8_splat(float v) {
+  v8 r = {vdupq_n_f32(v), vdupq_n_f32(v)};
+  return r;
+}
+static inline void store_x(float *x, int64_t i, v8 v) {
+  vst1q_f32(x + i, v.lo);
+  vst1q_f32(x + i + 4, v.hi);
+}
 #define TILE4_V8_NAME tile4_f32_neon
+#define CHAINS_V8_SUFFIX neon
 #include "tile_v8.h"
 
 const lrt_kernels lrt_kernels_neon = {
@@ -657,5 +666,6 @@ const lrt_kernels lrt_kernels_neon = {
     .rows_q8_0_i8 = rows_q8_0_i8_neon, .rows_q4_0_i8 = rows_q4_0_i8_neon, .rows_q4_1_i8 = rows_q4_1_i8_neon,
     .dequant_q5_0 = dequant_q5_0_neon, .dequant_q5_1 = dequant_q5_1_neon,
     .dot4_q5_0 = dot4_q5_0_neon, .dot4_q5_1 = dot4_q5_1_neon,
+    .lincomb_f32 = lincomb_f32_neon, .rank1_f32 = rank1_f32_neon,
 };
 #endif

@@ -36,3 +36,44 @@ static void TILE4_V8_NAME(const float *w, int64_t ws, const float *x, int64_t xs
   }
 }
 #undef TILE_ROW
+
+#if defined(CHAINS_V8_SUFFIX)
+/* The training chains (kernels.h lincomb_f32 / rank1_f32) on the same registers: vectorized
+ * across e only, every element one chain over j in order (a separate multiply and add per
+ * step, v8_macc); needs v8_splat and store_x from the including file. */
+#define CHAINS_CAT2(a, b) a##b
+#define CHAINS_CAT(a, b) CHAINS_CAT2(a, b)
+static void CHAINS_CAT(lincomb_f32_, CHAINS_V8_SUFFIX)(const float *a, const float *X, int64_t xs, int64_t n,
+                                                       int64_t d, float *y) {
+  int64_t e = 0;
+  for (; e + 16 <= d; e += 16) {
+    v8 y0 = load_x(y, e), y1 = load_x(y, e + 8);
+    for (int64_t j = 0; j < n; j++) {
+      v8 av = v8_splat(a[j]);
+      y0 = v8_macc(y0, av, load_x(X + j * xs, e));
+      y1 = v8_macc(y1, av, load_x(X + j * xs, e + 8));
+    }
+    store_x(y, e, y0);
+    store_x(y, e + 8, y1);
+  }
+  for (; e + 8 <= d; e += 8) {
+    v8 y0 = load_x(y, e);
+    for (int64_t j = 0; j < n; j++) y0 = v8_macc(y0, v8_splat(a[j]), load_x(X + j * xs, e));
+    store_x(y, e, y0);
+  }
+  for (; e < d; e++)
+    for (int64_t j = 0; j < n; j++) y[e] = y[e] + a[j] * X[j * xs + e];
+}
+static void CHAINS_CAT(rank1_f32_, CHAINS_V8_SUFFIX)(const float *a, const float *x, int64_t n, int64_t d, float *Y,
+                                                     int64_t ys) {
+  for (int64_t j = 0; j < n; j++) {
+    float *yr = Y + j * ys;
+    v8 av = v8_splat(a[j]);
+    int64_t e = 0;
+    for (; e + 8 <= d; e += 8) store_x(yr, e, v8_macc(load_x(yr, e), av, load_x(x, e)));
+    for (; e < d; e++) yr[e] = yr[e] + a[j] * x[e];
+  }
+}
+#undef CHAINS_CAT
+#undef CHAINS_CAT2
+#endif

@@ -751,7 +751,16 @@ DEFINE_I8_KERNELS(q4_0, 18, i8_w_q4_0, 0)
 DEFINE_I8_KERNELS(q4_1, 20, i8_w_q4_1, 1)
 #undef DEFINE_I8_KERNELS
 
+static inline v8 v8_splat(float v) {
+  v8 r = {wasm_f32x4_splat(v), wasm_f32x4_splat(v)};
+  return r;
+}
+static inline void store_x(float *x, int64_t i, v8 v) {
+  wasm_v128_store(x + i, v.lo);
+  wasm_v128_store(x + i + 4, v.hi);
+}
 #define TILE4_V8_NAME tile4_f32_wasm
+#define CHAINS_V8_SUFFIX wasm
 #include "tile_v8.h"
 
 const lrt_kernels lrt_kernels_wasm_simd128 = {
@@ -769,5 +778,6 @@ const lrt_kernels lrt_kernels_wasm_simd128 = {
     .rows_q8_0_i8 = rows_q8_0_i8_wasm, .rows_q4_0_i8 = rows_q4_0_i8_wasm, .rows_q4_1_i8 = rows_q4_1_i8_wasm,
     .dequant_q5_0 = dequant_q5_0_wasm, .dequant_q5_1 = dequant_q5_1_wasm,
     .dot4_q5_0 = dot4_q5_0_wasm, .dot4_q5_1 = dot4_q5_1_wasm,
+    .lincomb_f32 = lincomb_f32_wasm, .rank1_f32 = rank1_f32_wasm,
 };
 #endif

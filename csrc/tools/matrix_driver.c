@@ -249,8 +249,9 @@ static void run_resume(lrt_model *m, int threads, char ids_out[65], char lg_out[
 
 static void train_batch(int step, int64_t vocab, int32_t *tok) {
   /* row b follows x -> (3x + 1) mod 13, plus 3, from a start that depends on the step and
-   * the row: a period of at most 12, so tokens repeat within a row and across rows (the
-   * embedding rows' per-sequence sums, then sequences in order, are exercised) */
+   * the row: a period of at most 12, so tokens repeat within a row and across rows and the
+   * order in which the embedding rows' gradient terms are added shows in the hashes (a
+   * per-sequence-partials order gives other ones) */
   for (int b = 0; b < TR_B; b++) {
     int64_t x = (37 * step + 11 * b + 5) % 13;
     for (int i = 0; i <= TR_T; i++) {
