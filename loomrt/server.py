@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import functools
 import hmac
 import json
 import math
@@ -171,6 +172,11 @@ class ModelWorker:
         # by a second thread, in order, while the scheduler runs the next batched step; a
         # finished sequence's receipt and "done" event come from there after its last row
         self.receipts: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
+        # events and receipt tasks of a step wait here (in order) until the scheduler is about
+        # to enter the next batched step (or goes idle): the event loop and the receipts thread
+        # then do their Python work while the C step runs with the GIL released, instead of
+        # taking the GIL from the scheduler between its sampling calls
+        self.pending: List[Tuple[Any, Any]] = []
         self.receipt_thread = threading.Thread(target=self._receipts_loop, name=f"loomrt-receipts-{name}", daemon=True)
         self.receipt_thread.start()
         self.thread = threading.Thread(target=self._run, name=f"loomrt-serve-{name}", daemon=True)
@@ -262,6 +268,15 @@ class ModelWorker:
             except Exception as exc:  # noqa: BLE001 - report to every request of the step, keep serving
                 for j in jobs:
                     self._finish(j, None, error=APIError(500, f"internal error: {exc}", type_="server_error"))
+            if not self.active:
+                self._flush()
+
+    def _flush(self) -> None:
+        """Hand the held events to the event loop and the receipt tasks to their thread, in
+        the order they were made."""
+        pending, self.pending = self.pending, []
+        for fn, arg in pending:
+            fn(arg)
 
     def _start(self, j: Job) -> None:
         j.session = self.model.session(context=self.model.context_length, threads=1)
@@ -295,7 +310,9 @@ class ModelWorker:
                 entries.append((j.session, [j.next_token]))
                 sampling.append(j)
         if not entries:
+            self._flush()
             return
+        self._flush()  # the previous step's events and receipt rows go out as this one starts
         self.batch.eval(entries)
         self.m_steps += 1
         self.m_last_batch = len(entries)
@@ -316,7 +333,7 @@ class ModelWorker:
         tok = s.sample()
         row = _lib.session_logits(s._h)[-1]  # a copy: the next step overwrites the session's
         rec = j.rec
-        self.receipts.put(lambda: rec(None, tok, row))
+        self.pending.append((self.receipts.put, lambda: rec(None, tok, row)))
         if j.t_first is None:
             j.t_first = time.perf_counter()
             self.m_ttft.append(j.t_first - j.t_submit)
@@ -331,7 +348,7 @@ class ModelWorker:
         j.text_chars += len(piece)
         text = j.scan.feed(piece)
         if text:
-            j.emit(("text", j.index, text, j.take_logprobs()))
+            self.pending.append((j.emit, ("text", j.index, text, j.take_logprobs())))
         if j.scan.stopped:
             self._finish(j, "stop", flushed=True)
             return 1
@@ -355,7 +372,7 @@ class ModelWorker:
                 if j.scan.stopped:
                     reason = "stop"
                 if text:
-                    j.emit(("text", j.index, text, j.take_logprobs()))
+                    self.pending.append((j.emit, ("text", j.index, text, j.take_logprobs())))
             self.m_finished[reason] += 1
             done = {"finish_reason": "length" if reason == "context" else reason, "loomrt_finish_reason": reason,
                     "token_ids": list(j.token_ids), "prompt_tokens": len(j.prompt_ids),
@@ -372,10 +389,10 @@ class ModelWorker:
                 emit(("done", index, done, lps))
 
             send.job_emit, send.job_index = emit, index  # type: ignore[attr-defined]
-            self.receipts.put(send)
+            self.pending.append((self.receipts.put, send))
         elif error is not None:
             self.m_finished["error"] += 1
-            j.emit(("error", j.index, error, []))
+            self.pending.append((j.emit, ("error", j.index, error, [])))
         else:
             self.m_finished["cancelled"] += 1
         del session  # frees the KV cache now (the last reference)
@@ -590,6 +607,7 @@ def tokenize_prompts(p: Parsed, cfg: ServeConfig) -> List[List[int]]:
 # ---- the app ------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=None)
 def _fingerprint() -> str:
     return f"loomrt-{__version__}-numerics{_lib.numerics_version()}"
 
