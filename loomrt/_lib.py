@@ -440,8 +440,11 @@ def batch_new(model_handle: Any, threads: int) -> Any:
     return ffi.gc(out[0], lib.lrt_batch_free)
 
 
-def batch_eval(handle: Any, entries: List[Tuple[Any, List[int]]]) -> None:
-    """Queue (session handle, token ids) entries and run them in one pass."""
+def batch_eval(handle: Any, entries: List[Tuple[Any, List[int]]], before_run: Any = None) -> None:
+    """Queue (session handle, token ids) entries and run them in one pass. ``before_run()`` is
+    called just before the pass starts (the server hands its held work to other threads
+    there: each cffi call releases the GIL, and one woken earlier would hold the GIL through
+    the queueing calls while this thread waits for it)."""
     lib.lrt_batch_clear(handle)
     for sh, tokens in entries:
         arr = ffi.new("int32_t[]", tokens) if tokens else ffi.NULL
@@ -449,6 +452,8 @@ def batch_eval(handle: Any, entries: List[Tuple[Any, List[int]]]) -> None:
         if st:
             lib.lrt_batch_clear(handle)
             check(st)
+    if before_run is not None:
+        before_run()
     check(lib.lrt_batch_eval(handle))
 
 

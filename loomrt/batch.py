@@ -32,7 +32,7 @@ class Batch:
         self.threads = n
         self._h = _lib.batch_new(model._h, n)
 
-    def eval(self, entries: Sequence[Tuple[Session, Sequence[int]]]) -> None:
+    def eval(self, entries: Sequence[Tuple[Session, Sequence[int]]], *, _before_run: Any = None) -> None:
         """Append each entry's tokens to its session and run them all in one pass; each
         session then holds the logits of its last token (``session.logits()``) and samples
         with its own settings (``session.sample()``). Each session at most once. On failure
@@ -55,7 +55,7 @@ class Batch:
                 if not any(s is h for h in held):  # the same session twice: C refuses it clearly
                     s._acquire("batch eval")
                     held.append(s)
-            _lib.batch_eval(self._h, items)
+            _lib.batch_eval(self._h, items, _before_run)  # _before_run: loomrt.server's hand-off
         finally:
             for s in held:
                 s._release()

@@ -172,10 +172,11 @@ class ModelWorker:
         # by a second thread, in order, while the scheduler runs the next batched step; a
         # finished sequence's receipt and "done" event come from there after its last row
         self.receipts: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
-        # events and receipt tasks of a step wait here (in order) until the scheduler is about
-        # to enter the next batched step (or goes idle): the event loop and the receipts thread
-        # then do their Python work while the C step runs with the GIL released, instead of
-        # taking the GIL from the scheduler between its sampling calls
+        # a step's events and receipt tasks wait here (in order) until the scheduler is about
+        # to enter the next batched step (or goes idle); then they go to the receipts thread in
+        # one put, which hashes the rows and wakes the event loop while the C step runs with the
+        # GIL released (a wake-up from the scheduler itself would hand the GIL to the event
+        # loop and make the scheduler wait for it before starting the step)
         self.pending: List[Tuple[Any, Any]] = []
         self.receipt_thread = threading.Thread(target=self._receipts_loop, name=f"loomrt-receipts-{name}", daemon=True)
         self.receipt_thread.start()
@@ -222,17 +223,20 @@ class ModelWorker:
         self.receipt_thread.join(timeout=30)
 
     def _receipts_loop(self) -> None:
+        """Runs each step's held work in order: (None, task) hashes a receipt row or sends a
+        finished sequence's receipt; (emit, event) hands an event to the event loop."""
         while True:
-            task = self.receipts.get()
-            if task is None:
+            items = self.receipts.get()
+            if items is None:
                 return
-            try:
-                task()
-            except Exception as exc:  # noqa: BLE001 - a failed receipt fails its request, not the server
-                emit, index = getattr(task, "job_emit", None), getattr(task, "job_index", 0)
-                if emit is not None:
-                    emit(("error", index, APIError(500, f"internal error making the receipt: {exc}",
-                                                   type_="server_error"), []))
+            for fn, arg in items:
+                try:
+                    arg() if fn is None else fn(arg)
+                except Exception as exc:  # noqa: BLE001 - a failed receipt fails its request, not the server
+                    emit, index = getattr(arg, "job_emit", None), getattr(arg, "job_index", 0)
+                    if emit is not None:
+                        emit(("error", index, APIError(500, f"internal error making the receipt: {exc}",
+                                                       type_="server_error"), []))
 
     # -- the scheduler thread --
 
@@ -272,11 +276,11 @@ class ModelWorker:
                 self._flush()
 
     def _flush(self) -> None:
-        """Hand the held events to the event loop and the receipt tasks to their thread, in
-        the order they were made."""
-        pending, self.pending = self.pending, []
-        for fn, arg in pending:
-            fn(arg)
+        """Hand the held events and receipt tasks to the receipts thread, in the order they
+        were made."""
+        if self.pending:
+            pending, self.pending = self.pending, []
+            self.receipts.put(pending)
 
     def _start(self, j: Job) -> None:
         j.session = self.model.session(context=self.model.context_length, threads=1)
@@ -312,8 +316,8 @@ class ModelWorker:
         if not entries:
             self._flush()
             return
-        self._flush()  # the previous step's events and receipt rows go out as this one starts
-        self.batch.eval(entries)
+        # the previous step's events and receipt rows go out as this one's C pass starts
+        self.batch.eval(entries, _before_run=self._flush)
         self.m_steps += 1
         self.m_last_batch = len(entries)
         now = time.perf_counter()
@@ -333,7 +337,7 @@ class ModelWorker:
         tok = s.sample()
         row = _lib.session_logits(s._h)[-1]  # a copy: the next step overwrites the session's
         rec = j.rec
-        self.pending.append((self.receipts.put, lambda: rec(None, tok, row)))
+        self.pending.append((None, lambda: rec(None, tok, row)))
         if j.t_first is None:
             j.t_first = time.perf_counter()
             self.m_ttft.append(j.t_first - j.t_submit)
@@ -389,7 +393,7 @@ class ModelWorker:
                 emit(("done", index, done, lps))
 
             send.job_emit, send.job_index = emit, index  # type: ignore[attr-defined]
-            self.pending.append((self.receipts.put, send))
+            self.pending.append((None, send))
         elif error is not None:
             self.m_finished["error"] += 1
             self.pending.append((j.emit, ("error", j.index, error, [])))
