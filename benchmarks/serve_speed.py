@@ -112,13 +112,14 @@ async def one(client: Any, prompt: str, max_tokens: int) -> Dict[str, Any]:
             "ids": ids, "text": text, "seconds": total}
 
 
-async def run_streams(url: str, n: int, max_tokens: int) -> Dict[str, Any]:
+async def run_streams(url: str, n: int, max_tokens: int, prompts: Optional[List[str]] = None) -> Dict[str, Any]:
     from openai import AsyncOpenAI
 
+    prompts = prompts or PROMPTS
     client = AsyncOpenAI(base_url=url, api_key="none", max_retries=0, timeout=3600)
     t0 = time.perf_counter()
     async with client:
-        res = await asyncio.gather(*[one(client, PROMPTS[i % len(PROMPTS)], max_tokens) for i in range(n)])
+        res = await asyncio.gather(*[one(client, prompts[i % len(prompts)], max_tokens) for i in range(n)])
     wall = time.perf_counter() - t0
     ttfts = sorted(r["ttft"] for r in res)
     tokens = sum(r["tokens"] for r in res)
@@ -127,11 +128,59 @@ async def run_streams(url: str, n: int, max_tokens: int) -> Dict[str, Any]:
             "results": res}
 
 
-def generate_baseline(model: str, threads: int, max_tokens: int) -> float:
-    """`loomrt generate`'s decode speed, in this process (same code path as the CLI)."""
+_MODELS: Dict[Any, Any] = {}
+
+
+def _loaded(model: str, threads: int) -> Any:
     import loomrt
 
-    m = loomrt.load(model, threads=threads)
+    if (model, threads) not in _MODELS:
+        _MODELS[(model, threads)] = loomrt.load(model, threads=threads)
+    return _MODELS[(model, threads)]
+
+
+def _cpu_seconds(pid: int) -> Optional[float]:
+    """User + system CPU time of a process so far (Linux /proc; None elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
+def paired_single(url: str, pid: int, model: str, threads: int, max_tokens: int, pairs: int) -> Dict[str, Any]:
+    """Serve at 1 stream against `loomrt generate` like with like: the same prompt and
+    max_tokens, each timed from the request to its last token (prompt and first token
+    included on both sides), one after the other `pairs` times so that the machine's load
+    drifts over both alike. Also the CPU time per request: the server process's against
+    generate's (the openai client's own CPU is not counted)."""
+    m = _loaded(model, threads)
+    ratios, cpu_ratios, gen_tps, srv_tps = [], [], [], []
+    for k in range(pairs):
+        prompt = PROMPTS[k % 3]
+        w0, c0 = time.perf_counter(), time.process_time()
+        g = m.generate(prompt, max_tokens)
+        gw, gc = time.perf_counter() - w0, time.process_time() - c0
+        s0 = _cpu_seconds(pid)
+        r = asyncio.run(run_streams(url, 1, max_tokens, [prompt]))
+        s1 = _cpu_seconds(pid)
+        if r["results"][0]["ids"] != g.token_ids:
+            raise RuntimeError(f"serve and generate differ on {prompt!r}")
+        gen_tps.append(len(g.token_ids) / gw)
+        srv_tps.append(r["tok_per_s"])
+        ratios.append(srv_tps[-1] / gen_tps[-1])
+        if s0 is not None and s1 is not None:
+            cpu_ratios.append((s1 - s0) / gc)
+    return {"pairs": pairs, "ratio_median": statistics.median(ratios), "ratio_min": min(ratios),
+            "ratio_max": max(ratios), "generate_tok_per_s_median": statistics.median(gen_tps),
+            "serve_tok_per_s_median": statistics.median(srv_tps),
+            "cpu_ratio_median": statistics.median(cpu_ratios) if cpu_ratios else None, "loadavg": os.getloadavg()}
+
+
+def generate_baseline(model: str, threads: int, max_tokens: int) -> float:
+    """`loomrt generate`'s decode speed, in this process (same code path as the CLI)."""
+    m = _loaded(model, threads)
     m.generate(PROMPTS[0], 4)  # warm up
     speeds = []
     for p in PROMPTS[:3]:
@@ -158,6 +207,14 @@ def run_system(system: str, model: str, args: Any, out: Dict[str, Any]) -> List[
             print(f"{system:10s} {n:3d} streams: {r['tok_per_s']:7.1f} tok/s aggregate, TTFT median "
                   f"{r['ttft_median_s'] * 1000:7.0f} ms, p99 {r['ttft_p99_s'] * 1000:7.0f} ms"
                   + ("" if "invariant" not in r else f", identical to alone: {r['invariant']}"), file=sys.stderr)
+        if system == "loomrt" and 1 in args.streams and args.pairs > 0:
+            out.setdefault("paired_single", []).append(
+                paired_single(url, proc.pid, model, args.threads, args.max_tokens, args.pairs))
+            ps = out["paired_single"][-1]
+            cpu = "" if ps["cpu_ratio_median"] is None else f"; server CPU / generate CPU {ps['cpu_ratio_median']:.2f}"
+            print(f"loomrt serve 1 stream / generate, {ps['pairs']} pairs (same prompt, one after the other): median "
+                  f"{ps['ratio_median']:.3f} (range {ps['ratio_min']:.3f}-{ps['ratio_max']:.3f}){cpu}; load "
+                  f"{ps['loadavg'][0]:.1f}", file=sys.stderr)
         if system == "loomrt" and args.soak_seconds > 0:
             out["soak"] = asyncio.run(_soak(url, args.soak_seconds, args.max_tokens, max(args.streams)))
             print(f"soak {args.soak_seconds:.0f} s: {out['soak']['requests']} requests, "
@@ -227,6 +284,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--soak-seconds", type=float, default=0.0,
                     help="after the last run, keep loomrt under mixed load this long and check every answer equals "
                          "its answer alone (600 for issue 13's ten minutes)")
+    ap.add_argument("--pairs", type=int, default=7,
+                    help="with 1 in --streams: this many back-to-back (generate, serve 1 stream) pairs on the same "
+                         "prompt, for the serve / generate ratio (0: off)")
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args(argv)
     import loomrt
@@ -268,6 +328,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             if all(a and b for a, b in vals):
                 parts.append(f"{n} streams " + ", ".join(f"{a / b:.2f}" for a, b in vals))
         print("\nloomrt / llama.cpp aggregate tok/s per run: " + "; ".join(parts))
+    if out.get("paired_single"):
+        print("loomrt serve 1 stream / generate, paired, per run: " + "; ".join(
+            f"median {p['ratio_median']:.3f} (range {p['ratio_min']:.3f}-{p['ratio_max']:.3f}"
+            + ("" if p["cpu_ratio_median"] is None else f", CPU {p['cpu_ratio_median']:.2f}")
+            + f", load {p['loadavg'][0]:.1f})" for p in out["paired_single"]))
     print(f"every loomrt answer identical to the same request alone: {invariant}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
