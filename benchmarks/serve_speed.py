@@ -7,7 +7,7 @@ stream count, loomrt's token ids for each prompt equal those of the 1-stream run
     python benchmarks/serve_speed.py [--model FILE.gguf] [--threads 2] [--streams 1 4 16 64]
                                      [--max-tokens 64] [--systems loomrt llama.cpp] [--runs 1]
                                      [--llama-streams 1 4 16] [--llama-repack off]
-                                     [--soak-seconds 0] [--json FILE]
+                                     [--pairs 7] [--soak-seconds 0] [--json FILE]
 
 Each server runs in its own process, one at a time; --runs repeats the side-by-side pair and
 reports each run's ratios with the load averages around it. Requests are streaming
