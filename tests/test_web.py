@@ -23,7 +23,7 @@ import threading
 import urllib.error
 import urllib.parse
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import pytest
 
@@ -157,6 +157,74 @@ def test_node_hf_folder_from_files_same_bits_as_native(wasm, seeded_folder):
     got = node_results(wasm, seeded_folder, cases)
     assert_same(got, native_results(seeded_folder, cases), cases)
     assert all(g["text"] == "" for g in got)
+
+
+RECEIPT_CASES = [{"prompt": "Hello world", "maxTokens": 8},
+                 {"prompt": "#$%&", "maxTokens": 12, "temperature": 0.8, "seed": 7, "topK": 20, "topP": 0.9},
+                 {"prompt": [46, 13, 36], "maxTokens": 40, "temperature": 1.0, "seed": 3}]
+
+
+def node_receipts(wasm: str, model: str, cases: List[Dict[str, Any]], out: Path) -> Tuple[Dict[str, Any], List[Path]]:
+    """Receipts made under Node (generate(..., {receipt: true})), and the JS model/tokenizer hashes."""
+    out.mkdir(parents=True, exist_ok=True)
+    p = subprocess.run([NODE, str(WEB / "receipt_run.mjs"), str(JS / "loomrt.mjs"), wasm, model, json.dumps(cases), str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, f"node failed (rc {p.returncode}):\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}"
+    return json.loads(p.stdout.strip().splitlines()[-1]), [out / f"receipt-{i}.json" for i in range(len(cases))]
+
+
+def native_receipt(m: Any, c: Dict[str, Any]) -> Dict[str, Any]:
+    return m.generate(c["prompt"], c["maxTokens"], temperature=c.get("temperature", 0.0), seed=c.get("seed", 0),
+                      top_k=c.get("topK", 0), top_p=c.get("topP", 1.0), receipt=True).receipt
+
+
+HOST_FIELDS = ("made_on", "loomrt_version")  # where and by what it ran: not part of the outcome
+
+
+@pytest.mark.parametrize("which", ["gguf", "folder"])
+def test_node_receipts_equal_native_and_verify(wasm, seeded, seeded_folder, which, tmp_path):
+    """model.modelHash() / tokenizerHash() under Node equal loomrt.model_hash / tokenizer_hash of
+    the same files; a receipt made under Node equals the one native loomrt makes for the same
+    settings (all but made_on / loomrt_version), and loomrt.verify_receipt and `loomrt verify`
+    replay it natively; a tampered one fails at the step that was changed."""
+    path = seeded if which == "gguf" else seeded_folder
+    cases = RECEIPT_CASES if which == "gguf" else [
+        {"prompt": [1, 5, 9, 77, 3], "maxTokens": 10}, {"prompt": [2, 200, 31], "maxTokens": 10, "temperature": 1.0, "seed": 99}]
+    hashes, files = node_receipts(wasm, path, cases, tmp_path / "r")
+    m = loomrt.load(path, threads=1)
+    assert hashes["modelHash"] == loomrt.model_hash(m).hash
+    assert hashes["tokenizerHash"] == loomrt.tokenizer_hash(m)
+    if which == "gguf":
+        assert hashes["tokenizerHash"] is not None
+    for c, f in zip(cases, files):
+        got = json.loads(f.read_text())
+        want = native_receipt(m, c)
+        assert got["made_on"]["kernel_path"] == "wasm_simd128"
+        for k in HOST_FIELDS:
+            got.pop(k), want.pop(k)
+        assert got == want, f"case {c}: " + ", ".join(k for k in want if got.get(k) != want.get(k))
+        assert len(got["output_token_ids"]) > 0
+        res = loomrt.verify_receipt(str(f), m)
+        assert res.ok, res.message
+        cli = subprocess.run([sys.executable, "-m", "loomrt", "verify", str(f), "-m", path, "-t", "1"],
+                             capture_output=True, text=True, timeout=300, cwd=ROOT)
+        assert cli.returncode == 0, cli.stdout + cli.stderr
+    # tampered: another token at step 2 (the replay samples the recorded one), then a logits digest
+    r = json.loads(files[-1].read_text())
+    assert len(r["output_token_ids"]) > 3
+    bad = json.loads(json.dumps(r))
+    bad["output_token_ids"][2] = (bad["output_token_ids"][2] + 1) % m.vocab_size
+    res = loomrt.verify_receipt(bad, m)
+    assert not res.ok and res.first_difference == 2 and "token" in res.what, res
+    bad_file = tmp_path / "tampered.json"
+    bad_file.write_text(json.dumps(bad))
+    cli = subprocess.run([sys.executable, "-m", "loomrt", "verify", str(bad_file), "-m", path, "-t", "1"],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert cli.returncode == 1, cli.stdout + cli.stderr
+    bad = json.loads(json.dumps(r))
+    bad["step_logits_sha256"][1] = "0" * 64
+    res = loomrt.verify_receipt(bad, m)
+    assert not res.ok and res.first_difference == 1 and "logits" in res.what, res
 
 
 def test_node_smollm2_same_bits_as_native(wasm):
