@@ -23,7 +23,7 @@ import threading
 import urllib.error
 import urllib.parse
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import pytest
 
@@ -157,6 +157,107 @@ def test_node_hf_folder_from_files_same_bits_as_native(wasm, seeded_folder):
     got = node_results(wasm, seeded_folder, cases)
     assert_same(got, native_results(seeded_folder, cases), cases)
     assert all(g["text"] == "" for g in got)
+
+
+RECEIPT_CASES = [{"prompt": "Hello world", "maxTokens": 8},
+                 {"prompt": "#$%&", "maxTokens": 12, "temperature": 0.8, "seed": 7, "topK": 20, "topP": 0.9},
+                 {"prompt": [46, 13, 36], "maxTokens": 40, "temperature": 1.0, "seed": 3}]
+
+
+def node_receipts(wasm: str, model: str, cases: List[Dict[str, Any]], out: Path) -> Tuple[Dict[str, Any], List[Path]]:
+    """Receipts made under Node (generate(..., {receipt: true})), and the JS model/tokenizer hashes."""
+    out.mkdir(parents=True, exist_ok=True)
+    p = subprocess.run([NODE, str(WEB / "receipt_run.mjs"), str(JS / "loomrt.mjs"), wasm, model, json.dumps(cases), str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, f"node failed (rc {p.returncode}):\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}"
+    return json.loads(p.stdout.strip().splitlines()[-1]), [out / f"receipt-{i}.json" for i in range(len(cases))]
+
+
+def native_receipt(m: Any, c: Dict[str, Any]) -> Dict[str, Any]:
+    return m.generate(c["prompt"], c["maxTokens"], temperature=c.get("temperature", 0.0), seed=c.get("seed", 0),
+                      top_k=c.get("topK", 0), top_p=c.get("topP", 1.0), chat=c.get("chat", False), receipt=True).receipt
+
+
+HOST_FIELDS = ("made_on", "loomrt_version")  # where and by what it ran: not part of the outcome
+
+
+@pytest.mark.parametrize("which", ["gguf", "folder", "smollm2"])
+def test_node_receipts_equal_native_and_verify(wasm, seeded, seeded_folder, which, tmp_path):
+    """model.modelHash() / tokenizerHash() under Node equal loomrt.model_hash / tokenizer_hash of
+    the same files; a receipt made under Node equals the one native loomrt makes for the same
+    settings (all but made_on / loomrt_version), and loomrt.verify_receipt and `loomrt verify`
+    replay it natively; a tampered one fails at the step that was changed."""
+    path = {"gguf": seeded, "folder": seeded_folder}.get(which) or smollm2_path()
+    cases = {"gguf": RECEIPT_CASES,
+             "folder": [{"prompt": [1, 5, 9, 77, 3], "maxTokens": 10},
+                        {"prompt": [2, 200, 31], "maxTokens": 10, "temperature": 1.0, "seed": 99}],
+             # the real tokenizer metadata (float scores, merges) behind the GGUF tokenizer hash
+             "smollm2": [{"prompt": "What is 2+2?", "maxTokens": 12, "chat": True},
+                         {"prompt": "Once upon a time", "maxTokens": 12, "temperature": 0.8, "seed": 7}]}[which]
+    hashes, files = node_receipts(wasm, path, cases, tmp_path / "r")
+    m = loomrt.load(path, threads=1)
+    assert hashes["modelHash"] == loomrt.model_hash(m).hash
+    assert hashes["tokenizerHash"] == loomrt.tokenizer_hash(m)
+    if which != "folder":
+        assert hashes["tokenizerHash"] is not None
+    for c, f in zip(cases, files):
+        got = json.loads(f.read_text())
+        want = native_receipt(m, c)
+        assert got["made_on"]["kernel_path"] == "wasm_simd128"
+        for k in HOST_FIELDS:
+            got.pop(k), want.pop(k)
+        assert got == want, f"case {c}: " + ", ".join(k for k in want if got.get(k) != want.get(k))
+        assert len(got["output_token_ids"]) > 0
+        res = loomrt.verify_receipt(str(f), m)
+        assert res.ok, res.message
+        cli = subprocess.run([sys.executable, "-m", "loomrt", "verify", str(f), "-m", path, "-t", "1"],
+                             capture_output=True, text=True, timeout=300, cwd=ROOT)
+        assert cli.returncode == 0, cli.stdout + cli.stderr
+    # tampered: another token at step 2 (the replay samples the recorded one), then a logits digest
+    r = json.loads(files[-1].read_text())
+    assert len(r["output_token_ids"]) > 3
+    bad = json.loads(json.dumps(r))
+    bad["output_token_ids"][2] = (bad["output_token_ids"][2] + 1) % m.vocab_size
+    res = loomrt.verify_receipt(bad, m)
+    assert not res.ok and res.first_difference == 2 and "token" in res.what, res
+    bad_file = tmp_path / "tampered.json"
+    bad_file.write_text(json.dumps(bad))
+    cli = subprocess.run([sys.executable, "-m", "loomrt", "verify", str(bad_file), "-m", path, "-t", "1"],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert cli.returncode == 1, cli.stdout + cli.stderr
+    bad = json.loads(json.dumps(r))
+    bad["step_logits_sha256"][1] = "0" * 64
+    res = loomrt.verify_receipt(bad, m)
+    assert not res.ok and res.first_difference == 1 and "logits" in res.what, res
+
+
+def test_node_tokenizer_hash_of_awkward_gguf_metadata(wasm, tmp_path):
+    """The GGUF tokenizer hash is the SHA-256 of Python's json.dumps of the tokenizer.* metadata:
+    the JS side writes floats as Python's repr does (1e-05, 1e+16, 100.0, -0.0, NaN, Infinity,
+    float32 scores widened to double), integers beyond 2^53 and uint64 beyond int64 exactly, and
+    non-ASCII and control characters as json.dumps(ensure_ascii=False) does."""
+    from gguf import GGUFValueType as T
+    from gguf.gguf_writer import GGUFValue
+
+    cfg = models.MICRO_CONFIG
+    awkward = [0.0, -0.0, 1.0, 100.0, 0.1, 1e-05, 0.0001, 1e16, 1e15, 123456789012345.6, 1e-300, 5e-324,
+               float("nan"), float("inf"), -float("inf"), -2.5e-7, 3.4028234663852886e38]
+
+    def edit(kv):
+        kv["tokenizer.ggml.scores"] = GGUFValue([(-1) ** i * (i + 0.1) / 7 for i in range(cfg["vocab_size"])], T.ARRAY, T.FLOAT32)
+        kv["tokenizer.test.f64"] = GGUFValue(awkward, T.ARRAY, T.FLOAT64)
+        kv["tokenizer.test.u64"] = GGUFValue(2 ** 64 - 1, T.UINT64)
+        kv["tokenizer.test.i64"] = GGUFValue(-(2 ** 63) + 1, T.INT64)
+        kv["tokenizer.test.text"] = GGUFValue('é\u2028"\\\n\t\x01\x7f 😀', T.STRING)
+
+    tokens, merges = models.byte_level_vocab(cfg["vocab_size"] - 4, [("#", "$"), ("%", "&"), ("#$", "%&"), ("(", ")")])
+    path = models.write_llama_gguf(str(tmp_path / "awkward.gguf"), models.seeded_llama_tensors(cfg, 1234), cfg,
+                                   tokens, merges, meta_edit=edit)
+    m = loomrt.load(path, threads=1)
+    assert m.metadata["tokenizer.test.u64"] == 2 ** 64 - 1
+    hashes, _ = node_receipts(wasm, path, [], tmp_path / "r")
+    assert hashes["tokenizerHash"] == loomrt.tokenizer_hash(m)
+    assert hashes["modelHash"] == loomrt.model_hash(m).hash
 
 
 def test_node_smollm2_same_bits_as_native(wasm):

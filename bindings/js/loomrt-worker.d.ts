@@ -15,6 +15,9 @@ export class LoomrtWorker {
   tokenize(text: string, options?: { addSpecial?: boolean; parseSpecial?: boolean }): Promise<number[]>;
   detokenize(ids: number[], options?: { skipSpecial?: boolean }): Promise<string>;
   logits(ids: number[]): Promise<Float32Array>;
+  /** loomrt.model_hash of the loaded files (lowercase hex). */
+  modelHash(): Promise<string>;
+  tokenizerHash(): Promise<string | null>;
   generate(prompt: string | number[] | Message[], options?: SamplingOptions): Promise<Generation>;
   chat(messages: string | Message[], options?: SamplingOptions): Promise<Generation>;
   /** Pieces as the worker generates them; options.signal aborts (the stream rejects at once). */

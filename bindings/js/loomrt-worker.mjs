@@ -52,6 +52,8 @@ export class LoomrtWorker {
   generate(prompt, options = {}) { const { signal, ...o } = options; return this._call("generate", [prompt, o]); }
   chat(messages, options = {}) { return this.generate(messages, { ...options, chat: true }); }
   logits(ids) { return this._call("logits", [ids]); }
+  modelHash() { return this._call("modelHash", []); }
+  tokenizerHash() { return this._call("tokenizerHash", []); }
   dispose() { return this._call("dispose", []); }
   terminate() { this.worker?.terminate(); this.worker = null; }
 

@@ -43,6 +43,8 @@ export interface SamplingOptions {
   chat?: boolean;
   /** Aborting it ends a stream with a rejection. */
   signal?: AbortSignal;
+  /** generate() only: make a generation receipt (generate then returns a Promise<Generation>). */
+  receipt?: boolean;
 }
 
 export interface Message { role: "system" | "user" | "assistant" | string; content: string; }
@@ -58,6 +60,34 @@ export interface Generation {
   tokenIds: number[];
   finishReason: FinishReason;
   seconds: number;
+  /** With {receipt: true}: the generation receipt (the JSON format `loomrt verify` replays). */
+  receipt?: Receipt;
+}
+
+/** A generation receipt, field for field the one native loomrt writes (docs/determinism.md);
+ * serialize it with receiptJSON() (a seed beyond 2^53 is a bigint). */
+export interface Receipt {
+  format: "loomrt-receipt";
+  version: 1;
+  loomrt_version: string;
+  numerics_version: number;
+  model: { hash: string; hash_scheme: "loomrt-files-v1"; files: { name: string; size: number; sha256: string }[];
+           name: string; architecture: string; quantize: "q8_0" | null; int8_activations: boolean };
+  tokenizer: { hash: string | null };
+  sampling: { min_p: number; repetition_penalty: number; seed: number | bigint; temperature: number; top_k: number; top_p: number };
+  max_tokens: number;
+  context_length: number;
+  stop: string[];
+  chat: boolean;
+  prompt_token_ids: number[];
+  /** Sampled ids, the end-of-generation one included (Generation.tokenIds leaves it out). */
+  output_token_ids: number[];
+  finish_reason: "stop" | "length" | "context";
+  step_logits_sha256: string[];
+  logits_rolling_sha256: string;
+  tokens_sha256: string;
+  logits_sha256: string;
+  made_on: { kernel_path: string; machine: string; system: string; threads: number };
 }
 
 export class Model {
@@ -77,7 +107,13 @@ export class Model {
   applyChatTemplate(messages: string | Message[]): string;
   /** Logits of every position: ids.length x vocabSize floats, row-major. */
   logits(ids: number[] | Int32Array): Float32Array;
-  generate(prompt: string | number[] | Message[], options?: SamplingOptions): Generation;
+  generate(prompt: string | number[] | Message[], options?: SamplingOptions & { receipt?: false }): Generation;
+  generate(prompt: string | number[] | Message[], options: SamplingOptions & { receipt: true }): Promise<Generation & { receipt: Receipt }>;
+  /** Python's loomrt.model_hash of the loaded files: SHA-256 of a .gguf file, or of the
+   * sha256sum-style manifest of an HF folder's config and weight files (lowercase hex). */
+  modelHash(): Promise<string>;
+  /** Python's loomrt.tokenizer_hash (null when the model has no tokenizer). */
+  tokenizerHash(): Promise<string | null>;
   chat(messages: string | Message[], options?: SamplingOptions): Generation;
   steps(prompt: string | number[] | Message[], options?: SamplingOptions): Generator<Step, void, undefined>;
   stream(prompt: string | number[] | Message[], options?: SamplingOptions): AsyncGenerator<Step, void, undefined>;
@@ -92,5 +128,11 @@ export function init(wasm?: LoadOptions["wasm"], options?: { threads?: boolean }
  * that may wait (Node, a worker). */
 export function threadSupport(): { ok: boolean; reason: string };
 
-declare const Loomrt: { load: typeof load; init: typeof init; LoomrtError: typeof LoomrtError };
+/** A receipt as JSON text (indent: JSON.stringify's; bigint seeds written as integers). */
+export function receiptJSON(receipt: Receipt, indent?: number | string): string;
+/** SHA-256 of bytes, lowercase hex (crypto.subtle, or a JS implementation where there is none). */
+export function sha256Hex(bytes: Uint8Array): Promise<string>;
+
+declare const Loomrt: { load: typeof load; init: typeof init; threadSupport: typeof threadSupport; LoomrtError: typeof LoomrtError;
+                        receiptJSON: typeof receiptJSON; sha256Hex: typeof sha256Hex };
 export default Loomrt;

@@ -20,7 +20,7 @@ const IS_NODE = typeof process !== "undefined" && process.versions != null && pr
 
 // ---- constants of csrc/include/loomrt.h (pinned, append-only) ----------------------------------
 const PARAM = { temperature: 0, topK: 1, topP: 2, minP: 3, repetitionPenalty: 4, seed: 5, repeatLastN: 6, maxTokens: 7 };
-const INFO_VOCAB_SIZE = 0, INFO_CONTEXT_LENGTH = 1;
+const INFO_VOCAB_SIZE = 0, INFO_CONTEXT_LENGTH = 1, INFO_EOG_COUNT = 18;
 const TOKENIZE_ADD_SPECIAL = 1, TOKENIZE_PARSE_SPECIAL = 2, DETOKENIZE_SKIP_SPECIAL = 1;
 const OPEN_ALLOW_UNKNOWN_CONFIG_KEYS = 1, OPEN_QUANTIZE_Q8_0 = 4, OPEN_INT8_ACTIVATIONS = 8;
 const SESSION_FINISH_REASON = 0;
@@ -52,6 +52,7 @@ function wasiImports(getMemory) {
     fd_prestat_dir_name() { return WASI_EBADF; },
     fd_close() { return WASI_EBADF; },
     fd_fdstat_get() { return WASI_EBADF; },
+    fd_fdstat_set_flags() { return WASI_EBADF; },
     fd_filestat_get() { return WASI_EBADF; },
     fd_read() { return WASI_EBADF; },
     fd_write() { return WASI_EBADF; },
@@ -269,7 +270,7 @@ function num(opts, name, def, lo, hi, integer) {
   return v;
 }
 
-const SAMPLING_KEYS = new Set(["maxTokens", "temperature", "topK", "topP", "minP", "repetitionPenalty", "seed", "chat", "signal"]);
+const SAMPLING_KEYS = new Set(["maxTokens", "temperature", "topK", "topP", "minP", "repetitionPenalty", "seed", "chat", "signal", "receipt"]);
 
 function samplingOptions(opts) {
   if (opts == null) opts = {};
@@ -289,7 +290,131 @@ function samplingOptions(opts) {
     seed: BigInt.asIntN(64, BigInt(seed)),
     chat: !!opts.chat,
     signal: opts.signal,
+    receipt: !!opts.receipt,
   };
+}
+
+// ---- audit: model hash, tokenizer hash, receipts (the definitions of loomrt/audit.py) -----------
+// SHA-256 (FIPS 180-4), synchronous and incremental: a receipt hashes every step's logits row as
+// the generation runs (crypto.subtle.digest is one-shot and asynchronous; it hashes the model files).
+const SHA_K = new Uint32Array([
+  0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+  0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+  0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+  0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+  0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+  0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+  0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+  0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2]);
+
+class Sha256 {
+  constructor() {
+    this.h = new Uint32Array([0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19]);
+    this.buf = new Uint8Array(64); this.n = 0; this.len = 0; this.w = new Uint32Array(64);
+  }
+  _block(b, o) {
+    const w = this.w, h = this.h;
+    for (let i = 0; i < 16; i++) w[i] = (b[o + 4 * i] << 24) | (b[o + 4 * i + 1] << 16) | (b[o + 4 * i + 2] << 8) | b[o + 4 * i + 3];
+    for (let i = 16; i < 64; i++) {
+      const a = w[i - 15], c = w[i - 2];
+      const s0 = ((a >>> 7) | (a << 25)) ^ ((a >>> 18) | (a << 14)) ^ (a >>> 3);
+      const s1 = ((c >>> 17) | (c << 15)) ^ ((c >>> 19) | (c << 13)) ^ (c >>> 10);
+      w[i] = (w[i - 16] + s0 + w[i - 7] + s1) | 0;
+    }
+    let a = h[0], bb = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6], hh = h[7];
+    for (let i = 0; i < 64; i++) {
+      const S1 = ((e >>> 6) | (e << 26)) ^ ((e >>> 11) | (e << 21)) ^ ((e >>> 25) | (e << 7));
+      const t1 = (hh + S1 + ((e & f) ^ (~e & g)) + SHA_K[i] + w[i]) | 0;
+      const S0 = ((a >>> 2) | (a << 30)) ^ ((a >>> 13) | (a << 19)) ^ ((a >>> 22) | (a << 10));
+      const t2 = (S0 + ((a & bb) ^ (a & c) ^ (bb & c))) | 0;
+      hh = g; g = f; f = e; e = (d + t1) | 0; d = c; c = bb; bb = a; a = (t1 + t2) | 0;
+    }
+    h[0] += a; h[1] += bb; h[2] += c; h[3] += d; h[4] += e; h[5] += f; h[6] += g; h[7] += hh;
+  }
+  update(bytes) {
+    let i = 0;
+    this.len += bytes.length;
+    if (this.n) {
+      while (this.n < 64 && i < bytes.length) this.buf[this.n++] = bytes[i++];
+      if (this.n < 64) return this;
+      this._block(this.buf, 0); this.n = 0;
+    }
+    for (; i + 64 <= bytes.length; i += 64) this._block(bytes, i);
+    while (i < bytes.length) this.buf[this.n++] = bytes[i++];
+    return this;
+  }
+  digest() {
+    const bits = this.len * 8, pad = new Uint8Array(((this.n < 56 ? 56 : 120) - this.n) + 8);
+    pad[0] = 0x80;
+    const dv = new DataView(pad.buffer);
+    dv.setUint32(pad.length - 8, Math.floor(bits / 0x100000000)); dv.setUint32(pad.length - 4, bits >>> 0);
+    this.update(pad);
+    const out = new Uint8Array(32), od = new DataView(out.buffer);
+    for (let i = 0; i < 8; i++) od.setUint32(4 * i, this.h[i]);
+    return out;
+  }
+}
+
+const hex = b => Array.from(b, x => x.toString(16).padStart(2, "0")).join("");
+const fromHex = s => Uint8Array.from(s.match(/../g), x => parseInt(x, 16));
+const sha256Sync = bytes => hex(new Sha256().update(bytes).digest());
+
+/** SHA-256 of bytes as lowercase hex (crypto.subtle where there is one, else the JS one). */
+export async function sha256Hex(bytes) {
+  const subtle = globalThis.crypto?.subtle;
+  if (!subtle) return sha256Sync(bytes);
+  // subtle refuses views of a SharedArrayBuffer (the threaded module's memory): copy those
+  const shared = typeof SharedArrayBuffer === "function" && bytes.buffer instanceof SharedArrayBuffer;
+  return hex(new Uint8Array(await subtle.digest("SHA-256", shared ? bytes.slice() : bytes)));
+}
+
+const ROLLING_SEED = new Sha256().update(utf8enc.encode("loomrt-steps-v1")).digest();
+const RECEIPT_FORMAT = "loomrt-receipt", RECEIPT_VERSION = 1, MODEL_HASH_SCHEME = "loomrt-files-v1";
+const MODEL_FOLDER_FILES = ["config.json", "generation_config.json"];
+const TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "chat_template.json"];
+const META_FLOAT32 = 6, META_BOOL = 7, META_STRING = 8, META_ARRAY = 9, META_UINT64 = 10, META_FLOAT64 = 12;
+
+// byte order of UTF-8 names (Python's sorted(key=encode))
+function byteOrder(a, b) {
+  const x = utf8enc.encode(a), y = utf8enc.encode(b);
+  for (let i = 0; i < Math.min(x.length, y.length); i++) if (x[i] !== y[i]) return x[i] - y[i];
+  return x.length - y.length;
+}
+
+// Python's repr of a float, as json.dumps writes it (shortest round trip: the same digits as JS)
+function pyFloat(v) {
+  if (Number.isNaN(v)) return "NaN";
+  if (!Number.isFinite(v)) return v > 0 ? "Infinity" : "-Infinity";
+  if (v === 0) return Object.is(v, -0) ? "-0.0" : "0.0";
+  const [mant, e] = v.toExponential().split("e"), exp = Number(e);
+  const neg = mant[0] === "-", digits = mant.replace("-", "").replace(".", "");
+  let s;
+  if (exp >= -4 && exp < 16) {
+    if (exp < 0) s = "0." + "0".repeat(-exp - 1) + digits;
+    else if (digits.length <= exp + 1) s = digits + "0".repeat(exp + 1 - digits.length) + ".0";
+    else s = digits.slice(0, exp + 1) + "." + digits.slice(exp + 1);
+  } else {
+    s = digits[0] + (digits.length > 1 ? "." + digits.slice(1) : "") + "e" + (exp < 0 ? "-" : "+") + String(Math.abs(exp)).padStart(2, "0");
+  }
+  return (neg ? "-" : "") + s;
+}
+
+// json.dumps(v, sort_keys=True, ensure_ascii=False, separators=(",", ":")) of metadata values
+// ({kind: "float"|"int"|"bool"|"str", v} leaves, arrays, and plain objects)
+function pyJson(v) {
+  if (Array.isArray(v)) return "[" + v.map(pyJson).join(",") + "]";
+  if (v.kind === "float") return pyFloat(v.v);
+  if (v.kind === "int") return String(v.v);
+  if (v.kind === "bool") return v.v ? "true" : "false";
+  if (v.kind === "str") return JSON.stringify(v.v);
+  return "{" + Object.keys(v).sort().map(k => JSON.stringify(k) + ":" + pyJson(v[k])).join(",") + "}";
+}
+
+/** A receipt as JSON text (seeds beyond 2^53 are BigInts: written as plain integers). */
+export function receiptJSON(receipt, indent = 1) {
+  const marks = [];
+  const text = JSON.stringify(receipt, (k, v) => typeof v === "bigint" ? `\u0000${marks.push(v) - 1}\u0000` : v, indent);
+  return text.replace(/"\\u0000(\d+)\\u0000"/g, (_, i) => String(marks[Number(i)]));
 }
 
 // ---- models -------------------------------------------------------------------------------------
@@ -320,6 +445,8 @@ export async function load(source, options = {}) {
   const flags = (options.allowUnknownConfigKeys ? OPEN_ALLOW_UNKNOWN_CONFIG_KEYS : 0) |
     (options.quantize === "q8_0" ? OPEN_QUANTIZE_Q8_0 : 0) | (options.int8Activations ? OPEN_INT8_ACTIVATIONS : 0);
   const model = new Model(rt, files, flags, options.context, useThreads ? threads : 1);
+  model.quantize = options.quantize ?? null;
+  model.int8Activations = !!options.int8Activations;
   if (useThreads) await rt.pool.ensure(rt.pool.reserved + threads - 1);
   if (useThreads) rt.pool.reserved += threads - 1;
   model.threadsFallback = threads > 1 && !useThreads ? support.reason : null;
@@ -332,6 +459,7 @@ export class Model {
     /** Threads its session runs on (1 where threadSupport() says no: see threadsFallback). */
     this.threads = threads;
     const n = files.length;
+    this._files = files.map(([name, bytes]) => ({ name, size: bytes.length }));
     // the files stay in wasm memory while the model is open: the weights are used in place
     this._buffers = [];
     const names = files.map(([name]) => utf8enc.encode(name));
@@ -554,13 +682,7 @@ export class Model {
 
   _start(s, prompt, o) {
     const rt = this.rt, x = rt.x;
-    rt.check(x.lrt_session_set_float(s, PARAM.temperature, o.temperature), "temperature");
-    rt.check(x.lrt_session_set_int(s, PARAM.topK, BigInt(o.topK)), "topK");
-    rt.check(x.lrt_session_set_float(s, PARAM.topP, o.topP), "topP");
-    rt.check(x.lrt_session_set_float(s, PARAM.minP, o.minP), "minP");
-    rt.check(x.lrt_session_set_float(s, PARAM.repetitionPenalty, o.repetitionPenalty), "repetitionPenalty");
-    rt.check(x.lrt_session_set_int(s, PARAM.seed, o.seed), "seed");
-    rt.check(x.lrt_session_set_int(s, PARAM.maxTokens, BigInt(o.maxTokens)), "maxTokens");
+    this._params(s, o);
     if (typeof prompt === "string" || o.chat) {
       const text = o.chat ? this.applyChatTemplate(prompt) : prompt;
       if (!text) throw new LoomrtError("the prompt is empty: give some text to continue");
@@ -576,8 +698,22 @@ export class Model {
     }
   }
 
-  /** Generate a completion: {text, tokenIds, finishReason ("stop", "length", "context"), seconds}. */
+  _params(s, o) {
+    const rt = this.rt, x = rt.x;
+    rt.check(x.lrt_session_set_float(s, PARAM.temperature, o.temperature), "temperature");
+    rt.check(x.lrt_session_set_int(s, PARAM.topK, BigInt(o.topK)), "topK");
+    rt.check(x.lrt_session_set_float(s, PARAM.topP, o.topP), "topP");
+    rt.check(x.lrt_session_set_float(s, PARAM.minP, o.minP), "minP");
+    rt.check(x.lrt_session_set_float(s, PARAM.repetitionPenalty, o.repetitionPenalty), "repetitionPenalty");
+    rt.check(x.lrt_session_set_int(s, PARAM.seed, o.seed), "seed");
+    rt.check(x.lrt_session_set_int(s, PARAM.maxTokens, BigInt(o.maxTokens)), "maxTokens");
+  }
+
+  /** Generate a completion: {text, tokenIds, finishReason ("stop", "length", "context"), seconds}.
+   * With {receipt: true}: a promise of the same with `receipt`, a generation receipt in the JSON
+   * format of native loomrt (docs/determinism.md) that `loomrt verify` replays. */
   generate(prompt, options = {}) {
+    if (options?.receipt) return this._generateWithReceipt(prompt, options);
     const t0 = now();
     const tokenIds = [];
     let text = "";
@@ -586,6 +722,207 @@ export class Model {
       text += step.text;
     }
     return { text, tokenIds, finishReason: this.lastFinishReason, seconds: (now() - t0) / 1000 };
+  }
+
+  // generate() with a receipt: the loop of Python's Model.generate (evaluate the prompt; per step
+  // sample, record the row sampled from and the token, stop at an end-of-generation id, after
+  // maxTokens, or when the context is full; then evaluate the token), hashing as it goes
+  async _generateWithReceipt(prompt, options) {
+    const o = samplingOptions(options);
+    const t0 = now();
+    const s = this._acquire("generate");
+    const rt = this.rt, x = rt.x;
+    let ids, tokens = [], digests = [], finish = "length";
+    const all = new Sha256(), tokAll = new Sha256();
+    let roll = ROLLING_SEED;
+    try {
+      this.lastFinishReason = "none";
+      if (typeof prompt === "string" || o.chat) {
+        const text = o.chat ? this.applyChatTemplate(prompt) : prompt;
+        if (!text) throw new LoomrtError("the prompt is empty: give some text to continue");
+        ids = this.tokenize(text, { addSpecial: !o.chat, parseSpecial: true });
+        if (ids.length === 0) throw new LoomrtError("prompt: the prompt gives no tokens");
+      } else {
+        this._ids(prompt, "prompt");
+        if (prompt.length === 0) throw new LoomrtError("the prompt is empty: give at least one token id");
+        ids = Array.from(prompt);
+      }
+      if (ids.length > this.contextLength)
+        throw new LoomrtError(`the prompt has ${ids.length} tokens but the context holds ${this.contextLength}; shorten the prompt or load the model with a larger context`, -5, "LRT_ERR_CONTEXT_FULL");
+      rt.check(x.lrt_session_reset(s), "generate");
+      this._params(s, o);
+      const eog = new Set();
+      const nEog = Number(this._info(INFO_EOG_COUNT));
+      for (let e = 0; e < nEog; e++) eog.add(rt.with(4, p => { rt.check(x.lrt_model_eog_id(this._h, BigInt(e), p), "eog id"); return rt.i32[p >>> 2]; }));
+      const ip = this._putIds(ids);
+      try { rt.check(x.lrt_session_eval(s, ip, BigInt(ids.length), 0), "prompt"); } finally { rt.free(ip); }
+      const tb = new Uint8Array(4), tdv = new DataView(tb.buffer);
+      for (let i = 0; i < o.maxTokens; i++) {
+        if (o.signal?.aborted) { finish = "aborted"; throw o.signal.reason ?? new LoomrtError("aborted"); }
+        const row = rt.with(24, p => {
+          rt.check(x.lrt_session_logits(s, p, p + 8, p + 16), "logits");
+          const ptr = rt.u32[p >>> 2], rows = Number(rt.i64[(p + 8) >>> 3]), v = Number(rt.i64[(p + 16) >>> 3]);
+          const b = ((ptr >>> 2) + (rows - 1) * v);
+          return new Float32Array(rt.f32.subarray(b, b + v)); // a copy
+        });
+        const tok = rt.with(4, p => { rt.check(x.lrt_session_sample(s, p), "sample"); return rt.i32[p >>> 2]; });
+        const bits = new Uint32Array(row.buffer);
+        for (let j = 0; j < row.length; j++) if (Number.isNaN(row[j])) bits[j] = 0x7fc00000; // canonical NaN
+        const rb = new Uint8Array(row.buffer); // little-endian float32 (wasm memory and every JS host are LE)
+        const d = new Sha256().update(rb).digest();
+        all.update(rb);
+        tdv.setInt32(0, tok, true);
+        tokAll.update(tb);
+        roll = new Sha256().update(roll).update(d).update(tb).digest();
+        digests.push(hex(d));
+        tokens.push(tok);
+        if (eog.has(tok)) { finish = "stop"; break; }
+        if (i + 1 === o.maxTokens) break;
+        if (Number(x.lrt_session_position(s)) >= this.contextLength) { finish = "context"; break; }
+        const tp = this._putIds([tok]);
+        try { rt.check(x.lrt_session_eval(s, tp, 1n, 0), "generation step"); } finally { rt.free(tp); }
+      }
+    } finally {
+      this.lastFinishReason = finish === "aborted" ? "aborted" : this.lastFinishReason;
+      this._busy = false;
+    }
+    this.lastFinishReason = finish;
+    const tokenIds = finish === "stop" ? tokens.slice(0, -1) : tokens.slice();
+    const text = tokenIds.length && this._hasTokenizer() ? this.detokenize(tokenIds) : "";
+    const seconds = (now() - t0) / 1000;
+    const mh = await this._modelHashFull();
+    const seed = o.seed >= BigInt(Number.MIN_SAFE_INTEGER) && o.seed <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(o.seed) : o.seed;
+    const receipt = {
+      format: RECEIPT_FORMAT,
+      version: RECEIPT_VERSION,
+      loomrt_version: rt.version,
+      numerics_version: x.lrt_numerics_version(),
+      model: {
+        hash: mh.hash, hash_scheme: MODEL_HASH_SCHEME, files: mh.files.map(f => ({ ...f })),
+        name: this._str(3), architecture: this.architecture,
+        quantize: this.quantize ?? null, int8_activations: !!this.int8Activations,
+      },
+      tokenizer: { hash: await this.tokenizerHash() },
+      sampling: { min_p: o.minP, repetition_penalty: o.repetitionPenalty, seed, temperature: o.temperature, top_k: o.topK, top_p: o.topP },
+      max_tokens: o.maxTokens,
+      context_length: this.contextLength,
+      stop: [],
+      chat: o.chat,
+      prompt_token_ids: ids,
+      output_token_ids: tokens,
+      finish_reason: finish,
+      step_logits_sha256: digests,
+      logits_rolling_sha256: hex(roll),
+      tokens_sha256: hex(tokAll.digest()),
+      logits_sha256: hex(all.digest()),
+      made_on: { kernel_path: rt.kernelPath, machine: "wasm32", system: IS_NODE ? "node" : "browser", threads: this.threads },
+    };
+    return { text, tokenIds, finishReason: finish, seconds, receipt };
+  }
+
+  _isGguf() { return this._str(2) === "gguf"; }
+
+  _hasTokenizer() {
+    if (this._isGguf()) return this._metaKeys().some(k => k.startsWith("tokenizer."));
+    return this._files.some(f => f.name === "tokenizer.json");
+  }
+
+  // bytes of a loaded file, in place in the module's memory (the model keeps them)
+  _fileBytes(name) {
+    const i = this._files.findIndex(f => f.name === name);
+    if (i < 0) throw new LoomrtError(`model hash: ${name} is missing (pass it to load())`, -4, "LRT_ERR_NOT_FOUND");
+    const p = this._buffers[i];
+    return this.rt.u8.subarray(p, p + this._files[i].size);
+  }
+
+  async _manifest(names) {
+    const files = [];
+    let lines = "";
+    for (const name of [...new Set(names)].sort(byteOrder)) {
+      const digest = await sha256Hex(this._fileBytes(name));
+      files.push({ name, size: this._files.find(f => f.name === name).size, sha256: digest });
+      lines += `${digest}  ${name}\n`;
+    }
+    return { hash: await sha256Hex(utf8enc.encode(lines)), files };
+  }
+
+  async _modelHashFull() {
+    this._live("modelHash");
+    if (this._modelHashCache) return this._modelHashCache;
+    let r;
+    const has = n => this._files.some(f => f.name === n);
+    if (this._isGguf()) {
+      const f = this._files[0];
+      const digest = await sha256Hex(this._fileBytes(f.name));
+      r = { hash: digest, files: [{ name: f.name, size: f.size, sha256: digest }] };
+    } else {
+      const names = MODEL_FOLDER_FILES.filter(has);
+      if (has("model.safetensors.index.json")) {
+        let shards;
+        try { shards = [...new Set(Object.values(JSON.parse(utf8dec.decode(this._fileBytes("model.safetensors.index.json").slice())).weight_map))].sort(); }
+        catch (e) { throw new LoomrtError(`model.safetensors.index.json: cannot read the shard list (${e.message})`, -3, "LRT_ERR_FORMAT"); }
+        names.push("model.safetensors.index.json", ...shards);
+      } else names.push("model.safetensors");
+      r = await this._manifest(names);
+    }
+    this._modelHashCache = r;
+    return r;
+  }
+
+  /** The model hash (as Python's loomrt.model_hash: SHA-256 of a .gguf file's bytes, or of the
+   * sha256sum-style manifest of an HF folder's config and weight files), lowercase hex. */
+  async modelHash() { return (await this._modelHashFull()).hash; }
+
+  _metaKeys() {
+    const rt = this.rt, x = rt.x, h = this._live("metadata"), keys = [];
+    const n = Number(x.lrt_model_meta_count(h));
+    rt.with(8, p => {
+      for (let i = 0; i < n; i++) {
+        rt.check(x.lrt_model_meta_key(h, BigInt(i), p, p + 4), "metadata key");
+        keys.push(rt.str(rt.u32[p >>> 2], rt.u32[(p + 4) >>> 2]));
+      }
+    });
+    return keys;
+  }
+
+  // the tokenizer.* GGUF metadata as typed leaves for pyJson
+  _tokenizerMeta() {
+    const rt = this.rt, x = rt.x, h = this._h, meta = {};
+    for (const key of this._metaKeys()) {
+      if (!key.startsWith("tokenizer.")) continue;
+      const kb = utf8enc.encode(key), kp = rt.putBytes(kb), sc = rt.alloc(32);
+      try {
+        rt.check(x.lrt_model_meta_type(h, kp, kb.length, sc, sc + 4, sc + 8), "metadata type");
+        const typ = rt.i32[sc >>> 2], et = rt.i32[(sc + 4) >>> 2], count = Number(rt.i64[(sc + 8) >>> 3]);
+        const vals = [];
+        for (let j = 0; j < count; j++) {
+          const J = BigInt(j);
+          if (et === META_STRING) { rt.check(x.lrt_model_meta_str(h, kp, kb.length, J, sc + 16, sc + 20), "metadata"); vals.push({ kind: "str", v: rt.str(rt.u32[(sc + 16) >>> 2], rt.u32[(sc + 20) >>> 2]) }); }
+          else if (et === META_FLOAT32 || et === META_FLOAT64) { rt.check(x.lrt_model_meta_float(h, kp, kb.length, J, sc + 16), "metadata"); vals.push({ kind: "float", v: new Float64Array(rt.memory.buffer, sc + 16, 1)[0] }); }
+          else if (et === META_BOOL) { rt.check(x.lrt_model_meta_int(h, kp, kb.length, J, sc + 16), "metadata"); vals.push({ kind: "bool", v: rt.i64[(sc + 16) >>> 3] !== 0n }); }
+          else if (et === META_UINT64) { rt.check(x.lrt_model_meta_uint(h, kp, kb.length, J, sc + 16), "metadata"); vals.push({ kind: "int", v: BigInt.asUintN(64, rt.i64[(sc + 16) >>> 3]) }); }
+          else { rt.check(x.lrt_model_meta_int(h, kp, kb.length, J, sc + 16), "metadata"); vals.push({ kind: "int", v: rt.i64[(sc + 16) >>> 3] }); }
+        }
+        meta[key] = typ === META_ARRAY ? vals : vals[0];
+      } finally { rt.free(kp); rt.free(sc); }
+    }
+    return meta;
+  }
+
+  /** The tokenizer hash (as Python's loomrt.tokenizer_hash), lowercase hex, or null when the model has none. */
+  async tokenizerHash() {
+    this._live("tokenizerHash");
+    if (this._tokenizerHashCache !== undefined) return this._tokenizerHashCache;
+    let r = null;
+    if (this._hasTokenizer()) {
+      if (this._isGguf()) r = await sha256Hex(utf8enc.encode(pyJson(this._tokenizerMeta())));
+      else {
+        const names = TOKENIZER_FILES.filter(n => this._files.some(f => f.name === n));
+        r = names.length ? (await this._manifest(names)).hash : null;
+      }
+    }
+    this._tokenizerHashCache = r;
+    return r;
   }
 
   /** Answer a chat (one user message or [{role, content}]) with the model's chat template. */
@@ -614,5 +951,5 @@ function yieldToEventLoop() {
   return new Promise(r => setTimeout(r, 0));
 }
 
-export const Loomrt = { load, init, threadSupport, LoomrtError };
+export const Loomrt = { load, init, threadSupport, LoomrtError, receiptJSON, sha256Hex };
 export default Loomrt;

@@ -28,6 +28,8 @@ const ops = {
   detokenize([ids, o]) { return need().detokenize(ids, o); },
   generate([prompt, o]) { return need().generate(prompt, o); },
   logits([ids]) { return need().logits(ids); },
+  modelHash() { return need().modelHash(); },
+  tokenizerHash() { return need().tokenizerHash(); },
   dispose() { if (model) model.dispose(); model = null; return null; },
 };
 

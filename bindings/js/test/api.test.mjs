@@ -88,3 +88,32 @@ test("a wasm location that does not exist rejects, and loading works afterwards"
   assert.equal(m.kernelPath, "wasm_simd128");
   m.dispose();
 });
+
+test("modelHash is the SHA-256 of the file; a receipt's tokens are generate()'s", async () => {
+  const { createHash } = await import("node:crypto");
+  const { receiptJSON } = await import("../loomrt.mjs");
+  const m = await load(bytes, opts);
+  assert.equal(await m.modelHash(), createHash("sha256").update(bytes).digest("hex"));
+  const o = { maxTokens: 6, temperature: 0.9, seed: 5 };
+  const plain = m.generate("#$%&", o);
+  const g = await m.generate("#$%&", { ...o, receipt: true });
+  assert.deepEqual(g.tokenIds, plain.tokenIds);
+  assert.equal(g.text, plain.text);
+  const r = g.receipt;
+  assert.equal(r.format, "loomrt-receipt");
+  assert.deepEqual(r.output_token_ids.slice(0, g.tokenIds.length), g.tokenIds);
+  assert.equal(r.step_logits_sha256.length, r.output_token_ids.length);
+  // the tokens hash: SHA-256 of the ids as int32 little-endian
+  const ids = Buffer.from(new Int32Array(r.output_token_ids).buffer);
+  assert.equal(r.tokens_sha256, createHash("sha256").update(ids).digest("hex"));
+  // the first step's digest is the hash of the prompt's last logits row
+  const row = m.logits(r.prompt_token_ids).slice(-m.vocabSize);
+  assert.equal(r.step_logits_sha256[0], createHash("sha256").update(Buffer.from(row.buffer)).digest("hex"));
+  // a seed beyond 2^53 stays exact in the JSON text
+  const big = await m.generate("#$%&", { maxTokens: 2, seed: 2n ** 63n - 1n, receipt: true });
+  assert.match(receiptJSON(big.receipt), /"seed": 9223372036854775807,/);
+  await rejects(m.generate("", { receipt: true }), "LRT_ERR_INVALID_ARGUMENT", /prompt is empty/);
+  m.dispose();
+  await rejects(m.generate("#$%&", { receipt: true }), "LRT_ERR_STATE", /disposed/);
+  await assert.rejects(m.modelHash(), e => e.code === "LRT_ERR_STATE");
+});
