@@ -224,18 +224,6 @@ def run_system(system: str, model: str, args: Any, out: Dict[str, Any]) -> List[
     return rows
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
-
 
 def print_run(out: Dict[str, Any], run: Dict[str, Any], streams: List[int], base: float) -> None:
     systems = [s for s in ("loomrt", "llama.cpp") if s in run["systems"]]
@@ -290,6 +278,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args(argv)
     import loomrt
+    from loomrt.bench import cpu_model
 
     model = args.model or loomrt.default_model_path()
     out: Dict[str, Any] = {"model": model, "threads": args.threads, "max_tokens": args.max_tokens,

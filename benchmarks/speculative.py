@@ -36,7 +36,6 @@ import ctypes
 import datetime
 import json
 import os
-import platform
 import sys
 import time
 from typing import Any, Dict, List, Optional
@@ -46,7 +45,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's loomrt
 import loomrt  # noqa: E402
 from loomrt._formats import format_file  # noqa: E402
-from loomrt.bench import llama_open  # noqa: E402
+from loomrt.bench import cpu_model, llama_open  # noqa: E402
 
 CODE = '''import json
 import os
@@ -129,17 +128,6 @@ class LlamaCppDraft:
         self.calls += 1
         self.proposed += len(out)
         return np.array(out, dtype=np.intc)
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def llama_extra_bufts_work(path: str) -> bool:
@@ -256,7 +244,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 log(f"llama.cpp crashes on {os.path.basename(p)} with its extra buffer types (repacking): "
                     "they are off for that file")
     print(f"# loomrt {loomrt.__version__} ({loomrt.kernel_path()}) "
-          f"{'llama-cpp-python ' + llama_cpp.__version__ if have_llama else ''} | {_cpu_name()} "
+          f"{'llama-cpp-python ' + llama_cpp.__version__ if have_llama else ''} | {cpu_model()} "
           f"{os.cpu_count()} CPUs | {datetime.date.today()} | load {os.getloadavg()[0]:.1f} | greedy, "
           f"{a.tokens} tokens, k <= {a.k}, best of {a.repeats}, {a.clock} clock")
     off = [os.path.basename(p) for p, ok in bufts.items() if not ok]
