@@ -283,6 +283,31 @@ def session_kv_rows(handle: Any, layer: int) -> Tuple[int, int]:
     return int(a[0]), int(b[0])
 
 
+def session_pool_stats(handle: Any) -> Dict[str, Any]:
+    """The counters of a session's thread pool (lrt_session_pool_stat) as a dict."""
+    v = ffi.new("int64_t *")
+
+    def get(thread: int, key: int) -> int:
+        check(lib.lrt_session_pool_stat(handle, thread, key, v))
+        return int(v[0])
+
+    n = get(0, lib.LRT_POOL_STAT_THREADS)
+    return {
+        "threads": n, "on": bool(get(0, lib.LRT_POOL_STAT_ON)),
+        "jobs": get(0, lib.LRT_POOL_STAT_JOBS), "caller_tasks": get(0, lib.LRT_POOL_STAT_TASKS),
+        "caller_run_s": get(0, lib.LRT_POOL_STAT_RUN_NS) * 1e-9,
+        "caller_wait_s": get(0, lib.LRT_POOL_STAT_WAIT_NS) * 1e-9,
+        "caller_sleeps": get(0, lib.LRT_POOL_STAT_SLEEPS),
+        "workers": [{"tasks": get(t, lib.LRT_POOL_STAT_TASKS), "joined": get(t, lib.LRT_POOL_STAT_JOBS),
+                     "join_after_post_s": get(t, lib.LRT_POOL_STAT_JOIN_NS) * 1e-9,
+                     "sleeps": get(t, lib.LRT_POOL_STAT_SLEEPS)} for t in range(1, n)],
+    }
+
+
+def session_pool_stats_reset(handle: Any, on: bool) -> None:
+    check(lib.lrt_session_pool_stats_reset(handle, 1 if on else 0))
+
+
 def session_position(handle: Any) -> int:
     return int(lib.lrt_session_position(handle))
 

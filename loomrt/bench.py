@@ -447,6 +447,9 @@ def measure(spec: Dict[str, Any]) -> Dict[str, Any]:
     tok = r.first_token(short)
     ttft_s = time.perf_counter() - t
     n = spec["decode_tokens"] - 1
+    pool = spec.get("pool_stats") and isinstance(r, _Loomrt)
+    if pool:  # count the pool's jobs over the decode only
+        r.s.reset_pool_stats(True)
     u0 = _usage()
     t = time.perf_counter()
     for _ in range(n):
@@ -459,6 +462,24 @@ def measure(spec: Dict[str, Any]) -> Dict[str, Any]:
         out["decode_cpu_s_per_wall_s"] = (u1[0] - u0[0]) / decode_s
         out["decode_tok_per_cpu_s"] = n / max(u1[0] - u0[0], 1e-9)
         out["decode_ctx_switches"] = {"voluntary": u1[1] - u0[1], "involuntary": u1[2] - u0[2]}
+    if pool:
+        out["pool"] = dict(r.s.pool_stats(), tokens=n, decode_s=decode_s)
+    return out
+
+
+def pool_summary(p: Dict[str, Any]) -> Dict[str, float]:
+    """Per-token figures of one decode's pool counters (``measure``'s ``pool``): jobs per token,
+    the share of jobs each worker joined, its mean post-to-join time, its share of the tasks, and
+    the share of the decode's wall time the caller waited for other threads' tasks."""
+    n, jobs = max(p["tokens"], 1), max(p["jobs"], 1)
+    tasks = p["caller_tasks"] + sum(w["tasks"] for w in p["workers"])
+    out = {"jobs_per_token": p["jobs"] / n, "caller_wait_share": p["caller_wait_s"] / max(p["decode_s"], 1e-9),
+           "caller_sleeps_per_token": p["caller_sleeps"] / n}
+    if p["workers"]:
+        out["worker_joined_share"] = sum(w["joined"] for w in p["workers"]) / (jobs * len(p["workers"]))
+        joined = sum(w["joined"] for w in p["workers"])
+        out["worker_join_ms"] = 1e3 * sum(w["join_after_post_s"] for w in p["workers"]) / max(joined, 1)
+        out["worker_task_share"] = sum(w["tasks"] for w in p["workers"]) / max(tasks, 1)
     return out
 
 
@@ -511,7 +532,8 @@ METRICS = ("decode_tok_s", "prefill_tok_s", "ttft_s", "load_s", "peak_rss_bytes"
 def run_bench(model: str, formats: Optional[Sequence[str]] = None, threads: Sequence[int] = (1, 2),
               systems: Sequence[str] = SYSTEMS, settings: Optional[BenchSettings] = None,
               transformers_all_formats: bool = False, log: Optional[Log] = None,
-              bandwidth_mib: int = 256, contention: bool = False, mmap: bool = True) -> Dict[str, Any]:
+              bandwidth_mib: int = 256, contention: bool = False, mmap: bool = True,
+              pool_stats: bool = False) -> Dict[str, Any]:
     """Run the benchmark and return a JSON-ready dict (see :func:`format_table`).
 
     ``formats`` None measures ``model`` as it is; otherwise each format's file comes from
@@ -519,6 +541,7 @@ def run_bench(model: str, formats: Optional[Sequence[str]] = None, threads: Sequ
     ``contention`` measures everything also under each defined load (:class:`Hogs`): within a
     repeat, for each load, the systems take turns with the same hogs running. ``mmap`` False
     loads loomrt with ``mmap=False`` (weights read into memory: huge pages on Linux).
+    ``pool_stats`` counts loomrt's thread-pool jobs over each decode (``pool`` in its runs).
     """
     from . import NUMERICS_VERSION, __version__, kernel_path
     from ._formats import file_format, format_file
@@ -563,6 +586,8 @@ def run_bench(model: str, formats: Optional[Sequence[str]] = None, threads: Sequ
                     spec.pop("repeats")
                     if not mmap:
                         spec["mmap"] = False
+                    if pool_stats:
+                        spec["pool_stats"] = True
                     if s == "llama.cpp" and f in no_bufts:
                         spec["extra_bufts"] = False
                     with Hogs(c, hog_count(t)) as hogs:
@@ -613,6 +638,7 @@ def run_bench(model: str, formats: Optional[Sequence[str]] = None, threads: Sequ
                        if contention else None),
         "llama_cpp_repacking_off": sorted(no_bufts),
         "loomrt_mmap": mmap,
+        "pool_stats": pool_stats,
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "results": results,
     }
@@ -698,6 +724,19 @@ def format_table(res: Dict[str, Any]) -> str:
                 if rates and r["condition"] == "membw":
                     lines.append(f"membw hogs beside loomrt {r['format']} {r['threads']}T copied "
                                  f"{min(rates) / 1e9:.1f}-{max(rates) / 1e9:.1f} GB/s each")
+    if res.get("pool_stats"):
+        lines += ["", "loomrt thread pool over the decode (medians over repeats): jobs per token, the share of jobs "
+                  "the workers joined, their mean time from post to join, their share of the tasks, and the share of "
+                  "the decode the calling thread waited for other threads' tasks"]
+        for r in res["results"]:
+            pools = [pool_summary(run["pool"]) for run in r["runs"] if run.get("pool")]
+            if not pools or r["threads"] < 2:
+                continue
+            med = {k: statistics.median([x[k] for x in pools]) for k in pools[0]}
+            lines.append(f"  {r['format']:<6}{r['threads']}T" + (f" {r['condition']:<8}" if lc else "")
+                         + f" {med['jobs_per_token']:.0f} jobs/token, workers joined {med['worker_joined_share']:.0%}"
+                         f" ({med['worker_join_ms']:.3f} ms after post), ran {med['worker_task_share']:.0%} of the "
+                         f"tasks; caller waited {med['caller_wait_share']:.1%} of the decode")
     if res.get("llama_cpp_repacking_off"):
         lines.append(f"llama.cpp ran {', '.join(res['llama_cpp_repacking_off'])} with its weight repacking (extra buffer "
                      "types) off: it crashed with them on this CPU.")
@@ -737,7 +776,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-mmap", action="store_true",
                    help="load loomrt with its weights read into memory (on Linux into memory advised for huge "
                    "pages) instead of memory-mapped")
+    p.add_argument("--pool-stats", action="store_true",
+                   help="count loomrt's thread-pool jobs over each decode (jobs per token, worker joins and their "
+                   "delay, the caller's wait) and report them below the table and in the JSON")
+    p.add_argument("--pool-stats-file", metavar="FILE", default=None,
+                   help="with --pool-stats implied: also append one JSON line per loomrt measurement (format, "
+                   "threads, load, repeat and the raw counters) to FILE")
     p.add_argument("--json", metavar="FILE", default=None, help="also save the results as JSON")
+
+
+def write_pool_stats(res: Dict[str, Any], path: str) -> None:
+    """Append one JSON line per loomrt measurement with pool counters (``--pool-stats-file``)."""
+    from . import errors
+
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            for r in res["results"]:
+                for i, run in enumerate(r["runs"]):
+                    if run.get("pool"):
+                        f.write(json.dumps({"date": res.get("date"), "system": r["system"], "format": r["format"],
+                                            "threads": r["threads"], "condition": r.get("condition", "none"),
+                                            "repeat": i + 1, **run["pool"]}) + "\n")
+    except OSError as exc:
+        raise errors.LoomrtIOError(f"cannot write {path}: {exc.strerror}") from None
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -777,8 +838,11 @@ def run_from_args(args: argparse.Namespace) -> int:
     res = run_bench(model, args.formats, args.threads, systems, settings,
                     transformers_all_formats=args.transformers_all_formats, log=say,
                     bandwidth_mib=64 if args.quick else 256, contention=args.contention,
-                    mmap=not args.no_mmap)
+                    mmap=not args.no_mmap, pool_stats=bool(args.pool_stats or args.pool_stats_file))
     print(format_table(res), flush=True)
+    if args.pool_stats_file:
+        write_pool_stats(res, args.pool_stats_file)
+        say(f"[bench] thread-pool counters appended to {args.pool_stats_file}")
     if args.json:
         try:
             with open(args.json, "w", encoding="utf-8") as f:

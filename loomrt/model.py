@@ -130,6 +130,28 @@ class Session:
         finally:
             self._release()
 
+    def pool_stats(self) -> Dict[str, Any]:
+        """The counters of this session's thread pool (diagnostics, docs/performance.md), counted
+        since the last ``reset_pool_stats(True)`` (off until then): ``jobs`` (parallel
+        dispatches), the calling thread's ``caller_tasks``, ``caller_run_s`` (time inside jobs),
+        ``caller_wait_s`` (waiting for other threads' tasks after its own share),
+        ``caller_sleeps``, and per worker its ``tasks``, the jobs it ``joined``,
+        ``join_after_post_s`` (summed time from a job being posted to the worker joining it)
+        and ``sleeps`` (times it slept before joining); ``threads`` and ``on``."""
+        self._acquire("pool_stats")
+        try:
+            return _lib.session_pool_stats(self._h)
+        finally:
+            self._release()
+
+    def reset_pool_stats(self, on: bool = True) -> None:
+        """Zero the thread pool's counters and turn counting on (``on=True``) or off."""
+        self._acquire("reset_pool_stats")
+        try:
+            _lib.session_pool_stats_reset(self._h, on)
+        finally:
+            self._release()
+
     def kv_bytes(self) -> int:
         """Bytes of keys and values the session holds now (all layers)."""
         i = self.model.info
