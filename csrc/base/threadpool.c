@@ -78,6 +78,11 @@ typedef pthread_cond_t lrt_cond;
  * dispatches of one forward pass (several per layer) do not pay a futex wake-up each. */
 #include "lrt_atomic.h" /* C11 atomics, MSVC Interlocked intrinsics or GNU builtins */
 #define LRT_SPIN_ITERS 4000 /* about 43 us of pause on an Intel Xeon (AMX) VM */
+/* A worker's spin adapts: halved (down to LRT_SPIN_MIN) each time it ends without a job, so
+ * that on a busy host, where the next job comes late because the caller is not running, the
+ * worker stops taking CPU time from it; doubled (up to LRT_SPIN_ITERS) each time a job comes
+ * during the spin, so a quiet host keeps the long spin. Scheduling only: no value changes. */
+#define LRT_SPIN_MIN 125
 typedef lrt_atomic_u64 gen_t;
 typedef lrt_atomic_int pending_t;
 #define GEN_LOAD(x) lrt_atomic_load_u64(&(x))
@@ -170,9 +175,12 @@ static void worker_main(void *arg) {
   worker *w = (worker *)arg;
   lrt_pool *p = w->pool;
   uint64_t seen = 0;
+  int spin = LRT_SPIN_ITERS;
   for (;;) {
-    for (int i = 0; i < LRT_SPIN_ITERS && GEN_LOAD(p->generation) == seen && !lrt_atomic_load_int(&p->stop); i++)
-      cpu_relax();
+    int i = 0;
+    for (; i < spin && GEN_LOAD(p->generation) == seen && !lrt_atomic_load_int(&p->stop); i++) cpu_relax();
+    if (i < spin) spin = spin * 2 < LRT_SPIN_ITERS ? spin * 2 : LRT_SPIN_ITERS;
+    else spin = spin / 2 > LRT_SPIN_MIN ? spin / 2 : LRT_SPIN_MIN;
     mutex_lock(&p->mu);
     if (STATS_ON(p) && GEN_LOAD(p->generation) == seen && !lrt_atomic_load_int(&p->stop)) w->st.worker_sleeps++;
     while (GEN_LOAD(p->generation) == seen && !lrt_atomic_load_int(&p->stop)) cond_wait(&p->wake, &p->mu);
