@@ -533,7 +533,7 @@ def run_bench(model: str, formats: Optional[Sequence[str]] = None, threads: Sequ
               systems: Sequence[str] = SYSTEMS, settings: Optional[BenchSettings] = None,
               transformers_all_formats: bool = False, log: Optional[Log] = None,
               bandwidth_mib: int = 256, contention: bool = False, mmap: bool = True,
-              pool_stats: bool = False) -> Dict[str, Any]:
+              pool_stats: bool = False, alternate_threads: bool = False) -> Dict[str, Any]:
     """Run the benchmark and return a JSON-ready dict (see :func:`format_table`).
 
     ``formats`` None measures ``model`` as it is; otherwise each format's file comes from
@@ -542,6 +542,9 @@ def run_bench(model: str, formats: Optional[Sequence[str]] = None, threads: Sequ
     repeat, for each load, the systems take turns with the same hogs running. ``mmap`` False
     loads loomrt with ``mmap=False`` (weights read into memory: huge pages on Linux).
     ``pool_stats`` counts loomrt's thread-pool jobs over each decode (``pool`` in its runs).
+    ``alternate_threads`` runs the thread counts back to back within each repeat (instead of all
+    repeats of one thread count, then the next), so that a thread count's scaling is measured at
+    one moment of a host whose load moves.
     """
     from . import NUMERICS_VERSION, __version__, kernel_path
     from ._formats import file_format, format_file
@@ -572,42 +575,54 @@ def run_bench(model: str, formats: Optional[Sequence[str]] = None, threads: Sequ
     bw_seen: Dict[int, List[float]] = {t: [] for t in threads}
     no_bufts: set = set()  # formats llama.cpp runs without its extra buffer types (it crashes with them)
     start = machine_snapshot()
-    for t in threads:
+    # ("bandwidth", t, rep) before each repeat, ("run", t, rep, load, system, format) for each measurement
+    steps: List[tuple] = []
+    if alternate_threads:  # each repeat: every (load, system, format) at every thread count in turn
         for rep in range(settings.repeats):
+            steps += [("bandwidth", t, rep) for t in threads]
+            steps += [("run", t, rep, c, s, f) for c in conds for s, f in plan for t in threads]
+    else:
+        for t in threads:
+            for rep in range(settings.repeats):
+                steps.append(("bandwidth", t, rep))
+                steps += [("run", t, rep, c, s, f) for c in conds for s, f in plan]
+    for step in steps:
+        t, rep = step[1], step[2]
+        if step[0] == "bandwidth":
             # measured before every repeat, the best kept: other load on the machine only lowers it
             bw_seen[t].append(read_bandwidth(t, bandwidth_mib))
             bandwidth[t] = max(bw_seen[t])
             say(f"[bench] threads={t} read bandwidth {bw_seen[t][-1] / 1e9:.1f} GB/s (best so far "
                 f"{bandwidth[t] / 1e9:.1f})")
-            for c in conds:
-                for s, f in plan:  # the systems take turns within each repeat and load
-                    spec = {"system": s, "path": files[f], "threads": t, "context": context,
-                            "vocab": int(first["vocab_size"]), **dataclasses.asdict(settings)}
-                    spec.pop("repeats")
-                    if not mmap:
-                        spec["mmap"] = False
-                    if pool_stats:
-                        spec["pool_stats"] = True
-                    if s == "llama.cpp" and f in no_bufts:
-                        spec["extra_bufts"] = False
-                    with Hogs(c, hog_count(t)) as hogs:
-                        r = _run_child(spec)
-                        if s == "llama.cpp" and f not in no_bufts and str(r.get("error", "")).startswith("exit status -"):
-                            # killed by a signal: try once more without its weight repacking (see llama_open)
-                            r2 = _run_child(dict(spec, extra_bufts=False))
-                            if "error" not in r2:
-                                no_bufts.add(f)
-                                say(f"[bench] llama.cpp crashed on {f} ({r['error']}); running it with weight "
-                                    "repacking off")
-                                r = r2
-                    if c != "none":
-                        r["load"] = hogs.record()
-                    runs[(s, f, t, c)].append(r)
-                    what = (f"error: {r['error']}" if "error" in r else
-                            f"decode {r['decode_tok_s']:.1f} tok/s, prefill {r['prefill_tok_s']:.1f} tok/s, "
-                            f"ttft {r['ttft_s'] * 1e3:.1f} ms, load {r['load_s']:.2f} s")
-                    say(f"[bench] threads={t} repeat {rep + 1}/{settings.repeats} {f:<5} {s:<12} "
-                        f"{'' if c == 'none' else 'load ' + c + ' '}{what}")
+            continue
+        c, s, f = step[3:]  # the systems (and with alternate_threads the thread counts) take turns
+        spec = {"system": s, "path": files[f], "threads": t, "context": context,
+                "vocab": int(first["vocab_size"]), **dataclasses.asdict(settings)}
+        spec.pop("repeats")
+        if not mmap:
+            spec["mmap"] = False
+        if pool_stats:
+            spec["pool_stats"] = True
+        if s == "llama.cpp" and f in no_bufts:
+            spec["extra_bufts"] = False
+        with Hogs(c, hog_count(t)) as hogs:
+            r = _run_child(spec)
+            if s == "llama.cpp" and f not in no_bufts and str(r.get("error", "")).startswith("exit status -"):
+                # killed by a signal: try once more without its weight repacking (see llama_open)
+                r2 = _run_child(dict(spec, extra_bufts=False))
+                if "error" not in r2:
+                    no_bufts.add(f)
+                    say(f"[bench] llama.cpp crashed on {f} ({r['error']}); running it with weight "
+                        "repacking off")
+                    r = r2
+        if c != "none":
+            r["load"] = hogs.record()
+        runs[(s, f, t, c)].append(r)
+        what = (f"error: {r['error']}" if "error" in r else
+                f"decode {r['decode_tok_s']:.1f} tok/s, prefill {r['prefill_tok_s']:.1f} tok/s, "
+                f"ttft {r['ttft_s'] * 1e3:.1f} ms, load {r['load_s']:.2f} s")
+        say(f"[bench] threads={t} repeat {rep + 1}/{settings.repeats} {f:<5} {s:<12} "
+            f"{'' if c == 'none' else 'load ' + c + ' '}{what}")
     for t in threads:  # and once more at the end: did the machine change during the run?
         bw_seen[t].append(read_bandwidth(t, bandwidth_mib))
         say(f"[bench] threads={t} read bandwidth at the end {bw_seen[t][-1] / 1e9:.1f} GB/s")
@@ -639,6 +654,7 @@ def run_bench(model: str, formats: Optional[Sequence[str]] = None, threads: Sequ
         "llama_cpp_repacking_off": sorted(no_bufts),
         "loomrt_mmap": mmap,
         "pool_stats": pool_stats,
+        "alternate_threads": alternate_threads,
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "results": results,
     }
@@ -724,6 +740,22 @@ def format_table(res: Dict[str, Any]) -> str:
                 if rates and r["condition"] == "membw":
                     lines.append(f"membw hogs beside loomrt {r['format']} {r['threads']}T copied "
                                  f"{min(rates) / 1e9:.1f}-{max(rates) / 1e9:.1f} GB/s each")
+    if len(res["threads"]) > 1:
+        t0 = res["threads"][0]
+        lines += ["", f"decode speed at each thread count / at {t0} thread{'s' if t0 > 1 else ''} (medians; "
+                  + ("thread counts alternated within each repeat)" if res.get("alternate_threads") else
+                     "thread counts measured one after the other: minutes apart, --alternate-threads to alternate)")]
+        for f in res["formats"]:
+            for c in conds:
+                parts = []
+                for s in res["systems"]:
+                    one = (by.get((s, f, t0, c)) or {}).get("median") or {}
+                    xs = [f"{t}T {((by.get((s, f, t, c)) or {}).get('median') or {}).get('decode_tok_s', 0) / one['decode_tok_s']:.2f}"
+                          for t in res["threads"][1:] if one and ((by.get((s, f, t, c)) or {}).get("median") or {})]
+                    if xs:
+                        parts.append(f"{s} {', '.join(xs)}")
+                if parts:
+                    lines.append(f"  {f:<6}" + (f"{c:<9}" if lc else "") + "; ".join(parts))
     if res.get("pool_stats"):
         lines += ["", "loomrt thread pool over the decode (medians over repeats): jobs per token, the share of jobs "
                   "the workers joined, their mean time from post to join, their share of the tasks, and the share of "
@@ -776,6 +808,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-mmap", action="store_true",
                    help="load loomrt with its weights read into memory (on Linux into memory advised for huge "
                    "pages) instead of memory-mapped")
+    p.add_argument("--alternate-threads", action="store_true",
+                   help="run the thread counts back to back within each repeat (default: every repeat of one "
+                   "thread count, then the next), so that the scaling from 1 to 2 threads is measured at one moment")
     p.add_argument("--pool-stats", action="store_true",
                    help="count loomrt's thread-pool jobs over each decode (jobs per token, worker joins and their "
                    "delay, the caller's wait) and report them below the table and in the JSON")
@@ -838,7 +873,8 @@ def run_from_args(args: argparse.Namespace) -> int:
     res = run_bench(model, args.formats, args.threads, systems, settings,
                     transformers_all_formats=args.transformers_all_formats, log=say,
                     bandwidth_mib=64 if args.quick else 256, contention=args.contention,
-                    mmap=not args.no_mmap, pool_stats=bool(args.pool_stats or args.pool_stats_file))
+                    mmap=not args.no_mmap, pool_stats=bool(args.pool_stats or args.pool_stats_file),
+                    alternate_threads=bool(getattr(args, "alternate_threads", False)))
     print(format_table(res), flush=True)
     if args.pool_stats_file:
         write_pool_stats(res, args.pool_stats_file)

@@ -211,3 +211,23 @@ def test_bench_pool_stats_table_and_file(tiny_gguf: str, tmp_path, capsys) -> No
     two = [line for line in out.splitlines() if line.strip().startswith("f32   2T")]
     assert len(two) == 1 and "jobs/token, workers joined" in two[0], out
     assert "loomrt thread pool over the decode" in out
+
+
+def test_bench_alternate_threads_reports_scaling(tiny_gguf: str, tmp_path, capsys) -> None:
+    """--alternate-threads: the thread counts take turns within each repeat (the progress lines
+    alternate 1, 2, 1, 2), and the table ends with each system's speed at 2 threads / 1 thread."""
+    out_json = str(tmp_path / "bench.json")
+    rc = cli.main(["bench", tiny_gguf, "--quick", "--systems", "loomrt", "--threads", "1", "2", "--repeats", "2",
+                   "--alternate-threads", "--json", out_json])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    order = [int(line.split("threads=")[1].split()[0]) for line in err.splitlines()
+             if "[bench] threads=" in line and " decode " in line]
+    assert order == [1, 2, 1, 2], err
+    with open(out_json, encoding="utf-8") as f:
+        res = json.load(f)
+    assert res["alternate_threads"] is True
+    med = {r["threads"]: r["median"]["decode_tok_s"] for r in res["results"]}
+    line = [x for x in out.splitlines() if x.strip().startswith("f32") and "loomrt 2T" in x]
+    assert len(line) == 1 and f"loomrt 2T {med[2] / med[1]:.2f}" in line[0], out
+    assert "thread counts alternated within each repeat" in out
