@@ -175,7 +175,8 @@ def node_receipts(wasm: str, model: str, cases: List[Dict[str, Any]], out: Path)
 
 def native_receipt(m: Any, c: Dict[str, Any]) -> Dict[str, Any]:
     return m.generate(c["prompt"], c["maxTokens"], temperature=c.get("temperature", 0.0), seed=c.get("seed", 0),
-                      top_k=c.get("topK", 0), top_p=c.get("topP", 1.0), chat=c.get("chat", False), receipt=True).receipt
+                      top_k=c.get("topK", 0), top_p=c.get("topP", 1.0), chat=c.get("chat", False), stop=c.get("stop"),
+                      receipt=True).receipt
 
 
 HOST_FIELDS = ("made_on", "loomrt_version")  # where and by what it ran: not part of the outcome
@@ -229,6 +230,53 @@ def test_node_receipts_equal_native_and_verify(wasm, seeded, seeded_folder, whic
     bad["step_logits_sha256"][1] = "0" * 64
     res = loomrt.verify_receipt(bad, m)
     assert not res.ok and res.first_difference == 1 and "logits" in res.what, res
+
+
+@pytest.mark.parametrize("which", ["gguf", "smollm2"])
+def test_node_stop_strings_equal_native(wasm, seeded, which, tmp_path):
+    """generate/stream(..., {stop: [...]}) under Node: Python's semantics (the text cut before the
+    first stop string, the generation ends at the token that completes it with finish reason
+    "stop"; empty strings never match; a stop string in text held back to the end still counts),
+    so the text, ids, finish reason and the whole receipt equal native loomrt's, `stop` listed as
+    given; loomrt verify replays them."""
+    path = seeded if which == "gguf" else smollm2_path()
+    m = loomrt.load(path, threads=1)
+    base = ({"prompt": "#$%& ()", "maxTokens": 30, "temperature": 0.9, "seed": 5} if which == "gguf" else
+            {"prompt": "Once upon a time", "maxTokens": 24, "temperature": 0.8, "seed": 7})
+    full = m.generate(base["prompt"], base["maxTokens"], temperature=base["temperature"], seed=base["seed"]).text
+    k = len(full) // 2
+    assert len(full) > 8, full
+    stops = [[full[k:k + 3]],                      # inside the text: cut there
+             ["never there \u00e9", full[k + 1:k + 2]],  # the first of several that occurs
+             [full[-1:]],                         # the last character (maybe only in the last token)
+             ["", full[2:4]],                     # an empty string never matches; it is listed
+             [""], ["never there"]]                # nothing stops: as without stop strings
+    cases = [dict(base, stop=st) for st in stops]
+    if which == "smollm2":
+        cases.append({"prompt": [{"role": "user", "content": "Name three colours."}], "chat": True, "maxTokens": 24,
+                      "stop": [","]})
+    hashes, files = node_receipts(wasm, path, cases, tmp_path / "r")
+    stopped = 0
+    for c, f, gen in zip(cases, files, hashes["generations"]):
+        want = m.generate(c["prompt"], c["maxTokens"], temperature=c.get("temperature", 0.0), seed=c.get("seed", 0),
+                          chat=c.get("chat", False), stop=c["stop"], receipt=True)
+        assert gen["text"] == want.text == gen["streamText"], c
+        assert gen["tokenIds"] == list(want.token_ids) == gen["streamIds"], c
+        assert gen["finishReason"] == want.finish_reason, c
+        assert gen["streamReceiptSame"], c
+        got, wr = json.loads(f.read_text()), dict(want.receipt)
+        for key in HOST_FIELDS:
+            got.pop(key), wr.pop(key)
+        assert got == wr, f"case {c}: " + ", ".join(key for key in wr if got.get(key) != wr.get(key))
+        assert got["stop"] == c["stop"]
+        res = loomrt.verify_receipt(str(f), m)
+        assert res.ok, res.message
+        if any(c["stop"]) and c["stop"] != ["never there"] and want.finish_reason == "stop" and len(want.token_ids) < c["maxTokens"]:
+            stopped += 1
+    assert stopped >= 3, hashes["generations"]  # the stop strings did cut generations short
+    cli = subprocess.run([sys.executable, "-m", "loomrt", "verify", str(files[0]), "-m", path, "-t", "1"],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert cli.returncode == 0, cli.stdout + cli.stderr
 
 
 def test_node_tokenizer_hash_of_awkward_gguf_metadata(wasm, tmp_path):
