@@ -440,6 +440,15 @@ def test_node_example_prints_what_the_cli_prints(wasm, seeded):
                          capture_output=True, timeout=120, cwd=str(ROOT))
     assert cli.returncode == 0, cli.stderr.decode(errors="replace")
     assert len(js.stdout) > 5 and js.stdout == cli.stdout
+    # stop strings (repeatable --stop): the same cut
+    stop_args = [seeded, "#$%& ()", "--max-tokens", "30", "--temperature", "0.9", "--seed", "5", "--stop", "'", "--stop=zz"]
+    js = subprocess.run([NODE, str(JS / "examples" / "generate.mjs")] + stop_args + ["--wasm", wasm, "-q"],
+                        capture_output=True, timeout=120)
+    cli = subprocess.run([sys.executable, "-m", "loomrt", "generate"] + stop_args + ["--threads", "1", "-q"],
+                         capture_output=True, timeout=120, cwd=str(ROOT))
+    assert js.returncode == 0 and cli.returncode == 0, js.stderr + cli.stderr
+    full = loomrt.load(seeded, threads=1).generate("#$%& ()", 30, temperature=0.9, seed=5).text
+    assert js.stdout == cli.stdout == (full[:full.index("'")] + "\n").encode() and "'" in full
     bad = subprocess.run([NODE, str(JS / "examples" / "generate.mjs"), seeded, "x", "--max-tokens", "many"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--max-tokens needs a number" in bad.stderr
