@@ -109,6 +109,19 @@ class Job:
         return out
 
 
+def _run_items(items: List[Tuple[Any, Any]]) -> None:
+    """Run a step's held work in order: (None, task) hashes a receipt row or sends a finished
+    sequence's receipt; (emit, event) hands an event to the event loop."""
+    for fn, arg in items:
+        try:
+            arg() if fn is None else fn(arg)
+        except Exception as exc:  # noqa: BLE001 - a failed receipt fails its request, not the server
+            emit, index = getattr(arg, "job_emit", None), getattr(arg, "job_index", 0)
+            if emit is not None:
+                emit(("error", index, APIError(500, f"internal error making the receipt: {exc}",
+                                               type_="server_error"), []))
+
+
 def top_logprobs(lp: Any, k: int) -> List[Tuple[int, float]]:
     """The k largest log-probabilities as (id, value), ordered by value then lower id (a total
     order: ties at the k-th value are cut by id, never by a sort's whim)."""
@@ -178,6 +191,17 @@ class ModelWorker:
         # GIL released (a wake-up from the scheduler itself would hand the GIL to the event
         # loop and make the scheduler wait for it before starting the step)
         self.pending: List[Tuple[Any, Any]] = []
+        # With one sequence sampling per step and the receipts thread idle, the scheduler
+        # hashes the row itself (a quarter of a millisecond for a 49152-token vocabulary) and
+        # hands the step's events straight to the event loop just before the next pass: one
+        # thread woken per token instead of two (each wake-up costs the scheduler CPU and, on
+        # a busy host, its place on the core). Batches handed to the receipts thread are
+        # counted (put by the scheduler, done by the receipts thread): work is done inline
+        # only when every earlier batch is done, so rows and events stay in order.
+        self.receipts_put = 0
+        self.receipts_done = 0
+        self.inline = False            # this step's rows are hashed on the scheduler thread
+        self.pending_rows = False      # self.pending holds row-hashing tasks (for the receipts thread)
         self.receipt_thread = threading.Thread(target=self._receipts_loop, name=f"loomrt-receipts-{name}", daemon=True)
         self.receipt_thread.start()
         self.thread = threading.Thread(target=self._run, name=f"loomrt-serve-{name}", daemon=True)
@@ -229,14 +253,8 @@ class ModelWorker:
             items = self.receipts.get()
             if items is None:
                 return
-            for fn, arg in items:
-                try:
-                    arg() if fn is None else fn(arg)
-                except Exception as exc:  # noqa: BLE001 - a failed receipt fails its request, not the server
-                    emit, index = getattr(arg, "job_emit", None), getattr(arg, "job_index", 0)
-                    if emit is not None:
-                        emit(("error", index, APIError(500, f"internal error making the receipt: {exc}",
-                                                       type_="server_error"), []))
+            _run_items(items)
+            self.receipts_done += 1  # only this thread writes it
 
     # -- the scheduler thread --
 
@@ -276,11 +294,17 @@ class ModelWorker:
                 self._flush()
 
     def _flush(self) -> None:
-        """Hand the held events and receipt tasks to the receipts thread, in the order they
-        were made."""
+        """Hand the held events and receipt tasks on, in the order they were made: to the
+        receipts thread, or -- no rows to hash in them and nothing left on that thread --
+        straight to the event loop from here."""
         if self.pending:
             pending, self.pending = self.pending, []
-            self.receipts.put(pending)
+            if not self.pending_rows and self.receipts_done == self.receipts_put:
+                _run_items(pending)
+            else:
+                self.receipts_put += 1
+                self.receipts.put(pending)
+            self.pending_rows = False
 
     def _start(self, j: Job) -> None:
         j.session = self.model.session(context=self.model.context_length, threads=1)
@@ -318,6 +342,9 @@ class ModelWorker:
             return
         # the previous step's events and receipt rows go out as this one's C pass starts
         self.batch.eval(entries, _before_run=self._flush)
+        # decided after the pass: the previous step's rows went to the receipts thread as it
+        # started, and this row may be hashed here only once that thread has done them
+        self.inline = len(sampling) == 1 and self.receipts_done == self.receipts_put
         self.m_steps += 1
         self.m_last_batch = len(entries)
         now = time.perf_counter()
@@ -337,7 +364,11 @@ class ModelWorker:
         tok = s.sample()
         row = _lib.session_logits(s._h)[-1]  # a copy: the next step overwrites the session's
         rec = j.rec
-        self.pending.append((None, lambda: rec(None, tok, row)))
+        if self.inline:
+            rec(None, tok, row)
+        else:
+            self.pending.append((None, lambda: rec(None, tok, row)))
+            self.pending_rows = True
         if j.t_first is None:
             j.t_first = time.perf_counter()
             self.m_ttft.append(j.t_first - j.t_submit)
@@ -386,7 +417,7 @@ class ModelWorker:
             args = (j.prompt_ids, reason, j.max_tokens, dataclasses.asdict(j.params), self.model.context_length,
                     j.stop, j.chat)
 
-            def send() -> None:  # on the receipts thread, after this sequence's last row
+            def send() -> None:  # after this sequence's last row is hashed
                 prompt_ids, why, max_tokens, params, context, stop, chat = args
                 done["receipt"] = make_receipt(model, prompt_ids, rec, why, max_tokens, params, context, stop=stop,
                                                chat=chat)
@@ -587,6 +618,24 @@ def _logprobs(body: Dict[str, Any], chat: bool) -> Optional[int]:
     return (k or 0) if on else None
 
 
+# prompts up to this many characters (all of a request's together) are tokenized on the event
+# loop; longer ones on a worker thread, so that a huge prompt does not hold up other requests
+INLINE_TOKENIZE_CHARS = 4096
+
+
+def _prompt_chars(p: Parsed) -> int:
+    """Characters (or token ids) in a parsed request's prompts or messages."""
+    n = 0
+    for prompt in p.prompts:
+        if isinstance(prompt, str):
+            n += len(prompt)
+        elif prompt and isinstance(prompt[0], dict):  # chat messages
+            n += sum(len(m["content"]) + 16 for m in prompt)
+        else:
+            n += len(prompt)
+    return n
+
+
 def tokenize_prompts(p: Parsed, cfg: ServeConfig) -> List[List[int]]:
     """Token ids of each prompt, as Model.generate makes them (runs off the event loop)."""
     model = p.worker.model
@@ -670,7 +719,10 @@ def create_app(models: Dict[str, Model], cfg: Optional[ServeConfig] = None) -> A
             check_key(request)
             body = await read_json(request)
             p = parse_request(body, chat, workers, cfg)
-            ids_list = await run_in_threadpool(tokenize_prompts, p, cfg)
+            if _prompt_chars(p) <= INLINE_TOKENIZE_CHARS:
+                ids_list = tokenize_prompts(p, cfg)  # well under a millisecond: no thread hop
+            else:
+                ids_list = await run_in_threadpool(tokenize_prompts, p, cfg)
         except APIError as e:
             return err(e)
         worker = p.worker
