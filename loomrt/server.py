@@ -362,11 +362,11 @@ class ModelWorker:
         assert s is not None
         lp = s.log_softmax() if j.logprobs is not None else None
         tok = s.sample()
-        row = _lib.session_logits(s._h)[-1]  # a copy: the next step overwrites the session's
         rec = j.rec
-        if self.inline:
-            rec(None, tok, row)
+        if self.inline:  # hashed now, from the session's own buffer
+            rec(None, tok, _lib.session_logits_row(s._h))
         else:
+            row = _lib.session_logits(s._h)[-1]  # a copy: the next step overwrites the session's
             self.pending.append((None, lambda: rec(None, tok, row)))
             self.pending_rows = True
         if j.t_first is None:
