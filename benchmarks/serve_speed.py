@@ -50,12 +50,7 @@ def free_port() -> int:
     return port
 
 
-def start(system: str, model: str, threads: int, ctx: int, max_streams: int, repack: str = "off",
-          own_session: bool = True) -> Any:
-    """Start a server and wait until it answers. own_session: in a session of its own (setsid),
-    as a service runs: with Linux's autogroup scheduling each session shares the CPU as one
-    group, so in the benchmark's session the openai client's CPU would be charged to the
-    server's share (--same-session keeps it there)."""
+def start(system: str, model: str, threads: int, ctx: int, max_streams: int, repack: str = "off") -> Any:
     port = free_port()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
     if system == "loomrt":
@@ -67,8 +62,7 @@ def start(system: str, model: str, threads: int, ctx: int, max_streams: int, rep
         cmd = [sys.executable] + launcher + ["--model", model, "--model_alias", "m", "--port", str(port),
                "--n_threads", str(threads), "--n_threads_batch", str(threads), "--n_ctx", str(ctx), "--verbose", "False",
                "--interrupt_requests", "False"]  # queue concurrent requests instead of cutting the running one
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=own_session)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     import httpx
 
     t0 = time.time()
@@ -207,8 +201,7 @@ def generate_baseline(model: str, threads: int, max_tokens: int) -> float:
 
 
 def run_system(system: str, model: str, args: Any, out: Dict[str, Any]) -> List[Dict[str, Any]]:
-    proc, url = start(system, model, args.threads, args.context, max(args.streams), args.llama_repack,
-                      own_session=not args.same_session)
+    proc, url = start(system, model, args.threads, args.context, max(args.streams), args.llama_repack)
     rows: List[Dict[str, Any]] = []
     try:
         asyncio.run(run_streams(url, 1, 8))  # warm up
@@ -295,10 +288,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--pairs", type=int, default=7,
                     help="with 1 in --streams: this many back-to-back (generate, serve 1 stream) pairs on the same "
                          "prompt, for the serve / generate ratio (0: off)")
-    ap.add_argument("--same-session", action="store_true",
-                    help="start the servers in this process's session (default: a session of their own, as a service "
-                         "runs; with autogroup scheduling a session is one CPU group, so the openai client's CPU would "
-                         "count against the server's share)")
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args(argv)
     import loomrt
