@@ -203,17 +203,6 @@ class ModelWorker:
         # GIL released (a wake-up from the scheduler itself would hand the GIL to the event
         # loop and make the scheduler wait for it before starting the step)
         self.pending: List[Tuple[Any, Any]] = []
-        # With one sequence sampling per step and the receipts thread idle, the scheduler
-        # hashes the row itself (a quarter of a millisecond for a 49152-token vocabulary) and
-        # hands the step's events straight to the event loop just before the next pass: one
-        # thread woken per token instead of two (each wake-up costs the scheduler CPU and, on
-        # a busy host, its place on the core). Batches handed to the receipts thread are
-        # counted (put by the scheduler, done by the receipts thread): work is done inline
-        # only when every earlier batch is done, so rows and events stay in order.
-        self.receipts_put = 0
-        self.receipts_done = 0
-        self.inline = False            # this step's rows are hashed on the scheduler thread
-        self.pending_rows = False      # self.pending holds row-hashing tasks (for the receipts thread)
         self.receipt_thread = threading.Thread(target=self._receipts_loop, name=f"loomrt-receipts-{name}", daemon=True)
         self.receipt_thread.start()
         self.thread = threading.Thread(target=self._run, name=f"loomrt-serve-{name}", daemon=True)
@@ -266,7 +255,6 @@ class ModelWorker:
             if items is None:
                 return
             _run_items(items)
-            self.receipts_done += 1  # only this thread writes it
 
     # -- the scheduler thread --
 
@@ -306,17 +294,11 @@ class ModelWorker:
                 self._flush()
 
     def _flush(self) -> None:
-        """Hand the held events and receipt tasks on, in the order they were made: to the
-        receipts thread, or -- no rows to hash in them and nothing left on that thread --
-        straight to the event loop from here."""
+        """Hand the held events and receipt tasks to the receipts thread, in the order they
+        were made."""
         if self.pending:
             pending, self.pending = self.pending, []
-            if not self.pending_rows and self.receipts_done == self.receipts_put:
-                _run_items(pending)
-            else:
-                self.receipts_put += 1
-                self.receipts.put(pending)
-            self.pending_rows = False
+            self.receipts.put(pending)
 
     def _start(self, j: Job) -> None:
         j.session = self.model.session(context=self.model.context_length, threads=1)
@@ -354,9 +336,6 @@ class ModelWorker:
             return
         # the previous step's events and receipt rows go out as this one's C pass starts
         self.batch.eval(entries, _before_run=self._flush)
-        # decided after the pass: the previous step's rows went to the receipts thread as it
-        # started, and this row may be hashed here only once that thread has done them
-        self.inline = len(sampling) == 1 and self.receipts_done == self.receipts_put
         self.m_steps += 1
         self.m_last_batch = len(entries)
         now = time.perf_counter()
@@ -374,13 +353,9 @@ class ModelWorker:
         assert s is not None
         lp = s.log_softmax() if j.logprobs is not None else None
         tok = s.sample()
+        row = _lib.session_logits(s._h)[-1]  # a copy: the next step overwrites the session's
         rec = j.rec
-        if self.inline:  # hashed now, from the session's own buffer
-            rec(None, tok, _lib.session_logits_row(s._h))
-        else:
-            row = _lib.session_logits(s._h)[-1]  # a copy: the next step overwrites the session's
-            self.pending.append((None, lambda: rec(None, tok, row)))
-            self.pending_rows = True
+        self.pending.append((None, lambda: rec(None, tok, row)))
         if j.t_first is None:
             j.t_first = time.perf_counter()
             self.m_ttft.append(j.t_first - j.t_submit)
@@ -429,7 +404,7 @@ class ModelWorker:
             args = (j.prompt_ids, reason, j.max_tokens, dataclasses.asdict(j.params), self.model.context_length,
                     j.stop, j.chat)
 
-            def send() -> None:  # after this sequence's last row is hashed
+            def send() -> None:  # on the receipts thread, after this sequence's last row
                 prompt_ids, why, max_tokens, params, context, stop, chat = args
                 done["receipt"] = make_receipt(model, prompt_ids, rec, why, max_tokens, params, context, stop=stop,
                                                chat=chat)
