@@ -49,6 +49,15 @@ def float_arg(name: str, value: Any) -> float:
     return float(value)
 
 
+def write_text(path: Any, text: str) -> None:
+    """Write ``text`` to ``path`` (UTF-8); LoomrtIOError naming the path when that fails."""
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as exc:
+        raise errors.LoomrtIOError(f"cannot write {os.fspath(path)}: {exc.strerror}") from None
+
+
 def check(status: int) -> None:
     """Raise the typed exception for a non-zero status, with the library's message."""
     if status == lib.LRT_OK:
