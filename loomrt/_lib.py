@@ -7,7 +7,7 @@ here; the friendly classes are in :mod:`loomrt.model`.
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -350,14 +350,8 @@ def tokenize_utf8(handle: Any, raw: bytes, add_special: bool = True, parse_speci
     flags = (lib.LRT_TOKENIZE_ADD_SPECIAL if add_special else 0) | (lib.LRT_TOKENIZE_PARSE_SPECIAL if parse_special else 0)
     n = ffi.new("int64_t *")
     cap = len(raw) + 8  # a token covers at least one byte, except rare normalizer growth: retried
-    while True:
-        buf = ffi.new("int32_t[]", cap)
-        status = lib.lrt_tokenize(handle, raw, len(raw), flags, buf, cap, n)
-        if status == lib.LRT_ERR_BUFFER_TOO_SMALL and int(n[0]) > cap:
-            cap = int(n[0])
-            continue
-        check(status)
-        return ffi.unpack(buf, int(n[0]))
+    return _unpack_growing("int32_t[]", cap, n,
+                           lambda buf, cap: lib.lrt_tokenize(handle, raw, len(raw), flags, buf, cap, n))
 
 
 def detokenize(handle: Any, ids: List[int], skip_special: bool = False) -> str:
@@ -369,14 +363,23 @@ def detokenize(handle: Any, ids: List[int], skip_special: bool = False) -> str:
     flags = lib.LRT_DETOKENIZE_SKIP_SPECIAL if skip_special else 0
     n = ffi.new("size_t *")
     cap = 16 * len(ids) + 16
+    text = _unpack_growing("char[]", cap, n,
+                           lambda buf, cap: lib.lrt_detokenize(handle, arr, len(ids), flags, buf, cap, n))
+    return text.decode("utf-8")
+
+
+def _unpack_growing(ctype: str, cap: int, n: Any, call: Callable[[Any, int], int]) -> Any:
+    """``call(buf, cap)`` into a new ``ctype`` buffer of ``cap`` items, which stores the
+    output's length in ``n[0]``; when the C side says the buffer is too small and needs
+    more, again with that size. Returns the ``n[0]`` items (ffi.unpack)."""
     while True:
-        buf = ffi.new("char[]", cap)
-        status = lib.lrt_detokenize(handle, arr, len(ids), flags, buf, cap, n)
+        buf = ffi.new(ctype, cap)
+        status = call(buf, cap)
         if status == lib.LRT_ERR_BUFFER_TOO_SMALL and int(n[0]) > cap:
             cap = int(n[0])
             continue
         check(status)
-        return ffi.unpack(buf, int(n[0])).decode("utf-8")
+        return ffi.unpack(buf, int(n[0]))
 
 
 def model_open_memory(files: Dict[str, bytes], flags: int = 0) -> Any:
