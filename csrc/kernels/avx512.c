@@ -48,6 +48,7 @@ static inline z16 z16_add(z16 a, z16 b) { for (int j = 0; j < 16; j++) a.f[j] = 
 static inline z16 z16_mul(z16 a, z16 b) { for (int j = 0; j < 16; j++) a.f[j] = a.f[j] * b.f[j]; return a; }
 static inline z16 z16_splat(float v) { z16 r; for (int j = 0; j < 16; j++) r.f[j] = v; return r; }
 static inline void z16_store(float *p, z16 a) { memcpy(p, a.f, 64); }
+static inline z16 z16_ld(const float *p) { z16 r; memcpy(r.f, p, 64); return r; }
 /* [lo | hi] */
 static inline z16 z16_pair(y8 lo, y8 hi) { z16 r; memcpy(r.f, lo.f, 32); memcpy(r.f + 8, hi.f, 32); return r; }
 static inline z16 z16_bcast8(const float *p) { z16 r; memcpy(r.f, p, 32); memcpy(r.f + 8, p, 32); return r; }
@@ -156,6 +157,7 @@ LRT_AVX512 static inline z16 z16_add(z16 a, z16 b) { return _mm512_add_ps(a, b);
 LRT_AVX512 static inline z16 z16_mul(z16 a, z16 b) { return _mm512_mul_ps(a, b); }
 LRT_AVX512 static inline z16 z16_splat(float v) { return _mm512_set1_ps(v); }
 LRT_AVX512 static inline void z16_store(float *p, z16 a) { _mm512_storeu_ps(p, a); }
+LRT_AVX512 static inline z16 z16_ld(const float *p) { return _mm512_loadu_ps(p); }
 LRT_AVX512 static inline z16 z16_pair(y8 lo, y8 hi) {
   return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(lo)), _mm256_castps_pd(hi), 1));
 }
@@ -656,11 +658,80 @@ LRT_AVX512 static void tile4_f32_z(const float *w, int64_t ws, const float *x, i
 }
 #undef TILE_STEP
 
+/* lincomb_rows_f32 (kernels.h): four rows x 32 elements of Y in registers (eight ZMM
+ * accumulators: each weight of a row broadcast once per j serves 32 chains), then 16, then
+ * scalar; each lane its own chain over j in order, multiply then add. */
+#define LR_STEP(p, q, a)                                                                       \
+  {                                                                                            \
+    z16 b_ = z16_splat((a)[j * aj]);                                                           \
+    p = z16_add(p, z16_mul(b_, x0));                                                           \
+    q = z16_add(q, z16_mul(b_, x1));                                                           \
+  }
+LRT_AVX512 static void lincomb_rows_f32_z(const float *A, int64_t ar, int64_t aj, const float *X, int64_t xs, int64_t R,
+                                          int64_t n, int64_t d, float *Y, int64_t ys) {
+  int64_t r = 0;
+  for (; r + 4 <= R; r += 4) {
+    const float *a0 = A + r * ar, *a1 = a0 + ar, *a2 = a1 + ar, *a3 = a2 + ar;
+    float *y0 = Y + r * ys, *y1 = y0 + ys, *y2 = y1 + ys, *y3 = y2 + ys;
+    int64_t e = 0;
+    for (; e + 32 <= d; e += 32) {
+      z16 p0 = z16_ld(y0 + e), q0 = z16_ld(y0 + e + 16), p1 = z16_ld(y1 + e), q1 = z16_ld(y1 + e + 16);
+      z16 p2 = z16_ld(y2 + e), q2 = z16_ld(y2 + e + 16), p3 = z16_ld(y3 + e), q3 = z16_ld(y3 + e + 16);
+      for (int64_t j = 0; j < n; j++) {
+        z16 x0 = z16_ld(X + j * xs + e), x1 = z16_ld(X + j * xs + e + 16);
+        LR_STEP(p0, q0, a0) LR_STEP(p1, q1, a1) LR_STEP(p2, q2, a2) LR_STEP(p3, q3, a3)
+      }
+      z16_store(y0 + e, p0); z16_store(y0 + e + 16, q0); z16_store(y1 + e, p1); z16_store(y1 + e + 16, q1);
+      z16_store(y2 + e, p2); z16_store(y2 + e + 16, q2); z16_store(y3 + e, p3); z16_store(y3 + e + 16, q3);
+    }
+    for (; e + 16 <= d; e += 16) {
+      z16 p0 = z16_ld(y0 + e), p1 = z16_ld(y1 + e), p2 = z16_ld(y2 + e), p3 = z16_ld(y3 + e);
+      for (int64_t j = 0; j < n; j++) {
+        z16 x0 = z16_ld(X + j * xs + e);
+        p0 = z16_add(p0, z16_mul(z16_splat(a0[j * aj]), x0));
+        p1 = z16_add(p1, z16_mul(z16_splat(a1[j * aj]), x0));
+        p2 = z16_add(p2, z16_mul(z16_splat(a2[j * aj]), x0));
+        p3 = z16_add(p3, z16_mul(z16_splat(a3[j * aj]), x0));
+      }
+      z16_store(y0 + e, p0); z16_store(y1 + e, p1); z16_store(y2 + e, p2); z16_store(y3 + e, p3);
+    }
+    for (; e < d; e++)
+      for (int64_t j = 0; j < n; j++) {
+        float xv = X[j * xs + e];
+        y0[e] = y0[e] + a0[j * aj] * xv;
+        y1[e] = y1[e] + a1[j * aj] * xv;
+        y2[e] = y2[e] + a2[j * aj] * xv;
+        y3[e] = y3[e] + a3[j * aj] * xv;
+      }
+  }
+  for (; r < R; r++) {
+    const float *a0 = A + r * ar;
+    float *y0 = Y + r * ys;
+    int64_t e = 0;
+    for (; e + 32 <= d; e += 32) {
+      z16 p0 = z16_ld(y0 + e), q0 = z16_ld(y0 + e + 16);
+      for (int64_t j = 0; j < n; j++) {
+        z16 x0 = z16_ld(X + j * xs + e), x1 = z16_ld(X + j * xs + e + 16);
+        LR_STEP(p0, q0, a0)
+      }
+      z16_store(y0 + e, p0); z16_store(y0 + e + 16, q0);
+    }
+    for (; e + 16 <= d; e += 16) {
+      z16 p0 = z16_ld(y0 + e);
+      for (int64_t j = 0; j < n; j++) p0 = z16_add(p0, z16_mul(z16_splat(a0[j * aj]), z16_ld(X + j * xs + e)));
+      z16_store(y0 + e, p0);
+    }
+    for (; e < d; e++)
+      for (int64_t j = 0; j < n; j++) y0[e] = y0[e] + a0[j * aj] * X[j * xs + e];
+  }
+}
+#undef LR_STEP
+
 /* Only the entries this path changes: dispatch.c fills the others from lrt_kernels_avx2 (the
  * reference where there is no AVX2 table, e.g. an LRT_AVX512_EMULATE build off x86). */
 const lrt_kernels lrt_kernels_avx2_avx512vl = {
     .name = "avx2-avx512vl",
-    .tile4_f32 = tile4_f32_z,
+    .tile4_f32 = tile4_f32_z, .lincomb_rows_f32 = lincomb_rows_f32_z,
     .dot4_q4_0 = dot4_q4_0_vl, .dot4_q4_1 = dot4_q4_1_vl,
     .dequant_q8_0 = dequant_q8_0_vl, .dequant_q4_0 = dequant_q4_0_vl, .dequant_q4_1 = dequant_q4_1_vl,
     .dequant_q5_0 = dequant_q5_0_vl, .dequant_q5_1 = dequant_q5_1_vl,
@@ -674,6 +745,7 @@ const lrt_kernels lrt_kernels_avx512 = {
     .dot4_f32 = dot4_f32, .dot4_f16 = dot4_f16, .dot4_bf16 = dot4_bf16,
     .dequant_q8_0 = dequant_q8_0_avx512, .dequant_q4_0 = dequant_q4_0_avx512, .dequant_q4_1 = dequant_q4_1_avx512,
     .dot4_q8_0 = dot4_q8_0_avx512, .dot4_q4_0 = dot4_q4_0_avx512, .dot4_q4_1 = dot4_q4_1_avx512,
+    .lincomb_rows_f32 = lincomb_rows_f32_z, /* training: attention's row blocks */
 #if !defined(LRT_AVX512_EMULATE) /* elementwise math: the AVX2 versions (every AVX-512F CPU has AVX2) */
     .exp_f32 = lrt_exp_f32_avx2, .silu_mul_f32 = lrt_silu_mul_f32_avx2, .log_f32 = lrt_log_f32_avx2,
     .tile4_f32 = tile4_f32_z, /* 512-bit prefill / batch / speculation tile, same bits as the AVX2 one */
