@@ -35,6 +35,8 @@
 
 /* ---- scratch ------------------------------------------------------------------------------ */
 
+#define ACT_TASK 4096 /* elements per activation-function task */
+
 static int32_t reserve(lrt_trainer *t, int64_t B, int64_t T) {
   lrt_tact *a = &t->act;
   if (a->mem && a->B == B && a->T == T) return LRT_OK;
@@ -43,7 +45,7 @@ static int32_t reserve(lrt_trainer *t, int64_t B, int64_t T) {
   int64_t qd = H * c->head_dim, kvd = c->n_kv_heads * c->head_dim, M = B * T;
   int64_t maxR = MAX64(MAX64(V, F), MAX64(D, qd)), maxK = MAX64(MAX64(D, F), qd);
   /* per thread: the attention backward's (T, T) block of dP / dS, and the smaller scratches */
-  int64_t thr = MAX64(MAX64(MAX64(4 * maxK, 2 * T), 2 * D), T * T) + 16;
+  int64_t thr = MAX64(MAX64(MAX64(4 * maxK, 2 * T), 2 * D), MAX64(T * T, ACT_TASK)) + 16;
   /* sizes in floats (int32 arrays count as floats) */
   int64_t sz[64];
   int n = 0;
@@ -586,19 +588,19 @@ static inline float gelu_grad(float x) {
 }
 
 static void act_task(void *vc, int64_t task, int thread) {
-  (void)thread;
   const act_arg *aa = (const act_arg *)vc;
   lrt_trainer *t = aa->t;
   lrt_tact *a = &t->act;
+  const lrt_kernels *k = lrt_kernels_get();
   int64_t F = t->cfg.ffn, M = a->B * a->T, off = aa->l * M * F;
-  int64_t i0 = task * 4096, i1 = MIN64(i0 + 4096, M * F);
+  int64_t i0 = task * ACT_TASK, i1 = MIN64(i0 + ACT_TASK, M * F);
   const float *g = a->g + off, *u = a->u + off;
   float *y = a->a + off;
   if (!aa->bwd) {
     if (t->cfg.gelu)
       for (int64_t i = i0; i < i1; i++) y[i] = lrt_gelu_tanhf(u[i]);
     else
-      for (int64_t i = i0; i < i1; i++) y[i] = lrt_siluf(g[i]) * u[i];
+      k->silu_mul_f32(g + i0, u + i0, y + i0, i1 - i0); /* lrt_siluf(g) * u, vectorized lane for lane */
     return;
   }
   /* df1 = d(activation) on entry; out: df1 = dgate (SwiGLU) or dup (GELU), df2 = dup (SwiGLU) */
@@ -606,8 +608,11 @@ static void act_task(void *vc, int64_t task, int thread) {
   if (t->cfg.gelu) {
     for (int64_t i = i0; i < i1; i++) d1[i] = d1[i] * gelu_grad(u[i]);
   } else {
+    float *e = a->thr + (int64_t)thread * a->thr_stride - i0; /* e[i], i0 <= i < i1: lrt_expf(-g[i]) */
+    for (int64_t i = i0; i < i1; i++) e[i] = -g[i];
+    k->exp_f32(e + i0, e + i0, i1 - i0);
     for (int64_t i = i0; i < i1; i++) {
-      float gi = g[i], sg = 1.0f / (1.0f + lrt_expf(-gi)), sil = gi * sg, da = d1[i];
+      float gi = g[i], sg = 1.0f / (1.0f + e[i]), sil = gi * sg, da = d1[i];
       d2[i] = da * sil;
       d1[i] = (da * u[i]) * (sg * (1.0f + gi * (1.0f - sg)));
     }
@@ -617,7 +622,7 @@ static void act_task(void *vc, int64_t task, int thread) {
 static void run_act(lrt_trainer *t, int64_t l, int bwd) {
   act_arg aa = {t, l, bwd};
   int64_t n = t->act.B * t->act.T * t->cfg.ffn;
-  lrt_pool_run(t->pool, act_task, &aa, (n + 4095) / 4096);
+  lrt_pool_run(t->pool, act_task, &aa, (n + ACT_TASK - 1) / ACT_TASK);
 }
 
 static void add_into(float *y, const float *a, const float *b, int64_t n) { /* y = a + b */
