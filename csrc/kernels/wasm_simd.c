@@ -372,8 +372,9 @@ static void dot4_q4_1_seg_wasm(const void *w, int64_t row_bytes, const float *x,
           Q41_CHUNK(lo0, lo1, s0, s1, 0)
           Q41_CHUNK(lo0, lo1, s2, s3, 8)
         }
-        { /* weights 16..31: the high nibbles */
-          v128_t hi0 = wasm_u8x16_shr(v0, 4), hi1 = wasm_u8x16_shr(v1, 4);
+        { /* weights 16..31: the high nibbles (a 16-bit shift and the same mask: V8 builds a
+           * mask of its own for every 8-bit shift) */
+          v128_t hi0 = wasm_v128_and(wasm_u16x8_shr(v0, 4), low4), hi1 = wasm_v128_and(wasm_u16x8_shr(v1, 4), low4);
           Q41_CHUNK(hi0, hi1, s0, s1, 16)
           Q41_CHUNK(hi0, hi1, s2, s3, 24)
         }
