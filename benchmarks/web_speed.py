@@ -6,10 +6,12 @@ kernel path and on the scalar reference) and with bindings/js/loomrt.mjs under N
 headless Chromium (the wasm_simd128 path; Chromium only when installed), interleaved over several rounds; reports the best decode tokens/s of each
 (tokens after the first, over the time after the first: the prompt is not counted) and the
 median tokens per CPU-second (the process's CPU time over the same tokens; for Chromium, its
-renderer process's, read from /proc: on a loaded host wall-clock ratios move with the load,
+renderer process's, all threads and the main thread alone, read from /proc: on a loaded host wall-clock ratios move with the load,
 CPU-second ratios much less), and checks that all give the same token ids.
 
     python benchmarks/web_speed.py [MODEL] [--tokens 64] [--rounds 3] [--wasm FILE] [--threads N]
+
+WEB_SPEED_CHROME_FLAGS (environment) adds Chromium flags, e.g. --js-flags=--no-liftoff.
 
 --threads N adds native loomrt on N threads and loomrt-threads.wasm under Node on N threads
 (Node worker threads over a shared memory; the same token ids are checked).
@@ -75,32 +77,42 @@ await fetch("/result", { method: "POST", body: JSON.stringify(out) });
 </script>"""
 
 
-def renderer_cpu_seconds(pid: int) -> float:
+def renderer_cpu_seconds(pid: int) -> tuple:
     """User + system CPU seconds of the renderer processes (--type=renderer) under browser
-    process pid (Linux /proc; 0.0 elsewhere): the page, and so the wasm decode, runs there."""
+    process pid, all their threads and their main threads only (Linux /proc; zeros elsewhere):
+    the page, and so the wasm decode, runs on a renderer's main thread; its other threads
+    compile (V8 tiers hot wasm functions up in the background), collect garbage, composite."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def stat(path: str) -> list:
+        with open(path, encoding="utf-8") as f:
+            return f.read().rsplit(")", 1)[1].split()
+
     procs = {}
     for d in os.listdir("/proc") if os.path.isdir("/proc") else []:
         if d.isdigit():
             try:
-                with open(f"/proc/{d}/stat", encoding="utf-8") as f:
-                    st = f.read().rsplit(")", 1)[1].split()
+                st = stat(f"/proc/{d}/stat")
                 with open(f"/proc/{d}/cmdline", "rb") as f:
                     renderer = b"--type=renderer" in f.read()
+                main = stat(f"/proc/{d}/task/{d}/stat") if renderer else st
             except OSError:
                 continue
-            procs[int(d)] = (int(st[1]), (int(st[11]) + int(st[12])) / os.sysconf("SC_CLK_TCK"), renderer)
+            procs[int(d)] = (int(st[1]), (int(st[11]) + int(st[12])) / tick, (int(main[11]) + int(main[12])) / tick,
+                             renderer)
     tree, grew = {pid}, True
     while grew:
-        add = {p for p, (pp, _, _) in procs.items() if pp in tree and p not in tree}
+        add = {p for p, v in procs.items() if v[0] in tree and p not in tree}
         tree |= add
         grew = bool(add)
-    return sum(procs[p][1] for p in tree if p in procs and procs[p][2])
+    mine = [procs[p] for p in tree if p in procs and procs[p][3]]
+    return sum(v[1] for v in mine), sum(v[2] for v in mine)
 
 
 def chromium(chrome: str, wasm: str, path: str, n: int, tmp: str) -> dict:
     """One decode in headless Chromium (real clock: no virtual time); the page POSTs its result.
-    After the first token the page POSTs /mark; the CPU time of Chromium's renderer process is
-    read there and at the result: tokens per CPU-second."""
+    After the first token the page POSTs /mark; the CPU time of Chromium's renderer process (all
+    threads, and its main thread alone) is read there and at the result: tokens per CPU-second."""
     import urllib.parse
 
     site = os.path.join(tmp, "site")
@@ -138,7 +150,7 @@ def chromium(chrome: str, wasm: str, path: str, n: int, tmp: str) -> dict:
     t.start()
     url = (f"http://127.0.0.1:{server.server_address[1]}/bench.html?"
            + urllib.parse.urlencode({"prompt": PROMPT, "n": n}))
-    proc = subprocess.Popen([chrome, "--headless", "--disable-gpu", "--no-sandbox", "--no-first-run",
+    proc = subprocess.Popen([chrome, "--headless", "--disable-gpu", "--no-sandbox", "--no-first-run", *os.environ.get("WEB_SPEED_CHROME_FLAGS", "").split(),
                              f"--user-data-dir={os.path.join(tmp, 'profile')}", url],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -154,8 +166,9 @@ def chromium(chrome: str, wasm: str, path: str, n: int, tmp: str) -> dict:
         server.server_close()
     if not ok or "error" in got:
         raise SystemExit(f"chromium run failed: {got.get('error', 'no result')}")
-    spent = cpu.get("end", 0.0) - cpu.get("start", 0.0)
-    got["cpu_tps"] = (len(got["ids"]) - 1) / spent if spent > 0 else 0.0
+    (a0, m0), (a1, m1) = cpu.get("start", (0.0, 0.0)), cpu.get("end", (0.0, 0.0))
+    got["cpu_tps"] = (len(got["ids"]) - 1) / (a1 - a0) if a1 > a0 else 0.0
+    got["main_cpu_tps"] = (len(got["ids"]) - 1) / (m1 - m0) if m1 > m0 else 0.0
     return got
 
 
@@ -244,6 +257,7 @@ def main() -> None:
         if chrome:
             res = chromium(chrome, wasm, path, args.tokens, tmp)
             note("wasm (chromium)", res)
+            cpus.setdefault("wasm (chromium), main thread", []).append(res["main_cpu_tps"])
             ids_seen["wasm (chromium)"] = res["ids"]
             ua = re.search(r"Chrome/[0-9.]+", res["ua"])
     same = len({json.dumps(v) for v in ids_seen.values()}) == 1
