@@ -218,6 +218,17 @@ def session_logits(handle: Any) -> np.ndarray:
     return np.frombuffer(buf, dtype=np.float32).reshape(int(rows[0]), int(vocab[0])).copy()
 
 
+def session_logits_row(handle: Any) -> np.ndarray:
+    """The last eval's last logits row (vocab float32) as a view of the session's buffer, not
+    a copy: read it before the session's next call."""
+    p = ffi.new("const float **")
+    rows = ffi.new("int64_t *")
+    vocab = ffi.new("int64_t *")
+    check(lib.lrt_session_logits(handle, p, rows, vocab))
+    v = int(vocab[0])
+    return np.frombuffer(ffi.buffer(p[0] + (int(rows[0]) - 1) * v, v * 4), dtype=np.float32)
+
+
 def session_log_softmax(handle: Any, vocab: int) -> np.ndarray:
     """Log softmax of the last eval's last logits row (vocab float32, loomrt's own fixed-order
     exp and log: the same bits everywhere)."""
