@@ -128,6 +128,39 @@ static void compare_widen(const lrt_kernels *k, const lrt_kernels *ref) {
   }
 }
 
+/* Q4_1 fused decode on long rows: a kernel may work through a row in segments and widen the
+ * scales of several blocks at once (wasm_simd.c: 64-block segments, four blocks per step), so
+ * rows of 1 to 200 blocks (segment and group boundaries and tails), random scales with some
+ * zero, subnormal, inf and NaN ones, against dequantize + the reference dot4_f32. */
+static void compare_q4_1_long(const lrt_kernels *k, const lrt_kernels *ref) {
+  enum { MAXNB = 200 };
+  static const uint16_t odd[] = {0x0000, 0x8000, 0x0001, 0x83ff, 0x7c00, 0xfc00, 0x7e01, 0x7bff};
+  static uint8_t q[4 * MAXNB * 20];
+  static float x[MAXNB * 32], d[4 * MAXNB * 32];
+  static const int64_t nbs[] = {1, 3, 4, 5, 63, 64, 65, 67, 68, 128, 131, 200};
+  for (size_t t = 0; t < sizeof nbs / sizeof nbs[0]; t++) {
+    int64_t nb = nbs[t], n = 32 * nb, rb = 20 * nb;
+    for (int64_t i = 0; i < n; i++) x[i] = rand_float();
+    for (int64_t i = 0; i < 4 * rb; i++) q[i] = (uint8_t)next32();
+    for (int64_t b = 0; b < 4 * nb; b++) { /* finite scales of moderate size, some odd ones */
+      for (int j = 0; j < 2; j++) {
+        uint32_t r = next32();
+        uint16_t h = (uint16_t)((r & 0x83ff) | (((r >> 16) % 8 + 11) << 10));
+        if (r % 16 == 0) h = odd[(r >> 4) % 8];
+        q[20 * b + 2 * j] = (uint8_t)h;
+        q[20 * b + 2 * j + 1] = (uint8_t)(h >> 8);
+      }
+    }
+    float ya[4], yb[4];
+    for (int i = 0; i < 4; i++) ref->dequant_q4_1(q + i * rb, d + i * n, n);
+    k->dot4_q4_1(q, rb, x, n, ya);
+    ref->dot4_f32(d, n, x, n, yb);
+    for (int i = 0; i < 4; i++)
+      CHECK(same_or_nan(ya[i], yb[i]), "%s dot4_q4_1 nb=%lld row %d: %a vs %a", k->name, (long long)nb, i,
+            (double)ya[i], (double)yb[i]);
+  }
+}
+
 /* Q4_0 / Q4_1 / Q5_0 / Q5_1 fused decode (and row dequantization) for every F16 scale:
  * each of the 65536 half patterns as d (with a varying F16 m for Q4_1 / Q5_1, both blocks of
  * a row), quants that take all 16 values in both nibbles, x in [0.5, 2) so that no product
@@ -559,6 +592,7 @@ static int compare_path(const lrt_kernels *k, const lrt_kernels *ref) {
   }
   compare_i8(k, ref);
   compare_q4_scales(k, ref);
+  compare_q4_1_long(k, ref);
   compare_math(k, ref);
   compare_widen(k, ref);
   compare_train(k, ref);
