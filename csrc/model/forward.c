@@ -35,9 +35,22 @@
 #define LRT_PREFETCH(p) ((void)(p))
 #endif
 
+#if defined(__wasm__)
+/* WebAssembly has no prefetch instruction: load one byte of each cache line instead, so the
+ * lines are on their way while the rows before them are computed (the bytes are summed into
+ * a thread-local sink so that the loads stay). No effect on results. Measured in Node: the
+ * Q8_0 LM head of SmolLM2 25% faster, the whole decode 20% (docs/web.md "Speed"). */
+static LRT_THREAD_LOCAL volatile uint32_t touch_sink;
+static void prefetch_bytes(const void *p, size_t n) {
+  uint32_t s = 0;
+  for (size_t o = 0; o < n; o += 64) s += ((const uint8_t *)p)[o];
+  touch_sink = s;
+}
+#else
 static void prefetch_bytes(const void *p, size_t n) {
   for (size_t o = 0; o < n; o += 64) LRT_PREFETCH((const uint8_t *)p + o);
 }
+#endif
 
 /* ---- matrix products split over row blocks -------------------------------------------- */
 
