@@ -134,19 +134,11 @@ class Session:
         ``caller_sleeps``, and per worker its ``tasks``, the jobs it ``joined``,
         ``join_after_post_s`` (summed time from a job being posted to the worker joining it)
         and ``sleeps`` (times it slept before joining); ``threads`` and ``on``."""
-        self._acquire("pool_stats")
-        try:
-            return _lib.session_pool_stats(self._h)
-        finally:
-            self._release()
+        return self._locked("pool_stats", _lib.session_pool_stats)
 
     def reset_pool_stats(self, on: bool = True) -> None:
         """Zero the thread pool's counters and turn counting on (``on=True``) or off."""
-        self._acquire("reset_pool_stats")
-        try:
-            _lib.session_pool_stats_reset(self._h, on)
-        finally:
-            self._release()
+        self._locked("reset_pool_stats", _lib.session_pool_stats_reset, on)
 
     def kv_bytes(self) -> int:
         """Bytes of keys and values the session holds now (all layers)."""
