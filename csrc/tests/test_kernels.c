@@ -386,6 +386,30 @@ static void compare_train(const lrt_kernels *k, const lrt_kernels *ref) {
     ref->rank1_f32(a, xv, n, d, y2, xs);
     for (int64_t i = 0; i < MAXJ * (MAXD + PAD); i++)
       CHECK(bits(y1[i]) == bits(y2[i]), "%s rank1_f32 n=%lld d=%lld i=%lld", k->name, (long long)n, (long long)d, (long long)i);
+    /* lincomb_rows_f32: R rows (the 4-row blocks and single rows), coefficients read along the
+     * rows of a matrix (ar = stride, aj = 1) or down its columns (ar = 1, aj = stride); every
+     * element of Y (gaps included) against the reference, and each row against lincomb_f32 */
+    {
+      static float A[MAXJ * MAXJ], acol[MAXJ];
+      int64_t R = 1 + (int64_t)(next32() % 11), as = MAXJ, col = (int64_t)(next32() & 1);
+      int64_t ar = col ? 1 : as, aj = col ? as : 1;
+      int64_t ys = xs;
+      if (R * ys > MAXJ * (MAXD + PAD)) R = MAXJ * (MAXD + PAD) / ys;
+      for (int64_t i = 0; i < MAXJ * MAXJ; i++) A[i] = rand_float();
+      static float y0[MAXJ * (MAXD + PAD)];
+      for (int64_t i = 0; i < MAXJ * (MAXD + PAD); i++) y0[i] = y1[i] = y2[i] = rand_float();
+      k->lincomb_rows_f32(A, ar, aj, X, xs, R, n, d, y1, ys);
+      ref->lincomb_rows_f32(A, ar, aj, X, xs, R, n, d, y2, ys);
+      for (int64_t i = 0; i < MAXJ * (MAXD + PAD); i++)
+        CHECK(bits(y1[i]) == bits(y2[i]), "%s lincomb_rows_f32 R=%lld n=%lld d=%lld col=%lld i=%lld", k->name,
+              (long long)R, (long long)n, (long long)d, (long long)col, (long long)i);
+      int64_t r = (int64_t)(next32() % R);
+      for (int64_t j = 0; j < n; j++) acol[j] = A[r * ar + j * aj];
+      ref->lincomb_f32(acol, X, xs, n, d, y0 + r * ys);
+      for (int64_t e = 0; e < d; e++)
+        CHECK(bits(y0[r * ys + e]) == bits(y2[r * ys + e]), "%s lincomb_rows_f32 row %lld != lincomb_f32", k->name,
+              (long long)r);
+    }
   }
 }
 
