@@ -97,39 +97,72 @@ DEFINE_KERNELS(f16, load_f16, tail_f16)
 DEFINE_KERNELS(bf16, load_bf16, tail_bf16)
 #undef ELEM
 
-/* tile4_f32: a register tile of four weight rows x three tokens (twelve accumulators, each
- * in the dot8 order); the x load is shared by the four rows and the weight loads by the
- * three tokens. Tokens left over (M % 3) go through dot4_f32, tails through the scalar
- * order of dot_f32. */
-#define TILE_MA(acc, wp, xv) acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(wp), xv))
+/* The tiles (tile4_f32, and tile4_*_pf over F32 / F16 / BF16 rows): four weight rows x a block
+ * of K <= 3 tokens, 4K accumulators each in the dot8 order (twelve of the sixteen YMM
+ * registers at K = 3). Each step widens eight weights of a row once (F16C / a 16-bit shift for
+ * halves, exact; a plain load for F32) and uses them for the K tokens, whose x loads are memory
+ * operands. M is cut into blocks of balanced sizes (M = 4: 2 + 2, M = 5: 3 + 2), so no token is
+ * left to a one-token pass that re-reads the rows. Tails in the scalar order of the single dot.
+ * Which block a token falls in changes nothing in its arithmetic. The first block asks the
+ * cache for the rows at pf, one line of each per 64 bytes of weights. */
+#if defined(__GNUC__) || defined(__clang__)
+#define LRT_FORCE_INLINE __attribute__((always_inline)) inline
+#define LRT_UNROLL _Pragma("GCC unroll 16")
+#else
+#define LRT_FORCE_INLINE __forceinline
+#define LRT_UNROLL
+#endif
+#define TILE_K2 3 /* most tokens per block */
+#define DEFINE_TILE4_AVX2(NAME, WT, LOAD, TAIL)                                               \
+  LRT_AVX2 static LRT_FORCE_INLINE void NAME##_blk(const WT *w, int64_t ws, const float *x, int64_t xs, const int K, \
+                                                   int64_t n, float *y, int64_t ys, const WT *pf) { \
+    __m256 a[TILE_K2][4];                                                                     \
+    LRT_UNROLL for (int k = 0; k < K; k++) {                                                  \
+      LRT_UNROLL for (int r = 0; r < 4; r++) a[k][r] = _mm256_setzero_ps();                   \
+    }                                                                                         \
+    const int64_t pm = 64 / (int64_t)sizeof(WT) - 1; /* one line per row every 64 bytes */    \
+    int64_t i = 0;                                                                            \
+    for (; i + 8 <= n; i += 8) {                                                              \
+      if (pf && (i & pm) == 0) {                                                              \
+        LRT_KPREFETCH(pf + i); LRT_KPREFETCH(pf + ws + i);                                    \
+        LRT_KPREFETCH(pf + 2 * ws + i); LRT_KPREFETCH(pf + 3 * ws + i);                       \
+      }                                                                                       \
+      LRT_UNROLL for (int r = 0; r < 4; r++) {                                                \
+        __m256 wv = LOAD(w + r * ws, i);                                                      \
+        LRT_UNROLL for (int k = 0; k < K; k++)                                                \
+          a[k][r] = _mm256_add_ps(a[k][r], _mm256_mul_ps(wv, _mm256_loadu_ps(x + k * xs + i))); \
+      }                                                                                       \
+    }                                                                                         \
+    LRT_UNROLL for (int k = 0; k < K; k++) {                                                  \
+      for (int r = 0; r < 4; r++) {                                                           \
+        float s = hsum8(a[k][r]);                                                             \
+        for (int64_t j = i; j < n; j++) s = s + TAIL(w + r * ws, j) * x[k * xs + j];          \
+        y[k * ys + r] = s;                                                                    \
+      }                                                                                       \
+    }                                                                                         \
+  }                                                                                           \
+  LRT_AVX2 static void NAME(const WT *w, int64_t ws, const float *x, int64_t xs, int64_t M, int64_t n, float *y, \
+                            int64_t ys, const WT *pf) {                                       \
+    int64_t nb = (M + TILE_K2 - 1) / TILE_K2, t = 0;                                          \
+    for (int64_t b = 0; b < nb; b++) {                                                        \
+      int64_t K = (M - t) / (nb - b); /* balanced block sizes */                              \
+      const float *xt = x + t * xs;                                                           \
+      float *yt = y + t * ys;                                                                 \
+      const WT *pb = b == 0 ? pf : NULL;                                                      \
+      if (K == 3) NAME##_blk(w, ws, xt, xs, 3, n, yt, ys, pb);                                \
+      else if (K == 2) NAME##_blk(w, ws, xt, xs, 2, n, yt, ys, pb);                           \
+      else NAME##_blk(w, ws, xt, xs, 1, n, yt, ys, pb);                                       \
+      t += K;                                                                                 \
+    }                                                                                         \
+  }
+DEFINE_TILE4_AVX2(tile4_f32_pf_avx2, float, load_f32, tail_f32)
+DEFINE_TILE4_AVX2(tile4_f16_pf_avx2, uint16_t, load_f16, tail_f16)
+DEFINE_TILE4_AVX2(tile4_bf16_pf_avx2, uint16_t, load_bf16, tail_bf16)
+#undef DEFINE_TILE4_AVX2
 LRT_AVX2 void lrt_tile4_f32_avx2(const float *w, int64_t ws, const float *x, int64_t xs, int64_t M, int64_t n,
                                     float *y, int64_t ys) {
-  const float *w0 = w, *w1 = w + ws, *w2 = w1 + ws, *w3 = w2 + ws;
-  int64_t t = 0;
-  for (; t + 3 <= M; t += 3) {
-    const float *x0 = x + t * xs, *x1 = x0 + xs, *x2 = x1 + xs;
-    __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a03 = a00;
-    __m256 a10 = a00, a11 = a00, a12 = a00, a13 = a00, a20 = a00, a21 = a00, a22 = a00, a23 = a00;
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-      __m256 xv = _mm256_loadu_ps(x0 + i);
-      TILE_MA(a00, w0 + i, xv); TILE_MA(a01, w1 + i, xv); TILE_MA(a02, w2 + i, xv); TILE_MA(a03, w3 + i, xv);
-      xv = _mm256_loadu_ps(x1 + i);
-      TILE_MA(a10, w0 + i, xv); TILE_MA(a11, w1 + i, xv); TILE_MA(a12, w2 + i, xv); TILE_MA(a13, w3 + i, xv);
-      xv = _mm256_loadu_ps(x2 + i);
-      TILE_MA(a20, w0 + i, xv); TILE_MA(a21, w1 + i, xv); TILE_MA(a22, w2 + i, xv); TILE_MA(a23, w3 + i, xv);
-    }
-    float s[12] = {hsum8(a00), hsum8(a01), hsum8(a02), hsum8(a03), hsum8(a10), hsum8(a11),
-                   hsum8(a12), hsum8(a13), hsum8(a20), hsum8(a21), hsum8(a22), hsum8(a23)};
-    lrt_tile4_finish(w, ws, x0, xs, i, n, s, y + t * ys, ys);
-  }
-  for (; t < M; t++) {
-    float y4[4];
-    dot4_f32(w, ws, x + t * xs, n, y4);
-    for (int r = 0; r < 4; r++) y[t * ys + r] = y4[r];
-  }
+  tile4_f32_pf_avx2(w, ws, x, xs, M, n, y, ys, NULL);
 }
-#undef TILE_MA
 
 /* Training chains (kernels.h): vectorized across e only; each y element is one chain over j in
  * order, a separate multiply then add per step, as the reference. */
@@ -896,5 +929,6 @@ const lrt_kernels lrt_kernels_avx2 = {"avx2", dot_f32_avx2, dot_f16_avx2, dot_bf
                                       rows_q8_0_i8_avx2, rows_q4_0_i8_avx2, rows_q4_1_i8_avx2,
                                       dequant_q5_0_avx2, dequant_q5_1_avx2, dot4_q5_0_avx2, dot4_q5_1_avx2,
                                        lrt_lincomb_f32_avx2, lrt_rank1_f32_avx2,
-                                       lrt_log_f32_avx2 /* avx2_math.c */, lrt_lincomb_rows_f32_avx2};
+                                       lrt_log_f32_avx2 /* avx2_math.c */, lrt_lincomb_rows_f32_avx2,
+                                       tile4_f32_pf_avx2, tile4_f16_pf_avx2, tile4_bf16_pf_avx2};
 #endif

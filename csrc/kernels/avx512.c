@@ -557,6 +557,7 @@ DEFINE_TAB5_DEQUANT(dequant_q5_1_vl, 24, TAB_Q5_1, 4)
  * products, each half the eight dot8 lanes of one of them, reduced by the reference tree
  * (y8_hsum) and finished by the scalar tail in order: the bits of dot_f32. (Six tokens per
  * block before: a 16-sequence batch step then ran 4 of its 16 tokens one at a time.) */
+
 /* One token of a tile: products of the row pair (0, 1) in a, (2, 3) in c. */
 #define TILE_STEP(a, c, xp)                                                                   \
   {                                                                                           \
@@ -658,6 +659,83 @@ LRT_AVX512 static void tile4_f32_z(const float *w, int64_t ws, const float *x, i
 }
 #undef TILE_STEP
 
+/* tile4_f32_pf / tile4_f16_pf / tile4_bf16_pf (kernels.h): the same pairing read straight from
+ * F32, F16 or BF16 rows; halves widened in registers (w16_f16 / w16_bf16, exact) once per eight
+ * elements and used for the block's tokens, the tail widened with the scalar conversion: the
+ * lanes, tree and tail of the widened rows, so the bits of dot_f16 / dot_bf16, without a float
+ * copy of the rows in memory. One block of K <= 8 tokens: 2K accumulators (16 of the 32 ZMM
+ * registers at K = 8); M is cut into blocks of balanced sizes (M = 5: one block of 5, M = 9:
+ * 4 + 5), so no token is left to a one-token pass that re-reads the rows. Which block a token
+ * falls in changes nothing in its arithmetic. The first block asks the cache for the rows at
+ * pf, one line of each per 64 bytes of weights. */
+#if defined(__GNUC__) || defined(__clang__)
+#define LRT_FORCE_INLINE __attribute__((always_inline)) inline
+#define LRT_UNROLL _Pragma("GCC unroll 16")
+#elif defined(_MSC_VER)
+#define LRT_FORCE_INLINE __forceinline
+#define LRT_UNROLL
+#else
+#define LRT_FORCE_INLINE inline
+#define LRT_UNROLL
+#endif
+#define TILE_KZ 8 /* most tokens per block */
+#define DEFINE_TILE4_Z(NAME, WT, W16, TAIL)                                                   \
+  LRT_AVX512 static LRT_FORCE_INLINE void NAME##_blk(const WT *const *wr, const float *x, int64_t xs, const int K, \
+                                                     int64_t n, float *y, int64_t ys, const WT *pf, int64_t ws) { \
+    z16 a[TILE_KZ], c[TILE_KZ];                                                               \
+    LRT_UNROLL for (int k = 0; k < K; k++) {                                                  \
+      a[k] = z16_zero();                                                                      \
+      c[k] = a[k];                                                                            \
+    }                                                                                         \
+    const int64_t pm = 64 / (int64_t)sizeof(WT) - 1; /* one line per row every 64 bytes */    \
+    int64_t i = 0;                                                                            \
+    for (; i + 8 <= n; i += 8) {                                                              \
+      if (pf && (i & pm) == 0) {                                                              \
+        LRT_KPREFETCH(pf + i); LRT_KPREFETCH(pf + ws + i);                                    \
+        LRT_KPREFETCH(pf + 2 * ws + i); LRT_KPREFETCH(pf + 3 * ws + i);                       \
+      }                                                                                       \
+      z16 w01 = W16(wr[0], wr[1], i), w23 = W16(wr[2], wr[3], i);                             \
+      LRT_UNROLL for (int k = 0; k < K; k++) {                                                \
+        z16 xb = z16_bcast8(x + k * xs + i);                                                  \
+        a[k] = z16_add(a[k], z16_mul(w01, xb));                                               \
+        c[k] = z16_add(c[k], z16_mul(w23, xb));                                               \
+      }                                                                                       \
+    }                                                                                         \
+    LRT_UNROLL for (int k = 0; k < K; k++) {                                                  \
+      float s[4] = {y8_hsum(z16_lo(a[k])), y8_hsum(z16_hi(a[k])), y8_hsum(z16_lo(c[k])), y8_hsum(z16_hi(c[k]))}; \
+      for (int r = 0; r < 4; r++) {                                                           \
+        for (int64_t j = i; j < n; j++) s[r] = s[r] + TAIL(wr[r], j) * x[k * xs + j];         \
+        y[k * ys + r] = s[r];                                                                 \
+      }                                                                                       \
+    }                                                                                         \
+  }                                                                                           \
+  LRT_AVX512 static void NAME(const WT *w, int64_t ws, const float *x, int64_t xs, int64_t M, int64_t n, float *y, \
+                              int64_t ys, const WT *pf) {                                     \
+    const WT *wr[4] = {w, w + ws, w + 2 * ws, w + 3 * ws};                                    \
+    int64_t nb = (M + TILE_KZ - 1) / TILE_KZ, t = 0;                                          \
+    for (int64_t b = 0; b < nb; b++) {                                                        \
+      int64_t K = (M - t) / (nb - b); /* balanced block sizes */                              \
+      const float *xt = x + t * xs;                                                           \
+      float *yt = y + t * ys;                                                                 \
+      const WT *pb = b == 0 ? pf : NULL; /* the first block asks for the next rows */         \
+      switch (K) {                                                                            \
+        case 8: NAME##_blk(wr, xt, xs, 8, n, yt, ys, pb, ws); break;                          \
+        case 7: NAME##_blk(wr, xt, xs, 7, n, yt, ys, pb, ws); break;                          \
+        case 6: NAME##_blk(wr, xt, xs, 6, n, yt, ys, pb, ws); break;                          \
+        case 5: NAME##_blk(wr, xt, xs, 5, n, yt, ys, pb, ws); break;                          \
+        case 4: NAME##_blk(wr, xt, xs, 4, n, yt, ys, pb, ws); break;                          \
+        case 3: NAME##_blk(wr, xt, xs, 3, n, yt, ys, pb, ws); break;                          \
+        case 2: NAME##_blk(wr, xt, xs, 2, n, yt, ys, pb, ws); break;                          \
+        default: NAME##_blk(wr, xt, xs, 1, n, yt, ys, pb, ws); break;                         \
+      }                                                                                       \
+      t += K;                                                                                 \
+    }                                                                                         \
+  }
+DEFINE_TILE4_Z(tile4_f32_pf_z, float, w16_f32, tail_f32)
+DEFINE_TILE4_Z(tile4_f16_pf_z, uint16_t, w16_f16, tail_f16)
+DEFINE_TILE4_Z(tile4_bf16_pf_z, uint16_t, w16_bf16, tail_bf16)
+#undef DEFINE_TILE4_Z
+
 /* lincomb_rows_f32 (kernels.h): four rows x 32 elements of Y in registers (eight ZMM
  * accumulators: each weight of a row broadcast once per j serves 32 chains), then 16, then
  * scalar; each lane its own chain over j in order, multiply then add. */
@@ -732,6 +810,7 @@ LRT_AVX512 static void lincomb_rows_f32_z(const float *A, int64_t ar, int64_t aj
 const lrt_kernels lrt_kernels_avx2_avx512vl = {
     .name = "avx2-avx512vl",
     .tile4_f32 = tile4_f32_z, .lincomb_rows_f32 = lincomb_rows_f32_z,
+    .tile4_f32_pf = tile4_f32_pf_z, .tile4_f16_pf = tile4_f16_pf_z, .tile4_bf16_pf = tile4_bf16_pf_z,
     .dot4_q4_0 = dot4_q4_0_vl, .dot4_q4_1 = dot4_q4_1_vl,
     .dequant_q8_0 = dequant_q8_0_vl, .dequant_q4_0 = dequant_q4_0_vl, .dequant_q4_1 = dequant_q4_1_vl,
     .dequant_q5_0 = dequant_q5_0_vl, .dequant_q5_1 = dequant_q5_1_vl,
@@ -749,6 +828,7 @@ const lrt_kernels lrt_kernels_avx512 = {
 #if !defined(LRT_AVX512_EMULATE) /* elementwise math: the AVX2 versions (every AVX-512F CPU has AVX2) */
     .exp_f32 = lrt_exp_f32_avx2, .silu_mul_f32 = lrt_silu_mul_f32_avx2, .log_f32 = lrt_log_f32_avx2,
     .tile4_f32 = tile4_f32_z, /* 512-bit prefill / batch / speculation tile, same bits as the AVX2 one */
+    .tile4_f32_pf = tile4_f32_pf_z, .tile4_f16_pf = tile4_f16_pf_z, .tile4_bf16_pf = tile4_bf16_pf_z,
     .lincomb_f32 = lrt_lincomb_f32_avx2, .rank1_f32 = lrt_rank1_f32_avx2, /* training chains */
     /* K-quants: the AVX2 kernels (eight lanes per dot product, 256-bit registers) */
     .dequant_q4_k = lrt_dequant_q4_k_avx2, .dequant_q5_k = lrt_dequant_q5_k_avx2, .dequant_q6_k = lrt_dequant_q6_k_avx2,

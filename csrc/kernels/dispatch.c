@@ -192,6 +192,7 @@ static void complete(const lrt_kernels *k, const lrt_kernels *base, lrt_kernels 
   LRT_FILL(dequant_q5_0); LRT_FILL(dequant_q5_1); LRT_FILL(dot4_q5_0); LRT_FILL(dot4_q5_1);
   LRT_FILL(tile4_f32); LRT_FILL(widen_f16); LRT_FILL(widen_bf16);
   LRT_FILL(lincomb_f32); LRT_FILL(rank1_f32); LRT_FILL(log_f32); LRT_FILL(lincomb_rows_f32);
+  LRT_FILL(tile4_f32_pf); LRT_FILL(tile4_f16_pf); LRT_FILL(tile4_bf16_pf);
 #undef LRT_FILL
   *out = t;
 }

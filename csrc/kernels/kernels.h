@@ -131,6 +131,23 @@ typedef struct lrt_kernels {
    * position leave it NULL and dispatch.c takes the reference.) */
   void (*lincomb_rows_f32)(const float *A, int64_t ar, int64_t aj, const float *X, int64_t xs, int64_t R, int64_t n,
                            int64_t d, float *Y, int64_t ys);
+  /* The tile read straight from the weights (decode, speculation's verification chunks, prefill
+   * of F32 / F16 / BF16 matrices): four rows (w + i*ws, ws in elements) against M activation rows,
+   *   y[t * ys + i] = dot_f32 / dot_f16 / dot_bf16 (w + i*ws, x + t*xs, n)
+   * bit for bit -- for halves also tile4_f32 on the rows widened to float (the widening is exact);
+   * fast paths widen in registers, once per weight load and block of tokens, instead of writing
+   * float rows to memory first. pf is NULL or four more rows of the same type and stride (pf +
+   * i*ws, n elements each, normally the next tile's): fast paths ask the cache for them a line
+   * at a time while they compute (one burst of prefetches stalls the core; spread over the
+   * loop the next rows arrive while this tile computes). pf never changes a result. (Appended
+   * at the end: tables initialised by position leave them NULL, and dispatch.c then takes the
+   * reference.) */
+  void (*tile4_f32_pf)(const float *w, int64_t ws, const float *x, int64_t xs, int64_t M, int64_t n, float *y,
+                       int64_t ys, const float *pf);
+  void (*tile4_f16_pf)(const uint16_t *w, int64_t ws, const float *x, int64_t xs, int64_t M, int64_t n, float *y,
+                       int64_t ys, const uint16_t *pf);
+  void (*tile4_bf16_pf)(const uint16_t *w, int64_t ws, const float *x, int64_t xs, int64_t M, int64_t n, float *y,
+                        int64_t ys, const uint16_t *pf);
 } lrt_kernels;
 
 /* Shared by the tile4_f32 paths: finish a tile of four rows (w + r*ws) x three tokens
@@ -144,6 +161,16 @@ static inline void lrt_tile4_finish(const float *w, int64_t ws, const float *x, 
   for (int k = 0; k < 3; k++)
     for (int r = 0; r < 4; r++) y[k * ys + r] = s[4 * k + r];
 }
+
+/* A hint to the cache (the tile4_*_pf kernels): load the line at p soon. Never changes a result. */
+#if defined(__GNUC__) || defined(__clang__)
+#define LRT_KPREFETCH(p) __builtin_prefetch((p), 0, 3)
+#elif defined(_MSC_VER) && (defined(_M_X64) || defined(_M_IX86))
+#include <xmmintrin.h>
+#define LRT_KPREFETCH(p) _mm_prefetch((const char *)(p), _MM_HINT_T0)
+#else
+#define LRT_KPREFETCH(p) ((void)(p))
+#endif
 
 /* Int8 activations: the result c_b of block b of a weight row (the reference's rule, shared by
  * every path for its scalar tail). S_b is an exact integer sum (|S_b| < 2^24, so exact as a

@@ -649,6 +649,7 @@ static inline void store_x(float *x, int64_t i, v8 v) {
 }
 #define TILE4_V8_NAME tile4_f32_neon
 #define CHAINS_V8_SUFFIX neon
+#define TILE4_PF_V8_SUFFIX neon
 #include "tile_v8.h"
 
 const lrt_kernels lrt_kernels_neon = {
@@ -667,5 +668,6 @@ const lrt_kernels lrt_kernels_neon = {
     .dequant_q5_0 = dequant_q5_0_neon, .dequant_q5_1 = dequant_q5_1_neon,
     .dot4_q5_0 = dot4_q5_0_neon, .dot4_q5_1 = dot4_q5_1_neon,
     .lincomb_f32 = lincomb_f32_neon, .rank1_f32 = rank1_f32_neon,
+    .tile4_f32_pf = tile4_f32_pf_neon, .tile4_f16_pf = tile4_f16_pf_neon, .tile4_bf16_pf = tile4_bf16_pf_neon,
 };
 #endif

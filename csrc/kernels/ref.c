@@ -257,6 +257,25 @@ static void tile4_f32_ref(const float *w, int64_t ws, const float *x, int64_t xs
     for (int64_t i = 0; i < 4; i++) y[t * ys + i] = dot_f32_ref(w + i * ws, x + t * xs, n);
 }
 
+/* pf (a prefetch hint) is ignored here: it never changes a result */
+static void tile4_f32_pf_ref(const float *w, int64_t ws, const float *x, int64_t xs, int64_t M, int64_t n, float *y,
+                             int64_t ys, const float *pf) {
+  (void)pf;
+  tile4_f32_ref(w, ws, x, xs, M, n, y, ys);
+}
+static void tile4_f16_pf_ref(const uint16_t *w, int64_t ws, const float *x, int64_t xs, int64_t M, int64_t n, float *y,
+                             int64_t ys, const uint16_t *pf) {
+  (void)pf;
+  for (int64_t t = 0; t < M; t++)
+    for (int64_t i = 0; i < 4; i++) y[t * ys + i] = dot_f16_ref(w + i * ws, x + t * xs, n);
+}
+static void tile4_bf16_pf_ref(const uint16_t *w, int64_t ws, const float *x, int64_t xs, int64_t M, int64_t n,
+                              float *y, int64_t ys, const uint16_t *pf) {
+  (void)pf;
+  for (int64_t t = 0; t < M; t++)
+    for (int64_t i = 0; i < 4; i++) y[t * ys + i] = dot_bf16_ref(w + i * ws, x + t * xs, n);
+}
+
 static void lincomb_f32_ref(const float *a, const float *X, int64_t xs, int64_t n, int64_t d, float *y) {
   for (int64_t j = 0; j < n; j++)
     for (int64_t e = 0; e < d; e++) y[e] = y[e] + a[j] * X[j * xs + e];
@@ -336,4 +355,5 @@ const lrt_kernels lrt_kernels_ref = {"reference", dot_f32_ref, dot_f16_ref, dot_
                                      rows_q8_0_i8_ref, rows_q4_0_i8_ref, rows_q4_1_i8_ref,
                                      dequant_q5_0_ref, dequant_q5_1_ref, dot4_q5_0_ref, dot4_q5_1_ref,
                                      lincomb_f32_ref, rank1_f32_ref, log_f32_ref,
-                                     lincomb_rows_f32_ref};
+                                     lincomb_rows_f32_ref,
+                                     tile4_f32_pf_ref, tile4_f16_pf_ref, tile4_bf16_pf_ref};

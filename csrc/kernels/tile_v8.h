@@ -1,7 +1,8 @@
 /* tile_v8.h -- the prefill tile for the paths that hold the eight dot8 lanes in two 4-wide
  * registers (neon.c, wasm_simd.c). Included by those files after they define the v8 type and
  * v8_zero, v8_macc, load_x, hsum8 and dot4_f32 for their instruction set; defines the static
- * function TILE4_V8_NAME. (On aarch64 the twelve accumulators take 24 of the 32 vector
+ * function TILE4_V8_NAME, and with TILE4_PF_V8_SUFFIX defined tile4_f32_pf_SUFFIX,
+ * tile4_f16_pf_SUFFIX and tile4_bf16_pf_SUFFIX (kernels.h). (On aarch64 the twelve accumulators take 24 of the 32 vector
  * registers; an engine with fewer spills some: the bits do not depend on it.) */
 /* tile4_f32: four weight rows x three tokens, twelve dot8 accumulators; leftover tokens
  * through dot4_f32, tails in the scalar order (lrt_tile4_finish). */
@@ -36,6 +37,67 @@ static void TILE4_V8_NAME(const float *w, int64_t ws, const float *x, int64_t xs
   }
 }
 #undef TILE_ROW
+
+#if defined(TILE4_PF_V8_SUFFIX)
+/* tile4_f32_pf / tile4_f16_pf / tile4_bf16_pf (kernels.h): the same tile read straight from
+ * F32 / F16 / BF16 rows, each eight weights loaded (and for halves widened, exactly) once and
+ * used for the three tokens, the tail in the scalar order with the scalar widening; the rows
+ * at pf are asked of the cache a line at a time during the first block of tokens. Needs
+ * load_f32 / load_f16 / load_bf16, tail_f32 / tail_f16 / tail_bf16 and dot4_f32 / dot4_f16 /
+ * dot4_bf16 from the including file. */
+#define TILE4_PF_CAT2(a, b) a##b
+#define TILE4_PF_CAT(a, b) TILE4_PF_CAT2(a, b)
+#define TILE_PF_ROW(a0, a1, a2, LOAD, wr)                                                     \
+  {                                                                                           \
+    v8 wv_ = LOAD(wr, i);                                                                     \
+    a0 = v8_macc(a0, wv_, load_x(x0, i)); a1 = v8_macc(a1, wv_, load_x(x1, i));               \
+    a2 = v8_macc(a2, wv_, load_x(x2, i));                                                     \
+  }
+#define DEFINE_TILE4_PF_V8(NAME, WT, LOAD, TAIL, DOT4)                                        \
+  static void NAME(const WT *w, int64_t ws, const float *x, int64_t xs, int64_t M, int64_t n, float *y, int64_t ys, \
+                   const WT *pf) {                                                            \
+    const WT *w0 = w, *w1 = w + ws, *w2 = w1 + ws, *w3 = w2 + ws;                             \
+    const int64_t pm = 64 / (int64_t)sizeof(WT) - 1; /* one line per row every 64 bytes */    \
+    int64_t t = 0;                                                                            \
+    for (; t + 3 <= M; t += 3) {                                                              \
+      const float *x0 = x + t * xs, *x1 = x0 + xs, *x2 = x1 + xs;                             \
+      v8 a00 = v8_zero(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00; \
+      v8 a20 = a00, a21 = a00, a22 = a00, a23 = a00;                                          \
+      int64_t i = 0;                                                                          \
+      for (; i + 8 <= n; i += 8) {                                                            \
+        if (pf && (i & pm) == 0) {                                                            \
+          LRT_KPREFETCH(pf + i); LRT_KPREFETCH(pf + ws + i);                                  \
+          LRT_KPREFETCH(pf + 2 * ws + i); LRT_KPREFETCH(pf + 3 * ws + i);                     \
+        }                                                                                     \
+        TILE_PF_ROW(a00, a10, a20, LOAD, w0)                                                  \
+        TILE_PF_ROW(a01, a11, a21, LOAD, w1)                                                  \
+        TILE_PF_ROW(a02, a12, a22, LOAD, w2)                                                  \
+        TILE_PF_ROW(a03, a13, a23, LOAD, w3)                                                  \
+      }                                                                                       \
+      pf = NULL;                                                                              \
+      float s[12] = {hsum8(a00), hsum8(a01), hsum8(a02), hsum8(a03), hsum8(a10), hsum8(a11),  \
+                     hsum8(a12), hsum8(a13), hsum8(a20), hsum8(a21), hsum8(a22), hsum8(a23)}; \
+      for (int k = 0; k < 3; k++)                                                             \
+        for (int r = 0; r < 4; r++) {                                                         \
+          float sk = s[4 * k + r];                                                            \
+          for (int64_t j = i; j < n; j++) sk = sk + TAIL(w + r * ws, j) * x[(t + k) * xs + j]; \
+          y[(t + k) * ys + r] = sk;                                                           \
+        }                                                                                     \
+    }                                                                                         \
+    for (; t < M; t++) {                                                                      \
+      float y4[4];                                                                            \
+      DOT4(w, ws, x + t * xs, n, y4);                                                         \
+      for (int r = 0; r < 4; r++) y[t * ys + r] = y4[r];                                      \
+    }                                                                                         \
+  }
+DEFINE_TILE4_PF_V8(TILE4_PF_CAT(tile4_f32_pf_, TILE4_PF_V8_SUFFIX), float, load_f32, tail_f32, dot4_f32)
+DEFINE_TILE4_PF_V8(TILE4_PF_CAT(tile4_f16_pf_, TILE4_PF_V8_SUFFIX), uint16_t, load_f16, tail_f16, dot4_f16)
+DEFINE_TILE4_PF_V8(TILE4_PF_CAT(tile4_bf16_pf_, TILE4_PF_V8_SUFFIX), uint16_t, load_bf16, tail_bf16, dot4_bf16)
+#undef DEFINE_TILE4_PF_V8
+#undef TILE_PF_ROW
+#undef TILE4_PF_CAT
+#undef TILE4_PF_CAT2
+#endif
 
 #if defined(CHAINS_V8_SUFFIX)
 /* The training chains (kernels.h lincomb_f32 / rank1_f32) on the same registers: vectorized

@@ -805,6 +805,7 @@ static inline void store_x(float *x, int64_t i, v8 v) {
 }
 #define TILE4_V8_NAME tile4_f32_wasm
 #define CHAINS_V8_SUFFIX wasm
+#define TILE4_PF_V8_SUFFIX wasm
 #include "tile_v8.h"
 
 const lrt_kernels lrt_kernels_wasm_simd128 = {
@@ -823,5 +824,6 @@ const lrt_kernels lrt_kernels_wasm_simd128 = {
     .dequant_q5_0 = dequant_q5_0_wasm, .dequant_q5_1 = dequant_q5_1_wasm,
     .dot4_q5_0 = dot4_q5_0_wasm, .dot4_q5_1 = dot4_q5_1_wasm,
     .lincomb_f32 = lincomb_f32_wasm, .rank1_f32 = rank1_f32_wasm,
+    .tile4_f32_pf = tile4_f32_pf_wasm, .tile4_f16_pf = tile4_f16_pf_wasm, .tile4_bf16_pf = tile4_bf16_pf_wasm,
 };
 #endif

@@ -101,6 +101,23 @@ size_t lrt_mat_row_bytes(const lrt_mat *w) {
 }
 
 
+/* Four rows r.. of w (F32 / F16 / BF16 where they are, or with wbuf a block format's rows
+ * dequantized there) against M activation rows of x (row stride w->cols):
+ * y[t * ys + i] = dot(row r + i, token t). next: NULL or the four rows to ask the cache for
+ * meanwhile (tile4_*_pf). */
+static void tile_rows(const lrt_kernels *k, const lrt_mat *w, int64_t r, const float *wbuf, const void *next,
+                      const float *x, int64_t M, float *y, int64_t ys) {
+  int64_t n = w->cols;
+  if (wbuf)
+    k->tile4_f32(wbuf, n, x, n, M, n, y, ys);
+  else if (w->dtype == LRT_DT_F32)
+    k->tile4_f32_pf((const float *)w->data + r * n, n, x, n, M, n, y, ys, (const float *)next);
+  else if (w->dtype == LRT_DT_BF16)
+    k->tile4_bf16_pf((const uint16_t *)w->data + r * n, n, x, n, M, n, y, ys, (const uint16_t *)next);
+  else
+    k->tile4_f16_pf((const uint16_t *)w->data + r * n, n, x, n, M, n, y, ys, (const uint16_t *)next);
+}
+
 /* Rows [blk * ROW_BLOCK, +ROW_BLOCK) of job j (all M tokens) on thread `thread`. */
 static void mm_block(const mm_ctx *c, int j, int64_t blk, int thread) {
   const mm_job *jb = &c->jobs[j];
@@ -143,7 +160,9 @@ static void mm_block(const mm_ctx *c, int j, int64_t blk, int thread) {
     }
     return;
   }
-  if (c->M < 4) { /* decode: four rows at a time share the loads of x */
+  /* F32 / F16 / BF16 rows are read where they are, by the tile below at every M (decode too) */
+  int direct = w->dtype == LRT_DT_F32 || w->dtype == LRT_DT_F16 || w->dtype == LRT_DT_BF16;
+  if (c->M < 4 && !direct) { /* block formats' decode: four rows at a time share the loads of x */
     for (; r + 4 <= r1; r += 4) {
       const void *wr = (const uint8_t *)w->data + (size_t)r * row_bytes;
       if (r + 8 <= w->rows) prefetch_bytes((const uint8_t *)wr + 4 * row_bytes, 4 * row_bytes);
@@ -163,31 +182,38 @@ static void mm_block(const mm_ctx *c, int j, int64_t blk, int thread) {
       }
     }
   }
-  if (c->M >= 4 && r1 - r0 >= 4) {
-    /* prefill: the task's rows as F32 (block formats dequantized, F16/BF16 widened: exact,
-     * so the same floats as in the kernels' own loads), then register tiles of four rows x
-     * a few tokens over blocks of tokens small enough to stay in cache while every group of
-     * four rows passes over them. Each output is still one dot8 of a row and a token. */
+  if ((c->M >= 4 || direct) && r1 - r0 >= 4) {
+    /* register tiles of four rows x a few tokens over blocks of tokens small enough to stay in
+     * cache while every group of four rows passes over them. F32 / F16 / BF16 rows are read
+     * where they are (tile4_*_pf: halves widened in registers, exactly), the next four rows
+     * asked of the cache a line at a time while a tile computes (decode and speculation's
+     * verification chunks are bound by reading the weights: one burst of prefetches per group
+     * stalled the core, spread out they arrive during the compute); block formats' rows are
+     * dequantized into the thread's buffer first (exact: the same floats as the kernels'
+     * own loads). Each output is still one dot8 of a row and a token. */
     int64_t nr = (r1 - r0) / 4 * 4;
-    const float *wf = (const float *)w->data + r0 * n;
-    if (w->dtype != LRT_DT_F32) {
+    if (!direct)
       for (int64_t i = 0; i < nr; i++) lrt_mat_row(w, r0 + i, buf + i * n);
-      wf = buf;
-    }
     int64_t tb = (256 * 1024) / (n * 4); /* tokens per block: about 256 KiB of activations */
     if (tb < 4) tb = 4;
     for (int64_t t0 = 0; t0 < c->M; t0 += tb) {
       int64_t mt = c->M - t0 < tb ? c->M - t0 : tb;
       for (int64_t g = 0; g < nr; g += 4) {
+        /* the next four rows (the next task's first ones at the end of this task), on the first
+         * pass over the rows only */
+        const uint8_t *next = t0 == 0 && r0 + g + 8 <= w->rows
+                                  ? (const uint8_t *)w->data + (size_t)(r0 + g + 4) * row_bytes : NULL;
         if (!jb->dest) {
-          c->k->tile4_f32(wf + g * n, n, jb->in + t0 * n, n, mt, n, jb->out + t0 * ys + r0 + g, ys);
+          tile_rows(c->k, w, r0 + g, direct ? NULL : buf + g * n, next, jb->in + t0 * n, mt,
+                    jb->out + t0 * ys + r0 + g, ys);
           continue;
         }
         /* a row map (GGUF Q/K rows): the tile into a small buffer, then each row to its column */
         float tmp[4 * LRT_CHUNK];
         for (int64_t t1 = 0; t1 < mt; t1 += LRT_CHUNK) {
           int64_t m1 = mt - t1 < LRT_CHUNK ? mt - t1 : LRT_CHUNK;
-          c->k->tile4_f32(wf + g * n, n, jb->in + (t0 + t1) * n, n, m1, n, tmp, 4);
+          tile_rows(c->k, w, r0 + g, direct ? NULL : buf + g * n, t1 == 0 ? next : NULL, jb->in + (t0 + t1) * n, m1,
+                    tmp, 4);
           for (int64_t t = 0; t < m1; t++)
             for (int i = 0; i < 4; i++) jb->out[(t0 + t1 + t) * ys + jb->dest[r0 + g + i]] = tmp[t * 4 + i];
         }

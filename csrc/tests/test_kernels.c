@@ -49,6 +49,25 @@ static float dot_f32_4lanes(const float *w, const float *x, int64_t n) {
 
 static int same_or_nan(float a, float b) { return bits(a) == bits(b) || (a != a && b != b); }
 
+/* A deliberately wrong BF16 tile: the eight lanes combined left to right instead of the tree. */
+static void tile4_bf16_serial_tree(const uint16_t *w, int64_t ws, const float *x, int64_t xs, int64_t M, int64_t n,
+                                   float *y, int64_t ys, const uint16_t *pf) {
+  (void)pf;
+  for (int64_t t = 0; t < M; t++)
+    for (int64_t r = 0; r < 4; r++) {
+      const uint16_t *wr = w + r * ws;
+      const float *xt = x + t * xs;
+      float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+      int64_t i = 0;
+      for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) acc[j] = acc[j] + lrt_bf16_to_f32(wr[i + j]) * xt[i + j];
+      float s = acc[0];
+      for (int j = 1; j < 8; j++) s = s + acc[j];
+      for (; i < n; i++) s = s + lrt_bf16_to_f32(wr[i]) * xt[i];
+      y[t * ys + r] = s;
+    }
+}
+
 /* Elementwise own math (exp_f32, silu_mul_f32) against the reference: a stride through all
  * 2^32 float bit patterns (specials, subnormals, both range ends), dense bit-pattern runs
  * around the exp overflow/underflow thresholds, and random values in the finite range;
@@ -486,6 +505,48 @@ static int compare_path(const lrt_kernels *k, const lrt_kernels *ref) {
                 k->name, (long long)n, (long long)M, (long long)t, (long long)i);
         CHECK(yt[t * 6 + 4] == -7.0f && yt[t * 6 + 5] == -7.0f, "%s tile4_f32 wrote outside its tile", k->name);
       }
+      /* tile4_f32_pf on the same rows, with and without a prefetch hint (four more rows):
+       * the same bits as tile4_f32 */
+      static float pf4[4 * (MAXN + PAD)];
+      for (int64_t i = 0; i < MAXM * 6; i++) yt[i] = -7.0f;
+      k->tile4_f32_pf(w4, ws, xp, xs, M, n, yt, 6, (iter & 1) ? pf4 : NULL);
+      for (int64_t t = 0; t < M; t++) {
+        for (int64_t i = 0; i < 4; i++)
+          CHECK(bits(yt[t * 6 + i]) == bits(ref->dot_f32(w4 + i * ws, xp + t * xs, n)), "%s tile4_f32_pf n=%lld M=%lld t=%lld i=%lld",
+                k->name, (long long)n, (long long)M, (long long)t, (long long)i);
+        CHECK(yt[t * 6 + 4] == -7.0f && yt[t * 6 + 5] == -7.0f, "%s tile4_f32_pf wrote outside its tile", k->name);
+      }
+      /* tile4_f16_pf / tile4_bf16_pf on four half rows: each element equals the reference
+       * single dot_f16 / dot_bf16 and the reference tile4_f32 on the rows widened to float (the
+       * prefill path before these kernels) */
+      static uint16_t h4[4 * (MAXN + PAD)], hpf[4 * (MAXN + PAD)];
+      static float w4f[4 * (MAXN + PAD)], yr[MAXM * 6];
+      for (int bf = 0; bf < 2; bf++) {
+        for (int64_t i = 0; i < 4 * ws; i++) {
+          if (bf) {
+            h4[i] = (uint16_t)(bits(rand_float()) >> 16);
+            w4f[i] = lrt_bf16_to_f32(h4[i]);
+          } else {
+            h4[i] = (uint16_t)(next32() & 0xffff);
+            if ((h4[i] & 0x7c00) == 0x7c00) h4[i] &= 0xbfff; /* no inf / NaN halves */
+            w4f[i] = lrt_f16_to_f32(h4[i]);
+          }
+        }
+        for (int64_t i = 0; i < MAXM * 6; i++) yt[i] = -7.0f;
+        (bf ? k->tile4_bf16_pf : k->tile4_f16_pf)(h4, ws, xp, xs, M, n, yt, 6, (iter & 2) ? hpf : NULL);
+        ref->tile4_f32(w4f, ws, xp, xs, M, n, yr, 6);
+        for (int64_t t = 0; t < M; t++) {
+          for (int64_t i = 0; i < 4; i++) {
+            float d = bf ? ref->dot_bf16(h4 + i * ws, xp + t * xs, n) : ref->dot_f16(h4 + i * ws, xp + t * xs, n);
+            CHECK(bits(yt[t * 6 + i]) == bits(d), "%s tile4_%s_pf n=%lld M=%lld t=%lld i=%lld", k->name,
+                  bf ? "bf16" : "f16", (long long)n, (long long)M, (long long)t, (long long)i);
+            CHECK(bits(yt[t * 6 + i]) == bits(yr[t * 6 + i]), "%s tile4_%s_pf vs tile4_f32 of the widened rows", k->name,
+                  bf ? "bf16" : "f16");
+          }
+          CHECK(yt[t * 6 + 4] == -7.0f && yt[t * 6 + 5] == -7.0f, "%s tile4_%s_pf wrote outside its tile", k->name,
+                bf ? "bf16" : "f16");
+        }
+      }
     }
   }
   /* dot4 (four rows, one x) and row dequantization of the GGUF block formats */
@@ -628,6 +689,15 @@ int main(void) {
   failures = saved;
   CHECK(caught, "a kernel with a 4-lane order was not detected");
   if (caught) printf("a perturbed lane order is detected, as it must be\n");
+  wrong = lrt_kernels_ref;
+  wrong.name = "wrong-tile4-bf16";
+  wrong.tile4_bf16_pf = tile4_bf16_serial_tree;
+  quiet = 1;
+  caught = !compare_path(&wrong, &lrt_kernels_ref);
+  quiet = 0;
+  failures = saved;
+  CHECK(caught, "a tile4_bf16_pf with another lane tree was not detected");
+  if (caught) printf("a perturbed tile4_bf16_pf is detected, as it must be\n");
   wrong = lrt_kernels_ref;
   wrong.name = "wrong-exp";
   wrong.exp_f32 = exp_f32_reassociated;
