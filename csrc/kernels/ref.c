@@ -328,4 +328,5 @@ const lrt_kernels lrt_kernels_ref = {"reference", dot_f32_ref, dot_f16_ref, dot_
                                      dot_q8_0_i8_ref, dot_q4_0_i8_ref, dot_q4_1_i8_ref,
                                      rows_q8_0_i8_ref, rows_q4_0_i8_ref, rows_q4_1_i8_ref,
                                      dequant_q5_0_ref, dequant_q5_1_ref, dot4_q5_0_ref, dot4_q5_1_ref,
-                                     lincomb_f32_ref, rank1_f32_ref, log_f32_ref};
+                                     lincomb_f32_ref, rank1_f32_ref, log_f32_ref,
+                                     NULL, NULL, NULL /* no int8 prefill tile: rows_*_i8 is the spec */};

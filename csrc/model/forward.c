@@ -61,6 +61,7 @@ typedef struct mm_ctx {
   const int8_t *qx;  /* (M, cols)    */
   const float *dx;   /* (M, cols/32) */
   const int32_t *sx; /* (M, cols/32) */
+  const void *px;    /* the same rows packed for the kernels' i8_tile, or NULL (decode) */
   int64_t first_block[4];
   int64_t M;
 } mm_ctx;
@@ -115,6 +116,20 @@ static void mm_task(void *vctx, int64_t task, int thread) {
   if (c->i8[j]) { /* int8 activations: integer block dots, every (token, row) on its own */
     void (*rows_i8)(const void *, const int8_t *, const float *, const int32_t *, int64_t, int64_t, float *, int64_t) =
         w->dtype == LRT_DT_Q8_0 ? c->k->rows_q8_0_i8 : w->dtype == LRT_DT_Q4_0 ? c->k->rows_q4_0_i8 : c->k->rows_q4_1_i8;
+    if (c->px) { /* prefill: the task's rows packed once, then tiles of rows x tokens (same bits) */
+      int fmt = w->dtype == LRT_DT_Q8_0 ? LRT_I8_Q8_0 : w->dtype == LRT_DT_Q4_0 ? LRT_I8_Q4_0 : LRT_I8_Q4_1;
+      const uint8_t *wr = (const uint8_t *)w->data + (size_t)r0 * row_bytes;
+      c->k->i8_pack_w(fmt, wr, (int64_t)row_bytes, r1 - r0, n, buf);
+      c->k->i8_tile(fmt, buf, r1 - r0, c->px, c->M, n, jb->dest ? jb->out : jb->out + r0, ys,
+                    jb->dest ? jb->dest + r0 : NULL);
+      if (jb->bias)
+        for (int64_t t = 0; t < c->M; t++)
+          for (r = r0; r < r1; r++) {
+            int64_t col = jb->dest ? jb->dest[r] : r;
+            jb->out[t * ys + col] = jb->out[t * ys + col] + jb->bias[r];
+          }
+      return;
+    }
     for (r = r0; r < r1; r++) {
       int64_t col = jb->dest ? jb->dest[r] : r;
       /* decode reads each row once: fetch the row four ahead while this one is computed */
@@ -221,6 +236,11 @@ static void matmul(lrt_session *s, int64_t M, const mm_job *jobs, int n_jobs) {
   }
   mm_ctx c;
   c.k = lrt_kernels_get();
+  c.px = NULL;
+  if (any && M >= 4 && c.k->i8_tile) { /* prefill: the rows packed once for every task's tiles */
+    c.k->i8_pack_x(s->act_q, s->act_d, s->act_s, M, jobs[0].w->cols, s->act_p);
+    c.px = s->act_p;
+  }
   c.wrow = s->wrow;
   c.wrow_cap = s->wrow_cap;
   c.M = M;
