@@ -394,33 +394,13 @@ static void att_task(void *vctx, int64_t h, int thread) {
     if (s->insp && s->insp->attn && p >= s->insp->pos_lo && p - s->insp->pos_lo < s->insp->n_pos && p < s->insp->n_key)
       memcpy(s->insp->attn + ((a->layer * c->n_heads + h) * s->insp->n_pos + p - s->insp->pos_lo) * s->insp->n_key + lo,
              sc, (size_t)n * sizeof(float));
-    /* o[d] = sum over j in order of sc[j] * V[j][d], from 0: eight columns at a time in
-     * registers (each column's chain is the plain sequential loop; columns are independent) */
+    /* o[d] = sum over j in order of sc[j] * V[j][d], from 0 (the kernels' lincomb_f32: each
+     * column's chain is the plain sequential loop, columns side by side in SIMD lanes): rows
+     * r0.. then, for a ring that wrapped, rows 0.., so j stays in order */
     float *o = s->att + t * qd + h * hd;
-    int64_t d = 0;
-    for (; d + 8 <= hd; d += 8) {
-      float o0 = 0.0f, o1 = 0.0f, o2 = 0.0f, o3 = 0.0f, o4 = 0.0f, o5 = 0.0f, o6 = 0.0f, o7 = 0.0f;
-      for (int seg = 0; seg < 2; seg++) { /* rows r0.. then (wrapped ring) 0..: j stays in order */
-        int64_t j = seg ? n1 : 0, j1 = seg ? n : n1;
-        const float *vr = V + (seg ? 0 : r0) * kvd + d;
-        for (; j < j1; j++, vr += kvd) {
-          float pj = sc[j];
-          o0 = o0 + pj * vr[0]; o1 = o1 + pj * vr[1]; o2 = o2 + pj * vr[2]; o3 = o3 + pj * vr[3];
-          o4 = o4 + pj * vr[4]; o5 = o5 + pj * vr[5]; o6 = o6 + pj * vr[6]; o7 = o7 + pj * vr[7];
-        }
-      }
-      o[d] = o0; o[d + 1] = o1; o[d + 2] = o2; o[d + 3] = o3;
-      o[d + 4] = o4; o[d + 5] = o5; o[d + 6] = o6; o[d + 7] = o7;
-    }
-    for (; d < hd; d++) {
-      float od = 0.0f;
-      for (int seg = 0; seg < 2; seg++) {
-        int64_t j = seg ? n1 : 0, j1 = seg ? n : n1;
-        const float *vr = V + (seg ? 0 : r0) * kvd + d;
-        for (; j < j1; j++, vr += kvd) od = od + sc[j] * vr[0];
-      }
-      o[d] = od;
-    }
+    memset(o, 0, (size_t)hd * sizeof(float));
+    k->lincomb_f32(sc, V + r0 * kvd, kvd, n1, hd, o);
+    if (n > n1) k->lincomb_f32(sc + n1, V, kvd, n - n1, hd, o);
   }
 }
 
@@ -633,7 +613,7 @@ static void forward_chunk(lrt_session *s, const fwd_rows *r, float *logits, int6
       if (c->geglu)
         for (int64_t i = 0; i < M * F; i++) s->hb[i] = lrt_gelu_tanhf(s->hb[i]) * s->hb2[i];
       else
-        for (int64_t i = 0; i < M * F; i++) s->hb[i] = lrt_siluf(s->hb[i]) * s->hb2[i];
+        lrt_kernels_get()->silu_mul_f32(s->hb, s->hb2, s->hb, M * F); /* = lrt_siluf(g) * u */
     }
     mm_job down = {&L->w_down, s->hb, s->xb, D, L->b_down, NULL};
     matmul(s, M, &down, 1);
