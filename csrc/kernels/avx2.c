@@ -806,8 +806,55 @@ DEFINE_I8_ROWS(LRT_AVX2, rows_q4_1_i8_avx2, dot_q4_1_i8_avx2, i8_pair_q4, 20, 4,
 #define I8T_UNROLL _Pragma("GCC unroll 8")
 /* RT rows x 4 tokens per tile (RT = 4 with the 32 registers of AVX-512VL, 2 with AVX-VNNI's 16) */
 #define DEFINE_I8_TILE(SFX, ATTR, DPBUSD, RT)                                                   \
-  ATTR static void i8_pack_x_##SFX(const int8_t *qx, const float *dx, const int32_t *sx, int64_t M, int64_t n, \
-                                   void *out) {                                               \
+  /* one block of 32 floats quantized as lrt_quantize_act_q8 does (base/convert.c), returned as   \
+   * q + 128 bytes; *d the block scale as used, *s the sum of q */                              \
+  ATTR static inline __m256i i8_quant_block_##SFX(const float *x, float *d, int32_t *s) {        \
+    const __m256i absm = _mm256_set1_epi32(0x7fffffff);                                       \
+    __m256 v[4];                                                                              \
+    __m256i mx = _mm256_setzero_si256();                                                      \
+    I8T_UNROLL for (int i = 0; i < 4; i++) {                                                  \
+      v[i] = _mm256_loadu_ps(x + 8 * i);                                                      \
+      mx = _mm256_max_epi32(mx, _mm256_and_si256(_mm256_castps_si256(v[i]), absm));          \
+    }                                                                                         \
+    __m128i m4_ = _mm_max_epi32(_mm256_castsi256_si128(mx), _mm256_extracti128_si256(mx, 1)); \
+    m4_ = _mm_max_epi32(m4_, _mm_shuffle_epi32(m4_, 0x4e));                                   \
+    m4_ = _mm_max_epi32(m4_, _mm_shuffle_epi32(m4_, 0xb1));                                   \
+    uint32_t amax_bits = (uint32_t)_mm_cvtsi128_si32(m4_);                                    \
+    float amax, dd, id;                                                                       \
+    memcpy(&amax, &amax_bits, 4);                                                             \
+    dd = amax / 127.0f;                                                                       \
+    id = dd != 0.0f ? 1.0f / dd : 0.0f;                                                       \
+    uint32_t id_bits;                                                                         \
+    memcpy(&id_bits, &id, 4);                                                                 \
+    if (amax_bits >= 0x7f800000u || id_bits >= 0x7f800000u) {                                 \
+      uint32_t nan_bits = 0x7fc00000u;                                                        \
+      float nanf_;                                                                            \
+      memcpy(&nanf_, &nan_bits, 4);                                                           \
+      *d = amax_bits >= 0x7f800000u ? nanf_ : 0.0f;                                           \
+      *s = 0;                                                                                 \
+      return _mm256_set1_epi8((char)0x80);                                                    \
+    }                                                                                         \
+    const __m256 idv = _mm256_set1_ps(id), half = _mm256_set1_ps(0.5f);                       \
+    const __m256i c127 = _mm256_set1_epi32(127);                                              \
+    __m256i q[4], sum = _mm256_setzero_si256();                                               \
+    I8T_UNROLL for (int i = 0; i < 4; i++) {                                                  \
+      __m256 p = _mm256_mul_ps(v[i], idv);                                                    \
+      __m256 a = _mm256_castsi256_ps(_mm256_and_si256(_mm256_castps_si256(p), absm));         \
+      __m256i t = _mm256_cvttps_epi32(a);                         /* truncation, a < 2^23 */ \
+      __m256 up = _mm256_cmp_ps(_mm256_sub_ps(a, _mm256_cvtepi32_ps(t)), half, _CMP_GE_OQ);  \
+      t = _mm256_sub_epi32(t, _mm256_castps_si256(up));           /* half away from zero */  \
+      t = _mm256_min_epi32(t, c127);                                                          \
+      q[i] = _mm256_sign_epi32(t, _mm256_castps_si256(p));        /* the sign of x * id */   \
+      sum = _mm256_add_epi32(sum, q[i]);                                                      \
+    }                                                                                         \
+    *s = i8_hsum(sum);                                                                        \
+    *d = lrt_f16_to_f32(lrt_f32_to_f16(dd));                                                  \
+    __m256i b16 = _mm256_packs_epi32(q[0], q[1]), b16b = _mm256_packs_epi32(q[2], q[3]);      \
+    __m256i b8 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(b16, b16b),                   \
+                                             _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));      \
+    return _mm256_xor_si256(b8, _mm256_set1_epi8((char)0x80));                                \
+  }                                                                                           \
+  ATTR static void i8_pack_x_##SFX(const float *x, int64_t M, int64_t n, void *out) {         \
     int64_t nb = n / 32, ng = LRT_I8_GROUPS(n), M4 = LRT_I8_ROUND4(M);                        \
     uint8_t *o = (uint8_t *)out;                                                              \
     const __m256i off = _mm256_set1_epi8((char)0x80);                                         \
@@ -816,15 +863,15 @@ DEFINE_I8_ROWS(LRT_AVX2, rows_q4_1_i8_avx2, dot_q4_1_i8_avx2, i8_pair_q4, 20, 4,
         __m256i r[8];                                                                         \
         float d8[8];                                                                          \
         int32_t s8[8];                                                                        \
-        I8T_UNROLL for (int j = 0; j < 8; j++) {                                                         \
+        for (int j = 0; j < 8; j++) {                                                         \
           int64_t b = 8 * g + j;                                                              \
-          int in = t < M && b < nb;                                                           \
-          r[j] = in ? _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(qx + t * n + b * 32)), off) : off; \
-          d8[j] = in ? dx[t * nb + b] : 0.0f;                                                 \
-          s8[j] = in ? sx[t * nb + b] : 0;                                                    \
+          r[j] = off;                                                                         \
+          d8[j] = 0.0f;                                                                       \
+          s8[j] = 0;                                                                          \
+          if (t < M && b < nb) r[j] = i8_quant_block_##SFX(x + t * n + b * 32, &d8[j], &s8[j]); \
         }                                                                                     \
         I8T_TRANSPOSE8(r)                                                                     \
-        I8T_UNROLL for (int k = 0; k < 8; k++) _mm256_storeu_si256((__m256i *)(o + 32 * k), r[k]);      \
+        for (int k = 0; k < 8; k++) _mm256_storeu_si256((__m256i *)(o + 32 * k), r[k]);      \
         memcpy(o + 256, d8, 32);                                                              \
         memcpy(o + 288, s8, 32);                                                              \
       }                                                                                       \

@@ -125,8 +125,9 @@ typedef struct lrt_kernels {
   void (*log_f32)(const float *x, float *y, int64_t n);
   /* Int8 activations, prefill tile (optional: NULL in every table without one, then forward.c
    * uses rows_*_i8; dispatch.c does not fill these from the reference). The same products as
-   * rows_*_i8, bit for bit, on block-interleaved copies made once per chunk: i8_pack_x turns M
-   * activation rows (as rows_*_i8 takes them) into M * LRT_I8_PX_BYTES(n) bytes, i8_pack_w R
+   * rows_*_i8, bit for bit, on block-interleaved copies made once per chunk: i8_pack_x quantizes
+   * M float activation rows x (n apart) by lrt_quantize_act_q8's rule, bit for bit, into
+   * M * LRT_I8_PX_BYTES(n) bytes, i8_pack_w R
    * weight rows (row_bytes apart, format fmt = LRT_I8_Q8_0 / Q4_0 / Q4_1) into
    * R * LRT_I8_PW_BYTES(n) bytes (each writes LRT_I8_ROUND4(M) / LRT_I8_ROUND4(R) rows, the
    * last ones zero, so that tiles of four tokens / rows need no edge code), and i8_tile writes
@@ -134,7 +135,7 @@ typedef struct lrt_kernels {
    * for r < R, t < M. The layout (avx2.c): per group of eight blocks, 32-bit lane j of vector k
    * holds elements 4k..4k+3 of block 8g + j, so one vpdpbusd per vector adds every block's
    * partial sum into its own lane; the last group is zero-padded. Alignment: 32 bytes. */
-  void (*i8_pack_x)(const int8_t *qx, const float *dx, const int32_t *sx, int64_t M, int64_t n, void *out);
+  void (*i8_pack_x)(const float *x, int64_t M, int64_t n, void *out);
   void (*i8_pack_w)(int fmt, const void *w, int64_t row_bytes, int64_t R, int64_t n, void *out);
   void (*i8_tile)(int fmt, const void *pw, int64_t R, const void *px, int64_t M, int64_t n, float *y, int64_t ys,
                   const int32_t *cols);

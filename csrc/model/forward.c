@@ -229,17 +229,18 @@ static void matmul(lrt_session *s, int64_t M, const mm_job *jobs, int n_jobs) {
         for (int i = 0; i < n_jobs; i++) matmul(s, M, &jobs[i], 1);
         return;
       }
-  if (any) {
-    int64_t n = jobs[0].w->cols, nb = n / 32;
-    for (int64_t t = 0; t < M; t++)
-      lrt_quantize_act_q8(jobs[0].in + t * n, s->act_q + t * n, s->act_d + t * nb, s->act_s + t * nb, n);
-  }
   mm_ctx c;
   c.k = lrt_kernels_get();
   c.px = NULL;
-  if (any && M >= 4 && c.k->i8_tile) { /* prefill: the rows packed once for every task's tiles */
-    c.k->i8_pack_x(s->act_q, s->act_d, s->act_s, M, jobs[0].w->cols, s->act_p);
-    c.px = s->act_p;
+  if (any) {
+    int64_t n = jobs[0].w->cols, nb = n / 32;
+    if (M >= 4 && c.k->i8_tile) { /* prefill: quantized and packed once for every task's tiles */
+      c.k->i8_pack_x(jobs[0].in, M, n, s->act_p);
+      c.px = s->act_p;
+    } else {
+      for (int64_t t = 0; t < M; t++)
+        lrt_quantize_act_q8(jobs[0].in + t * n, s->act_q + t * n, s->act_d + t * nb, s->act_s + t * nb, n);
+    }
   }
   c.wrow = s->wrow;
   c.wrow_cap = s->wrow_cap;
@@ -381,8 +382,16 @@ static void att_task(void *vctx, int64_t h, int thread) {
     if (kv->kv_ring && window > 0 && n > kv->kv_ring - r0) n1 = kv->kv_ring - r0;
     const float *q = s->q + t * qd + h * hd;
     float mx = -3.402823466e38f;
+    /* the dots first (four keys at a time share the loads of q: dot4_f32, each the dot_f32 of
+     * its key), rows r0.. then (wrapped ring) rows 0.. */
+    for (int seg = 0; seg < 2; seg++) {
+      int64_t j = seg ? n1 : 0, j1 = seg ? n : n1;
+      const float *kr = K + (seg ? 0 : r0) * kvd;
+      for (; j + 4 <= j1; j += 4, kr += 4 * kvd) k->dot4_f32(kr, kvd, q, hd, sc + j);
+      for (; j < j1; j++, kr += kvd) sc[j] = k->dot_f32(kr, q, hd);
+    }
     for (int64_t j = 0; j < n; j++) {
-      float v = k->dot_f32(q, K + (j < n1 ? r0 + j : j - n1) * kvd, hd) * scale;
+      float v = sc[j] * scale;
       if (cap != 0.0f) v = softcap(v, cap); /* Gemma 2 attention-logit soft-capping */
       sc[j] = v;
       if (v > mx) mx = v;
