@@ -6,6 +6,7 @@ import functools
 import http.server
 import os
 import sys
+import urllib.parse
 from typing import Any, Optional
 
 from . import errors
@@ -40,6 +41,13 @@ def web_assets(folder: Optional[str] = None) -> str:
         "the folder holding loomrt.mjs, loomrt.wasm and demo/")
 
 
+def _demo_query(model: Optional[str]) -> str:
+    """The demo's query for a served model: /model.gguf, named as the file is (receipts list the name)."""
+    if not model:
+        return ""
+    return "?model=../model.gguf&name=" + urllib.parse.quote(os.path.basename(model))
+
+
 class _Handler(http.server.SimpleHTTPRequestHandler):
     extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map,
                       ".mjs": "text/javascript", ".js": "text/javascript", ".wasm": "application/wasm",
@@ -62,7 +70,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         if self.path in ("/", "/index.html"):
             self.send_response(302)
-            self.send_header("Location", "/demo/" + ("?model=../model.gguf" if self.model else ""))
+            self.send_header("Location", "/demo/" + _demo_query(self.model))
             self.end_headers()
             return
         super().do_GET()
@@ -84,7 +92,7 @@ def make_server(port: int = 8000, host: str = "127.0.0.1", assets: Optional[str]
 def serve(port: int = 8000, host: str = "127.0.0.1", assets: Optional[str] = None, model: Optional[str] = None) -> None:
     """Serve the demo until interrupted; prints its address."""
     server = make_server(port, host, assets, model)
-    url = f"http://{host}:{server.server_address[1]}/demo/" + ("?model=../model.gguf" if model else "")
+    url = f"http://{host}:{server.server_address[1]}/demo/" + _demo_query(model)
     print(f"loomrt web: serving {url} (Ctrl-C stops)", flush=True)
     try:
         server.serve_forever()

@@ -9,6 +9,7 @@ loomrt.load(..., threads=1) on the same model and settings. The JS API's own tes
 (bindings/js/test/, `node --test`) run here too."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import html
 import http.server
@@ -16,14 +17,16 @@ import importlib.util
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.parse
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 
@@ -175,7 +178,8 @@ def node_receipts(wasm: str, model: str, cases: List[Dict[str, Any]], out: Path)
 
 def native_receipt(m: Any, c: Dict[str, Any]) -> Dict[str, Any]:
     return m.generate(c["prompt"], c["maxTokens"], temperature=c.get("temperature", 0.0), seed=c.get("seed", 0),
-                      top_k=c.get("topK", 0), top_p=c.get("topP", 1.0), chat=c.get("chat", False), receipt=True).receipt
+                      top_k=c.get("topK", 0), top_p=c.get("topP", 1.0), chat=c.get("chat", False), stop=c.get("stop"),
+                      receipt=True).receipt
 
 
 HOST_FIELDS = ("made_on", "loomrt_version")  # where and by what it ran: not part of the outcome
@@ -229,6 +233,53 @@ def test_node_receipts_equal_native_and_verify(wasm, seeded, seeded_folder, whic
     bad["step_logits_sha256"][1] = "0" * 64
     res = loomrt.verify_receipt(bad, m)
     assert not res.ok and res.first_difference == 1 and "logits" in res.what, res
+
+
+@pytest.mark.parametrize("which", ["gguf", "smollm2"])
+def test_node_stop_strings_equal_native(wasm, seeded, which, tmp_path):
+    """generate/stream(..., {stop: [...]}) under Node: Python's semantics (the text cut before the
+    first stop string, the generation ends at the token that completes it with finish reason
+    "stop"; empty strings never match; a stop string in text held back to the end still counts),
+    so the text, ids, finish reason and the whole receipt equal native loomrt's, `stop` listed as
+    given; loomrt verify replays them."""
+    path = seeded if which == "gguf" else smollm2_path()
+    m = loomrt.load(path, threads=1)
+    base = ({"prompt": "#$%& ()", "maxTokens": 30, "temperature": 0.9, "seed": 5} if which == "gguf" else
+            {"prompt": "Once upon a time", "maxTokens": 24, "temperature": 0.8, "seed": 7})
+    full = m.generate(base["prompt"], base["maxTokens"], temperature=base["temperature"], seed=base["seed"]).text
+    k = len(full) // 2
+    assert len(full) > 8, full
+    stops = [[full[k:k + 3]],                      # inside the text: cut there
+             ["never there \u00e9", full[k + 1:k + 2]],  # the first of several that occurs
+             [full[-1:]],                         # the last character (maybe only in the last token)
+             ["", full[2:4]],                     # an empty string never matches; it is listed
+             [""], ["never there"]]                # nothing stops: as without stop strings
+    cases = [dict(base, stop=st) for st in stops]
+    if which == "smollm2":
+        cases.append({"prompt": [{"role": "user", "content": "Name three colours."}], "chat": True, "maxTokens": 24,
+                      "stop": [","]})
+    hashes, files = node_receipts(wasm, path, cases, tmp_path / "r")
+    stopped = 0
+    for c, f, gen in zip(cases, files, hashes["generations"]):
+        want = m.generate(c["prompt"], c["maxTokens"], temperature=c.get("temperature", 0.0), seed=c.get("seed", 0),
+                          chat=c.get("chat", False), stop=c["stop"], receipt=True)
+        assert gen["text"] == want.text == gen["streamText"], c
+        assert gen["tokenIds"] == list(want.token_ids) == gen["streamIds"], c
+        assert gen["finishReason"] == want.finish_reason, c
+        assert gen["streamReceiptSame"], c
+        got, wr = json.loads(f.read_text()), dict(want.receipt)
+        for key in HOST_FIELDS:
+            got.pop(key), wr.pop(key)
+        assert got == wr, f"case {c}: " + ", ".join(key for key in wr if got.get(key) != wr.get(key))
+        assert got["stop"] == c["stop"]
+        res = loomrt.verify_receipt(str(f), m)
+        assert res.ok, res.message
+        if any(c["stop"]) and c["stop"] != ["never there"] and want.finish_reason == "stop" and len(want.token_ids) < c["maxTokens"]:
+            stopped += 1
+    assert stopped >= 3, hashes["generations"]  # the stop strings did cut generations short
+    cli = subprocess.run([sys.executable, "-m", "loomrt", "verify", str(files[0]), "-m", path, "-t", "1"],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert cli.returncode == 0, cli.stdout + cli.stderr
 
 
 def test_node_tokenizer_hash_of_awkward_gguf_metadata(wasm, tmp_path):
@@ -389,71 +440,213 @@ def test_node_example_prints_what_the_cli_prints(wasm, seeded):
                          capture_output=True, timeout=120, cwd=str(ROOT))
     assert cli.returncode == 0, cli.stderr.decode(errors="replace")
     assert len(js.stdout) > 5 and js.stdout == cli.stdout
+    # stop strings (repeatable --stop): the same cut
+    stop_args = [seeded, "#$%& ()", "--max-tokens", "30", "--temperature", "0.9", "--seed", "5", "--stop", "'", "--stop=zz"]
+    js = subprocess.run([NODE, str(JS / "examples" / "generate.mjs")] + stop_args + ["--wasm", wasm, "-q"],
+                        capture_output=True, timeout=120)
+    cli = subprocess.run([sys.executable, "-m", "loomrt", "generate"] + stop_args + ["--threads", "1", "-q"],
+                         capture_output=True, timeout=120, cwd=str(ROOT))
+    assert js.returncode == 0 and cli.returncode == 0, js.stderr + cli.stderr
+    full = loomrt.load(seeded, threads=1).generate("#$%& ()", 30, temperature=0.9, seed=5).text
+    assert js.stdout == cli.stdout == (full[:full.index("'")] + "\n").encode() and "'" in full
     bad = subprocess.run([NODE, str(JS / "examples" / "generate.mjs"), seeded, "x", "--max-tokens", "many"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--max-tokens needs a number" in bad.stderr
 
 
-def test_demo_page_in_chromium(wasm, tmp_path):
-    """bindings/js/demo/ driven by its query string: SmolLM2 chat, sampled with top-p and a seed,
-    streamed into the page; the ids it shows (and their SHA-256) equal native Model.chat's."""
-    path = smollm2_path()
-    serve = tmp_path / "site"
-    (serve / "demo").mkdir(parents=True)
-    shutil.copy(JS / "loomrt.mjs", serve / "loomrt.mjs")
-    shutil.copy(wasm, serve / "loomrt.wasm")
-    shutil.copy(JS / "demo" / "index.html", serve / "demo" / "index.html")
-    os.symlink(path, serve / "model.gguf")
-    q = {"model": "../model.gguf", "prompt": "Name three colours.", "chat": "1", "maxTokens": "20",
-         "temperature": "0.7", "topP": "0.9", "seed": "11", "autorun": "1"}
-    dom = chromium_dom(serve, "demo/index.html?" + urllib.parse.urlencode(q))
-    assert 'data-state="done"' in dom, re.sub(r"<script.*?</script>", "", dom, flags=re.S)[-3000:]
-    ids = json.loads(html.unescape(re.search(r'<pre id="ids"[^>]*>(.*?)</pre>', dom, re.S).group(1)))
-    digest = html.unescape(re.search(r'<pre id="hash"[^>]*>(.*?)</pre>', dom, re.S).group(1))
-    out = html.unescape(re.search(r'<div id="out">(.*?)</div>', dom, re.S).group(1))
-    g = loomrt.load(path, threads=1).chat("Name three colours.", 20, temperature=0.7, top_p=0.9, seed=11)
-    assert ids == list(g.token_ids) and len(ids) > 0
-    assert digest == models.tokens_sha256(g.token_ids)
-    assert out == g.text
-    # the same run once more, kept as a screenshot artifact (LOOMRT_ARTIFACTS or tests/artifacts/)
-    shot = demo_screenshot(serve, "demo/index.html?" + urllib.parse.urlencode(q), "web-demo-chromium.png")
-    print(f"demo screenshot: {shot}")
-
-
-def demo_screenshot(serve: Path, page: str, name: str) -> Path:
-    """Headless Chromium's screenshot of `page` (served from `serve`) once it is idle, written to
-    $LOOMRT_ARTIFACTS/name (default tests/artifacts/); checked to be a PNG that is not blank."""
-    from PIL import Image  # pillow: a matplotlib dependency (tests/install-deps.sh)
-
-    folder = Path(os.environ.get("LOOMRT_ARTIFACTS") or ROOT / "tests" / "artifacts")
-    folder.mkdir(parents=True, exist_ok=True)
-    shot = folder / name
-    if shot.exists():
-        shot.unlink()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(serve)))
+@contextlib.contextmanager
+def serving(folder: Path, isolated: bool = False) -> Iterator[str]:
+    """An http server for folder on a free port (COOP/COEP headers when isolated): its base URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                             functools.partial(_Isolated if isolated else _Quiet, directory=str(folder)))
     t = threading.Thread(target=server.serve_forever, daemon=True)
     t.start()
     try:
-        p = subprocess.run([need(CHROMIUM, "chromium"), "--headless", "--disable-gpu", "--no-sandbox", "--no-first-run",
-                            f"--user-data-dir={serve.parent / (serve.name + '-shot-profile')}", "--hide-scrollbars",
-                            "--window-size=1000,800", "--virtual-time-budget=600000", f"--screenshot={shot}",
-                            f"http://127.0.0.1:{server.server_address[1]}/{page}"],
-                           capture_output=True, text=True, timeout=300)
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
         t.join()
-    assert p.returncode == 0 and shot.is_file(), p.stderr[-3000:]
+
+
+DEMO_STATE = ("({state: loomrtDemo.state, n: loomrtDemo.ids.length, ticks: loomrtDemo.ticks, frames: loomrtDemo.frames, "
+              "maxGapMs: loomrtDemo.maxGapMs})")
+
+
+def demo_generate(c: Any, session: str, stop_after: int = 0) -> Dict[str, Any]:
+    """Click the demo's Generate button and poll the page (every 50 ms, through the page's own
+    main thread) until the generation ends; with stop_after, click Stop once that many tokens
+    are in. Returns the page's loomrtDemo state, the polls and the Stop timing."""
+    assert c.eval(session, "loomrtDemo.state") in ("ready", "done", "stopped")
+    c.eval(session, "document.getElementById('go').click()")
+    polls, stop_clicked = [], None
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        t = time.monotonic()
+        v = c.eval(session, DEMO_STATE)
+        v["rtt"] = time.monotonic() - t  # how long the page took to answer
+        v["t"] = t
+        polls.append(v)
+        if v["state"] != "generating":
+            break
+        if stop_after and stop_clicked is None and v["n"] >= stop_after:
+            c.eval(session, "document.getElementById('stop').click()")
+            stop_clicked = time.monotonic()
+        time.sleep(0.05)
+    out = c.eval(session, "({state: loomrtDemo.state, ids: loomrtDemo.ids, text: loomrtDemo.text, error: loomrtDemo.error, "
+                          "receiptText: loomrtDemo.receiptText, cli: loomrtDemo.cli, threads: loomrtDemo.threads, "
+                          "threadsFallback: loomrtDemo.threadsFallback, tokensPerSecond: loomrtDemo.tokensPerSecond, "
+                          "ticks: loomrtDemo.ticks, maxGapMs: loomrtDemo.maxGapMs, finishReason: loomrtDemo.finishReason, "
+                          "shown: {out: document.getElementById('out').textContent, "
+                          "outputHash: document.getElementById('outputHash').textContent, "
+                          "cli: document.getElementById('cli').textContent, speed: document.getElementById('speed').textContent}})")
+    out["polls"] = polls
+    out["stopSeconds"] = polls[-1]["t"] - stop_clicked if stop_clicked is not None else None
+    return out
+
+
+def assert_page_kept_responding(run: Dict[str, Any]) -> None:
+    """While tokens streamed in, the page's timer kept ticking and the page answered each poll
+    quickly: the model did not run on (and freeze) the page's main thread."""
+    polls = [p for p in run["polls"] if p["state"] == "generating"]
+    streaming = [(a, b) for a, b in zip(polls, polls[1:]) if b["n"] > a["n"] > 0]
+    assert len(streaming) >= 3, polls
+    assert all(b["ticks"] > a["ticks"] for a, b in streaming), polls  # the 20 ms timer ran between tokens
+    assert run["ticks"] >= 10 and run["maxGapMs"] < 1500, (run["ticks"], run["maxGapMs"])
+    assert max(p["rtt"] for p in polls) < 1.5, [round(p["rtt"], 3) for p in polls]
+
+
+def check_screenshot(shot: Path) -> None:
+    """A PNG of the page that is not blank: text and controls (many colours, no single colour
+    covering everything) and dark glyphs."""
+    from PIL import Image  # pillow: a matplotlib dependency (tests/install-deps.sh)
+
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with Image.open(shot) as im:
         assert im.size == (1000, 800), im.size
-        rgb = im.convert("RGB")
-        colours = rgb.getcolors(maxcolors=1 << 20) or []
-        # text and controls on the page: many colours, and no single colour covers everything
+        colours = im.convert("RGB").getcolors(maxcolors=1 << 20) or []
         assert len(colours) > 16 and max(n for n, _ in colours) < 0.99 * 1000 * 800, len(colours)
-        # the generated text is there: the output area is not empty (a dark glyph somewhere)
-        assert min(sum(c) for _, c in colours) < 200
-    return shot
+        assert min(sum(col) for _, col in colours) < 200
+
+
+def artifact(name: str) -> Path:
+    """$LOOMRT_ARTIFACTS/name (default tests/artifacts/), removed if it exists."""
+    folder = Path(os.environ.get("LOOMRT_ARTIFACTS") or ROOT / "tests" / "artifacts")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    if path.exists():
+        path.unlink()
+    return path
+
+
+def native_hash_cli(cli: str, model: str) -> str:
+    """Run the `loomrt hash ...` line the demo shows (the model name replaced by its path) and
+    return the output hash it prints."""
+    args = shlex.split(cli)
+    assert args[:2] == ["loomrt", "hash"], cli
+    name = os.path.basename(model)
+    assert name in args, cli
+    args = [model if a == name else a for a in args[2:]]
+    p = subprocess.run([sys.executable, "-m", "loomrt", "hash"] + args, capture_output=True, text=True, timeout=300,
+                       cwd=str(ROOT))
+    assert p.returncode == 0, p.stdout + p.stderr
+    m = re.search(r"^output hash\s+([0-9a-f]{64})$", p.stdout, re.M)
+    assert m, p.stdout
+    return m.group(1)
+
+
+def test_demo_page_in_chromium(wasm, tmp_path):
+    """bindings/js/demo/ in headless Chromium, driven through the DevTools protocol in real time:
+    SmolLM2 chat, sampled with top-p and a seed, generated in a Web Worker with a receipt. The
+    ids, text, receipt (all but made_on / loomrt_version) and output hash equal native
+    Model.chat's, `loomrt verify` replays the receipt pulled out of the page, and the `loomrt hash`
+    line the page shows prints the same output hash. The page keeps responding while tokens
+    stream. On a cross-origin isolated page the worker runs 2 threads: the same hashes; without
+    the headers it falls back to one thread and says why. A stop string cuts the text as native's
+    does. Stop ends a long generation within a few tokens and the page generates again at once.
+    No console errors; a screenshot is kept as an artifact."""
+    path = smollm2_path()
+    name = os.path.basename(path)
+    site = web_site(wasm, tmp_path / "site")
+    os.symlink(path, site / name)
+    m = loomrt.load(path, threads=1)
+    settings = {"prompt": "Name three colours.", "chat": "1", "maxTokens": "20", "temperature": "0.7", "topP": "0.9",
+                "seed": "11"}
+    want = m.chat("Name three colours.", 20, temperature=0.7, top_p=0.9, seed=11, receipt=True)
+    want_receipt = {k: v for k, v in want.receipt.items() if k not in HOST_FIELDS}
+    q = urllib.parse.urlencode({"model": "../" + name, **settings, "threads": "2"})
+    with need_cdp(tmp_path / "profile") as c:
+        for isolated in (False, True):
+            with serving(site, isolated) as base:
+                page = c.open(f"{base}/demo/index.html?{q}")
+                c.wait_for(page, "['ready', 'error'].includes(window.loomrtDemo?.state)")
+                assert c.eval(page, "crossOriginIsolated") is isolated
+                run = demo_generate(c, page)
+                assert run["state"] == "done", run["error"]
+                if isolated:
+                    assert run["threads"] == 2 and run["threadsFallback"] is None, run
+                else:
+                    assert run["threads"] == 1 and "cross-origin isolated" in run["threadsFallback"], run
+                assert run["ids"] == list(want.token_ids) and run["text"] == want.text == run["shown"]["out"]
+                receipt = json.loads(run["receiptText"])
+                assert receipt["made_on"]["system"] == "browser" and receipt["made_on"]["threads"] == run["threads"]
+                got = {k: v for k, v in receipt.items() if k not in HOST_FIELDS}
+                assert got == want_receipt, ", ".join(k for k in want_receipt if got.get(k) != want_receipt.get(k))
+                assert run["shown"]["outputHash"] == want.receipt["logits_rolling_sha256"]
+                assert want.receipt["logits_rolling_sha256"] in run["shown"]["cli"]
+                f = tmp_path / f"receipt-{'isolated' if isolated else 'plain'}.json"
+                f.write_text(run["receiptText"])
+                cli = subprocess.run([sys.executable, "-m", "loomrt", "verify", str(f), "-m", path, "-t", "1"],
+                                     capture_output=True, text=True, timeout=300, cwd=ROOT)
+                assert cli.returncode == 0 and cli.stdout.startswith("OK"), cli.stdout + cli.stderr
+                assert_page_kept_responding(run)
+                assert run["tokensPerSecond"] and run["tokensPerSecond"] > 0 and "tok/s" in run["shown"]["speed"]
+                if not isolated:
+                    # the command line the page shows prints the page's output hash natively
+                    assert native_hash_cli(run["cli"], path) == want.receipt["logits_rolling_sha256"]
+                    # a stop string, set in the form: the same cut, finish reason and receipt as native
+                    c.eval(page, "document.getElementById('stopStrings').value = ','")
+                    run = demo_generate(c, page)
+                    cut = m.chat("Name three colours.", 20, temperature=0.7, top_p=0.9, seed=11, stop=[","], receipt=True)
+                    assert run["state"] == "done" and run["text"] == cut.text and run["ids"] == list(cut.token_ids)
+                    got = {k: v for k, v in json.loads(run["receiptText"]).items() if k not in HOST_FIELDS}
+                    assert got == {k: v for k, v in cut.receipt.items() if k not in HOST_FIELDS}
+                    assert got["stop"] == [","] and "--stop=," in run["cli"]
+                    assert native_hash_cli(run["cli"], path) == cut.receipt["logits_rolling_sha256"]
+                    c.eval(page, "document.getElementById('stopStrings').value = ''")
+                    continue
+                # the screenshot of the finished generation (threads on)
+                shot = artifact("web-demo-chromium.png")
+                c.screenshot(page, str(shot))
+                check_screenshot(shot)
+                print(f"demo screenshot: {shot}")
+                # Stop: a long greedy generation, stopped after 3 tokens
+                c.eval(page, "document.getElementById('chat').checked = false; "
+                             "document.getElementById('prompt').value = 'Once upon a time'; "
+                             "document.getElementById('maxTokens').value = '400'; "
+                             "document.getElementById('temperature').value = '0'")
+                run = demo_generate(c, page, stop_after=3)
+                assert run["state"] == "stopped" and "abort" in run["error"].lower(), run["error"]
+                assert 3 <= len(run["ids"]) < 40, len(run["ids"])
+                assert run["stopSeconds"] < 5, run["stopSeconds"]  # a token or two under a loaded host
+                greedy = m.generate("Once upon a time", 400).token_ids
+                assert run["ids"] == list(greedy[:len(run["ids"])])
+                assert c.eval(page, "document.getElementById('go').disabled") is False
+                # usable at once: the next generation gives native's tokens
+                c.eval(page, "document.getElementById('maxTokens').value = '6'")
+                run = demo_generate(c, page)
+                assert run["state"] == "done" and run["ids"] == list(greedy[:6]), run["error"]
+                errors = c.console_errors()
+                assert not errors, errors
+    assert not c.console_errors(), c.console_errors()
+
+
+@contextlib.contextmanager
+def need_cdp(profile: Path) -> Iterator[Any]:
+    from cdp import Chromium
+
+    with Chromium(need(CHROMIUM, "chromium"), str(profile)) as c:
+        yield c
 
 
 def test_web_worker_in_chromium(wasm, seeded, tmp_path):
@@ -575,7 +768,7 @@ def test_loomrt_web_serves_the_demo(wasm, seeded, tmp_path):
             opener.open(base + "/")
             raise AssertionError("/ did not redirect")
         except urllib.error.HTTPError as e:
-            assert e.code == 302 and e.headers["Location"] == "/demo/?model=../model.gguf"
+            assert e.code == 302 and e.headers["Location"] == "/demo/?model=../model.gguf&name=seeded.gguf"
         with urllib.request.urlopen(base + "/loomrt.wasm") as r:
             assert r.headers["Content-Type"] == "application/wasm"
             assert r.headers["Cross-Origin-Opener-Policy"] == "same-origin"
@@ -585,15 +778,22 @@ def test_loomrt_web_serves_the_demo(wasm, seeded, tmp_path):
             assert r.headers["Content-Type"] == "text/javascript"
         with urllib.request.urlopen(base + "/model.gguf") as r:
             assert r.read() == Path(seeded).read_bytes()
-        q = urllib.parse.urlencode({"model": "../model.gguf", "prompt": "#$%& ()", "chat": "0", "maxTokens": "9",
-                                    "temperature": "0.8", "seed": "3", "autorun": "1"})
-        p = subprocess.run([need(CHROMIUM, "chromium"), "--headless", "--disable-gpu", "--no-sandbox", "--no-first-run",
-                            f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=600000", "--dump-dom",
-                            f"{base}/demo/index.html?{q}"], capture_output=True, text=True, timeout=300)
-        assert 'data-state="done"' in p.stdout, p.stdout[-2000:] + p.stderr[-2000:]
-        ids = json.loads(html.unescape(re.search(r'<pre id="ids"[^>]*>(.*?)</pre>', p.stdout, re.S).group(1)))
-        g = loomrt.load(seeded, threads=1).generate("#$%& ()", 9, temperature=0.8, seed=3)
+        q = urllib.parse.urlencode({"model": "../model.gguf", "name": "seeded.gguf", "prompt": "#$%& ()", "chat": "0",
+                                    "maxTokens": "9", "temperature": "0.8", "seed": "3", "autorun": "1"})
+        with need_cdp(tmp_path / "profile") as c:
+            page = c.open(f"{base}/demo/index.html?{q}")
+            state = c.wait_for(page, "['done', 'error'].includes(window.loomrtDemo?.state) && loomrtDemo.state")
+            assert state == "done", c.eval(page, "loomrtDemo.error")
+            # served with COOP/COEP: the page is cross-origin isolated and the worker runs threads
+            assert c.eval(page, "crossOriginIsolated") is True
+            assert c.eval(page, "loomrtDemo.threadsFallback") is None
+            ids = c.eval(page, "loomrtDemo.ids")
+            receipt = json.loads(c.eval(page, "loomrtDemo.receiptText"))
+            assert not c.console_errors(), c.console_errors()
+        g = loomrt.load(seeded, threads=1).generate("#$%& ()", 9, temperature=0.8, seed=3, receipt=True)
         assert ids == list(g.token_ids) and ids
+        assert receipt["logits_rolling_sha256"] == g.receipt["logits_rolling_sha256"]
+        assert receipt["model"]["files"] == g.receipt["model"]["files"]  # the file's own name (name=)
     finally:
         proc.terminate()
         proc.wait(20)

@@ -1,5 +1,5 @@
 // Types of loomrt-worker.mjs: loomrt.mjs in a Web Worker, every call a promise. See docs/web.md.
-import type { FileBytes, LoadOptions, SamplingOptions, Message, Step, Generation, FinishReason } from "./loomrt.js";
+import type { FileBytes, LoadOptions, SamplingOptions, Message, Step, Generation, FinishReason, Receipt } from "./loomrt.js";
 
 export class LoomrtWorker {
   /** Start a module worker (worker.mjs beside this file) and load the model in it; whole
@@ -12,12 +12,15 @@ export class LoomrtWorker {
   readonly threads: number;
   readonly threadsFallback: string | null;
   readonly lastFinishReason: FinishReason;
+  /** The receipt of the last stream() with {receipt: true} that ran to its end (else null). */
+  readonly lastReceipt: Receipt | null;
   tokenize(text: string, options?: { addSpecial?: boolean; parseSpecial?: boolean }): Promise<number[]>;
   detokenize(ids: number[], options?: { skipSpecial?: boolean }): Promise<string>;
   logits(ids: number[]): Promise<Float32Array>;
   /** loomrt.model_hash of the loaded files (lowercase hex). */
   modelHash(): Promise<string>;
   tokenizerHash(): Promise<string | null>;
+  /** With options.signal it runs as a stream that the signal aborts (the promise rejects). */
   generate(prompt: string | number[] | Message[], options?: SamplingOptions): Promise<Generation>;
   chat(messages: string | Message[], options?: SamplingOptions): Promise<Generation>;
   /** Pieces as the worker generates them; options.signal aborts (the stream rejects at once). */

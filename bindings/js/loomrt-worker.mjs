@@ -49,7 +49,21 @@ export class LoomrtWorker {
 
   tokenize(text, options) { return this._call("tokenize", [text, options]); }
   detokenize(ids, options) { return this._call("detokenize", [ids, options]); }
-  generate(prompt, options = {}) { const { signal, ...o } = options; return this._call("generate", [prompt, o]); }
+  /** generate() in the worker. With a `signal`, it runs as a stream that the signal aborts (the
+   * promise rejects and the worker's model is free again). */
+  generate(prompt, options = {}) {
+    const { signal, ...o } = options ?? {};
+    return signal ? this._collect(prompt, options) : this._call("generate", [prompt, o]);
+  }
+
+  async _collect(prompt, options) {
+    const t0 = performance.now(), tokenIds = [];
+    let text = "";
+    for await (const s of this.stream(prompt, options)) { text += s.text; if (s.token >= 0) tokenIds.push(s.token); }
+    const g = { text, tokenIds, finishReason: this.lastFinishReason, seconds: (performance.now() - t0) / 1000 };
+    if (options.receipt) g.receipt = this.lastReceipt;
+    return g;
+  }
   chat(messages, options = {}) { return this.generate(messages, { ...options, chat: true }); }
   logits(ids) { return this._call("logits", [ids]); }
   modelHash() { return this._call("modelHash", []); }
@@ -57,10 +71,12 @@ export class LoomrtWorker {
   dispose() { return this._call("dispose", []); }
   terminate() { this.worker?.terminate(); this.worker = null; }
 
-  /** Async iterator of {token, text} as the worker generates them; options.signal aborts. */
+  /** Async iterator of {token, text} as the worker generates them; options.signal aborts. With
+   * {receipt: true}, `lastReceipt` holds the receipt once the stream has ended. */
   async *stream(prompt, options = {}) {
     if (!this.worker) throw new LoomrtError("stream: the worker was terminated", -8, "LRT_ERR_STATE");
-    const { signal, ...o } = options;
+    const { signal, ...o } = options ?? {};
+    this.lastReceipt = null;
     const id = this._next++;
     const queue = [];
     let wake = null, end = null;
@@ -81,6 +97,7 @@ export class LoomrtWorker {
         if (end) {
           if (!end.ok) throw new LoomrtError(end.error.message, end.error.status, end.error.code);
           this.lastFinishReason = end.value.finishReason;
+          this.lastReceipt = end.value.receipt ?? null;
           return;
         }
         await new Promise(r => { wake = r; });

@@ -43,8 +43,13 @@ export interface SamplingOptions {
   chat?: boolean;
   /** Aborting it ends a stream with a rejection. */
   signal?: AbortSignal;
-  /** generate() only: make a generation receipt (generate then returns a Promise<Generation>). */
+  /** Make a generation receipt: generate() then returns a Promise<Generation> with `receipt`;
+   * stream() leaves it in `lastReceipt` when it ends; steps() refuses it. */
   receipt?: boolean;
+  /** Stop strings (Python's `stop=`): the text is cut before the first one that appears and the
+   * generation ends at the token that completes it (finishReason "stop"; that token is in
+   * tokenIds). Empty strings never match; a receipt lists them as given. */
+  stop?: string[];
 }
 
 export interface Message { role: "system" | "user" | "assistant" | string; content: string; }
@@ -102,6 +107,8 @@ export class Model {
   readonly threadsFallback: string | null;
   /** Finish reason of the last generation. */
   readonly lastFinishReason: FinishReason;
+  /** The receipt of the last stream() with {receipt: true} that ran to its end (else null). */
+  readonly lastReceipt: Receipt | null;
   tokenize(text: string, options?: { addSpecial?: boolean; parseSpecial?: boolean }): number[];
   detokenize(ids: ArrayLike<number>, options?: { skipSpecial?: boolean }): string;
   applyChatTemplate(messages: string | Message[]): string;

@@ -20,7 +20,7 @@ const IS_NODE = typeof process !== "undefined" && process.versions != null && pr
 
 // ---- constants of csrc/include/loomrt.h (pinned, append-only) ----------------------------------
 const PARAM = { temperature: 0, topK: 1, topP: 2, minP: 3, repetitionPenalty: 4, seed: 5, repeatLastN: 6, maxTokens: 7 };
-const INFO_VOCAB_SIZE = 0, INFO_CONTEXT_LENGTH = 1, INFO_EOG_COUNT = 18;
+const INFO_VOCAB_SIZE = 0, INFO_CONTEXT_LENGTH = 1, INFO_TOKENIZER_SIZE = 15, INFO_EOG_COUNT = 18;
 const TOKENIZE_ADD_SPECIAL = 1, TOKENIZE_PARSE_SPECIAL = 2, DETOKENIZE_SKIP_SPECIAL = 1;
 const OPEN_ALLOW_UNKNOWN_CONFIG_KEYS = 1, OPEN_QUANTIZE_Q8_0 = 4, OPEN_INT8_ACTIVATIONS = 8;
 const SESSION_FINISH_REASON = 0;
@@ -270,7 +270,19 @@ function num(opts, name, def, lo, hi, integer) {
   return v;
 }
 
-const SAMPLING_KEYS = new Set(["maxTokens", "temperature", "topK", "topP", "minP", "repetitionPenalty", "seed", "chat", "signal", "receipt"]);
+const SAMPLING_KEYS = new Set(["maxTokens", "temperature", "topK", "topP", "minP", "repetitionPenalty", "seed", "chat", "signal", "receipt", "stop"]);
+
+// stop strings as Python's Model.generate takes them: a list of strings (not one string); the
+// receipt lists them as given, empty ones included, and empty ones never match
+function stopStrings(stop) {
+  if (stop == null) return [];
+  if (!Array.isArray(stop) || !stop.every(v => typeof v === "string"))
+    throw new LoomrtError(`stop must be an array of strings (e.g. ["\\n\\n"]), got ${typeof stop === "string" ? "a string" : Array.isArray(stop) ? "an array with a " + typeof stop.find(v => typeof v !== "string") : stop === null ? "null" : typeof stop}`);
+  stop.forEach((v, i) => {
+    if (/\p{Cs}/u.test(v)) throw new LoomrtError(`stop[${i}] is not well-formed Unicode (a lone surrogate): give whole characters`);
+  });
+  return stop.slice();
+}
 
 function samplingOptions(opts) {
   if (opts == null) opts = {};
@@ -291,7 +303,97 @@ function samplingOptions(opts) {
     chat: !!opts.chat,
     signal: opts.signal,
     receipt: !!opts.receipt,
+    stop: stopStrings(opts.stop),
   };
+}
+
+// ---- text of a generation: Python's StreamDecoder and StopScanner ----------------------------------
+// Python's Model.stream/generate decode each new token with tokenizer.StreamDecoder (a window
+// of already shown ids decoded with the new ones; the difference is the new text, held back
+// while it ends in U+FFFD) and cut the text at the first stop string with sampling.StopScanner.
+// The same here, with the same C detokenizer, so a stop string ends a generation at the same
+// token with the same text. Lengths Python counts in code points are counted so here.
+const cpLen = t => { let n = t.length; for (let i = 0; i < t.length; i++) { const c = t.charCodeAt(i); if (c >= 0xd800 && c < 0xdc00 && i + 1 < t.length) { const d = t.charCodeAt(i + 1); if (d >= 0xdc00 && d < 0xe000) { n--; i++; } } } return n; };
+const cpSlice = (t, n) => { let i = 0; for (; n > 0 && i < t.length; n--) { const c = t.charCodeAt(i); i += c >= 0xd800 && c < 0xdc00 && i + 1 < t.length && (t.charCodeAt(i + 1) & 0xfc00) === 0xdc00 ? 2 : 1; } return t.slice(i); };
+
+class StreamDecoder {
+  constructor(model) { this.model = model; this.ids = []; this.read = 0; }
+  _texts() {
+    return [this.read ? this.model.detokenize(this.ids.slice(0, this.read)) : "", this.ids.length ? this.model.detokenize(this.ids) : ""];
+  }
+  add(id) {
+    this.ids.push(id);
+    const [prefix, full] = this._texts(), n = cpLen(prefix);
+    if (full.endsWith("\ufffd") || cpLen(full) <= n) return "";
+    this.ids.splice(0, this.read);
+    this.read = this.ids.length;
+    return cpSlice(full, n);
+  }
+  flush() {
+    const [prefix, full] = this._texts(), n = cpLen(prefix);
+    this.ids = []; this.read = 0;
+    return cpLen(full) > n ? cpSlice(full, n) : "";
+  }
+}
+
+class StopScanner {
+  constructor(stops) {
+    this.stops = stops.filter(t => t);
+    // held back: the longest stop string but one (UTF-16 units here, never half of a pair;
+    // holding more than Python does changes when text is shown, not what or where it stops)
+    this.hold = Math.max(1, ...this.stops.map(t => t.length)) - 1;
+    this.pending = "";
+    this.stopped = false;
+  }
+  _cut() {
+    let cut = -1;
+    for (const t of this.stops) { const i = this.pending.indexOf(t); if (i >= 0 && (cut < 0 || i < cut)) cut = i; }
+    return cut;
+  }
+  feed(text) {
+    if (this.stopped) return "";
+    this.pending += text;
+    if (!this.stops.length) { const out = this.pending; this.pending = ""; return out; }
+    const cut = this._cut();
+    if (cut >= 0) { this.stopped = true; const out = this.pending.slice(0, cut); this.pending = ""; return out; }
+    if (this.pending.length <= this.hold) return "";
+    let keep = this.pending.length - this.hold;
+    if ((this.pending.charCodeAt(keep - 1) & 0xfc00) === 0xd800) keep--;
+    const out = this.pending.slice(0, keep);
+    this.pending = this.pending.slice(keep);
+    return out;
+  }
+  finish(text = "") {
+    if (this.stopped) return "";
+    this.pending += text;
+    const cut = this.stops.length ? this._cut() : -1;
+    if (cut >= 0) { this.stopped = true; this.pending = this.pending.slice(0, cut); }
+    const out = this.pending;
+    this.pending = "";
+    return out;
+  }
+}
+
+// what a receipt records per step (Python's audit.StepRecorder): the token sampled and the
+// SHA-256 of the logits row it was sampled from, plus the running hashes over all steps
+class StepRecorder {
+  constructor() {
+    this.tokens = []; this.digests = []; this.promptIds = []; this.finish = "length";
+    this.all = new Sha256(); this.tokAll = new Sha256(); this.roll = ROLLING_SEED;
+    this.tb = new Uint8Array(4);
+  }
+  add(row, tok) {
+    const bits = new Uint32Array(row.buffer, row.byteOffset, row.length);
+    for (let j = 0; j < row.length; j++) if (Number.isNaN(row[j])) bits[j] = 0x7fc00000; // canonical NaN
+    const rb = new Uint8Array(row.buffer, row.byteOffset, row.byteLength); // little-endian float32 (wasm and every JS host are LE)
+    const d = new Sha256().update(rb).digest();
+    this.all.update(rb);
+    new DataView(this.tb.buffer).setInt32(0, tok, true);
+    this.tokAll.update(this.tb);
+    this.roll = new Sha256().update(this.roll).update(d).update(this.tb).digest();
+    this.digests.push(hex(d));
+    this.tokens.push(tok);
+  }
 }
 
 // ---- audit: model hash, tokenizer hash, receipts (the definitions of loomrt/audit.py) -----------
@@ -643,9 +745,12 @@ export class Model {
   }
 
   /** Generated pieces one by one (a synchronous iterator of {token, text}; eos excluded; a last
-   * piece with token -1 carries held-back bytes of an unfinished character, if any). */
+   * piece with token -1 carries held-back bytes of an unfinished character, if any). With
+   * `stop` strings the text is cut before the first one and the generation ends there. */
   *steps(prompt, options = {}) {
     const o = samplingOptions(options);
+    if (o.receipt) throw new LoomrtError("steps() cannot make a receipt (receipts are hashed asynchronously): use generate() or stream() with {receipt: true}");
+    if (o.stop.some(t => t)) { yield* this._run(prompt, o, null); return; }
     const s = this._acquire("steps");
     try {
       const rt = this.rt;
@@ -669,15 +774,24 @@ export class Model {
   }
 
   /** The same as an async iterator: `for await (const {token, text} of model.stream(...))`. It
-   * gives the event loop a turn between tokens (so a page can repaint and an AbortSignal fire). */
+   * gives the event loop a turn between tokens (so a page can repaint and an AbortSignal fire).
+   * With {receipt: true}, `lastReceipt` holds the generation's receipt once the stream ended
+   * (null while it runs, and after one that was aborted or broken out of). */
   async *stream(prompt, options = {}) {
-    const it = this.steps(prompt, options);
+    this.lastReceipt = null;
+    let it, rec = null, o = null;
+    if (options?.receipt) {
+      o = samplingOptions(options);
+      rec = new StepRecorder();
+      it = this._run(prompt, o, rec);
+    } else it = this.steps(prompt, options);
     try {
       for (const step of it) {
         yield step;
         await yieldToEventLoop();
       }
     } finally { it.return(); }
+    if (rec) this.lastReceipt = await this._receipt(o, rec);
   }
 
   _start(s, prompt, o) {
@@ -724,75 +838,99 @@ export class Model {
     return { text, tokenIds, finishReason: this.lastFinishReason, seconds: (now() - t0) / 1000 };
   }
 
-  // generate() with a receipt: the loop of Python's Model.generate (evaluate the prompt; per step
-  // sample, record the row sampled from and the token, stop at an end-of-generation id, after
-  // maxTokens, or when the context is full; then evaluate the token), hashing as it goes
   async _generateWithReceipt(prompt, options) {
-    const o = samplingOptions(options);
+    const o = samplingOptions(options), rec = new StepRecorder();
     const t0 = now();
+    const tokenIds = [];
+    let text = "";
+    for (const step of this._run(prompt, o, rec)) {
+      if (step.token >= 0) tokenIds.push(step.token);
+      text += step.text;
+    }
+    const seconds = (now() - t0) / 1000;
+    return { text, tokenIds, finishReason: rec.finish, seconds, receipt: await this._receipt(o, rec) };
+  }
+
+  _promptIds(prompt, o) {
+    let ids;
+    if (typeof prompt === "string" || o.chat) {
+      const text = o.chat ? this.applyChatTemplate(prompt) : prompt;
+      if (!text) throw new LoomrtError("the prompt is empty: give some text to continue");
+      ids = this.tokenize(text, { addSpecial: !o.chat, parseSpecial: true });
+      if (ids.length === 0) throw new LoomrtError("prompt: the prompt gives no tokens");
+    } else {
+      this._ids(prompt, "prompt");
+      if (prompt.length === 0) throw new LoomrtError("the prompt is empty: give at least one token id");
+      ids = Array.from(prompt);
+    }
+    if (ids.length > this.contextLength)
+      throw new LoomrtError(`the prompt has ${ids.length} tokens but the context holds ${this.contextLength}; shorten the prompt or load the model with a larger context`, -5, "LRT_ERR_CONTEXT_FULL");
+    return ids;
+  }
+
+  // The generation loop of Python's Model.generate / stream (_generate_on and _stream_text):
+  // evaluate the prompt; per step sample (with `rec`: record the row sampled from and the
+  // token), stop at an end-of-generation id, after maxTokens or when the context is full, else
+  // evaluate the token; the text through a StreamDecoder, cut at the first stop string (which
+  // ends the generation with finish reason "stop"). Yields {token, text} per generated token and
+  // a last {token: -1, text} for text held back to the end.
+  *_run(prompt, o, rec) {
     const s = this._acquire("generate");
     const rt = this.rt, x = rt.x;
-    let ids, tokens = [], digests = [], finish = "length";
-    const all = new Sha256(), tokAll = new Sha256();
-    let roll = ROLLING_SEED;
     try {
       this.lastFinishReason = "none";
-      if (typeof prompt === "string" || o.chat) {
-        const text = o.chat ? this.applyChatTemplate(prompt) : prompt;
-        if (!text) throw new LoomrtError("the prompt is empty: give some text to continue");
-        ids = this.tokenize(text, { addSpecial: !o.chat, parseSpecial: true });
-        if (ids.length === 0) throw new LoomrtError("prompt: the prompt gives no tokens");
-      } else {
-        this._ids(prompt, "prompt");
-        if (prompt.length === 0) throw new LoomrtError("the prompt is empty: give at least one token id");
-        ids = Array.from(prompt);
-      }
-      if (ids.length > this.contextLength)
-        throw new LoomrtError(`the prompt has ${ids.length} tokens but the context holds ${this.contextLength}; shorten the prompt or load the model with a larger context`, -5, "LRT_ERR_CONTEXT_FULL");
+      const ids = this._promptIds(prompt, o);
+      if (rec) rec.promptIds = ids;
       rt.check(x.lrt_session_reset(s), "generate");
       this._params(s, o);
       const eog = new Set();
       const nEog = Number(this._info(INFO_EOG_COUNT));
       for (let e = 0; e < nEog; e++) eog.add(rt.with(4, p => { rt.check(x.lrt_model_eog_id(this._h, BigInt(e), p), "eog id"); return rt.i32[p >>> 2]; }));
+      // no tokenizer (token ids in, as Python's generate then): no text and no stop strings
+      const tokSize = this._hasTokenizer() ? Number(this._info(INFO_TOKENIZER_SIZE)) : 0;
+      const dec = tokSize ? new StreamDecoder(this) : null;
+      const scan = new StopScanner(tokSize ? o.stop : []);
       const ip = this._putIds(ids);
       try { rt.check(x.lrt_session_eval(s, ip, BigInt(ids.length), 0), "prompt"); } finally { rt.free(ip); }
-      const tb = new Uint8Array(4), tdv = new DataView(tb.buffer);
+      let finish = "length";
       for (let i = 0; i < o.maxTokens; i++) {
-        if (o.signal?.aborted) { finish = "aborted"; throw o.signal.reason ?? new LoomrtError("aborted"); }
-        const row = rt.with(24, p => {
+        if (o.signal?.aborted) { this.lastFinishReason = "aborted"; throw o.signal.reason ?? new LoomrtError("aborted"); }
+        const row = rec ? rt.with(24, p => {
           rt.check(x.lrt_session_logits(s, p, p + 8, p + 16), "logits");
           const ptr = rt.u32[p >>> 2], rows = Number(rt.i64[(p + 8) >>> 3]), v = Number(rt.i64[(p + 16) >>> 3]);
           const b = ((ptr >>> 2) + (rows - 1) * v);
           return new Float32Array(rt.f32.subarray(b, b + v)); // a copy
-        });
+        }) : null;
         const tok = rt.with(4, p => { rt.check(x.lrt_session_sample(s, p), "sample"); return rt.i32[p >>> 2]; });
-        const bits = new Uint32Array(row.buffer);
-        for (let j = 0; j < row.length; j++) if (Number.isNaN(row[j])) bits[j] = 0x7fc00000; // canonical NaN
-        const rb = new Uint8Array(row.buffer); // little-endian float32 (wasm memory and every JS host are LE)
-        const d = new Sha256().update(rb).digest();
-        all.update(rb);
-        tdv.setInt32(0, tok, true);
-        tokAll.update(tb);
-        roll = new Sha256().update(roll).update(d).update(tb).digest();
-        digests.push(hex(d));
-        tokens.push(tok);
+        if (rec) rec.add(row, tok);
         if (eog.has(tok)) { finish = "stop"; break; }
+        const text = dec ? scan.feed(tok < tokSize ? dec.add(tok) : "") : "";
+        if (scan.stopped) {
+          if (rec) rec.finish = "stop";
+          this.lastFinishReason = "stop";
+          yield { token: tok, text };
+          return;
+        }
+        yield { token: tok, text };
         if (i + 1 === o.maxTokens) break;
         if (Number(x.lrt_session_position(s)) >= this.contextLength) { finish = "context"; break; }
         const tp = this._putIds([tok]);
         try { rt.check(x.lrt_session_eval(s, tp, 1n, 0), "generation step"); } finally { rt.free(tp); }
       }
-    } finally {
-      this.lastFinishReason = finish === "aborted" ? "aborted" : this.lastFinishReason;
-      this._busy = false;
-    }
-    this.lastFinishReason = finish;
-    const tokenIds = finish === "stop" ? tokens.slice(0, -1) : tokens.slice();
-    const text = tokenIds.length && this._hasTokenizer() ? this.detokenize(tokenIds) : "";
-    const seconds = (now() - t0) / 1000;
+      const text = dec ? scan.finish(dec.flush()) : "";
+      if (scan.stopped) finish = "stop";
+      if (rec) rec.finish = finish;
+      this.lastFinishReason = finish;
+      if (text) yield { token: -1, text };
+    } finally { this._busy = false; }
+  }
+
+  // the receipt of a generation _run recorded (Python's audit.make_receipt)
+  async _receipt(o, rec) {
+    const rt = this.rt, x = rt.x;
     const mh = await this._modelHashFull();
     const seed = o.seed >= BigInt(Number.MIN_SAFE_INTEGER) && o.seed <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(o.seed) : o.seed;
-    const receipt = {
+    return {
       format: RECEIPT_FORMAT,
       version: RECEIPT_VERSION,
       loomrt_version: rt.version,
@@ -806,18 +944,17 @@ export class Model {
       sampling: { min_p: o.minP, repetition_penalty: o.repetitionPenalty, seed, temperature: o.temperature, top_k: o.topK, top_p: o.topP },
       max_tokens: o.maxTokens,
       context_length: this.contextLength,
-      stop: [],
+      stop: o.stop.slice(),
       chat: o.chat,
-      prompt_token_ids: ids,
-      output_token_ids: tokens,
-      finish_reason: finish,
-      step_logits_sha256: digests,
-      logits_rolling_sha256: hex(roll),
-      tokens_sha256: hex(tokAll.digest()),
-      logits_sha256: hex(all.digest()),
+      prompt_token_ids: rec.promptIds,
+      output_token_ids: rec.tokens,
+      finish_reason: rec.finish,
+      step_logits_sha256: rec.digests,
+      logits_rolling_sha256: hex(rec.roll),
+      tokens_sha256: hex(rec.tokAll.digest()),
+      logits_sha256: hex(rec.all.digest()),
       made_on: { kernel_path: rt.kernelPath, machine: "wasm32", system: IS_NODE ? "node" : "browser", threads: this.threads },
     };
-    return { text, tokenIds, finishReason: finish, seconds, receipt };
   }
 
   _isGguf() { return this._str(2) === "gguf"; }

@@ -40,7 +40,7 @@ self.onmessage = async ({ data: { id, op, args } }) => {
     streams.set(id, ac);
     try {
       for await (const piece of need().stream(args[0], { ...(args[1] ?? {}), signal: ac.signal })) self.postMessage({ id, piece });
-      reply(id, { finishReason: model.lastFinishReason });
+      reply(id, { finishReason: model.lastFinishReason, receipt: model.lastReceipt ?? null });
     } catch (e) { fail(id, e); } finally { streams.delete(id); }
     return;
   }

@@ -30,14 +30,6 @@ struct lrt_gen {
   int64_t cap_ids;
 };
 
-static char *dup_mem(const void *p, size_t n) {
-  char *d = (char *)malloc(n + 1);
-  if (!d) return NULL;
-  if (n) memcpy(d, p, n);
-  d[n] = 0;
-  return d;
-}
-
 void lrt_gen_free(lrt_gen *g) {
   if (!g) return;
   free(g->win);
@@ -384,7 +376,7 @@ int32_t lrt_model_open_memory(int64_t n_files, const char *const *names, const s
   int32_t st = LRT_OK;
   if (!vf || !owned) { st = lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory"); goto fail; }
   for (size_t i = 0; i < n; i++) {
-    char *nm = dup_mem(names[i], names_lens[i]);
+    char *nm = lrt_dup_mem(names[i], names_lens[i]);
     if (!nm) { st = lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory"); goto fail; }
     owned[n_owned++] = nm;
     vf[i].name = nm;

@@ -23,14 +23,6 @@ struct lrt_text {
   size_t n_owned;
 };
 
-static char *dup_mem(const void *p, size_t n) {
-  char *d = (char *)malloc(n + 1);
-  if (!d) return NULL;
-  if (n) memcpy(d, p, n);
-  d[n] = 0;
-  return d;
-}
-
 void lrt_text_free(lrt_text *t) {
   if (!t) return;
   lrt_chat_info_free(&t->chat);
@@ -179,7 +171,7 @@ static void add_eog(lrt_text *t, int64_t id) {
 
 static int32_t set_text(char **dst, size_t *dl, const char *src, size_t n) {
   free(*dst);
-  *dst = dup_mem(src, n);
+  *dst = lrt_dup_mem(src, n);
   *dl = n;
   return *dst ? LRT_OK : lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory");
 }

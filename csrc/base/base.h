@@ -95,6 +95,8 @@ int lrt_is_dir(const char *path);
 int lrt_is_file(const char *path);
 /* Read a whole (small) file into a malloc'ed, NUL-terminated buffer. max_size bounds it. */
 int32_t lrt_read_file(const char *path, uint64_t max_size, char **out, size_t *out_len);
+/* A malloc'ed copy of n bytes with a NUL after them (NULL when out of memory). */
+char *lrt_dup_mem(const void *p, size_t n);
 int lrt_cpu_count(void);
 int lrt_physical_cores(void); /* the default thread count: physical cores this process may use */
 

@@ -85,12 +85,12 @@ int lrt_is_file(const char *path) {
   return a != INVALID_FILE_ATTRIBUTES && !(a & FILE_ATTRIBUTE_DIRECTORY);
 }
 
-int32_t lrt_map_file(const char *path, lrt_mapped_file *out) {
-  memset(out, 0, sizeof *out);
+/* Opens `path` (UTF-8) for reading with the given attribute flags and reads its size: the
+ * shared first half of lrt_map_file and lrt_read_whole_file. */
+static int32_t win_open_read(const char *path, DWORD flags, HANDLE *fh_out, uint64_t *size_out) {
   wchar_t *w = utf8_to_wide(path);
   if (!w) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "path is not valid UTF-8: %s", path);
-  HANDLE fh = CreateFileW(w, GENERIC_READ, FILE_SHARE_READ, NULL, OPEN_EXISTING,
-                          FILE_ATTRIBUTE_NORMAL, NULL);
+  HANDLE fh = CreateFileW(w, GENERIC_READ, FILE_SHARE_READ, NULL, OPEN_EXISTING, flags, NULL);
   free(w);
   if (fh == INVALID_HANDLE_VALUE) {
     DWORD e = GetLastError();
@@ -103,7 +103,16 @@ int32_t lrt_map_file(const char *path, lrt_mapped_file *out) {
     CloseHandle(fh);
     return lrt_err(LRT_ERR_IO, "cannot get the size of %s", path);
   }
-  out->size = (uint64_t)sz.QuadPart;
+  *fh_out = fh;
+  *size_out = (uint64_t)sz.QuadPart;
+  return LRT_OK;
+}
+
+int32_t lrt_map_file(const char *path, lrt_mapped_file *out) {
+  memset(out, 0, sizeof *out);
+  HANDLE fh;
+  int32_t st = win_open_read(path, FILE_ATTRIBUTE_NORMAL, &fh, &out->size);
+  if (st != LRT_OK) return st;
   if (out->size == 0) {
     CloseHandle(fh);
     return LRT_OK;
@@ -127,23 +136,10 @@ int32_t lrt_map_file(const char *path, lrt_mapped_file *out) {
 
 int32_t lrt_read_whole_file(const char *path, lrt_mapped_file *out) {
   memset(out, 0, sizeof *out);
-  wchar_t *w = utf8_to_wide(path);
-  if (!w) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "path is not valid UTF-8: %s", path);
-  HANDLE fh = CreateFileW(w, GENERIC_READ, FILE_SHARE_READ, NULL, OPEN_EXISTING,
-                          FILE_ATTRIBUTE_NORMAL | FILE_FLAG_SEQUENTIAL_SCAN, NULL);
-  free(w);
-  if (fh == INVALID_HANDLE_VALUE) {
-    DWORD e = GetLastError();
-    if (e == ERROR_FILE_NOT_FOUND || e == ERROR_PATH_NOT_FOUND)
-      return lrt_err(LRT_ERR_NOT_FOUND, "file not found: %s", path);
-    return lrt_err(LRT_ERR_IO, "cannot open %s (Windows error %lu)", path, (unsigned long)e);
-  }
-  LARGE_INTEGER sz;
-  if (!GetFileSizeEx(fh, &sz)) {
-    CloseHandle(fh);
-    return lrt_err(LRT_ERR_IO, "cannot get the size of %s", path);
-  }
-  uint64_t size = (uint64_t)sz.QuadPart;
+  HANDLE fh;
+  uint64_t size;
+  int32_t st = win_open_read(path, FILE_ATTRIBUTE_NORMAL | FILE_FLAG_SEQUENTIAL_SCAN, &fh, &size);
+  if (st != LRT_OK) return st;
   if ((uint64_t)(size_t)size != size) {
     CloseHandle(fh);
     return lrt_err(LRT_ERR_IO, "%s is too large to read into memory on this platform", path);
@@ -433,6 +429,14 @@ int lrt_physical_cores(void) {
 }
 #endif
 
+char *lrt_dup_mem(const void *p, size_t n) {
+  char *d = (char *)malloc(n + 1);
+  if (!d) return NULL;
+  if (n) memcpy(d, p, n);
+  d[n] = 0;
+  return d;
+}
+
 int32_t lrt_read_file(const char *path, uint64_t max_size, char **out, size_t *out_len) {
   *out = NULL;
   *out_len = 0;
@@ -444,13 +448,11 @@ int32_t lrt_read_file(const char *path, uint64_t max_size, char **out, size_t *o
     return lrt_err(LRT_ERR_FORMAT, "%s is %llu bytes, more than the %llu allowed for it", path,
                    (unsigned long long)m.size, (unsigned long long)max_size);
   }
-  char *buf = (char *)malloc((size_t)m.size + 1);
+  char *buf = lrt_dup_mem(m.data, (size_t)m.size);
   if (!buf) {
     lrt_unmap_file(&m);
     return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory reading %s", path);
   }
-  if (m.size) memcpy(buf, m.data, (size_t)m.size);
-  buf[m.size] = 0;
   *out = buf;
   *out_len = (size_t)m.size;
   lrt_unmap_file(&m);

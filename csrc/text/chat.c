@@ -10,14 +10,6 @@
 
 /* ---- small helpers ------------------------------------------------------------------------ */
 
-static char *dup_mem(const void *p, size_t n) {
-  char *d = (char *)malloc(n + 1);
-  if (!d) return NULL;
-  if (n) memcpy(d, p, n);
-  d[n] = 0;
-  return d;
-}
-
 static int has_sub(const char *s, size_t n, const char *sub) {
   size_t k = strlen(sub);
   if (k > n) return 0;
@@ -75,7 +67,7 @@ static int32_t chatml_default_system(lrt_chat_info *t) {
     size_t hl = sizeof head - 1, tl = sizeof tail - 1;
     if (closed && bl > hl + tl && memcmp(buf, head, hl) == 0 && memcmp(buf + bl - tl, tail, tl) == 0 &&
         !has_sub(buf + hl, bl - hl - tl, "<|im_")) {
-      t->default_system = dup_mem(buf + hl, bl - hl - tl);
+      t->default_system = lrt_dup_mem(buf + hl, bl - hl - tl);
       t->default_system_len = bl - hl - tl;
       free(buf);
       return t->default_system ? LRT_OK : lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory");

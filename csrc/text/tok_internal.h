@@ -221,7 +221,6 @@ int lrt_tok_grow(void **p, size_t *cap, size_t need, size_t size); /* 0 on OOM *
 uint32_t lrt_tok_u8_dec(const uint8_t *s, size_t n, size_t i, int *len);
 int lrt_tok_u8_enc(uint32_t cp, char *o);
 int32_t lrt_tok_oom(void); /* sets and returns LRT_ERR_OUT_OF_MEMORY */
-char *lrt_tok_dup_bytes(const char *s, size_t n); /* NUL-terminated copy */
 int lrt_tok_uc_class(uint32_t cp); /* UC_* */
 int lrt_tok_uc_space(uint32_t c);
 int lrt_tok_uc_punct(uint32_t c); /* \p{P} */

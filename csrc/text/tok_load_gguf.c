@@ -238,26 +238,26 @@ int32_t lrt_tok_from_gguf(const lrt_gguf_file *g, lrt_tokenizer **out) {
     if (add_prefix) {
       m = &t->nm[t->n_nm++];
       m->type = NM_PREPEND;
-      m->a = lrt_tok_dup_bytes("\xE2\x96\x81", 3); m->a_len = 3;
+      m->a = lrt_dup_mem("\xE2\x96\x81", 3); m->a_len = 3;
       if (!m->a) { st = lrt_tok_oom(); goto done; }
     }
     m = &t->nm[t->n_nm++];
     m->type = NM_REPLACE;
-    m->a = lrt_tok_dup_bytes(" ", 1); m->a_len = 1;
-    m->b = lrt_tok_dup_bytes("\xE2\x96\x81", 3); m->b_len = 3;
+    m->a = lrt_dup_mem(" ", 1); m->a_len = 1;
+    m->b = lrt_dup_mem("\xE2\x96\x81", 3); m->b_len = 3;
     if (!m->a || !m->b) { st = lrt_tok_oom(); goto done; }
     t->has_decoder = 1;
     dc_step *d = &t->dc[t->n_dc++];
     d->type = DC_REPLACE;
-    d->a = lrt_tok_dup_bytes("\xE2\x96\x81", 3); d->a_len = 3;
-    d->b = lrt_tok_dup_bytes(" ", 1); d->b_len = 1;
+    d->a = lrt_dup_mem("\xE2\x96\x81", 3); d->a_len = 3;
+    d->b = lrt_dup_mem(" ", 1); d->b_len = 1;
     if (!d->a || !d->b) { st = lrt_tok_oom(); goto done; }
     t->dc[t->n_dc++].type = DC_BYTEFALLBACK;
     t->dc[t->n_dc++].type = DC_FUSE;
     if (add_prefix) {
       d = &t->dc[t->n_dc++];
       d->type = DC_STRIP;
-      d->a = lrt_tok_dup_bytes(" ", 1); d->a_len = 1;
+      d->a = lrt_dup_mem(" ", 1); d->a_len = 1;
       if (!d->a) { st = lrt_tok_oom(); goto done; }
       d->start = 1;
       d->stop = 0;

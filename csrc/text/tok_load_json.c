@@ -100,7 +100,7 @@ static int32_t parse_metaspace_repl(const char *what, const lj_value *o, uint32_
   *cp = one_char(s, n);
   if (!*cp) return lrt_err(LRT_ERR_FORMAT, "%s: Metaspace replacement must be one character", what);
   if (lit) {
-    *lit = lrt_tok_dup_bytes(s, n);
+    *lit = lrt_dup_mem(s, n);
     if (!*lit) return lrt_tok_oom();
     *lit_len = n;
   }
@@ -158,7 +158,7 @@ static int32_t parse_pre(lrt_tokenizer *t, const char *what, const lj_value *o, 
     if (p->behavior < 0) return lrt_err(LRT_ERR_FORMAT, "%s: Split behavior \"%.30s\" is not known", what, b->str);
     if (!is_re) {
       p->pat = PAT_LITERAL;
-      p->lit = lrt_tok_dup_bytes(s, n);
+      p->lit = lrt_dup_mem(s, n);
       if (!p->lit) return lrt_tok_oom();
       p->lit_len = n;
       return LRT_OK;
@@ -197,7 +197,7 @@ static int32_t parse_norm(lrt_tokenizer *t, const char *what, const lj_value *o,
   if (strcmp(type, "Prepend") == 0) {
     if (!jstr(jget(o, "prepend"), &s, &n)) return lrt_err(LRT_ERR_FORMAT, "%s: Prepend normalizer needs a \"prepend\" string", what);
     m->type = NM_PREPEND;
-    m->a = lrt_tok_dup_bytes(s, n);
+    m->a = lrt_dup_mem(s, n);
     m->a_len = n;
     if (!m->a) return lrt_tok_oom();
   } else if (strcmp(type, "Replace") == 0) {
@@ -208,8 +208,8 @@ static int32_t parse_norm(lrt_tokenizer *t, const char *what, const lj_value *o,
     size_t cn;
     if (!jstr(jget(o, "content"), &c, &cn)) return lrt_err(LRT_ERR_FORMAT, "%s: Replace normalizer needs a \"content\" string", what);
     m->type = NM_REPLACE;
-    m->a = lrt_tok_dup_bytes(s, n); m->a_len = n;
-    m->b = lrt_tok_dup_bytes(c, cn); m->b_len = cn;
+    m->a = lrt_dup_mem(s, n); m->a_len = n;
+    m->b = lrt_dup_mem(c, cn); m->b_len = cn;
     if (!m->a || !m->b) { free(m->a); free(m->b); m->a = m->b = NULL; return lrt_tok_oom(); }
   } else if (strcmp(type, "NFC") == 0) {
     m->type = NM_NFC;
@@ -256,8 +256,8 @@ static int32_t parse_dec(lrt_tokenizer *t, const char *what, const lj_value *o, 
     size_t cn;
     if (!jstr(jget(o, "content"), &c, &cn)) return lrt_err(LRT_ERR_FORMAT, "%s: Replace decoder needs a \"content\" string", what);
     d->type = DC_REPLACE;
-    d->a = lrt_tok_dup_bytes(s, n); d->a_len = n;
-    d->b = lrt_tok_dup_bytes(c, cn); d->b_len = cn;
+    d->a = lrt_dup_mem(s, n); d->a_len = n;
+    d->b = lrt_dup_mem(c, cn); d->b_len = cn;
     if (!d->a || !d->b) { free(d->a); free(d->b); d->a = d->b = NULL; return lrt_tok_oom(); }
   } else if (strcmp(type, "ByteFallback") == 0) {
     d->type = DC_BYTEFALLBACK;
@@ -271,7 +271,7 @@ static int32_t parse_dec(lrt_tokenizer *t, const char *what, const lj_value *o, 
     if (!a || !b || a->type != LJ_NUMBER || b->type != LJ_NUMBER || !a->is_integer || !b->is_integer ||
         a->integer < 0 || b->integer < 0)
       return lrt_err(LRT_ERR_FORMAT, "%s: Strip decoder needs non-negative integers \"start\" and \"stop\"", what);
-    d->a = lrt_tok_dup_bytes(s, n); d->a_len = n;
+    d->a = lrt_dup_mem(s, n); d->a_len = n;
     if (!d->a) return lrt_tok_oom();
     d->start = a->integer;
     d->stop = b->integer;

@@ -60,14 +60,6 @@ int lrt_tok_u8_enc(uint32_t cp, char *o) {
 
 int32_t lrt_tok_oom(void) { return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory while loading the tokenizer"); }
 
-char *lrt_tok_dup_bytes(const char *s, size_t n) {
-  char *p = (char *)malloc(n + 1);
-  if (!p) return NULL;
-  if (n) memcpy(p, s, n);
-  p[n] = 0;
-  return p;
-}
-
 /* ---- Unicode classes ---------------------------------------------------------------------- */
 
 /* Raw class of the generated table: 0 other, 1 L, 2 No, 3 M, 4 Nd, 5 Nl, 6 Pc, 7 other

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // node bindings/js/examples/generate.mjs MODEL PROMPT [--max-tokens N] [--seed S] [--temperature T]
-//   [--top-k K] [--top-p P] [--min-p P] [--repetition-penalty R] [--wasm FILE] [-q]
+//   [--top-k K] [--top-p P] [--min-p P] [--repetition-penalty R] [--stop TEXT]... [--wasm FILE] [-q]
 // Continues PROMPT with the model (a .gguf file) and prints the text as `loomrt generate -q` does
 // (the same text: same bits), then tokens/s on stderr unless -q.
 import { readFile } from "node:fs/promises";
@@ -11,7 +11,7 @@ const OPTS = { "--max-tokens": "maxTokens", "-n": "maxTokens", "--seed": "seed",
   "--repetition-penalty": "repetitionPenalty", "--repeat-penalty": "repetitionPenalty" };
 
 function usage(msg) {
-  process.stderr.write(`${msg}\nusage: generate.mjs MODEL PROMPT [--max-tokens N] [--seed S] [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--repetition-penalty R] [--wasm FILE] [-q]\n`);
+  process.stderr.write(`${msg}\nusage: generate.mjs MODEL PROMPT [--max-tokens N] [--seed S] [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--repetition-penalty R] [--stop TEXT]... [--wasm FILE] [-q]\n`);
   process.exit(2);
 }
 
@@ -22,6 +22,11 @@ for (let i = 0; i < argv.length; i++) {
   const a = argv[i];
   if (a === "-q" || a === "--quiet") quiet = true;
   else if (a === "--wasm") wasm = argv[++i];
+  else if (a === "--stop" || a.startsWith("--stop=")) { // repeatable, as loomrt generate's
+    const v = a === "--stop" ? argv[++i] : a.slice(7);
+    if (v === undefined) usage("--stop needs a text");
+    (opts.stop ??= []).push(v);
+  }
   else if (a in OPTS) {
     const v = argv[++i];
     if (v === undefined || v.trim() === "" || Number.isNaN(Number(v))) usage(`${a} needs a number`);

@@ -117,3 +117,82 @@ test("modelHash is the SHA-256 of the file; a receipt's tokens are generate()'s"
   await rejects(m.generate("#$%&", { receipt: true }), "LRT_ERR_STATE", /disposed/);
   await assert.rejects(m.modelHash(), e => e.code === "LRT_ERR_STATE");
 });
+
+test("stop strings cut the text before the first one and end the generation there", async () => {
+  const m = await load(bytes, opts);
+  const o = { maxTokens: 30, temperature: 0.9, seed: 5 };
+  const full = m.generate("#$%& ()", o);
+  assert.ok(full.text.length > 6, JSON.stringify(full.text));
+  const k = Math.floor(full.text.length / 2), stop = full.text.slice(k, k + 2);
+  const cut = full.text.indexOf(stop);
+  const g = m.generate("#$%& ()", { ...o, stop: ["not in the text", stop] });
+  assert.equal(g.text, full.text.slice(0, cut));
+  assert.equal(g.finishReason, "stop");
+  // it ends at the token whose text completes the stop string: a prefix of the full run, shorter
+  assert.ok(g.tokenIds.length < full.tokenIds.length);
+  assert.deepEqual(g.tokenIds, full.tokenIds.slice(0, g.tokenIds.length));
+  assert.ok(m.detokenize(g.tokenIds).includes(stop) && !m.detokenize(g.tokenIds.slice(0, -1)).includes(stop));
+  // the stream gives the same pieces' text and ids
+  let text = "";
+  const ids = [];
+  for await (const s of m.stream("#$%& ()", { ...o, stop: [stop] })) { text += s.text; if (s.token >= 0) ids.push(s.token); }
+  assert.equal(text, g.text);
+  assert.deepEqual(ids, g.tokenIds);
+  assert.equal(m.lastFinishReason, "stop");
+  // chat() takes them too
+  const chatFull = m.chat("hello", { ...o, seed: 1 }), chatCut = m.chat("hello", { ...o, seed: 1, stop: [chatFull.text.slice(6, 9)] });
+  assert.ok(chatFull.text.length > 9, JSON.stringify(chatFull.text));
+  assert.equal(chatCut.text, chatFull.text.slice(0, chatFull.text.indexOf(chatFull.text.slice(6, 9))));
+  assert.equal(chatCut.finishReason, "stop");
+  // an empty stop string never matches; one that is not there changes nothing
+  for (const none of [[""], ["not in the text"], []]) {
+    const n = m.generate("#$%& ()", { ...o, stop: none });
+    assert.deepEqual([n.text, n.tokenIds, n.finishReason], [full.text, full.tokenIds, full.finishReason]);
+  }
+  m.dispose();
+});
+
+test("a receipt lists the stop strings as given, and stream() leaves the same receipt in lastReceipt", async () => {
+  const { receiptJSON } = await import("../loomrt.mjs");
+  const m = await load(bytes, opts);
+  const o = { maxTokens: 30, temperature: 0.9, seed: 5 };
+  const full = m.generate("#$%& ()", o).text;
+  const stop = ["", full.slice(3, 5)];
+  const g = await m.generate("#$%& ()", { ...o, stop, receipt: true });
+  assert.deepEqual(g.receipt.stop, stop);
+  assert.equal(g.receipt.finish_reason, "stop");
+  assert.deepEqual(g.receipt.output_token_ids, g.tokenIds); // ended by the stop string: no eos step
+  assert.equal(g.text, full.slice(0, full.indexOf(stop[1])));
+  const pieces = [];
+  for await (const s of m.stream("#$%& ()", { ...o, stop, receipt: true })) {
+    pieces.push(s.text);
+    assert.equal(m.lastReceipt, null); // not before the stream ended
+  }
+  assert.equal(pieces.join(""), g.text);
+  assert.equal(receiptJSON(m.lastReceipt), receiptJSON(g.receipt));
+  // a stream broken out of leaves no receipt
+  for await (const s of m.stream("#$%& ()", { ...o, receipt: true })) break;
+  assert.equal(m.lastReceipt, null);
+  // without stop strings the receipt says []
+  assert.deepEqual((await m.generate("#$%& ()", { maxTokens: 3, receipt: true })).receipt.stop, []);
+  m.dispose();
+});
+
+test("bad stop strings are refused with what to fix, and the model keeps working", async () => {
+  const m = await load(bytes, opts);
+  const good = m.generate("#$%&", { maxTokens: 4 });
+  throws(() => m.generate("#$%&", { stop: "\n" }), "LRT_ERR_INVALID_ARGUMENT", /stop must be an array of strings .*got a string/);
+  throws(() => m.generate("#$%&", { stop: ["a", 3] }), "LRT_ERR_INVALID_ARGUMENT", /stop must be an array of strings .*number/);
+  throws(() => m.generate("#$%&", { stop: { a: 1 } }), "LRT_ERR_INVALID_ARGUMENT", /stop must be an array of strings/);
+  throws(() => m.generate("#$%&", { stop: ["ok", "\ud800"] }), "LRT_ERR_INVALID_ARGUMENT", /stop\[1\] is not well-formed Unicode/);
+  await rejects(m.generate("#$%&", { stop: "x", receipt: true }), "LRT_ERR_INVALID_ARGUMENT", /stop must be an array/);
+  await rejects((async () => { for await (const s of m.stream("#$%&", { stop: 7 })) void s; })(), "LRT_ERR_INVALID_ARGUMENT", /stop must be an array/);
+  throws(() => [...m.steps("#$%&", { receipt: true })], "LRT_ERR_INVALID_ARGUMENT", /steps\(\) cannot make a receipt/);
+  // an empty prompt and ids outside the vocabulary with stop strings: the same errors as without
+  throws(() => m.generate("", { stop: ["x"] }), "LRT_ERR_INVALID_ARGUMENT", /prompt is empty/);
+  throws(() => m.generate([m.vocabSize + 5], { stop: ["x"] }), "LRT_ERR_INVALID_ARGUMENT", /outside the vocabulary/);
+  throws(() => m.generate([-1], { stop: ["x"] }), "LRT_ERR_INVALID_ARGUMENT", /outside the vocabulary/);
+  assert.deepEqual(m.generate("#$%&", { maxTokens: 4, stop: ["not there"] }).tokenIds, good.tokenIds);
+  m.dispose();
+  throws(() => m.generate("#$%&", { stop: ["x"] }), "LRT_ERR_STATE", /disposed/);
+});
