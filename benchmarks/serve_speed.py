@@ -151,31 +151,41 @@ def _cpu_seconds(pid: int) -> Optional[float]:
 
 def paired_single(url: str, pid: int, model: str, threads: int, max_tokens: int, pairs: int) -> Dict[str, Any]:
     """Serve at 1 stream against `loomrt generate` like with like: the same prompt and
-    max_tokens, each timed from the request to its last token (prompt and first token
-    included on both sides), one after the other `pairs` times so that the machine's load
-    drifts over both alike. Also the CPU time per request: the server process's against
-    generate's (the openai client's own CPU is not counted)."""
+    max_tokens, each timed from the request to its last token (tokenizing, the prompt and
+    the first token included on both sides; the server's side also its HTTP, SSE and receipt),
+    one after the other `pairs` times, alternating which goes first, so that the machine's
+    load drifts over both alike. Also the CPU time per request: the server process's against
+    generate's (summed over the pairs: /proc counts in 10 ms ticks), and the openai client's
+    (this process during the request), which generate does not have."""
     m = _loaded(model, threads)
-    ratios, cpu_ratios, gen_tps, srv_tps = [], [], [], []
+    ratios, gen_tps, srv_tps = [], [], []
+    gen_cpu = srv_cpu = cli_cpu = 0.0
     for k in range(pairs):
         prompt = PROMPTS[k % 3]
-        w0, c0 = time.perf_counter(), time.process_time()
-        g = m.generate(prompt, max_tokens)
-        gw, gc = time.perf_counter() - w0, time.process_time() - c0
-        s0 = _cpu_seconds(pid)
-        r = asyncio.run(run_streams(url, 1, max_tokens, [prompt]))
-        s1 = _cpu_seconds(pid)
+        for side in (("gen", "srv") if k % 2 == 0 else ("srv", "gen")):
+            if side == "gen":
+                w0, c0 = time.perf_counter(), time.process_time()
+                g = m.generate(prompt, max_tokens)
+                gw = time.perf_counter() - w0
+                gen_cpu += time.process_time() - c0
+            else:
+                s0, c0 = _cpu_seconds(pid), time.process_time()
+                r = asyncio.run(run_streams(url, 1, max_tokens, [prompt]))
+                cli_cpu += time.process_time() - c0
+                s1 = _cpu_seconds(pid)
+                if s0 is not None and s1 is not None:
+                    srv_cpu += s1 - s0
         if r["results"][0]["ids"] != g.token_ids:
             raise RuntimeError(f"serve and generate differ on {prompt!r}")
         gen_tps.append(len(g.token_ids) / gw)
         srv_tps.append(r["tok_per_s"])
         ratios.append(srv_tps[-1] / gen_tps[-1])
-        if s0 is not None and s1 is not None:
-            cpu_ratios.append((s1 - s0) / gc)
     return {"pairs": pairs, "ratio_median": statistics.median(ratios), "ratio_min": min(ratios),
             "ratio_max": max(ratios), "generate_tok_per_s_median": statistics.median(gen_tps),
             "serve_tok_per_s_median": statistics.median(srv_tps),
-            "cpu_ratio_median": statistics.median(cpu_ratios) if cpu_ratios else None, "loadavg": os.getloadavg()}
+            "cpu_ratio": srv_cpu / gen_cpu if srv_cpu > 0 else None,
+            "generate_cpu_ms_per_request": 1000 * gen_cpu / pairs, "server_cpu_ms_per_request": 1000 * srv_cpu / pairs,
+            "client_cpu_ms_per_request": 1000 * cli_cpu / pairs, "loadavg": os.getloadavg()}
 
 
 def generate_baseline(model: str, threads: int, max_tokens: int) -> float:
@@ -211,7 +221,10 @@ def run_system(system: str, model: str, args: Any, out: Dict[str, Any]) -> List[
             out.setdefault("paired_single", []).append(
                 paired_single(url, proc.pid, model, args.threads, args.max_tokens, args.pairs))
             ps = out["paired_single"][-1]
-            cpu = "" if ps["cpu_ratio_median"] is None else f"; server CPU / generate CPU {ps['cpu_ratio_median']:.2f}"
+            cpu = "" if ps["cpu_ratio"] is None else \
+                (f"; server CPU / generate CPU {ps['cpu_ratio']:.3f} ({ps['server_cpu_ms_per_request']:.0f} / "
+                 f"{ps['generate_cpu_ms_per_request']:.0f} ms per request; the openai client "
+                 f"{ps['client_cpu_ms_per_request']:.0f} ms)")
             print(f"loomrt serve 1 stream / generate, {ps['pairs']} pairs (same prompt, one after the other): median "
                   f"{ps['ratio_median']:.3f} (range {ps['ratio_min']:.3f}-{ps['ratio_max']:.3f}){cpu}; load "
                   f"{ps['loadavg'][0]:.1f}", file=sys.stderr)
@@ -320,7 +333,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if out.get("paired_single"):
         print("loomrt serve 1 stream / generate, paired, per run: " + "; ".join(
             f"median {p['ratio_median']:.3f} (range {p['ratio_min']:.3f}-{p['ratio_max']:.3f}"
-            + ("" if p["cpu_ratio_median"] is None else f", CPU {p['cpu_ratio_median']:.2f}")
+            + ("" if p["cpu_ratio"] is None else f", CPU {p['cpu_ratio']:.2f}")
             + f", load {p['loadavg'][0]:.1f})" for p in out["paired_single"]))
     print(f"every loomrt answer identical to the same request alone: {invariant}")
     if args.json:

@@ -7,7 +7,7 @@ here; the friendly classes are in :mod:`loomrt.model`.
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -47,6 +47,15 @@ def float_arg(name: str, value: Any) -> float:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise errors.ArgumentTypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
     return float(value)
+
+
+def write_text(path: Any, text: str) -> None:
+    """Write ``text`` to ``path`` (UTF-8); LoomrtIOError naming the path when that fails."""
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as exc:
+        raise errors.LoomrtIOError(f"cannot write {os.fspath(path)}: {exc.strerror}") from None
 
 
 def check(status: int) -> None:
@@ -218,6 +227,17 @@ def session_logits(handle: Any) -> np.ndarray:
     return np.frombuffer(buf, dtype=np.float32).reshape(int(rows[0]), int(vocab[0])).copy()
 
 
+def session_logits_row(handle: Any) -> np.ndarray:
+    """The last eval's last logits row (vocab float32) as a view of the session's buffer, not
+    a copy: read it before the session's next call."""
+    p = ffi.new("const float **")
+    rows = ffi.new("int64_t *")
+    vocab = ffi.new("int64_t *")
+    check(lib.lrt_session_logits(handle, p, rows, vocab))
+    v = int(vocab[0])
+    return np.frombuffer(ffi.buffer(p[0] + (int(rows[0]) - 1) * v, v * 4), dtype=np.float32)
+
+
 def session_log_softmax(handle: Any, vocab: int) -> np.ndarray:
     """Log softmax of the last eval's last logits row (vocab float32, loomrt's own fixed-order
     exp and log: the same bits everywhere)."""
@@ -283,6 +303,31 @@ def session_kv_rows(handle: Any, layer: int) -> Tuple[int, int]:
     return int(a[0]), int(b[0])
 
 
+def session_pool_stats(handle: Any) -> Dict[str, Any]:
+    """The counters of a session's thread pool (lrt_session_pool_stat) as a dict."""
+    v = ffi.new("int64_t *")
+
+    def get(thread: int, key: int) -> int:
+        check(lib.lrt_session_pool_stat(handle, thread, key, v))
+        return int(v[0])
+
+    n = get(0, lib.LRT_POOL_STAT_THREADS)
+    return {
+        "threads": n, "on": bool(get(0, lib.LRT_POOL_STAT_ON)),
+        "jobs": get(0, lib.LRT_POOL_STAT_JOBS), "caller_tasks": get(0, lib.LRT_POOL_STAT_TASKS),
+        "caller_run_s": get(0, lib.LRT_POOL_STAT_RUN_NS) * 1e-9,
+        "caller_wait_s": get(0, lib.LRT_POOL_STAT_WAIT_NS) * 1e-9,
+        "caller_sleeps": get(0, lib.LRT_POOL_STAT_SLEEPS),
+        "workers": [{"tasks": get(t, lib.LRT_POOL_STAT_TASKS), "joined": get(t, lib.LRT_POOL_STAT_JOBS),
+                     "join_after_post_s": get(t, lib.LRT_POOL_STAT_JOIN_NS) * 1e-9,
+                     "sleeps": get(t, lib.LRT_POOL_STAT_SLEEPS)} for t in range(1, n)],
+    }
+
+
+def session_pool_stats_reset(handle: Any, on: bool) -> None:
+    check(lib.lrt_session_pool_stats_reset(handle, 1 if on else 0))
+
+
 def session_position(handle: Any) -> int:
     return int(lib.lrt_session_position(handle))
 
@@ -330,14 +375,8 @@ def tokenize_utf8(handle: Any, raw: bytes, add_special: bool = True, parse_speci
     flags = (lib.LRT_TOKENIZE_ADD_SPECIAL if add_special else 0) | (lib.LRT_TOKENIZE_PARSE_SPECIAL if parse_special else 0)
     n = ffi.new("int64_t *")
     cap = len(raw) + 8  # a token covers at least one byte, except rare normalizer growth: retried
-    while True:
-        buf = ffi.new("int32_t[]", cap)
-        status = lib.lrt_tokenize(handle, raw, len(raw), flags, buf, cap, n)
-        if status == lib.LRT_ERR_BUFFER_TOO_SMALL and int(n[0]) > cap:
-            cap = int(n[0])
-            continue
-        check(status)
-        return ffi.unpack(buf, int(n[0]))
+    return _unpack_growing("int32_t[]", cap, n,
+                           lambda buf, cap: lib.lrt_tokenize(handle, raw, len(raw), flags, buf, cap, n))
 
 
 def detokenize(handle: Any, ids: List[int], skip_special: bool = False) -> str:
@@ -349,14 +388,23 @@ def detokenize(handle: Any, ids: List[int], skip_special: bool = False) -> str:
     flags = lib.LRT_DETOKENIZE_SKIP_SPECIAL if skip_special else 0
     n = ffi.new("size_t *")
     cap = 16 * len(ids) + 16
+    text = _unpack_growing("char[]", cap, n,
+                           lambda buf, cap: lib.lrt_detokenize(handle, arr, len(ids), flags, buf, cap, n))
+    return text.decode("utf-8")
+
+
+def _unpack_growing(ctype: str, cap: int, n: Any, call: Callable[[Any, int], int]) -> Any:
+    """``call(buf, cap)`` into a new ``ctype`` buffer of ``cap`` items, which stores the
+    output's length in ``n[0]``; when the C side says the buffer is too small and needs
+    more, again with that size. Returns the ``n[0]`` items (ffi.unpack)."""
     while True:
-        buf = ffi.new("char[]", cap)
-        status = lib.lrt_detokenize(handle, arr, len(ids), flags, buf, cap, n)
+        buf = ffi.new(ctype, cap)
+        status = call(buf, cap)
         if status == lib.LRT_ERR_BUFFER_TOO_SMALL and int(n[0]) > cap:
             cap = int(n[0])
             continue
         check(status)
-        return ffi.unpack(buf, int(n[0])).decode("utf-8")
+        return ffi.unpack(buf, int(n[0]))
 
 
 def model_open_memory(files: Dict[str, bytes], flags: int = 0) -> Any:

@@ -165,6 +165,15 @@ def canonical_logits_bytes(row: np.ndarray) -> bytes:
     return bits.tobytes()
 
 
+def _canonical_buffer(row: np.ndarray) -> Any:
+    """The bytes of :func:`canonical_logits_bytes` as a buffer, without copying the row when
+    it is already little-endian float32 without NaN (the usual case)."""
+    a = np.ascontiguousarray(row, dtype="<f4")
+    if np.isnan(a).any():
+        return canonical_logits_bytes(a)
+    return a
+
+
 def rolling_hash(step_digests: Sequence[str], tokens: Sequence[int]) -> str:
     """Output hash of a generation from its per-step logits digests (hex) and tokens."""
     if len(step_digests) != len(tokens):
@@ -190,8 +199,8 @@ class StepRecorder:
 
     def __call__(self, session: Any, token: int, row: Any = None) -> None:
         if row is None:  # plain decoding: the session's last row; speculation passes the row
-            row = _lib.session_logits(session._h)[-1]
-        b = canonical_logits_bytes(row)
+            row = _lib.session_logits_row(session._h)  # hashed at once: no copy needed
+        b = _canonical_buffer(row)
         self.digests.append(hashlib.sha256(b).hexdigest())
         self._logits.update(b)
         self.tokens.append(int(token))

@@ -447,6 +447,9 @@ def measure(spec: Dict[str, Any]) -> Dict[str, Any]:
     tok = r.first_token(short)
     ttft_s = time.perf_counter() - t
     n = spec["decode_tokens"] - 1
+    pool = spec.get("pool_stats") and isinstance(r, _Loomrt)
+    if pool:  # count the pool's jobs over the decode only
+        r.s.reset_pool_stats(True)
     u0 = _usage()
     t = time.perf_counter()
     for _ in range(n):
@@ -459,6 +462,24 @@ def measure(spec: Dict[str, Any]) -> Dict[str, Any]:
         out["decode_cpu_s_per_wall_s"] = (u1[0] - u0[0]) / decode_s
         out["decode_tok_per_cpu_s"] = n / max(u1[0] - u0[0], 1e-9)
         out["decode_ctx_switches"] = {"voluntary": u1[1] - u0[1], "involuntary": u1[2] - u0[2]}
+    if pool:
+        out["pool"] = dict(r.s.pool_stats(), tokens=n, decode_s=decode_s)
+    return out
+
+
+def pool_summary(p: Dict[str, Any]) -> Dict[str, float]:
+    """Per-token figures of one decode's pool counters (``measure``'s ``pool``): jobs per token,
+    the share of jobs each worker joined, its mean post-to-join time, its share of the tasks, and
+    the share of the decode's wall time the caller waited for other threads' tasks."""
+    n, jobs = max(p["tokens"], 1), max(p["jobs"], 1)
+    tasks = p["caller_tasks"] + sum(w["tasks"] for w in p["workers"])
+    out = {"jobs_per_token": p["jobs"] / n, "caller_wait_share": p["caller_wait_s"] / max(p["decode_s"], 1e-9),
+           "caller_sleeps_per_token": p["caller_sleeps"] / n}
+    if p["workers"]:
+        out["worker_joined_share"] = sum(w["joined"] for w in p["workers"]) / (jobs * len(p["workers"]))
+        joined = sum(w["joined"] for w in p["workers"])
+        out["worker_join_ms"] = 1e3 * sum(w["join_after_post_s"] for w in p["workers"]) / max(joined, 1)
+        out["worker_task_share"] = sum(w["tasks"] for w in p["workers"]) / max(tasks, 1)
     return out
 
 
@@ -511,7 +532,8 @@ METRICS = ("decode_tok_s", "prefill_tok_s", "ttft_s", "load_s", "peak_rss_bytes"
 def run_bench(model: str, formats: Optional[Sequence[str]] = None, threads: Sequence[int] = (1, 2),
               systems: Sequence[str] = SYSTEMS, settings: Optional[BenchSettings] = None,
               transformers_all_formats: bool = False, log: Optional[Log] = None,
-              bandwidth_mib: int = 256, contention: bool = False, mmap: bool = True) -> Dict[str, Any]:
+              bandwidth_mib: int = 256, contention: bool = False, mmap: bool = True,
+              pool_stats: bool = False, alternate_threads: bool = False) -> Dict[str, Any]:
     """Run the benchmark and return a JSON-ready dict (see :func:`format_table`).
 
     ``formats`` None measures ``model`` as it is; otherwise each format's file comes from
@@ -519,6 +541,10 @@ def run_bench(model: str, formats: Optional[Sequence[str]] = None, threads: Sequ
     ``contention`` measures everything also under each defined load (:class:`Hogs`): within a
     repeat, for each load, the systems take turns with the same hogs running. ``mmap`` False
     loads loomrt with ``mmap=False`` (weights read into memory: huge pages on Linux).
+    ``pool_stats`` counts loomrt's thread-pool jobs over each decode (``pool`` in its runs).
+    ``alternate_threads`` runs the thread counts back to back within each repeat (instead of all
+    repeats of one thread count, then the next), so that a thread count's scaling is measured at
+    one moment of a host whose load moves.
     """
     from . import NUMERICS_VERSION, __version__, kernel_path
     from ._formats import file_format, format_file
@@ -549,40 +575,54 @@ def run_bench(model: str, formats: Optional[Sequence[str]] = None, threads: Sequ
     bw_seen: Dict[int, List[float]] = {t: [] for t in threads}
     no_bufts: set = set()  # formats llama.cpp runs without its extra buffer types (it crashes with them)
     start = machine_snapshot()
-    for t in threads:
+    # ("bandwidth", t, rep) before each repeat, ("run", t, rep, load, system, format) for each measurement
+    steps: List[tuple] = []
+    if alternate_threads:  # each repeat: every (load, system, format) at every thread count in turn
         for rep in range(settings.repeats):
+            steps += [("bandwidth", t, rep) for t in threads]
+            steps += [("run", t, rep, c, s, f) for c in conds for s, f in plan for t in threads]
+    else:
+        for t in threads:
+            for rep in range(settings.repeats):
+                steps.append(("bandwidth", t, rep))
+                steps += [("run", t, rep, c, s, f) for c in conds for s, f in plan]
+    for step in steps:
+        t, rep = step[1], step[2]
+        if step[0] == "bandwidth":
             # measured before every repeat, the best kept: other load on the machine only lowers it
             bw_seen[t].append(read_bandwidth(t, bandwidth_mib))
             bandwidth[t] = max(bw_seen[t])
             say(f"[bench] threads={t} read bandwidth {bw_seen[t][-1] / 1e9:.1f} GB/s (best so far "
                 f"{bandwidth[t] / 1e9:.1f})")
-            for c in conds:
-                for s, f in plan:  # the systems take turns within each repeat and load
-                    spec = {"system": s, "path": files[f], "threads": t, "context": context,
-                            "vocab": int(first["vocab_size"]), **dataclasses.asdict(settings)}
-                    spec.pop("repeats")
-                    if not mmap:
-                        spec["mmap"] = False
-                    if s == "llama.cpp" and f in no_bufts:
-                        spec["extra_bufts"] = False
-                    with Hogs(c, hog_count(t)) as hogs:
-                        r = _run_child(spec)
-                        if s == "llama.cpp" and f not in no_bufts and str(r.get("error", "")).startswith("exit status -"):
-                            # killed by a signal: try once more without its weight repacking (see llama_open)
-                            r2 = _run_child(dict(spec, extra_bufts=False))
-                            if "error" not in r2:
-                                no_bufts.add(f)
-                                say(f"[bench] llama.cpp crashed on {f} ({r['error']}); running it with weight "
-                                    "repacking off")
-                                r = r2
-                    if c != "none":
-                        r["load"] = hogs.record()
-                    runs[(s, f, t, c)].append(r)
-                    what = (f"error: {r['error']}" if "error" in r else
-                            f"decode {r['decode_tok_s']:.1f} tok/s, prefill {r['prefill_tok_s']:.1f} tok/s, "
-                            f"ttft {r['ttft_s'] * 1e3:.1f} ms, load {r['load_s']:.2f} s")
-                    say(f"[bench] threads={t} repeat {rep + 1}/{settings.repeats} {f:<5} {s:<12} "
-                        f"{'' if c == 'none' else 'load ' + c + ' '}{what}")
+            continue
+        c, s, f = step[3:]  # the systems (and with alternate_threads the thread counts) take turns
+        spec = {"system": s, "path": files[f], "threads": t, "context": context,
+                "vocab": int(first["vocab_size"]), **dataclasses.asdict(settings)}
+        spec.pop("repeats")
+        if not mmap:
+            spec["mmap"] = False
+        if pool_stats:
+            spec["pool_stats"] = True
+        if s == "llama.cpp" and f in no_bufts:
+            spec["extra_bufts"] = False
+        with Hogs(c, hog_count(t)) as hogs:
+            r = _run_child(spec)
+            if s == "llama.cpp" and f not in no_bufts and str(r.get("error", "")).startswith("exit status -"):
+                # killed by a signal: try once more without its weight repacking (see llama_open)
+                r2 = _run_child(dict(spec, extra_bufts=False))
+                if "error" not in r2:
+                    no_bufts.add(f)
+                    say(f"[bench] llama.cpp crashed on {f} ({r['error']}); running it with weight "
+                        "repacking off")
+                    r = r2
+        if c != "none":
+            r["load"] = hogs.record()
+        runs[(s, f, t, c)].append(r)
+        what = (f"error: {r['error']}" if "error" in r else
+                f"decode {r['decode_tok_s']:.1f} tok/s, prefill {r['prefill_tok_s']:.1f} tok/s, "
+                f"ttft {r['ttft_s'] * 1e3:.1f} ms, load {r['load_s']:.2f} s")
+        say(f"[bench] threads={t} repeat {rep + 1}/{settings.repeats} {f:<5} {s:<12} "
+            f"{'' if c == 'none' else 'load ' + c + ' '}{what}")
     for t in threads:  # and once more at the end: did the machine change during the run?
         bw_seen[t].append(read_bandwidth(t, bandwidth_mib))
         say(f"[bench] threads={t} read bandwidth at the end {bw_seen[t][-1] / 1e9:.1f} GB/s")
@@ -613,6 +653,8 @@ def run_bench(model: str, formats: Optional[Sequence[str]] = None, threads: Sequ
                        if contention else None),
         "llama_cpp_repacking_off": sorted(no_bufts),
         "loomrt_mmap": mmap,
+        "pool_stats": pool_stats,
+        "alternate_threads": alternate_threads,
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "results": results,
     }
@@ -698,6 +740,35 @@ def format_table(res: Dict[str, Any]) -> str:
                 if rates and r["condition"] == "membw":
                     lines.append(f"membw hogs beside loomrt {r['format']} {r['threads']}T copied "
                                  f"{min(rates) / 1e9:.1f}-{max(rates) / 1e9:.1f} GB/s each")
+    if len(res["threads"]) > 1:
+        t0 = res["threads"][0]
+        lines += ["", f"decode speed at each thread count / at {t0} thread{'s' if t0 > 1 else ''} (medians; "
+                  + ("thread counts alternated within each repeat)" if res.get("alternate_threads") else
+                     "thread counts measured one after the other: minutes apart, --alternate-threads to alternate)")]
+        for f in res["formats"]:
+            for c in conds:
+                parts = []
+                for s in res["systems"]:
+                    one = (by.get((s, f, t0, c)) or {}).get("median") or {}
+                    xs = [f"{t}T {((by.get((s, f, t, c)) or {}).get('median') or {}).get('decode_tok_s', 0) / one['decode_tok_s']:.2f}"
+                          for t in res["threads"][1:] if one and ((by.get((s, f, t, c)) or {}).get("median") or {})]
+                    if xs:
+                        parts.append(f"{s} {', '.join(xs)}")
+                if parts:
+                    lines.append(f"  {f:<6}" + (f"{c:<9}" if lc else "") + "; ".join(parts))
+    if res.get("pool_stats"):
+        lines += ["", "loomrt thread pool over the decode (medians over repeats): jobs per token, the share of jobs "
+                  "the workers joined, their mean time from post to join, their share of the tasks, and the share of "
+                  "the decode the calling thread waited for other threads' tasks"]
+        for r in res["results"]:
+            pools = [pool_summary(run["pool"]) for run in r["runs"] if run.get("pool")]
+            if not pools or r["threads"] < 2:
+                continue
+            med = {k: statistics.median([x[k] for x in pools]) for k in pools[0]}
+            lines.append(f"  {r['format']:<6}{r['threads']}T" + (f" {r['condition']:<8}" if lc else "")
+                         + f" {med['jobs_per_token']:.0f} jobs/token, workers joined {med['worker_joined_share']:.0%}"
+                         f" ({med['worker_join_ms']:.3f} ms after post), ran {med['worker_task_share']:.0%} of the "
+                         f"tasks; caller waited {med['caller_wait_share']:.1%} of the decode")
     if res.get("llama_cpp_repacking_off"):
         lines.append(f"llama.cpp ran {', '.join(res['llama_cpp_repacking_off'])} with its weight repacking (extra buffer "
                      "types) off: it crashed with them on this CPU.")
@@ -737,7 +808,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-mmap", action="store_true",
                    help="load loomrt with its weights read into memory (on Linux into memory advised for huge "
                    "pages) instead of memory-mapped")
+    p.add_argument("--alternate-threads", action="store_true",
+                   help="run the thread counts back to back within each repeat (default: every repeat of one "
+                   "thread count, then the next), so that the scaling from 1 to 2 threads is measured at one moment")
+    p.add_argument("--pool-stats", action="store_true",
+                   help="count loomrt's thread-pool jobs over each decode (jobs per token, worker joins and their "
+                   "delay, the caller's wait) and report them below the table and in the JSON")
+    p.add_argument("--pool-stats-file", metavar="FILE", default=None,
+                   help="with --pool-stats implied: also append one JSON line per loomrt measurement (format, "
+                   "threads, load, repeat and the raw counters) to FILE")
     p.add_argument("--json", metavar="FILE", default=None, help="also save the results as JSON")
+
+
+def write_pool_stats(res: Dict[str, Any], path: str) -> None:
+    """Append one JSON line per loomrt measurement with pool counters (``--pool-stats-file``)."""
+    from . import errors
+
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            for r in res["results"]:
+                for i, run in enumerate(r["runs"]):
+                    if run.get("pool"):
+                        f.write(json.dumps({"date": res.get("date"), "system": r["system"], "format": r["format"],
+                                            "threads": r["threads"], "condition": r.get("condition", "none"),
+                                            "repeat": i + 1, **run["pool"]}) + "\n")
+    except OSError as exc:
+        raise errors.LoomrtIOError(f"cannot write {path}: {exc.strerror}") from None
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -777,8 +873,12 @@ def run_from_args(args: argparse.Namespace) -> int:
     res = run_bench(model, args.formats, args.threads, systems, settings,
                     transformers_all_formats=args.transformers_all_formats, log=say,
                     bandwidth_mib=64 if args.quick else 256, contention=args.contention,
-                    mmap=not args.no_mmap)
+                    mmap=not args.no_mmap, pool_stats=bool(args.pool_stats or args.pool_stats_file),
+                    alternate_threads=bool(getattr(args, "alternate_threads", False)))
     print(format_table(res), flush=True)
+    if args.pool_stats_file:
+        write_pool_stats(res, args.pool_stats_file)
+        say(f"[bench] thread-pool counters appended to {args.pool_stats_file}")
     if args.json:
         try:
             with open(args.json, "w", encoding="utf-8") as f:

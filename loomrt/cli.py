@@ -23,7 +23,7 @@ import os
 import sys
 from typing import Dict, List, Optional, Sequence
 
-from . import __version__, errors
+from . import __version__, _lib, errors
 from .model import Model, Timings, load
 from .resolve import default_model_path, resolve_model_path
 
@@ -659,7 +659,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if args.html:
         ins.to_html(args.html)
     if args.json:
-        _write(args.json, ins.to_json())
+        _lib.write_text(args.json, ins.to_json())
     L = ins.lens_top.shape[0] - 1
     print("position  token                 entropy  surprisal  lens top-1 by layer (embedding, 1..L)")
     for t, tok in enumerate(ins.tokens):
@@ -668,14 +668,6 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         sur = "-" if ins.surprisal[t] != ins.surprisal[t] else f"{ins.surprisal[t]:.2f}"
         print(f"{t:8d}  {repr(tok):20.20s}  {ins.entropy[t]:7.3f}  {sur:>9s}  {lens}")
     return 0
-
-
-def _write(path: str, text: str) -> None:
-    try:
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(text)
-    except OSError as exc:
-        raise errors.LoomrtIOError(f"cannot write {path}: {exc.strerror}") from None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

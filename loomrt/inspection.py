@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from . import _lib, errors
+from . import _lib
 from ._lib import ffi, lib
 
 
@@ -84,7 +84,7 @@ class Inspection:
     def to_json(self, path: Optional[Union[str, os.PathLike]] = None, arrays: bool = True) -> str:
         text = json.dumps(self.to_dict(arrays))
         if path is not None:
-            _write(path, text)
+            _lib.write_text(path, text)
         return text
 
     def to_html(self, path: Optional[Union[str, os.PathLike]] = None, title: str = "loomrt inspection") -> str:
@@ -92,16 +92,8 @@ class Inspection:
         attention heat maps (choose layer and head; or the mean over heads)."""
         page = _report(self, title)
         if path is not None:
-            _write(path, page)
+            _lib.write_text(path, page)
         return page
-
-
-def _write(path: Union[str, os.PathLike], text: str) -> None:
-    try:
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(text)
-    except OSError as exc:
-        raise errors.LoomrtIOError(f"cannot write {os.fspath(path)}: {exc.strerror}") from None
 
 
 def inspect_model(model: Any, prompt: Union[str, Sequence[int]], top_k: int = 5, attention: bool = True) -> Inspection:

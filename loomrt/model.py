@@ -103,32 +103,42 @@ class Session:
         self._holder = ""
         self._lock.release()
 
-    @property
-    def position(self) -> int:
-        """Number of tokens in the cache."""
-        self._acquire("position")
+    def _locked(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(handle, *args)`` with the session held for the call (see :meth:`_acquire`)."""
+        self._acquire(what)
         try:
-            return _lib.session_position(self._h)
+            return fn(self._h, *args)
         finally:
             self._release()
 
+    @property
+    def position(self) -> int:
+        """Number of tokens in the cache."""
+        return self._locked("position", _lib.session_position)
+
     def reset(self) -> None:
-        self._acquire("reset")
-        try:
-            _lib.session_reset(self._h)
-        finally:
-            self._release()
+        self._locked("reset", _lib.session_reset)
 
     def kv_rows(self, layer: int = -1) -> Tuple[int, int]:
         """(allocated, limit): positions of keys and values the KV cache of ``layer`` (-1: all
         layers, summed) holds now and the most it will hold: the context for a full-attention
         layer, window + 127 for a sliding-window layer (a ring; unless ``full_kv=True``). Each
         position costs ``2 * kv_heads * head_dim * 4`` bytes (``kv_bytes``)."""
-        self._acquire("kv_rows")
-        try:
-            return _lib.session_kv_rows(self._h, layer)
-        finally:
-            self._release()
+        return self._locked("kv_rows", _lib.session_kv_rows, layer)
+
+    def pool_stats(self) -> Dict[str, Any]:
+        """The counters of this session's thread pool (diagnostics, docs/performance.md), counted
+        since the last ``reset_pool_stats(True)`` (off until then): ``jobs`` (parallel
+        dispatches), the calling thread's ``caller_tasks``, ``caller_run_s`` (time inside jobs),
+        ``caller_wait_s`` (waiting for other threads' tasks after its own share),
+        ``caller_sleeps``, and per worker its ``tasks``, the jobs it ``joined``,
+        ``join_after_post_s`` (summed time from a job being posted to the worker joining it)
+        and ``sleeps`` (times it slept before joining); ``threads`` and ``on``."""
+        return self._locked("pool_stats", _lib.session_pool_stats)
+
+    def reset_pool_stats(self, on: bool = True) -> None:
+        """Zero the thread pool's counters and turn counting on (``on=True``) or off."""
+        self._locked("reset_pool_stats", _lib.session_pool_stats_reset, on)
 
     def kv_bytes(self) -> int:
         """Bytes of keys and values the session holds now (all layers)."""
@@ -139,11 +149,7 @@ class Session:
         """Drop the tokens from ``position`` on. With sliding-window layers (ring KV cache,
         see ``full_kv`` of :class:`Model`) it may step back at most 128 positions from the
         furthest one evaluated, or to 0; further raises StateError."""
-        self._acquire("truncate")
-        try:
-            _lib.session_truncate(self._h, position)
-        finally:
-            self._release()
+        self._locked("truncate", _lib.session_truncate, position)
 
     def eval(self, token_ids: Sequence[int], all_logits: bool = False) -> np.ndarray:
         """Append tokens and run the model; returns the logits (rows x vocab, float32) of
@@ -159,57 +165,33 @@ class Session:
             self._release()
 
     def configure(self, params: SamplingParams) -> None:
-        self._acquire("configure")
-        try:
-            params.apply(self._h)
-        finally:
-            self._release()
+        self._locked("configure", params.apply)
 
     def sample(self) -> int:
         """Pick the next token from the last logits (does not append it)."""
-        self._acquire("sample")
-        try:
-            return _lib.session_sample(self._h)
-        finally:
-            self._release()
+        return self._locked("sample", _lib.session_sample)
 
     def log_softmax(self) -> np.ndarray:
         """Log-probabilities of the next token (vocab float32): the log softmax of the last
         evaluated position's logits, before the sampler's penalty, temperature and filters,
         computed in one fixed order with loomrt's own exp and log (same bits everywhere)."""
-        self._acquire("log_softmax")
-        try:
-            return _lib.session_log_softmax(self._h, self.model.vocab_size)
-        finally:
-            self._release()
+        return self._locked("log_softmax", _lib.session_log_softmax, self.model.vocab_size)
 
     def candidates(self) -> tuple:
         """(ids, probabilities) the last :meth:`sample` chose from, after all filters."""
-        self._acquire("candidates")
-        try:
-            return _lib.session_candidates(self._h)
-        finally:
-            self._release()
+        return self._locked("candidates", _lib.session_candidates)
 
     def save_state(self) -> bytes:
         """The whole session state (tokens, KV cache, last logits, sampler settings and seed)
         as a portable, self-checking blob; :meth:`load_state` on a session of the same model
         continues bit-identically."""
-        self._acquire("save_state")
-        try:
-            return _lib.session_state_save(self._h)
-        finally:
-            self._release()
+        return self._locked("save_state", _lib.session_state_save)
 
     def load_state(self, blob: bytes) -> None:
         """Restore a blob from :meth:`save_state`. Raises FormatError (corrupt),
         UnsupportedError (other numerics / blob version), InvalidArgumentError (other model)
         or ContextFullError; the session is unchanged then."""
-        self._acquire("load_state")
-        try:
-            _lib.session_state_load(self._h, blob)
-        finally:
-            self._release()
+        self._locked("load_state", _lib.session_state_load, blob)
 
 
 class _SessionPool:
@@ -239,6 +221,29 @@ class _SessionPool:
     def idle(self) -> int:
         with self._lock:
             return len(self._idle)
+
+
+def _decode_loop(max_tokens: int, next_token: Callable[[], int], at_context: Callable[[int], bool],
+                 advance: Optional[Callable[[int], None]], tm: Timings, t1: float, eos: set) -> Iterator[int]:
+    """The token loop plain and speculative decoding share: ``next_token()`` picks the next
+    token (and calls the step hook); eos stops ("stop"), ``max_tokens`` ends it ("length", set
+    by the caller), ``at_context(i)`` after the i-th token yielded ends it ("context");
+    ``advance(tok)`` (plain decoding: evaluate the token) runs before the next pick."""
+    for i in range(max_tokens):
+        tok = next_token()
+        if tok in eos:
+            tm.finish_reason = "stop"
+            break
+        tm.generated_tokens += 1
+        tm.generate_seconds = time.perf_counter() - t1
+        yield tok
+        if i + 1 == max_tokens:
+            break
+        if at_context(i):
+            tm.finish_reason = "context"
+            break
+        if advance is not None:
+            advance(tok)
 
 
 def _check_prompt_type(prompt: Any, chat: bool) -> None:
@@ -514,22 +519,15 @@ class Model:
         if spec is not None:
             yield from self._spec_tokens(s, len(ids), max_tokens, spec, tm, t1, eos, step_hook)
             return
-        for i in range(max_tokens):
+
+        def next_token() -> int:
             tok = _lib.session_sample(h)
             if step_hook is not None:
                 step_hook(s, tok)
-            if tok in eos:
-                tm.finish_reason = "stop"
-                break
-            tm.generated_tokens += 1
-            tm.generate_seconds = time.perf_counter() - t1
-            yield tok
-            if i + 1 == max_tokens:
-                break
-            if _lib.session_position(h) >= s.context:
-                tm.finish_reason = "context"
-                break
-            _lib.session_eval(h, [tok], False)
+            return tok
+
+        yield from _decode_loop(max_tokens, next_token, lambda i: _lib.session_position(h) >= s.context,
+                                lambda tok: _lib.session_eval(h, [tok], False), tm, t1, eos)
         tm.generate_seconds = time.perf_counter() - t1
 
     def _spec_tokens(self, s: Session, n_prompt: int, max_tokens: int, spec: Dict[str, Any], tm: Timings,
@@ -551,21 +549,15 @@ class Model:
             _lib.spec_set(h, k=spec["k"], lookup=spec["lookup"], max_tokens=max_tokens)
             _lib.spec_start(h)
             vocab = self.vocab_size
-            for i in range(max_tokens):
+
+            def next_token() -> int:
                 tok, row = _lib.spec_next(h, vocab, hook is not None)
                 if hook is not None:
                     hook(s, tok, row)
-                if tok in eos:
-                    tm.finish_reason = "stop"
-                    break
-                tm.generated_tokens += 1
-                tm.generate_seconds = time.perf_counter() - t1
-                yield tok
-                if i + 1 == max_tokens:
-                    break
-                if n_prompt + i >= s.context:  # where plain decoding's session would stand
-                    tm.finish_reason = "context"
-                    break
+                return tok
+
+            # the context check asks where plain decoding's session would stand
+            yield from _decode_loop(max_tokens, next_token, lambda i: n_prompt + i >= s.context, None, tm, t1, eos)
         finally:
             tm.spec_rounds = _lib.spec_get(h, "rounds")
             tm.proposed_tokens = _lib.spec_get(h, "proposed")

@@ -109,6 +109,31 @@ class Job:
         return out
 
 
+def _run_items(items: List[Tuple[Any, Any]]) -> None:
+    """Run a step's held work in order: (None, task) hashes a receipt row or sends a finished
+    sequence's receipt; (emit, event) hands an event to the event loop."""
+    i = 0
+    while i < len(items):
+        fn, arg = items[i]
+        i += 1
+        many = getattr(fn, "many", None)
+        if many is not None and i < len(items) and items[i][0] is fn:
+            # consecutive events of one request: handed over in one call (one wake-up)
+            args = [arg]
+            while i < len(items) and items[i][0] is fn:
+                args.append(items[i][1])
+                i += 1
+            many(args)
+            continue
+        try:
+            arg() if fn is None else fn(arg)
+        except Exception as exc:  # noqa: BLE001 - a failed receipt fails its request, not the server
+            emit, index = getattr(arg, "job_emit", None), getattr(arg, "job_index", 0)
+            if emit is not None:
+                emit(("error", index, APIError(500, f"internal error making the receipt: {exc}",
+                                               type_="server_error"), []))
+
+
 def top_logprobs(lp: Any, k: int) -> List[Tuple[int, float]]:
     """The k largest log-probabilities as (id, value), ordered by value then lower id (a total
     order: ties at the k-th value are cut by id, never by a sort's whim)."""
@@ -229,14 +254,7 @@ class ModelWorker:
             items = self.receipts.get()
             if items is None:
                 return
-            for fn, arg in items:
-                try:
-                    arg() if fn is None else fn(arg)
-                except Exception as exc:  # noqa: BLE001 - a failed receipt fails its request, not the server
-                    emit, index = getattr(arg, "job_emit", None), getattr(arg, "job_index", 0)
-                    if emit is not None:
-                        emit(("error", index, APIError(500, f"internal error making the receipt: {exc}",
-                                                       type_="server_error"), []))
+            _run_items(items)
 
     # -- the scheduler thread --
 
@@ -587,6 +605,24 @@ def _logprobs(body: Dict[str, Any], chat: bool) -> Optional[int]:
     return (k or 0) if on else None
 
 
+# prompts up to this many characters (all of a request's together) are tokenized on the event
+# loop; longer ones on a worker thread, so that a huge prompt does not hold up other requests
+INLINE_TOKENIZE_CHARS = 4096
+
+
+def _prompt_chars(p: Parsed) -> int:
+    """Characters (or token ids) in a parsed request's prompts or messages."""
+    n = 0
+    for prompt in p.prompts:
+        if isinstance(prompt, str):
+            n += len(prompt)
+        elif prompt and isinstance(prompt[0], dict):  # chat messages
+            n += sum(len(m["content"]) + 16 for m in prompt)
+        else:
+            n += len(prompt)
+    return n
+
+
 def tokenize_prompts(p: Parsed, cfg: ServeConfig) -> List[List[int]]:
     """Token ids of each prompt, as Model.generate makes them (runs off the event loop)."""
     model = p.worker.model
@@ -670,7 +706,10 @@ def create_app(models: Dict[str, Model], cfg: Optional[ServeConfig] = None) -> A
             check_key(request)
             body = await read_json(request)
             p = parse_request(body, chat, workers, cfg)
-            ids_list = await run_in_threadpool(tokenize_prompts, p, cfg)
+            if _prompt_chars(p) <= INLINE_TOKENIZE_CHARS:
+                ids_list = tokenize_prompts(p, cfg)  # well under a millisecond: no thread hop
+            else:
+                ids_list = await run_in_threadpool(tokenize_prompts, p, cfg)
         except APIError as e:
             return err(e)
         worker = p.worker
@@ -682,6 +721,14 @@ def create_app(models: Dict[str, Model], cfg: Optional[ServeConfig] = None) -> A
                 loop.call_soon_threadsafe(queue.put_nowait, ev)
             except RuntimeError:  # the event loop is gone (shutdown): nobody is listening
                 pass
+
+        def emit_many(evs: List[Any]) -> None:
+            try:
+                loop.call_soon_threadsafe(_put_all, queue, evs)
+            except RuntimeError:
+                pass
+
+        emit.many = emit_many  # type: ignore[attr-defined]
 
         jobs: List[Job] = []
         for pi, ids in enumerate(ids_list):
@@ -734,30 +781,43 @@ def create_app(models: Dict[str, Model], cfg: Optional[ServeConfig] = None) -> A
                                         "choices": [{"index": j.index, "delta": {"role": "assistant", "content": ""},
                                                      "logprobs": None, "finish_reason": None}]})
                     while done < len(jobs):
-                        kind, idx, data, lps = await queue.get()
-                        if kind == "error":
-                            yield _sse(data.body())
-                            return
-                        lp_obj = logprobs_json(lps)
-                        if kind == "text":
-                            choice = ({"index": idx, "delta": {"content": data}, "logprobs": lp_obj, "finish_reason": None}
-                                      if chat else {"index": idx, "text": data, "logprobs": lp_obj, "finish_reason": None})
-                        else:
-                            done += 1
-                            completion += data["completion_tokens"]
-                            ext = {"receipt": data["receipt"], "token_ids": data["token_ids"],
-                                   "finish_reason": data["loomrt_finish_reason"]}
-                            choice = ({"index": idx, "delta": {}, "logprobs": lp_obj, "finish_reason": data["finish_reason"],
-                                       "loomrt": ext} if chat else
-                                      {"index": idx, "text": "", "logprobs": lp_obj, "finish_reason": data["finish_reason"],
-                                       "loomrt": ext})
-                        yield _sse({"id": rid, "object": obj + ".chunk" if chat else obj, "created": created,
-                                    "model": model_name, "system_fingerprint": _fingerprint(), "choices": [choice]})
-                    if p.include_usage:
-                        yield _sse({"id": rid, "object": obj + ".chunk" if chat else obj, "created": created,
-                                    "model": model_name, "system_fingerprint": _fingerprint(), "choices": [],
-                                    "usage": _usage(prompt_tokens, completion)})
-                    yield b"data: [DONE]\n\n"
+                        # every event already waiting goes out in one write (one wake-up of the
+                        # client): the last token, the final chunk and [DONE] usually come together
+                        out: List[bytes] = []
+                        ev = await queue.get()
+                        while True:
+                            kind, idx, data, lps = ev
+                            if kind == "error":
+                                out.append(_sse(data.body()))
+                                yield b"".join(out)
+                                return
+                            lp_obj = logprobs_json(lps)
+                            if kind == "text":
+                                choice = ({"index": idx, "delta": {"content": data}, "logprobs": lp_obj,
+                                           "finish_reason": None}
+                                          if chat else {"index": idx, "text": data, "logprobs": lp_obj, "finish_reason": None})
+                            else:
+                                done += 1
+                                completion += data["completion_tokens"]
+                                ext = {"receipt": data["receipt"], "token_ids": data["token_ids"],
+                                       "finish_reason": data["loomrt_finish_reason"]}
+                                choice = ({"index": idx, "delta": {}, "logprobs": lp_obj,
+                                           "finish_reason": data["finish_reason"], "loomrt": ext} if chat else
+                                          {"index": idx, "text": "", "logprobs": lp_obj,
+                                           "finish_reason": data["finish_reason"], "loomrt": ext})
+                            out.append(_sse({"id": rid, "object": obj + ".chunk" if chat else obj, "created": created,
+                                             "model": model_name, "system_fingerprint": _fingerprint(),
+                                             "choices": [choice]}))
+                            if done == len(jobs) or queue.empty():
+                                break
+                            ev = queue.get_nowait()
+                        if done == len(jobs):
+                            if p.include_usage:
+                                out.append(_sse({"id": rid, "object": obj + ".chunk" if chat else obj, "created": created,
+                                                 "model": model_name, "system_fingerprint": _fingerprint(), "choices": [],
+                                                 "usage": _usage(prompt_tokens, completion)}))
+                            out.append(b"data: [DONE]\n\n")
+                        yield b"".join(out)
                 finally:
                     worker.cancel(jobs)  # a client that went away frees its sessions at once
 
@@ -890,6 +950,11 @@ def _token_str(b: bytes) -> str:
         return b.decode("utf-8")
     except UnicodeDecodeError:
         return "bytes:" + "".join(f"\\x{c:02x}" for c in b)
+
+
+def _put_all(q: "asyncio.Queue[Any]", evs: List[Any]) -> None:
+    for ev in evs:
+        q.put_nowait(ev)
 
 
 def _sse(obj: Any) -> bytes:

@@ -84,6 +84,9 @@ _LLAMA = {
     "w_up": "mlp.up_proj.weight", "b_up": "mlp.up_proj.bias", "w_down": "mlp.down_proj.weight",
     "b_down": "mlp.down_proj.bias",
 }
+_LLAMA_TOP = {"tok_embd": "model.embed_tokens.weight", "out_norm": "model.norm.weight", "lm_head": "lm_head.weight"}
+_GPT2_TOP = {"tok_embd": "transformer.wte.weight", "pos_embd": "transformer.wpe.weight",
+             "out_norm": "transformer.ln_f.weight", "out_norm_b": "transformer.ln_f.bias"}
 _GPT2 = {  # name -> (HF name, transposed)
     "attn_norm": ("ln_1.weight", False), "attn_norm_b": ("ln_1.bias", False),
     "wo": ("attn.c_proj.weight", True), "bo": ("attn.c_proj.bias", False),
@@ -102,21 +105,15 @@ def to_hf(weights: Dict[str, np.ndarray], config: Dict[str, Any]) -> Dict[str, n
     out: Dict[str, np.ndarray] = {}
     if not is_gpt2(config):
         for name, w in weights.items():
-            if name == "tok_embd":
-                out["model.embed_tokens.weight"] = w
-            elif name == "out_norm":
-                out["model.norm.weight"] = w
-            elif name == "lm_head":
-                out["lm_head.weight"] = w
+            if name in _LLAMA_TOP:
+                out[_LLAMA_TOP[name]] = w
             else:
                 _, layer, key = name.split(".", 2)
                 out[f"model.layers.{layer}.{_LLAMA[key]}"] = w
         return out
     layers = int(config["n_layer"])
-    out["transformer.wte.weight"] = weights["tok_embd"]
-    out["transformer.wpe.weight"] = weights["pos_embd"]
-    out["transformer.ln_f.weight"] = weights["out_norm"]
-    out["transformer.ln_f.bias"] = weights["out_norm_b"]
+    for name, hf in _GPT2_TOP.items():
+        out[hf] = weights[name]
     for l in range(layers):
         p = f"blk.{l}."
         h = f"transformer.h.{l}."
@@ -134,22 +131,17 @@ def from_hf(state: Dict[str, np.ndarray], config: Dict[str, Any]) -> Dict[str, n
     out: Dict[str, np.ndarray] = {}
     if not is_gpt2(config):
         inv = {v: k for k, v in _LLAMA.items()}
+        top = {v: k for k, v in _LLAMA_TOP.items()}
         for name, w in state.items():
-            if name == "model.embed_tokens.weight":
-                out["tok_embd"] = w
-            elif name == "model.norm.weight":
-                out["out_norm"] = w
-            elif name == "lm_head.weight":
-                out["lm_head"] = w
+            if name in top:
+                out[top[name]] = w
             elif name.startswith("model.layers."):
                 _, _, layer, rest = name.split(".", 3)
                 if rest in inv:
                     out[f"blk.{layer}.{inv[rest]}"] = w
         return out
-    out["tok_embd"] = state["transformer.wte.weight"]
-    out["pos_embd"] = state["transformer.wpe.weight"]
-    out["out_norm"] = state["transformer.ln_f.weight"]
-    out["out_norm_b"] = state["transformer.ln_f.bias"]
+    for name, hf in _GPT2_TOP.items():
+        out[name] = state[hf]
     d = int(config["n_embd"])
     for l in range(int(config["n_layer"])):
         p = f"blk.{l}."

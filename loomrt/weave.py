@@ -137,7 +137,7 @@ class WeaveTrace:
                                                           for r in self.rows]
         text = "\n".join(lines) + "\n"
         if path is not None:
-            _write_text(path, text)
+            _lib.write_text(path, text)
         return text
 
     def to_html(self, path: Optional[Union[str, os.PathLike]] = None, title: str = "loomrt weave trace") -> str:
@@ -145,7 +145,7 @@ class WeaveTrace:
         a hover card with the numbers, and a per-model influence chart."""
         page = _html_page(self, title)
         if path is not None:
-            _write_text(path, page)
+            _lib.write_text(path, page)
         return page
 
     def rich_text(self) -> Any:
@@ -188,15 +188,7 @@ class WeaveTrace:
         elif p.endswith((".jsonl", ".json")):
             self.to_jsonl(p)
         else:
-            _write_text(p, self.to_ansi())
-
-
-def _write_text(path: Union[str, os.PathLike], text: str) -> None:
-    try:
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(text)
-    except OSError as exc:
-        raise errors.LoomrtIOError(f"cannot write {os.fspath(path)}: {exc.strerror}") from None
+            _lib.write_text(p, self.to_ansi())
 
 
 def _html_page(tr: WeaveTrace, title: str) -> str:

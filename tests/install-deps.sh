@@ -34,8 +34,9 @@ pip install ziglang==0.17.1 wasmtime==50.0.1
 # inspects the locally built wheel, build makes the sdist
 pip install cibuildwheel==4.3.3 auditwheel build pyyaml 'tomli; python_version < "3.11"'
 # server (tests/test_serve.py, benchmarks/serve_speed.py): the ASGI stack of `loomrt serve`, the
-# official OpenAI client that drives it, and llama-cpp-python's OpenAI server extras (the peer)
-pip install 'starlette>=0.37' 'uvicorn>=0.29' 'openai>=1.30' httpx fastapi sse-starlette starlette-context pydantic-settings
+# official OpenAI client that drives it, and llama-cpp-python's OpenAI server extras (the peer);
+# uvloop and httptools as in loomrt[serve] (uvicorn uses them when installed)
+pip install 'starlette>=0.37' 'uvicorn>=0.29' 'uvloop>=0.19' 'httptools>=0.6' 'openai>=1.30' httpx fastapi sse-starlette starlette-context pydantic-settings
 # Ray (tests/test_ray.py, benchmarks/ray_batch.py): loomrt.ray's batch jobs (Ray Data: pyarrow,
 # pandas) and data-parallel training on a local cluster started inside the tests
 pip install "ray[data]==2.60.0"

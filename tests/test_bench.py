@@ -187,3 +187,47 @@ def test_bench_no_mmap_is_recorded(tiny_gguf: str, tmp_path, capsys) -> None:
     assert "loomrt read its weights into memory (--no-mmap" in out
     m = res["results"][0]["median"]  # CPU time over the decode: tokens per CPU second, and CPUs busy per wall second
     assert m["decode_tok_per_cpu_s"] > 0 and m["decode_cpu_s_per_wall_s"] > 0
+
+
+def test_bench_pool_stats_table_and_file(tiny_gguf: str, tmp_path, capsys) -> None:
+    """--pool-stats-file: the bench (not the library) reads the pool counters through the API over
+    each loomrt decode, reports them under the table and appends one JSON line per measurement."""
+    out_json, out_pool = str(tmp_path / "bench.json"), tmp_path / "pool.jsonl"
+    rc = cli.main(["bench", tiny_gguf, "--quick", "--systems", "loomrt", "--threads", "1", "2",
+                   "--pool-stats-file", str(out_pool), "--json", out_json])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    with open(out_json, encoding="utf-8") as f:
+        res = json.load(f)
+    assert res["pool_stats"] is True
+    lines = [json.loads(x) for x in out_pool.read_text().splitlines()]
+    assert sorted(d["threads"] for d in lines) == [1, 2]
+    for d in lines:
+        assert d["system"] == "loomrt" and d["format"] == "f32" and d["on"] is True
+        assert d["tokens"] == res["settings"]["decode_tokens"] - 1
+        assert d["jobs"] >= d["tokens"] * 5  # several dispatches per token, counted over the decode only
+        assert d["caller_tasks"] + sum(w["tasks"] for w in d["workers"]) >= d["jobs"]
+        assert len(d["workers"]) == d["threads"] - 1
+    two = [line for line in out.splitlines() if line.strip().startswith("f32   2T")]
+    assert len(two) == 1 and "jobs/token, workers joined" in two[0], out
+    assert "loomrt thread pool over the decode" in out
+
+
+def test_bench_alternate_threads_reports_scaling(tiny_gguf: str, tmp_path, capsys) -> None:
+    """--alternate-threads: the thread counts take turns within each repeat (the progress lines
+    alternate 1, 2, 1, 2), and the table ends with each system's speed at 2 threads / 1 thread."""
+    out_json = str(tmp_path / "bench.json")
+    rc = cli.main(["bench", tiny_gguf, "--quick", "--systems", "loomrt", "--threads", "1", "2", "--repeats", "2",
+                   "--alternate-threads", "--json", out_json])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    order = [int(line.split("threads=")[1].split()[0]) for line in err.splitlines()
+             if "[bench] threads=" in line and " decode " in line]
+    assert order == [1, 2, 1, 2], err
+    with open(out_json, encoding="utf-8") as f:
+        res = json.load(f)
+    assert res["alternate_threads"] is True
+    med = {r["threads"]: r["median"]["decode_tok_s"] for r in res["results"]}
+    line = [x for x in out.splitlines() if x.strip().startswith("f32") and "loomrt 2T" in x]
+    assert len(line) == 1 and f"loomrt 2T {med[2] / med[1]:.2f}" in line[0], out
+    assert "thread counts alternated within each repeat" in out

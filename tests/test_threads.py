@@ -290,35 +290,78 @@ def test_c_generate_callback_into_same_session_is_refused(tiny_path) -> None:
     assert seen and all(p == -1 and st == lib.LRT_ERR_BUSY for p, st in seen), seen
 
 
-def test_pool_stats_are_off_unless_asked(tiny_path, tmp_path) -> None:
-    """LRT_POOL_STATS=FILE makes every thread pool append one JSON line of its counters to FILE
-    when it is freed (jobs, the caller's tasks and waits, each worker's tasks, joins, sleeps);
-    without it nothing is written. The counters add up: every task was run by someone."""
-    import json
+def test_pool_stats_count_jobs_and_reset(tiny_path) -> None:
+    """lrt_session_pool_stat: off (all zero) until reset_pool_stats(True); then the counters move
+    with a 2-thread decode and add up (every job's tasks were run by someone; the worker joins at
+    most every job; the caller's wait is part of its time in jobs); reset zeroes them, and off
+    they stay zero while the session keeps evaluating. Counting changes no logits. The library
+    writes nothing: the read-out is the only way out (the bench writes files)."""
+    import numpy as np
 
+    m = loomrt.load(tiny_path, threads=2)
+    s = m.session()
+    ids = list(range(1, 9))
+    base = s.eval(ids).copy()
+    d = s.pool_stats()
+    assert d["threads"] == 2 and not d["on"] and d["jobs"] == 0 and d["caller_tasks"] == 0
+    assert d["workers"] == [{"tasks": 0, "joined": 0, "join_after_post_s": 0.0, "sleeps": 0}]
+
+    s.reset()
+    s.reset_pool_stats(True)
+    counted = s.eval(ids).copy()
+    assert np.array_equal(base.view(np.uint32), counted.view(np.uint32))
+    for _ in range(4):
+        s.eval([s.sample()])
+    d = s.pool_stats()
+    w = d["workers"][0]
+    assert d["on"] and d["jobs"] > 5 * 4, d  # several dispatches per token
+    assert d["caller_tasks"] + w["tasks"] >= d["jobs"], d
+    assert 0 <= w["joined"] <= d["jobs"] and w["join_after_post_s"] >= 0
+    assert 0 < d["caller_run_s"] and 0 <= d["caller_wait_s"] <= d["caller_run_s"]
+    jobs = d["jobs"]
+    s.eval([s.sample()])
+    assert s.pool_stats()["jobs"] > jobs  # still counting
+
+    s.reset_pool_stats(True)  # zero, still on
+    d = s.pool_stats()
+    assert d["on"] and d["jobs"] == d["caller_tasks"] == d["caller_sleeps"] == 0 and d["caller_run_s"] == 0
+    assert d["workers"] == [{"tasks": 0, "joined": 0, "join_after_post_s": 0.0, "sleeps": 0}]
+    s.reset_pool_stats(False)  # zero and off
+    s.eval([s.sample()])
+    d = s.pool_stats()
+    assert not d["on"] and d["jobs"] == 0 and d["workers"][0]["tasks"] == 0
+
+    one = m.session(threads=1)
+    one.reset_pool_stats(True)
+    one.eval(ids)
+    d1 = one.pool_stats()
+    assert d1["threads"] == 1 and d1["workers"] == [] and d1["jobs"] > 0 and d1["caller_tasks"] >= d1["jobs"]
+
+
+def test_pool_stat_bad_arguments(tiny_path) -> None:
+    from loomrt._lib import ffi, lib
+
+    s = loomrt.load(tiny_path, threads=2).session()
+    v = ffi.new("int64_t *")
+    assert lib.lrt_session_pool_stat(s._h, 2, lib.LRT_POOL_STAT_JOBS, v) == lib.LRT_ERR_INVALID_ARGUMENT
+    assert lib.lrt_session_pool_stat(s._h, -1, lib.LRT_POOL_STAT_JOBS, v) == lib.LRT_ERR_INVALID_ARGUMENT
+    assert lib.lrt_session_pool_stat(s._h, 0, 99, v) == lib.LRT_ERR_INVALID_ARGUMENT
+    assert lib.lrt_session_pool_stat(s._h, 0, lib.LRT_POOL_STAT_JOBS, ffi.NULL) == lib.LRT_ERR_INVALID_ARGUMENT
+    assert lib.lrt_session_pool_stat(ffi.NULL, 0, lib.LRT_POOL_STAT_JOBS, v) == lib.LRT_ERR_INVALID_ARGUMENT
+    assert lib.lrt_session_pool_stats_reset(ffi.NULL, 1) == lib.LRT_ERR_INVALID_ARGUMENT
+    assert lib.lrt_session_pool_stat(s._h, 1, lib.LRT_POOL_STAT_THREADS, v) == lib.LRT_OK and v[0] == 2
+
+
+def test_library_writes_no_pool_file(tiny_path, tmp_path) -> None:
+    """The old LRT_POOL_STATS=FILE environment switch is gone: the library writes no file."""
     code = ("import gc, sys, loomrt\n"
             "m = loomrt.load(sys.argv[1], threads=2)\n"
             "s = m.session()\n"
             "s.eval(list(range(1, 9)))\n"
-            "for _ in range(4): s.eval([s.sample()])\n"
             "del s, m\n"
             "gc.collect()\n")
-    env = dict(os.environ, PYTHONPATH=ROOT)
     out = tmp_path / "pool.jsonl"
-    r = subprocess.run([sys.executable, "-c", code, tiny_path], env=dict(env, LRT_POOL_STATS=str(out)),
-                       capture_output=True, text=True, timeout=120)
+    env = dict(os.environ, PYTHONPATH=ROOT, LRT_POOL_STATS=str(out))
+    r = subprocess.run([sys.executable, "-c", code, tiny_path], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    lines = [json.loads(x) for x in out.read_text().splitlines()]
-    two = [d for d in lines if d["threads"] == 2 and d["jobs"] > 0]
-    assert two, lines
-    d = two[0]
-    assert len(d["workers"]) == 1
-    w = d["workers"][0]
-    assert d["caller_tasks"] + w["tasks"] >= d["jobs"]  # every job has at least one task
-    assert 0 <= w["joined"] <= d["jobs"] and w["join_after_post_s"] >= 0
-    assert 0 <= d["caller_wait_s"] <= d["caller_run_s"]
-    out.unlink()
-    r = subprocess.run([sys.executable, "-c", code, tiny_path], env={k: v for k, v in env.items() if k != "LRT_POOL_STATS"},
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    assert not out.exists()
+    assert not out.exists() and r.stdout == ""

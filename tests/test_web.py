@@ -704,8 +704,9 @@ def test_threads_in_chromium_worker(wasm, seeded, tmp_path, isolated):
 
 
 def test_wasm_inline_f16_scale_equals_reference(tmp_path):
-    """csrc/kernels/wasm_simd.c widens block scales with an inline f16_le; for all 65536
-    halves it must give lrt_f16_to_f32's bits (tests/web/f16_check.c, run under wasmtime)."""
+    """csrc/kernels/wasm_simd.c widens block scales with an inline f16_le, and the Q4_1 kernel
+    four blocks at a time (q4_1_scales); for all 65536 halves both must give lrt_f16_to_f32's
+    bits (tests/web/f16_check.c, run under wasmtime)."""
     import wasmtime  # tests/install-deps.sh (the determinism matrix runs wasm with it too)
     out = str(tmp_path / "f16_check.wasm")
     csrc = ROOT / "csrc"
@@ -729,7 +730,7 @@ def test_wasm_inline_f16_scale_equals_reference(tmp_path):
     except wasmtime.ExitTrap as e:
         code = e.code
     text = (tmp_path / "stdout.txt").read_text()
-    assert code == 0 and "checked 65536 halves, 0 differ" in text, text
+    assert code == 0 and "checked 65536 halves, 0 differ; q4_1_scales: 0 differ" in text, text
 
 
 def web_site(wasm: str, folder: Path) -> Path:

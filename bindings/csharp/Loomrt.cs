@@ -50,6 +50,9 @@ namespace Loomrt
 
     public enum SessionInfo { FinishReason = 0, PromptTokens = 1, GeneratedTokens = 2 }
 
+    /// <summary>lrt_session_pool_stat keys (LRT_POOL_STAT_*; diagnostics).</summary>
+    public enum PoolStat { Threads = 0, On = 1, Jobs = 2, Tasks = 3, Sleeps = 4, RunNs = 5, WaitNs = 6, JoinNs = 7 }
+
     [Flags]
     public enum PromptFlags { None = 0, AddSpecial = 1, ParseSpecial = 2, Keep = 4, Default = 3 }
     /// <summary>lrt_model_open flags (LRT_OPEN_*; combine with |, pass as int).</summary>
@@ -115,6 +118,8 @@ namespace Loomrt
         [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_session_truncate(SessionHandle session, long pos);
         [DllImport(Lib, CallingConvention = CC)] public static extern long lrt_session_position(SessionHandle session);
         [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_session_kv_rows(SessionHandle session, long layer, out long allocated, out long limit);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_session_pool_stat(SessionHandle session, int thread, int key, out long value);
+        [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_session_pool_stats_reset(SessionHandle session, int on);
         [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_session_eval(SessionHandle session, int[] tokens, long n, int allLogits);
         [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_session_logits(SessionHandle session, out IntPtr logits, out long rows, out long vocab);
         [DllImport(Lib, CallingConvention = CC)] public static extern int lrt_session_set_float(SessionHandle session, int param, double value);

@@ -93,6 +93,8 @@ SIGNATURES: Dict[str, Tuple[object, List[object]]] = {
     "lrt_session_truncate": (_i32, [_h, _i64]),
     "lrt_session_position": (_i64, [_h]),
     "lrt_session_kv_rows": (_i32, [_h, _i64, _P(_i64), _P(_i64)]),
+    "lrt_session_pool_stat": (_i32, [_h, _i32, _i32, _P(_i64)]),
+    "lrt_session_pool_stats_reset": (_i32, [_h, _i32]),
     "lrt_session_eval": (_i32, [_h, _P(_i32), _i64, _i32]),
     "lrt_session_logits": (_i32, [_h, _P(_P(c_float)), _P(_i64), _P(_i64)]),
     "lrt_session_set_float": (_i32, [_h, _i32, c_double]),

@@ -327,6 +327,24 @@ int32_t lrt_session_kv_rows(const lrt_session *s, int64_t layer, int64_t *alloca
   SESSION_CALL(s, "lrt_session_kv_rows", kv_rows_in(s, layer, allocated, limit));
 }
 
+static int32_t pool_stat_in(const lrt_session *s, int32_t thread, int32_t key, int64_t *out) {
+  CHECK_PTR(out, "out");
+  return lrt_pool_stat(s->pool, thread, key, out);
+}
+
+int32_t lrt_session_pool_stat(const lrt_session *s, int32_t thread, int32_t key, int64_t *out) {
+  SESSION_CALL(s, "lrt_session_pool_stat", pool_stat_in(s, thread, key, out));
+}
+
+static int32_t pool_stats_reset_in(lrt_session *s, int32_t on) {
+  lrt_pool_stats_reset(s->pool, on != 0);
+  return LRT_OK;
+}
+
+int32_t lrt_session_pool_stats_reset(lrt_session *s, int32_t on) {
+  SESSION_CALL(s, "lrt_session_pool_stats_reset", pool_stats_reset_in(s, on));
+}
+
 int64_t lrt_session_position(const lrt_session *s) {
   if (!s || lrt_session_enter(s, "lrt_session_position")) return -1;
   int64_t pos = s->pos;

@@ -2,8 +2,8 @@
 #if !defined(_WIN32)
 #define _POSIX_C_SOURCE 200809L
 #endif
-#include <stdio.h>  /* the LRT_POOL_STATS file only */
 #include <stdlib.h>
+#include <string.h>
 
 #include "base.h"
 #include "threadpool.h"
@@ -78,6 +78,11 @@ typedef pthread_cond_t lrt_cond;
  * dispatches of one forward pass (several per layer) do not pay a futex wake-up each. */
 #include "lrt_atomic.h" /* C11 atomics, MSVC Interlocked intrinsics or GNU builtins */
 #define LRT_SPIN_ITERS 4000 /* about 43 us of pause on an Intel Xeon (AMX) VM */
+/* A worker's spin adapts: halved (down to LRT_SPIN_MIN) each time it ends without a job, so
+ * that on a busy host, where the next job comes late because the caller is not running, the
+ * worker stops taking CPU time from it; doubled (up to LRT_SPIN_ITERS) each time a job comes
+ * during the spin, so a quiet host keeps the long spin. Scheduling only: no value changes. */
+#define LRT_SPIN_MIN 125
 typedef lrt_atomic_u64 gen_t;
 typedef lrt_atomic_int pending_t;
 #define GEN_LOAD(x) lrt_atomic_load_u64(&(x))
@@ -93,13 +98,13 @@ typedef lrt_atomic_int pending_t;
 #define cpu_relax() ((void)0)
 #endif
 
-/* Diagnostics (off unless the environment names a file in LRT_POOL_STATS when the pool is
- * made; then one JSON line per pool is appended to it when the pool is freed): how many jobs
- * ran, how long the caller spent in them and waiting for others' tasks after its own share,
- * how often it slept, and per worker the tasks it ran, how often it woke, how long after a
- * job was posted it joined it, and how often it slept. Each counter is written by one thread
- * only (workers' own slots; the caller's under its own control) and read after the join.
- * Off, it costs one predictable branch per job and per wake. */
+/* Diagnostics (off until lrt_pool_stats_reset(pool, 1); read with lrt_pool_stat, the C API's
+ * lrt_session_pool_stat): how many jobs ran, how long the caller spent in them and waiting for
+ * others' tasks after its own share, how often it slept, and per worker the tasks it ran, how
+ * often it joined a job, how long after a job was posted it joined it, and how often it slept.
+ * Each counter is written by one thread only (workers' own slots; the caller's under its own
+ * control); they are read and reset under the mutex once no worker is inside a job. Off, they
+ * cost one predictable branch per job and per wake. */
 typedef struct pool_stats {
   uint64_t jobs, tasks, run_ns, wait_ns, sleeps; /* caller: jobs, its tasks, time in run, waiting */
   uint64_t wakes, join_ns, worker_sleeps;        /* a worker: jobs joined, post-to-join time, sleeps */
@@ -125,7 +130,7 @@ struct lrt_pool {
   void *ctx;
   int64_t n_tasks;
   lrt_atomic_int *cursor; /* n entries: next task of each thread's range */
-  int stats_on;           /* LRT_POOL_STATS was set when the pool was made */
+  lrt_atomic_int stats_on; /* counting (lrt_pool_stats_reset); set under mu, read without it */
   uint64_t posted_ns;     /* when the current job was posted (under mu; stats only) */
   pool_stats st;          /* the caller's counters */
 };
@@ -142,6 +147,8 @@ struct lrt_pool {
  * tasks. A worker joins a job under the mutex (active++), and a new job is set up only
  * when no worker is still in the previous one, so a late worker sees either the job it
  * joined (with exhausted cursors) or none. */
+#define STATS_ON(p) lrt_atomic_load_int(&(p)->stats_on)
+
 static int64_t range_end(const lrt_pool *p, int k) { return p->n_tasks * (k + 1) / p->n; }
 
 static int run_share(lrt_pool *p, int id) {
@@ -168,11 +175,14 @@ static void worker_main(void *arg) {
   worker *w = (worker *)arg;
   lrt_pool *p = w->pool;
   uint64_t seen = 0;
+  int spin = LRT_SPIN_ITERS;
   for (;;) {
-    for (int i = 0; i < LRT_SPIN_ITERS && GEN_LOAD(p->generation) == seen && !lrt_atomic_load_int(&p->stop); i++)
-      cpu_relax();
+    int i = 0;
+    for (; i < spin && GEN_LOAD(p->generation) == seen && !lrt_atomic_load_int(&p->stop); i++) cpu_relax();
+    if (i < spin) spin = spin * 2 < LRT_SPIN_ITERS ? spin * 2 : LRT_SPIN_ITERS;
+    else spin = spin / 2 > LRT_SPIN_MIN ? spin / 2 : LRT_SPIN_MIN;
     mutex_lock(&p->mu);
-    if (p->stats_on && GEN_LOAD(p->generation) == seen && !lrt_atomic_load_int(&p->stop)) w->st.worker_sleeps++;
+    if (STATS_ON(p) && GEN_LOAD(p->generation) == seen && !lrt_atomic_load_int(&p->stop)) w->st.worker_sleeps++;
     while (GEN_LOAD(p->generation) == seen && !lrt_atomic_load_int(&p->stop)) cond_wait(&p->wake, &p->mu);
     if (lrt_atomic_load_int(&p->stop)) {
       mutex_unlock(&p->mu);
@@ -180,7 +190,7 @@ static void worker_main(void *arg) {
     }
     seen = GEN_LOAD(p->generation);
     p->active++;
-    if (p->stats_on) {
+    if (STATS_ON(p)) {
       uint64_t now = lrt_now_ns();
       w->st.wakes++;
       w->st.join_ns += now > p->posted_ns ? now - p->posted_ns : 0;
@@ -190,7 +200,7 @@ static void worker_main(void *arg) {
     lrt_fpenv env; /* workers inherit the host's MXCSR/FPCR: guard them too */
     lrt_fpenv_enter(&env);
     int done = run_share(p, w->id);
-    if (p->stats_on) w->st.tasks += (uint64_t)done;
+    if (STATS_ON(p)) w->st.tasks += (uint64_t)done;
     lrt_fpenv_leave(&env);
 
     mutex_lock(&p->mu);
@@ -205,10 +215,6 @@ int32_t lrt_pool_new(int threads, lrt_pool **out) {
   lrt_pool *p = (lrt_pool *)calloc(1, sizeof *p);
   if (!p) return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory creating the thread pool");
   p->n = threads;
-  {
-    const char *e = getenv("LRT_POOL_STATS");
-    p->stats_on = e && *e;
-  }
   p->cursor = (lrt_atomic_int *)calloc((size_t)threads, sizeof(lrt_atomic_int));
   if (!p->cursor) {
     free(p);
@@ -239,24 +245,6 @@ int32_t lrt_pool_new(int threads, lrt_pool **out) {
   return LRT_OK;
 }
 
-static void write_stats(const lrt_pool *p) {
-  const char *path = getenv("LRT_POOL_STATS");
-  FILE *f = path && *path ? fopen(path, "a") : NULL;
-  if (!f) return; /* diagnostics only: a file that cannot be opened is not an error */
-  fprintf(f, "{\"threads\": %d, \"jobs\": %llu, \"caller_tasks\": %llu, \"caller_run_s\": %.6f, "
-          "\"caller_wait_s\": %.6f, \"caller_sleeps\": %llu, \"workers\": [", p->n,
-          (unsigned long long)p->st.jobs, (unsigned long long)p->st.tasks, p->st.run_ns * 1e-9,
-          p->st.wait_ns * 1e-9, (unsigned long long)p->st.sleeps);
-  for (int i = 0; i < p->n - 1; i++) {
-    const pool_stats *w = &p->workers[i].st;
-    fprintf(f, "%s{\"tasks\": %llu, \"joined\": %llu, \"join_after_post_s\": %.6f, \"sleeps\": %llu}",
-            i ? ", " : "", (unsigned long long)w->tasks, (unsigned long long)w->wakes, w->join_ns * 1e-9,
-            (unsigned long long)w->worker_sleeps);
-  }
-  fprintf(f, "]}\n");
-  fclose(f);
-}
-
 void lrt_pool_free(lrt_pool *p) {
   if (!p) return;
   if (p->workers) {
@@ -266,7 +254,6 @@ void lrt_pool_free(lrt_pool *p) {
     mutex_unlock(&p->mu);
     for (int i = 0; i < p->n - 1; i++) lrt_thread_join(p->workers[i].thread);
   }
-  if (p->stats_on) write_stats(p);
   if (p->workers) free(p->workers);
   cond_free(&p->wake);
   cond_free(&p->done);
@@ -279,10 +266,11 @@ int lrt_pool_threads(const lrt_pool *p) { return p->n; }
 
 void lrt_pool_run(lrt_pool *p, lrt_task_fn fn, void *ctx, int64_t n_tasks) {
   if (n_tasks <= 0) return;
-  uint64_t t0 = p->stats_on ? lrt_now_ns() : 0;
+  const int on = STATS_ON(p); /* changed only between jobs (lrt_pool_stats_reset) */
+  uint64_t t0 = on ? lrt_now_ns() : 0;
   if (p->n == 1 || n_tasks == 1) { /* nothing to share */
     for (int64_t t = 0; t < n_tasks; t++) fn(ctx, t, 0);
-    if (p->stats_on) {
+    if (on) {
       p->st.jobs++;
       p->st.tasks += (uint64_t)n_tasks;
       p->st.run_ns += lrt_now_ns() - t0;
@@ -296,24 +284,65 @@ void lrt_pool_run(lrt_pool *p, lrt_task_fn fn, void *ctx, int64_t n_tasks) {
   p->n_tasks = n_tasks;
   PENDING_STORE(p->finished, 0);
   for (int k = 0; k < p->n; k++) lrt_atomic_store_int(&p->cursor[k], (int)(n_tasks * k / p->n));
-  if (p->stats_on) p->posted_ns = lrt_now_ns();
+  if (on) p->posted_ns = lrt_now_ns();
   GEN_STORE(p->generation, GEN_LOAD(p->generation) + 1);
   cond_broadcast(&p->wake);
   mutex_unlock(&p->mu);
   int done = run_share(p, 0);
-  uint64_t t1 = p->stats_on ? lrt_now_ns() : 0;
+  uint64_t t1 = on ? lrt_now_ns() : 0;
   for (int i = 0; i < LRT_SPIN_ITERS && PENDING_LOAD(p->finished) < n_tasks; i++) cpu_relax();
   if (PENDING_LOAD(p->finished) < n_tasks) {
     mutex_lock(&p->mu);
-    if (p->stats_on) p->st.sleeps++;
+    if (on) p->st.sleeps++;
     while (PENDING_LOAD(p->finished) < n_tasks) cond_wait(&p->done, &p->mu);
     mutex_unlock(&p->mu);
   }
-  if (p->stats_on) {
+  if (on) {
     uint64_t t2 = lrt_now_ns();
     p->st.jobs++;
     p->st.tasks += (uint64_t)done;
     p->st.wait_ns += t2 - t1;
     p->st.run_ns += t2 - t0;
   }
+}
+
+/* Wait (under mu) until no worker is inside a job, so that every worker's counters are final
+ * and visible: a worker updates its own before it leaves the job under mu. */
+static void quiesce(lrt_pool *p) {
+  while (p->active > 0) cond_wait(&p->done, &p->mu);
+}
+
+void lrt_pool_stats_reset(lrt_pool *p, int on) {
+  mutex_lock(&p->mu);
+  quiesce(p);
+  memset(&p->st, 0, sizeof p->st);
+  for (int i = 0; i < p->n - 1; i++) memset(&p->workers[i].st, 0, sizeof p->workers[i].st);
+  lrt_atomic_store_int(&p->stats_on, on != 0);
+  mutex_unlock(&p->mu);
+}
+
+int32_t lrt_pool_stat(lrt_pool *p, int thread, int key, int64_t *out) {
+  if (thread < 0 || thread >= p->n)
+    return lrt_err(LRT_ERR_INVALID_ARGUMENT, "thread %d is outside [0, %d): the pool has %d thread(s)", thread, p->n,
+                   p->n);
+  mutex_lock(&p->mu);
+  quiesce(p);
+  const pool_stats *st = thread == 0 ? &p->st : &p->workers[thread - 1].st;
+  int32_t rc = LRT_OK;
+  uint64_t v = 0;
+  switch (key) {
+    case LRT_POOL_STAT_THREADS: v = (uint64_t)p->n; break;
+    case LRT_POOL_STAT_ON: v = (uint64_t)STATS_ON(p); break;
+    case LRT_POOL_STAT_JOBS: v = thread == 0 ? st->jobs : st->wakes; break;
+    case LRT_POOL_STAT_TASKS: v = st->tasks; break;
+    case LRT_POOL_STAT_SLEEPS: v = thread == 0 ? st->sleeps : st->worker_sleeps; break;
+    case LRT_POOL_STAT_RUN_NS: v = st->run_ns; break;
+    case LRT_POOL_STAT_WAIT_NS: v = st->wait_ns; break;
+    case LRT_POOL_STAT_JOIN_NS: v = st->join_ns; break;
+    default: rc = -1; break;
+  }
+  mutex_unlock(&p->mu);
+  if (rc) return lrt_err(LRT_ERR_INVALID_ARGUMENT, "unknown pool statistic %d", key);
+  *out = (int64_t)(v > (uint64_t)INT64_MAX ? (uint64_t)INT64_MAX : v);
+  return LRT_OK;
 }

@@ -18,4 +18,11 @@ int lrt_pool_threads(const lrt_pool *pool);
  * contiguous range [t*N/T, (t+1)*N/T) in order, then helps with what is left of the others. */
 void lrt_pool_run(lrt_pool *pool, lrt_task_fn fn, void *ctx, int64_t n_tasks);
 
+/* Diagnostics (docs/performance.md): zero every counter and turn counting on (on != 0) or off.
+ * Waits for a worker still inside the last job. Never call it from inside a task. */
+void lrt_pool_stats_reset(lrt_pool *pool, int on);
+/* One counter (LRT_POOL_STAT_*, loomrt.h) of thread `thread` (0: the caller, 1..threads-1:
+ * the workers) into *out. LRT_ERR_INVALID_ARGUMENT for an unknown key or thread. */
+int32_t lrt_pool_stat(lrt_pool *pool, int thread, int key, int64_t *out);
+
 #endif

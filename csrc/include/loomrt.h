@@ -979,6 +979,30 @@ LRT_API int32_t lrt_trainer_accumulate_rows(lrt_trainer *trainer, const int32_t 
 LRT_API int32_t lrt_trainer_lookup_add(lrt_trainer *trainer, const int32_t *tokens, int64_t batch, int64_t seq_len,
                                        const float *rows, int64_t n);
 
+/* ---- thread-pool counters (diagnostics; docs/performance.md) ------------------------------
+
+   A session's thread pool can count what its threads do: off until
+   lrt_session_pool_stats_reset(session, 1), which zeroes the counters and turns counting on
+   (0 zeroes them and turns it off). Counting changes no value, only adds a clock read or two
+   per job. Thread 0 is the calling thread, 1..threads-1 the pool's workers. */
+typedef enum lrt_pool_stat_key {
+  LRT_POOL_STAT_THREADS = 0, /* the pool's thread count (any thread index)                     */
+  LRT_POOL_STAT_ON = 1,      /* 1 while counting, else 0                                        */
+  LRT_POOL_STAT_JOBS = 2,    /* thread 0: jobs run (parallel dispatches); worker: jobs it joined */
+  LRT_POOL_STAT_TASKS = 3,   /* tasks (row blocks, heads, ...) this thread ran                  */
+  LRT_POOL_STAT_SLEEPS = 4,  /* thread 0: waits for other threads' tasks that went to sleep;
+                                worker: times it slept (after spinning) before joining a job     */
+  LRT_POOL_STAT_RUN_NS = 5,  /* thread 0: nanoseconds inside jobs; workers: 0                   */
+  LRT_POOL_STAT_WAIT_NS = 6, /* thread 0: nanoseconds waiting for others' tasks after its share  */
+  LRT_POOL_STAT_JOIN_NS = 7  /* worker: nanoseconds from jobs being posted to it joining them,
+                                summed over the jobs it joined; thread 0: 0                      */
+} lrt_pool_stat_key;
+/* *out = counter `key` of thread `thread`. LRT_ERR_INVALID_ARGUMENT for an unknown key or a
+ * thread outside [0, threads); LRT_ERR_BUSY while another thread is inside the session. */
+LRT_API int32_t lrt_session_pool_stat(const lrt_session *session, int32_t thread, int32_t key, int64_t *out);
+/* Zero the counters of the session's pool and turn counting on (on != 0) or off. */
+LRT_API int32_t lrt_session_pool_stats_reset(lrt_session *session, int32_t on);
+
 #ifdef __cplusplus
 }
 #endif

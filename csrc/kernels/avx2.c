@@ -169,6 +169,60 @@ LRT_AVX2 void lrt_rank1_f32_avx2(const float *a, const float *x, int64_t n, int6
   }
 }
 
+/* lincomb_rows_f32 (kernels.h): four rows x sixteen elements of Y in registers (eight
+ * accumulators), each lane its own chain over j in order, multiply then add */
+LRT_AVX2 void lrt_lincomb_rows_f32_avx2(const float *A, int64_t ar, int64_t aj, const float *X, int64_t xs, int64_t R,
+                                        int64_t n, int64_t d, float *Y, int64_t ys) {
+  int64_t r = 0;
+  for (; r + 4 <= R; r += 4) {
+    const float *a0 = A + r * ar, *a1 = a0 + ar, *a2 = a1 + ar, *a3 = a2 + ar;
+    float *y0 = Y + r * ys, *y1 = y0 + ys, *y2 = y1 + ys, *y3 = y2 + ys;
+    int64_t e = 0;
+    for (; e + 16 <= d; e += 16) {
+      __m256 p0 = _mm256_loadu_ps(y0 + e), q0 = _mm256_loadu_ps(y0 + e + 8), p1 = _mm256_loadu_ps(y1 + e),
+             q1 = _mm256_loadu_ps(y1 + e + 8), p2 = _mm256_loadu_ps(y2 + e), q2 = _mm256_loadu_ps(y2 + e + 8),
+             p3 = _mm256_loadu_ps(y3 + e), q3 = _mm256_loadu_ps(y3 + e + 8);
+      for (int64_t j = 0; j < n; j++) {
+        const float *xr = X + j * xs + e;
+        __m256 x0 = _mm256_loadu_ps(xr), x1 = _mm256_loadu_ps(xr + 8), b;
+        b = _mm256_broadcast_ss(a0 + j * aj);
+        p0 = _mm256_add_ps(p0, _mm256_mul_ps(b, x0)); q0 = _mm256_add_ps(q0, _mm256_mul_ps(b, x1));
+        b = _mm256_broadcast_ss(a1 + j * aj);
+        p1 = _mm256_add_ps(p1, _mm256_mul_ps(b, x0)); q1 = _mm256_add_ps(q1, _mm256_mul_ps(b, x1));
+        b = _mm256_broadcast_ss(a2 + j * aj);
+        p2 = _mm256_add_ps(p2, _mm256_mul_ps(b, x0)); q2 = _mm256_add_ps(q2, _mm256_mul_ps(b, x1));
+        b = _mm256_broadcast_ss(a3 + j * aj);
+        p3 = _mm256_add_ps(p3, _mm256_mul_ps(b, x0)); q3 = _mm256_add_ps(q3, _mm256_mul_ps(b, x1));
+      }
+      _mm256_storeu_ps(y0 + e, p0); _mm256_storeu_ps(y0 + e + 8, q0);
+      _mm256_storeu_ps(y1 + e, p1); _mm256_storeu_ps(y1 + e + 8, q1);
+      _mm256_storeu_ps(y2 + e, p2); _mm256_storeu_ps(y2 + e + 8, q2);
+      _mm256_storeu_ps(y3 + e, p3); _mm256_storeu_ps(y3 + e + 8, q3);
+    }
+    for (; e < d; e++)
+      for (int64_t j = 0; j < n; j++) {
+        float xv = X[j * xs + e];
+        y0[e] = y0[e] + a0[j * aj] * xv;
+        y1[e] = y1[e] + a1[j * aj] * xv;
+        y2[e] = y2[e] + a2[j * aj] * xv;
+        y3[e] = y3[e] + a3[j * aj] * xv;
+      }
+  }
+  for (; r < R; r++) {
+    const float *a0 = A + r * ar;
+    float *y0 = Y + r * ys;
+    int64_t e = 0;
+    for (; e + 8 <= d; e += 8) {
+      __m256 p0 = _mm256_loadu_ps(y0 + e);
+      for (int64_t j = 0; j < n; j++)
+        p0 = _mm256_add_ps(p0, _mm256_mul_ps(_mm256_broadcast_ss(a0 + j * aj), _mm256_loadu_ps(X + j * xs + e)));
+      _mm256_storeu_ps(y0 + e, p0);
+    }
+    for (; e < d; e++)
+      for (int64_t j = 0; j < n; j++) y0[e] = y0[e] + a0[j * aj] * X[j * xs + e];
+  }
+}
+
 LRT_AVX2 static void widen_f16_avx2(const uint16_t *h, float *y, int64_t n) {
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, load_f16(h, i));
@@ -1050,6 +1104,6 @@ const lrt_kernels lrt_kernels_avx2 = {"avx2", dot_f32_avx2, dot_f16_avx2, dot_bf
                                       rows_q8_0_i8_avx2, rows_q4_0_i8_avx2, rows_q4_1_i8_avx2,
                                       dequant_q5_0_avx2, dequant_q5_1_avx2, dot4_q5_0_avx2, dot4_q5_1_avx2,
                                        lrt_lincomb_f32_avx2, lrt_rank1_f32_avx2,
-                                       lrt_log_f32_avx2 /* avx2_math.c */,
+                                       lrt_log_f32_avx2 /* avx2_math.c */, lrt_lincomb_rows_f32_avx2,
                                        NULL, NULL, NULL /* int8 prefill tile: VNNI paths only */};
 #endif

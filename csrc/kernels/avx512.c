@@ -48,6 +48,7 @@ static inline z16 z16_add(z16 a, z16 b) { for (int j = 0; j < 16; j++) a.f[j] = 
 static inline z16 z16_mul(z16 a, z16 b) { for (int j = 0; j < 16; j++) a.f[j] = a.f[j] * b.f[j]; return a; }
 static inline z16 z16_splat(float v) { z16 r; for (int j = 0; j < 16; j++) r.f[j] = v; return r; }
 static inline void z16_store(float *p, z16 a) { memcpy(p, a.f, 64); }
+static inline z16 z16_ld(const float *p) { z16 r; memcpy(r.f, p, 64); return r; }
 /* [lo | hi] */
 static inline z16 z16_pair(y8 lo, y8 hi) { z16 r; memcpy(r.f, lo.f, 32); memcpy(r.f + 8, hi.f, 32); return r; }
 static inline z16 z16_bcast8(const float *p) { z16 r; memcpy(r.f, p, 32); memcpy(r.f + 8, p, 32); return r; }
@@ -68,6 +69,28 @@ static inline void z16_nibbles(const uint8_t *p, int bias, z16 *lo, z16 *hi) {
     hi->f[j] = (float)((int)(p[j] >> 4) - bias);
   }
 }
+/* 128-bit blocks: blocks 0, 1 of the result from a (blocks imm[1:0], imm[3:2]), 2, 3 from b
+ * (imm[5:4], imm[7:6]) (vshuff32x4) */
+static inline z16 z16_shuf128(z16 a, z16 b, int imm) {
+  z16 r;
+  for (int c = 0; c < 4; c++) memcpy(r.f + 4 * c, (c < 2 ? a.f : b.f) + 4 * ((imm >> (2 * c)) & 3), 16);
+  return r;
+}
+/* in each 128-bit block c: (a[c][imm[1:0]], a[c][imm[3:2]], b[c][imm[5:4]], b[c][imm[7:6]]) (vshufps) */
+static inline z16 z16_shufps(z16 a, z16 b, int imm) {
+  z16 r;
+  for (int c = 0; c < 4; c++)
+    for (int j = 0; j < 4; j++) r.f[4 * c + j] = (j < 2 ? a.f : b.f)[4 * c + ((imm >> (2 * j)) & 3)];
+  return r;
+}
+/* lane j = lane idx[j] of a (vpermps with a constant index) */
+static inline z16 z16_permute(z16 a, const int idx[16]) {
+  z16 r;
+  for (int j = 0; j < 16; j++) r.f[j] = a.f[idx[j]];
+  return r;
+}
+#define Z16_SHUF128(a, b, imm) z16_shuf128(a, b, imm)
+#define Z16_SHUFPS(a, b, imm) z16_shufps(a, b, imm)
 /* for the AVX-512VL table kernels (Q4_0 / Q4_1 / Q5_0 / Q5_1): sixteen int32 lanes, vpermps
  * on 512 bits (16 entries) */
 #define LRT_AVX512VL
@@ -101,6 +124,12 @@ static inline z16 z16_lookup16x2(z16 t0, z16 t1, z16i idx, unsigned k) {
 typedef __m256 y8;
 typedef __m512 z16;
 
+#define Z16_SHUF128(a, b, imm) _mm512_shuffle_f32x4(a, b, imm)
+#define Z16_SHUFPS(a, b, imm) _mm512_shuffle_ps(a, b, imm)
+LRT_AVX512 static inline z16 z16_permute(z16 a, const int idx[16]) {
+  return _mm512_permutexvar_ps(_mm512_loadu_si512((const void *)idx), a);
+}
+
 /* the table kernels of the avx2-avx512vl path (512-bit vpermps) */
 #if defined(__GNUC__) || defined(__clang__)
 #define LRT_AVX512VL __attribute__((target("avx512f,avx512vl,avx2,f16c")))
@@ -128,6 +157,7 @@ LRT_AVX512 static inline z16 z16_add(z16 a, z16 b) { return _mm512_add_ps(a, b);
 LRT_AVX512 static inline z16 z16_mul(z16 a, z16 b) { return _mm512_mul_ps(a, b); }
 LRT_AVX512 static inline z16 z16_splat(float v) { return _mm512_set1_ps(v); }
 LRT_AVX512 static inline void z16_store(float *p, z16 a) { _mm512_storeu_ps(p, a); }
+LRT_AVX512 static inline z16 z16_ld(const float *p) { return _mm512_loadu_ps(p); }
 LRT_AVX512 static inline z16 z16_pair(y8 lo, y8 hi) {
   return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(lo)), _mm256_castps_pd(hi), 1));
 }
@@ -545,6 +575,38 @@ LRT_AVX512 static inline void tile_out(const float *const *wr, const float *xk, 
   }
 }
 
+/* Sixteen dot products from eight accumulators of two each (low / high eight lanes), every one
+ * with the reference tree, computed for all sixteen at once:
+ *   stage 1 pairs (A, B): t[j] = acc[j] + acc[j + 4], one 128-bit block per dot product;
+ *   stage 2: u0 = t0 + t2, u1 = t1 + t3;  stage 3: s = u0 + u1
+ * (additions are commutative bit for bit; each dot product's values meet only its own). The
+ * result's lanes are [A.lo C.lo E.lo G.lo | A.hi C.hi E.hi G.hi | B.lo D.lo F.lo H.lo |
+ * B.hi D.hi F.hi H.hi]. */
+LRT_AVX512 static inline z16 z16_reduce8(z16 A, z16 B, z16 C, z16 D, z16 E, z16 F, z16 G, z16 H) {
+  z16 s1 = z16_add(Z16_SHUF128(A, B, 0x88), Z16_SHUF128(A, B, 0xDD));
+  z16 s2 = z16_add(Z16_SHUF128(C, D, 0x88), Z16_SHUF128(C, D, 0xDD));
+  z16 s3 = z16_add(Z16_SHUF128(E, F, 0x88), Z16_SHUF128(E, F, 0xDD));
+  z16 s4 = z16_add(Z16_SHUF128(G, H, 0x88), Z16_SHUF128(G, H, 0xDD));
+  z16 u1 = z16_add(Z16_SHUFPS(s1, s2, 0x44), Z16_SHUFPS(s1, s2, 0xEE));
+  z16 u2 = z16_add(Z16_SHUFPS(s3, s4, 0x44), Z16_SHUFPS(s3, s4, 0xEE));
+  return z16_add(Z16_SHUFPS(u1, u2, 0x88), Z16_SHUFPS(u1, u2, 0xDD));
+}
+/* four tokens k of a tile (accumulators a_k: rows 0, 1; c_k: rows 2, 3) reduced into
+ * s[4 * k + r] */
+static const int g_tile_order[16] = {0, 4, 1, 5, 8, 12, 9, 13, 2, 6, 3, 7, 10, 14, 11, 15};
+LRT_AVX512 static inline void tile_reduce4(z16 a0, z16 a1, z16 a2, z16 a3, z16 c0, z16 c1, z16 c2, z16 c3, float *s) {
+  z16_store(s, z16_permute(z16_reduce8(a0, a1, c0, c1, a2, a3, c2, c3), g_tile_order));
+}
+/* y[k * ys + r] = s[4 * k + r] after the scalar tail (elements i..n) in order, k < nk */
+static inline void tile_store(const float *const *wr, const float *const *xk, int64_t i, int64_t n, float *s, int nk,
+                              float *y, int64_t ys) {
+  if (i < n)
+    for (int k = 0; k < nk; k++)
+      for (int r = 0; r < 4; r++)
+        for (int64_t j = i; j < n; j++) s[4 * k + r] = s[4 * k + r] + wr[r][j] * xk[k][j];
+  for (int k = 0; k < nk; k++) memcpy(y + k * ys, s + 4 * k, 4 * sizeof(float));
+}
+
 /* Four weight rows x eight tokens (16 accumulators of the 32 ZMM registers: each weight load
  * and pairing serves eight tokens), then four, then one at a time. Which block a token falls
  * in changes nothing in its arithmetic: each output is the same lanes, tree and tail. */
@@ -552,6 +614,7 @@ LRT_AVX512 static void tile4_f32_z(const float *w, int64_t ws, const float *x, i
                                    float *y, int64_t ys) {
   const float *wr[4] = {w, w + ws, w + 2 * ws, w + 3 * ws};
   int64_t t = 0;
+  float s[32];
   for (; t + 8 <= M; t += 8) {
     const float *xt[8];
     for (int k = 0; k < 8; k++) xt[k] = x + (t + k) * xs;
@@ -564,10 +627,9 @@ LRT_AVX512 static void tile4_f32_z(const float *w, int64_t ws, const float *x, i
       TILE_STEP(a0, c0, xt[0]) TILE_STEP(a1, c1, xt[1]) TILE_STEP(a2, c2, xt[2]) TILE_STEP(a3, c3, xt[3])
       TILE_STEP(a4, c4, xt[4]) TILE_STEP(a5, c5, xt[5]) TILE_STEP(a6, c6, xt[6]) TILE_STEP(a7, c7, xt[7])
     }
-    tile_out(wr, xt[0], i, n, a0, c0, y + (t + 0) * ys); tile_out(wr, xt[1], i, n, a1, c1, y + (t + 1) * ys);
-    tile_out(wr, xt[2], i, n, a2, c2, y + (t + 2) * ys); tile_out(wr, xt[3], i, n, a3, c3, y + (t + 3) * ys);
-    tile_out(wr, xt[4], i, n, a4, c4, y + (t + 4) * ys); tile_out(wr, xt[5], i, n, a5, c5, y + (t + 5) * ys);
-    tile_out(wr, xt[6], i, n, a6, c6, y + (t + 6) * ys); tile_out(wr, xt[7], i, n, a7, c7, y + (t + 7) * ys);
+    tile_reduce4(a0, a1, a2, a3, c0, c1, c2, c3, s);
+    tile_reduce4(a4, a5, a6, a7, c4, c5, c6, c7, s + 16);
+    tile_store(wr, xt, i, n, s, 8, y + t * ys, ys);
   }
   for (; t + 4 <= M; t += 4) {
     const float *xt[4];
@@ -579,8 +641,8 @@ LRT_AVX512 static void tile4_f32_z(const float *w, int64_t ws, const float *x, i
       z16 w23 = z16_pair(y8_load(wr[2] + i), y8_load(wr[3] + i));
       TILE_STEP(a0, c0, xt[0]) TILE_STEP(a1, c1, xt[1]) TILE_STEP(a2, c2, xt[2]) TILE_STEP(a3, c3, xt[3])
     }
-    tile_out(wr, xt[0], i, n, a0, c0, y + (t + 0) * ys); tile_out(wr, xt[1], i, n, a1, c1, y + (t + 1) * ys);
-    tile_out(wr, xt[2], i, n, a2, c2, y + (t + 2) * ys); tile_out(wr, xt[3], i, n, a3, c3, y + (t + 3) * ys);
+    tile_reduce4(a0, a1, a2, a3, c0, c1, c2, c3, s);
+    tile_store(wr, xt, i, n, s, 4, y + t * ys, ys);
   }
   for (; t < M; t++) {
     const float *x0 = x + t * xs;
@@ -596,11 +658,80 @@ LRT_AVX512 static void tile4_f32_z(const float *w, int64_t ws, const float *x, i
 }
 #undef TILE_STEP
 
+/* lincomb_rows_f32 (kernels.h): four rows x 32 elements of Y in registers (eight ZMM
+ * accumulators: each weight of a row broadcast once per j serves 32 chains), then 16, then
+ * scalar; each lane its own chain over j in order, multiply then add. */
+#define LR_STEP(p, q, a)                                                                       \
+  {                                                                                            \
+    z16 b_ = z16_splat((a)[j * aj]);                                                           \
+    p = z16_add(p, z16_mul(b_, x0));                                                           \
+    q = z16_add(q, z16_mul(b_, x1));                                                           \
+  }
+LRT_AVX512 static void lincomb_rows_f32_z(const float *A, int64_t ar, int64_t aj, const float *X, int64_t xs, int64_t R,
+                                          int64_t n, int64_t d, float *Y, int64_t ys) {
+  int64_t r = 0;
+  for (; r + 4 <= R; r += 4) {
+    const float *a0 = A + r * ar, *a1 = a0 + ar, *a2 = a1 + ar, *a3 = a2 + ar;
+    float *y0 = Y + r * ys, *y1 = y0 + ys, *y2 = y1 + ys, *y3 = y2 + ys;
+    int64_t e = 0;
+    for (; e + 32 <= d; e += 32) {
+      z16 p0 = z16_ld(y0 + e), q0 = z16_ld(y0 + e + 16), p1 = z16_ld(y1 + e), q1 = z16_ld(y1 + e + 16);
+      z16 p2 = z16_ld(y2 + e), q2 = z16_ld(y2 + e + 16), p3 = z16_ld(y3 + e), q3 = z16_ld(y3 + e + 16);
+      for (int64_t j = 0; j < n; j++) {
+        z16 x0 = z16_ld(X + j * xs + e), x1 = z16_ld(X + j * xs + e + 16);
+        LR_STEP(p0, q0, a0) LR_STEP(p1, q1, a1) LR_STEP(p2, q2, a2) LR_STEP(p3, q3, a3)
+      }
+      z16_store(y0 + e, p0); z16_store(y0 + e + 16, q0); z16_store(y1 + e, p1); z16_store(y1 + e + 16, q1);
+      z16_store(y2 + e, p2); z16_store(y2 + e + 16, q2); z16_store(y3 + e, p3); z16_store(y3 + e + 16, q3);
+    }
+    for (; e + 16 <= d; e += 16) {
+      z16 p0 = z16_ld(y0 + e), p1 = z16_ld(y1 + e), p2 = z16_ld(y2 + e), p3 = z16_ld(y3 + e);
+      for (int64_t j = 0; j < n; j++) {
+        z16 x0 = z16_ld(X + j * xs + e);
+        p0 = z16_add(p0, z16_mul(z16_splat(a0[j * aj]), x0));
+        p1 = z16_add(p1, z16_mul(z16_splat(a1[j * aj]), x0));
+        p2 = z16_add(p2, z16_mul(z16_splat(a2[j * aj]), x0));
+        p3 = z16_add(p3, z16_mul(z16_splat(a3[j * aj]), x0));
+      }
+      z16_store(y0 + e, p0); z16_store(y1 + e, p1); z16_store(y2 + e, p2); z16_store(y3 + e, p3);
+    }
+    for (; e < d; e++)
+      for (int64_t j = 0; j < n; j++) {
+        float xv = X[j * xs + e];
+        y0[e] = y0[e] + a0[j * aj] * xv;
+        y1[e] = y1[e] + a1[j * aj] * xv;
+        y2[e] = y2[e] + a2[j * aj] * xv;
+        y3[e] = y3[e] + a3[j * aj] * xv;
+      }
+  }
+  for (; r < R; r++) {
+    const float *a0 = A + r * ar;
+    float *y0 = Y + r * ys;
+    int64_t e = 0;
+    for (; e + 32 <= d; e += 32) {
+      z16 p0 = z16_ld(y0 + e), q0 = z16_ld(y0 + e + 16);
+      for (int64_t j = 0; j < n; j++) {
+        z16 x0 = z16_ld(X + j * xs + e), x1 = z16_ld(X + j * xs + e + 16);
+        LR_STEP(p0, q0, a0)
+      }
+      z16_store(y0 + e, p0); z16_store(y0 + e + 16, q0);
+    }
+    for (; e + 16 <= d; e += 16) {
+      z16 p0 = z16_ld(y0 + e);
+      for (int64_t j = 0; j < n; j++) p0 = z16_add(p0, z16_mul(z16_splat(a0[j * aj]), z16_ld(X + j * xs + e)));
+      z16_store(y0 + e, p0);
+    }
+    for (; e < d; e++)
+      for (int64_t j = 0; j < n; j++) y0[e] = y0[e] + a0[j * aj] * X[j * xs + e];
+  }
+}
+#undef LR_STEP
+
 /* Only the entries this path changes: dispatch.c fills the others from lrt_kernels_avx2 (the
  * reference where there is no AVX2 table, e.g. an LRT_AVX512_EMULATE build off x86). */
 const lrt_kernels lrt_kernels_avx2_avx512vl = {
     .name = "avx2-avx512vl",
-    .tile4_f32 = tile4_f32_z,
+    .tile4_f32 = tile4_f32_z, .lincomb_rows_f32 = lincomb_rows_f32_z,
     .dot4_q4_0 = dot4_q4_0_vl, .dot4_q4_1 = dot4_q4_1_vl,
     .dequant_q8_0 = dequant_q8_0_vl, .dequant_q4_0 = dequant_q4_0_vl, .dequant_q4_1 = dequant_q4_1_vl,
     .dequant_q5_0 = dequant_q5_0_vl, .dequant_q5_1 = dequant_q5_1_vl,
@@ -614,6 +745,7 @@ const lrt_kernels lrt_kernels_avx512 = {
     .dot4_f32 = dot4_f32, .dot4_f16 = dot4_f16, .dot4_bf16 = dot4_bf16,
     .dequant_q8_0 = dequant_q8_0_avx512, .dequant_q4_0 = dequant_q4_0_avx512, .dequant_q4_1 = dequant_q4_1_avx512,
     .dot4_q8_0 = dot4_q8_0_avx512, .dot4_q4_0 = dot4_q4_0_avx512, .dot4_q4_1 = dot4_q4_1_avx512,
+    .lincomb_rows_f32 = lincomb_rows_f32_z, /* training: attention's row blocks */
 #if !defined(LRT_AVX512_EMULATE) /* elementwise math: the AVX2 versions (every AVX-512F CPU has AVX2) */
     .exp_f32 = lrt_exp_f32_avx2, .silu_mul_f32 = lrt_silu_mul_f32_avx2, .log_f32 = lrt_log_f32_avx2,
     .tile4_f32 = tile4_f32_z, /* 512-bit prefill / batch / speculation tile, same bits as the AVX2 one */

@@ -191,7 +191,7 @@ static void complete(const lrt_kernels *k, const lrt_kernels *base, lrt_kernels 
   LRT_FILL(rows_q8_0_i8); LRT_FILL(rows_q4_0_i8); LRT_FILL(rows_q4_1_i8);
   LRT_FILL(dequant_q5_0); LRT_FILL(dequant_q5_1); LRT_FILL(dot4_q5_0); LRT_FILL(dot4_q5_1);
   LRT_FILL(tile4_f32); LRT_FILL(widen_f16); LRT_FILL(widen_bf16);
-  LRT_FILL(lincomb_f32); LRT_FILL(rank1_f32); LRT_FILL(log_f32);
+  LRT_FILL(lincomb_f32); LRT_FILL(rank1_f32); LRT_FILL(log_f32); LRT_FILL(lincomb_rows_f32);
   /* not filled on purpose: i8_pack_x, i8_pack_w, i8_tile (optional; NULL = rows_*_i8) */
 #undef LRT_FILL
   *out = t;

@@ -123,6 +123,14 @@ typedef struct lrt_kernels {
   /* Own log of probabilities (the weave's mix): y[i] = x[i] > 0 ? (float)lrt_log((double)x[i])
    * : -inf (NaN too), the scalar function's double operations lane for lane. y may equal x. */
   void (*log_f32)(const float *x, float *y, int64_t n);
+  /* Training: lincomb_f32 for R output rows at once, the coefficients of row r at
+   * A[r * ar + j * aj] (a row of a matrix: aj = 1; a column: ar = 1, aj = its row stride):
+   *   Y[r * ys + e] = Y[r * ys + e] + A[r * ar + j * aj] * X[j * xs + e]  for j = 0..n-1 in order
+   * for r < R, e < d: every element one chain over j, as lincomb_f32 (attention's P V, dS K,
+   * dS^T Q, P^T dO with a block of rows in registers). (Appended: tables initialised by
+   * position leave it NULL and dispatch.c takes the reference.) */
+  void (*lincomb_rows_f32)(const float *A, int64_t ar, int64_t aj, const float *X, int64_t xs, int64_t R, int64_t n,
+                           int64_t d, float *Y, int64_t ys);
   /* Int8 activations, prefill tile (optional: NULL in every table without one, then forward.c
    * uses rows_*_i8; dispatch.c does not fill these from the reference). The same products as
    * rows_*_i8, bit for bit, on block-interleaved copies made once per chunk: i8_pack_x quantizes
@@ -204,6 +212,8 @@ void lrt_tile4_f32_avx2(const float *w, int64_t ws, const float *x, int64_t xs, 
 /* avx2.c: the training chains (also used by the avx512 table) */
 void lrt_lincomb_f32_avx2(const float *a, const float *X, int64_t xs, int64_t n, int64_t d, float *y);
 void lrt_rank1_f32_avx2(const float *a, const float *x, int64_t n, int64_t d, float *Y, int64_t ys);
+void lrt_lincomb_rows_f32_avx2(const float *A, int64_t ar, int64_t aj, const float *X, int64_t xs, int64_t R, int64_t n,
+                               int64_t d, float *Y, int64_t ys);
 /* avx2.c: the K-quant kernels (also used by the avx512 table: eight lanes per dot anyway) */
 void lrt_dequant_q4_k_avx2(const void *row, float *y, int64_t n);
 void lrt_dequant_q5_k_avx2(const void *row, float *y, int64_t n);

@@ -266,6 +266,13 @@ static void rank1_f32_ref(const float *a, const float *x, int64_t n, int64_t d, 
     for (int64_t e = 0; e < d; e++) Y[j * ys + e] = Y[j * ys + e] + a[j] * x[e];
 }
 
+static void lincomb_rows_f32_ref(const float *A, int64_t ar, int64_t aj, const float *X, int64_t xs, int64_t R,
+                                 int64_t n, int64_t d, float *Y, int64_t ys) {
+  for (int64_t r = 0; r < R; r++)
+    for (int64_t j = 0; j < n; j++)
+      for (int64_t e = 0; e < d; e++) Y[r * ys + e] = Y[r * ys + e] + A[r * ar + j * aj] * X[j * xs + e];
+}
+
 static void widen_f16_ref(const uint16_t *h, float *y, int64_t n) {
   for (int64_t i = 0; i < n; i++) y[i] = lrt_f16_to_f32(h[i]);
 }
@@ -329,4 +336,5 @@ const lrt_kernels lrt_kernels_ref = {"reference", dot_f32_ref, dot_f16_ref, dot_
                                      rows_q8_0_i8_ref, rows_q4_0_i8_ref, rows_q4_1_i8_ref,
                                      dequant_q5_0_ref, dequant_q5_1_ref, dot4_q5_0_ref, dot4_q5_1_ref,
                                      lincomb_f32_ref, rank1_f32_ref, log_f32_ref,
+                                     lincomb_rows_f32_ref,
                                      NULL, NULL, NULL /* no int8 prefill tile: rows_*_i8 is the spec */};

@@ -128,6 +128,39 @@ static void compare_widen(const lrt_kernels *k, const lrt_kernels *ref) {
   }
 }
 
+/* Q4_1 fused decode on long rows: a kernel may work through a row in segments and widen the
+ * scales of several blocks at once (wasm_simd.c: 64-block segments, four blocks per step), so
+ * rows of 1 to 200 blocks (segment and group boundaries and tails), random scales with some
+ * zero, subnormal, inf and NaN ones, against dequantize + the reference dot4_f32. */
+static void compare_q4_1_long(const lrt_kernels *k, const lrt_kernels *ref) {
+  enum { MAXNB = 200 };
+  static const uint16_t odd[] = {0x0000, 0x8000, 0x0001, 0x83ff, 0x7c00, 0xfc00, 0x7e01, 0x7bff};
+  static uint8_t q[4 * MAXNB * 20];
+  static float x[MAXNB * 32], d[4 * MAXNB * 32];
+  static const int64_t nbs[] = {1, 3, 4, 5, 63, 64, 65, 67, 68, 128, 131, 200};
+  for (size_t t = 0; t < sizeof nbs / sizeof nbs[0]; t++) {
+    int64_t nb = nbs[t], n = 32 * nb, rb = 20 * nb;
+    for (int64_t i = 0; i < n; i++) x[i] = rand_float();
+    for (int64_t i = 0; i < 4 * rb; i++) q[i] = (uint8_t)next32();
+    for (int64_t b = 0; b < 4 * nb; b++) { /* finite scales of moderate size, some odd ones */
+      for (int j = 0; j < 2; j++) {
+        uint32_t r = next32();
+        uint16_t h = (uint16_t)((r & 0x83ff) | (((r >> 16) % 8 + 11) << 10));
+        if (r % 16 == 0) h = odd[(r >> 4) % 8];
+        q[20 * b + 2 * j] = (uint8_t)h;
+        q[20 * b + 2 * j + 1] = (uint8_t)(h >> 8);
+      }
+    }
+    float ya[4], yb[4];
+    for (int i = 0; i < 4; i++) ref->dequant_q4_1(q + i * rb, d + i * n, n);
+    k->dot4_q4_1(q, rb, x, n, ya);
+    ref->dot4_f32(d, n, x, n, yb);
+    for (int i = 0; i < 4; i++)
+      CHECK(same_or_nan(ya[i], yb[i]), "%s dot4_q4_1 nb=%lld row %d: %a vs %a", k->name, (long long)nb, i,
+            (double)ya[i], (double)yb[i]);
+  }
+}
+
 /* Q4_0 / Q4_1 / Q5_0 / Q5_1 fused decode (and row dequantization) for every F16 scale:
  * each of the 65536 half patterns as d (with a varying F16 m for Q4_1 / Q5_1, both blocks of
  * a row), quants that take all 16 values in both nibbles, x in [0.5, 2) so that no product
@@ -385,6 +418,30 @@ static void compare_train(const lrt_kernels *k, const lrt_kernels *ref) {
     ref->rank1_f32(a, xv, n, d, y2, xs);
     for (int64_t i = 0; i < MAXJ * (MAXD + PAD); i++)
       CHECK(bits(y1[i]) == bits(y2[i]), "%s rank1_f32 n=%lld d=%lld i=%lld", k->name, (long long)n, (long long)d, (long long)i);
+    /* lincomb_rows_f32: R rows (the 4-row blocks and single rows), coefficients read along the
+     * rows of a matrix (ar = stride, aj = 1) or down its columns (ar = 1, aj = stride); every
+     * element of Y (gaps included) against the reference, and each row against lincomb_f32 */
+    {
+      static float A[MAXJ * MAXJ], acol[MAXJ];
+      int64_t R = 1 + (int64_t)(next32() % 11), as = MAXJ, col = (int64_t)(next32() & 1);
+      int64_t ar = col ? 1 : as, aj = col ? as : 1;
+      int64_t ys = xs;
+      if (R * ys > MAXJ * (MAXD + PAD)) R = MAXJ * (MAXD + PAD) / ys;
+      for (int64_t i = 0; i < MAXJ * MAXJ; i++) A[i] = rand_float();
+      static float y0[MAXJ * (MAXD + PAD)];
+      for (int64_t i = 0; i < MAXJ * (MAXD + PAD); i++) y0[i] = y1[i] = y2[i] = rand_float();
+      k->lincomb_rows_f32(A, ar, aj, X, xs, R, n, d, y1, ys);
+      ref->lincomb_rows_f32(A, ar, aj, X, xs, R, n, d, y2, ys);
+      for (int64_t i = 0; i < MAXJ * (MAXD + PAD); i++)
+        CHECK(bits(y1[i]) == bits(y2[i]), "%s lincomb_rows_f32 R=%lld n=%lld d=%lld col=%lld i=%lld", k->name,
+              (long long)R, (long long)n, (long long)d, (long long)col, (long long)i);
+      int64_t r = (int64_t)(next32() % R);
+      for (int64_t j = 0; j < n; j++) acol[j] = A[r * ar + j * aj];
+      ref->lincomb_f32(acol, X, xs, n, d, y0 + r * ys);
+      for (int64_t e = 0; e < d; e++)
+        CHECK(bits(y0[r * ys + e]) == bits(y2[r * ys + e]), "%s lincomb_rows_f32 row %lld != lincomb_f32", k->name,
+              (long long)r);
+    }
   }
 }
 
@@ -553,6 +610,7 @@ static int compare_path(const lrt_kernels *k, const lrt_kernels *ref) {
   }
   compare_i8(k, ref);
   compare_q4_scales(k, ref);
+  compare_q4_1_long(k, ref);
   compare_math(k, ref);
   compare_widen(k, ref);
   compare_train(k, ref);

@@ -35,6 +35,8 @@
 
 /* ---- scratch ------------------------------------------------------------------------------ */
 
+#define ACT_TASK 4096 /* elements per activation-function task */
+
 static int32_t reserve(lrt_trainer *t, int64_t B, int64_t T) {
   lrt_tact *a = &t->act;
   if (a->mem && a->B == B && a->T == T) return LRT_OK;
@@ -42,7 +44,8 @@ static int32_t reserve(lrt_trainer *t, int64_t B, int64_t T) {
   int64_t L = c->n_layers, D = c->dim, F = c->ffn, H = c->n_heads, V = c->vocab;
   int64_t qd = H * c->head_dim, kvd = c->n_kv_heads * c->head_dim, M = B * T;
   int64_t maxR = MAX64(MAX64(V, F), MAX64(D, qd)), maxK = MAX64(MAX64(D, F), qd);
-  int64_t thr = MAX64(MAX64(4 * maxK, 2 * T), 2 * D) + 16;
+  /* per thread: the attention backward's (T, T) block of dP / dS, and the smaller scratches */
+  int64_t thr = MAX64(MAX64(MAX64(4 * maxK, 2 * T), 2 * D), MAX64(T * T, ACT_TASK)) + 16;
   /* sizes in floats (int32 arrays count as floats) */
   int64_t sz[64];
   int n = 0;
@@ -365,6 +368,69 @@ static int64_t att_lo(const lrt_config *c, int64_t p) {
   return (c->sliding_window > 0 && p - c->sliding_window + 1 > 0) ? p - c->sliding_window + 1 : 0;
 }
 
+/* Blocked attention (no sliding window inside the context, the common case): the same values
+ * as the row-at-a-time loops below, computed by blocks.
+ * S[i][j] = dot_f32(a_i, b_j) for j <= i < T (rows of a at stride as, of b at stride bs) into
+ * S (T, T): four b rows against all the a rows from theirs on (tile4_f32: each element the
+ * dot8 of that pair; dot8 is symmetric, a product is the same rounded value either way).
+ * zero_upper: the few elements the tiles write above the diagonal are set back to 0. */
+static void att_scores(const lrt_kernels *k, const float *a, int64_t as, const float *b, int64_t bs, int64_t T,
+                       int64_t hd, float *S, int zero_upper) {
+  int64_t r0 = 0;
+  for (; r0 + 4 <= T; r0 += 4) {
+    k->tile4_f32(b + r0 * bs, bs, a + r0 * as, as, T - r0, hd, S + r0 * T + r0, T);
+    if (zero_upper)
+      for (int64_t t = 0; t < 3; t++)
+        for (int64_t i = t + 1; i < 4; i++) S[(r0 + t) * T + r0 + i] = 0.0f;
+  }
+  for (; r0 < T; r0++) k->rows_f32(b + r0 * bs, a + r0 * as, as, T - r0, hd, S + r0 * T + r0, T);
+}
+
+/* Y[i] += sum over j <= i, in order, of A[i][j] X[j] (rows of Y at stride ys, X at xs; A (T, T)):
+ * four rows of Y per lincomb_rows_f32 call over their common keys 0..i0, then each row's last
+ * keys -- each element one chain over j in order, as lincomb_f32 per row gives */
+static void att_lincomb_causal(const lrt_kernels *k, const float *A, int64_t T, const float *X, int64_t xs, int64_t hd,
+                               float *Y, int64_t ys) {
+  int64_t i0 = 0;
+  for (; i0 + 4 <= T; i0 += 4) {
+    k->lincomb_rows_f32(A + i0 * T, T, 1, X, xs, 4, i0 + 1, hd, Y + i0 * ys, ys);
+    for (int64_t r = 1; r < 4; r++)
+      k->lincomb_rows_f32(A + (i0 + r) * T + i0 + 1, T, 1, X + (i0 + 1) * xs, xs, 1, r, hd, Y + (i0 + r) * ys, ys);
+  }
+  for (; i0 < T; i0++) k->lincomb_rows_f32(A + i0 * T, T, 1, X, xs, 1, i0 + 1, hd, Y + i0 * ys, ys);
+}
+
+/* Y[j] += sum over i >= j, in order of i, of A[i][j] X[i]: the transposed product (dK += dS^T Q,
+ * dV += P^T dO). Four rows j0..j0+3 of Y: each first alone over the queries i < j0 + 3 it has,
+ * then together over i = j0 + 3 .. T - 1 (coefficients down the columns of A) -- per element
+ * the terms in the order of i, as one rank-1 update per query gives. */
+static void att_lincomb_causal_t(const lrt_kernels *k, const float *A, int64_t T, const float *X, int64_t xs,
+                                 int64_t hd, float *Y, int64_t ys) {
+  int64_t j0 = 0;
+  for (; j0 + 4 <= T; j0 += 4) {
+    for (int64_t r = 0; r < 3; r++)
+      k->lincomb_rows_f32(A + (j0 + r) * T + j0 + r, 1, T, X + (j0 + r) * xs, xs, 1, 3 - r, hd, Y + (j0 + r) * ys, ys);
+    k->lincomb_rows_f32(A + (j0 + 3) * T + j0, 1, T, X + (j0 + 3) * xs, xs, 4, T - j0 - 3, hd, Y + j0 * ys, ys);
+  }
+  for (; j0 < T; j0++) k->lincomb_rows_f32(A + j0 * T + j0, 1, T, X + j0 * xs, xs, 1, T - j0, hd, Y + j0 * ys, ys);
+}
+
+/* softmax of row i of the scores (n = i + 1 keys), in place: the operations of model/forward.c */
+static void att_softmax_row(const lrt_kernels *k, float *sc, int64_t n, float scale) {
+  float mx = -3.402823466e38f;
+  for (int64_t j = 0; j < n; j++) {
+    float v = sc[j] * scale;
+    sc[j] = v;
+    if (v > mx) mx = v;
+  }
+  for (int64_t j = 0; j < n; j++) sc[j] = sc[j] - mx;
+  k->exp_f32(sc, sc, n);
+  float sum = k->sum_f32(sc, n);
+  for (int64_t j = 0; j < n; j++) sc[j] = sc[j] / sum;
+}
+
+static int att_blocked(const lrt_config *c, int64_t T) { return att_lo(c, T - 1) == 0; }
+
 /* task = (sequence, query head): probabilities and output, as model/forward.c computes them */
 static void att_fwd_task(void *vc, int64_t task, int thread) {
   (void)thread;
@@ -379,6 +445,17 @@ static void att_fwd_task(void *vc, int64_t task, int thread) {
   float *O = a->att + aa->l * M * qd;
   float *P = a->P + (((aa->l * a->B + s) * H + h) * T) * T;
   float scale = 1.0f / sqrtf((float)hd);
+  if (att_blocked(c, T)) {
+    const float *qh = Q + s * T * qd + h * hd, *kh = K + s * T * kvd + kvh * hd, *vh = Vv + s * T * kvd + kvh * hd;
+    float *oh = O + s * T * qd + h * hd;
+    att_scores(k, qh, qd, kh, kvd, T, hd, P, 1);
+    for (int64_t i = 0; i < T; i++) {
+      att_softmax_row(k, P + i * T, i + 1, scale);
+      for (int64_t d = 0; d < hd; d++) oh[i * qd + d] = 0.0f;
+    }
+    att_lincomb_causal(k, P, T, vh, kvd, hd, oh, qd);
+    return;
+  }
   for (int64_t i = 0; i < T; i++) {
     int64_t lo = att_lo(c, i), n = i - lo + 1;
     const float *q = Q + (s * T + i) * qd + h * hd;
@@ -417,6 +494,28 @@ static void att_bwd_task(void *vc, int64_t task, int thread) {
   for (int64_t i = 0; i < T; i++) { /* dK, dV of this kv head start at 0 */
     float *dk = a->dk + (s * T + i) * kvd + kvh * hd, *dv = a->dv + (s * T + i) * kvd + kvh * hd;
     for (int64_t d = 0; d < hd; d++) dk[d] = dv[d] = 0.0f;
+  }
+  if (att_blocked(c, T)) {
+    const float *kh = K + s * T * kvd + kvh * hd, *vh = Vv + s * T * kvd + kvh * hd;
+    float *dkh = a->dk + s * T * kvd + kvh * hd, *dvh = a->dv + s * T * kvd + kvh * hd;
+    float *S = dp; /* (T, T): dP, then dS in place */
+    for (int64_t h = kvh * grp; h < (kvh + 1) * grp; h++) {
+      const float *P = a->P + (((aa->l * a->B + s) * H + h) * T) * T;
+      const float *qh = Q + s * T * qd + h * hd, *dOh = a->datt + s * T * qd + h * hd;
+      float *dqh = a->dq + s * T * qd + h * hd;
+      att_scores(k, dOh, qd, vh, kvd, T, hd, S, 0); /* S[i][j] = dot_f32(dO_i, v_j) */
+      for (int64_t i = 0; i < T; i++) {
+        const float *pr = P + i * T;
+        float *sr = S + i * T;
+        float rd = k->dot_f32(pr, sr, i + 1);
+        for (int64_t j = 0; j <= i; j++) sr[j] = (pr[j] * (sr[j] - rd)) * scale;
+        for (int64_t d = 0; d < hd; d++) dqh[i * qd + d] = 0.0f;
+      }
+      att_lincomb_causal(k, S, T, kh, kvd, hd, dqh, qd);    /* dQ = dS K */
+      att_lincomb_causal_t(k, S, T, qh, qd, hd, dkh, kvd);  /* dK += dS^T Q */
+      att_lincomb_causal_t(k, P, T, dOh, qd, hd, dvh, kvd); /* dV += P^T dO */
+    }
+    return;
   }
   for (int64_t h = kvh * grp; h < (kvh + 1) * grp; h++) {
     const float *P = a->P + (((aa->l * a->B + s) * H + h) * T) * T;
@@ -489,19 +588,19 @@ static inline float gelu_grad(float x) {
 }
 
 static void act_task(void *vc, int64_t task, int thread) {
-  (void)thread;
   const act_arg *aa = (const act_arg *)vc;
   lrt_trainer *t = aa->t;
   lrt_tact *a = &t->act;
+  const lrt_kernels *k = lrt_kernels_get();
   int64_t F = t->cfg.ffn, M = a->B * a->T, off = aa->l * M * F;
-  int64_t i0 = task * 4096, i1 = MIN64(i0 + 4096, M * F);
+  int64_t i0 = task * ACT_TASK, i1 = MIN64(i0 + ACT_TASK, M * F);
   const float *g = a->g + off, *u = a->u + off;
   float *y = a->a + off;
   if (!aa->bwd) {
     if (t->cfg.gelu)
       for (int64_t i = i0; i < i1; i++) y[i] = lrt_gelu_tanhf(u[i]);
     else
-      for (int64_t i = i0; i < i1; i++) y[i] = lrt_siluf(g[i]) * u[i];
+      k->silu_mul_f32(g + i0, u + i0, y + i0, i1 - i0); /* lrt_siluf(g) * u, vectorized lane for lane */
     return;
   }
   /* df1 = d(activation) on entry; out: df1 = dgate (SwiGLU) or dup (GELU), df2 = dup (SwiGLU) */
@@ -509,8 +608,11 @@ static void act_task(void *vc, int64_t task, int thread) {
   if (t->cfg.gelu) {
     for (int64_t i = i0; i < i1; i++) d1[i] = d1[i] * gelu_grad(u[i]);
   } else {
+    float *e = a->thr + (int64_t)thread * a->thr_stride - i0; /* e[i], i0 <= i < i1: lrt_expf(-g[i]) */
+    for (int64_t i = i0; i < i1; i++) e[i] = -g[i];
+    k->exp_f32(e + i0, e + i0, i1 - i0);
     for (int64_t i = i0; i < i1; i++) {
-      float gi = g[i], sg = 1.0f / (1.0f + lrt_expf(-gi)), sil = gi * sg, da = d1[i];
+      float gi = g[i], sg = 1.0f / (1.0f + e[i]), sil = gi * sg, da = d1[i];
       d2[i] = da * sil;
       d1[i] = (da * u[i]) * (sg * (1.0f + gi * (1.0f - sg)));
     }
@@ -520,7 +622,7 @@ static void act_task(void *vc, int64_t task, int thread) {
 static void run_act(lrt_trainer *t, int64_t l, int bwd) {
   act_arg aa = {t, l, bwd};
   int64_t n = t->act.B * t->act.T * t->cfg.ffn;
-  lrt_pool_run(t->pool, act_task, &aa, (n + 4095) / 4096);
+  lrt_pool_run(t->pool, act_task, &aa, (n + ACT_TASK - 1) / ACT_TASK);
 }
 
 static void add_into(float *y, const float *a, const float *b, int64_t n) { /* y = a + b */
