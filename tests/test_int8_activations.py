@@ -40,6 +40,21 @@ int i8_rows(const char *path, int kind, const unsigned char *w, const int8_t *q,
   (kind == 0 ? k->rows_q8_0_i8 : kind == 1 ? k->rows_q4_0_i8 : k->rows_q4_1_i8)(w, q, d, s, M, n, y, ys);
   return 0;
 }
+/* the prefill tile: R rows (row_bytes apart) against M float activation rows, quantized and
+ * packed by the path's own i8_pack_x / i8_pack_w; output of row r, token t at y[t * ys + cols[r]];
+ * -2 if the path has no tile */
+int i8_tile(const char *path, int kind, const unsigned char *w, long long row_bytes, long long R, const float *x,
+            long long M, long long n, float *y, long long ys, const int32_t *cols, void *pw, void *px) {
+  if (lrt_kernels_select(path, strlen(path)) != 0) return -1;
+  const lrt_kernels *k = lrt_kernels_get();
+  if (!k->i8_tile) return -2;
+  k->i8_pack_x(x, M, n, px);
+  k->i8_pack_w(kind, w, row_bytes, R, n, pw);
+  k->i8_tile(kind, pw, R, px, M, n, y, ys, cols);
+  return 0;
+}
+long long i8_pw_bytes(long long R, long long n) { return LRT_I8_ROUND4(R) * LRT_I8_PW_BYTES(n); }
+long long i8_px_bytes(long long M, long long n) { return LRT_I8_ROUND4(M) * LRT_I8_PX_BYTES(n); }
 """
 
 KINDS = {"Q8_0": (0, 34), "Q4_0": (1, 18), "Q4_1": (2, 20)}
@@ -53,6 +68,10 @@ def helper(tmp_path_factory):
     lib.i8_dot.argtypes = [ctypes.c_char_p, ctypes.c_int, ptr, ptr, ptr, ptr, ctypes.c_longlong, ptr]
     lib.i8_rows.argtypes = [ctypes.c_char_p, ctypes.c_int, ptr, ptr, ptr, ptr, ctypes.c_longlong, ctypes.c_longlong,
                             ptr, ctypes.c_longlong]
+    ll = ctypes.c_longlong
+    lib.i8_tile.argtypes = [ctypes.c_char_p, ctypes.c_int, ptr, ll, ll, ptr, ll, ll, ptr, ll, ptr, ptr, ptr]
+    lib.i8_pw_bytes.argtypes = lib.i8_px_bytes.argtypes = [ll, ll]
+    lib.i8_pw_bytes.restype = lib.i8_px_bytes.restype = ll
     return lib
 
 
@@ -190,6 +209,54 @@ def test_prefill_rows_equal_single_dots(helper, kind):
             assert helper.i8_rows(p.encode(), KINDS[kind][0], w.ctypes.data, q.ctypes.data, d.ctypes.data,
                                   s.ctypes.data, M, n, y.ctypes.data, 3) == 0
             assert np.array_equal(y[::3].view(np.uint32), np.array(want, np.float32).view(np.uint32)), (p, nb, M)
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_prefill_tile_equals_single_dots(helper, kind):
+    """The VNNI prefill tile (i8_pack_x quantizing the float rows itself, i8_pack_w, i8_tile:
+    block-interleaved copies, rows x tokens per tile) gives every (row, token) the bits of the
+    reference's single dot on lrt_quantize_act_q8's rows: row lengths with and without full
+    eight-block groups and tails, token and row counts that are not multiples of the tile,
+    extreme scales, NaN / infinite activations, all-zero blocks, blocks whose 1 / d overflows,
+    values at half-way points of the rounding, a column map."""
+    paths = loomrt.kernel_paths()
+    vnni = [p for p in paths if "vnni" in p]
+    rng = np.random.default_rng(29)
+    bb = KINDS[kind][1]
+    for nb, M, R in ((18, 5, 16), (8, 4, 4), (19, 7, 3), (48, 13, 6), (3, 1, 1), (1, 9, 5), (16, 130, 2)):
+        n = 32 * nb
+        w = np.concatenate([random_row(kind, nb, rng, extreme=(r % 3 == 1)) for r in range(R)])
+        x = rng.standard_normal(M * n).astype(np.float32) * np.float32(2.0) ** rng.integers(-20, 20, M * n)
+        x = x.astype(np.float32)
+        if M > 2:
+            x[n + 5] = np.inf
+            x[2 * n + 40] = np.nan
+        if M > 3:
+            x[3 * n: 3 * n + 32] = 0.0                          # amax 0: q = 0, d = 0
+            x[3 * n + 32 * (nb - 1): 3 * n + 32 * nb] = 1e-44   # 1 / d overflows: q = 0
+            x[2 * n - 32: 2 * n] = (np.arange(32) - 16) * 0.5 + 0.25 * (np.arange(32) % 3)  # halves
+            x[2 * n - 32] = 127.0                               # d = 1: the halves are exact
+        q, d, s = quantize(helper, x)
+        want = np.array([[dot(helper, "reference", kind, w[r * nb * bb:(r + 1) * nb * bb], q[t * n:(t + 1) * n],
+                              d[t * nb:(t + 1) * nb], s[t * nb:(t + 1) * nb]) for r in range(R)] for t in range(M)],
+                        np.float32)
+        cols = np.ascontiguousarray(rng.permutation(R + 3)[:R].astype(np.int32))
+        ys = R + 3
+        for p in vnni:
+            pw = np.zeros(helper.i8_pw_bytes(R, n), np.uint8)
+            px = np.zeros(helper.i8_px_bytes(M, n), np.uint8)
+            y = np.full(M * ys, -7.0, np.float32)
+            assert helper.i8_tile(p.encode(), KINDS[kind][0], w.ctypes.data, nb * bb, R, x.ctypes.data, M, n,
+                                  y.ctypes.data, ys, cols.ctypes.data, pw.ctypes.data, px.ctypes.data) == 0, p
+            got = y.reshape(M, ys)[:, cols]
+            same = (got.view(np.uint32) == want.view(np.uint32)) | (np.isnan(got) & np.isnan(want))
+            assert same.all(), (p, nb, M, R, np.argwhere(~same)[:4])
+            untouched = np.ones(ys, bool)
+            untouched[cols] = False
+            assert (y.reshape(M, ys)[:, untouched] == -7.0).all(), p
+    for p in paths:  # only the VNNI paths have the tile (forward.c uses rows_*_i8 elsewhere)
+        r = helper.i8_tile(p.encode(), 0, None, 0, 0, None, 0, 32, None, 1, None, None, None)
+        assert (r == 0) == ("vnni" in p), p
 
 
 # ---- whole models -------------------------------------------------------------------------------

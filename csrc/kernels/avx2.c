@@ -6,6 +6,7 @@
  * baseline x86-64 and picks this table at run time (dispatch.c). */
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
+#include <string.h>
 
 #include "../base/base.h"
 #include "kernels.h"
@@ -853,6 +854,205 @@ DEFINE_I8_ROWS(LRT_AVX2, rows_q8_0_i8_avx2, dot_q8_0_i8_avx2, i8_pair_q8_0, 34, 
 DEFINE_I8_ROWS(LRT_AVX2, rows_q4_0_i8_avx2, dot_q4_0_i8_avx2, i8_pair_q4, 18, 2, 0, I8_F8_Q4_0, i8_tail_q4_0)
 DEFINE_I8_ROWS(LRT_AVX2, rows_q4_1_i8_avx2, dot_q4_1_i8_avx2, i8_pair_q4, 20, 4, 1, I8_F8_Q4_1, i8_tail_q4_1)
 
+/* ---- int8 activations, prefill tile with VNNI (i8_pack_x, i8_pack_w, i8_tile; kernels.h) ----
+ * The chunk's activation rows and a task's weight rows are first copied block-interleaved:
+ * per group of eight blocks, 32-bit lane j of vector k holds elements 4k..4k+3 of block 8g + j
+ * (an 8 x 8 transpose of 32-bit words). Then one vpdpbusd per vector adds every block's
+ * partial sum into its own lane, so after the group's eight vectors lane j holds block 8g + j's
+ * whole sum: no horizontal integer reduction at all, and a tile of rows x tokens shares every
+ * load. vpdpbusd multiplies unsigned by signed bytes, so the activations are stored as
+ * q_x + 128 (0..255) and the weights as signed bytes (Q8_0 q, Q4_0 q - 8, Q4_1 q), and
+ * sum (q_x + 128) w - 128 sum w = sum q_x w = S_b exactly (|lane| < 32 * 255 * 128, no
+ * overflow; the pack stores 128 sum w per block). The float part is then the reference's
+ * steps for eight blocks in the eight dot8 lanes (the AVX2 kernels' I8_F8_*), the tree, and
+ * the tail group's block results added one by one in block order: every output has the bits
+ * of rows_*_i8.
+ * Packed activation row, per group (320 bytes): 8 x 32 bytes q_x + 128, float dx[8], int32
+ * sx[8]. Packed weight row, per group (352 bytes): 8 x 32 bytes w, int32 128 sum w [8],
+ * float d_w[8], float m_w[8] (zero for Q8_0 / Q4_0). Missing blocks are zero (q_x + 128 = 128). */
+#define I8T_TRANSPOSE8(r)                                                                       \
+  {                                                                                           \
+    __m256i t0_ = _mm256_unpacklo_epi32(r[0], r[1]), t1_ = _mm256_unpackhi_epi32(r[0], r[1]);  \
+    __m256i t2_ = _mm256_unpacklo_epi32(r[2], r[3]), t3_ = _mm256_unpackhi_epi32(r[2], r[3]);  \
+    __m256i t4_ = _mm256_unpacklo_epi32(r[4], r[5]), t5_ = _mm256_unpackhi_epi32(r[4], r[5]);  \
+    __m256i t6_ = _mm256_unpacklo_epi32(r[6], r[7]), t7_ = _mm256_unpackhi_epi32(r[6], r[7]);  \
+    __m256i u0_ = _mm256_unpacklo_epi64(t0_, t2_), u1_ = _mm256_unpackhi_epi64(t0_, t2_);      \
+    __m256i u2_ = _mm256_unpacklo_epi64(t1_, t3_), u3_ = _mm256_unpackhi_epi64(t1_, t3_);      \
+    __m256i u4_ = _mm256_unpacklo_epi64(t4_, t6_), u5_ = _mm256_unpackhi_epi64(t4_, t6_);      \
+    __m256i u6_ = _mm256_unpacklo_epi64(t5_, t7_), u7_ = _mm256_unpackhi_epi64(t5_, t7_);      \
+    r[0] = _mm256_permute2x128_si256(u0_, u4_, 0x20);                                          \
+    r[1] = _mm256_permute2x128_si256(u1_, u5_, 0x20);                                          \
+    r[2] = _mm256_permute2x128_si256(u2_, u6_, 0x20);                                          \
+    r[3] = _mm256_permute2x128_si256(u3_, u7_, 0x20);                                          \
+    r[4] = _mm256_permute2x128_si256(u0_, u4_, 0x31);                                          \
+    r[5] = _mm256_permute2x128_si256(u1_, u5_, 0x31);                                          \
+    r[6] = _mm256_permute2x128_si256(u2_, u6_, 0x31);                                          \
+    r[7] = _mm256_permute2x128_si256(u3_, u7_, 0x31);                                          \
+  }
+
+#define I8T_UNROLL _Pragma("GCC unroll 8")
+/* RT rows x 4 tokens per tile (RT = 4 with the 32 registers of AVX-512VL, 2 with AVX-VNNI's 16) */
+#define DEFINE_I8_TILE(SFX, ATTR, DPBUSD, RT)                                                   \
+  /* one block of 32 floats quantized as lrt_quantize_act_q8 does (base/convert.c), returned as   \
+   * q + 128 bytes; *d the block scale as used, *s the sum of q */                              \
+  ATTR static inline __m256i i8_quant_block_##SFX(const float *x, float *d, int32_t *s) {        \
+    const __m256i absm = _mm256_set1_epi32(0x7fffffff);                                       \
+    __m256 v[4];                                                                              \
+    __m256i mx = _mm256_setzero_si256();                                                      \
+    I8T_UNROLL for (int i = 0; i < 4; i++) {                                                  \
+      v[i] = _mm256_loadu_ps(x + 8 * i);                                                      \
+      mx = _mm256_max_epi32(mx, _mm256_and_si256(_mm256_castps_si256(v[i]), absm));          \
+    }                                                                                         \
+    __m128i m4_ = _mm_max_epi32(_mm256_castsi256_si128(mx), _mm256_extracti128_si256(mx, 1)); \
+    m4_ = _mm_max_epi32(m4_, _mm_shuffle_epi32(m4_, 0x4e));                                   \
+    m4_ = _mm_max_epi32(m4_, _mm_shuffle_epi32(m4_, 0xb1));                                   \
+    uint32_t amax_bits = (uint32_t)_mm_cvtsi128_si32(m4_);                                    \
+    float amax, dd, id;                                                                       \
+    memcpy(&amax, &amax_bits, 4);                                                             \
+    dd = amax / 127.0f;                                                                       \
+    id = dd != 0.0f ? 1.0f / dd : 0.0f;                                                       \
+    uint32_t id_bits;                                                                         \
+    memcpy(&id_bits, &id, 4);                                                                 \
+    if (amax_bits >= 0x7f800000u || id_bits >= 0x7f800000u) {                                 \
+      uint32_t nan_bits = 0x7fc00000u;                                                        \
+      float nanf_;                                                                            \
+      memcpy(&nanf_, &nan_bits, 4);                                                           \
+      *d = amax_bits >= 0x7f800000u ? nanf_ : 0.0f;                                           \
+      *s = 0;                                                                                 \
+      return _mm256_set1_epi8((char)0x80);                                                    \
+    }                                                                                         \
+    const __m256 idv = _mm256_set1_ps(id), half = _mm256_set1_ps(0.5f);                       \
+    const __m256i c127 = _mm256_set1_epi32(127);                                              \
+    __m256i q[4], sum = _mm256_setzero_si256();                                               \
+    I8T_UNROLL for (int i = 0; i < 4; i++) {                                                  \
+      __m256 p = _mm256_mul_ps(v[i], idv);                                                    \
+      __m256 a = _mm256_castsi256_ps(_mm256_and_si256(_mm256_castps_si256(p), absm));         \
+      __m256i t = _mm256_cvttps_epi32(a);                         /* truncation, a < 2^23 */ \
+      __m256 up = _mm256_cmp_ps(_mm256_sub_ps(a, _mm256_cvtepi32_ps(t)), half, _CMP_GE_OQ);  \
+      t = _mm256_sub_epi32(t, _mm256_castps_si256(up));           /* half away from zero */  \
+      t = _mm256_min_epi32(t, c127);                                                          \
+      q[i] = _mm256_sign_epi32(t, _mm256_castps_si256(p));        /* the sign of x * id */   \
+      sum = _mm256_add_epi32(sum, q[i]);                                                      \
+    }                                                                                         \
+    *s = i8_hsum(sum);                                                                        \
+    *d = lrt_f16_to_f32(lrt_f32_to_f16(dd));                                                  \
+    __m256i b16 = _mm256_packs_epi32(q[0], q[1]), b16b = _mm256_packs_epi32(q[2], q[3]);      \
+    __m256i b8 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(b16, b16b),                   \
+                                             _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));      \
+    return _mm256_xor_si256(b8, _mm256_set1_epi8((char)0x80));                                \
+  }                                                                                           \
+  ATTR static void i8_pack_x_##SFX(const float *x, int64_t M, int64_t n, void *out) {         \
+    int64_t nb = n / 32, ng = LRT_I8_GROUPS(n), M4 = LRT_I8_ROUND4(M);                        \
+    uint8_t *o = (uint8_t *)out;                                                              \
+    const __m256i off = _mm256_set1_epi8((char)0x80);                                         \
+    for (int64_t t = 0; t < M4; t++)                                                          \
+      for (int64_t g = 0; g < ng; g++, o += 320) {                                            \
+        __m256i r[8];                                                                         \
+        float d8[8];                                                                          \
+        int32_t s8[8];                                                                        \
+        for (int j = 0; j < 8; j++) {                                                         \
+          int64_t b = 8 * g + j;                                                              \
+          r[j] = off;                                                                         \
+          d8[j] = 0.0f;                                                                       \
+          s8[j] = 0;                                                                          \
+          if (t < M && b < nb) r[j] = i8_quant_block_##SFX(x + t * n + b * 32, &d8[j], &s8[j]); \
+        }                                                                                     \
+        I8T_TRANSPOSE8(r)                                                                     \
+        for (int k = 0; k < 8; k++) _mm256_storeu_si256((__m256i *)(o + 32 * k), r[k]);      \
+        memcpy(o + 256, d8, 32);                                                              \
+        memcpy(o + 288, s8, 32);                                                              \
+      }                                                                                       \
+  }                                                                                           \
+  ATTR static void i8_pack_w_##SFX(int fmt, const void *w, int64_t row_bytes, int64_t R, int64_t n, void *out) { \
+    int64_t nb = n / 32, ng = LRT_I8_GROUPS(n), R4 = LRT_I8_ROUND4(R);                        \
+    int64_t bb = fmt == LRT_I8_Q8_0 ? 34 : fmt == LRT_I8_Q4_0 ? 18 : 20;                      \
+    uint8_t *o = (uint8_t *)out;                                                              \
+    const __m128i m4 = _mm_set1_epi8(15);                                                     \
+    const __m256i ones = _mm256_set1_epi8(1), eight = _mm256_set1_epi8(8);                    \
+    for (int64_t r = 0; r < R4; r++)                                                          \
+      for (int64_t g = 0; g < ng; g++, o += 352) {                                            \
+        const uint8_t *p = (const uint8_t *)w + r * row_bytes;                                \
+        __m256i v[8];                                                                         \
+        float d8[8], m8[8];                                                                   \
+        I8T_UNROLL for (int j = 0; j < 8; j++) {                                                         \
+          int64_t b = 8 * g + j;                                                              \
+          d8[j] = m8[j] = 0.0f;                                                               \
+          v[j] = _mm256_setzero_si256();                                                      \
+          if (r >= R || b >= nb) continue;                                                    \
+          const uint8_t *blk = p + b * bb;                                                    \
+          d8[j] = f16_at(blk);                                                                \
+          if (fmt == LRT_I8_Q8_0) {                                                           \
+            v[j] = _mm256_loadu_si256((const __m256i *)(blk + 2));                            \
+          } else {                                                                            \
+            __m128i q = _mm_loadu_si128((const __m128i *)(blk + (fmt == LRT_I8_Q4_0 ? 2 : 4))); \
+            v[j] = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), m4), _mm_and_si128(q, m4)); \
+            if (fmt == LRT_I8_Q4_0) v[j] = _mm256_sub_epi8(v[j], eight);                      \
+            else m8[j] = f16_at(blk + 2);                                                     \
+          }                                                                                   \
+        }                                                                                     \
+        I8T_TRANSPOSE8(v)                                                                     \
+        __m256i sw = _mm256_setzero_si256();                                                  \
+        I8T_UNROLL for (int k = 0; k < 8; k++) {                                                         \
+          _mm256_storeu_si256((__m256i *)(o + 32 * k), v[k]);                                 \
+          sw = DPBUSD(sw, ones, v[k]);                                                        \
+        }                                                                                     \
+        _mm256_storeu_si256((__m256i *)(o + 256), _mm256_slli_epi32(sw, 7));                  \
+        memcpy(o + 288, d8, 32);                                                              \
+        memcpy(o + 320, m8, 32);                                                              \
+      }                                                                                       \
+  }                                                                                           \
+  ATTR static void i8_tile_##SFX(int fmt, const void *pw, int64_t R, const void *px, int64_t M, int64_t n, \
+                                 float *y, int64_t ys, const int32_t *cols) {                 \
+    int64_t nb = n / 32, ng = LRT_I8_GROUPS(n), nfull = nb / 8, ntail = nb % 8;                \
+    int64_t PW = ng * 352, PX = ng * 320;                                                     \
+    int has_m = fmt == LRT_I8_Q4_1;                                                           \
+    for (int64_t r0 = 0; r0 < R; r0 += RT)                                                    \
+      for (int64_t t0 = 0; t0 < M; t0 += 4) {                                                 \
+        const uint8_t *wp = (const uint8_t *)pw + r0 * PW, *xp = (const uint8_t *)px + t0 * PX; \
+        __m256 fs[RT][4];                                                                     \
+        float tail[RT][4][8];                                                                 \
+        I8T_UNROLL for (int r = 0; r < RT; r++)                                                          \
+          I8T_UNROLL for (int t = 0; t < 4; t++) fs[r][t] = _mm256_setzero_ps();                         \
+        for (int64_t g = 0; g < ng; g++) {                                                    \
+          __m256i acc[RT][4];                                                                 \
+          I8T_UNROLL for (int r = 0; r < RT; r++)                                                        \
+            I8T_UNROLL for (int t = 0; t < 4; t++) acc[r][t] = _mm256_setzero_si256();                   \
+          I8T_UNROLL for (int k = 0; k < 8; k++) {                                                       \
+            __m256i wv[RT];                                                                   \
+            I8T_UNROLL for (int r = 0; r < RT; r++) wv[r] = _mm256_loadu_si256((const __m256i *)(wp + r * PW + g * 352 + 32 * k)); \
+            I8T_UNROLL for (int t = 0; t < 4; t++) {                                                     \
+              __m256i xv = _mm256_loadu_si256((const __m256i *)(xp + t * PX + g * 320 + 32 * k)); \
+              I8T_UNROLL for (int r = 0; r < RT; r++) acc[r][t] = DPBUSD(acc[r][t], xv, wv[r]);          \
+            }                                                                                 \
+          }                                                                                   \
+          I8T_UNROLL for (int r = 0; r < RT; r++) {                                                      \
+            const uint8_t *wg = wp + r * PW + g * 352;                                        \
+            __m256i corr = _mm256_loadu_si256((const __m256i *)(wg + 256));                   \
+            __m256 dw = _mm256_loadu_ps((const float *)(wg + 288));                           \
+            I8T_UNROLL for (int t = 0; t < 4; t++) {                                                     \
+              const uint8_t *xg = xp + t * PX + g * 320;                                      \
+              __m256 dxv = _mm256_loadu_ps((const float *)(xg + 256));                        \
+              __m256 c = _mm256_mul_ps(_mm256_mul_ps(dw, dxv), _mm256_cvtepi32_ps(_mm256_sub_epi32(acc[r][t], corr))); \
+              if (has_m) {                                                                    \
+                __m256 mw = _mm256_loadu_ps((const float *)(wg + 320));                       \
+                __m256 sxf = _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(xg + 288))); \
+                c = _mm256_add_ps(c, _mm256_mul_ps(_mm256_mul_ps(mw, dxv), sxf));             \
+              }                                                                               \
+              if (g < nfull) fs[r][t] = _mm256_add_ps(fs[r][t], c);                           \
+              else _mm256_storeu_ps(tail[r][t], c);                                           \
+            }                                                                                 \
+          }                                                                                   \
+        }                                                                                     \
+        I8T_UNROLL for (int r = 0; r < RT; r++)                                                          \
+          I8T_UNROLL for (int t = 0; t < 4; t++) {                                                       \
+            if (r0 + r >= R || t0 + t >= M) continue;                                         \
+            float s = hsum8(fs[r][t]);                                                        \
+            for (int64_t j = 0; j < ntail; j++) s = s + tail[r][t][j];                        \
+            y[(t0 + t) * ys + (cols ? cols[r0 + r] : r0 + r)] = s;                             \
+          }                                                                                   \
+      }                                                                                       \
+  }
+
 /* ---- int8 activations with VNNI ----------------------------------------------------------
  * vpdpbusd multiplies unsigned by signed bytes and adds each group of four products into an
  * int32 lane, exactly (no int16 step, no saturation): it replaces maddubs + madd above. The
@@ -898,6 +1098,9 @@ DEFINE_I8_ROWS(LRT_AVX2, rows_q4_1_i8_avx2, dot_q4_1_i8_avx2, i8_pair_q4, 20, 4,
     t->rows_q8_0_i8 = rows_q8_0_i8_##SFX;                                                     \
     t->rows_q4_0_i8 = rows_q4_0_i8_##SFX;                                                     \
     t->rows_q4_1_i8 = rows_q4_1_i8_##SFX;                                                     \
+    t->i8_pack_x = i8_pack_x_##SFX;                                                           \
+    t->i8_pack_w = i8_pack_w_##SFX;                                                           \
+    t->i8_tile = i8_tile_##SFX;                                                               \
   }
 
 #if defined(__GNUC__) || defined(__clang__)
@@ -909,8 +1112,13 @@ DEFINE_I8_ROWS(LRT_AVX2, rows_q4_1_i8_avx2, dot_q4_1_i8_avx2, i8_pair_q4, 20, 4,
 #define LRT_AVXVNNI
 #define LRT_DPBUSD_AVX(a, b, c) _mm256_dpbusd_avx_epi32(a, b, c)
 #endif
+DEFINE_I8_TILE(avx512vnni, LRT_AVX512VNNI, _mm256_dpbusd_epi32, 4)
+DEFINE_I8_TILE(avxvnni, LRT_AVXVNNI, LRT_DPBUSD_AVX, 2)
 DEFINE_I8_VNNI(avx512vnni, LRT_AVX512VNNI, _mm256_dpbusd_epi32)
 DEFINE_I8_VNNI(avxvnni, LRT_AVXVNNI, LRT_DPBUSD_AVX)
+#undef DEFINE_I8_TILE
+#undef I8T_TRANSPOSE8
+#undef I8T_UNROLL
 #undef DEFINE_I8_VNNI
 #undef DEFINE_I8_ROWS
 #undef DEFINE_I8_DOT
@@ -930,5 +1138,6 @@ const lrt_kernels lrt_kernels_avx2 = {"avx2", dot_f32_avx2, dot_f16_avx2, dot_bf
                                       dequant_q5_0_avx2, dequant_q5_1_avx2, dot4_q5_0_avx2, dot4_q5_1_avx2,
                                        lrt_lincomb_f32_avx2, lrt_rank1_f32_avx2,
                                        lrt_log_f32_avx2 /* avx2_math.c */, lrt_lincomb_rows_f32_avx2,
-                                       tile4_f32_pf_avx2, tile4_f16_pf_avx2, tile4_bf16_pf_avx2};
+                                       tile4_f32_pf_avx2, tile4_f16_pf_avx2, tile4_bf16_pf_avx2,
+                                       NULL, NULL, NULL /* int8 prefill tile: VNNI paths only */};
 #endif

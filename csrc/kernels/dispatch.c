@@ -193,6 +193,7 @@ static void complete(const lrt_kernels *k, const lrt_kernels *base, lrt_kernels 
   LRT_FILL(tile4_f32); LRT_FILL(widen_f16); LRT_FILL(widen_bf16);
   LRT_FILL(lincomb_f32); LRT_FILL(rank1_f32); LRT_FILL(log_f32); LRT_FILL(lincomb_rows_f32);
   LRT_FILL(tile4_f32_pf); LRT_FILL(tile4_f16_pf); LRT_FILL(tile4_bf16_pf);
+  /* not filled on purpose: i8_pack_x, i8_pack_w, i8_tile (optional; NULL = rows_*_i8) */
 #undef LRT_FILL
   *out = t;
 }

@@ -148,7 +148,30 @@ typedef struct lrt_kernels {
                        int64_t ys, const uint16_t *pf);
   void (*tile4_bf16_pf)(const uint16_t *w, int64_t ws, const float *x, int64_t xs, int64_t M, int64_t n, float *y,
                         int64_t ys, const uint16_t *pf);
+  /* Int8 activations, prefill tile (optional: NULL in every table without one, then forward.c
+   * uses rows_*_i8; dispatch.c does not fill these from the reference). The same products as
+   * rows_*_i8, bit for bit, on block-interleaved copies made once per chunk: i8_pack_x quantizes
+   * M float activation rows x (n apart) by lrt_quantize_act_q8's rule, bit for bit, into
+   * M * LRT_I8_PX_BYTES(n) bytes, i8_pack_w R
+   * weight rows (row_bytes apart, format fmt = LRT_I8_Q8_0 / Q4_0 / Q4_1) into
+   * R * LRT_I8_PW_BYTES(n) bytes (each writes LRT_I8_ROUND4(M) / LRT_I8_ROUND4(R) rows, the
+   * last ones zero, so that tiles of four tokens / rows need no edge code), and i8_tile writes
+   *   y[t * ys + (cols ? cols[r] : r)] = rows_<fmt>_i8 result of weight row r and token t
+   * for r < R, t < M. The layout (avx2.c): per group of eight blocks, 32-bit lane j of vector k
+   * holds elements 4k..4k+3 of block 8g + j, so one vpdpbusd per vector adds every block's
+   * partial sum into its own lane; the last group is zero-padded. Alignment: 32 bytes. */
+  void (*i8_pack_x)(const float *x, int64_t M, int64_t n, void *out);
+  void (*i8_pack_w)(int fmt, const void *w, int64_t row_bytes, int64_t R, int64_t n, void *out);
+  void (*i8_tile)(int fmt, const void *pw, int64_t R, const void *px, int64_t M, int64_t n, float *y, int64_t ys,
+                  const int32_t *cols);
 } lrt_kernels;
+
+/* the int8 prefill tile's formats and packed sizes (bytes per activation row / weight row) */
+enum { LRT_I8_Q8_0 = 0, LRT_I8_Q4_0 = 1, LRT_I8_Q4_1 = 2 };
+#define LRT_I8_GROUPS(n) (((n) / 32 + 7) / 8)
+#define LRT_I8_ROUND4(m) (((m) + 3) / 4 * 4)
+#define LRT_I8_PX_BYTES(n) (LRT_I8_GROUPS(n) * 320)
+#define LRT_I8_PW_BYTES(n) (LRT_I8_GROUPS(n) * 352)
 
 /* Shared by the tile4_f32 paths: finish a tile of four rows (w + r*ws) x three tokens
  * (x + k*xs, outputs y + k*ys) whose eight-lane parts are already reduced into s[4*k + r]

@@ -356,4 +356,5 @@ const lrt_kernels lrt_kernels_ref = {"reference", dot_f32_ref, dot_f16_ref, dot_
                                      dequant_q5_0_ref, dequant_q5_1_ref, dot4_q5_0_ref, dot4_q5_1_ref,
                                      lincomb_f32_ref, rank1_f32_ref, log_f32_ref,
                                      lincomb_rows_f32_ref,
-                                     tile4_f32_pf_ref, tile4_f16_pf_ref, tile4_bf16_pf_ref};
+                                     tile4_f32_pf_ref, tile4_f16_pf_ref, tile4_bf16_pf_ref,
+                                     NULL, NULL, NULL /* no int8 prefill tile: rows_*_i8 is the spec */};

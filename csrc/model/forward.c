@@ -74,6 +74,7 @@ typedef struct mm_ctx {
   const int8_t *qx;  /* (M, cols)    */
   const float *dx;   /* (M, cols/32) */
   const int32_t *sx; /* (M, cols/32) */
+  const void *px;    /* the same rows packed for the kernels' i8_tile, or NULL (decode) */
   int64_t first_block[4];
   int64_t M;
   int act; /* MM_ACT_*: a gated MLP's activation applied by the task that computed its rows */
@@ -150,6 +151,20 @@ static void mm_block(const mm_ctx *c, int j, int64_t blk, int thread) {
   if (c->i8[j]) { /* int8 activations: integer block dots, every (token, row) on its own */
     void (*rows_i8)(const void *, const int8_t *, const float *, const int32_t *, int64_t, int64_t, float *, int64_t) =
         w->dtype == LRT_DT_Q8_0 ? c->k->rows_q8_0_i8 : w->dtype == LRT_DT_Q4_0 ? c->k->rows_q4_0_i8 : c->k->rows_q4_1_i8;
+    if (c->px) { /* prefill: the task's rows packed once, then tiles of rows x tokens (same bits) */
+      int fmt = w->dtype == LRT_DT_Q8_0 ? LRT_I8_Q8_0 : w->dtype == LRT_DT_Q4_0 ? LRT_I8_Q4_0 : LRT_I8_Q4_1;
+      const uint8_t *wr = (const uint8_t *)w->data + (size_t)r0 * row_bytes;
+      c->k->i8_pack_w(fmt, wr, (int64_t)row_bytes, r1 - r0, n, buf);
+      c->k->i8_tile(fmt, buf, r1 - r0, c->px, c->M, n, jb->dest ? jb->out : jb->out + r0, ys,
+                    jb->dest ? jb->dest + r0 : NULL);
+      if (jb->bias)
+        for (int64_t t = 0; t < c->M; t++)
+          for (r = r0; r < r1; r++) {
+            int64_t col = jb->dest ? jb->dest[r] : r;
+            jb->out[t * ys + col] = jb->out[t * ys + col] + jb->bias[r];
+          }
+      return;
+    }
     for (r = r0; r < r1; r++) {
       int64_t col = jb->dest ? jb->dest[r] : r;
       /* decode reads each row once: fetch the row four ahead while this one is computed */
@@ -264,8 +279,8 @@ static void mm_act_task(void *vctx, int64_t task, int thread) {
     const float *u = c->jobs[1].out + t * c->jobs[1].out_stride;
     if (c->act == MM_ACT_GELU_GLU)
       for (int64_t i = r0; i < r1; i++) h[i] = lrt_gelu_tanhf(h[i]) * u[i];
-    else
-      for (int64_t i = r0; i < r1; i++) h[i] = lrt_siluf(h[i]) * u[i];
+    else /* the kernels' silu_mul_f32: lrt_siluf(g) * u per element, vectorized (same bits) */
+      c->k->silu_mul_f32(h + r0, u + r0, h + r0, r1 - r0);
   }
 }
 
@@ -297,13 +312,19 @@ static void matmul_act(lrt_session *s, int64_t M, const mm_job *jobs, int n_jobs
         }
         return;
       }
-  if (any) {
-    int64_t n = jobs[0].w->cols, nb = n / 32;
-    for (int64_t t = 0; t < M; t++)
-      lrt_quantize_act_q8(jobs[0].in + t * n, s->act_q + t * n, s->act_d + t * nb, s->act_s + t * nb, n);
-  }
   mm_ctx c;
   c.k = lrt_kernels_get();
+  c.px = NULL;
+  if (any) {
+    int64_t n = jobs[0].w->cols, nb = n / 32;
+    if (M >= 4 && c.k->i8_tile) { /* prefill: quantized and packed once for every task's tiles */
+      c.k->i8_pack_x(jobs[0].in, M, n, s->act_p);
+      c.px = s->act_p;
+    } else {
+      for (int64_t t = 0; t < M; t++)
+        lrt_quantize_act_q8(jobs[0].in + t * n, s->act_q + t * n, s->act_d + t * nb, s->act_s + t * nb, n);
+    }
+  }
   c.wrow = s->wrow;
   c.wrow_cap = s->wrow_cap;
   c.M = M;
@@ -452,8 +473,16 @@ static void att_task(void *vctx, int64_t h, int thread) {
     if (kv->kv_ring && window > 0 && n > kv->kv_ring - r0) n1 = kv->kv_ring - r0;
     const float *q = s->q + t * qd + h * hd;
     float mx = -3.402823466e38f;
+    /* the dots first (four keys at a time share the loads of q: dot4_f32, each the dot_f32 of
+     * its key), rows r0.. then (wrapped ring) rows 0.. */
+    for (int seg = 0; seg < 2; seg++) {
+      int64_t j = seg ? n1 : 0, j1 = seg ? n : n1;
+      const float *kr = K + (seg ? 0 : r0) * kvd;
+      for (; j + 4 <= j1; j += 4, kr += 4 * kvd) k->dot4_f32(kr, kvd, q, hd, sc + j);
+      for (; j < j1; j++, kr += kvd) sc[j] = k->dot_f32(kr, q, hd);
+    }
     for (int64_t j = 0; j < n; j++) {
-      float v = k->dot_f32(q, K + (j < n1 ? r0 + j : j - n1) * kvd, hd) * scale;
+      float v = sc[j] * scale;
       if (cap != 0.0f) v = softcap(v, cap); /* Gemma 2 attention-logit soft-capping */
       sc[j] = v;
       if (v > mx) mx = v;
@@ -465,33 +494,13 @@ static void att_task(void *vctx, int64_t h, int thread) {
     if (s->insp && s->insp->attn && p >= s->insp->pos_lo && p - s->insp->pos_lo < s->insp->n_pos && p < s->insp->n_key)
       memcpy(s->insp->attn + ((a->layer * c->n_heads + h) * s->insp->n_pos + p - s->insp->pos_lo) * s->insp->n_key + lo,
              sc, (size_t)n * sizeof(float));
-    /* o[d] = sum over j in order of sc[j] * V[j][d], from 0: eight columns at a time in
-     * registers (each column's chain is the plain sequential loop; columns are independent) */
+    /* o[d] = sum over j in order of sc[j] * V[j][d], from 0 (the kernels' lincomb_f32: each
+     * column's chain is the plain sequential loop, columns side by side in SIMD lanes): rows
+     * r0.. then, for a ring that wrapped, rows 0.., so j stays in order */
     float *o = s->att + t * qd + h * hd;
-    int64_t d = 0;
-    for (; d + 8 <= hd; d += 8) {
-      float o0 = 0.0f, o1 = 0.0f, o2 = 0.0f, o3 = 0.0f, o4 = 0.0f, o5 = 0.0f, o6 = 0.0f, o7 = 0.0f;
-      for (int seg = 0; seg < 2; seg++) { /* rows r0.. then (wrapped ring) 0..: j stays in order */
-        int64_t j = seg ? n1 : 0, j1 = seg ? n : n1;
-        const float *vr = V + (seg ? 0 : r0) * kvd + d;
-        for (; j < j1; j++, vr += kvd) {
-          float pj = sc[j];
-          o0 = o0 + pj * vr[0]; o1 = o1 + pj * vr[1]; o2 = o2 + pj * vr[2]; o3 = o3 + pj * vr[3];
-          o4 = o4 + pj * vr[4]; o5 = o5 + pj * vr[5]; o6 = o6 + pj * vr[6]; o7 = o7 + pj * vr[7];
-        }
-      }
-      o[d] = o0; o[d + 1] = o1; o[d + 2] = o2; o[d + 3] = o3;
-      o[d + 4] = o4; o[d + 5] = o5; o[d + 6] = o6; o[d + 7] = o7;
-    }
-    for (; d < hd; d++) {
-      float od = 0.0f;
-      for (int seg = 0; seg < 2; seg++) {
-        int64_t j = seg ? n1 : 0, j1 = seg ? n : n1;
-        const float *vr = V + (seg ? 0 : r0) * kvd + d;
-        for (; j < j1; j++, vr += kvd) od = od + sc[j] * vr[0];
-      }
-      o[d] = od;
-    }
+    memset(o, 0, (size_t)hd * sizeof(float));
+    k->lincomb_f32(sc, V + r0 * kvd, kvd, n1, hd, o);
+    if (n > n1) k->lincomb_f32(sc + n1, V, kvd, n - n1, hd, o);
   }
 }
 

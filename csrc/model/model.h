@@ -94,6 +94,7 @@ struct lrt_session {
   int8_t *act_q;     /* LRT_OPEN_INT8_ACTIVATIONS: (chunk, max_cols) quantized activations, */
   float *act_d;      /* their block scales and                                            */
   int32_t *act_s;    /* block sums (lrt_quantize_act_q8)                                  */
+  void *act_p;       /* the same rows packed for the int8 prefill tile (kernels.h i8_pack_x) */
   int64_t wrow_cap;
   int64_t scores_cap;
   /* logits of the last eval */

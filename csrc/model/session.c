@@ -3,6 +3,7 @@
 #include <stdlib.h>
 
 #include "model.h"
+#include "../kernels/kernels.h" /* LRT_I8_* packed sizes */
 
 int64_t lrt_kv_ring_rows(const lrt_model *m, int64_t context) {
   const lrt_config *c = &m->cfg;
@@ -45,13 +46,19 @@ int32_t lrt_session_create(lrt_model *m, int64_t context, int32_t threads, int64
   s->wrow_cap = c->dim > c->ffn ? c->dim : c->ffn;
   if (qd > s->wrow_cap) s->wrow_cap = qd;
   s->wrow_cap *= 16; /* prefill widens a task's rows (ROW_BLOCK = 16 in forward.c) */
+  if (m->open_flags & LRT_OPEN_INT8_ACTIVATIONS) { /* ... or packs them for the int8 tile */
+    int64_t pw = (16 * LRT_I8_PW_BYTES(s->wrow_cap / 16) + 3) / 4;
+    if (pw > s->wrow_cap) s->wrow_cap = pw;
+  }
   s->wrow = (float *)malloc((size_t)(s->wrow_cap * threads) * 4);
   if (m->open_flags & LRT_OPEN_INT8_ACTIVATIONS) { /* quantized activation rows (forward.c) */
-    int64_t w = s->wrow_cap / 16;
+    int64_t w = c->dim > c->ffn ? c->dim : c->ffn;
+    if (qd > w) w = qd;
     s->act_q = (int8_t *)malloc((size_t)(M * w));
     s->act_d = (float *)malloc((size_t)(M * (w / 32 + 1)) * 4);
     s->act_s = (int32_t *)malloc((size_t)(M * (w / 32 + 1)) * 4);
-    if (!s->act_q || !s->act_d || !s->act_s) {
+    s->act_p = malloc((size_t)(LRT_I8_ROUND4(M) * LRT_I8_PX_BYTES(w)));
+    if (!s->act_q || !s->act_d || !s->act_s || !s->act_p) {
       lrt_session_destroy(s);
       return lrt_err(LRT_ERR_OUT_OF_MEMORY, "out of memory for session buffers");
     }
@@ -75,7 +82,7 @@ void lrt_session_destroy(lrt_session *s) {
   free(s->k_cache); free(s->v_cache); free(s->tokens);
   free(s->x); free(s->xb); free(s->q); free(s->att); free(s->k); free(s->v);
   free(s->hb); free(s->hb2); free(s->rope_cs); free(s->wrow); free(s->scores); free(s->logits);
-  free(s->act_q); free(s->act_d); free(s->act_s);
+  free(s->act_q); free(s->act_d); free(s->act_s); free(s->act_p);
   free(s->cand_ids); free(s->cand_probs); free(s->cand_logits);
   free(s->insp);
   free(s);

@@ -366,6 +366,24 @@ static void compare_i8(const lrt_kernels *k, const lrt_kernels *ref) {
       }
       for (int64_t i = M * ys; i < MAXM * MAXYS; i++)
         CHECK(y1[i] == -7.0f, "%s rows_%s_i8 wrote past its M outputs", k->name, fm[f].nm);
+      if (k->i8_tile) { /* the prefill tile (VNNI paths): three rows (the row, then two more) x M tokens */
+        static uint8_t w3[3 * MAXNB * 34];
+        static unsigned char pw[4 * LRT_I8_PW_BYTES(MAXNB * 32)], px[8 * LRT_I8_PX_BYTES(MAXNB * 32)];
+        static float y3[MAXM * 3];
+        memcpy(w3, wq, (size_t)(nb * bb));
+        for (int64_t i = nb * bb; i < 3 * nb * bb; i++) w3[i] = wq[i % (nb * bb)] ^ (uint8_t)(next32() & 0x33);
+        for (int64_t r = 1; r < 3; r++) /* the copies' scales: those of the first row (finite) */
+          for (int64_t b = 0; b < nb; b++) memcpy(w3 + r * nb * bb + b * bb, wq + b * bb, (size_t)(2 * fm[f].nscales));
+        k->i8_pack_x(xf, M, n, px);
+        k->i8_pack_w(f, w3, nb * bb, 3, n, pw);
+        k->i8_tile(f, pw, 3, px, M, n, y3, 3, NULL);
+        for (int64_t t = 0; t < M; t++)
+          for (int64_t r = 0; r < 3; r++) {
+            float want = fm[f].dot_ref(w3 + r * nb * bb, qx + t * n, dx + t * nb, sx + t * nb, n);
+            CHECK(same_or_nan(y3[t * 3 + r], want), "%s i8_tile %s n=%lld M=%lld t=%lld r=%lld: %a vs %a", k->name,
+                  fm[f].nm, (long long)n, (long long)M, (long long)t, (long long)r, (double)y3[t * 3 + r], (double)want);
+          }
+      }
     }
   }
 }
