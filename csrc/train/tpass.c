@@ -460,17 +460,8 @@ static void att_fwd_task(void *vc, int64_t task, int thread) {
     int64_t lo = att_lo(c, i), n = i - lo + 1;
     const float *q = Q + (s * T + i) * qd + h * hd;
     float *sc = P + i * T + lo;
-    float mx = -3.402823466e38f;
     k->rows_f32(q, K + (s * T + lo) * kvd + kvh * hd, kvd, n, hd, sc, 1); /* each the dot_f32 */
-    for (int64_t j = 0; j < n; j++) {
-      float v = sc[j] * scale;
-      sc[j] = v;
-      if (v > mx) mx = v;
-    }
-    for (int64_t j = 0; j < n; j++) sc[j] = sc[j] - mx;
-    k->exp_f32(sc, sc, n);
-    float sum = k->sum_f32(sc, n);
-    for (int64_t j = 0; j < n; j++) sc[j] = sc[j] / sum;
+    att_softmax_row(k, sc, n, scale);
     float *o = O + (s * T + i) * qd + h * hd;
     const float *vb = Vv + (s * T + lo) * kvd + kvh * hd;
     for (int64_t d = 0; d < hd; d++) o[d] = 0.0f;
