@@ -124,10 +124,7 @@ DEFINE_KERNELS(bf16, load_bf16, tail_bf16)
     const int64_t pm = 64 / (int64_t)sizeof(WT) - 1; /* one line per row every 64 bytes */    \
     int64_t i = 0;                                                                            \
     for (; i + 8 <= n; i += 8) {                                                              \
-      if (pf && (i & pm) == 0) {                                                              \
-        LRT_KPREFETCH(pf + i); LRT_KPREFETCH(pf + ws + i);                                    \
-        LRT_KPREFETCH(pf + 2 * ws + i); LRT_KPREFETCH(pf + 3 * ws + i);                       \
-      }                                                                                       \
+      if (pf && (i & pm) == 0) LRT_KPREFETCH_ROWS4(pf, ws, i);                                \
       LRT_UNROLL for (int r = 0; r < 4; r++) {                                                \
         __m256 wv = LOAD(w + r * ws, i);                                                      \
         LRT_UNROLL for (int k = 0; k < K; k++)                                                \

@@ -690,10 +690,7 @@ LRT_AVX512 static void tile4_f32_z(const float *w, int64_t ws, const float *x, i
     const int64_t pm = 64 / (int64_t)sizeof(WT) - 1; /* one line per row every 64 bytes */    \
     int64_t i = 0;                                                                            \
     for (; i + 8 <= n; i += 8) {                                                              \
-      if (pf && (i & pm) == 0) {                                                              \
-        LRT_KPREFETCH(pf + i); LRT_KPREFETCH(pf + ws + i);                                    \
-        LRT_KPREFETCH(pf + 2 * ws + i); LRT_KPREFETCH(pf + 3 * ws + i);                       \
-      }                                                                                       \
+      if (pf && (i & pm) == 0) LRT_KPREFETCH_ROWS4(pf, ws, i);                                \
       z16 w01 = W16(wr[0], wr[1], i), w23 = W16(wr[2], wr[3], i);                             \
       LRT_UNROLL for (int k = 0; k < K; k++) {                                                \
         z16 xb = z16_bcast8(x + k * xs + i);                                                  \

@@ -194,6 +194,13 @@ static inline void lrt_tile4_finish(const float *w, int64_t ws, const float *x, 
 #else
 #define LRT_KPREFETCH(p) ((void)(p))
 #endif
+/* The tile4_*_pf kernels' spread-out prefetch: at element i of a row, a line of each of the four
+ * rows pf, pf + ws, pf + 2ws, pf + 3ws (called once per 64 bytes of a row). */
+#define LRT_KPREFETCH_ROWS4(pf, ws, i)                                                    \
+  do {                                                                                    \
+    LRT_KPREFETCH((pf) + (i)); LRT_KPREFETCH((pf) + (ws) + (i));                          \
+    LRT_KPREFETCH((pf) + 2 * (ws) + (i)); LRT_KPREFETCH((pf) + 3 * (ws) + (i));           \
+  } while (0)
 
 /* Int8 activations: the result c_b of block b of a weight row (the reference's rule, shared by
  * every path for its scalar tail). S_b is an exact integer sum (|S_b| < 2^24, so exact as a

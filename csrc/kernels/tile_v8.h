@@ -65,10 +65,7 @@ static void TILE4_V8_NAME(const float *w, int64_t ws, const float *x, int64_t xs
       v8 a20 = a00, a21 = a00, a22 = a00, a23 = a00;                                          \
       int64_t i = 0;                                                                          \
       for (; i + 8 <= n; i += 8) {                                                            \
-        if (pf && (i & pm) == 0) {                                                            \
-          LRT_KPREFETCH(pf + i); LRT_KPREFETCH(pf + ws + i);                                  \
-          LRT_KPREFETCH(pf + 2 * ws + i); LRT_KPREFETCH(pf + 3 * ws + i);                     \
-        }                                                                                     \
+        if (pf && (i & pm) == 0) LRT_KPREFETCH_ROWS4(pf, ws, i);                              \
         TILE_PF_ROW(a00, a10, a20, LOAD, w0)                                                  \
         TILE_PF_ROW(a01, a11, a21, LOAD, w1)                                                  \
         TILE_PF_ROW(a02, a12, a22, LOAD, w2)                                                  \
